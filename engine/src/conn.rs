@@ -1,0 +1,437 @@
+//! One virtual user's life: connect (phases timed), run the script, hold, close — and
+//! reconnect by policy. Every attempt ends in exactly one outcome, recorded as data:
+//! `attempted == opened + failed` and, once all VUs finished, `opened == closed`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{sleep_until, timeout_at};
+use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::handshake::{upgrade, Rejection, UpgradeError};
+use crate::outcome::{CloseKind, FailKind};
+use crate::plan::Reconnect;
+use crate::stats::{Metric, Partial, Recorder};
+use crate::template::{Template, Vars};
+
+/// A compiled reply matcher.
+pub(crate) enum Matcher {
+    Any,
+    Contains(Template),
+    Regex(regex::Regex),
+    Json { field: String, equals: Option<serde_json::Value> },
+}
+
+/// A compiled script instruction (repeat blocks flattened into `LoopStart..LoopEnd`).
+pub(crate) enum Op {
+    Send { tpl: Template, binary: bool },
+    Expect { matcher: Matcher, timeout: Duration },
+    Wait { base: Duration, jitter: Duration },
+    Ping { timeout: Duration },
+    Close,
+    LoopStart { every: Duration, times: Option<u32> },
+    LoopEnd,
+}
+
+/// Everything VUs of one run share (read-only).
+pub(crate) struct Shared {
+    /// `Host` header value.
+    pub(crate) host_header: String,
+    /// Path and query, templated.
+    pub(crate) resource: Template,
+    /// Resolved target addresses (resolved once at start; DNS is not per connection).
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// Local addresses to bind, round-robin by VU.
+    pub(crate) sources: Vec<IpAddr>,
+    pub(crate) headers: Vec<(String, Template)>,
+    pub(crate) protocols: Vec<String>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) ops: Vec<Op>,
+    pub(crate) reconnect: Reconnect,
+    pub(crate) flush_every: Duration,
+    /// Partials channel to the aggregator; it closes when the last VU drops its `Shared`.
+    pub(crate) tx: tokio::sync::mpsc::Sender<Partial>,
+}
+
+fn ws_config() -> WebSocketConfig {
+    // Buffers sized for mostly idle sockets (see BUILD notes in README: ~2.6 KB/conn).
+    WebSocketConfig::default().read_buffer_size(1024).write_buffer_size(0)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn render(t: &Template, vu: u64, attempt: u32) -> String {
+    let uuid = || uuid::Uuid::new_v4().to_string();
+    t.render(&Vars { vu, attempt, uuid: &uuid, now_ms: now_ms() })
+}
+
+/// Maps an I/O error to the outcome it stands for.
+pub(crate) fn io_kind(e: &std::io::Error) -> FailKind {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => FailKind::Refused,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => FailKind::Reset,
+        K::TimedOut => FailKind::Timeout,
+        K::AddrNotAvailable | K::AddrInUse => FailKind::ClientLimit,
+        _ => match e.raw_os_error() {
+            // EMFILE, ENFILE: out of file descriptors on our side.
+            Some(23) | Some(24) => FailKind::ClientLimit,
+            _ => FailKind::Io,
+        },
+    }
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Runs one VU until its script ends, it gives up, or `cancel` fires.
+pub(crate) async fn run_vu(sh: Arc<Shared>, vu: u64, scheduled: Instant, cancel: CancellationToken) {
+    let mut rec = Recorder::new(sh.tx.clone(), sh.flush_every);
+    let mut attempt = 0u32;
+    let mut streak = 0u32;
+    let mut sched = scheduled;
+    loop {
+        attempt += 1;
+        streak += 1;
+        rec.attempt();
+        let res = tokio::select! {
+            r = connect(&sh, vu, attempt, sched, &mut rec) => r,
+            _ = cancel.cancelled() => Err((FailKind::Aborted, None)),
+        };
+        let retry_after = match res {
+            Ok(ws) => {
+                rec.opened();
+                streak = 0;
+                let opened = Instant::now();
+                let end = session(ws, &sh, &mut rec, &cancel, vu, attempt).await;
+                rec.sample(Metric::Session, opened.elapsed());
+                rec.closed(end);
+                if !end.is_drop() {
+                    break;
+                }
+                None
+            }
+            Err((kind, rejection)) => {
+                let ra = rejection.as_ref().and_then(|r| r.retry_after.as_deref()).and_then(parse_retry_after);
+                rec.failed(kind, rejection);
+                if kind == FailKind::Aborted {
+                    break;
+                }
+                ra
+            }
+        };
+        rec.maybe_flush();
+        let Some(delay) = next_delay(&sh.reconnect, streak.max(1), retry_after) else { break };
+        let wake = Instant::now() + delay;
+        tokio::select! {
+            _ = sleep_until(wake.into()) => {}
+            _ = cancel.cancelled() => break,
+        }
+        sched = wake;
+    }
+    rec.finish().await;
+}
+
+/// `Retry-After` as seconds (HTTP dates are not honoured; they are rare on 429s).
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0 && *s < 86_400.0).map(Duration::from_secs_f64)
+}
+
+/// Backoff before retry number `streak` (1 = first retry), or `None` to give up.
+fn next_delay(policy: &Reconnect, streak: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    match policy {
+        Reconnect::Never => None,
+        Reconnect::Backoff { max_attempts, initial, max, honor_retry_after } => {
+            if streak >= *max_attempts {
+                return None;
+            }
+            let exp = initial.0.saturating_mul(1u32 << (streak - 1).min(20)).min(max.0);
+            // Full jitter (AWS architecture blog): uniform in [0, exp].
+            let mut d = exp.mul_f64(rand::rng().random::<f64>());
+            if *honor_retry_after {
+                if let Some(ra) = retry_after {
+                    d = d.max(ra);
+                }
+            }
+            Some(d)
+        }
+    }
+}
+
+async fn connect(sh: &Shared, vu: u64, attempt: u32, sched: Instant, rec: &mut Recorder) -> Result<Ws, (FailKind, Option<Rejection>)> {
+    let addr = sh.addrs[(vu as usize) % sh.addrs.len()];
+    let deadline = Instant::now() + sh.connect_timeout;
+    let fut = async {
+        let sock = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| (io_kind(&e), None))?;
+        if !sh.sources.is_empty() {
+            let src = sh.sources[(vu as usize) % sh.sources.len()];
+            sock.bind(SocketAddr::new(src, 0)).map_err(|e| (io_kind(&e), None))?;
+        }
+        let t0 = Instant::now();
+        let mut tcp = sock.connect(addr).await.map_err(|e| (io_kind(&e), None))?;
+        rec.sample(Metric::TcpConnect, t0.elapsed());
+        let _ = tcp.set_nodelay(true);
+        let headers: Vec<(String, String)> = sh.headers.iter().map(|(k, t)| (k.clone(), render(t, vu, attempt))).collect();
+        let resource = render(&sh.resource, vu, attempt);
+        match upgrade(&mut tcp, &sh.host_header, &resource, &headers, &sh.protocols).await {
+            Ok((left, took)) => {
+                rec.sample(Metric::Upgrade, took);
+                Ok((tcp, left))
+            }
+            Err(UpgradeError::Rejected(r)) => Err((FailKind::Status(r.status), Some(*r))),
+            Err(UpgradeError::Protocol) => Err((FailKind::Protocol, None)),
+            Err(UpgradeError::Io(e)) => Err((io_kind(&e), None)),
+        }
+    };
+    match timeout_at(deadline.into(), fut).await {
+        Err(_) => Err((FailKind::Timeout, None)),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok((tcp, left))) => {
+            // Measured from the scheduled start: free of coordinated omission.
+            rec.sample(Metric::Connecting, sched.elapsed());
+            Ok(WebSocketStream::from_partially_read(tcp, left, Role::Client, Some(ws_config())).await)
+        }
+    }
+}
+
+/// What the session is waiting for.
+enum Waiting {
+    /// Run the next op now.
+    Ready,
+    /// Sleep until the instant, then continue at `pc`.
+    Until(Instant, usize),
+    /// A reply matching the current `Expect`.
+    Reply(Instant),
+    /// A pong for the ping sent at `sent`.
+    Pong(Instant, Instant),
+    /// Script done: hold until cancelled or closed.
+    Hold,
+}
+
+/// State of the (single, non-nested) repeat block.
+struct LoopState {
+    start_pc: usize,
+    /// Scheduled start of the current iteration (not the actual one).
+    iter_start: Instant,
+    every: Duration,
+    remaining: Option<u32>,
+}
+
+fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32) -> bool {
+    let text = match msg {
+        Message::Text(t) => t.as_str(),
+        Message::Binary(b) => match std::str::from_utf8(b) {
+            Ok(t) => t,
+            Err(_) => return matches!(m, Matcher::Any),
+        },
+        _ => return false,
+    };
+    match m {
+        Matcher::Any => true,
+        Matcher::Contains(t) => text.contains(&render(t, vu, attempt)),
+        Matcher::Regex(r) => r.is_match(text),
+        Matcher::Json { field, equals } => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => match (v.get(field), equals) {
+                (Some(_), None) => true,
+                (Some(got), Some(want)) => got == want,
+                (None, _) => false,
+            },
+            Err(_) => false,
+        },
+    }
+}
+
+async fn close_normally(ws: &mut Ws) {
+    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+    if ws.close(Some(frame)).await.is_ok() {
+        // Wait briefly for the server's close reply so the close is clean on both sides.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    }
+}
+
+fn end_of(e: &WsError) -> CloseKind {
+    match e {
+        WsError::Protocol(p) if format!("{p:?}").contains("ResetWithoutClosingHandshake") => CloseKind::Abnormal,
+        WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_) => CloseKind::Protocol,
+        _ => CloseKind::Abnormal,
+    }
+}
+
+async fn session(mut ws: Ws, sh: &Shared, rec: &mut Recorder, cancel: &CancellationToken, vu: u64, attempt: u32) -> CloseKind {
+    let opened = Instant::now();
+    let mut first = true;
+    let mut pc = 0usize;
+    let mut lp: Option<LoopState> = None;
+    let mut wait = Waiting::Ready;
+    // When the op now running was due (for coordinated-omission-free timing).
+    let mut due = opened;
+    let mut last_send = opened;
+    let mut ping_seq = 0u64;
+    loop {
+        while matches!(wait, Waiting::Ready) {
+            match sh.ops.get(pc) {
+                None => wait = Waiting::Hold,
+                Some(Op::Send { tpl, binary }) => {
+                    let text = render(tpl, vu, attempt);
+                    let msg = if *binary { Message::binary(hex_decode(&text)) } else { Message::text(text) };
+                    let n = msg.len();
+                    if let Err(e) = ws.send(msg).await {
+                        return end_of(&e);
+                    }
+                    rec.sent(n);
+                    last_send = due;
+                    pc += 1;
+                }
+                Some(Op::Expect { timeout, .. }) => wait = Waiting::Reply(Instant::now() + *timeout),
+                Some(Op::Wait { base, jitter }) => {
+                    let j = if jitter.is_zero() { Duration::ZERO } else { jitter.mul_f64(rand::rng().random::<f64>()) };
+                    wait = Waiting::Until(due.max(Instant::now()) + *base + j, pc + 1);
+                }
+                Some(Op::Ping { timeout }) => {
+                    ping_seq += 1;
+                    if let Err(e) = ws.send(Message::Ping(ping_seq.to_be_bytes().to_vec().into())).await {
+                        return end_of(&e);
+                    }
+                    wait = Waiting::Pong(Instant::now() + *timeout, due);
+                }
+                Some(Op::Close) => {
+                    close_normally(&mut ws).await;
+                    return CloseKind::Client;
+                }
+                Some(Op::LoopStart { every, times }) => {
+                    lp = Some(LoopState { start_pc: pc + 1, iter_start: due, every: *every, remaining: *times });
+                    pc += 1;
+                }
+                Some(Op::LoopEnd) => match lp.as_mut() {
+                    Some(l) => {
+                        if let Some(r) = l.remaining.as_mut() {
+                            *r = r.saturating_sub(1);
+                            if *r == 0 {
+                                lp = None;
+                                pc += 1;
+                                continue;
+                            }
+                        }
+                        l.iter_start += l.every;
+                        wait = Waiting::Until(l.iter_start, l.start_pc);
+                    }
+                    None => pc += 1,
+                },
+            }
+        }
+        let deadline = match wait {
+            Waiting::Until(t, _) | Waiting::Reply(t) | Waiting::Pong(t, _) => Some(t),
+            Waiting::Hold | Waiting::Ready => None,
+        };
+        let flush_at = rec.next_flush();
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                rec.try_flush();
+                close_normally(&mut ws).await;
+                return CloseKind::Client;
+            }
+            m = ws.next() => match m {
+                Some(Ok(msg)) => match &msg {
+                    Message::Text(_) | Message::Binary(_) => {
+                        rec.received(msg.len());
+                        if first {
+                            first = false;
+                            rec.sample(Metric::FirstMsg, opened.elapsed());
+                        }
+                        if let (Waiting::Reply(_), Some(Op::Expect { matcher, .. })) = (&wait, sh.ops.get(pc)) {
+                            if matches(matcher, &msg, vu, attempt) {
+                                rec.sample(Metric::Rtt, last_send.elapsed());
+                                due = Instant::now();
+                                wait = Waiting::Ready;
+                                pc += 1;
+                            }
+                        }
+                    }
+                    Message::Pong(_) => {
+                        if let Waiting::Pong(_, sent) = wait {
+                            rec.sample(Metric::Ping, sent.elapsed());
+                            due = Instant::now();
+                            wait = Waiting::Ready;
+                            pc += 1;
+                        }
+                    }
+                    Message::Close(frame) => {
+                        return CloseKind::Server(frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005));
+                    }
+                    Message::Ping(_) | Message::Frame(_) => {}
+                },
+                Some(Err(e)) => return end_of(&e),
+                None => return CloseKind::Abnormal,
+            },
+            _ = sleep_opt(deadline) => {
+                let now = Instant::now();
+                match wait {
+                    Waiting::Until(t, next) => { due = t; pc = next; }
+                    Waiting::Reply(_) => { rec.expect_timeout(); due = now; pc += 1; }
+                    Waiting::Pong(..) => { rec.ping_timeout(); due = now; pc += 1; }
+                    Waiting::Hold | Waiting::Ready => {}
+                }
+                wait = Waiting::Ready;
+            }
+            _ = sleep_opt(flush_at) => rec.maybe_flush(),
+        }
+    }
+}
+
+async fn sleep_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Dur;
+
+    #[test]
+    fn backoff_grows_caps_and_honours_retry_after() {
+        let p = Reconnect::Backoff { max_attempts: 4, initial: Dur::millis(100), max: Dur::millis(300), honor_retry_after: true };
+        for streak in 1..4 {
+            let d = next_delay(&p, streak, None).unwrap();
+            assert!(d <= Duration::from_millis(300));
+        }
+        assert!(next_delay(&p, 4, None).is_none());
+        assert!(next_delay(&p, 1, Some(Duration::from_secs(2))).unwrap() >= Duration::from_secs(2));
+        assert!(next_delay(&Reconnect::Never, 1, None).is_none());
+    }
+
+    #[test]
+    fn matchers() {
+        let m = Matcher::Json { field: "type".into(), equals: Some(serde_json::json!("pong")) };
+        assert!(matches(&m, &Message::text(r#"{"type":"pong"}"#), 0, 1));
+        assert!(!matches(&m, &Message::text(r#"{"type":"ping"}"#), 0, 1));
+        let c = Matcher::Contains(Template::parse("hi {{vu}}").unwrap());
+        assert!(matches(&c, &Message::text("say hi 3!"), 3, 1));
+        assert!(!matches(&c, &Message::text("say hi 4!"), 3, 1));
+        assert!(matches(&Matcher::Regex(regex::Regex::new("^a+$").unwrap()), &Message::text("aaa"), 0, 1));
+    }
+
+    #[test]
+    fn io_errors_map_to_kinds() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(io_kind(&Error::from(ErrorKind::ConnectionRefused)), FailKind::Refused);
+        assert_eq!(io_kind(&Error::from(ErrorKind::AddrNotAvailable)), FailKind::ClientLimit);
+        assert_eq!(io_kind(&Error::from_raw_os_error(24)), FailKind::ClientLimit);
+        assert_eq!(hex_decode("00ff10"), vec![0, 255, 16]);
+    }
+}

@@ -1,0 +1,43 @@
+//! # engine: the swarm
+//!
+//! Load generation and measurement only: no HTTP server of the product, no SQL, no UI.
+//! Plans come in, results leave as data (`Update`s on a channel).
+//!
+//! Module map:
+//! - [`plan`]      the `Plan` model (UI form, JSON API and plan file are one model) and
+//!   `validate(&Limits)` returning field errors. Pure.
+//! - [`schedule`]  how many connections should have been started at time `t`. Pure.
+//! - [`template`]  `{{vu}}`, `{{attempt}}`, `{{uuid}}`, `{{now_ms}}`, `{{env.NAME}}`. Pure.
+//! - [`report`]    wire types that leave the engine: `Snapshot`, `Summary`, `Totals`. Pure.
+//! - [`outcome`]   the small closed set of connection outcomes (`FailKind`, `CloseKind`).
+//!
+//! With the `runtime` feature (everything that needs tokio):
+//! - `handshake`   a hand-written client upgrade (times the phases, keeps 429 evidence).
+//! - `conn`        one virtual user's life: connect, script, reconnect policy.
+//! - `stats`       mergeable partial results and HDR histograms.
+//! - `aggregate`   the aggregator task: partials in, one `Snapshot` per tick out.
+//! - [`swarm`]     the controller that paces VUs along the schedule; `swarm::start`.
+//! - [`target`]    the sandbox WebSocket target (echo, caps, rate limits, drops) and
+//!   its `/stats` counters.
+
+pub mod outcome;
+pub mod plan;
+pub mod report;
+pub mod schedule;
+pub mod template;
+
+#[cfg(feature = "runtime")]
+mod aggregate;
+#[cfg(feature = "runtime")]
+mod conn;
+#[cfg(feature = "runtime")]
+mod handshake;
+#[cfg(feature = "runtime")]
+mod stats;
+#[cfg(feature = "runtime")]
+pub mod swarm;
+#[cfg(feature = "runtime")]
+pub mod target;
+
+pub use plan::{FieldError, Limits, Plan, Stage};
+pub use report::{EndReason, Phase, Snapshot, Summary, Totals};

@@ -1,0 +1,629 @@
+//! The `Plan`: everything a run says, as one serde model shared by the browser form, the
+//! JSON API and plan files. `Plan::validate` is pure and returns every problem at once,
+//! each naming the field, the value and the limit.
+//!
+//! Minimal JSON form:
+//! `{"name":"smoke","target":"ws://127.0.0.1:9001/echo",
+//!   "stages":[{"duration":"2s","connections":50},{"duration":"3s","connections":50}]}`
+//! Stages ramp linearly from the previous level to `connections` over `duration`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::template::Template;
+
+/// A duration written as `"250ms"`, `"2s"`, `"5m"`, `"1h"` (or a bare number of seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+    pub const fn millis(ms: u64) -> Self {
+        Dur(Duration::from_millis(ms))
+    }
+    pub fn as_duration(self) -> Duration {
+        self.0
+    }
+}
+
+/// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"5m"`, `"1h"`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (use e.g. 250ms, 2s, 5m, 1h)"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m or h)")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs > 365.0 * 86_400.0 {
+        return Err(format!("`{text}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 3_600_000 == 0 && ms > 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 && ms > 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Secs(f64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) => parse_duration(&t).map(Dur).map_err(serde::de::Error::custom),
+            Raw::Secs(s) if s.is_finite() && (0.0..=31_536_000.0).contains(&s) => {
+                Ok(Dur(Duration::from_secs_f64(s)))
+            }
+            Raw::Secs(s) => Err(serde::de::Error::custom(format!("{s} is not a duration in seconds"))),
+        }
+    }
+}
+
+/// One stage of the load shape: ramp linearly to `connections` over `duration`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub duration: Dur,
+    pub connections: u32,
+}
+
+/// A reply matcher with a timeout. With no matcher, any message matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The reply contains this text (templated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// The reply matches this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// The reply is JSON and this top-level field ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_field: Option<String>,
+    /// ... equals this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<serde_json::Value>,
+    /// How long to wait for the reply (default 5s). A timeout is counted, then the
+    /// script goes on.
+    #[serde(default = "default_expect_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_expect_timeout() -> Dur {
+    Dur::secs(5)
+}
+
+/// A block repeated every `every` (e.g. heartbeats), `times` times or until the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repeat {
+    pub every: Dur,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<u32>,
+    pub steps: Vec<Step>,
+}
+
+/// A wait, fixed or with uniform jitter `[duration, duration + jitter]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Wait {
+    Fixed(Dur),
+    Jittered { duration: Dur, jitter: Dur },
+}
+
+/// One step of the per-connection script.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Send a text message (templated).
+    Send(String),
+    /// Send a binary message given as hex (templated, then hex-decoded).
+    SendBinary(String),
+    /// Wait for a matching reply and time it from the scheduled send.
+    Expect(Expect),
+    /// Pause.
+    Wait(Wait),
+    /// Send a ping and require a pong within the timeout; the RTT is `ws_ping`.
+    Ping(Dur),
+    /// Repeat a block of steps.
+    Repeat(Repeat),
+    /// Close the connection (normal closure). Without it, connections are held to the end.
+    Close,
+}
+
+/// What a VU does when its handshake fails or its connection drops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reconnect {
+    /// Never retry: measure raw behaviour.
+    #[default]
+    Never,
+    /// Retry with exponential backoff and full jitter.
+    Backoff {
+        #[serde(default = "default_max_attempts")]
+        max_attempts: u32,
+        #[serde(default = "default_backoff_initial")]
+        initial: Dur,
+        #[serde(default = "default_backoff_max")]
+        max: Dur,
+        /// Wait at least what a 429/503's `Retry-After` asks for.
+        #[serde(default = "default_true")]
+        honor_retry_after: bool,
+    },
+}
+
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_backoff_initial() -> Dur {
+    Dur::millis(500)
+}
+fn default_backoff_max() -> Dur {
+    Dur::secs(30)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_name() -> String {
+    "unnamed".into()
+}
+fn default_connect_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+/// A whole run description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// `ws://host:port/path?query` (wss:// is planned, see README limits).
+    pub target: String,
+    pub stages: Vec<Stage>,
+    /// Cap on new connections per second (open model: paced by the clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connect_rate: Option<f64>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Extra handshake headers (values templated).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Offered subprotocols (`Sec-WebSocket-Protocol`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subprotocols: Vec<String>,
+    /// The per-connection script; empty means connect and hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub script: Vec<Step>,
+    #[serde(default)]
+    pub reconnect: Reconnect,
+    /// Local source addresses to bind, round-robin (needed past ~28k connections to one
+    /// target address and port).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_addrs: Vec<std::net::IpAddr>,
+}
+
+/// Limits a plan is validated against (set by the server's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Most connections one run may hold at once (kept below the open-file limit).
+    pub max_connections: u32,
+    /// Longest run.
+    pub max_duration: Dur,
+    /// Largest message a script may send, in bytes.
+    pub max_message_bytes: usize,
+    /// Highest connect rate a plan may ask for, per second.
+    pub max_connect_rate: f64,
+    /// Ephemeral ports available per (source address -> target address:port).
+    pub ports_per_source: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 19_000,
+            max_duration: Dur::secs(3600),
+            max_message_bytes: 1 << 20,
+            max_connect_rate: 20_000.0,
+            ports_per_source: 28_000,
+        }
+    }
+}
+
+/// One problem with one field of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// Path of the field, e.g. `stages[1].connections`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+const MAX_STAGES: usize = 64;
+const MAX_STEPS: usize = 256;
+const MAX_HEADERS: usize = 64;
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+const MAX_NAME: usize = 200;
+
+impl Plan {
+    /// Peak number of connections over all stages.
+    pub fn peak_connections(&self) -> u32 {
+        crate::schedule::peak(&self.stages)
+    }
+
+    /// Total planned duration.
+    pub fn duration(&self) -> Duration {
+        crate::schedule::total_duration(&self.stages)
+    }
+
+    /// Checks every field against `limits`; returns all problems together.
+    pub fn validate(&self, limits: &Limits) -> Result<(), Vec<FieldError>> {
+        let mut errs = Vec::new();
+        let mut err = |field: &str, message: String| {
+            errs.push(FieldError { field: field.into(), message })
+        };
+        if self.name.trim().is_empty() {
+            err("name", "must not be empty".into());
+        } else if self.name.len() > MAX_NAME {
+            err("name", format!("is {} bytes long; the limit is {MAX_NAME}", self.name.len()));
+        }
+        match TargetUrl::parse(&self.target) {
+            Ok(_) => {}
+            Err(e) => err("target", e),
+        }
+        if let Err(e) = Template::parse(&self.target) {
+            err("target", e);
+        }
+        if self.stages.is_empty() {
+            err("stages", "needs at least one stage, e.g. {\"duration\":\"10s\",\"connections\":50}".into());
+        }
+        if self.stages.len() > MAX_STAGES {
+            err("stages", format!("has {} stages; the limit is {MAX_STAGES}", self.stages.len()));
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            if s.connections > limits.max_connections {
+                err(
+                    &format!("stages[{i}].connections"),
+                    format!(
+                        "{} is above this server's limit of {} connections per run (one process can hold about 19,900 sockets: its open-file limit). Split the load over several runs/processes.",
+                        s.connections, limits.max_connections
+                    ),
+                );
+            }
+        }
+        let total = self.duration();
+        if !self.stages.is_empty() && total.is_zero() {
+            err("stages", "total duration is 0s; give at least one stage a duration".into());
+        }
+        if total > limits.max_duration.0 {
+            err(
+                "stages",
+                format!("total duration {} is above the limit of {}", Dur(total), limits.max_duration),
+            );
+        }
+        let peak = self.peak_connections();
+        let sources = self.source_addrs.len().max(1) as u64;
+        if u64::from(peak) > u64::from(limits.ports_per_source) * sources {
+            err(
+                "source_addrs",
+                format!(
+                    "{peak} connections to one target need more than the ~{} ephemeral ports one source address has; add {} more source addresses (e.g. 127.0.0.2, 127.0.0.3 on loopback)",
+                    limits.ports_per_source,
+                    (u64::from(peak)).div_ceil(u64::from(limits.ports_per_source)) - sources
+                ),
+            );
+        }
+        if let Some(rate) = self.max_connect_rate {
+            if !(rate.is_finite() && rate > 0.0 && rate <= limits.max_connect_rate) {
+                err(
+                    "max_connect_rate",
+                    format!("{rate} must be above 0 and at most {} per second", limits.max_connect_rate),
+                );
+            }
+        }
+        if self.connect_timeout.0 < Duration::from_millis(10) || self.connect_timeout.0 > Duration::from_secs(300) {
+            err("connect_timeout", format!("{} must be between 10ms and 5m", self.connect_timeout));
+        }
+        if self.headers.len() > MAX_HEADERS {
+            err("headers", format!("has {} headers; the limit is {MAX_HEADERS}", self.headers.len()));
+        }
+        let header_bytes: usize = self.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            err("headers", format!("are {header_bytes} bytes in all; the limit is {MAX_HEADER_BYTES}"));
+        }
+        for (k, v) in &self.headers {
+            let field = format!("headers.{k}");
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+                err(&field, "header names may only use letters, digits, '-' and '_'".into());
+            }
+            if v.bytes().any(|b| b == b'\r' || b == b'\n') {
+                err(&field, "header values must not contain line breaks".into());
+            }
+            if let Err(e) = Template::parse(v) {
+                err(&field, e);
+            }
+            let lower = k.to_ascii_lowercase();
+            if ["host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"].contains(&lower.as_str()) {
+                err(&field, "is set by the engine and cannot be overridden".into());
+            }
+        }
+        for (i, p) in self.subprotocols.iter().enumerate() {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                err(&format!("subprotocols[{i}]"), format!("`{p}` is not a valid subprotocol token"));
+            }
+        }
+        let mut steps = 0usize;
+        validate_steps(&self.script, "script", limits, &mut steps, &mut errs);
+        if steps > MAX_STEPS {
+            errs.push(FieldError {
+                field: "script".into(),
+                message: format!("has {steps} steps; the limit is {MAX_STEPS}"),
+            });
+        }
+        if let Reconnect::Backoff { max_attempts, initial, max, .. } = &self.reconnect {
+            if *max_attempts == 0 || *max_attempts > 1000 {
+                errs.push(FieldError {
+                    field: "reconnect.max_attempts".into(),
+                    message: format!("{max_attempts} must be between 1 and 1000"),
+                });
+            }
+            if initial.0.is_zero() || initial > max {
+                errs.push(FieldError {
+                    field: "reconnect.initial".into(),
+                    message: format!("{initial} must be above 0 and at most reconnect.max ({max})"),
+                });
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+fn validate_steps(steps: &[Step], path: &str, limits: &Limits, count: &mut usize, errs: &mut Vec<FieldError>) {
+    for (i, step) in steps.iter().enumerate() {
+        *count += 1;
+        let field = format!("{path}[{i}]");
+        let mut err = |suffix: &str, message: String| {
+            errs.push(FieldError { field: format!("{field}{suffix}"), message })
+        };
+        match step {
+            Step::Send(text) | Step::SendBinary(text) => {
+                if text.len() > limits.max_message_bytes {
+                    err(".send", format!("message is {} bytes; the limit is {}", text.len(), limits.max_message_bytes));
+                }
+                if let Err(e) = Template::parse(text) {
+                    err(".send", e);
+                }
+                if let Step::SendBinary(hex) = step {
+                    if !hex.contains("{{") && (hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit())) {
+                        err(".send_binary", "must be hex digits, two per byte".into());
+                    }
+                }
+            }
+            Step::Expect(e) => {
+                let n = [e.contains.is_some(), e.regex.is_some(), e.json_field.is_some()]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
+                if n > 1 {
+                    err(".expect", "use one of contains, regex or json_field".into());
+                }
+                if e.equals.is_some() && e.json_field.is_none() {
+                    err(".expect.equals", "needs json_field".into());
+                }
+                if let Some(c) = &e.contains {
+                    if let Err(m) = Template::parse(c) {
+                        err(".expect.contains", m);
+                    }
+                }
+                #[cfg(feature = "runtime")]
+                if let Some(r) = &e.regex {
+                    if let Err(m) = regex::Regex::new(r) {
+                        err(".expect.regex", format!("is not a valid regular expression: {m}"));
+                    }
+                }
+                if e.timeout.0.is_zero() || e.timeout.0 > Duration::from_secs(600) {
+                    err(".expect.timeout", format!("{} must be above 0 and at most 10m", e.timeout));
+                }
+            }
+            Step::Wait(_) | Step::Close => {}
+            Step::Ping(t) => {
+                if t.0.is_zero() {
+                    err(".ping", "timeout must be above 0".into());
+                }
+            }
+            Step::Repeat(r) => {
+                if r.every.0 < Duration::from_millis(1) {
+                    err(".repeat.every", format!("{} must be at least 1ms", r.every));
+                }
+                if r.steps.is_empty() {
+                    err(".repeat.steps", "must not be empty".into());
+                }
+                if r.steps.iter().any(|s| matches!(s, Step::Repeat(_))) {
+                    err(".repeat.steps", "repeat blocks cannot be nested".into());
+                } else {
+                    validate_steps(&r.steps, &format!("{field}.repeat.steps"), limits, count, errs);
+                }
+            }
+        }
+    }
+}
+
+/// A parsed `ws://` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetUrl {
+    pub host: String,
+    pub port: u16,
+    /// Path and query, as sent in the request line.
+    pub resource: String,
+    pub tls: bool,
+}
+
+impl TargetUrl {
+    pub fn parse(text: &str) -> Result<TargetUrl, String> {
+        let url = url::Url::parse(text.trim())
+            .map_err(|e| format!("`{text}` is not a URL ({e}); expected e.g. ws://127.0.0.1:9001/echo"))?;
+        let tls = match url.scheme() {
+            "ws" => false,
+            "wss" => return Err("wss:// is not supported yet (see README limits); use ws://".into()),
+            other => return Err(format!("scheme `{other}` is not supported; use ws://")),
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("`{text}` has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let mut resource = url.path().to_string();
+        if let Some(q) = url.query() {
+            resource.push('?');
+            resource.push_str(q);
+        }
+        Ok(TargetUrl { host, port, resource, tls })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> Plan {
+        serde_json::from_str(
+            r#"{"name":"smoke","target":"ws://127.0.0.1:9001/echo","stages":[{"duration":"2s","connections":50},{"duration":"3s","connections":50}]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn parses_minimal_plan_with_defaults() {
+        let p = minimal();
+        assert_eq!(p.stages.len(), 2);
+        assert_eq!(p.stages[0].duration, Dur::secs(2));
+        assert_eq!(p.connect_timeout, Dur::secs(10));
+        assert_eq!(p.reconnect, Reconnect::Never);
+        assert_eq!(p.peak_connections(), 50);
+        assert_eq!(p.duration(), Duration::from_secs(5));
+        assert!(p.validate(&Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("3 fortnights").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(Dur::millis(1500).to_string(), "1500ms");
+        assert_eq!(Dur::secs(120).to_string(), "2m");
+        let d: Dur = serde_json::from_str("7").unwrap();
+        assert_eq!(d, Dur::secs(7));
+    }
+
+    #[test]
+    fn script_round_trips_through_json() {
+        let text = r#"{"target":"ws://h/x","stages":[{"duration":"1s","connections":1}],
+          "script":[{"send":"hi {{vu}}"},{"expect":{"contains":"hi","timeout":"2s"}},
+                    {"repeat":{"every":"1s","times":3,"steps":[{"ping":"1s"},{"wait":"10ms"}]}},
+                    {"wait":{"duration":"1s","jitter":"500ms"}},"close"],
+          "reconnect":{"mode":"backoff","max_attempts":3}}"#;
+        let p: Plan = serde_json::from_str(text).unwrap();
+        assert_eq!(p.script.len(), 5);
+        assert!(matches!(p.reconnect, Reconnect::Backoff { max_attempts: 3, .. }));
+        let again: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(p, again);
+        assert!(p.validate(&Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        let e = serde_json::from_str::<Plan>(r#"{"target":"ws://h","stages":[],"conections":5}"#).unwrap_err();
+        assert!(e.to_string().contains("conections"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_field_value_and_limit() {
+        let mut p = minimal();
+        p.stages[1].connections = 50_000;
+        p.target = "http://x".into();
+        p.headers.insert("X-Bad".into(), "{{nope}}".into());
+        let errs = p.validate(&Limits::default()).unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(text.iter().any(|t| t.starts_with("stages[1].connections: 50000") && t.contains("19000")), "{text:?}");
+        assert!(text.iter().any(|t| t.starts_with("target: scheme `http`")), "{text:?}");
+        assert!(text.iter().any(|t| t.starts_with("headers.X-Bad") && t.contains("nope")), "{text:?}");
+        assert!(text.iter().any(|t| t.starts_with("source_addrs")), "{text:?}");
+    }
+
+    #[test]
+    fn empty_and_zero_stages_are_refused() {
+        let mut p = minimal();
+        p.stages.clear();
+        assert_eq!(p.validate(&Limits::default()).unwrap_err()[0].field, "stages");
+        p.stages.push(Stage { duration: Dur::secs(0), connections: 5 });
+        assert!(p.validate(&Limits::default()).unwrap_err()[0].message.contains("0s"));
+    }
+
+    #[test]
+    fn too_many_connections_for_ports_needs_sources() {
+        let limits = Limits { max_connections: 100_000, ports_per_source: 100, ..Limits::default() };
+        let mut p = minimal();
+        p.stages[0].connections = 250;
+        p.stages[1].connections = 250;
+        let errs = p.validate(&limits).unwrap_err();
+        assert!(errs[0].message.contains("add 2 more source addresses"), "{errs:?}");
+        p.source_addrs = vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+        assert!(p.validate(&limits).is_ok());
+    }
+
+    #[test]
+    fn target_url_parts() {
+        let t = TargetUrl::parse("ws://127.0.0.1:9001/echo?cap=5").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.resource.as_str()), ("127.0.0.1", 9001, "/echo?cap=5"));
+        assert_eq!(TargetUrl::parse("ws://[::1]/").unwrap().host, "::1");
+        assert!(TargetUrl::parse("not a url").is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! Measurement plumbing: what a VU accumulates (`Partial`) and how the aggregator merges
+//! it (`RunStats`, HDR histograms).
+//!
+//! Invariants: a VU owns its `Recorder` and never blocks on it. A flush `try_send`s the
+//! partial; when the channel is full the data stays in the recorder and is retried at the
+//! next flush, so nothing is lost and measuring never waits. Idle VUs hold an empty
+//! recorder (no histograms per connection: samples travel as raw values).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+
+use crate::handshake::Rejection;
+use crate::outcome::{CloseKind, FailKind};
+use crate::report::{metric, Evidence, LatencyStats, Totals};
+
+/// Index of a latency metric in `metric::ALL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Metric {
+    Connecting = 0,
+    TcpConnect = 1,
+    Upgrade = 2,
+    Rtt = 3,
+    Ping = 4,
+    FirstMsg = 5,
+    Session = 6,
+}
+
+const METRICS: usize = metric::ALL.len();
+
+/// Results a VU sends to the aggregator. Counters are deltas since the last flush.
+#[derive(Debug, Default)]
+pub(crate) struct Partial {
+    pub(crate) attempted: u32,
+    pub(crate) opened: u32,
+    pub(crate) failures: Vec<(FailKind, u32)>,
+    pub(crate) closes: Vec<(CloseKind, u32)>,
+    pub(crate) msgs_sent: u32,
+    pub(crate) msgs_received: u32,
+    pub(crate) bytes_sent: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) expect_timeouts: u32,
+    pub(crate) ping_timeouts: u32,
+    /// Raw latency samples (metric, microseconds).
+    pub(crate) samples: Vec<(Metric, u32)>,
+    /// Evidence from rejected handshakes.
+    pub(crate) rejections: Vec<Rejection>,
+}
+
+fn bump<K: PartialEq>(v: &mut Vec<(K, u32)>, k: K) {
+    match v.iter_mut().find(|(x, _)| *x == k) {
+        Some((_, n)) => *n += 1,
+        None => v.push((k, 1)),
+    }
+}
+
+/// A VU's side of the partials channel.
+pub(crate) struct Recorder {
+    /// Data not yet handed to the aggregator.
+    p: Partial,
+    dirty: bool,
+    last_flush: Instant,
+    tx: mpsc::Sender<Partial>,
+    every: Duration,
+}
+
+impl Recorder {
+    pub(crate) fn new(tx: mpsc::Sender<Partial>, every: Duration) -> Self {
+        Recorder { p: Partial::default(), dirty: false, last_flush: Instant::now(), tx, every }
+    }
+    pub(crate) fn attempt(&mut self) {
+        self.p.attempted += 1;
+        self.dirty = true;
+    }
+    pub(crate) fn opened(&mut self) {
+        self.p.opened += 1;
+        self.dirty = true;
+    }
+    pub(crate) fn failed(&mut self, kind: FailKind, rejection: Option<Rejection>) {
+        bump(&mut self.p.failures, kind);
+        if let Some(r) = rejection {
+            // Keep evidence bounded: the aggregator keeps only a few per status anyway.
+            if self.p.rejections.len() < 4 {
+                self.p.rejections.push(r);
+            }
+        }
+        self.dirty = true;
+    }
+    pub(crate) fn closed(&mut self, kind: CloseKind) {
+        bump(&mut self.p.closes, kind);
+        self.dirty = true;
+    }
+    pub(crate) fn sent(&mut self, bytes: usize) {
+        self.p.msgs_sent += 1;
+        self.p.bytes_sent += bytes as u64;
+        self.dirty = true;
+    }
+    pub(crate) fn received(&mut self, bytes: usize) {
+        self.p.msgs_received += 1;
+        self.p.bytes_received += bytes as u64;
+        self.dirty = true;
+    }
+    pub(crate) fn expect_timeout(&mut self) {
+        self.p.expect_timeouts += 1;
+        self.dirty = true;
+    }
+    pub(crate) fn ping_timeout(&mut self) {
+        self.p.ping_timeouts += 1;
+        self.dirty = true;
+    }
+    pub(crate) fn sample(&mut self, m: Metric, d: Duration) {
+        let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+        self.p.samples.push((m, us));
+        self.dirty = true;
+    }
+
+    /// When the next periodic flush is due, if there is anything to flush.
+    pub(crate) fn next_flush(&self) -> Option<Instant> {
+        self.dirty.then(|| self.last_flush + self.every)
+    }
+
+    /// Flushes if due (or if many samples piled up). Never waits.
+    pub(crate) fn maybe_flush(&mut self) {
+        if self.dirty && (self.last_flush.elapsed() >= self.every || self.p.samples.len() >= 256) {
+            self.try_flush();
+        }
+    }
+
+    /// Hands the partial over without waiting; keeps it if the channel is full.
+    pub(crate) fn try_flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.last_flush = Instant::now();
+        match self.tx.try_send(std::mem::take(&mut self.p)) {
+            Ok(()) => self.dirty = false,
+            Err(mpsc::error::TrySendError::Full(p)) => self.p = p,
+            Err(mpsc::error::TrySendError::Closed(_)) => self.dirty = false,
+        }
+    }
+
+    /// Final flush at the end of a VU's life: waits for room so nothing is lost.
+    pub(crate) async fn finish(mut self) {
+        if self.dirty {
+            let _ = self.tx.send(std::mem::take(&mut self.p)).await;
+        }
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 1 h at 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// Merged results of a run (or of one tick).
+pub(crate) struct RunStats {
+    pub(crate) totals: Totals,
+    hist: Vec<Histogram<u64>>,
+    pub(crate) evidence: Evidence,
+}
+
+impl RunStats {
+    pub(crate) fn new() -> Self {
+        RunStats { totals: Totals::default(), hist: (0..METRICS).map(|_| new_histogram()).collect(), evidence: Evidence::default() }
+    }
+
+    pub(crate) fn merge(&mut self, p: &Partial) {
+        let t = &mut self.totals;
+        t.attempted += u64::from(p.attempted);
+        t.opened += u64::from(p.opened);
+        for (k, n) in &p.failures {
+            t.failed += u64::from(*n);
+            *t.failures.entry(k.key()).or_default() += u64::from(*n);
+        }
+        for (k, n) in &p.closes {
+            t.closed += u64::from(*n);
+            if k.is_drop() {
+                t.dropped += u64::from(*n);
+            }
+            *t.closes.entry(k.key()).or_default() += u64::from(*n);
+        }
+        t.msgs_sent += u64::from(p.msgs_sent);
+        t.msgs_received += u64::from(p.msgs_received);
+        t.bytes_sent += p.bytes_sent;
+        t.bytes_received += p.bytes_received;
+        t.expect_timeouts += u64::from(p.expect_timeouts);
+        t.ping_timeouts += u64::from(p.ping_timeouts);
+        for (m, us) in &p.samples {
+            let h = &mut self.hist[*m as usize];
+            h.saturating_record(u64::from(*us).max(1));
+        }
+        for r in &p.rejections {
+            let ev = &mut self.evidence;
+            if let Some(ra) = &r.retry_after {
+                if ev.retry_after.len() < 16 || ev.retry_after.contains_key(ra) {
+                    *ev.retry_after.entry(ra.clone()).or_default() += 1;
+                }
+            }
+            for (k, v) in &r.rate_limit_headers {
+                if ev.rate_limit_headers.len() < 16 {
+                    ev.rate_limit_headers.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            let bodies = ev.bodies.entry(r.status).or_default();
+            if bodies.len() < 3 && !bodies.contains(&r.body) {
+                bodies.push(r.body.clone());
+            }
+        }
+    }
+
+    /// Percentiles of every metric that has samples.
+    pub(crate) fn latency(&self) -> BTreeMap<String, LatencyStats> {
+        let mut out = BTreeMap::new();
+        for (i, h) in self.hist.iter().enumerate() {
+            if h.is_empty() {
+                continue;
+            }
+            out.insert(
+                metric::ALL[i].to_string(),
+                LatencyStats {
+                    count: h.len(),
+                    mean_us: h.mean(),
+                    p50_us: h.value_at_quantile(0.50),
+                    p90_us: h.value_at_quantile(0.90),
+                    p95_us: h.value_at_quantile(0.95),
+                    p99_us: h.value_at_quantile(0.99),
+                    p999_us: h.value_at_quantile(0.999),
+                    max_us: h.max(),
+                },
+            );
+        }
+        out
+    }
+
+    /// Adds another stats' totals, histograms and evidence into this one.
+    pub(crate) fn absorb(&mut self, other: &RunStats) {
+        self.totals.merge(&other.totals);
+        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
+            let _ = a.add(b);
+        }
+        let (ev, o) = (&mut self.evidence, &other.evidence);
+        for (k, n) in &o.retry_after {
+            if ev.retry_after.len() < 16 || ev.retry_after.contains_key(k) {
+                *ev.retry_after.entry(k.clone()).or_default() += n;
+            }
+        }
+        for (k, v) in &o.rate_limit_headers {
+            if ev.rate_limit_headers.len() < 16 {
+                ev.rate_limit_headers.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        for (status, bodies) in &o.bodies {
+            let mine = ev.bodies.entry(*status).or_default();
+            for b in bodies {
+                if mine.len() < 3 && !mine.contains(b) {
+                    mine.push(b.clone());
+                }
+            }
+        }
+    }
+
+    /// Whole histograms, V2-deflate serialized and base64-encoded, by metric.
+    pub(crate) fn encoded_histograms(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let mut ser = V2DeflateSerializer::new();
+        for (i, h) in self.hist.iter().enumerate() {
+            if h.is_empty() {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            if ser.serialize(h, &mut bytes).is_ok() {
+                out.insert(metric::ALL[i].to_string(), base64_encode(&bytes));
+            }
+        }
+        out
+    }
+}
+
+/// Standard base64 with padding (kept here to avoid one more dependency).
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
+            if i <= c.len() {
+                out.push(T[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_known_values() {
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn merge_counts_and_percentiles() {
+        let mut s = RunStats::new();
+        let mut p = Partial { attempted: 3, opened: 2, ..Default::default() };
+        bump(&mut p.failures, FailKind::Status(429));
+        bump(&mut p.closes, CloseKind::Server(1001));
+        bump(&mut p.closes, CloseKind::Client);
+        for ms in 1..=100u32 {
+            p.samples.push((Metric::Connecting, ms * 1000));
+        }
+        p.rejections.push(Rejection { status: 429, retry_after: Some("1".into()), body: "busy".into(), ..Default::default() });
+        s.merge(&p);
+        s.merge(&p);
+        let t = &s.totals;
+        assert_eq!((t.attempted, t.opened, t.failed, t.closed, t.dropped), (6, 4, 2, 4, 2));
+        assert_eq!(t.failures["http_429"], 2);
+        assert_eq!(t.closes["server_1001"], 2);
+        let lat = s.latency();
+        let c = &lat["ws_connecting"];
+        assert_eq!(c.count, 200);
+        assert!((49_900..=50_100).contains(&c.p50_us), "{}", c.p50_us);
+        assert!((98_900..=99_100).contains(&c.p99_us), "{}", c.p99_us);
+        assert_eq!(s.evidence.retry_after["1"], 2);
+        assert_eq!(s.evidence.bodies[&429], vec!["busy".to_string()]);
+        assert!(s.encoded_histograms().contains_key("ws_connecting"));
+    }
+
+    #[tokio::test]
+    async fn full_channel_keeps_data_for_next_flush() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut a = Recorder::new(tx.clone(), Duration::ZERO);
+        let mut b = Recorder::new(tx, Duration::ZERO);
+        a.attempt();
+        a.try_flush();
+        b.attempt();
+        b.opened();
+        b.try_flush(); // channel full: kept
+        assert!(b.next_flush().is_some());
+        assert_eq!(rx.recv().await.unwrap().attempted, 1);
+        b.try_flush();
+        let p = rx.recv().await.unwrap();
+        assert_eq!((p.attempted, p.opened), (1, 1));
+        assert!(b.next_flush().is_none());
+    }
+}

@@ -1,0 +1,214 @@
+//! The swarm controller and the engine's entry point, [`start`].
+//!
+//! `start` checks what can only fail at setup (the target's address), then spawns three
+//! kinds of task on the given runtime: the controller (paces VU starts along the
+//! schedule and the connect-rate cap, retires VUs on ramp-down, ends the run), the VUs
+//! (`conn.rs`) and the aggregator (`aggregate.rs`). The caller gets a receiver of
+//! [`Update`]s; it ends after `Update::Finished`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::aggregate::Update;
+use crate::aggregate::{self, Gauges};
+use crate::conn::{run_vu, Matcher, Op, Shared};
+use crate::plan::{Plan, Step, TargetUrl, Wait};
+use crate::schedule::target_at;
+use crate::template::Template;
+
+/// Setup failures: the only errors a run can end with before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("target: {0}")]
+    BadTarget(String),
+    #[error("target: could not resolve `{host}`: {reason}")]
+    Dns { host: String, reason: String },
+    #[error("script: {0}")]
+    BadScript(String),
+}
+
+/// Engine tuning (from the server's configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct SwarmConfig {
+    /// Snapshot period.
+    pub tick: Duration,
+    /// How often a busy VU hands its partial results over.
+    pub flush: Duration,
+    /// How long VUs get to close cleanly at the end before they are aborted.
+    pub grace: Duration,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig { tick: Duration::from_secs(1), flush: Duration::from_millis(250), grace: Duration::from_secs(5) }
+    }
+}
+
+fn compile(steps: &[Step], ops: &mut Vec<Op>) -> Result<(), String> {
+    for s in steps {
+        match s {
+            Step::Send(t) => ops.push(Op::Send { tpl: Template::parse(t)?, binary: false }),
+            Step::SendBinary(t) => ops.push(Op::Send { tpl: Template::parse(t)?, binary: true }),
+            Step::Expect(e) => {
+                let matcher = if let Some(c) = &e.contains {
+                    Matcher::Contains(Template::parse(c)?)
+                } else if let Some(r) = &e.regex {
+                    Matcher::Regex(regex::Regex::new(r).map_err(|e| e.to_string())?)
+                } else if let Some(f) = &e.json_field {
+                    Matcher::Json { field: f.clone(), equals: e.equals.clone() }
+                } else {
+                    Matcher::Any
+                };
+                ops.push(Op::Expect { matcher, timeout: e.timeout.0 });
+            }
+            Step::Wait(Wait::Fixed(d)) => ops.push(Op::Wait { base: d.0, jitter: Duration::ZERO }),
+            Step::Wait(Wait::Jittered { duration, jitter }) => ops.push(Op::Wait { base: duration.0, jitter: jitter.0 }),
+            Step::Ping(t) => ops.push(Op::Ping { timeout: t.0 }),
+            Step::Close => ops.push(Op::Close),
+            Step::Repeat(r) => {
+                ops.push(Op::LoopStart { every: r.every.0, times: r.times });
+                compile(&r.steps, ops)?;
+                ops.push(Op::LoopEnd);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The raw path-and-query of a target URL, templates intact.
+fn raw_resource(target: &str) -> String {
+    let after_scheme = target.split_once("://").map(|(_, r)| r).unwrap_or(target);
+    match after_scheme.find(['/', '?']) {
+        Some(i) if after_scheme[i..].starts_with('/') => after_scheme[i..].to_string(),
+        Some(i) => format!("/{}", &after_scheme[i..]),
+        None => "/".to_string(),
+    }
+}
+
+/// Starts a run. The plan must already be validated. Returns the update stream; cancel
+/// `cancel` to stop early (VUs close with 1000 and flush).
+pub async fn start(plan: Plan, cfg: SwarmConfig, cancel: CancellationToken, rt: &tokio::runtime::Handle) -> Result<mpsc::Receiver<Update>, EngineError> {
+    let url = TargetUrl::parse(&plan.target).map_err(EngineError::BadTarget)?;
+    let addrs: Vec<_> = tokio::net::lookup_host((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| EngineError::Dns { host: url.host.clone(), reason: e.to_string() })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(EngineError::Dns { host: url.host.clone(), reason: "no addresses".into() });
+    }
+    let mut ops = Vec::new();
+    compile(&plan.script, &mut ops).map_err(EngineError::BadScript)?;
+    let headers = plan
+        .headers
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), Template::parse(v)?)))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(EngineError::BadScript)?;
+    let default_port = if url.tls { 443 } else { 80 };
+    let host_header = match (url.host.contains(':'), url.port == default_port) {
+        (true, true) => format!("[{}]", url.host),
+        (true, false) => format!("[{}]:{}", url.host, url.port),
+        (false, true) => url.host.clone(),
+        (false, false) => format!("{}:{}", url.host, url.port),
+    };
+    // Room for a few flushes from every VU before anyone has to keep data back.
+    let (tx, rx) = mpsc::channel(4096);
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let shared = Arc::new(Shared {
+        host_header,
+        resource: Template::parse(&raw_resource(&plan.target)).map_err(EngineError::BadTarget)?,
+        addrs,
+        sources: plan.source_addrs.clone(),
+        headers,
+        protocols: plan.subprotocols.clone(),
+        connect_timeout: plan.connect_timeout.0,
+        ops,
+        reconnect: plan.reconnect.clone(),
+        flush_every: cfg.flush,
+        tx,
+    });
+    let gauges = Arc::new(Gauges::default());
+    let started = Instant::now();
+    rt.spawn(aggregate::run(rx, out_tx, gauges.clone(), plan.stages.clone(), started, cfg.tick));
+    rt.spawn(control(plan, shared, gauges, started, cancel, cfg.grace));
+    Ok(out_rx)
+}
+
+/// Paces VU starts along the schedule; retires the newest VUs on ramp-down; ends the run.
+async fn control(plan: Plan, shared: Arc<Shared>, gauges: Arc<Gauges>, started: Instant, cancel: CancellationToken, grace: Duration) {
+    let total = plan.duration();
+    let interval = plan.max_connect_rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    // Every VU's token is a child: cancelling `all` ends every VU.
+    let all = CancellationToken::new();
+    let mut vus = JoinSet::new();
+    // Tokens of started, not yet retired VU slots, oldest first.
+    let mut live: Vec<CancellationToken> = Vec::new();
+    let mut next_id = 0u64;
+    // Earliest time the next start is allowed under the connect-rate cap.
+    let mut next_slot = started;
+    let mut ticker = tokio::time::interval(Duration::from_millis(5));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                gauges.cancelled.store(true, Ordering::Relaxed);
+                break;
+            }
+            _ = ticker.tick() => {}
+            Some(_) = vus.join_next(), if !vus.is_empty() => continue,
+        }
+        let now = Instant::now();
+        let elapsed = now - started;
+        if elapsed >= total {
+            break;
+        }
+        let want = target_at(&plan.stages, elapsed) as usize;
+        gauges.target.store(want as u32, Ordering::Relaxed);
+        while live.len() > want {
+            if let Some(t) = live.pop() {
+                t.cancel();
+            }
+        }
+        while live.len() < want {
+            let scheduled = match interval {
+                Some(iv) => {
+                    let s = next_slot.max(now - iv.min(now - started));
+                    if s > now {
+                        break;
+                    }
+                    next_slot = s + iv;
+                    s
+                }
+                None => now,
+            };
+            let token = all.child_token();
+            live.push(token.clone());
+            vus.spawn(run_vu(shared.clone(), next_id, scheduled, token));
+            next_id += 1;
+        }
+    }
+    drop(shared);
+    all.cancel();
+    let drained = tokio::time::timeout(grace, async { while vus.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(left = vus.len(), "VUs did not close within the grace period; aborting them");
+        vus.abort_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_resource_keeps_templates() {
+        assert_eq!(raw_resource("ws://h:1/a/{{vu}}?x={{uuid}}"), "/a/{{vu}}?x={{uuid}}");
+        assert_eq!(raw_resource("ws://h:1"), "/");
+        assert_eq!(raw_resource("ws://h:1?x=1"), "/?x=1");
+    }
+}

@@ -1,0 +1,387 @@
+//! The sandbox target: a WebSocket server that behaves like the limits we diagnose
+//! (connection caps, handshake rate limits, drops, slow handshakes and replies), so
+//! everything can be tested offline. It keeps its own counters, per profile, served as
+//! JSON at `GET /stats`, so tests compare the swarm's view with the server's exactly.
+//!
+//! It is a minimal HTTP/1.1 responder (one request per connection) plus a hand-written
+//! server upgrade, built on tokio + tungstenite only; it is not the product's HTTP server.
+//! Embedded in `serve` it runs on its own thread ([`spawn_thread`]), so it never competes
+//! with the UI's runtime; `socketswarm target` runs it alone ([`serve`]).
+
+pub mod profile;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use profile::{DropMode, Profile, TokenBucket};
+
+/// Counters of one profile (or of all of them), as served by `/stats`.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    /// Handshakes answered with 101.
+    pub accepted: u64,
+    /// Handshakes refused, by HTTP status.
+    pub rejected: BTreeMap<u16, u64>,
+    /// Connections open now, and the most at once.
+    pub open: u64,
+    pub peak_open: u64,
+    pub msgs_in: u64,
+    pub msgs_out: u64,
+    /// Sessions ended, by who and how: `server_1001`, `server_abort`, `client`,
+    /// `client_abnormal` (EOF without a close frame).
+    pub closed: BTreeMap<String, u64>,
+}
+
+/// Live counters of one profile. Hot counters are atomics; maps are behind a mutex
+/// that is never held across an await.
+#[derive(Debug, Default)]
+struct ProfileStats {
+    accepted: AtomicU64,
+    open: AtomicU64,
+    peak_open: AtomicU64,
+    msgs_in: AtomicU64,
+    msgs_out: AtomicU64,
+    maps: Mutex<(BTreeMap<u16, u64>, BTreeMap<String, u64>)>,
+    /// Handshake-rate bucket, created on first use with this profile's rate.
+    bucket: Mutex<Option<TokenBucket>>,
+}
+
+impl ProfileStats {
+    fn reject(&self, status: u16) {
+        if let Ok(mut m) = self.maps.lock() {
+            *m.0.entry(status).or_default() += 1;
+        }
+    }
+    fn closed(&self, how: &str) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.maps.lock() {
+            *m.1.entry(how.to_string()).or_default() += 1;
+        }
+    }
+    /// Takes an open slot if under `cap`.
+    fn try_open(&self, cap: Option<u64>) -> bool {
+        let ok = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match cap {
+                Some(c) if n >= c => None,
+                _ => Some(n + 1),
+            })
+            .is_ok();
+        if ok {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+            self.peak_open.fetch_max(self.open.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        ok
+    }
+    fn snapshot(&self) -> Counters {
+        let (rejected, closed) = self.maps.lock().map(|m| (m.0.clone(), m.1.clone())).unwrap_or_default();
+        Counters {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            rejected,
+            open: self.open.load(Ordering::Relaxed),
+            peak_open: self.peak_open.load(Ordering::Relaxed),
+            msgs_in: self.msgs_in.load(Ordering::Relaxed),
+            msgs_out: self.msgs_out.load(Ordering::Relaxed),
+            closed,
+        }
+    }
+}
+
+/// `/stats` body: totals over all profiles, and each profile by key.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct StatsReport {
+    pub total: Counters,
+    pub profiles: BTreeMap<String, Counters>,
+}
+
+/// Shared state of one sandbox server.
+#[derive(Debug, Default)]
+pub struct Sandbox {
+    profiles: Mutex<HashMap<String, Arc<ProfileStats>>>,
+}
+
+impl Sandbox {
+    fn profile(&self, key: &str) -> Arc<ProfileStats> {
+        let mut map = match self.profiles.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Current counters.
+    pub fn report(&self) -> StatsReport {
+        let profiles: Vec<(String, Arc<ProfileStats>)> = match self.profiles.lock() {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut out = StatsReport::default();
+        for (k, p) in profiles {
+            let c = p.snapshot();
+            let t = &mut out.total;
+            t.accepted += c.accepted;
+            t.open += c.open;
+            t.peak_open += c.peak_open;
+            t.msgs_in += c.msgs_in;
+            t.msgs_out += c.msgs_out;
+            for (s, n) in &c.rejected {
+                *t.rejected.entry(*s).or_default() += n;
+            }
+            for (s, n) in &c.closed {
+                *t.closed.entry(s.clone()).or_default() += n;
+            }
+            out.profiles.insert(k, c);
+        }
+        out
+    }
+}
+
+/// A running embedded sandbox.
+pub struct TargetHandle {
+    /// Where it listens (useful with port 0).
+    pub addr: SocketAddr,
+    pub sandbox: Arc<Sandbox>,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TargetHandle {
+    /// Stops accepting and ends open connections.
+    pub fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TargetHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Binds `addr` and serves the sandbox on a dedicated thread with its own runtime.
+pub fn spawn_thread(addr: SocketAddr) -> std::io::Result<TargetHandle> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let sandbox = Arc::new(Sandbox::default());
+    let shutdown = CancellationToken::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (sb, sd) = (sandbox.clone(), shutdown.clone());
+    let thread = std::thread::Builder::new().name("sandbox-target".into()).spawn(move || {
+        rt.block_on(async move {
+            match TcpListener::from_std(std_listener) {
+                Ok(l) => serve(l, sb, sd).await,
+                Err(e) => tracing::error!("sandbox target could not start: {e}"),
+            }
+        })
+    })?;
+    Ok(TargetHandle { addr, sandbox, shutdown, thread: Some(thread) })
+}
+
+/// Accepts connections until `shutdown` fires.
+pub async fn serve(listener: TcpListener, sandbox: Arc<Sandbox>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    tokio::spawn(handle(stream, sandbox.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tracing::warn!("sandbox accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: u16, reason: &str, extra: &str, ctype: &str, body: &str) {
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n{extra}\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A parsed request head.
+struct Head {
+    path: String,
+    query: String,
+    upgrade: bool,
+    key: Option<String>,
+    head_len: usize,
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => {
+            let target = req.path.unwrap_or("/");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let h = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).to_string());
+            Ok(Some(Head {
+                path: path.to_string(),
+                query: query.to_string(),
+                upgrade: h("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+                key: h("sec-websocket-key"),
+                head_len: n,
+            }))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+async fn handle(mut stream: TcpStream, sandbox: Arc<Sandbox>, shutdown: CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head = loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await;
+        let n = match read {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        match parse_head(&buf) {
+            Ok(Some(h)) => break h,
+            Ok(None) if buf.len() < 16 * 1024 => continue,
+            _ => return respond(&mut stream, 400, "Bad Request", "", "text/plain", "malformed request").await,
+        }
+    };
+    if head.path == "/stats" {
+        let body = serde_json::to_string(&sandbox.report()).unwrap_or_default();
+        return respond(&mut stream, 200, "OK", "", "application/json", &body).await;
+    }
+    if head.path == "/health" {
+        return respond(&mut stream, 200, "OK", "", "text/plain", "ok").await;
+    }
+    let (Some(key), true) = (head.key.clone(), head.upgrade) else {
+        return respond(&mut stream, 400, "Bad Request", "", "text/plain", "expected a WebSocket upgrade (or GET /stats)").await;
+    };
+    let (profile, pkey) = match Profile::parse(&head.path, &head.query) {
+        Ok(p) => p,
+        Err(msg) => {
+            sandbox.profile("invalid").reject(400);
+            return respond(&mut stream, 400, "Bad Request", "", "text/plain", &msg).await;
+        }
+    };
+    let stats = sandbox.profile(&pkey);
+    if let Some(d) = profile.delay {
+        tokio::time::sleep(d).await;
+    }
+    if let Some(status) = profile.status {
+        stats.reject(status);
+        return respond(&mut stream, status, "Refused", "", "text/plain", "refused by profile").await;
+    }
+    if let Some(rate) = profile.rate {
+        let verdict = match stats.bucket.lock() {
+            Ok(mut b) => b.get_or_insert_with(|| TokenBucket::new(rate, profile.burst.unwrap_or(rate), Instant::now())).take(Instant::now()),
+            Err(_) => Ok(()),
+        };
+        if let Err(wait) = verdict {
+            stats.reject(429);
+            let ra = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let extra = format!("Retry-After: {ra}\r\nX-RateLimit-Limit: {rate}\r\nX-RateLimit-Remaining: 0\r\n");
+            return respond(&mut stream, 429, "Too Many Requests", &extra, "application/json", r#"{"error":"handshake rate limit exceeded"}"#).await;
+        }
+    }
+    if !stats.try_open(profile.cap) {
+        stats.reject(429);
+        let extra = format!("Retry-After: {}\r\n", profile.retry_after);
+        return respond(&mut stream, 429, "Too Many Requests", &extra, "application/json", r#"{"error":"too many concurrent connections"}"#).await;
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+    if stream.write_all(resp.as_bytes()).await.is_err() {
+        stats.closed("client_abnormal");
+        return;
+    }
+    buf.drain(..head.head_len);
+    let cfg = WebSocketConfig::default().read_buffer_size(1024).write_buffer_size(0);
+    let ws = WebSocketStream::from_partially_read(stream, buf, Role::Server, Some(cfg)).await;
+    let how = session(ws, &profile, &stats, &shutdown).await;
+    stats.closed(how);
+}
+
+/// Echo loop; returns how the session ended (a `Counters::closed` key).
+async fn session(mut ws: WebSocketStream<TcpStream>, p: &Profile, stats: &ProfileStats, shutdown: &CancellationToken) -> &'static str {
+    let drop_at = p.drop_after.map(|d| tokio::time::Instant::now() + d);
+    let mut dice = tokio::time::interval(Duration::from_secs(1));
+    dice.tick().await;
+    loop {
+        let dropping = tokio::select! {
+            _ = shutdown.cancelled() => Some(DropMode::Close(1001)),
+            _ = async { match drop_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => Some(p.drop_mode),
+            _ = dice.tick(), if p.drop_prob.is_some() => {
+                let hit = rand::rng().random::<f64>() < p.drop_prob.unwrap_or(0.0);
+                hit.then_some(match p.drop_mode { DropMode::Abort => DropMode::Abort, DropMode::Close(_) => DropMode::Close(1011) })
+            }
+            m = ws.next() => match m {
+                Some(Ok(Message::Close(_))) => {
+                    let _ = ws.close(None).await;
+                    return "client";
+                }
+                Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                    stats.msgs_in.fetch_add(1, Ordering::Relaxed);
+                    if let Some(d) = p.reply_delay {
+                        tokio::time::sleep(d).await;
+                    }
+                    if ws.send(msg).await.is_err() {
+                        return "client_abnormal";
+                    }
+                    stats.msgs_out.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Some(Ok(_)) => None,
+                Some(Err(_)) | None => return "client_abnormal",
+            },
+        };
+        match dropping {
+            None => {}
+            Some(DropMode::Abort) => {
+                let tcp = ws.into_inner();
+                // SO_LINGER 0: the close becomes a reset, as a crashed server would do.
+                let _ = socket2_linger_zero(&tcp);
+                drop(tcp);
+                return "server_abort";
+            }
+            Some(DropMode::Close(code)) => {
+                let frame = CloseFrame { code: CloseCode::from(code), reason: "sandbox drop".into() };
+                let _ = ws.close(Some(frame)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async { while let Some(Ok(_)) = ws.next().await {} }).await;
+                return match code {
+                    1001 => "server_1001",
+                    1011 => "server_1011",
+                    _ => "server_other",
+                };
+            }
+        }
+    }
+}
+
+#[allow(deprecated)]
+fn socket2_linger_zero(tcp: &TcpStream) -> std::io::Result<()> {
+    tcp.set_linger(Some(Duration::ZERO))
+}
