@@ -1,1 +1,74 @@
+//! # app: the pages
+//!
+//! Routes, components, wire types and server functions. Compiled twice: with `ssr` into
+//! the server (renders pages, runs server fns against [`api::RunService`]) and with
+//! `hydrate` into the browser's wasm (makes the same pages live). It never sees engine
+//! internals, only the pure model (`engine` without `runtime` in the browser build).
+//!
+//! Module map:
+//! - [`api`]        wire types (`RunListItem`, `RunDetail`, `ApiError`), the `RunService`
+//!   trait the server implements, and the server fns the pages call.
+//! - [`form`]       the "New run" form -> `Plan` (pure, unit-tested).
+//! - [`fmt`]        number/time formatting for views (pure).
+//! - `pages/`       one file per route.
+//! - `components/`  stat tiles, status badge, failure table.
+//! - `live`         (hydrate) EventSource -> signal of the latest `Snapshot`.
 
+pub mod api;
+pub mod components;
+pub mod fmt;
+pub mod form;
+#[cfg(feature = "hydrate")]
+mod live;
+pub mod pages;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes, A};
+use leptos_router::path;
+
+/// The HTML document around the app (server side).
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The router: `/` and `/runs` (list), `/runs/new`, `/runs/{id}`.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/socketswarm.css"/>
+        <Title text="socketswarm"/>
+        <Router>
+            <header class="topbar">
+                <A href="/" attr:class="topbar__brand">"socketswarm"</A>
+                <nav class="topbar__nav">
+                    <A href="/runs">"Runs"</A>
+                    <A href="/runs/new">"New run"</A>
+                </nav>
+            </header>
+            <main class="page">
+                <Routes fallback=|| view! { <pages::not_found::NotFound/> }>
+                    <Route path=path!("/") view=pages::runs::RunsPage/>
+                    <Route path=path!("/runs") view=pages::runs::RunsPage/>
+                    <Route path=path!("/runs/new") view=pages::run_new::NewRunPage/>
+                    <Route path=path!("/runs/:id") view=pages::run_detail::RunDetailPage/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}

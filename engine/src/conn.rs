@@ -249,11 +249,19 @@ fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32) -> bool {
     }
 }
 
-async fn close_normally(ws: &mut Ws) {
+async fn close_normally(ws: &mut Ws, rec: &mut Recorder) {
     let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
     if ws.close(Some(frame)).await.is_ok() {
-        // Wait briefly for the server's close reply so the close is clean on both sides.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async { while let Some(Ok(_)) = ws.next().await {} }).await;
+        // Wait briefly for the server's close reply so the close is clean on both sides;
+        // replies still in flight are counted, so our counts match the target's.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_text() || m.is_binary() {
+                    rec.received(m.len());
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -303,7 +311,7 @@ async fn session(mut ws: Ws, sh: &Shared, rec: &mut Recorder, cancel: &Cancellat
                     wait = Waiting::Pong(Instant::now() + *timeout, due);
                 }
                 Some(Op::Close) => {
-                    close_normally(&mut ws).await;
+                    close_normally(&mut ws, rec).await;
                     return CloseKind::Client;
                 }
                 Some(Op::LoopStart { every, times }) => {
@@ -336,7 +344,7 @@ async fn session(mut ws: Ws, sh: &Shared, rec: &mut Recorder, cancel: &Cancellat
             biased;
             _ = cancel.cancelled() => {
                 rec.try_flush();
-                close_normally(&mut ws).await;
+                close_normally(&mut ws, rec).await;
                 return CloseKind::Client;
             }
             m = ws.next() => match m {

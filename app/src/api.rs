@@ -1,0 +1,215 @@
+//! Wire types shared by the JSON API, the server fns and the pages, plus the
+//! `RunService` seam: the server implements it once, and both `/api/...` handlers and
+//! the server fns below call it, so the pages and the API can never disagree.
+
+use std::fmt;
+
+use engine::{FieldError, Limits, Plan, Snapshot, Summary};
+use leptos::prelude::*;
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle of a run. Finished states never change again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Completed,
+    Cancelled,
+    Failed,
+    /// The server stopped (crash, kill -9) while the run was live.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "completed" => RunStatus::Completed,
+            "cancelled" => RunStatus::Cancelled,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            _ => return None,
+        })
+    }
+    /// Queued or running.
+    pub fn is_live(&self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+/// One row of the runs list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunListItem {
+    pub id: String,
+    pub name: String,
+    pub target: String,
+    pub status: RunStatus,
+    pub created_at_ms: i64,
+    pub duration_ms: Option<i64>,
+    pub peak_open: Option<i64>,
+    pub opened: Option<i64>,
+    pub failed: Option<i64>,
+}
+
+/// Everything about one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail {
+    pub id: String,
+    pub name: String,
+    pub status: RunStatus,
+    pub plan: Plan,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// Why the run failed to start, when `status` is `failed`.
+    pub error: Option<String>,
+    /// Present once the run finished.
+    pub summary: Option<Summary>,
+    /// The latest stored tick (live runs show this until the stream takes over).
+    pub last: Option<Snapshot>,
+}
+
+/// Answer to a launch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Launched {
+    pub id: String,
+    pub url: String,
+    pub status: RunStatus,
+}
+
+/// What the "New run" form starts from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FormDefaults {
+    /// The embedded sandbox's echo URL, when it runs.
+    pub target: String,
+    pub limits: Limits,
+}
+
+/// Errors the pages and the API can show. Never carries internal details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ApiError {
+    /// The plan or a form field is invalid; every problem names its field.
+    Validation(Vec<FieldError>),
+    /// The body could not be read (malformed JSON, wrong type); says where.
+    BadRequest(String),
+    NotFound(String),
+    /// The request conflicts with the run's state (e.g. cancelling a finished run).
+    Conflict(String),
+    /// Something failed on our side; details are in the server log.
+    Internal,
+    /// Transport-level server fn failure (browser side).
+    ServerFn(String),
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Validation(errs) => {
+                let parts: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+                write!(f, "invalid plan: {}", parts.join("; "))
+            }
+            ApiError::BadRequest(m) => write!(f, "bad request: {m}"),
+            ApiError::NotFound(what) => write!(f, "{what} not found"),
+            ApiError::Conflict(m) => write!(f, "{m}"),
+            ApiError::Internal => write!(f, "internal error (see the server log)"),
+            ApiError::ServerFn(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl FromServerFnError for ApiError {
+    type Encoder = JsonEncoding;
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        ApiError::ServerFn(value.to_string())
+    }
+}
+
+#[cfg(feature = "ssr")]
+pub use service::*;
+
+#[cfg(feature = "ssr")]
+mod service {
+    use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    /// A boxed, sendable future (keeps `RunService` object-safe).
+    pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+    /// What the server offers the pages and the API. Implemented in `server::runs`.
+    pub trait RunService: Send + Sync + 'static {
+        fn list(&self) -> BoxFuture<'_, Result<Vec<RunListItem>, ApiError>>;
+        fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<RunDetail, ApiError>>;
+        fn launch(&self, plan: Plan) -> BoxFuture<'_, Result<Launched, ApiError>>;
+        fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+        fn defaults(&self) -> FormDefaults;
+    }
+
+    /// The handle provided to server fns through Leptos context.
+    pub type Service = Arc<dyn RunService>;
+
+    pub(crate) fn service() -> Result<Service, ApiError> {
+        use_context::<Service>().ok_or(ApiError::Internal)
+    }
+}
+
+/// Runs, newest first.
+#[server]
+pub async fn list_runs() -> Result<Vec<RunListItem>, ApiError> {
+    service()?.list().await
+}
+
+/// One run with its stored summary or latest tick.
+#[server]
+pub async fn get_run(id: String) -> Result<RunDetail, ApiError> {
+    service()?.get(&id).await
+}
+
+/// Defaults for the "New run" form.
+#[server]
+pub async fn get_form_defaults() -> Result<FormDefaults, ApiError> {
+    Ok(service()?.defaults())
+}
+
+/// Launches a run from the "New run" form, then redirects to its page.
+#[server]
+pub async fn launch_run(form: crate::form::RunForm) -> Result<Launched, ApiError> {
+    let svc = service()?;
+    let on_form = |errs: Vec<FieldError>| {
+        ApiError::Validation(
+            errs.into_iter()
+                .map(|e| FieldError { field: crate::form::form_field_of(&e.field).to_string(), message: e.message })
+                .collect(),
+        )
+    };
+    let plan = form.to_plan().map_err(on_form)?;
+    plan.validate(&svc.defaults().limits).map_err(on_form)?;
+    let launched = svc.launch(plan).await?;
+    leptos_axum::redirect(&launched.url);
+    Ok(launched)
+}
+
+/// Cancels a queued or running run.
+#[server]
+pub async fn cancel_run(id: String) -> Result<(), ApiError> {
+    service()?.cancel(&id).await?;
+    leptos_axum::redirect(&format!("/runs/{id}"));
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! Summary tiles and tables of a run, fed by the latest `Snapshot` (live) or the stored
+//! `Summary` (finished). Values carry `data-metric` so tests can read them.
+use leptos::prelude::*;
+
+use engine::report::LatencyStats;
+use engine::Totals;
+
+use crate::fmt;
+
+/// What the tiles show, from a snapshot or a summary.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TileData {
+    pub elapsed_ms: u64,
+    pub target: Option<u32>,
+    pub open: u64,
+    pub peak_open: u64,
+    pub totals: Totals,
+}
+
+#[component]
+fn Tile(label: &'static str, metric: &'static str, #[prop(into)] value: Signal<String>, #[prop(optional)] sub: Option<Signal<String>>) -> impl IntoView {
+    view! {
+        <div class="tile">
+            <div class="tile__label">{label}</div>
+            <div class="tile__value" data-metric=metric>{move || value.get()}</div>
+            {sub.map(|s| view! { <div class="tile__sub">{move || s.get()}</div> })}
+        </div>
+    }
+}
+
+#[component]
+pub fn Tiles(#[prop(into)] data: Signal<TileData>) -> impl IntoView {
+    let d = move || data.get();
+    view! {
+        <div class="tiles">
+            <Tile label="Open / target" metric="open"
+                value=Signal::derive(move || { let d = d(); match d.target { Some(t) => format!("{} / {}", fmt::count(d.open), fmt::count(u64::from(t))), None => fmt::count(d.open) } })
+                sub=Signal::derive(move || format!("peak {}", fmt::count(d().peak_open)))/>
+            <Tile label="Connects ok" metric="opened" value=Signal::derive(move || fmt::count(d().totals.opened))
+                sub=Signal::derive(move || format!("{} attempted", fmt::count(d().totals.attempted)))/>
+            <Tile label="Connects failed" metric="failed" value=Signal::derive(move || fmt::count(d().totals.failed))
+                sub=Signal::derive(move || format!("{} dropped after open", fmt::count(d().totals.dropped)))/>
+            <Tile label="Messages sent / received" metric="messages"
+                value=Signal::derive(move || format!("{} / {}", fmt::count(d().totals.msgs_sent), fmt::count(d().totals.msgs_received)))
+                sub=Signal::derive(move || format!("{} expect timeouts", fmt::count(d().totals.expect_timeouts)))/>
+            <Tile label="Elapsed" metric="elapsed" value=Signal::derive(move || fmt::ms(d().elapsed_ms))/>
+        </div>
+    }
+}
+
+/// Failures and closes by kind.
+#[component]
+pub fn FailureTable(#[prop(into)] totals: Signal<Totals>) -> impl IntoView {
+    let rows = move || {
+        let t = totals.get();
+        let mut rows: Vec<(String, String, u64)> = t.failures.iter().map(|(k, v)| ("handshake / connect".to_string(), k.clone(), *v)).collect();
+        rows.extend(t.closes.iter().map(|(k, v)| ("session end".to_string(), k.clone(), *v)));
+        rows
+    };
+    view! {
+        <table class="failures">
+            <thead><tr><th>"Stage"</th><th>"Outcome"</th><th class="num">"Count"</th></tr></thead>
+            <tbody>
+                {move || {
+                    let r = rows();
+                    if r.is_empty() {
+                        view! { <tr><td colspan="3" class="muted">"No failures or closes yet."</td></tr> }.into_any()
+                    } else {
+                        r.into_iter().map(|(stage, kind, n)| view! {
+                            <tr data-outcome=kind.clone()><td>{stage}</td><td class="mono">{kind.clone()}</td><td class="num">{fmt::count(n)}</td></tr>
+                        }).collect_view().into_any()
+                    }
+                }}
+            </tbody>
+        </table>
+    }
+}
+
+/// Percentiles by metric.
+#[component]
+pub fn LatencyTable(#[prop(into)] latency: Signal<std::collections::BTreeMap<String, LatencyStats>>) -> impl IntoView {
+    view! {
+        <table class="latency">
+            <thead><tr><th>"Metric"</th><th class="num">"count"</th><th class="num">"p50"</th><th class="num">"p90"</th><th class="num">"p95"</th><th class="num">"p99"</th><th class="num">"p99.9"</th><th class="num">"max"</th></tr></thead>
+            <tbody>
+                {move || latency.get().into_iter().map(|(k, s)| view! {
+                    <tr><td class="mono">{k}</td><td class="num">{fmt::count(s.count)}</td><td class="num">{fmt::us(s.p50_us)}</td><td class="num">{fmt::us(s.p90_us)}</td>
+                    <td class="num">{fmt::us(s.p95_us)}</td><td class="num">{fmt::us(s.p99_us)}</td><td class="num">{fmt::us(s.p999_us)}</td><td class="num">{fmt::us(s.max_us)}</td></tr>
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+}

@@ -1,0 +1,102 @@
+//! `/runs/{id}`: one run. Server-rendered from the store (works without JavaScript, so
+//! share links read anywhere); after hydration a live run follows its SSE stream.
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use crate::api::{get_run, CancelRun, RunDetail};
+use crate::components::tiles::TileData;
+use crate::components::{FailureTable, LatencyTable, StatusBadge, Tiles};
+use crate::fmt;
+
+#[component]
+pub fn RunDetailPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    let run = Resource::new(id, get_run);
+    view! {
+        <Transition fallback=|| view! { <p>"Loading run…"</p> }>
+            {move || Suspend::new(async move {
+                match run.await {
+                    Ok(d) => view! { <RunView detail=d on_done=Callback::new(move |_| run.refetch())/> }.into_any(),
+                    Err(e) => view! { <h1>"Run"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
+    let status = detail.status;
+    let live = RwSignal::new(detail.last.clone());
+    let summary = detail.summary.clone();
+    let is_live = status.is_live();
+    let summary_for_tiles = summary.clone();
+    let data = Signal::derive(move || match (&summary_for_tiles, live.get()) {
+        (Some(s), _) => TileData { elapsed_ms: s.duration_ms, target: None, open: 0, peak_open: s.peak_open, totals: s.totals.clone() },
+        (None, Some(snap)) => TileData { elapsed_ms: snap.elapsed_ms, target: Some(snap.target), open: snap.open, peak_open: snap.peak_open, totals: snap.totals },
+        (None, None) => TileData::default(),
+    });
+    let totals = Signal::derive(move || data.get().totals);
+    let summary_for_latency = summary.clone();
+    let latency = Signal::derive(move || match &summary_for_latency {
+        Some(s) => s.latency.clone(),
+        None => live.get().map(|s| s.latency).unwrap_or_default(),
+    });
+    #[cfg(feature = "hydrate")]
+    {
+        if is_live {
+            let id = detail.id.clone();
+            Effect::new(move |prev: Option<()>| {
+                if prev.is_none() {
+                    crate::live::follow(&id, live, move || on_done.run(()));
+                }
+            });
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = on_done;
+    let cancel = ServerAction::<CancelRun>::new();
+    let plan_json = serde_json::to_string_pretty(&detail.plan).unwrap_or_default();
+    let run_id = detail.id.clone();
+    let evidence = summary.as_ref().map(|s| s.evidence.clone()).unwrap_or_default();
+    view! {
+        <div class="run-detail" data-run-id=detail.id.clone()>
+            <div class="run-detail__head">
+                <h1>{detail.name.clone()}</h1>
+                <StatusBadge status=status/>
+                {is_live.then(move || view! {
+                    <ActionForm action=cancel attr:class="run-detail__cancel">
+                        <input type="hidden" name="id" value=run_id.clone()/>
+                        <button type="submit" class="button button--danger">"Cancel"</button>
+                    </ActionForm>
+                })}
+            </div>
+            <p class="run-detail__meta">
+                <span class="mono">{detail.plan.target.clone()}</span>
+                " · created "{fmt::timestamp(detail.created_at_ms)}
+                {detail.finished_at_ms.map(|f| format!(" · finished {}", fmt::timestamp(f)))}
+                {summary.as_ref().and_then(|s| s.end_reason).map(|r| format!(" · ended: {r:?}").to_lowercase())}
+            </p>
+            {detail.error.clone().map(|e| view! { <p class="error">{e}</p> })}
+            <Tiles data/>
+            <section class="run-detail__section">
+                <h2>"Failures and session ends"</h2>
+                <FailureTable totals/>
+                {(!evidence.retry_after.is_empty()).then(|| view! {
+                    <p class="muted">"Retry-After seen: "
+                        {evidence.retry_after.iter().map(|(k, v)| format!("{k}s ×{v}")).collect::<Vec<_>>().join(", ")}
+                    </p>
+                })}
+            </section>
+            <section class="run-detail__section">
+                <h2>{if summary.is_some() { "Latency (whole run)" } else { "Latency (last second)" }}</h2>
+                <LatencyTable latency/>
+            </section>
+            <section class="run-detail__section">
+                <h2>"Plan"</h2>
+                <pre class="plan">{plan_json}</pre>
+            </section>
+        </div>
+    }
+}

@@ -1,0 +1,57 @@
+//! `/runs/new`: the "New run" form. Works as a plain POST before hydration.
+use leptos::prelude::*;
+
+use crate::api::{get_form_defaults, ApiError, LaunchRun};
+
+#[component]
+fn Field(label: &'static str, name: &'static str, value: String, errors: Signal<Vec<(String, String)>>, #[prop(optional)] hint: &'static str) -> impl IntoView {
+    let key = name.to_string();
+    let err = move || errors.get().into_iter().find(|(f, _)| *f == key).map(|(_, m)| m);
+    view! {
+        <label class="field">
+            <span class="field__label">{label}</span>
+            <input class="field__input" name=format!("form[{name}]") value=value/>
+            <span class="field__hint">{hint}</span>
+            {move || err().map(|m| view! { <span class="field__error" data-field=name>{m}</span> })}
+        </label>
+    }
+}
+
+#[component]
+pub fn NewRunPage() -> impl IntoView {
+    let defaults = Resource::new(|| (), |_| get_form_defaults());
+    let launch = ServerAction::<LaunchRun>::new();
+    let errors = Signal::derive(move || match launch.value().get() {
+        Some(Err(ApiError::Validation(errs))) => errs.into_iter().map(|e| (e.field, e.message)).collect(),
+        _ => Vec::new(),
+    });
+    let other_error = move || match launch.value().get() {
+        Some(Err(ApiError::Validation(_))) | Some(Ok(_)) | None => None,
+        Some(Err(e)) => Some(e.to_string()),
+    };
+    view! {
+        <h1>"New run"</h1>
+        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                let d = defaults.await.ok();
+                let target = d.as_ref().map(|d| d.target.clone()).unwrap_or_default();
+                let max = d.as_ref().map(|d| d.limits.max_connections).unwrap_or(0);
+                view! {
+                    <ActionForm action=launch attr:class="run-form">
+                        <Field label="Name" name="name" value="smoke".into() errors/>
+                        <Field label="Target URL" name="target" value=target errors hint="ws:// URL. The built-in sandbox takes ?cap=N, ?rate=R&burst=B, ?drop_after=30s, ?delay=50ms …"/>
+                        <Field label="Connections" name="connections" value="50".into() errors hint="per run (below this server's open-file limit)"/>
+                        <Field label="Ramp-up (s)" name="ramp_secs" value="5".into() errors/>
+                        <Field label="Hold (s)" name="hold_secs" value="10".into() errors/>
+                        <Field label="Message every (s)" name="message_every_secs" value="1".into() errors hint="each connection sends a message and times the echo; 0 = idle"/>
+                        <Field label="Max new connections / s" name="max_connect_rate" value=String::new() errors hint="empty = as fast as the ramp asks"/>
+                        <p class="run-form__limit">{format!("Limit: {max} connections per run.")}</p>
+                        <button type="submit" class="button">"Launch"</button>
+                        {move || other_error().map(|m| view! { <p class="error">{m}</p> })}
+                        {move || (!errors.get().is_empty()).then(|| view! { <p class="error">"Please fix the fields marked above."</p> })}
+                    </ActionForm>
+                }
+            })}
+        </Suspense>
+    }
+}

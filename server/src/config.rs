@@ -1,0 +1,102 @@
+//! Command line and environment: one clap model, validated once at startup. Every flag
+//! has an env fallback (see `.env.sample`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "socketswarm", version, about = "Load-test WebSocket services with swarms of real connections", args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `server=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve` is the default command; its flags work without naming it.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The web app: UI + JSON API + embedded sandbox target (default).
+    Serve(ServeArgs),
+    /// The sandbox target alone, to measure against another process.
+    Target(TargetArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address for the UI and API.
+    #[arg(long, env = "SOCKETSWARM_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// SQLite database file (created on first start; migrations applied at start).
+    #[arg(long, env = "SOCKETSWARM_DATABASE", default_value = "socketswarm.db")]
+    pub database: PathBuf,
+    /// Embedded sandbox target address, or `off`.
+    #[arg(long, env = "SOCKETSWARM_SANDBOX", default_value = "127.0.0.1:9001")]
+    pub sandbox: String,
+    /// Directory with the built site (`pkg/` with wasm, js, css).
+    #[arg(long, env = "SOCKETSWARM_SITE_ROOT", default_value = "target/site")]
+    pub site_root: String,
+    /// Runs allowed at once; more are queued.
+    #[arg(long, env = "SOCKETSWARM_MAX_CONCURRENT_RUNS", default_value_t = 1)]
+    pub max_concurrent_runs: usize,
+    /// Most connections per run (capped below the open-file limit at startup).
+    #[arg(long, env = "SOCKETSWARM_MAX_CONNECTIONS", default_value_t = 19_000)]
+    pub max_connections: u32,
+    /// Longest run, e.g. `1h`.
+    #[arg(long, env = "SOCKETSWARM_MAX_DURATION", default_value = "1h")]
+    pub max_duration: String,
+    /// Snapshot period in milliseconds.
+    #[arg(long, env = "SOCKETSWARM_TICK_MS", default_value_t = 1000)]
+    pub tick_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SOCKETSWARM_TARGET_LISTEN", default_value = "127.0.0.1:9001")]
+    pub listen: SocketAddr,
+}
+
+/// Validated settings derived from `ServeArgs`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub sandbox: Option<SocketAddr>,
+    pub max_duration: std::time::Duration,
+}
+
+impl ServeArgs {
+    /// Checks every setting; reports all problems together.
+    pub fn validate(&self) -> Result<Settings, String> {
+        let mut problems = Vec::new();
+        let sandbox = match self.sandbox.as_str() {
+            "off" | "" => None,
+            s => match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    problems.push(format!("--sandbox: `{s}` is not an address like 127.0.0.1:9001 (or `off`)"));
+                    None
+                }
+            },
+        };
+        let max_duration = engine::plan::parse_duration(&self.max_duration).unwrap_or_else(|e| {
+            problems.push(format!("--max-duration: {e}"));
+            std::time::Duration::from_secs(3600)
+        });
+        if self.max_concurrent_runs == 0 {
+            problems.push("--max-concurrent-runs: must be at least 1".into());
+        }
+        if !(50..=60_000).contains(&self.tick_ms) {
+            problems.push(format!("--tick-ms: {} must be between 50 and 60000", self.tick_ms));
+        }
+        if problems.is_empty() {
+            Ok(Settings { sandbox, max_duration })
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+}

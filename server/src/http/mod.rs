@@ -1,0 +1,25 @@
+//! The HTTP surface: `/api/...` JSON + SSE (one `router()` per resource module, merged
+//! here), the Leptos pages and server fns, static files, and the tracing layer.
+mod events;
+mod runs;
+
+use axum::Router;
+use leptos::prelude::provide_context;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tower_http::trace::TraceLayer;
+
+use crate::state::AppState;
+
+/// The whole app.
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(app::App);
+    let service = state.service.clone();
+    let leptos_options = state.leptos_options.clone();
+    Router::new()
+        .merge(runs::router())
+        .merge(events::router())
+        .leptos_routes_with_context(&state, routes, move || provide_context(service.clone()), move || app::shell(leptos_options.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

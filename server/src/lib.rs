@@ -1,0 +1,197 @@
+//! # server: the socketswarm process
+//!
+//! Module map:
+//! - [`config`]   CLI + env (`Cli`, `ServeArgs`, `TargetArgs`), validated once.
+//! - [`error`]    `AppError` -> HTTP answers.
+//! - [`state`]    `AppState` shared by handlers.
+//! - [`http`]     routers: `/api/runs...` JSON, SSE, pages, static files.
+//! - [`runs`]     the manager actor (live runs, queue, cancel) and the `RunService`.
+//! - [`store`]    all SQL.
+//!
+//! Start-up order ([`start`]): settings -> open-file limit -> database (migrations,
+//! crashed runs marked `interrupted`) -> sandbox target thread -> engine runtime thread
+//! -> manager -> HTTP. Shutdown ([`Running::stop`]): cancel the shutdown token (runs end
+//! as `cancelled` with a final flush, SSE streams end), wait for the manager to drain,
+//! then for the HTTP server.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod runs;
+pub mod state;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use engine::swarm::SwarmConfig;
+use engine::Limits;
+use leptos::config::{Env, LeptosOptions};
+use tokio_util::sync::CancellationToken;
+
+use config::ServeArgs;
+use runs::manager::{self, ManagerConfig, ManagerHandle};
+use runs::service::Runs;
+use state::AppState;
+
+/// A started server.
+pub struct Running {
+    /// Where the UI/API listens (resolved, so port 0 works in tests).
+    pub addr: SocketAddr,
+    /// Where the embedded sandbox listens, if enabled.
+    pub sandbox: Option<SocketAddr>,
+    pub shutdown: CancellationToken,
+    manager: ManagerHandle,
+    http: tokio::task::JoinHandle<()>,
+    target: Option<engine::target::TargetHandle>,
+    engine_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Graceful stop: live runs end as `cancelled` with their final flush.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if tokio::time::timeout(Duration::from_secs(20), self.manager.drain()).await.is_err() {
+            tracing::warn!("runs did not finish within 20 s of shutdown");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http).await;
+        if let Some(t) = self.target.take() {
+            t.stop();
+        }
+        if let Some(t) = self.engine_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one; returns the limit in force.
+fn raise_nofile() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("could not raise the open-file limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024)
+        }
+    }
+}
+
+/// A dedicated multi-thread runtime for swarms, so thousands of sockets never starve
+/// the UI's runtime. Lives on its own thread until `shutdown`.
+fn engine_runtime(shutdown: CancellationToken) -> anyhow::Result<(tokio::runtime::Handle, std::thread::JoinHandle<()>)> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("swarm").enable_all().build().context("could not build the engine runtime")?;
+    let handle = rt.handle().clone();
+    let thread = std::thread::Builder::new()
+        .name("swarm-runtime".into())
+        .spawn(move || {
+            rt.block_on(shutdown.cancelled());
+            // Give run tasks a moment to flush before the runtime goes away.
+            rt.shutdown_timeout(Duration::from_secs(10));
+        })
+        .context("could not start the engine thread")?;
+    Ok((handle, thread))
+}
+
+/// Starts everything and returns once the HTTP listener is bound.
+pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
+    let settings = args.validate().map_err(|p| anyhow::anyhow!("invalid settings:\n{p}"))?;
+    let nofile = raise_nofile();
+    let max_connections = args.max_connections.min(nofile.saturating_sub(200) as u32);
+    let limits = Limits { max_connections, max_duration: engine::plan::Dur(settings.max_duration), ..Limits::default() };
+    tracing::info!(nofile, max_connections, "limits");
+
+    let pool = store::open(&args.database).await?;
+    let interrupted = store::mark_interrupted(&pool, runs::now_ms()).await.context("could not mark interrupted runs")?;
+    if interrupted > 0 {
+        tracing::warn!(interrupted, "runs left live by an earlier process were marked interrupted");
+    }
+
+    let target = match settings.sandbox {
+        Some(addr) => Some(
+            engine::target::spawn_thread(addr)
+                .with_context(|| format!("could not start the sandbox target on {addr} (in use? pass --sandbox off or another address)"))?,
+        ),
+        None => None,
+    };
+    let sandbox = target.as_ref().map(|t| t.addr);
+    if let Some(a) = sandbox {
+        tracing::info!("sandbox target on ws://{a}/echo (stats: http://{a}/stats)");
+    }
+
+    let shutdown = CancellationToken::new();
+    let engine_stop = CancellationToken::new();
+    let (engine_rt, engine_thread) = engine_runtime(engine_stop.clone())?;
+    let swarm = SwarmConfig { tick: Duration::from_millis(args.tick_ms), ..SwarmConfig::default() };
+    let manager = manager::spawn(pool.clone(), ManagerConfig { max_concurrent: args.max_concurrent_runs, swarm }, engine_rt, shutdown.clone());
+    let runs = Runs::new(pool.clone(), manager.clone(), limits, sandbox, nofile);
+    let service: app::api::Service = runs.clone();
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("could not listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let leptos_options = LeptosOptions::builder()
+        .output_name("socketswarm")
+        .site_root(args.site_root.clone())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .env(Env::PROD)
+        .build();
+    let state = AppState { leptos_options, pool, runs, service, manager: manager.clone(), shutdown: shutdown.clone() };
+    let app = http::router(state);
+    let stop = shutdown.clone();
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!("http server: {e}");
+        }
+        // The engine runtime outlives the HTTP server only as long as runs need it.
+        engine_stop.cancel();
+    });
+    tracing::info!("socketswarm on http://{addr}");
+    Ok(Running { addr, sandbox, shutdown, manager, http, target, engine_thread: Some(engine_thread) })
+}
+
+/// Runs `serve` until Ctrl-C or SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let running = start(args).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: cancelling live runs");
+    running.stop().await;
+    Ok(())
+}
+
+/// Runs the sandbox target alone until Ctrl-C or SIGTERM.
+pub async fn target(args: config::TargetArgs) -> anyhow::Result<()> {
+    let nofile = raise_nofile();
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("could not listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(nofile, "sandbox target on ws://{addr}/echo (stats: http://{addr}/stats)");
+    let sandbox = Arc::new(engine::target::Sandbox::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(engine::target::serve(listener, sandbox, stop.clone()));
+    wait_for_signal().await;
+    stop.cancel();
+    let _ = task.await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

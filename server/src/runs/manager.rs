@@ -1,0 +1,284 @@
+//! The run manager: one task that owns every live run (goose's `MetricsCommand` shape).
+//!
+//! Commands arrive on an mpsc channel, each answered over a oneshot. For a launched run
+//! the manager creates a cancel token (a child of the server's shutdown token, so
+//! SIGTERM ends runs as `cancelled`) and a `watch` channel for the latest snapshot, then
+//! either starts it or queues it (`max_concurrent` runs at once). A per-run task drives
+//! the engine and persists every tick *before* publishing it, so what a browser saw is
+//! always in the database; it drops the `watch` sender only after the final summary is
+//! stored, which is what ends the SSE streams.
+
+use std::collections::{HashMap, VecDeque};
+
+use engine::swarm::{self, SwarmConfig, Update};
+use engine::{EndReason, Plan, Snapshot};
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::now_ms;
+use crate::store;
+
+/// Latest snapshot of a live run (`None` until the first tick).
+pub type SnapshotRx = watch::Receiver<Option<Snapshot>>;
+
+/// Where a launched run went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Started,
+    /// Waiting; `0` is next.
+    Queued(usize),
+}
+
+/// Result of a cancel request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled,
+    NotLive,
+}
+
+enum Command {
+    Launch { run_id: String, plan: Plan, reply: oneshot::Sender<Placement> },
+    Cancel { run_id: String, reply: oneshot::Sender<CancelOutcome> },
+    Subscribe { run_id: String, reply: oneshot::Sender<Option<SnapshotRx>> },
+    /// Sent by a run task when its run is fully stored.
+    Finished { run_id: String },
+    /// Replies once no run is live (used at shutdown).
+    Drain { reply: oneshot::Sender<()> },
+}
+
+/// Cheap, cloneable handle to the manager.
+#[derive(Clone)]
+pub struct ManagerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl ManagerHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.ok()?;
+        rx.await.ok()
+    }
+    /// Starts or queues a run already stored as `queued`.
+    pub async fn launch(&self, run_id: String, plan: Plan) -> Option<Placement> {
+        self.ask(|reply| Command::Launch { run_id, plan, reply }).await
+    }
+    pub async fn cancel(&self, run_id: String) -> CancelOutcome {
+        self.ask(|reply| Command::Cancel { run_id, reply }).await.unwrap_or(CancelOutcome::NotLive)
+    }
+    /// The live snapshot stream of a queued or running run; `None` once it finished.
+    pub async fn subscribe(&self, run_id: String) -> Option<SnapshotRx> {
+        self.ask(|reply| Command::Subscribe { run_id, reply }).await.flatten()
+    }
+    /// Waits until no run is live.
+    pub async fn drain(&self) {
+        let _ = self.ask(|reply| Command::Drain { reply }).await;
+    }
+}
+
+/// A queued or running run, as the manager holds it.
+struct LiveRun {
+    /// Cancels this run only (child of the server's shutdown token).
+    cancel: CancellationToken,
+    /// Kept so new subscribers can be handed a receiver.
+    snapshots: SnapshotRx,
+    /// The sender, until the run task takes it on start.
+    publisher: Option<watch::Sender<Option<Snapshot>>>,
+    plan: Option<Plan>,
+}
+
+/// Manager settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ManagerConfig {
+    pub max_concurrent: usize,
+    pub swarm: SwarmConfig,
+}
+
+struct Manager {
+    rx: mpsc::Receiver<Command>,
+    /// For run tasks to report `Finished`.
+    tx: mpsc::Sender<Command>,
+    pool: SqlitePool,
+    cfg: ManagerConfig,
+    /// Runtime the swarms run on (separate from the UI's).
+    engine_rt: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+    live: HashMap<String, LiveRun>,
+    running: usize,
+    queue: VecDeque<String>,
+    drain_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// Spawns the manager on the current runtime.
+pub fn spawn(pool: SqlitePool, cfg: ManagerConfig, engine_rt: tokio::runtime::Handle, shutdown: CancellationToken) -> ManagerHandle {
+    let (tx, rx) = mpsc::channel(256);
+    let m = Manager {
+        rx,
+        tx: tx.clone(),
+        pool,
+        cfg,
+        engine_rt,
+        shutdown,
+        live: HashMap::new(),
+        running: 0,
+        queue: VecDeque::new(),
+        drain_waiters: Vec::new(),
+    };
+    tokio::spawn(m.run());
+    ManagerHandle { tx }
+}
+
+impl Manager {
+    async fn run(mut self) {
+        while let Some(cmd) = self.rx.recv().await {
+            match cmd {
+                Command::Launch { run_id, plan, reply } => {
+                    let (ptx, prx) = watch::channel(None);
+                    let cancel = self.shutdown.child_token();
+                    self.live.insert(run_id.clone(), LiveRun { cancel, snapshots: prx, publisher: Some(ptx), plan: Some(plan) });
+                    if self.running < self.cfg.max_concurrent && !self.shutdown.is_cancelled() {
+                        self.start(&run_id);
+                        let _ = reply.send(Placement::Started);
+                    } else {
+                        self.queue.push_back(run_id);
+                        let _ = reply.send(Placement::Queued(self.queue.len() - 1));
+                    }
+                }
+                Command::Cancel { run_id, reply } => {
+                    let outcome = match self.live.get(&run_id) {
+                        None => CancelOutcome::NotLive,
+                        Some(run) if run.publisher.is_some() => {
+                            // Still queued: it never started.
+                            self.queue.retain(|q| q != &run_id);
+                            self.live.remove(&run_id);
+                            if let Err(e) = store::end_run_without_summary(&self.pool, &run_id, "cancelled", now_ms(), None).await {
+                                tracing::error!(%run_id, "could not mark queued run cancelled: {e}");
+                            }
+                            self.notify_drained();
+                            CancelOutcome::Cancelled
+                        }
+                        Some(run) => {
+                            run.cancel.cancel();
+                            CancelOutcome::Cancelled
+                        }
+                    };
+                    let _ = reply.send(outcome);
+                }
+                Command::Subscribe { run_id, reply } => {
+                    let _ = reply.send(self.live.get(&run_id).map(|r| r.snapshots.clone()));
+                }
+                Command::Finished { run_id } => {
+                    self.live.remove(&run_id);
+                    self.running = self.running.saturating_sub(1);
+                    while self.running < self.cfg.max_concurrent && !self.shutdown.is_cancelled() {
+                        let Some(next) = self.queue.pop_front() else { break };
+                        self.start(&next);
+                    }
+                    if self.shutdown.is_cancelled() {
+                        self.cancel_queued().await;
+                    }
+                    self.notify_drained();
+                }
+                Command::Drain { reply } => {
+                    self.cancel_queued().await;
+                    self.drain_waiters.push(reply);
+                    self.notify_drained();
+                }
+            }
+        }
+    }
+
+    async fn cancel_queued(&mut self) {
+        for run_id in std::mem::take(&mut self.queue) {
+            self.live.remove(&run_id);
+            if let Err(e) = store::end_run_without_summary(&self.pool, &run_id, "cancelled", now_ms(), None).await {
+                tracing::error!(%run_id, "could not mark queued run cancelled: {e}");
+            }
+        }
+    }
+
+    fn notify_drained(&mut self) {
+        if self.live.is_empty() {
+            for w in self.drain_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    fn start(&mut self, run_id: &str) {
+        let Some(run) = self.live.get_mut(run_id) else { return };
+        let (Some(publisher), Some(plan)) = (run.publisher.take(), run.plan.take()) else { return };
+        self.running += 1;
+        tokio::spawn(drive(
+            run_id.to_string(),
+            plan,
+            run.cancel.clone(),
+            publisher,
+            self.pool.clone(),
+            self.engine_rt.clone(),
+            self.cfg.swarm,
+            self.tx.clone(),
+        ));
+    }
+}
+
+/// Drives one run: engine updates -> database -> watch channel.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    run_id: String,
+    plan: Plan,
+    cancel: CancellationToken,
+    publisher: watch::Sender<Option<Snapshot>>,
+    pool: SqlitePool,
+    rt: tokio::runtime::Handle,
+    swarm_cfg: SwarmConfig,
+    manager: mpsc::Sender<Command>,
+) {
+    if let Err(e) = store::mark_running(&pool, &run_id, now_ms()).await {
+        tracing::error!(%run_id, "could not mark run running: {e}");
+    }
+    match swarm::start(plan, swarm_cfg, cancel, &rt).await {
+        Err(e) => {
+            tracing::warn!(%run_id, "run failed to start: {e}");
+            if let Err(e2) = store::end_run_without_summary(&pool, &run_id, "failed", now_ms(), Some(&e.to_string())).await {
+                tracing::error!(%run_id, "could not mark run failed: {e2}");
+            }
+        }
+        Ok(mut updates) => {
+            while let Some(u) = updates.recv().await {
+                match u {
+                    Update::Tick(s) => {
+                        match serde_json::to_string(&s) {
+                            Ok(json) => {
+                                if let Err(e) = store::insert_interval(&pool, &run_id, s.seq as i64, s.elapsed_ms as i64, &json).await {
+                                    tracing::error!(%run_id, "could not store tick {}: {e}", s.seq);
+                                }
+                            }
+                            Err(e) => tracing::error!(%run_id, "could not encode tick: {e}"),
+                        }
+                        publisher.send_replace(Some(s));
+                    }
+                    Update::Finished(summary) => {
+                        let status = match summary.end_reason {
+                            Some(EndReason::Cancelled) => "cancelled",
+                            _ => "completed",
+                        };
+                        let h = store::Headline {
+                            peak_open: summary.peak_open as i64,
+                            opened: summary.totals.opened as i64,
+                            failed: summary.totals.failed as i64,
+                            duration_ms: summary.duration_ms as i64,
+                        };
+                        let json = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into());
+                        if let Err(e) = store::finish_run(&pool, &run_id, status, now_ms(), &json, h).await {
+                            tracing::error!(%run_id, "could not store the summary: {e}");
+                        }
+                        tracing::info!(%run_id, status, opened = summary.totals.opened, failed = summary.totals.failed, "run finished");
+                    }
+                }
+            }
+        }
+    }
+    drop(publisher);
+    let _ = manager.send(Command::Finished { run_id }).await;
+}

@@ -1,0 +1,30 @@
+//! `AppState`: what every handler can reach. Cloned per request (all fields are handles).
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use sqlx::SqlitePool;
+use tokio_util::sync::CancellationToken;
+
+use crate::runs::manager::ManagerHandle;
+use crate::runs::service::Runs;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub pool: SqlitePool,
+    /// The run service (concrete, for the API handlers).
+    pub runs: Arc<Runs>,
+    /// The same service as the pages' server fns see it (through Leptos context).
+    pub service: app::api::Service,
+    pub manager: ManagerHandle,
+    /// Cancelled on SIGTERM/Ctrl-C: ends runs and SSE streams.
+    pub shutdown: CancellationToken,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(s: &AppState) -> Self {
+        s.leptos_options.clone()
+    }
+}

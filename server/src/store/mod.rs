@@ -1,0 +1,170 @@
+//! All SQL, as small named async fns taking `&SqlitePool`. Nothing else in the project
+//! writes SQL. Queries are runtime-checked (`query_as` + `FromRow`) so a clean checkout
+//! builds without a database or a prepared `.sqlx/`; every query here is exercised by
+//! `server/tests/`.
+//!
+//! Invariants: a run row is inserted whole (`insert_run`) before anything refers to it;
+//! per-tick rows are one short statement each; finishing a run writes status, summary
+//! and the list columns in one transaction, so a reader never sees half of it.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+
+/// Opens (creating if needed) the database and applies migrations; a failed migration
+/// stops startup.
+pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
+    use anyhow::Context;
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        .context("could not parse the database path")?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+        .with_context(|| format!("could not open the database {}", path.display()))?;
+    sqlx::migrate!("../migrations").run(&pool).await.context("could not apply database migrations")?;
+    Ok(pool)
+}
+
+/// A `run` row.
+#[derive(Debug, Clone, FromRow)]
+pub struct RunRow {
+    pub run_id: String,
+    pub name: String,
+    pub target: String,
+    pub status: String,
+    pub plan_json: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+    pub summary_json: Option<String>,
+    pub peak_open: Option<i64>,
+    pub opened: Option<i64>,
+    pub failed: Option<i64>,
+    pub duration_ms: Option<i64>,
+}
+
+/// Inserts a new run as `queued`.
+pub async fn insert_run(pool: &SqlitePool, run_id: &str, name: &str, target: &str, plan_json: &str, created_at: i64) -> sqlx::Result<()> {
+    sqlx::query("insert into run (run_id, name, target, status, plan_json, created_at) values (?, ?, ?, 'queued', ?, ?)")
+        .bind(run_id)
+        .bind(name)
+        .bind(target)
+        .bind(plan_json)
+        .bind(created_at)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// `queued` -> `running`.
+pub async fn mark_running(pool: &SqlitePool, run_id: &str, started_at: i64) -> sqlx::Result<()> {
+    sqlx::query("update run set status = 'running', started_at = ? where run_id = ? and status = 'queued'")
+        .bind(started_at)
+        .bind(run_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Stores one tick.
+pub async fn insert_interval(pool: &SqlitePool, run_id: &str, seq: i64, elapsed_ms: i64, snapshot_json: &str) -> sqlx::Result<()> {
+    sqlx::query("insert or replace into run_interval (run_id, seq, elapsed_ms, snapshot_json) values (?, ?, ?, ?)")
+        .bind(run_id)
+        .bind(seq)
+        .bind(elapsed_ms)
+        .bind(snapshot_json)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Final numbers for the list columns.
+#[derive(Debug, Clone, Copy)]
+pub struct Headline {
+    pub peak_open: i64,
+    pub opened: i64,
+    pub failed: i64,
+    pub duration_ms: i64,
+}
+
+/// Ends a run: status, summary and list columns together.
+pub async fn finish_run(pool: &SqlitePool, run_id: &str, status: &str, finished_at: i64, summary_json: &str, h: Headline) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "update run set status = ?, finished_at = ?, summary_json = ?, peak_open = ?, opened = ?, failed = ?, duration_ms = ?
+         where run_id = ? and status in ('queued', 'running')",
+    )
+    .bind(status)
+    .bind(finished_at)
+    .bind(summary_json)
+    .bind(h.peak_open)
+    .bind(h.opened)
+    .bind(h.failed)
+    .bind(h.duration_ms)
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Ends a run without a summary (failed to start, or cancelled while queued).
+pub async fn end_run_without_summary(pool: &SqlitePool, run_id: &str, status: &str, finished_at: i64, error: Option<&str>) -> sqlx::Result<()> {
+    sqlx::query("update run set status = ?, finished_at = ?, error = ? where run_id = ? and status in ('queued', 'running')")
+        .bind(status)
+        .bind(finished_at)
+        .bind(error)
+        .bind(run_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// At startup: runs left `queued`/`running` by a crash become `interrupted`. Their
+/// stored ticks are kept. Returns how many.
+pub async fn mark_interrupted(pool: &SqlitePool, now: i64) -> sqlx::Result<u64> {
+    let r = sqlx::query("update run set status = 'interrupted', finished_at = ? where status in ('queued', 'running')")
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+/// Newest first.
+pub async fn list_runs(pool: &SqlitePool, limit: i64) -> sqlx::Result<Vec<RunRow>> {
+    sqlx::query_as::<_, RunRow>("select * from run order by created_at desc, rowid desc limit ?")
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn get_run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<RunRow>> {
+    sqlx::query_as::<_, RunRow>("select * from run where run_id = ?").bind(run_id).fetch_optional(pool).await
+}
+
+/// The latest stored tick of a run.
+pub async fn last_interval(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as("select snapshot_json from run_interval where run_id = ? order by seq desc limit 1")
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| r.0))
+}
+
+/// Stored ticks with `seq > after`, in order.
+pub async fn intervals_after(pool: &SqlitePool, run_id: &str, after: i64) -> sqlx::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as("select snapshot_json from run_interval where run_id = ? and seq > ? order by seq")
+        .bind(run_id)
+        .bind(after)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
