@@ -25,7 +25,7 @@ pub mod pages;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes, A};
-use leptos_router::path;
+use leptos_router::{path, SsrMode};
 
 /// The HTML document around the app (server side).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -46,7 +46,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The router: `/` and `/runs` (list), `/runs/new`, `/runs/{id}`.
+/// The router: `/` and `/runs` (list), `/runs/new`, `/runs/{id}`. Every route renders
+/// `Async` (whole page, data included) so pages and share links read without JavaScript.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
@@ -63,10 +64,10 @@ pub fn App() -> impl IntoView {
             </header>
             <main class="page">
                 <Routes fallback=|| view! { <pages::not_found::NotFound/> }>
-                    <Route path=path!("/") view=pages::runs::RunsPage/>
-                    <Route path=path!("/runs") view=pages::runs::RunsPage/>
-                    <Route path=path!("/runs/new") view=pages::run_new::NewRunPage/>
-                    <Route path=path!("/runs/:id") view=pages::run_detail::RunDetailPage/>
+                    <Route path=path!("/") view=pages::runs::RunsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/runs") view=pages::runs::RunsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/runs/new") view=pages::run_new::NewRunPage ssr=SsrMode::Async/>
+                    <Route path=path!("/runs/:id") view=pages::run_detail::RunDetailPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

@@ -1,0 +1,55 @@
+// Shared helpers for the browser tests: start socketswarm on free ports with a fresh
+// database, and launch Debian's chromium through playwright-core.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const artifacts = join(process.cwd(), 'e2e', 'artifacts');
+mkdirSync(artifacts, { recursive: true });
+
+/** Starts the server (port 0, sandbox port 0) and resolves with its URLs once it listens. */
+export async function startServer() {
+  const dir = mkdtempSync(join(tmpdir(), 'socketswarm-e2e-'));
+  const bin = process.env.SOCKETSWARM_BIN || 'target/debug/socketswarm';
+  const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--sandbox', '127.0.0.1:0', '--database', join(dir, 'e2e.db'), '--log', 'info'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'info' },
+  });
+  let log = '';
+  const found = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 30000);
+    const onData = (d) => {
+      log += d.toString();
+      const app = log.match(/socketswarm on (http:\/\/[0-9.:]+)/);
+      const sb = log.match(/sandbox target on (ws:\/\/[0-9.:]+)\/echo/);
+      if (app && sb) { clearTimeout(timer); resolve({ base: app[1], sandbox: sb[1] }); }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${log}`)));
+  });
+  return { ...found, proc, stop: () => proc.kill('SIGTERM'), log: () => log };
+}
+
+/** A headless chromium with a fresh profile. */
+export async function browser(opts = {}) {
+  const profile = mkdtempSync(join(tmpdir(), 'socketswarm-chromium-'));
+  return chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    ...opts,
+  });
+}
+
+/** JSON API helper. */
+export async function api(base, path, init = {}) {
+  const res = await fetch(base + path, { headers: { 'content-type': 'application/json' }, ...init });
+  const text = await res.text();
+  let body; try { body = JSON.parse(text); } catch { body = text; }
+  return { status: res.status, body };
+}

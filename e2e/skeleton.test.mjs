@@ -1,0 +1,97 @@
+// Browser end-to-end: the walking skeleton as a user drives it.
+// Run: scripts/build.sh && node --test e2e/   (needs /usr/bin/chromium; scripts/setup.sh --browser)
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { startServer, browser, api, artifacts } from './harness.mjs';
+
+let srv;
+let ctx;
+before(async () => { srv = await startServer(); ctx = await browser(); });
+after(async () => { await ctx?.close(); srv?.stop(); });
+
+test('fill the form, launch, watch live numbers, see it completed in the list', async () => {
+  const page = await ctx.newPage();
+  await page.goto(`${srv.base}/runs/new`);
+  const target = page.locator('input[name="form[target]"]');
+  assert.equal(await target.inputValue(), `${srv.sandbox}/echo`, 'target is prefilled with the sandbox');
+  await page.locator('input[name="form[name]"]').fill('e2e smoke');
+  await page.locator('input[name="form[connections]"]').fill('30');
+  await page.locator('input[name="form[ramp_secs]"]').fill('2');
+  await page.locator('input[name="form[hold_secs]"]').fill('4');
+  await page.locator('input[name="form[message_every_secs]"]').fill('0.5');
+  await page.screenshot({ path: join(artifacts, '01-new-run.png'), fullPage: true });
+  await page.getByRole('button', { name: 'Launch' }).click();
+  await page.waitForURL(/\/runs\/[0-9a-f]{32}$/);
+  const id = page.url().split('/').pop();
+
+  // Live numbers arrive over SSE and change while the run goes on.
+  const elapsed = page.locator('[data-metric="elapsed"]');
+  await page.waitForFunction(() => /s$/.test(document.querySelector('[data-metric="elapsed"]')?.textContent ?? ''));
+  const first = await elapsed.textContent();
+  await page.waitForFunction((f) => document.querySelector('[data-metric="elapsed"]')?.textContent !== f, first);
+  await page.waitForFunction(() => document.querySelector('[data-metric="open"]')?.textContent === '30 / 30');
+  await page.screenshot({ path: join(artifacts, '02-run-live.png'), fullPage: true });
+
+  // When the run ends the page swaps to the stored summary.
+  await page.locator('.badge[data-status="completed"]').waitFor({ timeout: 20000 });
+  assert.equal(await page.locator('[data-metric="opened"]').textContent(), '30');
+  assert.equal(await page.locator('[data-metric="failed"]').textContent(), '0');
+  await page.screenshot({ path: join(artifacts, '03-run-completed.png'), fullPage: true });
+
+  // The list shows it, newest first, completed.
+  await page.goto(`${srv.base}/runs`);
+  const row = page.locator('tbody tr').first();
+  assert.equal(await row.getAttribute('data-run-id'), id);
+  assert.equal(await row.getAttribute('data-status'), 'completed');
+  await page.screenshot({ path: join(artifacts, '04-runs-list.png'), fullPage: true });
+
+  // The API agrees with what the page showed.
+  const { body } = await api(srv.base, `/api/runs/${id}`);
+  assert.equal(body.summary.totals.opened, 30);
+  assert.equal(body.summary.peak_open, 30);
+});
+
+test('a bad field gets an error beside it and nothing is launched', async () => {
+  const before = (await api(srv.base, '/api/runs')).body.length;
+  const page = await ctx.newPage();
+  await page.goto(`${srv.base}/runs/new`);
+  await page.locator('input[name="form[connections]"]').fill('5o');
+  await page.getByRole('button', { name: 'Launch' }).click();
+  const err = page.locator('.field__error[data-field="connections"]');
+  await err.waitFor();
+  assert.match(await err.textContent(), /`5o` is not a whole number/);
+  await page.screenshot({ path: join(artifacts, '05-form-error.png'), fullPage: true });
+  assert.equal((await api(srv.base, '/api/runs')).body.length, before);
+});
+
+test('Cancel stops a running run', async () => {
+  const plan = { name: 'to cancel', target: `${srv.sandbox}/echo`, stages: [{ duration: '1s', connections: 10 }, { duration: '60s', connections: 10 }] };
+  const { status, body } = await api(srv.base, '/api/runs', { method: 'POST', body: JSON.stringify(plan) });
+  assert.equal(status, 201);
+  const page = await ctx.newPage();
+  await page.goto(`${srv.base}${body.url}`);
+  await page.waitForFunction(() => document.querySelector('[data-metric="open"]')?.textContent === '10 / 10');
+  await page.getByRole('button', { name: 'Cancel' }).click();
+  await page.locator('.badge[data-status="cancelled"]').waitFor({ timeout: 20000 });
+  const run = (await api(srv.base, `/api/runs/${body.id}`)).body;
+  assert.equal(run.status, 'cancelled');
+  assert.equal(run.summary.totals.opened, 10);
+  assert.equal(run.summary.totals.closes.client, 10);
+});
+
+test('a finished run page reads without JavaScript', async () => {
+  const list = (await api(srv.base, '/api/runs')).body;
+  const done = list.find((r) => r.status === 'completed');
+  assert.ok(done, 'a completed run exists');
+  const noJs = await browser({ javaScriptEnabled: false });
+  try {
+    const page = await noJs.newPage();
+    await page.goto(`${srv.base}/runs/${done.id}`);
+    assert.equal(await page.locator('.badge').first().getAttribute('data-status'), 'completed');
+    assert.equal(await page.locator('[data-metric="opened"]').textContent(), String(done.opened));
+    await page.screenshot({ path: join(artifacts, '06-no-js.png'), fullPage: true });
+  } finally {
+    await noJs.close();
+  }
+});

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what building and testing socketswarm needs, skipping what is already there:
+# the wasm32 Rust target, wasm-bindgen-cli (same version as Cargo.lock), node packages
+# (uPlot, binaryen's wasm-opt, playwright-core) and, with --browser, Debian's chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+want=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
+if [ "$have" != "$want" ]; then
+  say "installing wasm-bindgen-cli $want (about 4 minutes, once)"
+  # Not --locked: with it, a locked dependency is missing from the index.
+  cargo install wasm-bindgen-cli --version "$want"
+fi
+
+if ! command -v npm >/dev/null; then
+  say "installing node and npm"
+  apt_install nodejs npm
+fi
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing node packages"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null; then
+  say "installing chromium (Debian package) for the browser tests"
+  apt_install chromium
+fi
