@@ -29,6 +29,7 @@ pub enum EndReason {
 
 /// Cumulative counters of a run (or of one interval, in `Interval`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Totals {
     /// Connection attempts started (every retry counts).
     pub attempted: u64,
@@ -82,6 +83,7 @@ impl Totals {
 
 /// Percentiles of one latency metric, in microseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct LatencyStats {
     pub count: u64,
     pub mean_us: f64,
@@ -95,6 +97,7 @@ pub struct LatencyStats {
 
 /// One tick of a live run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Snapshot {
     /// 1, 2, 3, ... one per tick; the SSE event id.
     pub seq: u64,
@@ -115,6 +118,7 @@ pub struct Snapshot {
 
 /// Evidence kept from failed handshakes: what the target said.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Evidence {
     /// Distinct `Retry-After` values seen, with counts.
     pub retry_after: BTreeMap<String, u64>,
@@ -126,6 +130,7 @@ pub struct Evidence {
 
 /// The result of a finished run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Summary {
     pub duration_ms: u64,
     pub end_reason: Option<EndReason>,

@@ -1,0 +1,136 @@
+//! Test harness: a whole socketswarm (HTTP on port 0, sandbox on port 0, temp SQLite)
+//! per test, plus small clients for the JSON API, the sandbox's `/stats` and SSE.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use server::config::ServeArgs;
+
+pub struct App {
+    pub base: String,
+    pub sandbox: String,
+    pub running: Option<server::Running>,
+    pub db: PathBuf,
+    pub _dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+pub fn args(db: PathBuf) -> ServeArgs {
+    ServeArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: db,
+        sandbox: "127.0.0.1:0".into(),
+        site_root: "target/site".into(),
+        max_concurrent_runs: 2,
+        max_connections: 19_000,
+        max_duration: "1h".into(),
+        tick_ms: 250,
+    }
+}
+
+pub async fn spawn_app() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test.db");
+    spawn_with(args(db.clone()), dir).await
+}
+
+pub async fn spawn_with(args: ServeArgs, dir: tempfile::TempDir) -> App {
+    let db = args.database.clone();
+    let running = server::start(args).await.expect("server starts");
+    App {
+        base: format!("http://{}", running.addr),
+        sandbox: format!("{}", running.sandbox.expect("sandbox enabled")),
+        running: Some(running),
+        db,
+        _dir: dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl App {
+    pub fn ws(&self, path_and_query: &str) -> String {
+        format!("ws://{}{path_and_query}", self.sandbox)
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Launches a plan and returns its id.
+    pub async fn launch(&self, plan: Value) -> String {
+        let (status, body) = self.post("/api/runs", &plan.to_string()).await;
+        assert_eq!(status, 201, "launch failed: {body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Follows the run's SSE stream to its end; returns (snapshots, done payload).
+    pub async fn follow(&self, id: &str) -> (Vec<Value>, Value) {
+        follow_sse(&self.http, &format!("{}/api/runs/{id}/events", self.base), None).await
+    }
+
+    /// The sandbox's counters for one profile key (e.g. `/echo?cap=20`).
+    pub async fn sandbox_profile(&self, key: &str) -> Value {
+        let stats: Value = self.http.get(format!("http://{}/stats", self.sandbox)).send().await.unwrap().json().await.unwrap();
+        stats["profiles"][key].clone()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
+
+/// Reads an SSE stream until it ends; returns the `snapshot` payloads and the `done` one.
+pub async fn follow_sse(http: &reqwest::Client, url: &str, last_event_id: Option<u64>) -> (Vec<Value>, Value) {
+    use futures_util::StreamExt;
+    let mut req = http.get(url);
+    if let Some(id) = last_event_id {
+        req = req.header("Last-Event-ID", id.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut snaps = Vec::new();
+    let mut done = Value::Null;
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut event = "message";
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event:") {
+                    event = if e.trim() == "snapshot" { "snapshot" } else if e.trim() == "done" { "done" } else { "other" };
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                }
+            }
+            match event {
+                "snapshot" => snaps.push(serde_json::from_str(&data).unwrap()),
+                "done" => done = serde_json::from_str(&data).unwrap(),
+                _ => {}
+            }
+        }
+    }
+    (snaps, done)
+}
+
+/// A two-stage plan: ramp to `n` over `ramp`, hold for `hold`.
+pub fn plan(name: &str, target: &str, n: u32, ramp: &str, hold: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "target": target,
+        "stages": [{"duration": ramp, "connections": n}, {"duration": hold, "connections": n}]
+    })
+}
