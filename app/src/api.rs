@@ -195,7 +195,10 @@ pub async fn launch_run(form: crate::form::RunForm) -> Result<Launched, ApiError
     let on_form = |errs: Vec<FieldError>| {
         ApiError::Validation(
             errs.into_iter()
-                .map(|e| FieldError { field: crate::form::form_field_of(&e.field).to_string(), message: e.message })
+                .map(|e| FieldError {
+                    field: crate::form::form_field_of(&e.field).to_string(),
+                    message: e.message,
+                })
                 .collect(),
         )
     };

@@ -30,7 +30,10 @@ fn number(field: &str, text: &str, errs: &mut Vec<FieldError>) -> Option<f64> {
     match t.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Some(v),
         _ => {
-            errs.push(FieldError { field: field.into(), message: format!("`{t}` is not a number of 0 or more") });
+            errs.push(FieldError {
+                field: field.into(),
+                message: format!("`{t}` is not a number of 0 or more"),
+            });
             None
         }
     }
@@ -45,7 +48,10 @@ impl RunForm {
             _ => {
                 errs.push(FieldError {
                     field: "connections".into(),
-                    message: format!("`{}` is not a whole number of 1 or more", self.connections.trim()),
+                    message: format!(
+                        "`{}` is not a whole number of 1 or more",
+                        self.connections.trim()
+                    ),
                 });
                 None
             }
@@ -62,7 +68,9 @@ impl RunForm {
         } else {
             number("max_connect_rate", &self.max_connect_rate, &mut errs)
         };
-        let (Some(connections), Some(ramp), Some(hold), Some(every)) = (connections, ramp, hold, every) else {
+        let (Some(connections), Some(ramp), Some(hold), Some(every)) =
+            (connections, ramp, hold, every)
+        else {
             return Err(errs);
         };
         if !errs.is_empty() {
@@ -75,17 +83,34 @@ impl RunForm {
                 times: None,
                 steps: vec![
                     Step::Send("hello from vu {{vu}} at {{now_ms}}".into()),
-                    Step::Expect(Expect { contains: Some("hello from vu {{vu}}".into()), timeout: Dur::secs(5), ..Default::default() }),
+                    Step::Expect(Expect {
+                        contains: Some("hello from vu {{vu}}".into()),
+                        timeout: Dur::secs(5),
+                        ..Default::default()
+                    }),
                 ],
             })]
         } else {
             Vec::new()
         };
-        let name = if self.name.trim().is_empty() { "unnamed".to_string() } else { self.name.trim().to_string() };
+        let name = if self.name.trim().is_empty() {
+            "unnamed".to_string()
+        } else {
+            self.name.trim().to_string()
+        };
         Ok(Plan {
             name,
             target: self.target.trim().to_string(),
-            stages: vec![Stage { duration: secs(ramp), connections }, Stage { duration: secs(hold), connections }],
+            stages: vec![
+                Stage {
+                    duration: secs(ramp),
+                    connections,
+                },
+                Stage {
+                    duration: secs(hold),
+                    connections,
+                },
+            ],
             max_connect_rate: rate,
             connect_timeout: Dur::secs(10),
             headers: Default::default(),
@@ -129,7 +154,19 @@ mod tests {
     #[test]
     fn form_becomes_ramp_and_hold_with_heartbeat() {
         let p = form().to_plan().unwrap();
-        assert_eq!(p.stages, vec![Stage { duration: Dur::secs(2), connections: 50 }, Stage { duration: Dur::secs(3), connections: 50 }]);
+        assert_eq!(
+            p.stages,
+            vec![
+                Stage {
+                    duration: Dur::secs(2),
+                    connections: 50
+                },
+                Stage {
+                    duration: Dur::secs(3),
+                    connections: 50
+                }
+            ]
+        );
         assert_eq!(p.script.len(), 1);
         assert!(p.validate(&engine::Limits::default()).is_ok());
     }
@@ -147,7 +184,10 @@ mod tests {
         f.connections = "5o".into();
         f.hold_secs = "-1".into();
         let errs = f.to_plan().unwrap_err();
-        assert_eq!(errs.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), vec!["connections", "hold_secs"]);
+        assert_eq!(
+            errs.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
+            vec!["connections", "hold_secs"]
+        );
         assert!(errs[0].message.contains("`5o`"));
     }
 

@@ -34,7 +34,14 @@ pub(crate) struct Gauges {
     pub(crate) cancelled: AtomicBool,
 }
 
-pub(crate) async fn run(mut rx: mpsc::Receiver<Partial>, out: mpsc::Sender<Update>, gauges: Arc<Gauges>, stages: Vec<Stage>, started: Instant, tick: Duration) {
+pub(crate) async fn run(
+    mut rx: mpsc::Receiver<Partial>,
+    out: mpsc::Sender<Update>,
+    gauges: Arc<Gauges>,
+    stages: Vec<Stage>,
+    started: Instant,
+    tick: Duration,
+) {
     let mut whole = RunStats::new();
     let mut interval = RunStats::new();
     let mut peak_open = 0u64;
@@ -84,7 +91,11 @@ pub(crate) async fn run(mut rx: mpsc::Receiver<Partial>, out: mpsc::Sender<Updat
     let _ = out.send(Update::Tick(last)).await;
     let summary = Summary {
         duration_ms: started.elapsed().as_millis() as u64,
-        end_reason: Some(if gauges.cancelled.load(Ordering::Relaxed) { EndReason::Cancelled } else { EndReason::Completed }),
+        end_reason: Some(if gauges.cancelled.load(Ordering::Relaxed) {
+            EndReason::Cancelled
+        } else {
+            EndReason::Completed
+        }),
         peak_open,
         totals: whole.totals.clone(),
         latency: whole.latency(),

@@ -10,7 +10,9 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{sleep_until, timeout_at};
-use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{
+    frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig,
+};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +28,10 @@ pub(crate) enum Matcher {
     Any,
     Contains(Template),
     Regex(regex::Regex),
-    Json { field: String, equals: Option<serde_json::Value> },
+    Json {
+        field: String,
+        equals: Option<serde_json::Value>,
+    },
 }
 
 /// A compiled script instruction (repeat blocks flattened into `LoopStart..LoopEnd`).
@@ -62,16 +67,26 @@ pub(crate) struct Shared {
 
 fn ws_config() -> WebSocketConfig {
     // Buffers sized for mostly idle sockets (see BUILD notes in README: ~2.6 KB/conn).
-    WebSocketConfig::default().read_buffer_size(1024).write_buffer_size(0)
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn render(t: &Template, vu: u64, attempt: u32) -> String {
     let uuid = || uuid::Uuid::new_v4().to_string();
-    t.render(&Vars { vu, attempt, uuid: &uuid, now_ms: now_ms() })
+    t.render(&Vars {
+        vu,
+        attempt,
+        uuid: &uuid,
+        now_ms: now_ms(),
+    })
 }
 
 /// Maps an I/O error to the outcome it stands for.
@@ -79,7 +94,9 @@ pub(crate) fn io_kind(e: &std::io::Error) -> FailKind {
     use std::io::ErrorKind as K;
     match e.kind() {
         K::ConnectionRefused => FailKind::Refused,
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => FailKind::Reset,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            FailKind::Reset
+        }
         K::TimedOut => FailKind::Timeout,
         K::AddrNotAvailable | K::AddrInUse => FailKind::ClientLimit,
         _ => match e.raw_os_error() {
@@ -93,7 +110,12 @@ pub(crate) fn io_kind(e: &std::io::Error) -> FailKind {
 type Ws = WebSocketStream<TcpStream>;
 
 /// Runs one VU until its script ends, it gives up, or `cancel` fires.
-pub(crate) async fn run_vu(sh: Arc<Shared>, vu: u64, scheduled: Instant, cancel: CancellationToken) {
+pub(crate) async fn run_vu(
+    sh: Arc<Shared>,
+    vu: u64,
+    scheduled: Instant,
+    cancel: CancellationToken,
+) {
     let mut rec = Recorder::new(sh.tx.clone(), sh.flush_every);
     let mut attempt = 0u32;
     let mut streak = 0u32;
@@ -120,7 +142,10 @@ pub(crate) async fn run_vu(sh: Arc<Shared>, vu: u64, scheduled: Instant, cancel:
                 None
             }
             Err((kind, rejection)) => {
-                let ra = rejection.as_ref().and_then(|r| r.retry_after.as_deref()).and_then(parse_retry_after);
+                let ra = rejection
+                    .as_ref()
+                    .and_then(|r| r.retry_after.as_deref())
+                    .and_then(parse_retry_after);
                 rec.failed(kind, rejection);
                 if kind == FailKind::Aborted {
                     break;
@@ -129,7 +154,9 @@ pub(crate) async fn run_vu(sh: Arc<Shared>, vu: u64, scheduled: Instant, cancel:
             }
         };
         rec.maybe_flush();
-        let Some(delay) = next_delay(&sh.reconnect, streak.max(1), retry_after) else { break };
+        let Some(delay) = next_delay(&sh.reconnect, streak.max(1), retry_after) else {
+            break;
+        };
         let wake = Instant::now() + delay;
         tokio::select! {
             _ = sleep_until(wake.into()) => {}
@@ -142,18 +169,30 @@ pub(crate) async fn run_vu(sh: Arc<Shared>, vu: u64, scheduled: Instant, cancel:
 
 /// `Retry-After` as seconds (HTTP dates are not honoured; they are rare on 429s).
 fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0 && *s < 86_400.0).map(Duration::from_secs_f64)
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 86_400.0)
+        .map(Duration::from_secs_f64)
 }
 
 /// Backoff before retry number `streak` (1 = first retry), or `None` to give up.
 fn next_delay(policy: &Reconnect, streak: u32, retry_after: Option<Duration>) -> Option<Duration> {
     match policy {
         Reconnect::Never => None,
-        Reconnect::Backoff { max_attempts, initial, max, honor_retry_after } => {
+        Reconnect::Backoff {
+            max_attempts,
+            initial,
+            max,
+            honor_retry_after,
+        } => {
             if streak >= *max_attempts {
                 return None;
             }
-            let exp = initial.0.saturating_mul(1u32 << (streak - 1).min(20)).min(max.0);
+            let exp = initial
+                .0
+                .saturating_mul(1u32 << (streak - 1).min(20))
+                .min(max.0);
             // Full jitter (AWS architecture blog): uniform in [0, exp].
             let mut d = exp.mul_f64(rand::rng().random::<f64>());
             if *honor_retry_after {
@@ -166,22 +205,46 @@ fn next_delay(policy: &Reconnect, streak: u32, retry_after: Option<Duration>) ->
     }
 }
 
-async fn connect(sh: &Shared, vu: u64, attempt: u32, sched: Instant, rec: &mut Recorder) -> Result<Ws, (FailKind, Option<Rejection>)> {
+async fn connect(
+    sh: &Shared,
+    vu: u64,
+    attempt: u32,
+    sched: Instant,
+    rec: &mut Recorder,
+) -> Result<Ws, (FailKind, Option<Rejection>)> {
     let addr = sh.addrs[(vu as usize) % sh.addrs.len()];
     let deadline = Instant::now() + sh.connect_timeout;
     let fut = async {
-        let sock = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| (io_kind(&e), None))?;
+        let sock = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| (io_kind(&e), None))?;
         if !sh.sources.is_empty() {
             let src = sh.sources[(vu as usize) % sh.sources.len()];
-            sock.bind(SocketAddr::new(src, 0)).map_err(|e| (io_kind(&e), None))?;
+            sock.bind(SocketAddr::new(src, 0))
+                .map_err(|e| (io_kind(&e), None))?;
         }
         let t0 = Instant::now();
         let mut tcp = sock.connect(addr).await.map_err(|e| (io_kind(&e), None))?;
         rec.sample(Metric::TcpConnect, t0.elapsed());
         let _ = tcp.set_nodelay(true);
-        let headers: Vec<(String, String)> = sh.headers.iter().map(|(k, t)| (k.clone(), render(t, vu, attempt))).collect();
+        let headers: Vec<(String, String)> = sh
+            .headers
+            .iter()
+            .map(|(k, t)| (k.clone(), render(t, vu, attempt)))
+            .collect();
         let resource = render(&sh.resource, vu, attempt);
-        match upgrade(&mut tcp, &sh.host_header, &resource, &headers, &sh.protocols).await {
+        match upgrade(
+            &mut tcp,
+            &sh.host_header,
+            &resource,
+            &headers,
+            &sh.protocols,
+        )
+        .await
+        {
             Ok((left, took)) => {
                 rec.sample(Metric::Upgrade, took);
                 Ok((tcp, left))
@@ -197,7 +260,10 @@ async fn connect(sh: &Shared, vu: u64, attempt: u32, sched: Instant, rec: &mut R
         Ok(Ok((tcp, left))) => {
             // Measured from the scheduled start: free of coordinated omission.
             rec.sample(Metric::Connecting, sched.elapsed());
-            Ok(WebSocketStream::from_partially_read(tcp, left, Role::Client, Some(ws_config())).await)
+            Ok(
+                WebSocketStream::from_partially_read(tcp, left, Role::Client, Some(ws_config()))
+                    .await,
+            )
         }
     }
 }
@@ -250,7 +316,10 @@ fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32) -> bool {
 }
 
 async fn close_normally(ws: &mut Ws, rec: &mut Recorder) {
-    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
     if ws.close(Some(frame)).await.is_ok() {
         // Wait briefly for the server's close reply so the close is clean on both sides;
         // replies still in flight are counted, so our counts match the target's.
@@ -267,13 +336,22 @@ async fn close_normally(ws: &mut Ws, rec: &mut Recorder) {
 
 fn end_of(e: &WsError) -> CloseKind {
     match e {
-        WsError::Protocol(p) if format!("{p:?}").contains("ResetWithoutClosingHandshake") => CloseKind::Abnormal,
+        WsError::Protocol(p) if format!("{p:?}").contains("ResetWithoutClosingHandshake") => {
+            CloseKind::Abnormal
+        }
         WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_) => CloseKind::Protocol,
         _ => CloseKind::Abnormal,
     }
 }
 
-async fn session(mut ws: Ws, sh: &Shared, rec: &mut Recorder, cancel: &CancellationToken, vu: u64, attempt: u32) -> CloseKind {
+async fn session(
+    mut ws: Ws,
+    sh: &Shared,
+    rec: &mut Recorder,
+    cancel: &CancellationToken,
+    vu: u64,
+    attempt: u32,
+) -> CloseKind {
     let opened = Instant::now();
     let mut first = true;
     let mut pc = 0usize;
@@ -289,7 +367,11 @@ async fn session(mut ws: Ws, sh: &Shared, rec: &mut Recorder, cancel: &Cancellat
                 None => wait = Waiting::Hold,
                 Some(Op::Send { tpl, binary }) => {
                     let text = render(tpl, vu, attempt);
-                    let msg = if *binary { Message::binary(hex_decode(&text)) } else { Message::text(text) };
+                    let msg = if *binary {
+                        Message::binary(hex_decode(&text))
+                    } else {
+                        Message::text(text)
+                    };
                     let n = msg.len();
                     if let Err(e) = ws.send(msg).await {
                         return end_of(&e);
@@ -298,14 +380,23 @@ async fn session(mut ws: Ws, sh: &Shared, rec: &mut Recorder, cancel: &Cancellat
                     last_send = due;
                     pc += 1;
                 }
-                Some(Op::Expect { timeout, .. }) => wait = Waiting::Reply(Instant::now() + *timeout),
+                Some(Op::Expect { timeout, .. }) => {
+                    wait = Waiting::Reply(Instant::now() + *timeout)
+                }
                 Some(Op::Wait { base, jitter }) => {
-                    let j = if jitter.is_zero() { Duration::ZERO } else { jitter.mul_f64(rand::rng().random::<f64>()) };
+                    let j = if jitter.is_zero() {
+                        Duration::ZERO
+                    } else {
+                        jitter.mul_f64(rand::rng().random::<f64>())
+                    };
                     wait = Waiting::Until(due.max(Instant::now()) + *base + j, pc + 1);
                 }
                 Some(Op::Ping { timeout }) => {
                     ping_seq += 1;
-                    if let Err(e) = ws.send(Message::Ping(ping_seq.to_be_bytes().to_vec().into())).await {
+                    if let Err(e) = ws
+                        .send(Message::Ping(ping_seq.to_be_bytes().to_vec().into()))
+                        .await
+                    {
                         return end_of(&e);
                     }
                     wait = Waiting::Pong(Instant::now() + *timeout, due);
@@ -315,7 +406,12 @@ async fn session(mut ws: Ws, sh: &Shared, rec: &mut Recorder, cancel: &Cancellat
                     return CloseKind::Client;
                 }
                 Some(Op::LoopStart { every, times }) => {
-                    lp = Some(LoopState { start_pc: pc + 1, iter_start: due, every: *every, remaining: *times });
+                    lp = Some(LoopState {
+                        start_pc: pc + 1,
+                        iter_start: due,
+                        every: *every,
+                        remaining: *times,
+                    });
                     pc += 1;
                 }
                 Some(Op::LoopEnd) => match lp.as_mut() {
@@ -403,7 +499,9 @@ async fn sleep_opt(t: Option<Instant>) {
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -413,7 +511,12 @@ mod tests {
 
     #[test]
     fn backoff_grows_caps_and_honours_retry_after() {
-        let p = Reconnect::Backoff { max_attempts: 4, initial: Dur::millis(100), max: Dur::millis(300), honor_retry_after: true };
+        let p = Reconnect::Backoff {
+            max_attempts: 4,
+            initial: Dur::millis(100),
+            max: Dur::millis(300),
+            honor_retry_after: true,
+        };
         for streak in 1..4 {
             let d = next_delay(&p, streak, None).unwrap();
             assert!(d <= Duration::from_millis(300));
@@ -425,21 +528,38 @@ mod tests {
 
     #[test]
     fn matchers() {
-        let m = Matcher::Json { field: "type".into(), equals: Some(serde_json::json!("pong")) };
+        let m = Matcher::Json {
+            field: "type".into(),
+            equals: Some(serde_json::json!("pong")),
+        };
         assert!(matches(&m, &Message::text(r#"{"type":"pong"}"#), 0, 1));
         assert!(!matches(&m, &Message::text(r#"{"type":"ping"}"#), 0, 1));
         let c = Matcher::Contains(Template::parse("hi {{vu}}").unwrap());
         assert!(matches(&c, &Message::text("say hi 3!"), 3, 1));
         assert!(!matches(&c, &Message::text("say hi 4!"), 3, 1));
-        assert!(matches(&Matcher::Regex(regex::Regex::new("^a+$").unwrap()), &Message::text("aaa"), 0, 1));
+        assert!(matches(
+            &Matcher::Regex(regex::Regex::new("^a+$").unwrap()),
+            &Message::text("aaa"),
+            0,
+            1
+        ));
     }
 
     #[test]
     fn io_errors_map_to_kinds() {
         use std::io::{Error, ErrorKind};
-        assert_eq!(io_kind(&Error::from(ErrorKind::ConnectionRefused)), FailKind::Refused);
-        assert_eq!(io_kind(&Error::from(ErrorKind::AddrNotAvailable)), FailKind::ClientLimit);
-        assert_eq!(io_kind(&Error::from_raw_os_error(24)), FailKind::ClientLimit);
+        assert_eq!(
+            io_kind(&Error::from(ErrorKind::ConnectionRefused)),
+            FailKind::Refused
+        );
+        assert_eq!(
+            io_kind(&Error::from(ErrorKind::AddrNotAvailable)),
+            FailKind::ClientLimit
+        );
+        assert_eq!(
+            io_kind(&Error::from_raw_os_error(24)),
+            FailKind::ClientLimit
+        );
         assert_eq!(hex_decode("00ff10"), vec![0, 255, 16]);
     }
 }

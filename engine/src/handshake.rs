@@ -39,7 +39,13 @@ impl From<std::io::Error> for UpgradeError {
 }
 
 /// Builds the request head for `resource` on `host:port`.
-pub(crate) fn request_head(host_header: &str, resource: &str, key: &str, extra: &[(String, String)], protocols: &[String]) -> String {
+pub(crate) fn request_head(
+    host_header: &str,
+    resource: &str,
+    key: &str,
+    extra: &[(String, String)],
+    protocols: &[String],
+) -> String {
     let mut req = format!(
         "GET {resource} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
     );
@@ -60,7 +66,13 @@ pub(crate) fn request_head(host_header: &str, resource: &str, key: &str, extra: 
 
 /// Sends the upgrade and reads the answer. On success returns the bytes read past the
 /// response head and the time the head took to arrive.
-pub(crate) async fn upgrade<S>(stream: &mut S, host_header: &str, resource: &str, extra: &[(String, String)], protocols: &[String]) -> Result<(Vec<u8>, Duration), UpgradeError>
+pub(crate) async fn upgrade<S>(
+    stream: &mut S,
+    host_header: &str,
+    resource: &str,
+    extra: &[(String, String)],
+    protocols: &[String],
+) -> Result<(Vec<u8>, Duration), UpgradeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -83,7 +95,11 @@ where
                 let took = sent.elapsed();
                 let status = resp.code.unwrap_or(0);
                 if status != 101 {
-                    return Err(UpgradeError::Rejected(Box::new(rejection(status, resp.headers, &buf[head_len..]))));
+                    return Err(UpgradeError::Rejected(Box::new(rejection(
+                        status,
+                        resp.headers,
+                        &buf[head_len..],
+                    ))));
                 }
                 let expected = derive_accept_key(key.as_bytes());
                 let header = |name: &str| {
@@ -92,8 +108,10 @@ where
                         .find(|h| h.name.eq_ignore_ascii_case(name))
                         .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
                 };
-                let accept_ok = header("Sec-WebSocket-Accept").as_deref() == Some(expected.as_str());
-                let upgrade_ok = header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+                let accept_ok =
+                    header("Sec-WebSocket-Accept").as_deref() == Some(expected.as_str());
+                let upgrade_ok =
+                    header("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
                 if !accept_ok || !upgrade_ok {
                     return Err(UpgradeError::Protocol);
                 }
@@ -108,7 +126,10 @@ where
 }
 
 fn rejection(status: u16, headers: &[httparse::Header<'_>], body: &[u8]) -> Rejection {
-    let mut r = Rejection { status, ..Default::default() };
+    let mut r = Rejection {
+        status,
+        ..Default::default()
+    };
     for h in headers {
         let name = h.name.to_ascii_lowercase();
         let value = String::from_utf8_lossy(h.value).trim().to_string();
@@ -129,7 +150,13 @@ mod tests {
 
     #[test]
     fn request_head_has_required_headers() {
-        let h = request_head("h:1", "/x?y=1", "KEY", &[("X-A".into(), "b".into())], &["chat".into()]);
+        let h = request_head(
+            "h:1",
+            "/x?y=1",
+            "KEY",
+            &[("X-A".into(), "b".into())],
+            &["chat".into()],
+        );
         assert!(h.starts_with("GET /x?y=1 HTTP/1.1\r\nHost: h:1\r\n"));
         assert!(h.contains("Sec-WebSocket-Key: KEY\r\n"));
         assert!(h.contains("Sec-WebSocket-Protocol: chat\r\n"));
@@ -153,7 +180,10 @@ mod tests {
             UpgradeError::Rejected(r) => {
                 assert_eq!(r.status, 429);
                 assert_eq!(r.retry_after.as_deref(), Some("3"));
-                assert_eq!(r.rate_limit_headers, vec![("x-ratelimit-limit".to_string(), "20".to_string())]);
+                assert_eq!(
+                    r.rate_limit_headers,
+                    vec![("x-ratelimit-limit".to_string(), "20".to_string())]
+                );
                 assert_eq!(r.body, "too many!");
             }
             other => panic!("unexpected {other:?}"),

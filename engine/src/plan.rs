@@ -46,7 +46,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{text}` (use ms, s, m or h)"
+            ))
+        }
     };
     let secs = value * scale;
     if !secs.is_finite() || secs > 365.0 * 86_400.0 {
@@ -58,11 +62,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 3_600_000 == 0 && ms > 0 {
+        if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -85,11 +89,15 @@ impl<'de> Deserialize<'de> for Dur {
             Secs(f64),
         }
         match Raw::deserialize(d)? {
-            Raw::Text(t) => parse_duration(&t).map(Dur).map_err(serde::de::Error::custom),
+            Raw::Text(t) => parse_duration(&t)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
             Raw::Secs(s) if s.is_finite() && (0.0..=31_536_000.0).contains(&s) => {
                 Ok(Dur(Duration::from_secs_f64(s)))
             }
-            Raw::Secs(s) => Err(serde::de::Error::custom(format!("{s} is not a duration in seconds"))),
+            Raw::Secs(s) => Err(serde::de::Error::custom(format!(
+                "{s} is not a duration in seconds"
+            ))),
         }
     }
 }
@@ -299,12 +307,18 @@ impl Plan {
     pub fn validate(&self, limits: &Limits) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
         let mut err = |field: &str, message: String| {
-            errs.push(FieldError { field: field.into(), message })
+            errs.push(FieldError {
+                field: field.into(),
+                message,
+            })
         };
         if self.name.trim().is_empty() {
             err("name", "must not be empty".into());
         } else if self.name.len() > MAX_NAME {
-            err("name", format!("is {} bytes long; the limit is {MAX_NAME}", self.name.len()));
+            err(
+                "name",
+                format!("is {} bytes long; the limit is {MAX_NAME}", self.name.len()),
+            );
         }
         match TargetUrl::parse(&self.target) {
             Ok(_) => {}
@@ -314,10 +328,19 @@ impl Plan {
             err("target", e);
         }
         if self.stages.is_empty() {
-            err("stages", "needs at least one stage, e.g. {\"duration\":\"10s\",\"connections\":50}".into());
+            err(
+                "stages",
+                "needs at least one stage, e.g. {\"duration\":\"10s\",\"connections\":50}".into(),
+            );
         }
         if self.stages.len() > MAX_STAGES {
-            err("stages", format!("has {} stages; the limit is {MAX_STAGES}", self.stages.len()));
+            err(
+                "stages",
+                format!(
+                    "has {} stages; the limit is {MAX_STAGES}",
+                    self.stages.len()
+                ),
+            );
         }
         for (i, s) in self.stages.iter().enumerate() {
             if s.connections > limits.max_connections {
@@ -332,12 +355,19 @@ impl Plan {
         }
         let total = self.duration();
         if !self.stages.is_empty() && total.is_zero() {
-            err("stages", "total duration is 0s; give at least one stage a duration".into());
+            err(
+                "stages",
+                "total duration is 0s; give at least one stage a duration".into(),
+            );
         }
         if total > limits.max_duration.0 {
             err(
                 "stages",
-                format!("total duration {} is above the limit of {}", Dur(total), limits.max_duration),
+                format!(
+                    "total duration {} is above the limit of {}",
+                    Dur(total),
+                    limits.max_duration
+                ),
             );
         }
         let peak = self.peak_connections();
@@ -356,24 +386,52 @@ impl Plan {
             if !(rate.is_finite() && rate > 0.0 && rate <= limits.max_connect_rate) {
                 err(
                     "max_connect_rate",
-                    format!("{rate} must be above 0 and at most {} per second", limits.max_connect_rate),
+                    format!(
+                        "{rate} must be above 0 and at most {} per second",
+                        limits.max_connect_rate
+                    ),
                 );
             }
         }
-        if self.connect_timeout.0 < Duration::from_millis(10) || self.connect_timeout.0 > Duration::from_secs(300) {
-            err("connect_timeout", format!("{} must be between 10ms and 5m", self.connect_timeout));
+        if self.connect_timeout.0 < Duration::from_millis(10)
+            || self.connect_timeout.0 > Duration::from_secs(300)
+        {
+            err(
+                "connect_timeout",
+                format!("{} must be between 10ms and 5m", self.connect_timeout),
+            );
         }
         if self.headers.len() > MAX_HEADERS {
-            err("headers", format!("has {} headers; the limit is {MAX_HEADERS}", self.headers.len()));
+            err(
+                "headers",
+                format!(
+                    "has {} headers; the limit is {MAX_HEADERS}",
+                    self.headers.len()
+                ),
+            );
         }
-        let header_bytes: usize = self.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let header_bytes: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum();
         if header_bytes > MAX_HEADER_BYTES {
-            err("headers", format!("are {header_bytes} bytes in all; the limit is {MAX_HEADER_BYTES}"));
+            err(
+                "headers",
+                format!("are {header_bytes} bytes in all; the limit is {MAX_HEADER_BYTES}"),
+            );
         }
         for (k, v) in &self.headers {
             let field = format!("headers.{k}");
-            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
-                err(&field, "header names may only use letters, digits, '-' and '_'".into());
+            if k.is_empty()
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            {
+                err(
+                    &field,
+                    "header names may only use letters, digits, '-' and '_'".into(),
+                );
             }
             if v.bytes().any(|b| b == b'\r' || b == b'\n') {
                 err(&field, "header values must not contain line breaks".into());
@@ -382,13 +440,27 @@ impl Plan {
                 err(&field, e);
             }
             let lower = k.to_ascii_lowercase();
-            if ["host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"].contains(&lower.as_str()) {
-                err(&field, "is set by the engine and cannot be overridden".into());
+            if [
+                "host",
+                "upgrade",
+                "connection",
+                "sec-websocket-key",
+                "sec-websocket-version",
+            ]
+            .contains(&lower.as_str())
+            {
+                err(
+                    &field,
+                    "is set by the engine and cannot be overridden".into(),
+                );
             }
         }
         for (i, p) in self.subprotocols.iter().enumerate() {
             if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
-                err(&format!("subprotocols[{i}]"), format!("`{p}` is not a valid subprotocol token"));
+                err(
+                    &format!("subprotocols[{i}]"),
+                    format!("`{p}` is not a valid subprotocol token"),
+                );
             }
         }
         let mut steps = 0usize;
@@ -399,7 +471,13 @@ impl Plan {
                 message: format!("has {steps} steps; the limit is {MAX_STEPS}"),
             });
         }
-        if let Reconnect::Backoff { max_attempts, initial, max, .. } = &self.reconnect {
+        if let Reconnect::Backoff {
+            max_attempts,
+            initial,
+            max,
+            ..
+        } = &self.reconnect
+        {
             if *max_attempts == 0 || *max_attempts > 1000 {
                 errs.push(FieldError {
                     field: "reconnect.max_attempts".into(),
@@ -421,32 +499,54 @@ impl Plan {
     }
 }
 
-fn validate_steps(steps: &[Step], path: &str, limits: &Limits, count: &mut usize, errs: &mut Vec<FieldError>) {
+fn validate_steps(
+    steps: &[Step],
+    path: &str,
+    limits: &Limits,
+    count: &mut usize,
+    errs: &mut Vec<FieldError>,
+) {
     for (i, step) in steps.iter().enumerate() {
         *count += 1;
         let field = format!("{path}[{i}]");
         let mut err = |suffix: &str, message: String| {
-            errs.push(FieldError { field: format!("{field}{suffix}"), message })
+            errs.push(FieldError {
+                field: format!("{field}{suffix}"),
+                message,
+            })
         };
         match step {
             Step::Send(text) | Step::SendBinary(text) => {
                 if text.len() > limits.max_message_bytes {
-                    err(".send", format!("message is {} bytes; the limit is {}", text.len(), limits.max_message_bytes));
+                    err(
+                        ".send",
+                        format!(
+                            "message is {} bytes; the limit is {}",
+                            text.len(),
+                            limits.max_message_bytes
+                        ),
+                    );
                 }
                 if let Err(e) = Template::parse(text) {
                     err(".send", e);
                 }
                 if let Step::SendBinary(hex) = step {
-                    if !hex.contains("{{") && (hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit())) {
+                    if !hex.contains("{{")
+                        && (hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                    {
                         err(".send_binary", "must be hex digits, two per byte".into());
                     }
                 }
             }
             Step::Expect(e) => {
-                let n = [e.contains.is_some(), e.regex.is_some(), e.json_field.is_some()]
-                    .iter()
-                    .filter(|b| **b)
-                    .count();
+                let n = [
+                    e.contains.is_some(),
+                    e.regex.is_some(),
+                    e.json_field.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
                 if n > 1 {
                     err(".expect", "use one of contains, regex or json_field".into());
                 }
@@ -461,11 +561,17 @@ fn validate_steps(steps: &[Step], path: &str, limits: &Limits, count: &mut usize
                 #[cfg(feature = "runtime")]
                 if let Some(r) = &e.regex {
                     if let Err(m) = regex::Regex::new(r) {
-                        err(".expect.regex", format!("is not a valid regular expression: {m}"));
+                        err(
+                            ".expect.regex",
+                            format!("is not a valid regular expression: {m}"),
+                        );
                     }
                 }
                 if e.timeout.0.is_zero() || e.timeout.0 > Duration::from_secs(600) {
-                    err(".expect.timeout", format!("{} must be above 0 and at most 10m", e.timeout));
+                    err(
+                        ".expect.timeout",
+                        format!("{} must be above 0 and at most 10m", e.timeout),
+                    );
                 }
             }
             Step::Wait(_) | Step::Close => {}
@@ -484,7 +590,13 @@ fn validate_steps(steps: &[Step], path: &str, limits: &Limits, count: &mut usize
                 if r.steps.iter().any(|s| matches!(s, Step::Repeat(_))) {
                     err(".repeat.steps", "repeat blocks cannot be nested".into());
                 } else {
-                    validate_steps(&r.steps, &format!("{field}.repeat.steps"), limits, count, errs);
+                    validate_steps(
+                        &r.steps,
+                        &format!("{field}.repeat.steps"),
+                        limits,
+                        count,
+                        errs,
+                    );
                 }
             }
         }
@@ -503,11 +615,14 @@ pub struct TargetUrl {
 
 impl TargetUrl {
     pub fn parse(text: &str) -> Result<TargetUrl, String> {
-        let url = url::Url::parse(text.trim())
-            .map_err(|e| format!("`{text}` is not a URL ({e}); expected e.g. ws://127.0.0.1:9001/echo"))?;
+        let url = url::Url::parse(text.trim()).map_err(|e| {
+            format!("`{text}` is not a URL ({e}); expected e.g. ws://127.0.0.1:9001/echo")
+        })?;
         let tls = match url.scheme() {
             "ws" => false,
-            "wss" => return Err("wss:// is not supported yet (see README limits); use ws://".into()),
+            "wss" => {
+                return Err("wss:// is not supported yet (see README limits); use ws://".into())
+            }
             other => return Err(format!("scheme `{other}` is not supported; use ws://")),
         };
         let host = url
@@ -522,7 +637,12 @@ impl TargetUrl {
             resource.push('?');
             resource.push_str(q);
         }
-        Ok(TargetUrl { host, port, resource, tls })
+        Ok(TargetUrl {
+            host,
+            port,
+            resource,
+            tls,
+        })
     }
 }
 
@@ -572,7 +692,13 @@ mod tests {
           "reconnect":{"mode":"backoff","max_attempts":3}}"#;
         let p: Plan = serde_json::from_str(text).unwrap();
         assert_eq!(p.script.len(), 5);
-        assert!(matches!(p.reconnect, Reconnect::Backoff { max_attempts: 3, .. }));
+        assert!(matches!(
+            p.reconnect,
+            Reconnect::Backoff {
+                max_attempts: 3,
+                ..
+            }
+        ));
         let again: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(p, again);
         assert!(p.validate(&Limits::default()).is_ok());
@@ -580,7 +706,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected_by_name() {
-        let e = serde_json::from_str::<Plan>(r#"{"target":"ws://h","stages":[],"conections":5}"#).unwrap_err();
+        let e = serde_json::from_str::<Plan>(r#"{"target":"ws://h","stages":[],"conections":5}"#)
+            .unwrap_err();
         assert!(e.to_string().contains("conections"), "{e}");
     }
 
@@ -592,37 +719,73 @@ mod tests {
         p.headers.insert("X-Bad".into(), "{{nope}}".into());
         let errs = p.validate(&Limits::default()).unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        assert!(text.iter().any(|t| t.starts_with("stages[1].connections: 50000") && t.contains("19000")), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("target: scheme `http`")), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("headers.X-Bad") && t.contains("nope")), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("source_addrs")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("stages[1].connections: 50000") && t.contains("19000")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.starts_with("target: scheme `http`")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("headers.X-Bad") && t.contains("nope")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.starts_with("source_addrs")),
+            "{text:?}"
+        );
     }
 
     #[test]
     fn empty_and_zero_stages_are_refused() {
         let mut p = minimal();
         p.stages.clear();
-        assert_eq!(p.validate(&Limits::default()).unwrap_err()[0].field, "stages");
-        p.stages.push(Stage { duration: Dur::secs(0), connections: 5 });
-        assert!(p.validate(&Limits::default()).unwrap_err()[0].message.contains("0s"));
+        assert_eq!(
+            p.validate(&Limits::default()).unwrap_err()[0].field,
+            "stages"
+        );
+        p.stages.push(Stage {
+            duration: Dur::secs(0),
+            connections: 5,
+        });
+        assert!(p.validate(&Limits::default()).unwrap_err()[0]
+            .message
+            .contains("0s"));
     }
 
     #[test]
     fn too_many_connections_for_ports_needs_sources() {
-        let limits = Limits { max_connections: 100_000, ports_per_source: 100, ..Limits::default() };
+        let limits = Limits {
+            max_connections: 100_000,
+            ports_per_source: 100,
+            ..Limits::default()
+        };
         let mut p = minimal();
         p.stages[0].connections = 250;
         p.stages[1].connections = 250;
         let errs = p.validate(&limits).unwrap_err();
-        assert!(errs[0].message.contains("add 2 more source addresses"), "{errs:?}");
-        p.source_addrs = vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+        assert!(
+            errs[0].message.contains("add 2 more source addresses"),
+            "{errs:?}"
+        );
+        p.source_addrs = vec![
+            "127.0.0.1".parse().unwrap(),
+            "127.0.0.2".parse().unwrap(),
+            "127.0.0.3".parse().unwrap(),
+        ];
         assert!(p.validate(&limits).is_ok());
     }
 
     #[test]
     fn target_url_parts() {
         let t = TargetUrl::parse("ws://127.0.0.1:9001/echo?cap=5").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.resource.as_str()), ("127.0.0.1", 9001, "/echo?cap=5"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.resource.as_str()),
+            ("127.0.0.1", 9001, "/echo?cap=5")
+        );
         assert_eq!(TargetUrl::parse("ws://[::1]/").unwrap().host, "::1");
         assert!(TargetUrl::parse("not a url").is_err());
     }

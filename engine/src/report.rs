@@ -160,7 +160,15 @@ pub mod metric {
     pub const WS_FIRST_MSG: &str = "ws_first_msg";
     /// Open -> close.
     pub const WS_SESSION: &str = "ws_session_duration";
-    pub const ALL: [&str; 7] = [WS_CONNECTING, TCP_CONNECT, WS_UPGRADE, WS_RTT, WS_PING, WS_FIRST_MSG, WS_SESSION];
+    pub const ALL: [&str; 7] = [
+        WS_CONNECTING,
+        TCP_CONNECT,
+        WS_UPGRADE,
+        WS_RTT,
+        WS_PING,
+        WS_FIRST_MSG,
+        WS_SESSION,
+    ];
 }
 
 #[cfg(test)]
@@ -169,9 +177,19 @@ mod tests {
 
     #[test]
     fn totals_merge_adds_maps_and_counts() {
-        let mut a = Totals { attempted: 2, opened: 1, failed: 1, ..Default::default() };
+        let mut a = Totals {
+            attempted: 2,
+            opened: 1,
+            failed: 1,
+            ..Default::default()
+        };
         a.failures.insert("http_429".into(), 1);
-        let mut b = Totals { attempted: 3, opened: 3, closed: 1, ..Default::default() };
+        let mut b = Totals {
+            attempted: 3,
+            opened: 3,
+            closed: 1,
+            ..Default::default()
+        };
         b.failures.insert("http_429".into(), 2);
         b.closes.insert("client".into(), 1);
         a.merge(&b);

@@ -72,7 +72,10 @@ mod tests {
     use crate::plan::Dur;
 
     fn st(secs: u64, c: u32) -> Stage {
-        Stage { duration: Dur::secs(secs), connections: c }
+        Stage {
+            duration: Dur::secs(secs),
+            connections: c,
+        }
     }
 
     #[test]

@@ -69,7 +69,13 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub(crate) fn new(tx: mpsc::Sender<Partial>, every: Duration) -> Self {
-        Recorder { p: Partial::default(), dirty: false, last_flush: Instant::now(), tx, every }
+        Recorder {
+            p: Partial::default(),
+            dirty: false,
+            last_flush: Instant::now(),
+            tx,
+            every,
+        }
     }
     pub(crate) fn attempt(&mut self) {
         self.p.attempted += 1;
@@ -164,7 +170,11 @@ pub(crate) struct RunStats {
 
 impl RunStats {
     pub(crate) fn new() -> Self {
-        RunStats { totals: Totals::default(), hist: (0..METRICS).map(|_| new_histogram()).collect(), evidence: Evidence::default() }
+        RunStats {
+            totals: Totals::default(),
+            hist: (0..METRICS).map(|_| new_histogram()).collect(),
+            evidence: Evidence::default(),
+        }
     }
 
     pub(crate) fn merge(&mut self, p: &Partial) {
@@ -201,7 +211,9 @@ impl RunStats {
             }
             for (k, v) in &r.rate_limit_headers {
                 if ev.rate_limit_headers.len() < 16 {
-                    ev.rate_limit_headers.entry(k.clone()).or_insert_with(|| v.clone());
+                    ev.rate_limit_headers
+                        .entry(k.clone())
+                        .or_insert_with(|| v.clone());
                 }
             }
             let bodies = ev.bodies.entry(r.status).or_default();
@@ -249,7 +261,9 @@ impl RunStats {
         }
         for (k, v) in &o.rate_limit_headers {
             if ev.rate_limit_headers.len() < 16 {
-                ev.rate_limit_headers.entry(k.clone()).or_insert_with(|| v.clone());
+                ev.rate_limit_headers
+                    .entry(k.clone())
+                    .or_insert_with(|| v.clone());
             }
         }
         for (status, bodies) in &o.bodies {
@@ -312,18 +326,30 @@ mod tests {
     #[test]
     fn merge_counts_and_percentiles() {
         let mut s = RunStats::new();
-        let mut p = Partial { attempted: 3, opened: 2, ..Default::default() };
+        let mut p = Partial {
+            attempted: 3,
+            opened: 2,
+            ..Default::default()
+        };
         bump(&mut p.failures, FailKind::Status(429));
         bump(&mut p.closes, CloseKind::Server(1001));
         bump(&mut p.closes, CloseKind::Client);
         for ms in 1..=100u32 {
             p.samples.push((Metric::Connecting, ms * 1000));
         }
-        p.rejections.push(Rejection { status: 429, retry_after: Some("1".into()), body: "busy".into(), ..Default::default() });
+        p.rejections.push(Rejection {
+            status: 429,
+            retry_after: Some("1".into()),
+            body: "busy".into(),
+            ..Default::default()
+        });
         s.merge(&p);
         s.merge(&p);
         let t = &s.totals;
-        assert_eq!((t.attempted, t.opened, t.failed, t.closed, t.dropped), (6, 4, 2, 4, 2));
+        assert_eq!(
+            (t.attempted, t.opened, t.failed, t.closed, t.dropped),
+            (6, 4, 2, 4, 2)
+        );
         assert_eq!(t.failures["http_429"], 2);
         assert_eq!(t.closes["server_1001"], 2);
         let lat = s.latency();

@@ -45,33 +45,58 @@ pub struct SwarmConfig {
 
 impl Default for SwarmConfig {
     fn default() -> Self {
-        SwarmConfig { tick: Duration::from_secs(1), flush: Duration::from_millis(250), grace: Duration::from_secs(5) }
+        SwarmConfig {
+            tick: Duration::from_secs(1),
+            flush: Duration::from_millis(250),
+            grace: Duration::from_secs(5),
+        }
     }
 }
 
 fn compile(steps: &[Step], ops: &mut Vec<Op>) -> Result<(), String> {
     for s in steps {
         match s {
-            Step::Send(t) => ops.push(Op::Send { tpl: Template::parse(t)?, binary: false }),
-            Step::SendBinary(t) => ops.push(Op::Send { tpl: Template::parse(t)?, binary: true }),
+            Step::Send(t) => ops.push(Op::Send {
+                tpl: Template::parse(t)?,
+                binary: false,
+            }),
+            Step::SendBinary(t) => ops.push(Op::Send {
+                tpl: Template::parse(t)?,
+                binary: true,
+            }),
             Step::Expect(e) => {
                 let matcher = if let Some(c) = &e.contains {
                     Matcher::Contains(Template::parse(c)?)
                 } else if let Some(r) = &e.regex {
                     Matcher::Regex(regex::Regex::new(r).map_err(|e| e.to_string())?)
                 } else if let Some(f) = &e.json_field {
-                    Matcher::Json { field: f.clone(), equals: e.equals.clone() }
+                    Matcher::Json {
+                        field: f.clone(),
+                        equals: e.equals.clone(),
+                    }
                 } else {
                     Matcher::Any
                 };
-                ops.push(Op::Expect { matcher, timeout: e.timeout.0 });
+                ops.push(Op::Expect {
+                    matcher,
+                    timeout: e.timeout.0,
+                });
             }
-            Step::Wait(Wait::Fixed(d)) => ops.push(Op::Wait { base: d.0, jitter: Duration::ZERO }),
-            Step::Wait(Wait::Jittered { duration, jitter }) => ops.push(Op::Wait { base: duration.0, jitter: jitter.0 }),
+            Step::Wait(Wait::Fixed(d)) => ops.push(Op::Wait {
+                base: d.0,
+                jitter: Duration::ZERO,
+            }),
+            Step::Wait(Wait::Jittered { duration, jitter }) => ops.push(Op::Wait {
+                base: duration.0,
+                jitter: jitter.0,
+            }),
             Step::Ping(t) => ops.push(Op::Ping { timeout: t.0 }),
             Step::Close => ops.push(Op::Close),
             Step::Repeat(r) => {
-                ops.push(Op::LoopStart { every: r.every.0, times: r.times });
+                ops.push(Op::LoopStart {
+                    every: r.every.0,
+                    times: r.times,
+                });
                 compile(&r.steps, ops)?;
                 ops.push(Op::LoopEnd);
             }
@@ -92,14 +117,25 @@ fn raw_resource(target: &str) -> String {
 
 /// Starts a run. The plan must already be validated. Returns the update stream; cancel
 /// `cancel` to stop early (VUs close with 1000 and flush).
-pub async fn start(plan: Plan, cfg: SwarmConfig, cancel: CancellationToken, rt: &tokio::runtime::Handle) -> Result<mpsc::Receiver<Update>, EngineError> {
+pub async fn start(
+    plan: Plan,
+    cfg: SwarmConfig,
+    cancel: CancellationToken,
+    rt: &tokio::runtime::Handle,
+) -> Result<mpsc::Receiver<Update>, EngineError> {
     let url = TargetUrl::parse(&plan.target).map_err(EngineError::BadTarget)?;
     let addrs: Vec<_> = tokio::net::lookup_host((url.host.as_str(), url.port))
         .await
-        .map_err(|e| EngineError::Dns { host: url.host.clone(), reason: e.to_string() })?
+        .map_err(|e| EngineError::Dns {
+            host: url.host.clone(),
+            reason: e.to_string(),
+        })?
         .collect();
     if addrs.is_empty() {
-        return Err(EngineError::Dns { host: url.host.clone(), reason: "no addresses".into() });
+        return Err(EngineError::Dns {
+            host: url.host.clone(),
+            reason: "no addresses".into(),
+        });
     }
     let mut ops = Vec::new();
     compile(&plan.script, &mut ops).map_err(EngineError::BadScript)?;
@@ -134,15 +170,31 @@ pub async fn start(plan: Plan, cfg: SwarmConfig, cancel: CancellationToken, rt: 
     });
     let gauges = Arc::new(Gauges::default());
     let started = Instant::now();
-    rt.spawn(aggregate::run(rx, out_tx, gauges.clone(), plan.stages.clone(), started, cfg.tick));
+    rt.spawn(aggregate::run(
+        rx,
+        out_tx,
+        gauges.clone(),
+        plan.stages.clone(),
+        started,
+        cfg.tick,
+    ));
     rt.spawn(control(plan, shared, gauges, started, cancel, cfg.grace));
     Ok(out_rx)
 }
 
 /// Paces VU starts along the schedule; retires the newest VUs on ramp-down; ends the run.
-async fn control(plan: Plan, shared: Arc<Shared>, gauges: Arc<Gauges>, started: Instant, cancel: CancellationToken, grace: Duration) {
+async fn control(
+    plan: Plan,
+    shared: Arc<Shared>,
+    gauges: Arc<Gauges>,
+    started: Instant,
+    cancel: CancellationToken,
+    grace: Duration,
+) {
     let total = plan.duration();
-    let interval = plan.max_connect_rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let interval = plan
+        .max_connect_rate
+        .map(|r| Duration::from_secs_f64(1.0 / r));
     // Every VU's token is a child: cancelling `all` ends every VU.
     let all = CancellationToken::new();
     let mut vus = JoinSet::new();
@@ -194,9 +246,13 @@ async fn control(plan: Plan, shared: Arc<Shared>, gauges: Arc<Gauges>, started: 
     }
     drop(shared);
     all.cancel();
-    let drained = tokio::time::timeout(grace, async { while vus.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(grace, async { while vus.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!(left = vus.len(), "VUs did not close within the grace period; aborting them");
+        tracing::warn!(
+            left = vus.len(),
+            "VUs did not close within the grace period; aborting them"
+        );
         vus.abort_all();
     }
 }
@@ -207,7 +263,10 @@ mod tests {
 
     #[test]
     fn raw_resource_keeps_templates() {
-        assert_eq!(raw_resource("ws://h:1/a/{{vu}}?x={{uuid}}"), "/a/{{vu}}?x={{uuid}}");
+        assert_eq!(
+            raw_resource("ws://h:1/a/{{vu}}?x={{uuid}}"),
+            "/a/{{vu}}?x={{uuid}}"
+        );
         assert_eq!(raw_resource("ws://h:1"), "/");
         assert_eq!(raw_resource("ws://h:1?x=1"), "/?x=1");
     }

@@ -64,7 +64,9 @@ impl Template {
 
     /// True when rendering always gives the same text.
     pub fn is_constant(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p, Part::Lit(_) | Part::Env(_)))
+        self.parts
+            .iter()
+            .all(|p| matches!(p, Part::Lit(_) | Part::Env(_)))
     }
 
     /// Renders with `vars`; `{{env.NAME}}` reads the process environment (empty if unset).
@@ -91,9 +93,17 @@ mod tests {
     #[test]
     fn renders_every_variable() {
         std::env::set_var("SOCKETSWARM_TEST_TPL", "sekrit");
-        let t = Template::parse("u{{vu}}-a{{ attempt }}-{{uuid}}-{{now_ms}}-{{env.SOCKETSWARM_TEST_TPL}}").unwrap();
+        let t = Template::parse(
+            "u{{vu}}-a{{ attempt }}-{{uuid}}-{{now_ms}}-{{env.SOCKETSWARM_TEST_TPL}}",
+        )
+        .unwrap();
         let uuid = || "U".to_string();
-        let s = t.render(&Vars { vu: 7, attempt: 2, uuid: &uuid, now_ms: 99 });
+        let s = t.render(&Vars {
+            vu: 7,
+            attempt: 2,
+            uuid: &uuid,
+            now_ms: 99,
+        });
         assert_eq!(s, "u7-a2-U-99-sekrit");
         assert!(!t.is_constant());
         assert!(Template::parse("plain").unwrap().is_constant());
@@ -101,7 +111,9 @@ mod tests {
 
     #[test]
     fn unknown_and_unclosed_are_errors() {
-        assert!(Template::parse("{{user}}").unwrap_err().contains("`{{user}}`"));
+        assert!(Template::parse("{{user}}")
+            .unwrap_err()
+            .contains("`{{user}}`"));
         assert!(Template::parse("x {{vu").unwrap_err().contains("unclosed"));
     }
 }

@@ -7,7 +7,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "socketswarm", version, about = "Load-test WebSocket services with swarms of real connections", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "socketswarm",
+    version,
+    about = "Load-test WebSocket services with swarms of real connections",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `server=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
@@ -58,7 +63,11 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
     /// Address to listen on.
-    #[arg(long, env = "SOCKETSWARM_TARGET_LISTEN", default_value = "127.0.0.1:9001")]
+    #[arg(
+        long,
+        env = "SOCKETSWARM_TARGET_LISTEN",
+        default_value = "127.0.0.1:9001"
+    )]
     pub listen: SocketAddr,
 }
 
@@ -78,7 +87,9 @@ impl ServeArgs {
             s => match s.parse::<SocketAddr>() {
                 Ok(a) => Some(a),
                 Err(_) => {
-                    problems.push(format!("--sandbox: `{s}` is not an address like 127.0.0.1:9001 (or `off`)"));
+                    problems.push(format!(
+                        "--sandbox: `{s}` is not an address like 127.0.0.1:9001 (or `off`)"
+                    ));
                     None
                 }
             },
@@ -91,10 +102,16 @@ impl ServeArgs {
             problems.push("--max-concurrent-runs: must be at least 1".into());
         }
         if !(50..=60_000).contains(&self.tick_ms) {
-            problems.push(format!("--tick-ms: {} must be between 50 and 60000", self.tick_ms));
+            problems.push(format!(
+                "--tick-ms: {} must be between 50 and 60000",
+                self.tick_ms
+            ));
         }
         if problems.is_empty() {
-            Ok(Settings { sandbox, max_duration })
+            Ok(Settings {
+                sandbox,
+                max_duration,
+            })
         } else {
             Err(problems.join("\n"))
         }

@@ -34,17 +34,32 @@ pub fn internal(context: &str, e: impl std::fmt::Display) -> ApiError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
-            AppError::Api(ApiError::Validation(fields)) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": "validation", "message": self.to_string(), "fields": fields}))
-            }
-            AppError::Api(ApiError::BadRequest(m)) => (StatusCode::BAD_REQUEST, json!({"error": "bad_request", "message": m})),
-            AppError::Api(ApiError::NotFound(what)) => (StatusCode::NOT_FOUND, json!({"error": "not_found", "message": format!("{what} not found")})),
-            AppError::Api(ApiError::Conflict(m)) => (StatusCode::CONFLICT, json!({"error": "conflict", "message": m})),
-            AppError::Api(ApiError::Internal | ApiError::ServerFn(_)) | AppError::Sqlx(_) | AppError::Anyhow(_) => {
+            AppError::Api(ApiError::Validation(fields)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": "validation", "message": self.to_string(), "fields": fields}),
+            ),
+            AppError::Api(ApiError::BadRequest(m)) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_request", "message": m}),
+            ),
+            AppError::Api(ApiError::NotFound(what)) => (
+                StatusCode::NOT_FOUND,
+                json!({"error": "not_found", "message": format!("{what} not found")}),
+            ),
+            AppError::Api(ApiError::Conflict(m)) => (
+                StatusCode::CONFLICT,
+                json!({"error": "conflict", "message": m}),
+            ),
+            AppError::Api(ApiError::Internal | ApiError::ServerFn(_))
+            | AppError::Sqlx(_)
+            | AppError::Anyhow(_) => {
                 if !matches!(self, AppError::Api(_)) {
                     tracing::error!("{self}");
                 }
-                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal", "message": "internal error (see the server log)"}))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": "internal", "message": "internal error (see the server log)"}),
+                )
             }
         };
         (status, Json(body)).into_response()

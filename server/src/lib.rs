@@ -53,7 +53,10 @@ impl Running {
     /// Graceful stop: live runs end as `cancelled` with their final flush.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        if tokio::time::timeout(Duration::from_secs(20), self.manager.drain()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(20), self.manager.drain())
+            .await
+            .is_err()
+        {
             tracing::warn!("runs did not finish within 20 s of shutdown");
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http).await;
@@ -72,15 +75,24 @@ fn raise_nofile() -> u64 {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!("could not raise the open-file limit: {e}");
-            rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024)
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024)
         }
     }
 }
 
 /// A dedicated multi-thread runtime for swarms, so thousands of sockets never starve
 /// the UI's runtime. Lives on its own thread until `shutdown`.
-fn engine_runtime(shutdown: CancellationToken) -> anyhow::Result<(tokio::runtime::Handle, std::thread::JoinHandle<()>)> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("swarm").enable_all().build().context("could not build the engine runtime")?;
+fn engine_runtime(
+    shutdown: CancellationToken,
+) -> anyhow::Result<(tokio::runtime::Handle, std::thread::JoinHandle<()>)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("swarm")
+        .enable_all()
+        .build()
+        .context("could not build the engine runtime")?;
     let handle = rt.handle().clone();
     let thread = std::thread::Builder::new()
         .name("swarm-runtime".into())
@@ -95,16 +107,27 @@ fn engine_runtime(shutdown: CancellationToken) -> anyhow::Result<(tokio::runtime
 
 /// Starts everything and returns once the HTTP listener is bound.
 pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
-    let settings = args.validate().map_err(|p| anyhow::anyhow!("invalid settings:\n{p}"))?;
+    let settings = args
+        .validate()
+        .map_err(|p| anyhow::anyhow!("invalid settings:\n{p}"))?;
     let nofile = raise_nofile();
     let max_connections = args.max_connections.min(nofile.saturating_sub(200) as u32);
-    let limits = Limits { max_connections, max_duration: engine::plan::Dur(settings.max_duration), ..Limits::default() };
+    let limits = Limits {
+        max_connections,
+        max_duration: engine::plan::Dur(settings.max_duration),
+        ..Limits::default()
+    };
     tracing::info!(nofile, max_connections, "limits");
 
     let pool = store::open(&args.database).await?;
-    let interrupted = store::mark_interrupted(&pool, runs::now_ms()).await.context("could not mark interrupted runs")?;
+    let interrupted = store::mark_interrupted(&pool, runs::now_ms())
+        .await
+        .context("could not mark interrupted runs")?;
     if interrupted > 0 {
-        tracing::warn!(interrupted, "runs left live by an earlier process were marked interrupted");
+        tracing::warn!(
+            interrupted,
+            "runs left live by an earlier process were marked interrupted"
+        );
     }
 
     let target = match settings.sandbox {
@@ -122,12 +145,25 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let engine_stop = CancellationToken::new();
     let (engine_rt, engine_thread) = engine_runtime(engine_stop.clone())?;
-    let swarm = SwarmConfig { tick: Duration::from_millis(args.tick_ms), ..SwarmConfig::default() };
-    let manager = manager::spawn(pool.clone(), ManagerConfig { max_concurrent: args.max_concurrent_runs, swarm }, engine_rt, shutdown.clone());
+    let swarm = SwarmConfig {
+        tick: Duration::from_millis(args.tick_ms),
+        ..SwarmConfig::default()
+    };
+    let manager = manager::spawn(
+        pool.clone(),
+        ManagerConfig {
+            max_concurrent: args.max_concurrent_runs,
+            swarm,
+        },
+        engine_rt,
+        shutdown.clone(),
+    );
     let runs = Runs::new(pool.clone(), manager.clone(), limits, sandbox, nofile);
     let service: app::api::Service = runs.clone();
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("could not listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let leptos_options = LeptosOptions::builder()
         .output_name("socketswarm")
@@ -136,11 +172,19 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .site_addr(addr)
         .env(Env::PROD)
         .build();
-    let state = AppState { leptos_options, pool, runs, service, manager: manager.clone(), shutdown: shutdown.clone() };
+    let state = AppState {
+        leptos_options,
+        pool,
+        runs,
+        service,
+        manager: manager.clone(),
+        shutdown: shutdown.clone(),
+    };
     let app = http::router(state);
     let stop = shutdown.clone();
     let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!("http server: {e}");
         }
@@ -148,7 +192,15 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         engine_stop.cancel();
     });
     tracing::info!("socketswarm on http://{addr}");
-    Ok(Running { addr, sandbox, shutdown, manager, http, target, engine_thread: Some(engine_thread) })
+    Ok(Running {
+        addr,
+        sandbox,
+        shutdown,
+        manager,
+        http,
+        target,
+        engine_thread: Some(engine_thread),
+    })
 }
 
 /// Runs `serve` until Ctrl-C or SIGTERM.
@@ -163,9 +215,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Runs the sandbox target alone until Ctrl-C or SIGTERM.
 pub async fn target(args: config::TargetArgs) -> anyhow::Result<()> {
     let nofile = raise_nofile();
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("could not listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(nofile, "sandbox target on ws://{addr}/echo (stats: http://{addr}/stats)");
+    tracing::info!(
+        nofile,
+        "sandbox target on ws://{addr}/echo (stats: http://{addr}/stats)"
+    );
     let sandbox = Arc::new(engine::target::Sandbox::default());
     let stop = CancellationToken::new();
     let task = tokio::spawn(engine::target::serve(listener, sandbox, stop.clone()));

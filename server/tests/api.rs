@@ -1,6 +1,7 @@
 //! Integration tests of the walking skeleton through the JSON API and SSE, against the
 //! embedded sandbox. Each test starts its own app on port 0 with a temp database.
 //! Run: `cargo test -p server --test api`.
+#![allow(clippy::unwrap_used)]
 mod common;
 
 use common::{follow_sse, plan, spawn_app};
@@ -19,7 +20,10 @@ async fn fifty_connections_agree_with_the_sandbox_and_stream_over_sse() {
     for w in snaps.windows(2) {
         assert!(w[1]["seq"].as_u64() > w[0]["seq"].as_u64());
         for k in ["attempted", "opened", "msgs_sent", "msgs_received"] {
-            assert!(w[1]["totals"][k].as_u64() >= w[0]["totals"][k].as_u64(), "{k} went down");
+            assert!(
+                w[1]["totals"][k].as_u64() >= w[0]["totals"][k].as_u64(),
+                "{k} went down"
+            );
         }
     }
     assert_eq!(done["status"], "completed");
@@ -37,7 +41,10 @@ async fn fifty_connections_agree_with_the_sandbox_and_stream_over_sse() {
     assert_eq!(sb["peak_open"], 50);
     assert_eq!(t["msgs_sent"], sb["msgs_in"]);
     assert_eq!(t["msgs_received"], sb["msgs_out"]);
-    assert!(t["msgs_sent"].as_u64().unwrap() >= 50 * 8, "each VU sent about every 250 ms: {t}");
+    assert!(
+        t["msgs_sent"].as_u64().unwrap() >= 50 * 8,
+        "each VU sent about every 250 ms: {t}"
+    );
     assert_eq!(t["closes"]["client"], 50);
     assert_eq!(sb["closed"]["client"], 50);
     assert_eq!(sb["open"], 0);
@@ -53,18 +60,45 @@ async fn fifty_connections_agree_with_the_sandbox_and_stream_over_sse() {
 async fn bad_plans_get_errors_naming_the_field_and_store_nothing() {
     let app = spawn_app().await;
     let cases = [
-        (r#"{"target":"ws://127.0.0.1:1/echo","stages":[{"duration":"1s","connections":5}],"conections":5}"#, 400, "conections"),
-        (r#"{"target":"ws://127.0.0.1:1/echo","stages":[{"duration":"1s","connections":500000}]}"#, 422, "stages[0].connections"),
-        (r#"{"target":"http://127.0.0.1:1/","stages":[{"duration":"1s","connections":5}]}"#, 422, "target"),
-        (r#"{"target":"ws://127.0.0.1:1/","stages":[]}"#, 422, "stages"),
-        (r#"{"target":"ws://127.0.0.1:1/","stages":[{"duration":"1s","connections":1}],"script":[{"send":"{{nope}}"}]}"#, 422, "script[0].send"),
-        (r#"{"target":"ws://127.0.0.1:1/","stages":[{"duration":"1 fortnight","connections":1}]}"#, 400, "fortnight"),
+        (
+            r#"{"target":"ws://127.0.0.1:1/echo","stages":[{"duration":"1s","connections":5}],"conections":5}"#,
+            400,
+            "conections",
+        ),
+        (
+            r#"{"target":"ws://127.0.0.1:1/echo","stages":[{"duration":"1s","connections":500000}]}"#,
+            422,
+            "stages[0].connections",
+        ),
+        (
+            r#"{"target":"http://127.0.0.1:1/","stages":[{"duration":"1s","connections":5}]}"#,
+            422,
+            "target",
+        ),
+        (
+            r#"{"target":"ws://127.0.0.1:1/","stages":[]}"#,
+            422,
+            "stages",
+        ),
+        (
+            r#"{"target":"ws://127.0.0.1:1/","stages":[{"duration":"1s","connections":1}],"script":[{"send":"{{nope}}"}]}"#,
+            422,
+            "script[0].send",
+        ),
+        (
+            r#"{"target":"ws://127.0.0.1:1/","stages":[{"duration":"1 fortnight","connections":1}]}"#,
+            400,
+            "fortnight",
+        ),
         ("not json", 400, "plan:"),
     ];
     for (body, want_status, needle) in cases {
         let (status, resp) = app.post("/api/runs", body).await;
         assert_eq!(status, want_status, "{body} -> {resp}");
-        assert!(resp.to_string().contains(needle), "{body} -> {resp} should mention {needle}");
+        assert!(
+            resp.to_string().contains(needle),
+            "{body} -> {resp} should mention {needle}"
+        );
     }
     let (_, list) = app.get("/api/runs").await;
     assert_eq!(list.as_array().unwrap().len(), 0, "nothing stored");
@@ -77,7 +111,15 @@ async fn bad_plans_get_errors_naming_the_field_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_ends_a_run_as_cancelled_with_clean_closes() {
     let app = spawn_app().await;
-    let id = app.launch(plan("long", &app.ws("/echo?tag=cancel"), 10, "200ms", "60s")).await;
+    let id = app
+        .launch(plan(
+            "long",
+            &app.ws("/echo?tag=cancel"),
+            10,
+            "200ms",
+            "60s",
+        ))
+        .await;
     // Wait until all ten are open, as seen on the live stream.
     let http = app.http.clone();
     let url = format!("{}/api/runs/{id}/events", app.base);
@@ -105,7 +147,9 @@ async fn cancel_ends_a_run_as_cancelled_with_clean_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_survive_a_restart_and_sse_resumes_from_last_event_id() {
     let mut app = spawn_app().await;
-    let id = app.launch(plan("persist", &app.ws("/echo"), 5, "200ms", "1s")).await;
+    let id = app
+        .launch(plan("persist", &app.ws("/echo"), 5, "200ms", "1s"))
+        .await;
     let (snaps, _) = app.follow(&id).await;
     let (_, before) = app.get(&format!("/api/runs/{id}")).await;
     app.stop().await;
@@ -123,8 +167,15 @@ async fn runs_survive_a_restart_and_sse_resumes_from_last_event_id() {
     // ...and with Last-Event-ID it replays exactly the stored ticks after that id.
     let url = format!("{}/api/runs/{id}/events", again.base);
     let (replayed, _) = follow_sse(&again.http, &url, Some(1)).await;
-    let seqs: Vec<u64> = replayed.iter().map(|s| s["seq"].as_u64().unwrap()).collect();
-    let want: Vec<u64> = snaps.iter().map(|s| s["seq"].as_u64().unwrap()).filter(|s| *s > 1).collect();
+    let seqs: Vec<u64> = replayed
+        .iter()
+        .map(|s| s["seq"].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = snaps
+        .iter()
+        .map(|s| s["seq"].as_u64().unwrap())
+        .filter(|s| *s > 1)
+        .collect();
     assert_eq!(seqs, want);
 }
 
@@ -134,9 +185,22 @@ async fn runs_left_running_by_a_crash_are_marked_interrupted() {
     let db = dir.path().join("crash.db");
     {
         let pool = server::store::open(&db).await.unwrap();
-        server::store::insert_run(&pool, "crashed", "c", "ws://127.0.0.1:1/", r#"{"target":"ws://127.0.0.1:1/","stages":[{"duration":"1s","connections":1}]}"#, 1).await.unwrap();
-        server::store::mark_running(&pool, "crashed", 2).await.unwrap();
-        server::store::insert_interval(&pool, "crashed", 1, 1000, r#"{"seq":1,"elapsed_ms":1000}"#).await.unwrap();
+        server::store::insert_run(
+            &pool,
+            "crashed",
+            "c",
+            "ws://127.0.0.1:1/",
+            r#"{"target":"ws://127.0.0.1:1/","stages":[{"duration":"1s","connections":1}]}"#,
+            1,
+        )
+        .await
+        .unwrap();
+        server::store::mark_running(&pool, "crashed", 2)
+            .await
+            .unwrap();
+        server::store::insert_interval(&pool, "crashed", 1, 1000, r#"{"seq":1,"elapsed_ms":1000}"#)
+            .await
+            .unwrap();
         pool.close().await;
     }
     let app = common::spawn_with(common::args(db), dir).await;
@@ -151,8 +215,15 @@ async fn extra_runs_queue_and_then_run() {
     let mut a = common::args(dir.path().join("q.db"));
     a.max_concurrent_runs = 1;
     let app = common::spawn_with(a, dir).await;
-    let first = app.launch(plan("first", &app.ws("/echo?tag=q1"), 3, "100ms", "700ms")).await;
-    let (status, second) = app.post("/api/runs", &plan("second", &app.ws("/echo?tag=q2"), 3, "100ms", "300ms").to_string()).await;
+    let first = app
+        .launch(plan("first", &app.ws("/echo?tag=q1"), 3, "100ms", "700ms"))
+        .await;
+    let (status, second) = app
+        .post(
+            "/api/runs",
+            &plan("second", &app.ws("/echo?tag=q2"), 3, "100ms", "300ms").to_string(),
+        )
+        .await;
     assert_eq!(status, 201);
     assert_eq!(second["status"], "queued");
     let (_, done1) = app.follow(&first).await;

@@ -1,6 +1,7 @@
 //! Every sandbox profile, driven by a real swarm: the engine's counts (accepted, each
 //! rejection status, drops by close code, replies) must equal the target's `/stats`.
 //! Run: `cargo test -p server --test profiles`.
+#![allow(clippy::unwrap_used)]
 mod common;
 
 use common::{plan, spawn_app};
@@ -16,7 +17,11 @@ async fn run(app: &common::App, p: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_cap_rejects_with_429_and_retry_after() {
     let app = spawn_app().await;
-    let s = run(&app, plan("cap", &app.ws("/echo?cap=20&retry_after=3"), 40, "1s", "1s")).await;
+    let s = run(
+        &app,
+        plan("cap", &app.ws("/echo?cap=20&retry_after=3"), 40, "1s", "1s"),
+    )
+    .await;
     let sb = app.sandbox_profile("/echo?cap=20&retry_after=3").await;
     let t = &s["totals"];
     assert_eq!(t["opened"], 20);
@@ -25,35 +30,70 @@ async fn concurrency_cap_rejects_with_429_and_retry_after() {
     assert_eq!(t["failures"]["http_429"], sb["rejected"]["429"]);
     assert_eq!(s["peak_open"], 20);
     assert_eq!(s["evidence"]["retry_after"]["3"], 20);
-    assert!(s["evidence"]["bodies"]["429"][0].as_str().unwrap().contains("concurrent"));
+    assert!(s["evidence"]["bodies"]["429"][0]
+        .as_str()
+        .unwrap()
+        .contains("concurrent"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_rate_limit_rejects_the_excess() {
     let app = spawn_app().await;
     // 60 handshakes within ~1 s against 10/s with a burst of 5.
-    let s = run(&app, plan("rate", &app.ws("/echo?rate=10&burst=5"), 60, "1s", "500ms")).await;
+    let s = run(
+        &app,
+        plan("rate", &app.ws("/echo?rate=10&burst=5"), 60, "1s", "500ms"),
+    )
+    .await;
     let sb = app.sandbox_profile("/echo?burst=5&rate=10").await;
     let t = &s["totals"];
     assert_eq!(t["attempted"], 60);
     assert_eq!(t["opened"], sb["accepted"]);
     assert_eq!(t["failures"]["http_429"], sb["rejected"]["429"]);
     let opened = t["opened"].as_u64().unwrap();
-    assert!((5..=25).contains(&opened), "burst 5 + about 10/s over ~1.5 s, got {opened}");
-    assert_eq!(s["evidence"]["rate_limit_headers"]["x-ratelimit-limit"], "10");
+    assert!(
+        (5..=25).contains(&opened),
+        "burst 5 + about 10/s over ~1.5 s, got {opened}"
+    );
+    assert_eq!(
+        s["evidence"]["rate_limit_headers"]["x-ratelimit-limit"],
+        "10"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_drops_are_counted_by_close_code() {
     let app = spawn_app().await;
-    let s = run(&app, plan("drop", &app.ws("/echo?drop_after=500ms"), 10, "100ms", "1500ms")).await;
+    let s = run(
+        &app,
+        plan(
+            "drop",
+            &app.ws("/echo?drop_after=500ms"),
+            10,
+            "100ms",
+            "1500ms",
+        ),
+    )
+    .await;
     let sb = app.sandbox_profile("/echo?drop_after=500ms").await;
     assert_eq!(s["totals"]["closes"]["server_1001"], 10);
     assert_eq!(sb["closed"]["server_1001"], 10);
     assert_eq!(s["totals"]["dropped"], 10);
 
-    let s = run(&app, plan("abort", &app.ws("/echo?drop_after=500ms&drop_mode=abort"), 10, "100ms", "1500ms")).await;
-    let sb = app.sandbox_profile("/echo?drop_after=500ms&drop_mode=abort").await;
+    let s = run(
+        &app,
+        plan(
+            "abort",
+            &app.ws("/echo?drop_after=500ms&drop_mode=abort"),
+            10,
+            "100ms",
+            "1500ms",
+        ),
+    )
+    .await;
+    let sb = app
+        .sandbox_profile("/echo?drop_after=500ms&drop_mode=abort")
+        .await;
     assert_eq!(s["totals"]["closes"]["abnormal_1006"], 10);
     assert_eq!(sb["closed"]["server_abort"], 10);
 }
@@ -61,9 +101,16 @@ async fn server_drops_are_counted_by_close_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_timeouts_and_status_codes_are_classified() {
     let app = spawn_app().await;
-    let s = run(&app, plan("503", &app.ws("/echo?status=503"), 8, "200ms", "200ms")).await;
+    let s = run(
+        &app,
+        plan("503", &app.ws("/echo?status=503"), 8, "200ms", "200ms"),
+    )
+    .await;
     assert_eq!(s["totals"]["failures"]["http_503"], 8);
-    assert_eq!(app.sandbox_profile("/echo?status=503").await["rejected"]["503"], 8);
+    assert_eq!(
+        app.sandbox_profile("/echo?status=503").await["rejected"]["503"],
+        8
+    );
 
     // A handshake slower than connect_timeout is a timeout on our side.
     let mut p = plan("slow", &app.ws("/echo?delay=2s"), 4, "100ms", "1s");
@@ -72,8 +119,15 @@ async fn refusals_timeouts_and_status_codes_are_classified() {
     assert_eq!(s["totals"]["failures"]["timeout"], 4);
 
     // Nothing listening: refused.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let s = run(&app, plan("refused", &format!("ws://{free}/"), 4, "100ms", "100ms")).await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let s = run(
+        &app,
+        plan("refused", &format!("ws://{free}/"), 4, "100ms", "100ms"),
+    )
+    .await;
     assert_eq!(s["totals"]["failures"]["refused"], 4);
 }
 
@@ -91,20 +145,32 @@ async fn replies_are_timed_from_the_scheduled_send() {
     assert_eq!(s["totals"]["msgs_received"], sb["msgs_out"]);
     assert_eq!(s["totals"]["msgs_sent"], 20, "5 VUs x 4 repeats");
     assert_eq!(s["totals"]["expect_timeouts"], 0);
-    assert_eq!(s["totals"]["closes"]["client"], 5, "the script's close step ran");
+    assert_eq!(
+        s["totals"]["closes"]["client"], 5,
+        "the script's close step ran"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_with_backoff_retries_rejected_handshakes() {
     let app = spawn_app().await;
-    let mut p = plan("retry", &app.ws("/echo?rate=20&burst=2&tag=retry"), 10, "10ms", "3s");
+    let mut p = plan(
+        "retry",
+        &app.ws("/echo?rate=20&burst=2&tag=retry"),
+        10,
+        "10ms",
+        "3s",
+    );
     p["reconnect"] = json!({"mode": "backoff", "max_attempts": 20, "initial": "50ms", "max": "200ms", "honor_retry_after": false});
     let s = run(&app, p).await;
     let sb = app.sandbox_profile("/echo?burst=2&rate=20&tag=retry").await;
     let t = &s["totals"];
     assert_eq!(t["opened"], 10, "every VU got in eventually: {t}");
     assert!(t["attempted"].as_u64().unwrap() > 10);
-    assert_eq!(t["attempted"].as_u64().unwrap(), t["opened"].as_u64().unwrap() + t["failed"].as_u64().unwrap());
+    assert_eq!(
+        t["attempted"].as_u64().unwrap(),
+        t["opened"].as_u64().unwrap() + t["failed"].as_u64().unwrap()
+    );
     assert_eq!(t["failures"]["http_429"], sb["rejected"]["429"]);
 }
 

@@ -18,7 +18,12 @@ pub struct TileData {
 }
 
 #[component]
-fn Tile(label: &'static str, metric: &'static str, #[prop(into)] value: Signal<String>, #[prop(optional)] sub: Option<Signal<String>>) -> impl IntoView {
+fn Tile(
+    label: &'static str,
+    metric: &'static str,
+    #[prop(into)] value: Signal<String>,
+    #[prop(optional)] sub: Option<Signal<String>>,
+) -> impl IntoView {
     view! {
         <div class="tile">
             <div class="tile__label">{label}</div>
@@ -53,8 +58,16 @@ pub fn Tiles(#[prop(into)] data: Signal<TileData>) -> impl IntoView {
 pub fn FailureTable(#[prop(into)] totals: Signal<Totals>) -> impl IntoView {
     let rows = move || {
         let t = totals.get();
-        let mut rows: Vec<(String, String, u64)> = t.failures.iter().map(|(k, v)| ("handshake / connect".to_string(), k.clone(), *v)).collect();
-        rows.extend(t.closes.iter().map(|(k, v)| ("session end".to_string(), k.clone(), *v)));
+        let mut rows: Vec<(String, String, u64)> = t
+            .failures
+            .iter()
+            .map(|(k, v)| ("handshake / connect".to_string(), k.clone(), *v))
+            .collect();
+        rows.extend(
+            t.closes
+                .iter()
+                .map(|(k, v)| ("session end".to_string(), k.clone(), *v)),
+        );
         rows
     };
     view! {
@@ -66,8 +79,11 @@ pub fn FailureTable(#[prop(into)] totals: Signal<Totals>) -> impl IntoView {
                     if r.is_empty() {
                         view! { <tr><td colspan="3" class="muted">"No failures or closes yet."</td></tr> }.into_any()
                     } else {
-                        r.into_iter().map(|(stage, kind, n)| view! {
-                            <tr data-outcome=kind.clone()><td>{stage}</td><td class="mono">{kind.clone()}</td><td class="num">{fmt::count(n)}</td></tr>
+                        r.into_iter().map(|(stage, kind, n)| {
+                            let label = kind.clone();
+                            view! {
+                                <tr data-outcome=kind><td>{stage}</td><td class="mono">{label}</td><td class="num">{fmt::count(n)}</td></tr>
+                            }
                         }).collect_view().into_any()
                     }
                 }}
@@ -78,7 +94,9 @@ pub fn FailureTable(#[prop(into)] totals: Signal<Totals>) -> impl IntoView {
 
 /// Percentiles by metric.
 #[component]
-pub fn LatencyTable(#[prop(into)] latency: Signal<std::collections::BTreeMap<String, LatencyStats>>) -> impl IntoView {
+pub fn LatencyTable(
+    #[prop(into)] latency: Signal<std::collections::BTreeMap<String, LatencyStats>>,
+) -> impl IntoView {
     view! {
         <table class="latency">
             <thead><tr><th>"Metric"</th><th class="num">"count"</th><th class="num">"p50"</th><th class="num">"p90"</th><th class="num">"p95"</th><th class="num">"p99"</th><th class="num">"p99.9"</th><th class="num">"max"</th></tr></thead>

@@ -33,8 +33,20 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
     let is_live = status.is_live();
     let summary_for_tiles = summary.clone();
     let data = Signal::derive(move || match (&summary_for_tiles, live.get()) {
-        (Some(s), _) => TileData { elapsed_ms: s.duration_ms, target: None, open: 0, peak_open: s.peak_open, totals: s.totals.clone() },
-        (None, Some(snap)) => TileData { elapsed_ms: snap.elapsed_ms, target: Some(snap.target), open: snap.open, peak_open: snap.peak_open, totals: snap.totals },
+        (Some(s), _) => TileData {
+            elapsed_ms: s.duration_ms,
+            target: None,
+            open: 0,
+            peak_open: s.peak_open,
+            totals: s.totals.clone(),
+        },
+        (None, Some(snap)) => TileData {
+            elapsed_ms: snap.elapsed_ms,
+            target: Some(snap.target),
+            open: snap.open,
+            peak_open: snap.peak_open,
+            totals: snap.totals,
+        },
         (None, None) => TileData::default(),
     });
     let totals = Signal::derive(move || data.get().totals);
@@ -59,9 +71,12 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
     let cancel = ServerAction::<CancelRun>::new();
     let plan_json = serde_json::to_string_pretty(&detail.plan).unwrap_or_default();
     let run_id = detail.id.clone();
-    let evidence = summary.as_ref().map(|s| s.evidence.clone()).unwrap_or_default();
+    let evidence = summary
+        .as_ref()
+        .map(|s| s.evidence.clone())
+        .unwrap_or_default();
     view! {
-        <div class="run-detail" data-run-id=detail.id.clone()>
+        <div class="run-detail" data-run-id=detail.id>
             <div class="run-detail__head">
                 <h1>{detail.name.clone()}</h1>
                 <StatusBadge status=status/>

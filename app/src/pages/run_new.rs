@@ -4,9 +4,21 @@ use leptos::prelude::*;
 use crate::api::{get_form_defaults, ApiError, LaunchRun};
 
 #[component]
-fn Field(label: &'static str, name: &'static str, value: String, errors: Signal<Vec<(String, String)>>, #[prop(optional)] hint: &'static str) -> impl IntoView {
+fn Field(
+    label: &'static str,
+    name: &'static str,
+    value: String,
+    errors: Signal<Vec<(String, String)>>,
+    #[prop(optional)] hint: &'static str,
+) -> impl IntoView {
     let key = name.to_string();
-    let err = move || errors.get().into_iter().find(|(f, _)| *f == key).map(|(_, m)| m);
+    let err = move || {
+        errors
+            .get()
+            .into_iter()
+            .find(|(f, _)| *f == key)
+            .map(|(_, m)| m)
+    };
     view! {
         <label class="field">
             <span class="field__label">{label}</span>
@@ -22,7 +34,9 @@ pub fn NewRunPage() -> impl IntoView {
     let defaults = Resource::new(|| (), |_| get_form_defaults());
     let launch = ServerAction::<LaunchRun>::new();
     let errors = Signal::derive(move || match launch.value().get() {
-        Some(Err(ApiError::Validation(errs))) => errs.into_iter().map(|e| (e.field, e.message)).collect(),
+        Some(Err(ApiError::Validation(errs))) => {
+            errs.into_iter().map(|e| (e.field, e.message)).collect()
+        }
         _ => Vec::new(),
     });
     let other_error = move || match launch.value().get() {

@@ -22,7 +22,9 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{
+    frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig,
+};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -83,12 +85,17 @@ impl ProfileStats {
             .is_ok();
         if ok {
             self.accepted.fetch_add(1, Ordering::Relaxed);
-            self.peak_open.fetch_max(self.open.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.peak_open
+                .fetch_max(self.open.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         ok
     }
     fn snapshot(&self) -> Counters {
-        let (rejected, closed) = self.maps.lock().map(|m| (m.0.clone(), m.1.clone())).unwrap_or_default();
+        let (rejected, closed) = self
+            .maps
+            .lock()
+            .map(|m| (m.0.clone(), m.1.clone()))
+            .unwrap_or_default();
         Counters {
             accepted: self.accepted.load(Ordering::Relaxed),
             rejected,
@@ -182,17 +189,26 @@ pub fn spawn_thread(addr: SocketAddr) -> std::io::Result<TargetHandle> {
     let addr = std_listener.local_addr()?;
     let sandbox = Arc::new(Sandbox::default());
     let shutdown = CancellationToken::new();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (sb, sd) = (sandbox.clone(), shutdown.clone());
-    let thread = std::thread::Builder::new().name("sandbox-target".into()).spawn(move || {
-        rt.block_on(async move {
-            match TcpListener::from_std(std_listener) {
-                Ok(l) => serve(l, sb, sd).await,
-                Err(e) => tracing::error!("sandbox target could not start: {e}"),
-            }
-        })
-    })?;
-    Ok(TargetHandle { addr, sandbox, shutdown, thread: Some(thread) })
+    let thread = std::thread::Builder::new()
+        .name("sandbox-target".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match TcpListener::from_std(std_listener) {
+                    Ok(l) => serve(l, sb, sd).await,
+                    Err(e) => tracing::error!("sandbox target could not start: {e}"),
+                }
+            })
+        })?;
+    Ok(TargetHandle {
+        addr,
+        sandbox,
+        shutdown,
+        thread: Some(thread),
+    })
 }
 
 /// Accepts connections until `shutdown` fires.
@@ -214,7 +230,14 @@ pub async fn serve(listener: TcpListener, sandbox: Arc<Sandbox>, shutdown: Cance
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, reason: &str, extra: &str, ctype: &str, body: &str) {
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    reason: &str,
+    extra: &str,
+    ctype: &str,
+    body: &str,
+) {
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n{extra}\r\n",
         body.len()
@@ -239,7 +262,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ()> {
         Ok(httparse::Status::Complete(n)) => {
             let target = req.path.unwrap_or("/");
             let (path, query) = target.split_once('?').unwrap_or((target, ""));
-            let h = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).to_string());
+            let h = |name: &str| {
+                req.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| String::from_utf8_lossy(h.value).to_string())
+            };
             Ok(Some(Head {
                 path: path.to_string(),
                 query: query.to_string(),
@@ -267,7 +295,17 @@ async fn handle(mut stream: TcpStream, sandbox: Arc<Sandbox>, shutdown: Cancella
         match parse_head(&buf) {
             Ok(Some(h)) => break h,
             Ok(None) if buf.len() < 16 * 1024 => continue,
-            _ => return respond(&mut stream, 400, "Bad Request", "", "text/plain", "malformed request").await,
+            _ => {
+                return respond(
+                    &mut stream,
+                    400,
+                    "Bad Request",
+                    "",
+                    "text/plain",
+                    "malformed request",
+                )
+                .await
+            }
         }
     };
     if head.path == "/stats" {
@@ -278,7 +316,15 @@ async fn handle(mut stream: TcpStream, sandbox: Arc<Sandbox>, shutdown: Cancella
         return respond(&mut stream, 200, "OK", "", "text/plain", "ok").await;
     }
     let (Some(key), true) = (head.key.clone(), head.upgrade) else {
-        return respond(&mut stream, 400, "Bad Request", "", "text/plain", "expected a WebSocket upgrade (or GET /stats)").await;
+        return respond(
+            &mut stream,
+            400,
+            "Bad Request",
+            "",
+            "text/plain",
+            "expected a WebSocket upgrade (or GET /stats)",
+        )
+        .await;
     };
     let (profile, pkey) = match Profile::parse(&head.path, &head.query) {
         Ok(p) => p,
@@ -293,24 +339,54 @@ async fn handle(mut stream: TcpStream, sandbox: Arc<Sandbox>, shutdown: Cancella
     }
     if let Some(status) = profile.status {
         stats.reject(status);
-        return respond(&mut stream, status, "Refused", "", "text/plain", "refused by profile").await;
+        return respond(
+            &mut stream,
+            status,
+            "Refused",
+            "",
+            "text/plain",
+            "refused by profile",
+        )
+        .await;
     }
     if let Some(rate) = profile.rate {
         let verdict = match stats.bucket.lock() {
-            Ok(mut b) => b.get_or_insert_with(|| TokenBucket::new(rate, profile.burst.unwrap_or(rate), Instant::now())).take(Instant::now()),
+            Ok(mut b) => b
+                .get_or_insert_with(|| {
+                    TokenBucket::new(rate, profile.burst.unwrap_or(rate), Instant::now())
+                })
+                .take(Instant::now()),
             Err(_) => Ok(()),
         };
         if let Err(wait) = verdict {
             stats.reject(429);
             let ra = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let extra = format!("Retry-After: {ra}\r\nX-RateLimit-Limit: {rate}\r\nX-RateLimit-Remaining: 0\r\n");
-            return respond(&mut stream, 429, "Too Many Requests", &extra, "application/json", r#"{"error":"handshake rate limit exceeded"}"#).await;
+            let extra = format!(
+                "Retry-After: {ra}\r\nX-RateLimit-Limit: {rate}\r\nX-RateLimit-Remaining: 0\r\n"
+            );
+            return respond(
+                &mut stream,
+                429,
+                "Too Many Requests",
+                &extra,
+                "application/json",
+                r#"{"error":"handshake rate limit exceeded"}"#,
+            )
+            .await;
         }
     }
     if !stats.try_open(profile.cap) {
         stats.reject(429);
         let extra = format!("Retry-After: {}\r\n", profile.retry_after);
-        return respond(&mut stream, 429, "Too Many Requests", &extra, "application/json", r#"{"error":"too many concurrent connections"}"#).await;
+        return respond(
+            &mut stream,
+            429,
+            "Too Many Requests",
+            &extra,
+            "application/json",
+            r#"{"error":"too many concurrent connections"}"#,
+        )
+        .await;
     }
     let accept = derive_accept_key(key.as_bytes());
     let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
@@ -319,14 +395,21 @@ async fn handle(mut stream: TcpStream, sandbox: Arc<Sandbox>, shutdown: Cancella
         return;
     }
     buf.drain(..head.head_len);
-    let cfg = WebSocketConfig::default().read_buffer_size(1024).write_buffer_size(0);
+    let cfg = WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0);
     let ws = WebSocketStream::from_partially_read(stream, buf, Role::Server, Some(cfg)).await;
     let how = session(ws, &profile, &stats, &shutdown).await;
     stats.closed(how);
 }
 
 /// Echo loop; returns how the session ended (a `Counters::closed` key).
-async fn session(mut ws: WebSocketStream<TcpStream>, p: &Profile, stats: &ProfileStats, shutdown: &CancellationToken) -> &'static str {
+async fn session(
+    mut ws: WebSocketStream<TcpStream>,
+    p: &Profile,
+    stats: &ProfileStats,
+    shutdown: &CancellationToken,
+) -> &'static str {
     let drop_at = p.drop_after.map(|d| tokio::time::Instant::now() + d);
     let mut dice = tokio::time::interval(Duration::from_secs(1));
     dice.tick().await;
@@ -368,9 +451,15 @@ async fn session(mut ws: WebSocketStream<TcpStream>, p: &Profile, stats: &Profil
                 return "server_abort";
             }
             Some(DropMode::Close(code)) => {
-                let frame = CloseFrame { code: CloseCode::from(code), reason: "sandbox drop".into() };
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: "sandbox drop".into(),
+                };
                 let _ = ws.close(Some(frame)).await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), async { while let Some(Ok(_)) = ws.next().await {} }).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
                 return match code {
                     1001 => "server_1001",
                     1011 => "server_1011",

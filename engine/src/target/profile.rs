@@ -57,7 +57,8 @@ impl Default for Profile {
 }
 
 fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("query `{key}={v}`: not a number"))
+    v.parse()
+        .map_err(|_| format!("query `{key}={v}`: not a number"))
 }
 
 fn dur(key: &str, v: &str) -> Result<Duration, String> {
@@ -69,7 +70,9 @@ impl Profile {
     /// (`path?sorted query`).
     pub fn parse(path: &str, query: &str) -> Result<(Profile, String), String> {
         let mut p = Profile::default();
-        let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
         pairs.sort();
         for (k, v) in &pairs {
             match k.as_str() {
@@ -117,7 +120,11 @@ impl Profile {
             }
         }
         let sorted: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let key = if sorted.is_empty() { path.to_string() } else { format!("{path}?{}", sorted.join("&")) };
+        let key = if sorted.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{}", sorted.join("&"))
+        };
         Ok((p, key))
     }
 }
@@ -134,7 +141,12 @@ pub struct TokenBucket {
 impl TokenBucket {
     pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
         let burst = burst.max(1.0);
-        TokenBucket { rate, burst, tokens: burst, last: now }
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
     }
 
     /// Takes a token, or says how long until one is available.
@@ -164,7 +176,8 @@ mod tests {
         assert_eq!(key, "/echo?burst=5&cap=150&rate=20&tag=t1");
         let (p, key) = Profile::parse("/echo", "").unwrap();
         assert_eq!((p, key.as_str()), (Profile::default(), "/echo"));
-        let (p, _) = Profile::parse("/x", "drop_after=30s&drop_mode=abort&reply_delay=20ms").unwrap();
+        let (p, _) =
+            Profile::parse("/x", "drop_after=30s&drop_mode=abort&reply_delay=20ms").unwrap();
         assert_eq!(p.drop_after, Some(Duration::from_secs(30)));
         assert_eq!(p.drop_mode, DropMode::Abort);
         assert_eq!(p.reply_delay, Some(Duration::from_millis(20)));
@@ -174,7 +187,9 @@ mod tests {
     fn bad_queries_name_the_key() {
         assert!(Profile::parse("/", "cpa=1").unwrap_err().contains("`cpa`"));
         assert!(Profile::parse("/", "cap=x").unwrap_err().contains("cap=x"));
-        assert!(Profile::parse("/", "drop_prob=2").unwrap_err().contains("between 0 and 1"));
+        assert!(Profile::parse("/", "drop_prob=2")
+            .unwrap_err()
+            .contains("between 0 and 1"));
     }
 
     #[test]

@@ -26,13 +26,24 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 fn snapshot_event(s: &engine::Snapshot) -> Event {
-    Event::default().event("snapshot").id(s.seq.to_string()).json_data(s).unwrap_or_else(|_| Event::default().comment("encode error"))
+    Event::default()
+        .event("snapshot")
+        .id(s.seq.to_string())
+        .json_data(s)
+        .unwrap_or_else(|_| Event::default().comment("encode error"))
 }
 
-async fn run_events(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+async fn run_events(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     // 404 for unknown runs, before any stream starts.
     st.runs.get(&id).await?;
-    let last_seen: Option<u64> = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let last_seen: Option<u64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let live = st.manager.subscribe(id.clone()).await;
     // Ticks stored before this connection, when resuming (no gaps, no repeats).
     let mut sent_upto = last_seen.unwrap_or(0);
@@ -57,10 +68,17 @@ async fn run_events(State(st): State<AppState>, Path(id): Path<String>, headers:
     let (runs, done_id) = (st.runs.clone(), id.clone());
     let done = stream::once(async move {
         match runs.get(&done_id).await {
-            Ok(detail) => Event::default().event("done").json_data(&detail).unwrap_or_else(|_| Event::default().event("done")),
+            Ok(detail) => Event::default()
+                .event("done")
+                .json_data(&detail)
+                .unwrap_or_else(|_| Event::default().event("done")),
             Err(_) => Event::default().event("done").data("{}"),
         }
     });
-    let stream = stream::iter(missed).chain(live_stream).chain(done).map(Ok).take_until(st.shutdown.clone().cancelled_owned());
+    let stream = stream::iter(missed)
+        .chain(live_stream)
+        .chain(done)
+        .map(Ok)
+        .take_until(st.shutdown.clone().cancelled_owned());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

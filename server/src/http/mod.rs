@@ -18,8 +18,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(runs::router())
         .merge(events::router())
-        .leptos_routes_with_context(&state, routes, move || provide_context(service.clone()), move || app::shell(leptos_options.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(service.clone()),
+            move || app::shell(leptos_options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

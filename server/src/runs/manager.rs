@@ -38,9 +38,19 @@ pub enum CancelOutcome {
 }
 
 enum Command {
-    Launch { run_id: String, plan: Plan, reply: oneshot::Sender<Placement> },
-    Cancel { run_id: String, reply: oneshot::Sender<CancelOutcome> },
-    Subscribe { run_id: String, reply: oneshot::Sender<Option<SnapshotRx>> },
+    Launch {
+        run_id: String,
+        plan: Box<Plan>,
+        reply: oneshot::Sender<Placement>,
+    },
+    Cancel {
+        run_id: String,
+        reply: oneshot::Sender<CancelOutcome>,
+    },
+    Subscribe {
+        run_id: String,
+        reply: oneshot::Sender<Option<SnapshotRx>>,
+    },
     /// Sent by a run task when its run is fully stored.
     Finished { run_id: String },
     /// Replies once no run is live (used at shutdown).
@@ -61,14 +71,23 @@ impl ManagerHandle {
     }
     /// Starts or queues a run already stored as `queued`.
     pub async fn launch(&self, run_id: String, plan: Plan) -> Option<Placement> {
-        self.ask(|reply| Command::Launch { run_id, plan, reply }).await
+        self.ask(|reply| Command::Launch {
+            run_id,
+            plan: Box::new(plan),
+            reply,
+        })
+        .await
     }
     pub async fn cancel(&self, run_id: String) -> CancelOutcome {
-        self.ask(|reply| Command::Cancel { run_id, reply }).await.unwrap_or(CancelOutcome::NotLive)
+        self.ask(|reply| Command::Cancel { run_id, reply })
+            .await
+            .unwrap_or(CancelOutcome::NotLive)
     }
     /// The live snapshot stream of a queued or running run; `None` once it finished.
     pub async fn subscribe(&self, run_id: String) -> Option<SnapshotRx> {
-        self.ask(|reply| Command::Subscribe { run_id, reply }).await.flatten()
+        self.ask(|reply| Command::Subscribe { run_id, reply })
+            .await
+            .flatten()
     }
     /// Waits until no run is live.
     pub async fn drain(&self) {
@@ -110,7 +129,12 @@ struct Manager {
 }
 
 /// Spawns the manager on the current runtime.
-pub fn spawn(pool: SqlitePool, cfg: ManagerConfig, engine_rt: tokio::runtime::Handle, shutdown: CancellationToken) -> ManagerHandle {
+pub fn spawn(
+    pool: SqlitePool,
+    cfg: ManagerConfig,
+    engine_rt: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) -> ManagerHandle {
     let (tx, rx) = mpsc::channel(256);
     let m = Manager {
         rx,
@@ -132,10 +156,22 @@ impl Manager {
     async fn run(mut self) {
         while let Some(cmd) = self.rx.recv().await {
             match cmd {
-                Command::Launch { run_id, plan, reply } => {
+                Command::Launch {
+                    run_id,
+                    plan,
+                    reply,
+                } => {
                     let (ptx, prx) = watch::channel(None);
                     let cancel = self.shutdown.child_token();
-                    self.live.insert(run_id.clone(), LiveRun { cancel, snapshots: prx, publisher: Some(ptx), plan: Some(plan) });
+                    self.live.insert(
+                        run_id.clone(),
+                        LiveRun {
+                            cancel,
+                            snapshots: prx,
+                            publisher: Some(ptx),
+                            plan: Some(*plan),
+                        },
+                    );
                     if self.running < self.cfg.max_concurrent && !self.shutdown.is_cancelled() {
                         self.start(&run_id);
                         let _ = reply.send(Placement::Started);
@@ -151,7 +187,15 @@ impl Manager {
                             // Still queued: it never started.
                             self.queue.retain(|q| q != &run_id);
                             self.live.remove(&run_id);
-                            if let Err(e) = store::end_run_without_summary(&self.pool, &run_id, "cancelled", now_ms(), None).await {
+                            if let Err(e) = store::end_run_without_summary(
+                                &self.pool,
+                                &run_id,
+                                "cancelled",
+                                now_ms(),
+                                None,
+                            )
+                            .await
+                            {
                                 tracing::error!(%run_id, "could not mark queued run cancelled: {e}");
                             }
                             self.notify_drained();
@@ -171,7 +215,9 @@ impl Manager {
                     self.live.remove(&run_id);
                     self.running = self.running.saturating_sub(1);
                     while self.running < self.cfg.max_concurrent && !self.shutdown.is_cancelled() {
-                        let Some(next) = self.queue.pop_front() else { break };
+                        let Some(next) = self.queue.pop_front() else {
+                            break;
+                        };
                         self.start(&next);
                     }
                     if self.shutdown.is_cancelled() {
@@ -191,7 +237,10 @@ impl Manager {
     async fn cancel_queued(&mut self) {
         for run_id in std::mem::take(&mut self.queue) {
             self.live.remove(&run_id);
-            if let Err(e) = store::end_run_without_summary(&self.pool, &run_id, "cancelled", now_ms(), None).await {
+            if let Err(e) =
+                store::end_run_without_summary(&self.pool, &run_id, "cancelled", now_ms(), None)
+                    .await
+            {
                 tracing::error!(%run_id, "could not mark queued run cancelled: {e}");
             }
         }
@@ -206,8 +255,12 @@ impl Manager {
     }
 
     fn start(&mut self, run_id: &str) {
-        let Some(run) = self.live.get_mut(run_id) else { return };
-        let (Some(publisher), Some(plan)) = (run.publisher.take(), run.plan.take()) else { return };
+        let Some(run) = self.live.get_mut(run_id) else {
+            return;
+        };
+        let (Some(publisher), Some(plan)) = (run.publisher.take(), run.plan.take()) else {
+            return;
+        };
         self.running += 1;
         tokio::spawn(drive(
             run_id.to_string(),
@@ -240,7 +293,15 @@ async fn drive(
     match swarm::start(plan, swarm_cfg, cancel, &rt).await {
         Err(e) => {
             tracing::warn!(%run_id, "run failed to start: {e}");
-            if let Err(e2) = store::end_run_without_summary(&pool, &run_id, "failed", now_ms(), Some(&e.to_string())).await {
+            if let Err(e2) = store::end_run_without_summary(
+                &pool,
+                &run_id,
+                "failed",
+                now_ms(),
+                Some(&e.to_string()),
+            )
+            .await
+            {
                 tracing::error!(%run_id, "could not mark run failed: {e2}");
             }
         }
@@ -250,7 +311,15 @@ async fn drive(
                     Update::Tick(s) => {
                         match serde_json::to_string(&s) {
                             Ok(json) => {
-                                if let Err(e) = store::insert_interval(&pool, &run_id, s.seq as i64, s.elapsed_ms as i64, &json).await {
+                                if let Err(e) = store::insert_interval(
+                                    &pool,
+                                    &run_id,
+                                    s.seq as i64,
+                                    s.elapsed_ms as i64,
+                                    &json,
+                                )
+                                .await
+                                {
                                     tracing::error!(%run_id, "could not store tick {}: {e}", s.seq);
                                 }
                             }
@@ -270,7 +339,9 @@ async fn drive(
                             duration_ms: summary.duration_ms as i64,
                         };
                         let json = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into());
-                        if let Err(e) = store::finish_run(&pool, &run_id, status, now_ms(), &json, h).await {
+                        if let Err(e) =
+                            store::finish_run(&pool, &run_id, status, now_ms(), &json, h).await
+                        {
                             tracing::error!(%run_id, "could not store the summary: {e}");
                         }
                         tracing::info!(%run_id, status, opened = summary.totals.opened, failed = summary.totals.failed, "run finished");

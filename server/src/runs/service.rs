@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use app::api::{ApiError, BoxFuture, FormDefaults, Launched, RunDetail, RunListItem, RunService, RunStatus};
+use app::api::{
+    ApiError, BoxFuture, FormDefaults, Launched, RunDetail, RunListItem, RunService, RunStatus,
+};
 use engine::plan::TargetUrl;
 use engine::{FieldError, Limits, Plan};
 use sqlx::SqlitePool;
@@ -44,17 +46,34 @@ fn to_item(r: RunRow) -> RunListItem {
 }
 
 impl Runs {
-    pub fn new(pool: SqlitePool, manager: ManagerHandle, limits: Limits, sandbox: Option<SocketAddr>, nofile: u64) -> Arc<Runs> {
-        Arc::new(Runs { pool, manager, limits, sandbox, nofile })
+    pub fn new(
+        pool: SqlitePool,
+        manager: ManagerHandle,
+        limits: Limits,
+        sandbox: Option<SocketAddr>,
+        nofile: u64,
+    ) -> Arc<Runs> {
+        Arc::new(Runs {
+            pool,
+            manager,
+            limits,
+            sandbox,
+            nofile,
+        })
     }
 
     /// Checks that only apply on this server: the embedded sandbox shares our
     /// open-file limit, so a run against it may hold only half as many sockets.
     fn check_local(&self, plan: &Plan) -> Result<(), ApiError> {
-        let Some(sb) = self.sandbox else { return Ok(()) };
-        let Ok(url) = TargetUrl::parse(&plan.target) else { return Ok(()) };
+        let Some(sb) = self.sandbox else {
+            return Ok(());
+        };
+        let Ok(url) = TargetUrl::parse(&plan.target) else {
+            return Ok(());
+        };
         let same_port = url.port == sb.port();
-        let local = matches!(url.host.as_str(), "127.0.0.1" | "localhost" | "::1") || url.host == sb.ip().to_string();
+        let local = matches!(url.host.as_str(), "127.0.0.1" | "localhost" | "::1")
+            || url.host == sb.ip().to_string();
         let max = (self.nofile.saturating_sub(200) / 2) as u32;
         if same_port && local && plan.peak_connections() > max {
             return Err(ApiError::Validation(vec![FieldError {
@@ -71,13 +90,20 @@ impl Runs {
     }
 
     async fn detail(&self, id: &str) -> Result<RunDetail, ApiError> {
-        let row = store::get_run(&self.pool, id).await.map_err(|e| internal("get_run", e))?.ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
-        let plan: Plan = serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
+        let row = store::get_run(&self.pool, id)
+            .await
+            .map_err(|e| internal("get_run", e))?
+            .ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
+        let plan: Plan =
+            serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
         let summary = match &row.summary_json {
             Some(s) => Some(serde_json::from_str(s).map_err(|e| internal("stored summary", e))?),
             None => None,
         };
-        let last = match store::last_interval(&self.pool, id).await.map_err(|e| internal("last_interval", e))? {
+        let last = match store::last_interval(&self.pool, id)
+            .await
+            .map_err(|e| internal("last_interval", e))?
+        {
             Some(s) => serde_json::from_str(&s).ok(),
             None => None,
         };
@@ -100,23 +126,38 @@ impl Runs {
         self.check_local(&plan)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
-        store::insert_run(&self.pool, &id, &plan.name, &plan.target, &json, now_ms()).await.map_err(|e| internal("insert_run", e))?;
+        store::insert_run(&self.pool, &id, &plan.name, &plan.target, &json, now_ms())
+            .await
+            .map_err(|e| internal("insert_run", e))?;
         let status = match self.manager.launch(id.clone(), plan).await {
             Some(Placement::Started) => RunStatus::Running,
             Some(Placement::Queued(_)) => RunStatus::Queued,
             None => {
-                let _ = store::end_run_without_summary(&self.pool, &id, "failed", now_ms(), Some("the server is shutting down")).await;
+                let _ = store::end_run_without_summary(
+                    &self.pool,
+                    &id,
+                    "failed",
+                    now_ms(),
+                    Some("the server is shutting down"),
+                )
+                .await;
                 return Err(ApiError::Conflict("the server is shutting down".into()));
             }
         };
-        Ok(Launched { url: format!("/runs/{id}"), id, status })
+        Ok(Launched {
+            url: format!("/runs/{id}"),
+            id,
+            status,
+        })
     }
 }
 
 impl RunService for Runs {
     fn list(&self) -> BoxFuture<'_, Result<Vec<RunListItem>, ApiError>> {
         Box::pin(async move {
-            let rows = store::list_runs(&self.pool, LIST_LIMIT).await.map_err(|e| internal("list_runs", e))?;
+            let rows = store::list_runs(&self.pool, LIST_LIMIT)
+                .await
+                .map_err(|e| internal("list_runs", e))?;
             Ok(rows.into_iter().map(to_item).collect())
         })
     }
@@ -133,9 +174,15 @@ impl RunService for Runs {
         Box::pin(async move {
             match self.manager.cancel(id.to_string()).await {
                 CancelOutcome::Cancelled => Ok(()),
-                CancelOutcome::NotLive => match store::get_run(&self.pool, id).await.map_err(|e| internal("get_run", e))? {
+                CancelOutcome::NotLive => match store::get_run(&self.pool, id)
+                    .await
+                    .map_err(|e| internal("get_run", e))?
+                {
                     None => Err(ApiError::NotFound(format!("run {id}"))),
-                    Some(r) => Err(ApiError::Conflict(format!("run {id} is {} and cannot be cancelled", r.status))),
+                    Some(r) => Err(ApiError::Conflict(format!(
+                        "run {id} is {} and cannot be cancelled",
+                        r.status
+                    ))),
                 },
             }
         })
@@ -143,7 +190,10 @@ impl RunService for Runs {
 
     fn defaults(&self) -> FormDefaults {
         FormDefaults {
-            target: self.sandbox.map(|a| format!("ws://{a}/echo")).unwrap_or_else(|| "ws://127.0.0.1:9001/echo".into()),
+            target: self
+                .sandbox
+                .map(|a| format!("ws://{a}/echo"))
+                .unwrap_or_else(|| "ws://127.0.0.1:9001/echo".into()),
             limits: self.limits,
         }
     }

@@ -29,7 +29,10 @@ pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
         .connect_with(opts)
         .await
         .with_context(|| format!("could not open the database {}", path.display()))?;
-    sqlx::migrate!("../migrations").run(&pool).await.context("could not apply database migrations")?;
+    sqlx::migrate!("../migrations")
+        .run(&pool)
+        .await
+        .context("could not apply database migrations")?;
     Ok(pool)
 }
 
@@ -53,7 +56,14 @@ pub struct RunRow {
 }
 
 /// Inserts a new run as `queued`.
-pub async fn insert_run(pool: &SqlitePool, run_id: &str, name: &str, target: &str, plan_json: &str, created_at: i64) -> sqlx::Result<()> {
+pub async fn insert_run(
+    pool: &SqlitePool,
+    run_id: &str,
+    name: &str,
+    target: &str,
+    plan_json: &str,
+    created_at: i64,
+) -> sqlx::Result<()> {
     sqlx::query("insert into run (run_id, name, target, status, plan_json, created_at) values (?, ?, ?, 'queued', ?, ?)")
         .bind(run_id)
         .bind(name)
@@ -67,16 +77,24 @@ pub async fn insert_run(pool: &SqlitePool, run_id: &str, name: &str, target: &st
 
 /// `queued` -> `running`.
 pub async fn mark_running(pool: &SqlitePool, run_id: &str, started_at: i64) -> sqlx::Result<()> {
-    sqlx::query("update run set status = 'running', started_at = ? where run_id = ? and status = 'queued'")
-        .bind(started_at)
-        .bind(run_id)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "update run set status = 'running', started_at = ? where run_id = ? and status = 'queued'",
+    )
+    .bind(started_at)
+    .bind(run_id)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 /// Stores one tick.
-pub async fn insert_interval(pool: &SqlitePool, run_id: &str, seq: i64, elapsed_ms: i64, snapshot_json: &str) -> sqlx::Result<()> {
+pub async fn insert_interval(
+    pool: &SqlitePool,
+    run_id: &str,
+    seq: i64,
+    elapsed_ms: i64,
+    snapshot_json: &str,
+) -> sqlx::Result<()> {
     sqlx::query("insert or replace into run_interval (run_id, seq, elapsed_ms, snapshot_json) values (?, ?, ?, ?)")
         .bind(run_id)
         .bind(seq)
@@ -97,7 +115,14 @@ pub struct Headline {
 }
 
 /// Ends a run: status, summary and list columns together.
-pub async fn finish_run(pool: &SqlitePool, run_id: &str, status: &str, finished_at: i64, summary_json: &str, h: Headline) -> sqlx::Result<()> {
+pub async fn finish_run(
+    pool: &SqlitePool,
+    run_id: &str,
+    status: &str,
+    finished_at: i64,
+    summary_json: &str,
+    h: Headline,
+) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query(
         "update run set status = ?, finished_at = ?, summary_json = ?, peak_open = ?, opened = ?, failed = ?, duration_ms = ?
@@ -117,7 +142,13 @@ pub async fn finish_run(pool: &SqlitePool, run_id: &str, status: &str, finished_
 }
 
 /// Ends a run without a summary (failed to start, or cancelled while queued).
-pub async fn end_run_without_summary(pool: &SqlitePool, run_id: &str, status: &str, finished_at: i64, error: Option<&str>) -> sqlx::Result<()> {
+pub async fn end_run_without_summary(
+    pool: &SqlitePool,
+    run_id: &str,
+    status: &str,
+    finished_at: i64,
+    error: Option<&str>,
+) -> sqlx::Result<()> {
     sqlx::query("update run set status = ?, finished_at = ?, error = ? where run_id = ? and status in ('queued', 'running')")
         .bind(status)
         .bind(finished_at)
@@ -147,24 +178,35 @@ pub async fn list_runs(pool: &SqlitePool, limit: i64) -> sqlx::Result<Vec<RunRow
 }
 
 pub async fn get_run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<RunRow>> {
-    sqlx::query_as::<_, RunRow>("select * from run where run_id = ?").bind(run_id).fetch_optional(pool).await
+    sqlx::query_as::<_, RunRow>("select * from run where run_id = ?")
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// The latest stored tick of a run.
 pub async fn last_interval(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<String>> {
-    let row: Option<(String,)> = sqlx::query_as("select snapshot_json from run_interval where run_id = ? order by seq desc limit 1")
-        .bind(run_id)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<(String,)> = sqlx::query_as(
+        "select snapshot_json from run_interval where run_id = ? order by seq desc limit 1",
+    )
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(|r| r.0))
 }
 
 /// Stored ticks with `seq > after`, in order.
-pub async fn intervals_after(pool: &SqlitePool, run_id: &str, after: i64) -> sqlx::Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as("select snapshot_json from run_interval where run_id = ? and seq > ? order by seq")
-        .bind(run_id)
-        .bind(after)
-        .fetch_all(pool)
-        .await?;
+pub async fn intervals_after(
+    pool: &SqlitePool,
+    run_id: &str,
+    after: i64,
+) -> sqlx::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "select snapshot_json from run_interval where run_id = ? and seq > ? order by seq",
+    )
+    .bind(run_id)
+    .bind(after)
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
 }

@@ -1,6 +1,6 @@
 //! Test harness: a whole socketswarm (HTTP on port 0, sandbox on port 0, temp SQLite)
 //! per test, plus small clients for the JSON API, the sandbox's `/stats` and SSE.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
@@ -54,13 +54,25 @@ impl App {
     }
 
     pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        let r = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -74,12 +86,25 @@ impl App {
 
     /// Follows the run's SSE stream to its end; returns (snapshots, done payload).
     pub async fn follow(&self, id: &str) -> (Vec<Value>, Value) {
-        follow_sse(&self.http, &format!("{}/api/runs/{id}/events", self.base), None).await
+        follow_sse(
+            &self.http,
+            &format!("{}/api/runs/{id}/events", self.base),
+            None,
+        )
+        .await
     }
 
     /// The sandbox's counters for one profile key (e.g. `/echo?cap=20`).
     pub async fn sandbox_profile(&self, key: &str) -> Value {
-        let stats: Value = self.http.get(format!("http://{}/stats", self.sandbox)).send().await.unwrap().json().await.unwrap();
+        let stats: Value = self
+            .http
+            .get(format!("http://{}/stats", self.sandbox))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         stats["profiles"][key].clone()
     }
 
@@ -91,7 +116,11 @@ impl App {
 }
 
 /// Reads an SSE stream until it ends; returns the `snapshot` payloads and the `done` one.
-pub async fn follow_sse(http: &reqwest::Client, url: &str, last_event_id: Option<u64>) -> (Vec<Value>, Value) {
+pub async fn follow_sse(
+    http: &reqwest::Client,
+    url: &str,
+    last_event_id: Option<u64>,
+) -> (Vec<Value>, Value) {
     use futures_util::StreamExt;
     let mut req = http.get(url);
     if let Some(id) = last_event_id {
@@ -111,7 +140,13 @@ pub async fn follow_sse(http: &reqwest::Client, url: &str, last_event_id: Option
             let mut data = String::new();
             for line in block.lines() {
                 if let Some(e) = line.strip_prefix("event:") {
-                    event = if e.trim() == "snapshot" { "snapshot" } else if e.trim() == "done" { "done" } else { "other" };
+                    event = if e.trim() == "snapshot" {
+                        "snapshot"
+                    } else if e.trim() == "done" {
+                        "done"
+                    } else {
+                        "other"
+                    };
                 } else if let Some(d) = line.strip_prefix("data:") {
                     data.push_str(d.trim_start());
                 }
