@@ -4,6 +4,8 @@ use server::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A missing .env is fine; see .env.sample for every variable.
+    let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
