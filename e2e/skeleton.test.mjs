@@ -95,3 +95,22 @@ test('a finished run page reads without JavaScript', async () => {
     await noJs.close();
   }
 });
+
+test('a capped run shows 429s in the stacked connect chart and the failure table', async () => {
+  const plan = { name: 'capped', target: `${srv.sandbox}/echo?cap=15&tag=e2e`, stages: [{ duration: '2s', connections: 30 }, { duration: '2s', connections: 30 }],
+    script: [{ repeat: { every: '250ms', steps: [{ send: 'x' }, { expect: { timeout: '2s' } }] } }] };
+  const { body } = await api(srv.base, '/api/runs', { method: 'POST', body: JSON.stringify(plan) });
+  const page = await ctx.newPage();
+  await page.goto(`${srv.base}${body.url}`);
+  await page.locator('.badge[data-status="completed"]').waitFor({ timeout: 20000 });
+  const row = page.locator('tr[data-outcome="http_429"] td.num');
+  assert.equal(await row.textContent(), '15');
+  // uPlot drew every chart, and the 429 band is in the connect-rate legend.
+  for (const id of ['connections', 'connect-rate', 'latency', 'messages']) {
+    await page.locator(`.chart[data-chart="${id}"] canvas`).waitFor();
+  }
+  assert.match(await page.locator('.chart[data-chart="connect-rate"] .u-legend').textContent(), /http_429/);
+  await page.screenshot({ path: join(artifacts, '07-capped-run.png'), fullPage: true });
+  const sandboxStats = await (await fetch(`${srv.sandbox.replace('ws:', 'http:')}/stats`)).json();
+  assert.equal(sandboxStats.profiles['/echo?cap=15&tag=e2e'].rejected['429'], 15);
+});

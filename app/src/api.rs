@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use engine::{FieldError, Limits, Plan, Snapshot, Summary};
+use engine::{FieldError, Limits, Plan, Series, Snapshot, Summary};
 use leptos::prelude::*;
 use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
@@ -81,6 +81,8 @@ pub struct RunDetail {
     pub summary: Option<Summary>,
     /// The latest stored tick (live runs show this until the stream takes over).
     pub last: Option<Snapshot>,
+    /// Every stored tick as chart columns.
+    pub series: Series,
 }
 
 /// Answer to a launch.

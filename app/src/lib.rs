@@ -8,6 +8,7 @@
 //! Module map:
 //! - [`api`]        wire types (`RunListItem`, `RunDetail`, `ApiError`), the `RunService`
 //!   trait the server implements, and the server fns the pages call.
+//! - [`charts`]     chart specs from a run's `Series` (pure; drawn by uPlot).
 //! - [`form`]       the "New run" form -> `Plan` (pure, unit-tested).
 //! - [`fmt`]        number/time formatting for views (pure).
 //! - `pages/`       one file per route.
@@ -15,6 +16,7 @@
 //! - `live`         (hydrate) EventSource -> signal of the latest `Snapshot`.
 
 pub mod api;
+pub mod charts;
 pub mod components;
 pub mod fmt;
 pub mod form;
@@ -36,6 +38,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                <link rel="stylesheet" href="/pkg/uplot.css"/>
+                <script src="/pkg/uplot.js"></script>
+                <script src="/charts.js"></script>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>

@@ -124,8 +124,10 @@ pub(crate) async fn run_vu(
         attempt += 1;
         streak += 1;
         rec.attempt();
+        // Boxed: the handshake's buffers live on the heap only while connecting, so an
+        // idle VU's task stays small (a future is as big as its largest await state).
         let res = tokio::select! {
-            r = connect(&sh, vu, attempt, sched, &mut rec) => r,
+            r = Box::pin(connect(&sh, vu, attempt, sched, &mut rec)) => r,
             _ = cancel.cancelled() => Err((FailKind::Aborted, None)),
         };
         let retry_after = match res {
@@ -402,7 +404,7 @@ async fn session(
                     wait = Waiting::Pong(Instant::now() + *timeout, due);
                 }
                 Some(Op::Close) => {
-                    close_normally(&mut ws, rec).await;
+                    Box::pin(close_normally(&mut ws, rec)).await;
                     return CloseKind::Client;
                 }
                 Some(Op::LoopStart { every, times }) => {
@@ -440,7 +442,7 @@ async fn session(
             biased;
             _ = cancel.cancelled() => {
                 rec.try_flush();
-                close_normally(&mut ws, rec).await;
+                Box::pin(close_normally(&mut ws, rec)).await;
                 return CloseKind::Client;
             }
             m = ws.next() => match m {

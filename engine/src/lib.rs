@@ -40,4 +40,4 @@ pub mod swarm;
 pub mod target;
 
 pub use plan::{FieldError, Limits, Plan, Stage};
-pub use report::{EndReason, Phase, Snapshot, Summary, Totals};
+pub use report::{EndReason, Phase, Series, Snapshot, Summary, Totals};

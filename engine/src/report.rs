@@ -198,3 +198,150 @@ mod tests {
         assert_eq!(a.open(), 3);
     }
 }
+
+/// A run's ticks as columns, ready for charts. Rates are per second (interval counts
+/// divided by the tick's actual length), latencies in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Series {
+    /// Last `seq` included (live updates append only newer ticks).
+    pub last_seq: u64,
+    /// Elapsed seconds at each tick.
+    pub t: Vec<f64>,
+    pub target: Vec<f64>,
+    pub open: Vec<f64>,
+    /// Connects per second that opened.
+    pub opened_rate: Vec<f64>,
+    /// Connect failures per second, by outcome key.
+    pub failed_rate: BTreeMap<String, Vec<f64>>,
+    /// Session ends per second not caused by us, by outcome key.
+    pub drop_rate: BTreeMap<String, Vec<f64>>,
+    pub sent_rate: Vec<f64>,
+    pub received_rate: Vec<f64>,
+    /// Per-tick percentiles (ms) by metric and quantile name (`p50`, `p95`, `p99`).
+    pub latency_ms: BTreeMap<String, BTreeMap<String, Vec<Option<f64>>>>,
+}
+
+impl Series {
+    /// Builds the series of `snaps` (in seq order).
+    pub fn from_snapshots(snaps: &[Snapshot]) -> Series {
+        let mut s = Series::default();
+        for snap in snaps {
+            s.push(snap);
+        }
+        s
+    }
+
+    /// Appends one tick (ignored if not newer than the last one).
+    pub fn push(&mut self, snap: &Snapshot) {
+        if snap.seq <= self.last_seq && !self.t.is_empty() {
+            return;
+        }
+        let n = self.t.len();
+        let prev_ms = self
+            .t
+            .last()
+            .map(|t| (t * 1000.0).round() as u64)
+            .unwrap_or(0);
+        let mut secs = (snap.elapsed_ms.saturating_sub(prev_ms) as f64 / 1000.0).max(0.001);
+        // The final tick can be a sliver (the run ended just after a tick): rate it over
+        // a normal tick's length so a few late replies do not look like a spike.
+        if let [.., a, b] = self.t[..] {
+            secs = secs.max(b - a);
+        }
+        let rate = |v: u64| v as f64 / secs;
+        self.last_seq = snap.seq;
+        self.t.push(snap.elapsed_ms as f64 / 1000.0);
+        self.target.push(f64::from(snap.target));
+        self.open.push(snap.open as f64);
+        self.opened_rate.push(rate(snap.interval.opened));
+        self.sent_rate.push(rate(snap.interval.msgs_sent));
+        self.received_rate.push(rate(snap.interval.msgs_received));
+        let grow = |map: &mut BTreeMap<String, Vec<f64>>,
+                    from: &BTreeMap<String, u64>,
+                    keep: &dyn Fn(&str) -> bool| {
+            for k in from.keys().filter(|k| keep(k)) {
+                map.entry(k.clone()).or_insert_with(|| vec![0.0; n]);
+            }
+            for (k, col) in map.iter_mut() {
+                col.push(rate(from.get(k).copied().unwrap_or(0)));
+            }
+        };
+        grow(&mut self.failed_rate, &snap.interval.failures, &|_| true);
+        grow(&mut self.drop_rate, &snap.interval.closes, &|k| {
+            k != "client"
+        });
+        for metric in [metric::WS_CONNECTING, metric::WS_RTT, metric::WS_PING] {
+            let l = snap.latency.get(metric);
+            if l.is_none() && !self.latency_ms.contains_key(metric) {
+                continue;
+            }
+            let by_q = self.latency_ms.entry(metric.to_string()).or_default();
+            for (q, v) in [
+                ("p50", l.map(|l| l.p50_us)),
+                ("p95", l.map(|l| l.p95_us)),
+                ("p99", l.map(|l| l.p99_us)),
+            ] {
+                let col = by_q.entry(q.to_string()).or_insert_with(|| vec![None; n]);
+                col.push(v.map(|us| us as f64 / 1000.0));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod series_tests {
+    use super::*;
+
+    fn snap(seq: u64, ms: u64, opened: u64, f429: u64) -> Snapshot {
+        let mut s = Snapshot {
+            seq,
+            elapsed_ms: ms,
+            target: 10,
+            open: opened,
+            ..Default::default()
+        };
+        s.interval.opened = opened;
+        if f429 > 0 {
+            s.interval.failures.insert("http_429".into(), f429);
+        }
+        s
+    }
+
+    #[test]
+    fn columns_stay_aligned_and_rates_use_tick_length() {
+        let mut a = snap(1, 500, 5, 0);
+        a.latency.insert(
+            metric::WS_CONNECTING.into(),
+            LatencyStats {
+                p50_us: 2000,
+                p95_us: 3000,
+                p99_us: 4000,
+                ..Default::default()
+            },
+        );
+        let snaps = [
+            a,
+            snap(2, 1000, 5, 2),
+            snap(3, 2000, 0, 4),
+            snap(4, 2010, 2, 0),
+        ];
+        let s = Series::from_snapshots(&snaps);
+        assert_eq!(s.t, vec![0.5, 1.0, 2.0, 2.01]);
+        assert_eq!(
+            s.opened_rate,
+            vec![10.0, 10.0, 0.0, 2.0],
+            "the 10 ms sliver is rated over 1 s"
+        );
+        assert_eq!(s.failed_rate["http_429"], vec![0.0, 4.0, 4.0, 0.0]);
+        let c = &s.latency_ms["ws_connecting"];
+        assert_eq!(c["p50"], vec![Some(2.0), None, None, None]);
+        assert!(s
+            .latency_ms
+            .values()
+            .all(|q| q.values().all(|v| v.len() == 4)));
+        let mut again = s.clone();
+        again.push(&snaps[2]);
+        assert_eq!(again, s, "an old tick is ignored");
+    }
+}

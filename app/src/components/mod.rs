@@ -1,6 +1,8 @@
 //! Reusable views.
+pub mod chart;
 pub mod status;
 pub mod tiles;
 
+pub use chart::Chart;
 pub use status::StatusBadge;
 pub use tiles::{FailureTable, LatencyTable, Tiles};

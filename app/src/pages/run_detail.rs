@@ -4,8 +4,9 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_run, CancelRun, RunDetail};
+use crate::charts;
 use crate::components::tiles::TileData;
-use crate::components::{FailureTable, LatencyTable, StatusBadge, Tiles};
+use crate::components::{Chart, FailureTable, LatencyTable, StatusBadge, Tiles};
 use crate::fmt;
 
 #[component]
@@ -50,6 +51,14 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
         (None, None) => TileData::default(),
     });
     let totals = Signal::derive(move || data.get().totals);
+    // Chart columns: the stored ticks, extended by live ones.
+    let series = RwSignal::new(detail.series.clone());
+    Effect::new(move |_| {
+        if let Some(s) = live.get() {
+            series.update(|se| se.push(&s));
+        }
+    });
+    let has_drops = Signal::derive(move || !series.read().drop_rate.is_empty());
     let summary_for_latency = summary.clone();
     let latency = Signal::derive(move || match &summary_for_latency {
         Some(s) => s.latency.clone(),
@@ -95,6 +104,15 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
             </p>
             {detail.error.clone().map(|e| view! { <p class="error">{e}</p> })}
             <Tiles data/>
+            <section class="run-detail__charts">
+                <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || charts::connections(&series.read()))/>
+                <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::connect_rate(&series.read()))/>
+                <Chart title="Latency percentiles per second" id="latency" spec=Signal::derive(move || charts::latency(&series.read()))/>
+                <Chart title="Messages per second" id="messages" spec=Signal::derive(move || charts::messages(&series.read()))/>
+                <Show when=move || has_drops.get()>
+                    <Chart title="Drops per second by close kind" id="drops" spec=Signal::derive(move || charts::drops(&series.read()).unwrap_or_default())/>
+                </Show>
+            </section>
             <section class="run-detail__section">
                 <h2>"Failures and session ends"</h2>
                 <FailureTable totals/>

@@ -100,13 +100,14 @@ impl Runs {
             Some(s) => Some(serde_json::from_str(s).map_err(|e| internal("stored summary", e))?),
             None => None,
         };
-        let last = match store::last_interval(&self.pool, id)
+        let ticks: Vec<engine::Snapshot> = store::intervals_after(&self.pool, id, 0)
             .await
-            .map_err(|e| internal("last_interval", e))?
-        {
-            Some(s) => serde_json::from_str(&s).ok(),
-            None => None,
-        };
+            .map_err(|e| internal("intervals_after", e))?
+            .iter()
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .collect();
+        let series = engine::Series::from_snapshots(&ticks);
+        let last = ticks.into_iter().last();
         Ok(RunDetail {
             id: row.run_id,
             name: row.name,
@@ -118,6 +119,7 @@ impl Runs {
             error: row.error,
             summary,
             last,
+            series,
         })
     }
 

@@ -1,0 +1,52 @@
+// socketswarm charts: thin glue between the pages (Rust/wasm builds a spec) and uPlot.
+// render(el, specJson) draws or updates one chart; a chart whose series set is
+// unchanged is updated in place (setData), so live runs redraw cheaply every tick.
+(function () {
+  'use strict';
+  var plots = new WeakMap();
+
+  function options(spec, width) {
+    return {
+      width: width,
+      height: spec.height || 220,
+      legend: { show: true, live: true },
+      cursor: { drag: { x: true, y: false } },
+      scales: { x: { time: false } },
+      axes: [
+        { label: 'elapsed (s)', stroke: '#5f6b7d', grid: { stroke: '#eef2f8' } },
+        { label: spec.y_label, size: 64, stroke: '#5f6b7d', grid: { stroke: '#eef2f8' } },
+      ],
+      series: [{ label: 't (s)' }].concat(spec.series.map(function (s) {
+        return {
+          label: s.label,
+          stroke: s.color,
+          width: 2,
+          fill: s.fill ? s.color + '66' : undefined,
+          dash: s.dash ? [6, 4] : undefined,
+          points: { show: false },
+        };
+      })),
+    };
+  }
+
+  function render(el, specJson) {
+    if (typeof uPlot === 'undefined') return;
+    var spec = JSON.parse(specJson);
+    var data = [spec.x].concat(spec.series.map(function (s) { return s.values; }));
+    var key = spec.series.map(function (s) { return s.label; }).join('|');
+    var have = plots.get(el);
+    if (have && have.key === key) { have.plot.setData(data); return; }
+    if (have) have.plot.destroy();
+    var plot = new uPlot(options(spec, Math.max(el.clientWidth, 320)), data, el);
+    plots.set(el, { plot: plot, key: key });
+  }
+
+  window.addEventListener('resize', function () {
+    document.querySelectorAll('.chart__plot').forEach(function (el) {
+      var have = plots.get(el);
+      if (have) have.plot.setSize({ width: Math.max(el.clientWidth, 320), height: have.plot.height });
+    });
+  });
+
+  window.socketswarmCharts = { render: render };
+})();
