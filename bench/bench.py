@@ -112,52 +112,65 @@ def parse_secs(d):
     return float(d[:-2]) / 1000 if d.endswith("ms") else float(d[:-1]) * {"s": 1, "m": 60, "h": 3600}[d[-1]]
 
 
-def main():
-    out = []
-    tmp = tempfile.mkdtemp(prefix="socketswarm-bench-")
-    env = dict(os.environ, RUST_LOG="warn")
-    target = subprocess.Popen([BIN, "target", "--listen", TGT], env=env)
-    app = subprocess.Popen([BIN, "serve", "--listen", APP, "--sandbox", "off", "--database", os.path.join(tmp, "bench.db"),
-                            "--site-root", os.path.join(ROOT, "target", "site")], env=env)
-    try:
+class Processes:
+    """A fresh `socketswarm target` and `socketswarm serve --sandbox off` per scenario, so
+    each RSS baseline is a clean process."""
+
+    def __enter__(self):
+        self.tmp = tempfile.mkdtemp(prefix="socketswarm-bench-")
+        env = dict(os.environ, RUST_LOG="warn")
+        self.target = subprocess.Popen([BIN, "target", "--listen", TGT], env=env)
+        self.app = subprocess.Popen([BIN, "serve", "--listen", APP, "--sandbox", "off", "--database", os.path.join(self.tmp, "bench.db"),
+                                     "--site-root", os.path.join(ROOT, "target", "site")], env=env)
         wait_http(f"http://{TGT}/health")
         wait_http(f"http://{APP}/api/health")
-        procs = {"engine": app.pid, "target": target.pid}
-        sizes = [2000] if QUICK else [10000, 19000]
-        results = []
-        for n in sizes:
-            drain_time_wait()
-            ramp = max(5, n // 2000)
-            plan = {"name": f"idle {n}", "target": f"ws://{TGT}/echo?tag=idle{n}",
-                    "stages": [{"duration": f"{ramp}s", "connections": n}, {"duration": "20s", "connections": n}]}
-            results.append(("idle", n, run_plan(f"idle {n}", plan, ramp + 5, procs)))
-        drain_time_wait()
-        burst = 2000 if QUICK else 10000
-        plan = {"name": f"connect burst {burst}", "target": f"ws://{TGT}/echo?tag=burst",
-                "stages": [{"duration": "2s", "connections": burst}, {"duration": "5s", "connections": burst}]}
-        results.append(("burst", burst, run_plan(plan["name"], plan, 0, procs)))
-        drain_time_wait()
-        m = 1000 if QUICK else 5000
-        plan = {"name": f"echo {m}", "target": f"ws://{TGT}/echo?tag=echo",
-                "stages": [{"duration": "5s", "connections": m}, {"duration": "15s", "connections": m}],
-                "script": [{"repeat": {"every": "100ms", "steps": [{"send": "x{{vu}}"}, {"expect": {"timeout": "5s"}}]}}]}
-        results.append(("echo", m, run_plan(plan["name"], plan, 8, procs)))
-        write_report(results)
-    finally:
-        for p in (app, target):
+        time.sleep(1)
+        return {"engine": self.app.pid, "target": self.target.pid}
+
+    def __exit__(self, *exc):
+        for p in (self.app, self.target):
             p.send_signal(signal.SIGTERM)
-        for p in (app, target):
+        for p in (self.app, self.target):
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
 
 
+def main():
+    sizes = [2000] if QUICK else [10000, 19000]
+    results = []
+    for n in sizes:
+        drain_time_wait()
+        ramp = max(5, n // 2000)
+        plan = {"name": f"idle {n}", "target": f"ws://{TGT}/echo?tag=idle{n}",
+                "stages": [{"duration": f"{ramp}s", "connections": n}, {"duration": "20s", "connections": n}]}
+        with Processes() as procs:
+            results.append(("idle", n, run_plan(f"idle {n}", plan, ramp + 5, procs)))
+    drain_time_wait()
+    burst = 2000 if QUICK else 10000
+    plan = {"name": f"connect burst {burst}", "target": f"ws://{TGT}/echo?tag=burst",
+            "stages": [{"duration": "2s", "connections": burst}, {"duration": "5s", "connections": burst}]}
+    with Processes() as procs:
+        results.append(("burst", burst, run_plan(plan["name"], plan, 0, procs)))
+    drain_time_wait()
+    m = 1000 if QUICK else 5000
+    plan = {"name": f"echo {m}", "target": f"ws://{TGT}/echo?tag=echo",
+            "stages": [{"duration": "5s", "connections": m}, {"duration": "15s", "connections": m}],
+            "script": [{"repeat": {"every": "100ms", "steps": [{"send": "x{{vu}}"}, {"expect": {"timeout": "5s"}}]}}]}
+    with Processes() as procs:
+        results.append(("echo", m, run_plan(plan["name"], plan, 8, procs)))
+    write_report(results)
+
+
 def write_report(results):
     lines = ["# socketswarm engine benchmarks", "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this machine ({os.cpu_count()} cores), release build.",
              "Rerun: `make bench` (or `bench/run.sh --quick`). The target is `socketswarm target` in its own process;",
-             "the engine runs inside `socketswarm serve --sandbox off`. RSS from /proc/PID/statm, CPU from /proc/PID/stat.", ""]
+             "the engine runs inside `socketswarm serve --sandbox off`; both are fresh processes for each scenario.",
+             "RSS from /proc/PID/statm (user space; kernel socket buffers are extra), CPU from /proc/PID/stat.",
+             "KiB / conn = (RSS while holding - RSS of the idle process before the run) / connections: it includes the",
+             "run's fixed costs (histograms, channels), so it is an upper bound on the per-connection cost.", ""]
     lines += ["## Idle connections held (goal: <= 4 KiB engine RSS per connection)", "",
               "| connections | opened | failed | engine RSS before | engine RSS holding | **engine KiB / conn** | target KiB / conn | engine CPU while holding | target CPU while holding | SSE ticks (max gap) |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -13,7 +13,7 @@ mkdirSync(artifacts, { recursive: true });
 export async function startServer() {
   const dir = mkdtempSync(join(tmpdir(), 'socketswarm-e2e-'));
   const bin = process.env.SOCKETSWARM_BIN || 'target/debug/socketswarm';
-  const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--sandbox', '127.0.0.1:0', '--database', join(dir, 'e2e.db'), '--log', 'info'], {
+  const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--sandbox', '127.0.0.1:0', '--sandbox-tls', '127.0.0.1:0', '--database', join(dir, 'e2e.db'), '--log', 'info'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'info' },
   });

@@ -110,6 +110,11 @@ test('a capped run shows 429s in the stacked connect chart and the failure table
     await page.locator(`.chart[data-chart="${id}"] canvas`).waitFor();
   }
   assert.match(await page.locator('.chart[data-chart="connect-rate"] .u-legend').textContent(), /http_429/);
+  // The diagnosis names the cap and its level, and the cap is drawn on the chart.
+  const diag = page.locator('.diagnosis');
+  assert.equal(await diag.getAttribute('data-kind'), 'concurrency_cap');
+  assert.equal(await diag.getAttribute('data-level'), '15');
+  assert.match(await page.locator('.chart[data-chart="connections"] .u-legend').textContent(), /cap ≈ 15/);
   await page.screenshot({ path: join(artifacts, '07-capped-run.png'), fullPage: true });
   const sandboxStats = await (await fetch(`${srv.sandbox.replace('ws:', 'http:')}/stats`)).json();
   assert.equal(sandboxStats.profiles['/echo?cap=15&tag=e2e'].rejected['429'], 15);

@@ -83,6 +83,8 @@ pub struct RunDetail {
     pub last: Option<Snapshot>,
     /// Every stored tick as chart columns.
     pub series: Series,
+    /// Which limit the run hit, with its evidence (from the series and summary).
+    pub diagnosis: Option<engine::diagnose::Diagnosis>,
 }
 
 /// Answer to a launch.

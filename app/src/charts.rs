@@ -4,6 +4,7 @@
 //! To add a chart: 1. write a `fn name(&Series) -> ChartSpec` here, 2. add a test,
 //! 3. place `<Chart spec=.../>` on the page.
 
+use engine::diagnose::{Diagnosis, LimitKind};
 use engine::Series;
 use serde::{Deserialize, Serialize};
 
@@ -54,23 +55,44 @@ pub fn color_of(key: &str) -> &'static str {
     }
 }
 
-/// Open connections against the schedule's target.
-pub fn connections(s: &Series) -> ChartSpec {
+/// A constant dashed line marking a diagnosed level.
+fn level_line(label: String, level: f64, n: usize) -> LineSpec {
+    LineSpec {
+        label,
+        color: "#c53030".into(),
+        values: vec![Some(level); n],
+        fill: false,
+        dash: true,
+    }
+}
+
+/// Open connections against the schedule's target (and a diagnosed cap, if any).
+pub fn connections(s: &Series, d: Option<&Diagnosis>) -> ChartSpec {
     let mut open = line("open", "#2b6cb0", &s.open);
     open.fill = true;
     let mut target = line("target", "#1b2433", &s.target);
     target.dash = true;
+    let mut series = vec![open, target];
+    if let Some(Diagnosis {
+        kind: LimitKind::ConcurrencyCap,
+        level: Some(l),
+        ..
+    }) = d
+    {
+        series.push(level_line(format!("cap ≈ {l:.0}"), *l, s.t.len()));
+    }
     ChartSpec {
         y_label: "connections".into(),
         height: 220,
         x: s.t.clone(),
-        series: vec![open, target],
+        series,
     }
 }
 
 /// Connects per second: opened, with failures by class stacked on top. Layers are
-/// cumulative and drawn largest first so each band shows its own class.
-pub fn connect_rate(s: &Series) -> ChartSpec {
+/// cumulative and drawn largest first so each band shows its own class. A diagnosed
+/// handshake rate limit is drawn as a dashed line.
+pub fn connect_rate(s: &Series, d: Option<&Diagnosis>) -> ChartSpec {
     let mut layers: Vec<(String, &Vec<f64>)> = vec![("opened".into(), &s.opened_rate)];
     layers.extend(s.failed_rate.iter().map(|(k, v)| (k.clone(), v)));
     let mut acc = vec![0.0; s.t.len()];
@@ -84,6 +106,14 @@ pub fn connect_rate(s: &Series) -> ChartSpec {
         out.push(l);
     }
     out.reverse();
+    if let Some(Diagnosis {
+        kind: LimitKind::HandshakeRateLimit,
+        level: Some(l),
+        ..
+    }) = d
+    {
+        out.push(level_line(format!("limit ≈ {l:.1}/s"), *l, s.t.len()));
+    }
     ChartSpec {
         y_label: "connects / s".into(),
         height: 220,
@@ -171,7 +201,7 @@ mod tests {
 
     #[test]
     fn connect_rate_stacks_failures_on_opened() {
-        let c = connect_rate(&series());
+        let c = connect_rate(&series(), None);
         let labels: Vec<&str> = c.series.iter().map(|l| l.label.as_str()).collect();
         assert_eq!(
             labels,

@@ -118,6 +118,7 @@ impl RunForm {
             script,
             reconnect: Default::default(),
             source_addrs: Vec::new(),
+            insecure_tls: false,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! - [`schedule`]  how many connections should have been started at time `t`. Pure.
 //! - [`template`]  `{{vu}}`, `{{attempt}}`, `{{uuid}}`, `{{now_ms}}`, `{{env.NAME}}`. Pure.
 //! - [`report`]    wire types that leave the engine: `Snapshot`, `Summary`, `Totals`. Pure.
+//! - [`diagnose`]  which limit a run hit (cap, rate, auth, drops, client), with evidence. Pure.
 //! - [`outcome`]   the small closed set of connection outcomes (`FailKind`, `CloseKind`).
 //!
 //! With the `runtime` feature (everything that needs tokio):
@@ -17,9 +18,11 @@
 //! - `stats`       mergeable partial results and HDR histograms.
 //! - `aggregate`   the aggregator task: partials in, one `Snapshot` per tick out.
 //! - [`swarm`]     the controller that paces VUs along the schedule; `swarm::start`.
+//! - `tls`         rustls for `wss://` targets and the sandbox's TLS listener.
 //! - [`target`]    the sandbox WebSocket target (echo, caps, rate limits, drops) and
 //!   its `/stats` counters.
 
+pub mod diagnose;
 pub mod outcome;
 pub mod plan;
 pub mod report;
@@ -38,6 +41,8 @@ mod stats;
 pub mod swarm;
 #[cfg(feature = "runtime")]
 pub mod target;
+#[cfg(feature = "runtime")]
+mod tls;
 
 pub use plan::{FieldError, Limits, Plan, Stage};
 pub use report::{EndReason, Phase, Series, Snapshot, Summary, Totals};

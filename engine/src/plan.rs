@@ -220,7 +220,7 @@ fn default_connect_timeout() -> Dur {
 pub struct Plan {
     #[serde(default = "default_name")]
     pub name: String,
-    /// `ws://host:port/path?query` (wss:// is planned, see README limits).
+    /// `ws://` or `wss://host:port/path?query` (templates allowed).
     pub target: String,
     pub stages: Vec<Stage>,
     /// Cap on new connections per second (open model: paced by the clock).
@@ -243,6 +243,9 @@ pub struct Plan {
     /// target address and port).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_addrs: Vec<std::net::IpAddr>,
+    /// `wss://` only: accept any server certificate (test rigs with self-signed certs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_tls: bool,
 }
 
 /// Limits a plan is validated against (set by the server's configuration).
@@ -620,10 +623,12 @@ impl TargetUrl {
         })?;
         let tls = match url.scheme() {
             "ws" => false,
-            "wss" => {
-                return Err("wss:// is not supported yet (see README limits); use ws://".into())
+            "wss" => true,
+            other => {
+                return Err(format!(
+                    "scheme `{other}` is not supported; use ws:// or wss://"
+                ))
             }
-            other => return Err(format!("scheme `{other}` is not supported; use ws://")),
         };
         let host = url
             .host_str()
@@ -631,7 +636,7 @@ impl TargetUrl {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = url.port_or_known_default().unwrap_or(80);
+        let port = url.port().unwrap_or(if tls { 443 } else { 80 });
         let mut resource = url.path().to_string();
         if let Some(q) = url.query() {
             resource.push('?');

@@ -160,7 +160,10 @@ pub mod metric {
     pub const WS_FIRST_MSG: &str = "ws_first_msg";
     /// Open -> close.
     pub const WS_SESSION: &str = "ws_session_duration";
-    pub const ALL: [&str; 7] = [
+    /// TLS handshake (`wss://` only).
+    pub const TLS_HANDSHAKE: &str = "tls_handshake";
+    /// Index order matches the engine's internal metric ids.
+    pub const ALL: [&str; 8] = [
         WS_CONNECTING,
         TCP_CONNECT,
         WS_UPGRADE,
@@ -168,6 +171,7 @@ pub mod metric {
         WS_PING,
         WS_FIRST_MSG,
         WS_SESSION,
+        TLS_HANDSHAKE,
     ];
 }
 

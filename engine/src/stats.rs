@@ -27,6 +27,7 @@ pub(crate) enum Metric {
     Ping = 4,
     FirstMsg = 5,
     Session = 6,
+    TlsHandshake = 7,
 }
 
 const METRICS: usize = metric::ALL.len();
@@ -59,9 +60,9 @@ fn bump<K: PartialEq>(v: &mut Vec<(K, u32)>, k: K) {
 
 /// A VU's side of the partials channel.
 pub(crate) struct Recorder {
-    /// Data not yet handed to the aggregator.
-    p: Partial,
-    dirty: bool,
+    /// Data not yet handed to the aggregator; on the heap only while there is some, so
+    /// an idle VU carries a pointer, not a partial.
+    p: Option<Box<Partial>>,
     last_flush: Instant,
     tx: mpsc::Sender<Partial>,
     every: Duration,
@@ -70,88 +71,82 @@ pub(crate) struct Recorder {
 impl Recorder {
     pub(crate) fn new(tx: mpsc::Sender<Partial>, every: Duration) -> Self {
         Recorder {
-            p: Partial::default(),
-            dirty: false,
+            p: None,
             last_flush: Instant::now(),
             tx,
             every,
         }
     }
+    fn p(&mut self) -> &mut Partial {
+        self.p.get_or_insert_with(Default::default)
+    }
     pub(crate) fn attempt(&mut self) {
-        self.p.attempted += 1;
-        self.dirty = true;
+        self.p().attempted += 1;
     }
     pub(crate) fn opened(&mut self) {
-        self.p.opened += 1;
-        self.dirty = true;
+        self.p().opened += 1;
     }
     pub(crate) fn failed(&mut self, kind: FailKind, rejection: Option<Rejection>) {
-        bump(&mut self.p.failures, kind);
+        let p = self.p();
+        bump(&mut p.failures, kind);
         if let Some(r) = rejection {
             // Keep evidence bounded: the aggregator keeps only a few per status anyway.
-            if self.p.rejections.len() < 4 {
-                self.p.rejections.push(r);
+            if p.rejections.len() < 4 {
+                p.rejections.push(r);
             }
         }
-        self.dirty = true;
     }
     pub(crate) fn closed(&mut self, kind: CloseKind) {
-        bump(&mut self.p.closes, kind);
-        self.dirty = true;
+        bump(&mut self.p().closes, kind);
     }
     pub(crate) fn sent(&mut self, bytes: usize) {
-        self.p.msgs_sent += 1;
-        self.p.bytes_sent += bytes as u64;
-        self.dirty = true;
+        let p = self.p();
+        p.msgs_sent += 1;
+        p.bytes_sent += bytes as u64;
     }
     pub(crate) fn received(&mut self, bytes: usize) {
-        self.p.msgs_received += 1;
-        self.p.bytes_received += bytes as u64;
-        self.dirty = true;
+        let p = self.p();
+        p.msgs_received += 1;
+        p.bytes_received += bytes as u64;
     }
     pub(crate) fn expect_timeout(&mut self) {
-        self.p.expect_timeouts += 1;
-        self.dirty = true;
+        self.p().expect_timeouts += 1;
     }
     pub(crate) fn ping_timeout(&mut self) {
-        self.p.ping_timeouts += 1;
-        self.dirty = true;
+        self.p().ping_timeouts += 1;
     }
     pub(crate) fn sample(&mut self, m: Metric, d: Duration) {
         let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
-        self.p.samples.push((m, us));
-        self.dirty = true;
+        self.p().samples.push((m, us));
     }
 
     /// When the next periodic flush is due, if there is anything to flush.
     pub(crate) fn next_flush(&self) -> Option<Instant> {
-        self.dirty.then(|| self.last_flush + self.every)
+        self.p.as_ref().map(|_| self.last_flush + self.every)
     }
 
     /// Flushes if due (or if many samples piled up). Never waits.
     pub(crate) fn maybe_flush(&mut self) {
-        if self.dirty && (self.last_flush.elapsed() >= self.every || self.p.samples.len() >= 256) {
+        let many = self.p.as_ref().is_some_and(|p| p.samples.len() >= 256);
+        if self.p.is_some() && (self.last_flush.elapsed() >= self.every || many) {
             self.try_flush();
         }
     }
 
     /// Hands the partial over without waiting; keeps it if the channel is full.
     pub(crate) fn try_flush(&mut self) {
-        if !self.dirty {
-            return;
-        }
+        let Some(p) = self.p.take() else { return };
         self.last_flush = Instant::now();
-        match self.tx.try_send(std::mem::take(&mut self.p)) {
-            Ok(()) => self.dirty = false,
-            Err(mpsc::error::TrySendError::Full(p)) => self.p = p,
-            Err(mpsc::error::TrySendError::Closed(_)) => self.dirty = false,
+        match self.tx.try_send(*p) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(p)) => self.p = Some(Box::new(p)),
         }
     }
 
     /// Final flush at the end of a VU's life: waits for room so nothing is lost.
     pub(crate) async fn finish(mut self) {
-        if self.dirty {
-            let _ = self.tx.send(std::mem::take(&mut self.p)).await;
+        if let Some(p) = self.p.take() {
+            let _ = self.tx.send(*p).await;
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum EngineError {
     Dns { host: String, reason: String },
     #[error("script: {0}")]
     BadScript(String),
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// Engine tuning (from the server's configuration).
@@ -152,6 +154,13 @@ pub async fn start(
         (false, true) => url.host.clone(),
         (false, false) => format!("{}:{}", url.host, url.port),
     };
+    let tls = if url.tls {
+        let config = crate::tls::client_config(plan.insecure_tls).map_err(EngineError::Tls)?;
+        let name = crate::tls::server_name(&url.host).map_err(EngineError::Tls)?;
+        Some((tokio_rustls::TlsConnector::from(config), name))
+    } else {
+        None
+    };
     // Room for a few flushes from every VU before anyone has to keep data back.
     let (tx, rx) = mpsc::channel(4096);
     let (out_tx, out_rx) = mpsc::channel(64);
@@ -167,6 +176,7 @@ pub async fn start(
         reconnect: plan.reconnect.clone(),
         flush_every: cfg.flush,
         tx,
+        tls,
     });
     let gauges = Arc::new(Gauges::default());
     let started = Instant::now();

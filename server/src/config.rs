@@ -43,6 +43,13 @@ pub struct ServeArgs {
     /// Embedded sandbox target address, or `off`.
     #[arg(long, env = "SOCKETSWARM_SANDBOX", default_value = "127.0.0.1:9001")]
     pub sandbox: String,
+    /// The sandbox's `wss://` listener (self-signed certificate), or `off`.
+    #[arg(
+        long,
+        env = "SOCKETSWARM_SANDBOX_TLS",
+        default_value = "127.0.0.1:9443"
+    )]
+    pub sandbox_tls: String,
     /// Directory with the built site (`pkg/` with wasm, js, css).
     #[arg(long, env = "SOCKETSWARM_SITE_ROOT", default_value = "target/site")]
     pub site_root: String,
@@ -69,12 +76,16 @@ pub struct TargetArgs {
         default_value = "127.0.0.1:9001"
     )]
     pub listen: SocketAddr,
+    /// Also serve `wss://` (self-signed certificate) here.
+    #[arg(long, env = "SOCKETSWARM_TARGET_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
 }
 
 /// Validated settings derived from `ServeArgs`.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub sandbox: Option<SocketAddr>,
+    pub sandbox_tls: Option<SocketAddr>,
     pub max_duration: std::time::Duration,
 }
 
@@ -89,6 +100,18 @@ impl ServeArgs {
                 Err(_) => {
                     problems.push(format!(
                         "--sandbox: `{s}` is not an address like 127.0.0.1:9001 (or `off`)"
+                    ));
+                    None
+                }
+            },
+        };
+        let sandbox_tls = match self.sandbox_tls.as_str() {
+            "off" | "" => None,
+            s => match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    problems.push(format!(
+                        "--sandbox-tls: `{s}` is not an address like 127.0.0.1:9443 (or `off`)"
                     ));
                     None
                 }
@@ -110,6 +133,7 @@ impl ServeArgs {
         if problems.is_empty() {
             Ok(Settings {
                 sandbox,
+                sandbox_tls,
                 max_duration,
             })
         } else {

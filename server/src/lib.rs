@@ -42,6 +42,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where the embedded sandbox listens, if enabled.
     pub sandbox: Option<SocketAddr>,
+    /// Its `wss://` listener, if enabled.
+    pub sandbox_tls: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     manager: ManagerHandle,
     http: tokio::task::JoinHandle<()>,
@@ -132,14 +134,18 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
 
     let target = match settings.sandbox {
         Some(addr) => Some(
-            engine::target::spawn_thread(addr)
+            engine::target::spawn_thread(addr, settings.sandbox_tls)
                 .with_context(|| format!("could not start the sandbox target on {addr} (in use? pass --sandbox off or another address)"))?,
         ),
         None => None,
     };
     let sandbox = target.as_ref().map(|t| t.addr);
+    let sandbox_tls = target.as_ref().and_then(|t| t.tls_addr);
     if let Some(a) = sandbox {
         tracing::info!("sandbox target on ws://{a}/echo (stats: http://{a}/stats)");
+    }
+    if let Some(a) = sandbox_tls {
+        tracing::info!("sandbox TLS target on wss://{a}/echo (self-signed: set insecure_tls)");
     }
 
     let shutdown = CancellationToken::new();
@@ -195,6 +201,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         sandbox,
+        sandbox_tls,
         shutdown,
         manager,
         http,
@@ -225,6 +232,21 @@ pub async fn target(args: config::TargetArgs) -> anyhow::Result<()> {
     );
     let sandbox = Arc::new(engine::target::Sandbox::default());
     let stop = CancellationToken::new();
+    if let Some(tls) = args.tls_listen {
+        let l = tokio::net::TcpListener::bind(tls)
+            .await
+            .with_context(|| format!("could not listen on {tls}"))?;
+        tracing::info!(
+            "sandbox TLS target on wss://{}/echo (self-signed)",
+            l.local_addr()?
+        );
+        let (sb, st) = (sandbox.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = engine::target::serve_tls(l, sb, st).await {
+                tracing::error!("sandbox TLS target: {e}");
+            }
+        });
+    }
     let task = tokio::spawn(engine::target::serve(listener, sandbox, stop.clone()));
     wait_for_signal().await;
     stop.cancel();

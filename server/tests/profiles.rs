@@ -184,3 +184,36 @@ async fn connect_rate_cap_paces_arrivals() {
     let opened = s["totals"]["opened"].as_u64().unwrap();
     assert!((9..=12).contains(&opened), "paced to ~10/s, got {opened}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_connects_over_tls_and_unknown_certificates_are_tls_failures() {
+    let app = spawn_app().await;
+    let target = format!("wss://{}/echo?tag=tls", app.sandbox_tls);
+    let mut p = plan("wss", &target, 10, "200ms", "800ms");
+    p["insecure_tls"] = json!(true);
+    p["script"] = json!([{"send": "over tls"}, {"expect": {"contains": "over tls"}}]);
+    let s = run(&app, p).await;
+    let sb = app.sandbox_profile("/echo?tag=tls").await;
+    assert_eq!(s["totals"]["opened"], 10);
+    assert_eq!(sb["accepted"], 10);
+    assert_eq!(s["totals"]["msgs_received"], sb["msgs_out"]);
+    assert_eq!(s["latency"]["tls_handshake"]["count"], 10);
+
+    // The sandbox's certificate is self-signed: verified normally, every attempt fails as `tls`.
+    let s = run(
+        &app,
+        plan(
+            "wss strict",
+            &format!("wss://{}/echo?tag=strict", app.sandbox_tls),
+            4,
+            "100ms",
+            "500ms",
+        ),
+    )
+    .await;
+    assert_eq!(s["totals"]["failures"]["tls"], 4);
+    assert!(
+        app.sandbox_profile("/echo?tag=strict").await.is_null(),
+        "no handshake got through"
+    );
+}

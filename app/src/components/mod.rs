@@ -1,8 +1,10 @@
 //! Reusable views.
 pub mod chart;
+pub mod diagnosis;
 pub mod status;
 pub mod tiles;
 
 pub use chart::Chart;
+pub use diagnosis::DiagnosisPanel;
 pub use status::StatusBadge;
 pub use tiles::{FailureTable, LatencyTable, Tiles};

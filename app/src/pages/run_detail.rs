@@ -6,7 +6,7 @@ use leptos_router::hooks::use_params_map;
 use crate::api::{get_run, CancelRun, RunDetail};
 use crate::charts;
 use crate::components::tiles::TileData;
-use crate::components::{Chart, FailureTable, LatencyTable, StatusBadge, Tiles};
+use crate::components::{Chart, DiagnosisPanel, FailureTable, LatencyTable, StatusBadge, Tiles};
 use crate::fmt;
 
 #[component]
@@ -59,6 +59,12 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
         }
     });
     let has_drops = Signal::derive(move || !series.read().drop_rate.is_empty());
+    // The verdict, recomputed as ticks arrive (the same pure function the API uses).
+    let summary_for_diag = summary.clone();
+    let diagnosis = Memo::new(move |_| {
+        let s = series.read();
+        (!s.t.is_empty()).then(|| engine::diagnose::diagnose(&s, summary_for_diag.as_ref()))
+    });
     let summary_for_latency = summary.clone();
     let latency = Signal::derive(move || match &summary_for_latency {
         Some(s) => s.latency.clone(),
@@ -104,9 +110,10 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
             </p>
             {detail.error.clone().map(|e| view! { <p class="error">{e}</p> })}
             <Tiles data/>
+            <DiagnosisPanel diagnosis live=is_live/>
             <section class="run-detail__charts">
-                <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || charts::connections(&series.read()))/>
-                <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::connect_rate(&series.read()))/>
+                <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || charts::connections(&series.read(), diagnosis.read().as_ref()))/>
+                <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::connect_rate(&series.read(), diagnosis.read().as_ref()))/>
                 <Chart title="Latency percentiles per second" id="latency" spec=Signal::derive(move || charts::latency(&series.read()))/>
                 <Chart title="Messages per second" id="messages" spec=Signal::derive(move || charts::messages(&series.read()))/>
                 <Show when=move || has_drops.get()>

@@ -21,6 +21,8 @@ use rand::Rng;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::tls::MaybeTls;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{
     frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig,
@@ -161,6 +163,8 @@ impl Sandbox {
 pub struct TargetHandle {
     /// Where it listens (useful with port 0).
     pub addr: SocketAddr,
+    /// Where its `wss://` listener (self-signed certificate) listens, if enabled.
+    pub tls_addr: Option<SocketAddr>,
     pub sandbox: Arc<Sandbox>,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -183,10 +187,26 @@ impl Drop for TargetHandle {
 }
 
 /// Binds `addr` and serves the sandbox on a dedicated thread with its own runtime.
-pub fn spawn_thread(addr: SocketAddr) -> std::io::Result<TargetHandle> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
-    std_listener.set_nonblocking(true)?;
-    let addr = std_listener.local_addr()?;
+pub fn spawn_thread(
+    addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+) -> std::io::Result<TargetHandle> {
+    let bind = |a: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        let l = std::net::TcpListener::bind(a)?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    };
+    let plain = bind(addr)?;
+    let addr = plain.local_addr()?;
+    let tls = match tls_addr {
+        Some(a) => {
+            let l = bind(a)?;
+            let config = crate::tls::self_signed_server().map_err(std::io::Error::other)?;
+            Some((l.local_addr()?, l, tokio_rustls::TlsAcceptor::from(config)))
+        }
+        None => None,
+    };
+    let tls_addr = tls.as_ref().map(|t| t.0);
     let sandbox = Arc::new(Sandbox::default());
     let shutdown = CancellationToken::new();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -197,7 +217,15 @@ pub fn spawn_thread(addr: SocketAddr) -> std::io::Result<TargetHandle> {
         .name("sandbox-target".into())
         .spawn(move || {
             rt.block_on(async move {
-                match TcpListener::from_std(std_listener) {
+                if let Some((_, l, acceptor)) = tls {
+                    match TcpListener::from_std(l) {
+                        Ok(l) => {
+                            tokio::spawn(serve_with(l, Some(acceptor), sb.clone(), sd.clone()));
+                        }
+                        Err(e) => tracing::error!("sandbox TLS listener could not start: {e}"),
+                    }
+                }
+                match TcpListener::from_std(plain) {
                     Ok(l) => serve(l, sb, sd).await,
                     Err(e) => tracing::error!("sandbox target could not start: {e}"),
                 }
@@ -205,20 +233,53 @@ pub fn spawn_thread(addr: SocketAddr) -> std::io::Result<TargetHandle> {
         })?;
     Ok(TargetHandle {
         addr,
+        tls_addr,
         sandbox,
         shutdown,
         thread: Some(thread),
     })
 }
 
-/// Accepts connections until `shutdown` fires.
+/// Accepts plain connections until `shutdown` fires.
 pub async fn serve(listener: TcpListener, sandbox: Arc<Sandbox>, shutdown: CancellationToken) {
+    serve_with(listener, None, sandbox, shutdown).await
+}
+
+/// Accepts `wss://` connections with a fresh self-signed certificate until `shutdown`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    sandbox: Arc<Sandbox>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::self_signed_server()?);
+    serve_with(listener, Some(acceptor), sandbox, shutdown).await;
+    Ok(())
+}
+
+/// Accepts connections (TLS first, with `acceptor`) until `shutdown` fires.
+async fn serve_with(
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    sandbox: Arc<Sandbox>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    tokio::spawn(handle(stream, sandbox.clone(), shutdown.clone()));
+                Ok((tcp, _)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let (sandbox, shutdown, acceptor) = (sandbox.clone(), shutdown.clone(), acceptor.clone());
+                    tokio::spawn(async move {
+                        let stream = match acceptor {
+                            None => MaybeTls::Plain(tcp),
+                            Some(a) => match tokio::time::timeout(Duration::from_secs(10), a.accept(tcp)).await {
+                                Ok(Ok(s)) => MaybeTls::Server(Box::new(s)),
+                                _ => return,
+                            },
+                        };
+                        handle(stream, sandbox, shutdown).await
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors or similar: back off instead of spinning.
@@ -231,7 +292,7 @@ pub async fn serve(listener: TcpListener, sandbox: Arc<Sandbox>, shutdown: Cance
 }
 
 async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut MaybeTls,
     status: u16,
     reason: &str,
     extra: &str,
@@ -281,8 +342,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ()> {
     }
 }
 
-async fn handle(mut stream: TcpStream, sandbox: Arc<Sandbox>, shutdown: CancellationToken) {
-    let _ = stream.set_nodelay(true);
+async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: CancellationToken) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let head = loop {
@@ -405,7 +465,7 @@ async fn handle(mut stream: TcpStream, sandbox: Arc<Sandbox>, shutdown: Cancella
 
 /// Echo loop; returns how the session ended (a `Counters::closed` key).
 async fn session(
-    mut ws: WebSocketStream<TcpStream>,
+    mut ws: WebSocketStream<MaybeTls>,
     p: &Profile,
     stats: &ProfileStats,
     shutdown: &CancellationToken,
@@ -446,7 +506,7 @@ async fn session(
             Some(DropMode::Abort) => {
                 let tcp = ws.into_inner();
                 // SO_LINGER 0: the close becomes a reset, as a crashed server would do.
-                let _ = socket2_linger_zero(&tcp);
+                let _ = socket2_linger_zero(tcp.tcp());
                 drop(tcp);
                 return "server_abort";
             }

@@ -107,6 +107,8 @@ impl Runs {
             .filter_map(|j| serde_json::from_str(j).ok())
             .collect();
         let series = engine::Series::from_snapshots(&ticks);
+        let diagnosis =
+            (!series.t.is_empty()).then(|| engine::diagnose::diagnose(&series, summary.as_ref()));
         let last = ticks.into_iter().last();
         Ok(RunDetail {
             id: row.run_id,
@@ -120,6 +122,7 @@ impl Runs {
             summary,
             last,
             series,
+            diagnosis,
         })
     }
 

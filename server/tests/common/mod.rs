@@ -10,6 +10,7 @@ use server::config::ServeArgs;
 pub struct App {
     pub base: String,
     pub sandbox: String,
+    pub sandbox_tls: String,
     pub running: Option<server::Running>,
     pub db: PathBuf,
     pub _dir: tempfile::TempDir,
@@ -21,6 +22,7 @@ pub fn args(db: PathBuf) -> ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
         database: db,
         sandbox: "127.0.0.1:0".into(),
+        sandbox_tls: "127.0.0.1:0".into(),
         site_root: "target/site".into(),
         max_concurrent_runs: 2,
         max_connections: 19_000,
@@ -41,6 +43,7 @@ pub async fn spawn_with(args: ServeArgs, dir: tempfile::TempDir) -> App {
     App {
         base: format!("http://{}", running.addr),
         sandbox: format!("{}", running.sandbox.expect("sandbox enabled")),
+        sandbox_tls: format!("{}", running.sandbox_tls.expect("sandbox TLS enabled")),
         running: Some(running),
         db,
         _dir: dir,

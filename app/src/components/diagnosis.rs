@@ -1,0 +1,53 @@
+//! The diagnosis panel: which limit the run hit, how sure we are, and why.
+use engine::diagnose::{Diagnosis, LimitKind};
+use leptos::prelude::*;
+
+fn knee_lines(d: &Diagnosis) -> Vec<String> {
+    let k = &d.knee;
+    let mut out = Vec::new();
+    if let (Some(t), Some(open)) = (k.first_rejection_s, k.open_at_first_rejection) {
+        out.push(format!(
+            "First rejection at t = {t:.0} s with {open:.0} open, at {:.1} attempts/s.",
+            k.attempt_rate_at_first_rejection.unwrap_or(0.0)
+        ));
+    }
+    if let (Some(t), Some(open)) = (k.pct1_s, k.open_at_pct1) {
+        out.push(format!(
+            "Rejections passed 1 % of attempts at t = {t:.0} s ({open:.0} open)."
+        ));
+    }
+    if let (Some(t), Some(open)) = (k.pct50_s, k.open_at_pct50) {
+        out.push(format!(
+            "Rejections passed 50 % of attempts at t = {t:.0} s ({open:.0} open)."
+        ));
+    }
+    out
+}
+
+#[component]
+pub fn DiagnosisPanel(
+    #[prop(into)] diagnosis: Signal<Option<Diagnosis>>,
+    live: bool,
+) -> impl IntoView {
+    move || {
+        diagnosis.get().map(|d| {
+            let kind = d.kind.key();
+            let level = d.level.map(|l| l.to_string()).unwrap_or_default();
+            let tone = if d.kind == LimitKind::None { "ok" } else { "limit" };
+            let evidence: Vec<String> = d.evidence.iter().cloned().chain(knee_lines(&d)).collect();
+            view! {
+                <section class=format!("diagnosis diagnosis--{tone}") data-kind=kind data-level=level>
+                    <h2 class="diagnosis__title">{if live { "Diagnosis (live, so far)" } else { "Diagnosis" }}</h2>
+                    <p class="diagnosis__headline">{d.headline.clone()}</p>
+                    <p class="diagnosis__meta">
+                        "kind " <code>{kind}</code>
+                        " · confidence " {format!("{:.0} %", d.confidence * 100.0)}
+                    </p>
+                    <ul class="diagnosis__evidence">
+                        {evidence.into_iter().map(|e| view! { <li>{e}</li> }).collect_view()}
+                    </ul>
+                </section>
+            }
+        })
+    }
+}

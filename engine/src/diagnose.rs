@@ -1,0 +1,581 @@
+//! Which limit did we hit? A pure reading of a run's per-tick `Series` (and, when
+//! finished, its `Summary`), so it runs the same on the server (`GET /api/runs/{id}`'s
+//! `diagnosis`) and live in the browser.
+//!
+//! Signatures (issue: "which limit did we hit"):
+//! - `concurrency_cap`: rejections start at a stable open count whatever the connect
+//!   rate; accepted connections plateau there (open stays flat while rejecting).
+//! - `handshake_rate_limit`: rejections track attempts above a rate R; the open count
+//!   still climbs at about R per second.
+//! - `auth_failure`: 401/403 dominate the failures.
+//! - `server_drops`: established sessions are closed by the target (close frames or
+//!   abrupt ends), not by us.
+//! - `client_limit`: our side ran out of ports or file descriptors: never the target.
+//! - `none`: no limit up to the peak reached.
+//!
+//! To add a kind: 1. add it to `LimitKind`, 2. write `fn detect_x(&Facts) -> Option<Finding>`,
+//! 3. add it to `diagnose`'s candidates, 4. test it on a hand-made series here and against
+//! the sandbox profile in `server/tests/diagnosis.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::{Series, Summary};
+
+/// The kinds of limit we can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    ConcurrencyCap,
+    HandshakeRateLimit,
+    PerTokenLimit,
+    AuthFailure,
+    ServerDrops,
+    ClientLimit,
+    #[default]
+    None,
+}
+
+impl LimitKind {
+    /// The JSON name (`concurrency_cap`, ...).
+    pub fn key(&self) -> &'static str {
+        match self {
+            LimitKind::ConcurrencyCap => "concurrency_cap",
+            LimitKind::HandshakeRateLimit => "handshake_rate_limit",
+            LimitKind::PerTokenLimit => "per_token_limit",
+            LimitKind::AuthFailure => "auth_failure",
+            LimitKind::ServerDrops => "server_drops",
+            LimitKind::ClientLimit => "client_limit",
+            LimitKind::None => "none",
+        }
+    }
+}
+
+/// Where the run turned: the first rejection and the rejection-rate thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Knee {
+    /// Elapsed seconds, open connections and attempts per second at the first rejection.
+    pub first_rejection_s: Option<f64>,
+    pub open_at_first_rejection: Option<f64>,
+    pub attempt_rate_at_first_rejection: Option<f64>,
+    /// Elapsed seconds and open connections when the per-second rejection share first
+    /// crossed 1 % and 50 %.
+    pub pct1_s: Option<f64>,
+    pub open_at_pct1: Option<f64>,
+    pub pct50_s: Option<f64>,
+    pub open_at_pct50: Option<f64>,
+}
+
+/// The verdict, with what it rests on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Diagnosis {
+    pub kind: LimitKind,
+    /// Connections (cap), handshakes per second (rate), or open count at the first drop.
+    pub level: Option<f64>,
+    /// `connections` or `handshakes_per_second`.
+    pub unit: String,
+    /// 0..1.
+    pub confidence: f64,
+    /// One sentence for people.
+    pub headline: String,
+    /// The facts behind it, as sentences (also shown on the report).
+    pub evidence: Vec<String>,
+    pub knee: Knee,
+    /// Rejections by status and failures by kind over the run.
+    pub failures: BTreeMap<String, u64>,
+    /// Other candidates that scored, weaker than the verdict.
+    pub alternatives: Vec<(LimitKind, f64)>,
+}
+
+/// Rejections: HTTP statuses that mean "not now" (not auth).
+fn is_rejection(key: &str) -> bool {
+    matches!(key, "http_429" | "http_503")
+}
+
+fn is_auth(key: &str) -> bool {
+    matches!(key, "http_401" | "http_403")
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Per-tick facts derived once from the series.
+struct Facts<'a> {
+    s: &'a Series,
+    /// Tick lengths in seconds.
+    dt: Vec<f64>,
+    /// Rejections (429/503) per second.
+    rejected: Vec<f64>,
+    auth: Vec<f64>,
+    client_limit: Vec<f64>,
+    /// All failures per second.
+    failed: Vec<f64>,
+    /// Attempts per second (opened + failed).
+    attempts: Vec<f64>,
+    drops: Vec<f64>,
+    totals: BTreeMap<String, u64>,
+    peak_open: f64,
+    has_retry_after: bool,
+}
+
+impl<'a> Facts<'a> {
+    fn new(s: &'a Series, summary: Option<&Summary>) -> Facts<'a> {
+        let n = s.t.len();
+        let dt: Vec<f64> = (0..n)
+            .map(|i| if i == 0 { s.t[0] } else { s.t[i] - s.t[i - 1] }.max(0.001))
+            .collect();
+        let sum_where =
+            |map: &BTreeMap<String, Vec<f64>>, keep: &dyn Fn(&str) -> bool| -> Vec<f64> {
+                (0..n)
+                    .map(|i| {
+                        map.iter()
+                            .filter(|(k, _)| keep(k))
+                            .map(|(_, v)| v.get(i).copied().unwrap_or(0.0))
+                            .sum()
+                    })
+                    .collect()
+            };
+        let rejected = sum_where(&s.failed_rate, &is_rejection);
+        let auth = sum_where(&s.failed_rate, &is_auth);
+        let client_limit = sum_where(&s.failed_rate, &|k| k == "client_limit");
+        let failed = sum_where(&s.failed_rate, &|k| k != "aborted");
+        let drops = sum_where(&s.drop_rate, &|_| true);
+        let attempts = (0..n)
+            .map(|i| s.opened_rate.get(i).copied().unwrap_or(0.0) + failed[i])
+            .collect();
+        let mut totals = BTreeMap::new();
+        for (k, v) in s.failed_rate.iter().chain(s.drop_rate.iter()) {
+            let total: f64 = v.iter().zip(&dt).map(|(r, d)| r * d).sum();
+            if total.round() > 0.0 {
+                totals.insert(k.clone(), total.round() as u64);
+            }
+        }
+        if let Some(sum) = summary {
+            // Exact counts when the run has finished.
+            totals = sum
+                .totals
+                .failures
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            totals.extend(
+                sum.totals
+                    .closes
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "client")
+                    .map(|(k, v)| (k.clone(), *v)),
+            );
+        }
+        let peak_open = summary
+            .map(|x| x.peak_open as f64)
+            .unwrap_or_else(|| s.open.iter().copied().fold(0.0, f64::max));
+        let has_retry_after = summary.is_some_and(|x| !x.evidence.retry_after.is_empty());
+        Facts {
+            s,
+            dt,
+            rejected,
+            auth,
+            client_limit,
+            failed,
+            attempts,
+            drops,
+            totals,
+            peak_open,
+            has_retry_after,
+        }
+    }
+
+    fn total(v: &[f64], dt: &[f64]) -> f64 {
+        v.iter().zip(dt).map(|(r, d)| r * d).sum()
+    }
+
+    fn knee(&self) -> Knee {
+        let mut k = Knee::default();
+        let s = self.s;
+        for i in 0..s.t.len() {
+            let rej = self.rejected[i] + self.auth[i];
+            if rej > 0.0 && k.first_rejection_s.is_none() {
+                k.first_rejection_s = Some(s.t[i]);
+                // The open count just before this tick's rejections began.
+                k.open_at_first_rejection = Some(if i > 0 {
+                    s.open[i - 1].max(s.open[i].min(self.peak_open))
+                } else {
+                    s.open[i]
+                });
+                k.attempt_rate_at_first_rejection = Some(self.attempts[i]);
+            }
+            let share = if self.attempts[i] > 0.0 {
+                rej / self.attempts[i]
+            } else {
+                0.0
+            };
+            if share >= 0.01 && k.pct1_s.is_none() {
+                k.pct1_s = Some(s.t[i]);
+                k.open_at_pct1 = Some(s.open[i]);
+            }
+            if share >= 0.5 && k.pct50_s.is_none() {
+                k.pct50_s = Some(s.t[i]);
+                k.open_at_pct50 = Some(s.open[i]);
+            }
+        }
+        k
+    }
+}
+
+struct Finding {
+    kind: LimitKind,
+    level: Option<f64>,
+    unit: &'static str,
+    confidence: f64,
+    headline: String,
+    evidence: Vec<String>,
+}
+
+fn detect_client_limit(f: &Facts<'_>) -> Option<Finding> {
+    let n = Facts::total(&f.client_limit, &f.dt);
+    if n < 1.0 {
+        return None;
+    }
+    let first = f.client_limit.iter().position(|v| *v > 0.0)?;
+    let open = f.s.open[first];
+    Some(Finding {
+        kind: LimitKind::ClientLimit,
+        level: Some(open),
+        unit: "connections",
+        confidence: 0.95,
+        headline: format!("Client-side limit: this machine ran out of ephemeral ports or file descriptors at about {open:.0} open connections; the target is not to blame."),
+        evidence: vec![
+            format!("{n:.0} attempts failed with `client_limit` (EADDRNOTAVAIL / EMFILE) from t = {:.0} s.", f.s.t[first]),
+            "Fix: add source_addrs (127.0.0.2, 127.0.0.3 …) or split the load over several processes.".into(),
+        ],
+    })
+}
+
+fn detect_auth(f: &Facts<'_>) -> Option<Finding> {
+    let auth = Facts::total(&f.auth, &f.dt);
+    let failed = Facts::total(&f.failed, &f.dt);
+    if auth < 1.0 || auth < 0.5 * failed {
+        return None;
+    }
+    let statuses: Vec<String> = f
+        .totals
+        .iter()
+        .filter(|(k, _)| is_auth(k))
+        .map(|(k, v)| format!("{v} × {}", &k[5..]))
+        .collect();
+    Some(Finding {
+        kind: LimitKind::AuthFailure,
+        level: None,
+        unit: "",
+        confidence: (auth / failed.max(1.0)).min(1.0) * 0.9,
+        headline: format!(
+            "Authentication failures: handshakes were refused with {}.",
+            statuses.join(", ")
+        ),
+        evidence: vec![format!(
+            "{auth:.0} of {failed:.0} failed attempts were 401/403."
+        )],
+    })
+}
+
+/// Ticks (indices) where rejections happened, skipping a first partial tick.
+fn rejecting(f: &Facts<'_>) -> Vec<usize> {
+    (0..f.s.t.len())
+        .filter(|&i| f.rejected[i] > 0.0 && f.attempts[i] > 0.0)
+        .collect()
+}
+
+fn detect_cap(f: &Facts<'_>) -> Option<Finding> {
+    let idx = rejecting(f);
+    if idx.is_empty() {
+        return None;
+    }
+    let opens: Vec<f64> = idx.iter().map(|&i| f.s.open[i]).collect();
+    let level = median(opens.clone())?;
+    if level < 1.0 {
+        return None;
+    }
+    // Flat: open stays within 5 % of the level while rejecting.
+    let flat = opens
+        .iter()
+        .filter(|o| (*o - level).abs() <= 0.05 * level + 1.0)
+        .count() as f64
+        / opens.len() as f64;
+    // Plateau: the peak is (about) the level: nothing got past it.
+    let plateau = if f.peak_open <= level * 1.05 + 1.0 {
+        1.0
+    } else {
+        0.3
+    };
+    // Accepted rate during rejection ticks, relative to rejections: near zero under a cap
+    // (only replacements for closed sessions get in). The first rejecting tick is mixed
+    // (connections got in before the cap was reached), so it is left out when possible.
+    let steady = if idx.len() > 1 { &idx[1..] } else { &idx[..] };
+    let opened: f64 = steady.iter().map(|&i| f.s.opened_rate[i] * f.dt[i]).sum();
+    let rejected: f64 = steady.iter().map(|&i| f.rejected[i] * f.dt[i]).sum();
+    let drops: f64 = steady.iter().map(|&i| f.drops[i] * f.dt[i]).sum();
+    let starved = if opened <= drops + 0.2 * (opened + rejected) + 1.0 {
+        1.0
+    } else {
+        0.4
+    };
+    let confidence =
+        (flat * plateau * starved).clamp(0.0, 1.0) * if idx.len() >= 2 { 0.95 } else { 0.7 };
+    let mut evidence = vec![
+        format!("While rejecting ({} ticks), open connections stayed at {level:.0} ({:.0} % of those ticks within 5 %).", idx.len(), flat * 100.0),
+        format!("Peak open {:.0}; {rejected:.0} rejections while only {opened:.0} new connections got in.", f.peak_open),
+    ];
+    if f.has_retry_after {
+        evidence.push("The target sent Retry-After with its 429s.".into());
+    }
+    Some(Finding {
+        kind: LimitKind::ConcurrencyCap,
+        level: Some(level),
+        unit: "connections",
+        confidence,
+        headline: format!("Concurrency cap ≈ {level:.0} open connections: beyond that, handshakes are rejected whatever the connect rate."),
+        evidence,
+    })
+}
+
+fn detect_rate(f: &Facts<'_>) -> Option<Finding> {
+    let idx = rejecting(f);
+    // Skip the first rejecting tick (it mixes a burst allowance with the steady rate).
+    let steady: &[usize] = if idx.len() > 2 { &idx[1..] } else { &idx };
+    if steady.is_empty() {
+        return None;
+    }
+    let opened: f64 = steady.iter().map(|&i| f.s.opened_rate[i] * f.dt[i]).sum();
+    let secs: f64 = steady.iter().map(|&i| f.dt[i]).sum();
+    let rate = opened / secs;
+    if rate <= 0.0 {
+        return None;
+    }
+    let attempts = steady.iter().map(|&i| f.attempts[i] * f.dt[i]).sum::<f64>() / secs;
+    // Constant accepted rate across ticks (low spread) while attempts exceed it.
+    let rates: Vec<f64> = steady.iter().map(|&i| f.s.opened_rate[i]).collect();
+    let spread = rates.iter().map(|r| (r - rate).abs()).sum::<f64>() / rates.len() as f64 / rate;
+    let steadiness = (1.0 - spread).clamp(0.0, 1.0);
+    // Open count climbs while rejecting.
+    let first = f.s.open[*steady.first()?];
+    let last = f.s.open[*steady.last()?];
+    let climbing = if last > first + 0.5 * rate * secs.min(1.0) {
+        1.0
+    } else {
+        0.2
+    };
+    let above = if attempts > rate * 1.2 { 1.0 } else { 0.5 };
+    let confidence = (steadiness * climbing * above).clamp(0.0, 1.0)
+        * if steady.len() >= 2 { 0.95 } else { 0.6 };
+    let mut evidence = vec![
+        format!("While rejecting, {rate:.1} handshakes/s got through (spread {:.0} %) out of {attempts:.1} attempts/s.", spread * 100.0),
+        format!("Open connections kept climbing ({first:.0} → {last:.0}), so concurrency is not what is limited."),
+    ];
+    if f.has_retry_after {
+        evidence.push("The target sent Retry-After with its 429s.".into());
+    }
+    Some(Finding {
+        kind: LimitKind::HandshakeRateLimit,
+        level: Some(rate),
+        unit: "handshakes_per_second",
+        confidence,
+        headline: format!("Handshake rate limit ≈ {rate:.1}/s: attempts above that rate are rejected while open connections keep growing."),
+        evidence,
+    })
+}
+
+fn detect_drops(f: &Facts<'_>) -> Option<Finding> {
+    let n = Facts::total(&f.drops, &f.dt);
+    if n < 1.0 {
+        return None;
+    }
+    let first = f.drops.iter().position(|v| *v > 0.0)?;
+    let open = if first > 0 {
+        f.s.open[first - 1]
+    } else {
+        f.s.open[first]
+    };
+    let kinds: Vec<String> = f
+        .totals
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("server_") || k.starts_with("abnormal") || k.as_str() == "protocol"
+        })
+        .map(|(k, v)| format!("{v} × {k}"))
+        .collect();
+    Some(Finding {
+        kind: LimitKind::ServerDrops,
+        level: Some(open),
+        unit: "connections",
+        confidence: 0.85,
+        headline: format!("Server-side drops: established connections were closed by the target ({}), first at t = {:.0} s with {open:.0} open.", kinds.join(", "), f.s.t[first]),
+        evidence: vec![format!("{n:.0} sessions ended by the target or the network, not by us.")],
+    })
+}
+
+/// The verdict for a run so far (`summary` once finished).
+pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
+    let f = Facts::new(s, summary);
+    let knee = f.knee();
+    let mut findings: Vec<Finding> = Vec::new();
+    if let Some(x) = detect_client_limit(&f) {
+        findings.push(x);
+    }
+    if let Some(x) = detect_auth(&f) {
+        findings.push(x);
+    }
+    // Cap versus rate: both read the same rejecting ticks; the better fit wins.
+    match (detect_cap(&f), detect_rate(&f)) {
+        (Some(c), Some(r)) => {
+            findings.push(c);
+            findings.push(r);
+        }
+        (Some(c), None) => findings.push(c),
+        (None, Some(r)) => findings.push(r),
+        (None, None) => {}
+    }
+    if let Some(x) = detect_drops(&f) {
+        findings.push(x);
+    }
+    findings.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    let alternatives: Vec<(LimitKind, f64)> = findings
+        .iter()
+        .skip(1)
+        .map(|x| (x.kind, (x.confidence * 100.0).round() / 100.0))
+        .collect();
+    match findings.into_iter().next() {
+        Some(best) if best.confidence >= 0.3 => Diagnosis {
+            kind: best.kind,
+            level: best.level.map(|l| (l * 10.0).round() / 10.0),
+            unit: best.unit.into(),
+            confidence: (best.confidence * 100.0).round() / 100.0,
+            headline: best.headline,
+            evidence: best.evidence,
+            knee,
+            failures: f.totals,
+            alternatives,
+        },
+        _ => {
+            let failed = Facts::total(&f.failed, &f.dt);
+            Diagnosis {
+                kind: LimitKind::None,
+                level: Some(f.peak_open),
+                unit: "connections".into(),
+                confidence: if failed < 1.0 { 0.9 } else { 0.5 },
+                headline: if failed < 1.0 {
+                    format!("No limit found up to {:.0} open connections.", f.peak_open)
+                } else {
+                    format!("No clear limit up to {:.0} open connections; {failed:.0} attempts failed without a pattern.", f.peak_open)
+                },
+                evidence: Vec::new(),
+                knee,
+                failures: f.totals,
+                alternatives,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A series from per-second (opened, rejected 429, open) rows.
+    fn series(rows: &[(f64, f64, f64)]) -> Series {
+        let mut s = Series::default();
+        for (i, (opened, rej, open)) in rows.iter().enumerate() {
+            s.t.push(i as f64 + 1.0);
+            s.open.push(*open);
+            s.target.push(*open);
+            s.opened_rate.push(*opened);
+            s.failed_rate
+                .entry("http_429".into())
+                .or_default()
+                .push(*rej);
+        }
+        s
+    }
+
+    #[test]
+    fn a_flat_plateau_with_rejections_is_a_cap() {
+        // Ramp 50/s to 300 against a cap of 150.
+        let s = series(&[
+            (50.0, 0.0, 50.0),
+            (50.0, 0.0, 100.0),
+            (50.0, 0.0, 150.0),
+            (0.0, 50.0, 150.0),
+            (0.0, 50.0, 150.0),
+            (0.0, 50.0, 150.0),
+        ]);
+        let d = diagnose(&s, None);
+        assert_eq!(d.kind, LimitKind::ConcurrencyCap, "{d:?}");
+        assert_eq!(d.level, Some(150.0));
+        assert!(d.confidence > 0.8);
+        assert_eq!(d.knee.first_rejection_s, Some(4.0));
+        assert_eq!(d.knee.open_at_first_rejection, Some(150.0));
+        assert_eq!(d.knee.pct50_s, Some(4.0));
+    }
+
+    #[test]
+    fn a_steady_accept_rate_with_climbing_open_is_a_rate_limit() {
+        // 40 attempts/s against 20/s (burst 5).
+        let s = series(&[
+            (25.0, 15.0, 25.0),
+            (20.0, 20.0, 45.0),
+            (20.0, 20.0, 65.0),
+            (20.0, 20.0, 85.0),
+            (21.0, 19.0, 106.0),
+        ]);
+        let d = diagnose(&s, None);
+        assert_eq!(d.kind, LimitKind::HandshakeRateLimit, "{d:?}");
+        let level = d.level.unwrap();
+        assert!((19.0..=21.0).contains(&level), "{level}");
+        assert!(
+            d.alternatives
+                .iter()
+                .any(|(k, _)| *k == LimitKind::ConcurrencyCap)
+                || d.alternatives.is_empty()
+        );
+    }
+
+    #[test]
+    fn clean_runs_say_none_up_to_the_peak() {
+        let s = series(&[(50.0, 0.0, 50.0), (50.0, 0.0, 100.0), (0.0, 0.0, 100.0)]);
+        let d = diagnose(&s, None);
+        assert_eq!(d.kind, LimitKind::None);
+        assert_eq!(d.level, Some(100.0));
+        assert!(d.headline.contains("No limit found up to 100"));
+    }
+
+    #[test]
+    fn drops_and_client_limits_are_named() {
+        let mut s = series(&[(10.0, 0.0, 10.0), (0.0, 0.0, 10.0), (0.0, 0.0, 0.0)]);
+        s.drop_rate
+            .insert("server_1001".into(), vec![0.0, 0.0, 10.0]);
+        assert_eq!(diagnose(&s, None).kind, LimitKind::ServerDrops);
+        let mut s = series(&[(10.0, 0.0, 10.0), (0.0, 0.0, 10.0)]);
+        s.failed_rate.insert("client_limit".into(), vec![0.0, 5.0]);
+        let d = diagnose(&s, None);
+        assert_eq!(d.kind, LimitKind::ClientLimit);
+        assert!(d.headline.contains("not to blame"));
+    }
+
+    #[test]
+    fn auth_failures_dominate() {
+        let mut s = series(&[(0.0, 0.0, 0.0), (0.0, 0.0, 0.0)]);
+        s.failed_rate.insert("http_401".into(), vec![10.0, 10.0]);
+        let d = diagnose(&s, None);
+        assert_eq!(d.kind, LimitKind::AuthFailure);
+    }
+}

@@ -1,0 +1,105 @@
+//! The capacity diagnosis against the sandbox's limit profiles: each must get the right
+//! verdict and level (within ±5 %), and plain echo must get no false verdict.
+//! Run: `cargo test -p server --test diagnosis`.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use common::{plan, spawn_app};
+use serde_json::{json, Value};
+
+async fn diagnosis_of(app: &common::App, p: Value) -> Value {
+    let id = app.launch(p).await;
+    let (_, done) = app.follow(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, run) = app.get(&format!("/api/runs/{id}")).await;
+    run["diagnosis"].clone()
+}
+
+fn level(d: &Value) -> f64 {
+    d["level"].as_f64().unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_cap_is_named_with_its_level() {
+    let app = spawn_app().await;
+    let d = diagnosis_of(
+        &app,
+        plan("cap", &app.ws("/echo?cap=60&tag=d"), 120, "4s", "2s"),
+    )
+    .await;
+    assert_eq!(d["kind"], "concurrency_cap", "{d}");
+    assert!((57.0..=63.0).contains(&level(&d)), "{d}");
+    assert!(d["confidence"].as_f64().unwrap() >= 0.7, "{d}");
+    assert!(
+        (55.0..=61.0).contains(&d["knee"]["open_at_first_rejection"].as_f64().unwrap()),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_rate_limit_is_named_with_its_rate() {
+    let app = spawn_app().await;
+    // 30 attempts/s against 20/s.
+    let d = diagnosis_of(
+        &app,
+        plan(
+            "rate",
+            &app.ws("/echo?rate=20&burst=5&tag=d"),
+            150,
+            "5s",
+            "1s",
+        ),
+    )
+    .await;
+    assert_eq!(d["kind"], "handshake_rate_limit", "{d}");
+    assert!((19.0..=21.0).contains(&level(&d)), "{d}");
+    assert_eq!(d["unit"], "handshakes_per_second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_drops_are_named() {
+    let app = spawn_app().await;
+    let d = diagnosis_of(
+        &app,
+        plan(
+            "drops",
+            &app.ws("/echo?drop_after=1s&tag=d"),
+            20,
+            "500ms",
+            "3s",
+        ),
+    )
+    .await;
+    assert_eq!(d["kind"], "server_drops", "{d}");
+    assert!(
+        d["headline"].as_str().unwrap().contains("server_1001"),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failures_are_named() {
+    let app = spawn_app().await;
+    let d = diagnosis_of(
+        &app,
+        plan(
+            "auth",
+            &app.ws("/echo?status=401&tag=d"),
+            10,
+            "500ms",
+            "500ms",
+        ),
+    )
+    .await;
+    assert_eq!(d["kind"], "auth_failure", "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_echo_gets_no_false_verdict() {
+    let app = spawn_app().await;
+    let mut p = plan("echo", &app.ws("/echo?tag=d"), 80, "2s", "2s");
+    p["script"] = json!([{"repeat": {"every": "200ms", "steps": [{"send": "x"}, {"expect": {}}]}}]);
+    let d = diagnosis_of(&app, p).await;
+    assert_eq!(d["kind"], "none", "{d}");
+    assert_eq!(level(&d), 80.0);
+}
