@@ -119,6 +119,7 @@ impl RunForm {
             reconnect: Default::default(),
             source_addrs: Vec::new(),
             insecure_tls: false,
+            auth: None,
         })
     }
 }

@@ -60,6 +60,7 @@ pub(crate) async fn run(
             totals: whole.totals.clone(),
             interval: interval.totals.clone(),
             latency: interval.latency(),
+            tokens: whole.tokens.clone(),
         }
     };
     loop {
@@ -100,6 +101,7 @@ pub(crate) async fn run(
         totals: whole.totals.clone(),
         latency: whole.latency(),
         evidence: whole.evidence.clone(),
+        tokens: whole.tokens.clone(),
         histograms: whole.encoded_histograms(),
     };
     let _ = out.send(Update::Finished(summary)).await;

@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) flush_every: Duration,
     /// Partials channel to the aggregator; it closes when the last VU drops its `Shared`.
     pub(crate) tx: tokio::sync::mpsc::Sender<Partial>,
+    /// Tokens, when the plan has `auth` (its header is in `headers`).
+    pub(crate) tokens: Option<crate::tokens::TokenPool>,
     /// For `wss://`: the connector and the server name to present and verify.
     pub(crate) tls: Option<(
         tokio_rustls::TlsConnector,
@@ -87,13 +89,14 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn render(t: &Template, vu: u64, attempt: u32) -> String {
+fn render(t: &Template, vu: u64, attempt: u32, token: &str) -> String {
     let uuid = || uuid::Uuid::new_v4().to_string();
     t.render(&Vars {
         vu,
         attempt,
         uuid: &uuid,
         now_ms: now_ms(),
+        token,
     })
 }
 
@@ -139,6 +142,7 @@ pub(crate) async fn run_vu(
     let mut attempt = 0u32;
     let mut streak = 0u32;
     let mut sched = scheduled;
+    let slot = sh.tokens.as_ref().map(|t| t.slot_of(vu));
     loop {
         attempt += 1;
         streak += 1;
@@ -146,17 +150,34 @@ pub(crate) async fn run_vu(
         // Boxed: the handshake's buffers live on the heap only while connecting, so an
         // idle VU's task stays small (a future is as big as its largest await state).
         let res = tokio::select! {
-            r = Box::pin(connect(&sh, vu, attempt, sched, &mut rec)) => r,
+            r = Box::pin(token_and_connect(&sh, vu, attempt, sched, &mut rec)) => r,
             _ = cancel.cancelled() => Err((FailKind::Aborted, None)),
         };
+        if let Some(slot) = slot {
+            rec.token(slot, |t| {
+                t.attempted += 1;
+                match &res {
+                    Ok(_) => t.opened += 1,
+                    Err((FailKind::Status(429 | 503), _)) => t.rejected += 1,
+                    Err((FailKind::Status(401 | 403), _)) => t.auth_failed += 1,
+                    Err(_) => t.other_failed += 1,
+                }
+            });
+        }
         let retry_after = match res {
-            Ok(ws) => {
+            Ok((ws, token)) => {
                 rec.opened();
+                // Report the open now (connects are bounded by the connect rate), so live
+                // counts and per-token levels are not a flush interval behind.
+                rec.try_flush();
                 streak = 0;
                 let opened = Instant::now();
-                let end = session(ws, &sh, &mut rec, &cancel, vu, attempt).await;
+                let end = session(ws, &sh, &mut rec, &cancel, vu, attempt, &token).await;
                 rec.sample(Metric::Session, opened.elapsed());
                 rec.closed(end);
+                if let Some(slot) = slot {
+                    rec.token(slot, |t| t.closed += 1);
+                }
                 if !end.is_drop() {
                     break;
                 }
@@ -226,12 +247,29 @@ fn next_delay(policy: &Reconnect, streak: u32, retry_after: Option<Duration>) ->
     }
 }
 
+/// One attempt: the token (if the plan has `auth`), then the connection.
+async fn token_and_connect(
+    sh: &Shared,
+    vu: u64,
+    attempt: u32,
+    sched: Instant,
+    rec: &mut Recorder,
+) -> Result<(Ws, String), (FailKind, Option<Rejection>)> {
+    let token = match &sh.tokens {
+        None => String::new(),
+        Some(pool) => pool.get(vu, rec).await.map_err(|k| (k, None))?,
+    };
+    let ws = connect(sh, vu, attempt, sched, rec, &token).await?;
+    Ok((ws, token))
+}
+
 async fn connect(
     sh: &Shared,
     vu: u64,
     attempt: u32,
     sched: Instant,
     rec: &mut Recorder,
+    token: &str,
 ) -> Result<Ws, (FailKind, Option<Rejection>)> {
     let addr = sh.addrs[(vu as usize) % sh.addrs.len()];
     let deadline = Instant::now() + sh.connect_timeout;
@@ -266,9 +304,9 @@ async fn connect(
         let headers: Vec<(String, String)> = sh
             .headers
             .iter()
-            .map(|(k, t)| (k.clone(), render(t, vu, attempt)))
+            .map(|(k, t)| (k.clone(), render(t, vu, attempt, token)))
             .collect();
-        let resource = render(&sh.resource, vu, attempt);
+        let resource = render(&sh.resource, vu, attempt, token);
         match upgrade(
             &mut tcp,
             &sh.host_header,
@@ -324,7 +362,7 @@ struct LoopState {
     remaining: Option<u32>,
 }
 
-fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32) -> bool {
+fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32, token: &str) -> bool {
     let text = match msg {
         Message::Text(t) => t.as_str(),
         Message::Binary(b) => match std::str::from_utf8(b) {
@@ -335,7 +373,7 @@ fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32) -> bool {
     };
     match m {
         Matcher::Any => true,
-        Matcher::Contains(t) => text.contains(&render(t, vu, attempt)),
+        Matcher::Contains(t) => text.contains(&render(t, vu, attempt, token)),
         Matcher::Regex(r) => r.is_match(text),
         Matcher::Json { field, equals } => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(v) => match (v.get(field), equals) {
@@ -384,6 +422,7 @@ async fn session(
     cancel: &CancellationToken,
     vu: u64,
     attempt: u32,
+    token: &str,
 ) -> CloseKind {
     let opened = Instant::now();
     let mut first = true;
@@ -400,7 +439,7 @@ async fn session(
             match sh.ops.get(pc) {
                 None => wait = Waiting::Hold,
                 Some(Op::Send { tpl, binary }) => {
-                    let text = render(tpl, vu, attempt);
+                    let text = render(tpl, vu, attempt, token);
                     let msg = if *binary {
                         Message::binary(hex_decode(&text))
                     } else {
@@ -487,7 +526,7 @@ async fn session(
                             rec.sample(Metric::FirstMsg, opened.elapsed());
                         }
                         if let (Waiting::Reply(_), Some(Op::Expect { matcher, .. })) = (&wait, sh.ops.get(pc)) {
-                            if matches(matcher, &msg, vu, attempt) {
+                            if matches(matcher, &msg, vu, attempt, token) {
                                 rec.sample(Metric::Rtt, last_send.elapsed());
                                 due = Instant::now();
                                 wait = Waiting::Ready;
@@ -582,16 +621,17 @@ mod tests {
             field: "type".into(),
             equals: Some(serde_json::json!("pong")),
         };
-        assert!(matches(&m, &Message::text(r#"{"type":"pong"}"#), 0, 1));
-        assert!(!matches(&m, &Message::text(r#"{"type":"ping"}"#), 0, 1));
+        assert!(matches(&m, &Message::text(r#"{"type":"pong"}"#), 0, 1, ""));
+        assert!(!matches(&m, &Message::text(r#"{"type":"ping"}"#), 0, 1, ""));
         let c = Matcher::Contains(Template::parse("hi {{vu}}").unwrap());
-        assert!(matches(&c, &Message::text("say hi 3!"), 3, 1));
-        assert!(!matches(&c, &Message::text("say hi 4!"), 3, 1));
+        assert!(matches(&c, &Message::text("say hi 3!"), 3, 1, ""));
+        assert!(!matches(&c, &Message::text("say hi 4!"), 3, 1, ""));
         assert!(matches(
             &Matcher::Regex(regex::Regex::new("^a+$").unwrap()),
             &Message::text("aaa"),
             0,
-            1
+            1,
+            ""
         ));
     }
 
@@ -634,6 +674,7 @@ mod size_tests {
             flush_every: Duration::from_millis(250),
             tx,
             tls: None,
+            tokens: None,
         });
         let fut = run_vu(sh, 0, Instant::now(), CancellationToken::new());
         let size = std::mem::size_of_val(&fut);

@@ -93,8 +93,9 @@ fn is_rejection(key: &str) -> bool {
     matches!(key, "http_429" | "http_503")
 }
 
+/// Auth trouble: the handshake refused the token, or no token could be had.
 fn is_auth(key: &str) -> bool {
-    matches!(key, "http_401" | "http_403")
+    matches!(key, "http_401" | "http_403") || key.starts_with("token_")
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -272,7 +273,7 @@ fn detect_auth(f: &Facts<'_>) -> Option<Finding> {
         .totals
         .iter()
         .filter(|(k, _)| is_auth(k))
-        .map(|(k, v)| format!("{v} × {}", &k[5..]))
+        .map(|(k, v)| format!("{v} × {k}"))
         .collect();
     Some(Finding {
         kind: LimitKind::AuthFailure,
@@ -280,11 +281,11 @@ fn detect_auth(f: &Facts<'_>) -> Option<Finding> {
         unit: "",
         confidence: (auth / failed.max(1.0)).min(1.0) * 0.9,
         headline: format!(
-            "Authentication failures: handshakes were refused with {}.",
+            "Authentication failures: {} (handshakes refused or no token to be had).",
             statuses.join(", ")
         ),
         evidence: vec![format!(
-            "{auth:.0} of {failed:.0} failed attempts were 401/403."
+            "{auth:.0} of {failed:.0} failed attempts were 401/403 or token endpoint failures."
         )],
     })
 }
@@ -395,6 +396,59 @@ fn detect_rate(f: &Facts<'_>) -> Option<Finding> {
     })
 }
 
+/// Per-token limit: rejections start when *a token* reaches the same open count L,
+/// while the run as a whole holds more than L (other tokens still had room).
+fn detect_per_token(f: &Facts<'_>) -> Option<Finding> {
+    let s = f.s;
+    let mut levels = Vec::new();
+    let mut totals_at = Vec::new();
+    let mut rejecting_tokens = 0usize;
+    for (slot, rej) in &s.token_rejected {
+        let Some(first) = rej.iter().position(|r| *r > 0.0) else {
+            continue;
+        };
+        rejecting_tokens += 1;
+        let open = s.token_open.get(slot)?;
+        // Under a per-token cap a token never holds more than L: its peak is the level
+        // (robust to ticks where the refusal was reported before the last open).
+        let level = open.iter().copied().fold(0.0, f64::max);
+        levels.push(level);
+        totals_at.push(s.open[..=first].iter().copied().fold(0.0, f64::max));
+    }
+    if levels.is_empty() || s.token_open.len() < 2 {
+        return None;
+    }
+    let level = median(levels.clone())?;
+    if level < 1.0 {
+        return None;
+    }
+    let agree = levels
+        .iter()
+        .filter(|l| (*l - level).abs() <= 0.1 * level + 1.0)
+        .count() as f64
+        / levels.len() as f64;
+    let total = totals_at
+        .iter()
+        .copied()
+        .fold(0.0, f64::max)
+        .max(f.peak_open);
+    // The run held clearly more than one token's worth: not a global cap.
+    let beyond = if total > level * 1.5 { 1.0 } else { 0.2 };
+    let confidence =
+        (agree * beyond * if rejecting_tokens >= 2 { 0.95 } else { 0.75 }).clamp(0.0, 1.0);
+    Some(Finding {
+        kind: LimitKind::PerTokenLimit,
+        level: Some(level),
+        unit: "connections",
+        confidence,
+        headline: format!("Per-token limit ≈ {level:.0} concurrent connections per token: each token is refused at that level while the run holds {total:.0} in all."),
+        evidence: vec![
+            format!("{rejecting_tokens} of {} tokens were refused; {:.0} % of them at {level:.0} open (±10 %).", s.token_open.len(), agree * 100.0),
+            format!("The run as a whole reached {total:.0} open connections, so the limit is not global."),
+        ],
+    })
+}
+
 fn detect_drops(f: &Facts<'_>) -> Option<Finding> {
     let n = Facts::total(&f.drops, &f.dt);
     if n < 1.0 {
@@ -446,6 +500,9 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
         (None, None) => {}
     }
     if let Some(x) = detect_drops(&f) {
+        findings.push(x);
+    }
+    if let Some(x) = detect_per_token(&f) {
         findings.push(x);
     }
     findings.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));

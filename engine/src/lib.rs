@@ -18,6 +18,7 @@
 //! - `stats`       mergeable partial results and HDR histograms.
 //! - `aggregate`   the aggregator task: partials in, one `Snapshot` per tick out.
 //! - [`swarm`]     the controller that paces VUs along the schedule; `swarm::start`.
+//! - `tokens`      token pools and OAuth2 client credentials (reqwest), per-slot caching.
 //! - `tls`         rustls for `wss://` targets and the sandbox's TLS listener.
 //! - [`target`]    the sandbox WebSocket target (echo, caps, rate limits, drops) and
 //!   its `/stats` counters.
@@ -43,6 +44,16 @@ pub mod swarm;
 pub mod target;
 #[cfg(feature = "runtime")]
 mod tls;
+#[cfg(feature = "runtime")]
+mod tokens;
 
 pub use plan::{FieldError, Limits, Plan, Stage};
+
+/// Makes rustls's ring provider the process default (idempotent). Any TLS client in the
+/// process (reqwest included) needs one; call it early in `main` and before tests build
+/// HTTP clients.
+#[cfg(feature = "runtime")]
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 pub use report::{EndReason, Phase, Series, Snapshot, Summary, Totals};

@@ -30,6 +30,10 @@ pub enum FailKind {
     Io,
     /// The run ended (or the VU was retired) while the attempt was still in flight.
     Aborted,
+    /// The token endpoint answered this HTTP status (no token, so no handshake).
+    TokenStatus(u16),
+    /// The token endpoint could not be reached or answered nonsense.
+    TokenError,
 }
 
 impl FailKind {
@@ -46,6 +50,8 @@ impl FailKind {
             FailKind::Protocol => "protocol".into(),
             FailKind::Io => "io".into(),
             FailKind::Aborted => "aborted".into(),
+            FailKind::TokenStatus(code) => format!("token_http_{code}"),
+            FailKind::TokenError => "token_error".into(),
         }
     }
 }

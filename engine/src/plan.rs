@@ -246,6 +246,139 @@ pub struct Plan {
     /// `wss://` only: accept any server certificate (test rigs with self-signed certs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_tls: bool,
+    /// Tokens: where they come from and how connections share them. `{{token}}` is then
+    /// usable in headers, the URL and messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+}
+
+/// A secret: `{"env": "NAME"}` is read from the environment when the run starts (and
+/// stored as that reference); a plain string is used for this run only and stored as
+/// `"<redacted>"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Secret {
+    Env { env: String },
+    Value(String),
+}
+
+/// Marker stored instead of a typed-in secret.
+pub const REDACTED: &str = "<redacted>";
+
+impl Secret {
+    /// The secret's value (`None` when an env reference is unset or it was redacted).
+    pub fn resolve(&self) -> Option<String> {
+        match self {
+            Secret::Env { env } => std::env::var(env).ok(),
+            Secret::Value(v) if v == REDACTED => None,
+            Secret::Value(v) => Some(v.clone()),
+        }
+    }
+    fn redact(&mut self) {
+        if let Secret::Value(v) = self {
+            *v = REDACTED.into();
+        }
+    }
+}
+
+/// Where tokens come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TokenSource {
+    /// A fixed list (a pool): slot `i` uses `tokens[i % len]`.
+    Static { tokens: Vec<Secret> },
+    /// OAuth2 client credentials (RFC 6749 §4.4), fetched and refreshed by the engine.
+    Oauth2 {
+        token_url: String,
+        client_id: String,
+        client_secret: Secret,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audience: Option<String>,
+    },
+}
+
+/// How connections share tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TokenPolicy {
+    /// One token for every connection.
+    #[default]
+    Shared,
+    /// `size` tokens, connections assigned round-robin.
+    Pool { size: u32 },
+    /// A new token for every `connections` connections, in order (0..n-1 share token 0).
+    PerConnections { connections: u32 },
+    /// A fresh token for every connection attempt.
+    PerConnection,
+}
+
+fn default_auth_header() -> String {
+    "Authorization".into()
+}
+fn default_auth_value() -> String {
+    "Bearer {{token}}".into()
+}
+fn default_refresh_before() -> Dur {
+    Dur::secs(30)
+}
+
+/// Tokens for the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub source: TokenSource,
+    #[serde(default)]
+    pub policy: TokenPolicy,
+    /// Header the token goes in (empty: none; use `{{token}}` in the URL instead).
+    #[serde(default = "default_auth_header")]
+    pub header: String,
+    #[serde(default = "default_auth_value")]
+    pub value: String,
+    /// Fetch a new OAuth2 token this long before `expires_in` runs out.
+    #[serde(default = "default_refresh_before")]
+    pub refresh_before: Dur,
+}
+
+impl Auth {
+    /// Number of token slots for `peak` connections (`None`: one per attempt).
+    pub fn slots(&self, peak: u32) -> Option<u32> {
+        match self.policy {
+            TokenPolicy::Shared => Some(1),
+            TokenPolicy::Pool { size } => Some(size.max(1)),
+            TokenPolicy::PerConnections { connections } => {
+                Some(peak.div_ceil(connections.max(1)).max(1))
+            }
+            TokenPolicy::PerConnection => None,
+        }
+    }
+}
+
+impl Plan {
+    /// The plan as stored: typed-in secrets replaced by `"<redacted>"`, env references
+    /// kept. Headers whose name suggests a credential are redacted too.
+    pub fn redacted(&self) -> Plan {
+        let mut p = self.clone();
+        if let Some(auth) = p.auth.as_mut() {
+            match &mut auth.source {
+                TokenSource::Static { tokens } => tokens.iter_mut().for_each(Secret::redact),
+                TokenSource::Oauth2 { client_secret, .. } => client_secret.redact(),
+            }
+        }
+        for (k, v) in p.headers.iter_mut() {
+            let k = k.to_ascii_lowercase();
+            if (k == "authorization"
+                || k.contains("token")
+                || k.contains("secret")
+                || k.contains("api-key"))
+                && !v.contains("{{")
+            {
+                *v = REDACTED.into();
+            }
+        }
+        p
+    }
 }
 
 /// Limits a plan is validated against (set by the server's configuration).
@@ -474,6 +607,9 @@ impl Plan {
                 message: format!("has {steps} steps; the limit is {MAX_STEPS}"),
             });
         }
+        if let Some(auth) = &self.auth {
+            validate_auth(auth, &mut errs);
+        }
         if let Reconnect::Backoff {
             max_attempts,
             initial,
@@ -499,6 +635,83 @@ impl Plan {
         } else {
             Err(errs)
         }
+    }
+}
+
+fn validate_auth(auth: &Auth, errs: &mut Vec<FieldError>) {
+    let mut err = |field: &str, message: String| {
+        errs.push(FieldError {
+            field: field.into(),
+            message,
+        })
+    };
+    match &auth.source {
+        TokenSource::Static { tokens } => {
+            if tokens.is_empty() {
+                err("auth.source.tokens", "needs at least one token".into());
+            }
+            for (i, t) in tokens.iter().enumerate() {
+                if let Secret::Env { env } = t {
+                    if std::env::var(env).is_err() {
+                        err(
+                            &format!("auth.source.tokens[{i}]"),
+                            format!("environment variable `{env}` is not set on the server"),
+                        );
+                    }
+                }
+            }
+        }
+        TokenSource::Oauth2 {
+            token_url,
+            client_id,
+            client_secret,
+            ..
+        } => {
+            match url::Url::parse(token_url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => err(
+                    "auth.source.token_url",
+                    format!("`{token_url}` is not an http(s) URL"),
+                ),
+            }
+            if client_id.is_empty() {
+                err("auth.source.client_id", "must not be empty".into());
+            }
+            match client_secret {
+                Secret::Env { env } if std::env::var(env).is_err() => {
+                    err("auth.source.client_secret", format!("environment variable `{env}` is not set on the server"))
+                }
+                Secret::Value(v) if v == REDACTED => err(
+                    "auth.source.client_secret",
+                    "was typed in for an earlier run and not stored; type it again or use {\"env\": \"NAME\"}".into(),
+                ),
+                _ => {}
+            }
+        }
+    }
+    match auth.policy {
+        TokenPolicy::Pool { size } if size == 0 || size > 100_000 => err(
+            "auth.policy.size",
+            format!("{size} must be between 1 and 100000"),
+        ),
+        TokenPolicy::PerConnections { connections: 0 } => {
+            err("auth.policy.connections", "must be at least 1".into())
+        }
+        _ => {}
+    }
+    if !auth.header.is_empty()
+        && !auth
+            .header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        err(
+            "auth.header",
+            "header names may only use letters, digits, '-' and '_'".into(),
+        );
+    }
+    if let Err(e) = Template::parse(&auth.value) {
+        err("auth.value", e);
     }
 }
 

@@ -81,6 +81,35 @@ impl Totals {
     }
 }
 
+/// Handshake outcomes of one token (slot), cumulative.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TokenTotals {
+    pub attempted: u64,
+    pub opened: u64,
+    /// Refused with 429/503.
+    pub rejected: u64,
+    /// Refused with 401/403.
+    pub auth_failed: u64,
+    /// Any other failure.
+    pub other_failed: u64,
+    pub closed: u64,
+}
+
+impl TokenTotals {
+    pub fn merge(&mut self, o: &TokenTotals) {
+        self.attempted += o.attempted;
+        self.opened += o.opened;
+        self.rejected += o.rejected;
+        self.auth_failed += o.auth_failed;
+        self.other_failed += o.other_failed;
+        self.closed += o.closed;
+    }
+    pub fn open(&self) -> u64 {
+        self.opened.saturating_sub(self.closed)
+    }
+}
+
 /// Percentiles of one latency metric, in microseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -114,6 +143,9 @@ pub struct Snapshot {
     pub interval: Totals,
     /// Latency percentiles of this tick, by metric (`ws_connecting`, `ws_rtt`, ...).
     pub latency: BTreeMap<String, LatencyStats>,
+    /// Per token slot (plans with `auth`; at most 256 slots are tracked).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<u32, TokenTotals>,
 }
 
 /// Evidence kept from failed handshakes: what the target said.
@@ -139,6 +171,9 @@ pub struct Summary {
     /// Whole-run latency percentiles by metric.
     pub latency: BTreeMap<String, LatencyStats>,
     pub evidence: Evidence,
+    /// Per token slot, final (plans with `auth`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<u32, TokenTotals>,
     /// Whole-run HDR histograms (V2 deflate, base64) by metric, so runs can be merged
     /// and compared later.
     pub histograms: BTreeMap<String, String>,
@@ -162,8 +197,10 @@ pub mod metric {
     pub const WS_SESSION: &str = "ws_session_duration";
     /// TLS handshake (`wss://` only).
     pub const TLS_HANDSHAKE: &str = "tls_handshake";
+    /// OAuth2 token request -> answer.
+    pub const TOKEN_FETCH: &str = "token_fetch";
     /// Index order matches the engine's internal metric ids.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         WS_CONNECTING,
         TCP_CONNECT,
         WS_UPGRADE,
@@ -172,6 +209,7 @@ pub mod metric {
         WS_FIRST_MSG,
         WS_SESSION,
         TLS_HANDSHAKE,
+        TOKEN_FETCH,
     ];
 }
 
@@ -224,6 +262,9 @@ pub struct Series {
     pub received_rate: Vec<f64>,
     /// Per-tick percentiles (ms) by metric and quantile name (`p50`, `p95`, `p99`).
     pub latency_ms: BTreeMap<String, BTreeMap<String, Vec<Option<f64>>>>,
+    /// Per token slot (at most 64 slots): open connections and cumulative rejections.
+    pub token_open: BTreeMap<String, Vec<f64>>,
+    pub token_rejected: BTreeMap<String, Vec<f64>>,
 }
 
 impl Series {
@@ -272,6 +313,29 @@ impl Series {
             }
         };
         grow(&mut self.failed_rate, &snap.interval.failures, &|_| true);
+        if !snap.tokens.is_empty() && snap.tokens.len() <= 64 {
+            for slot in snap.tokens.keys() {
+                let key = slot.to_string();
+                self.token_open
+                    .entry(key.clone())
+                    .or_insert_with(|| vec![0.0; n]);
+                self.token_rejected
+                    .entry(key)
+                    .or_insert_with(|| vec![0.0; n]);
+            }
+        }
+        for (key, col) in self.token_open.iter_mut() {
+            let t = key.parse::<u32>().ok().and_then(|s| snap.tokens.get(&s));
+            col.push(t.map(|t| t.open() as f64).unwrap_or(0.0));
+        }
+        for (key, col) in self.token_rejected.iter_mut() {
+            let t = key.parse::<u32>().ok().and_then(|s| snap.tokens.get(&s));
+            col.push(
+                t.map(|t| t.rejected as f64)
+                    .or_else(|| col.last().copied())
+                    .unwrap_or(0.0),
+            );
+        }
         grow(&mut self.drop_rate, &snap.interval.closes, &|k| {
             k != "client"
         });

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::handshake::Rejection;
 use crate::outcome::{CloseKind, FailKind};
-use crate::report::{metric, Evidence, LatencyStats, Totals};
+use crate::report::{metric, Evidence, LatencyStats, TokenTotals, Totals};
 
 /// Index of a latency metric in `metric::ALL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,7 @@ pub(crate) enum Metric {
     FirstMsg = 5,
     Session = 6,
     TlsHandshake = 7,
+    TokenFetch = 8,
 }
 
 const METRICS: usize = metric::ALL.len();
@@ -49,6 +50,8 @@ pub(crate) struct Partial {
     pub(crate) samples: Vec<(Metric, u32)>,
     /// Evidence from rejected handshakes.
     pub(crate) rejections: Vec<Rejection>,
+    /// Per token slot deltas (plans with `auth`).
+    pub(crate) tokens: Vec<(u32, TokenTotals)>,
 }
 
 fn bump<K: PartialEq>(v: &mut Vec<(K, u32)>, k: K) {
@@ -98,6 +101,18 @@ impl Recorder {
     }
     pub(crate) fn closed(&mut self, kind: CloseKind) {
         bump(&mut self.p().closes, kind);
+    }
+    /// Counts a handshake event against token slot `slot`.
+    pub(crate) fn token(&mut self, slot: u32, f: impl FnOnce(&mut TokenTotals)) {
+        let p = self.p();
+        match p.tokens.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, t)) => f(t),
+            None => {
+                let mut t = TokenTotals::default();
+                f(&mut t);
+                p.tokens.push((slot, t));
+            }
+        }
     }
     pub(crate) fn sent(&mut self, bytes: usize) {
         let p = self.p();
@@ -161,6 +176,17 @@ pub(crate) struct RunStats {
     pub(crate) totals: Totals,
     hist: Vec<Histogram<u64>>,
     pub(crate) evidence: Evidence,
+    /// Per token slot (bounded: slots past `MAX_TOKEN_SLOTS` are not tracked).
+    pub(crate) tokens: BTreeMap<u32, TokenTotals>,
+}
+
+/// Token slots tracked per run (per-connection tokens would otherwise grow without bound).
+const MAX_TOKEN_SLOTS: usize = 256;
+
+fn merge_tokens(into: &mut BTreeMap<u32, TokenTotals>, slot: u32, t: &TokenTotals) {
+    if into.len() < MAX_TOKEN_SLOTS || into.contains_key(&slot) {
+        into.entry(slot).or_default().merge(t);
+    }
 }
 
 impl RunStats {
@@ -169,6 +195,7 @@ impl RunStats {
             totals: Totals::default(),
             hist: (0..METRICS).map(|_| new_histogram()).collect(),
             evidence: Evidence::default(),
+            tokens: BTreeMap::new(),
         }
     }
 
@@ -196,6 +223,9 @@ impl RunStats {
         for (m, us) in &p.samples {
             let h = &mut self.hist[*m as usize];
             h.saturating_record(u64::from(*us).max(1));
+        }
+        for (slot, t) in &p.tokens {
+            merge_tokens(&mut self.tokens, *slot, t);
         }
         for r in &p.rejections {
             let ev = &mut self.evidence;
@@ -245,6 +275,9 @@ impl RunStats {
     /// Adds another stats' totals, histograms and evidence into this one.
     pub(crate) fn absorb(&mut self, other: &RunStats) {
         self.totals.merge(&other.totals);
+        for (slot, t) in &other.tokens {
+            merge_tokens(&mut self.tokens, *slot, t);
+        }
         for (a, b) in self.hist.iter_mut().zip(&other.hist) {
             let _ = a.add(b);
         }

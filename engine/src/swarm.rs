@@ -32,6 +32,8 @@ pub enum EngineError {
     BadScript(String),
     #[error("tls: {0}")]
     Tls(String),
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 /// Engine tuning (from the server's configuration).
@@ -125,6 +127,7 @@ pub async fn start(
     cancel: CancellationToken,
     rt: &tokio::runtime::Handle,
 ) -> Result<mpsc::Receiver<Update>, EngineError> {
+    crate::install_crypto_provider();
     let url = TargetUrl::parse(&plan.target).map_err(EngineError::BadTarget)?;
     let addrs: Vec<_> = tokio::net::lookup_host((url.host.as_str(), url.port))
         .await
@@ -141,12 +144,28 @@ pub async fn start(
     }
     let mut ops = Vec::new();
     compile(&plan.script, &mut ops).map_err(EngineError::BadScript)?;
-    let headers = plan
+    let mut headers = plan
         .headers
         .iter()
         .map(|(k, v)| Ok((k.clone(), Template::parse(v)?)))
         .collect::<Result<Vec<_>, String>>()
         .map_err(EngineError::BadScript)?;
+    if let Some(auth) = plan.auth.as_ref().filter(|a| !a.header.is_empty()) {
+        headers.push((
+            auth.header.clone(),
+            Template::parse(&auth.value).map_err(EngineError::BadScript)?,
+        ));
+    }
+    let tokens = match &plan.auth {
+        Some(auth) => {
+            let tls_cfg = crate::tls::client_config(plan.insecure_tls).map_err(EngineError::Tls)?;
+            Some(
+                crate::tokens::TokenPool::new(auth, plan.peak_connections(), &tls_cfg)
+                    .map_err(EngineError::Auth)?,
+            )
+        }
+        None => None,
+    };
     let default_port = if url.tls { 443 } else { 80 };
     let host_header = match (url.host.contains(':'), url.port == default_port) {
         (true, true) => format!("[{}]", url.host),
@@ -177,6 +196,7 @@ pub async fn start(
         flush_every: cfg.flush,
         tx,
         tls,
+        tokens,
     });
     let gauges = Arc::new(Gauges::default());
     let started = Instant::now();

@@ -11,6 +11,8 @@ pub enum Part {
     Uuid,
     NowMs,
     Env(String),
+    /// The connection's token (plans with `auth`).
+    Token,
 }
 
 /// A parsed template.
@@ -26,6 +28,8 @@ pub struct Vars<'a> {
     /// Produces a fresh UUID string (injected so this module stays pure).
     pub uuid: &'a dyn Fn() -> String,
     pub now_ms: u64,
+    /// The connection's token, empty without `auth`.
+    pub token: &'a str,
 }
 
 impl Template {
@@ -47,10 +51,11 @@ impl Template {
                 "attempt" => Part::Attempt,
                 "uuid" => Part::Uuid,
                 "now_ms" => Part::NowMs,
+                "token" => Part::Token,
                 n if n.starts_with("env.") && n.len() > 4 => Part::Env(n[4..].to_string()),
                 other => {
                     return Err(format!(
-                        "unknown template variable `{{{{{other}}}}}`; known: {{{{vu}}}}, {{{{attempt}}}}, {{{{uuid}}}}, {{{{now_ms}}}}, {{{{env.NAME}}}}"
+                        "unknown template variable `{{{{{other}}}}}`; known: {{{{vu}}}}, {{{{attempt}}}}, {{{{uuid}}}}, {{{{now_ms}}}}, {{{{token}}}}, {{{{env.NAME}}}}"
                     ))
                 }
             });
@@ -80,6 +85,7 @@ impl Template {
                 Part::Uuid => out.push_str(&(vars.uuid)()),
                 Part::NowMs => out.push_str(&vars.now_ms.to_string()),
                 Part::Env(name) => out.push_str(&std::env::var(name).unwrap_or_default()),
+                Part::Token => out.push_str(vars.token),
             }
         }
         out
@@ -103,6 +109,7 @@ mod tests {
             attempt: 2,
             uuid: &uuid,
             now_ms: 99,
+            token: "t",
         });
         assert_eq!(s, "u7-a2-U-99-sekrit");
         assert!(!t.is_constant());

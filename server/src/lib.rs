@@ -109,6 +109,7 @@ fn engine_runtime(
 
 /// Starts everything and returns once the HTTP listener is bound.
 pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
+    engine::install_crypto_provider();
     let settings = args
         .validate()
         .map_err(|p| anyhow::anyhow!("invalid settings:\n{p}"))?;

@@ -6,6 +6,7 @@ use server::config::{Cli, Command};
 async fn main() -> anyhow::Result<()> {
     // A missing .env is fine; see .env.sample for every variable.
     let _ = dotenvy::dotenv();
+    engine::install_crypto_provider();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -217,3 +217,93 @@ async fn wss_connects_over_tls_and_unknown_certificates_are_tls_failures() {
         "no handshake got through"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_drops_close_with_1011() {
+    let app = spawn_app().await;
+    // drop_prob=1: every connection is dropped at its first one-second roll.
+    let s = run(
+        &app,
+        plan("dice", &app.ws("/echo?drop_prob=1"), 8, "100ms", "2500ms"),
+    )
+    .await;
+    let sb = app.sandbox_profile("/echo?drop_prob=1").await;
+    assert_eq!(s["totals"]["closes"]["server_1011"], 8);
+    assert_eq!(sb["closed"]["server_1011"], 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_script_step_works_against_the_echo() {
+    let app = spawn_app().await;
+    let mut p = plan("steps", &app.ws("/echo?tag=steps"), 4, "100ms", "3s");
+    p["headers"] = json!({"X-Test": "vu-{{vu}}"});
+    p["script"] = json!([
+        {"send": "{\"type\":\"hello\",\"vu\":{{vu}}}"},
+        {"expect": {"json_field": "type", "equals": "hello", "timeout": "2s"}},
+        {"send_binary": "00ff10"},
+        {"expect": {"timeout": "2s"}},
+        {"send": "order 42"},
+        {"expect": {"regex": "^order \\d+$", "timeout": "2s"}},
+        {"ping": "2s"},
+        {"wait": {"duration": "50ms", "jitter": "50ms"}},
+        {"send": "never answered as such"},
+        {"expect": {"contains": "something else", "timeout": "200ms"}},
+        "close"
+    ]);
+    let s = run(&app, p).await;
+    let t = &s["totals"];
+    assert_eq!(t["msgs_sent"], 16, "4 sends x 4 VUs: {t}");
+    assert_eq!(
+        s["latency"]["ws_rtt"]["count"], 12,
+        "three matched expects per VU"
+    );
+    assert_eq!(
+        t["expect_timeouts"], 4,
+        "the last expect times out once per VU"
+    );
+    assert_eq!(s["latency"]["ws_ping"]["count"], 4);
+    assert_eq!(t["ping_timeouts"], 0);
+    assert_eq!(t["closes"]["client"], 4);
+    assert!(t["bytes_sent"].as_u64().unwrap() > 0);
+    let sb = app.sandbox_profile("/echo?tag=steps").await;
+    assert_eq!(t["msgs_sent"], sb["msgs_in"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_addresses_are_bound_round_robin() {
+    let app = spawn_app().await;
+    let mut p = plan("sources", &app.ws("/echo?tag=src"), 6, "100ms", "500ms");
+    p["source_addrs"] = json!(["127.0.0.2", "127.0.0.3"]);
+    let s = run(&app, p).await;
+    assert_eq!(s["totals"]["opened"], 6);
+    assert_eq!(app.sandbox_profile("/echo?tag=src").await["accepted"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_beyond_our_own_limits_are_refused_up_front() {
+    let app = spawn_app().await;
+    // Both ends of a run against the embedded sandbox live in this process.
+    let (status, body) = app
+        .post(
+            "/api/runs",
+            &plan("too big", &app.ws("/echo"), 15_000, "1s", "1s").to_string(),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let msg = body["fields"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("open-file limit") && msg.contains("socketswarm target"),
+        "{msg}"
+    );
+    // Past one source address's ephemeral ports (checked before the open-file limit here).
+    let (status, body) = app
+        .post(
+            "/api/runs",
+            &plan("ports", "ws://127.0.0.1:1/", 60_000, "1s", "1s").to_string(),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("source_addrs"), "{body}");
+    let (_, list) = app.get("/api/runs").await;
+    assert_eq!(list.as_array().unwrap().len(), 0, "nothing stored");
+}

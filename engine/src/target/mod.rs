@@ -48,6 +48,19 @@ pub struct Counters {
     /// Sessions ended, by who and how: `server_1001`, `server_abort`, `client`,
     /// `client_abnormal` (EOF without a close frame).
     pub closed: BTreeMap<String, u64>,
+    /// Per bearer token (profiles with `auth=bearer`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_token: BTreeMap<String, TokenCounters>,
+}
+
+/// Handshakes of one bearer token.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TokenCounters {
+    pub accepted: u64,
+    pub rejected_401: u64,
+    pub rejected_429: u64,
+    /// Open now with this token.
+    pub open: u64,
 }
 
 /// Live counters of one profile. Hot counters are atomics; maps are behind a mutex
@@ -60,6 +73,8 @@ struct ProfileStats {
     msgs_in: AtomicU64,
     msgs_out: AtomicU64,
     maps: Mutex<(BTreeMap<u16, u64>, BTreeMap<String, u64>)>,
+    /// Per bearer token counters (bounded to 10,000 tokens).
+    tokens: Mutex<BTreeMap<String, TokenCounters>>,
     /// Handshake-rate bucket, created on first use with this profile's rate.
     bucket: Mutex<Option<TokenBucket>>,
 }
@@ -75,6 +90,40 @@ impl ProfileStats {
         if let Ok(mut m) = self.maps.lock() {
             *m.1.entry(how.to_string()).or_default() += 1;
         }
+    }
+    fn token_event(&self, token: &str, f: impl FnOnce(&mut TokenCounters)) {
+        if let Ok(mut m) = self.tokens.lock() {
+            if m.len() < 10_000 || m.contains_key(token) {
+                f(m.entry(token.to_string()).or_default());
+            }
+        }
+    }
+    /// Takes an open slot for `token` if under `cap`.
+    fn try_token_open(&self, token: &str, cap: u64) -> bool {
+        match self.tokens.lock() {
+            Ok(mut m) => {
+                let c = m.entry(token.to_string()).or_default();
+                if c.open >= cap {
+                    false
+                } else {
+                    c.open += 1;
+                    true
+                }
+            }
+            Err(_) => true,
+        }
+    }
+    fn release_token_open(&self, token: &str) {
+        if let Ok(mut m) = self.tokens.lock() {
+            if let Some(c) = m.get_mut(token) {
+                c.open = c.open.saturating_sub(1);
+            }
+        }
+    }
+    /// Gives back a slot taken by `try_open` whose handshake was refused later.
+    fn release_open(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.accepted.fetch_sub(1, Ordering::Relaxed);
     }
     /// Takes an open slot if under `cap`.
     fn try_open(&self, cap: Option<u64>) -> bool {
@@ -106,6 +155,7 @@ impl ProfileStats {
             msgs_in: self.msgs_in.load(Ordering::Relaxed),
             msgs_out: self.msgs_out.load(Ordering::Relaxed),
             closed,
+            per_token: self.tokens.lock().map(|m| m.clone()).unwrap_or_default(),
         }
     }
 }
@@ -121,9 +171,33 @@ pub struct StatsReport {
 #[derive(Debug, Default)]
 pub struct Sandbox {
     profiles: Mutex<HashMap<String, Arc<ProfileStats>>>,
+    /// Tokens minted by the mock OAuth endpoint, with their expiry.
+    issued: Mutex<HashMap<String, Instant>>,
+    minted: AtomicU64,
 }
 
 impl Sandbox {
+    /// Mints a token valid for `ttl`.
+    fn mint_token(&self, ttl: Duration) -> String {
+        let n = self.minted.fetch_add(1, Ordering::Relaxed) + 1;
+        let token = format!("tok-{n}-{:08x}", rand::rng().random::<u32>());
+        if let Ok(mut m) = self.issued.lock() {
+            let now = Instant::now();
+            m.retain(|_, exp| *exp > now);
+            m.insert(token.clone(), now + ttl);
+        }
+        token
+    }
+
+    /// `Some(expiry)` for a valid token (`Some(None)`: `static-*`, never expires).
+    fn check_token(&self, token: &str) -> Option<Option<Instant>> {
+        if token.starts_with("static-") && token.len() > 7 {
+            return Some(None);
+        }
+        let exp = *self.issued.lock().ok()?.get(token)?;
+        (exp > Instant::now()).then_some(Some(exp))
+    }
+
     fn profile(&self, key: &str) -> Arc<ProfileStats> {
         let mut map = match self.profiles.lock() {
             Ok(m) => m,
@@ -309,10 +383,14 @@ async fn respond(
 
 /// A parsed request head.
 struct Head {
+    method: String,
     path: String,
     query: String,
     upgrade: bool,
     key: Option<String>,
+    /// The bearer token of an `Authorization: Bearer ...` header.
+    bearer: Option<String>,
+    content_length: usize,
     head_len: usize,
 }
 
@@ -329,7 +407,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ()> {
                     .find(|h| h.name.eq_ignore_ascii_case(name))
                     .map(|h| String::from_utf8_lossy(h.value).to_string())
             };
+            let auth = h("authorization").unwrap_or_default();
             Ok(Some(Head {
+                method: req.method.unwrap_or("GET").to_string(),
+                bearer: auth.strip_prefix("Bearer ").map(|t| t.trim().to_string()),
+                content_length: h("content-length")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
                 path: path.to_string(),
                 query: query.to_string(),
                 upgrade: h("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
@@ -375,6 +459,17 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
     if head.path == "/health" {
         return respond(&mut stream, 200, "OK", "", "text/plain", "ok").await;
     }
+    if head.path.ends_with("/oauth/token") {
+        // Read the form body before answering, so closing never resets the reply away.
+        let want = head.head_len + head.content_length.min(64 * 1024);
+        while buf.len() < want {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => break,
+            }
+        }
+        return oauth_token(&mut stream, &sandbox, &head).await;
+    }
     let (Some(key), true) = (head.key.clone(), head.upgrade) else {
         return respond(
             &mut stream,
@@ -396,6 +491,33 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
     let stats = sandbox.profile(&pkey);
     if let Some(d) = profile.delay {
         tokio::time::sleep(d).await;
+    }
+    // Bearer auth (`auth=bearer`): tokens minted by /oauth/token, or `static-*`.
+    let mut token: Option<(String, Option<Instant>)> = None;
+    if profile.auth {
+        match head
+            .bearer
+            .as_deref()
+            .and_then(|t| sandbox.check_token(t).map(|exp| (t.to_string(), exp)))
+        {
+            Some(t) => token = Some(t),
+            None => {
+                stats.reject(401);
+                stats.token_event(head.bearer.as_deref().unwrap_or("<none>"), |c| {
+                    c.rejected_401 += 1
+                });
+                let extra = "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n";
+                return respond(
+                    &mut stream,
+                    401,
+                    "Unauthorized",
+                    extra,
+                    "application/json",
+                    r#"{"error":"invalid or expired token"}"#,
+                )
+                .await;
+            }
+        }
     }
     if let Some(status) = profile.status {
         stats.reject(status);
@@ -437,6 +559,9 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
     }
     if !stats.try_open(profile.cap) {
         stats.reject(429);
+        if let Some((t, _)) = &token {
+            stats.token_event(t, |c| c.rejected_429 += 1);
+        }
         let extra = format!("Retry-After: {}\r\n", profile.retry_after);
         return respond(
             &mut stream,
@@ -447,6 +572,26 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
             r#"{"error":"too many concurrent connections"}"#,
         )
         .await;
+    }
+    if let (Some(cap), Some((t, _))) = (profile.token_cap, &token) {
+        if !stats.try_token_open(t, cap) {
+            stats.release_open();
+            stats.reject(429);
+            stats.token_event(t, |c| c.rejected_429 += 1);
+            let extra = format!("Retry-After: {}\r\n", profile.retry_after);
+            return respond(
+                &mut stream,
+                429,
+                "Too Many Requests",
+                &extra,
+                "application/json",
+                r#"{"error":"too many connections for this token"}"#,
+            )
+            .await;
+        }
+    }
+    if let Some((t, _)) = &token {
+        stats.token_event(t, |c| c.accepted += 1);
     }
     let accept = derive_accept_key(key.as_bytes());
     let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
@@ -459,8 +604,78 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
         .read_buffer_size(1024)
         .write_buffer_size(0);
     let ws = WebSocketStream::from_partially_read(stream, buf, Role::Server, Some(cfg)).await;
-    let how = session(ws, &profile, &stats, &shutdown).await;
+    let expires = token.as_ref().and_then(|(_, e)| *e);
+    let how = session(ws, &profile, &stats, &shutdown, expires).await;
     stats.closed(how);
+    if let (Some(_), Some((t, _))) = (profile.token_cap, &token) {
+        stats.release_token_open(t);
+    }
+}
+
+/// The mock OAuth2 token endpoint: `POST /oauth/token?ttl=60s&rate=R&burst=B`. Any
+/// client id and secret are accepted; tokens expire after `ttl` (default 60 s).
+async fn oauth_token(stream: &mut MaybeTls, sandbox: &Sandbox, head: &Head) -> () {
+    if head.method != "POST" {
+        return respond(
+            stream,
+            405,
+            "Method Not Allowed",
+            "Allow: POST\r\n",
+            "application/json",
+            r#"{"error":"use POST"}"#,
+        )
+        .await;
+    }
+    let (profile, key) = match Profile::parse(&head.path, &head.query) {
+        Ok(p) => p,
+        Err(msg) => {
+            return respond(
+                stream,
+                400,
+                "Bad Request",
+                "",
+                "application/json",
+                &serde_json::json!({"error": msg}).to_string(),
+            )
+            .await
+        }
+    };
+    let stats = sandbox.profile(&key);
+    if let Some(rate) = profile.rate {
+        let verdict = match stats.bucket.lock() {
+            Ok(mut b) => b
+                .get_or_insert_with(|| {
+                    TokenBucket::new(rate, profile.burst.unwrap_or(rate), Instant::now())
+                })
+                .take(Instant::now()),
+            Err(_) => Ok(()),
+        };
+        if verdict.is_err() {
+            stats.reject(429);
+            return respond(
+                stream,
+                429,
+                "Too Many Requests",
+                "Retry-After: 1\r\n",
+                "application/json",
+                r#"{"error":"slow_down"}"#,
+            )
+            .await;
+        }
+    }
+    let ttl = profile.ttl.unwrap_or(Duration::from_secs(60));
+    let token = sandbox.mint_token(ttl);
+    stats.accepted.fetch_add(1, Ordering::Relaxed);
+    let body = serde_json::json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs_f64()}).to_string();
+    respond(
+        stream,
+        200,
+        "OK",
+        "Cache-Control: no-store\r\n",
+        "application/json",
+        &body,
+    )
+    .await
 }
 
 /// Echo loop; returns how the session ended (a `Counters::closed` key).
@@ -469,13 +684,17 @@ async fn session(
     p: &Profile,
     stats: &ProfileStats,
     shutdown: &CancellationToken,
+    token_expires: Option<Instant>,
 ) -> &'static str {
     let drop_at = p.drop_after.map(|d| tokio::time::Instant::now() + d);
+    // A token that expires mid-connection ends it with 4401 (as token-checking gateways do).
+    let expire_at = token_expires.map(tokio::time::Instant::from_std);
     let mut dice = tokio::time::interval(Duration::from_secs(1));
     dice.tick().await;
     loop {
         let dropping = tokio::select! {
             _ = shutdown.cancelled() => Some(DropMode::Close(1001)),
+            _ = async { match expire_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => Some(DropMode::Close(4401)),
             _ = async { match drop_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => Some(p.drop_mode),
             _ = dice.tick(), if p.drop_prob.is_some() => {
                 let hit = rand::rng().random::<f64>() < p.drop_prob.unwrap_or(0.0);
@@ -523,6 +742,7 @@ async fn session(
                 return match code {
                     1001 => "server_1001",
                     1011 => "server_1011",
+                    4401 => "server_4401",
                     _ => "server_other",
                 };
             }

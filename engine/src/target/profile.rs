@@ -37,6 +37,12 @@ pub struct Profile {
     pub status: Option<u16>,
     /// Retry-After sent with 429s, in seconds.
     pub retry_after: u64,
+    /// `auth=bearer`: require a token from `/oauth/token` (or `static-*`), else 401.
+    pub auth: bool,
+    /// At most this many open connections per token (429 beyond).
+    pub token_cap: Option<u64>,
+    /// `/oauth/token` only: lifetime of minted tokens.
+    pub ttl: Option<Duration>,
 }
 
 impl Default for Profile {
@@ -52,6 +58,9 @@ impl Default for Profile {
             reply_delay: None,
             status: None,
             retry_after: 1,
+            auth: false,
+            token_cap: None,
+            ttl: None,
         }
     }
 }
@@ -111,10 +120,18 @@ impl Profile {
                     p.status = Some(s)
                 }
                 "retry_after" => p.retry_after = num(k, v)?,
+                "auth" => {
+                    if v != "bearer" {
+                        return Err(format!("query `auth={v}`: only `bearer` is supported"));
+                    }
+                    p.auth = true
+                }
+                "token_cap" => p.token_cap = Some(num(k, v)?),
+                "ttl" => p.ttl = Some(dur(k, v)?),
                 "tag" => {}
                 other => {
                     return Err(format!(
-                        "unknown query parameter `{other}`; known: cap, rate, burst, drop_after, drop_prob, drop_code, drop_mode, delay, reply_delay, status, retry_after, tag"
+                        "unknown query parameter `{other}`; known: cap, rate, burst, drop_after, drop_prob, drop_code, drop_mode, delay, reply_delay, status, retry_after, auth, token_cap, ttl, tag"
                     ))
                 }
             }

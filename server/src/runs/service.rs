@@ -126,11 +126,14 @@ impl Runs {
         })
     }
 
+    /// Validates, stores the plan (secrets redacted) and hands the real plan to the
+    /// manager: typed-in secrets live only in memory, for this run.
     async fn do_launch(&self, plan: Plan) -> Result<Launched, ApiError> {
         plan.validate(&self.limits).map_err(ApiError::Validation)?;
         self.check_local(&plan)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
+        let json =
+            serde_json::to_string(&plan.redacted()).map_err(|e| internal("encode plan", e))?;
         store::insert_run(&self.pool, &id, &plan.name, &plan.target, &json, now_ms())
             .await
             .map_err(|e| internal("insert_run", e))?;

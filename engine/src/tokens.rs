@@ -1,0 +1,218 @@
+//! Tokens for the handshake: a static pool or OAuth2 client credentials, shared by
+//! connections according to the plan's `TokenPolicy`.
+//!
+//! Invariants: every token fetch is measured (`token_fetch` latency; failures become
+//! the connection attempt's outcome, `token_http_<status>` or `token_error`). A slot's
+//! token is fetched once and reused until `refresh_before` its expiry; concurrent VUs of
+//! one slot wait on that slot's lock instead of fetching twice (single flight).
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::outcome::FailKind;
+use crate::plan::{Auth, TokenPolicy, TokenSource};
+use crate::stats::{Metric, Recorder};
+
+enum Source {
+    Static(Vec<String>),
+    Oauth2 {
+        url: String,
+        form: Vec<(String, String)>,
+    },
+}
+
+/// A cached token of one slot.
+struct Cached {
+    token: String,
+    /// When to fetch a new one (`None`: never expires).
+    refresh_at: Option<Instant>,
+}
+
+/// The run's tokens.
+pub(crate) struct TokenPool {
+    source: Source,
+    policy: TokenPolicy,
+    /// One cache per slot (empty for `PerConnection`, which never reuses a token).
+    slots: Vec<tokio::sync::Mutex<Option<Cached>>>,
+    http: reqwest::Client,
+    refresh_before: Duration,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<f64>,
+}
+
+impl TokenPool {
+    /// Resolves secrets and sizes the slots; errors are setup errors (the run fails to start).
+    pub(crate) fn new(
+        auth: &Auth,
+        peak: u32,
+        tls: &rustls::ClientConfig,
+    ) -> Result<TokenPool, String> {
+        let source = match &auth.source {
+            TokenSource::Static { tokens } => {
+                let values = tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| t.resolve().ok_or_else(|| format!("auth.source.tokens[{i}] is not available (unset env var or redacted)")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Source::Static(values)
+            }
+            TokenSource::Oauth2 {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+                audience,
+            } => {
+                let secret = client_secret.resolve().ok_or(
+                    "auth.source.client_secret is not available (unset env var or redacted)",
+                )?;
+                let mut form = vec![
+                    ("grant_type".to_string(), "client_credentials".to_string()),
+                    ("client_id".to_string(), client_id.clone()),
+                    ("client_secret".to_string(), secret),
+                ];
+                if let Some(s) = scope {
+                    form.push(("scope".into(), s.clone()));
+                }
+                if let Some(a) = audience {
+                    form.push(("audience".into(), a.clone()));
+                }
+                Source::Oauth2 {
+                    url: token_url.clone(),
+                    form,
+                }
+            }
+        };
+        let n = auth.slots(peak).unwrap_or(0) as usize;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls.clone())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("could not build the token HTTP client: {e}"))?;
+        Ok(TokenPool {
+            source,
+            policy: auth.policy.clone(),
+            slots: (0..n).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            http,
+            refresh_before: auth.refresh_before.0,
+        })
+    }
+
+    /// The slot (token identity) connection `vu` uses; per-connection tokens use the VU.
+    pub(crate) fn slot_of(&self, vu: u64) -> u32 {
+        let slot = match self.policy {
+            TokenPolicy::Shared => 0,
+            TokenPolicy::Pool { size } => vu % u64::from(size.max(1)),
+            TokenPolicy::PerConnections { connections } => vu / u64::from(connections.max(1)),
+            TokenPolicy::PerConnection => vu,
+        };
+        u32::try_from(slot).unwrap_or(u32::MAX)
+    }
+
+    /// The token for `vu`'s next attempt, fetching (and measuring) it if needed.
+    pub(crate) async fn get(&self, vu: u64, rec: &mut Recorder) -> Result<String, FailKind> {
+        let slot = self.slot_of(vu);
+        if let Source::Static(list) = &self.source {
+            return Ok(list[slot as usize % list.len()].clone());
+        }
+        let Some(cache) = self.slots.get(slot as usize) else {
+            return self.fetch(rec).await.map(|c| c.token);
+        };
+        let mut guard = cache.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if c.refresh_at.is_none_or(|t| Instant::now() < t) {
+                return Ok(c.token.clone());
+            }
+        }
+        let fresh = self.fetch(rec).await?;
+        let token = fresh.token.clone();
+        *guard = Some(fresh);
+        Ok(token)
+    }
+
+    async fn fetch(&self, rec: &mut Recorder) -> Result<Cached, FailKind> {
+        let Source::Oauth2 { url, form } = &self.source else {
+            return Err(FailKind::TokenError);
+        };
+        let t0 = Instant::now();
+        let resp = self.http.post(url).form(form).send().await;
+        let result = match resp {
+            Err(_) => Err(FailKind::TokenError),
+            Ok(r) if !r.status().is_success() => Err(FailKind::TokenStatus(r.status().as_u16())),
+            Ok(r) => match r.json::<TokenResponse>().await {
+                Ok(t) => {
+                    let refresh_at = t.expires_in.filter(|s| s.is_finite() && *s > 0.0).map(|s| {
+                        t0 + Duration::from_secs_f64(s).saturating_sub(self.refresh_before)
+                    });
+                    Ok(Cached {
+                        token: t.access_token,
+                        refresh_at,
+                    })
+                }
+                Err(_) => Err(FailKind::TokenError),
+            },
+        };
+        rec.sample(Metric::TokenFetch, t0.elapsed());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Secret;
+
+    fn pool(policy: TokenPolicy) -> TokenPool {
+        let auth = Auth {
+            source: TokenSource::Static {
+                tokens: vec![
+                    Secret::Value("a".into()),
+                    Secret::Value("b".into()),
+                    Secret::Value("c".into()),
+                ],
+            },
+            policy,
+            header: "Authorization".into(),
+            value: "Bearer {{token}}".into(),
+            refresh_before: crate::plan::Dur::secs(30),
+        };
+        TokenPool::new(&auth, 10, &crate::tls::client_config(false).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn policies_map_connections_to_slots() {
+        assert_eq!(
+            (0..4)
+                .map(|v| pool(TokenPolicy::Shared).slot_of(v))
+                .collect::<Vec<_>>(),
+            vec![0, 0, 0, 0]
+        );
+        let p = pool(TokenPolicy::Pool { size: 2 });
+        assert_eq!(
+            (0..4).map(|v| p.slot_of(v)).collect::<Vec<_>>(),
+            vec![0, 1, 0, 1]
+        );
+        let p = pool(TokenPolicy::PerConnections { connections: 3 });
+        assert_eq!(
+            (0..7).map(|v| p.slot_of(v)).collect::<Vec<_>>(),
+            vec![0, 0, 0, 1, 1, 1, 2]
+        );
+        assert_eq!(pool(TokenPolicy::PerConnection).slot_of(5), 5);
+    }
+
+    #[tokio::test]
+    async fn static_tokens_round_robin_by_slot() {
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let mut rec = Recorder::new(tx, Duration::from_secs(1));
+        let p = pool(TokenPolicy::Pool { size: 3 });
+        assert_eq!(p.get(0, &mut rec).await.unwrap(), "a");
+        assert_eq!(p.get(1, &mut rec).await.unwrap(), "b");
+        assert_eq!(p.get(5, &mut rec).await.unwrap(), "c");
+    }
+}

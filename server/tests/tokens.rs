@@ -1,0 +1,154 @@
+//! Tokens and identities against the sandbox's auth profiles: OAuth2 client credentials
+//! from its mock endpoint, static pools, per-token caps, expiry mid-connection, token
+//! endpoint rate limits, and secrets that are never stored.
+//! Run: `cargo test -p server --test tokens`.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use common::{plan, spawn_app};
+use serde_json::{json, Value};
+
+async fn finish(app: &common::App, p: Value) -> (String, Value) {
+    let id = app.launch(p).await;
+    let (_, done) = app.follow(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, run) = app.get(&format!("/api/runs/{id}")).await;
+    (id, run)
+}
+
+fn oauth(app: &common::App, query: &str) -> Value {
+    json!({"type": "oauth2", "token_url": format!("http://{}/oauth/token?{query}", app.sandbox), "client_id": "loadtest", "client_secret": "s3cret"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_tokens_are_fetched_once_per_slot_and_secrets_are_not_stored() {
+    let app = spawn_app().await;
+    let mut p = plan(
+        "oauth",
+        &app.ws("/echo?auth=bearer&tag=o1"),
+        12,
+        "300ms",
+        "700ms",
+    );
+    p["auth"] =
+        json!({"source": oauth(&app, "ttl=60s&tag=o1"), "policy": {"mode": "pool", "size": 3}});
+    let (_, run) = finish(&app, p).await;
+    let s = &run["summary"];
+    assert_eq!(s["totals"]["opened"], 12, "{s}");
+    assert_eq!(
+        s["latency"]["token_fetch"]["count"], 3,
+        "one fetch per slot"
+    );
+    assert_eq!(
+        app.sandbox_profile("/oauth/token?tag=o1&ttl=60s").await["accepted"],
+        3,
+        "three tokens minted"
+    );
+    let sb = app.sandbox_profile("/echo?auth=bearer&tag=o1").await;
+    assert_eq!(sb["accepted"], 12);
+    assert_eq!(sb["per_token"].as_object().unwrap().len(), 3);
+    assert_eq!(
+        s["tokens"].as_object().unwrap().len(),
+        3,
+        "handshakes counted per token"
+    );
+    assert_eq!(s["tokens"]["0"]["opened"], 4);
+    // The typed-in secret ran the test but was never stored.
+    assert_eq!(run["plan"]["auth"]["source"]["client_secret"], "<redacted>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_tokens_are_401s_and_diagnosed_as_auth() {
+    let app = spawn_app().await;
+    let (_, run) = finish(
+        &app,
+        plan(
+            "no token",
+            &app.ws("/echo?auth=bearer&tag=o2"),
+            6,
+            "200ms",
+            "300ms",
+        ),
+    )
+    .await;
+    assert_eq!(run["summary"]["totals"]["failures"]["http_401"], 6);
+    assert_eq!(
+        app.sandbox_profile("/echo?auth=bearer&tag=o2").await["rejected"]["401"],
+        6
+    );
+    assert_eq!(run["diagnosis"]["kind"], "auth_failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_token_cap_is_diagnosed_per_token() {
+    let app = spawn_app().await;
+    let mut p = plan(
+        "per token",
+        &app.ws("/echo?auth=bearer&token_cap=5&tag=o3"),
+        30,
+        "3s",
+        "1s",
+    );
+    p["auth"] = json!({
+        "source": {"type": "static", "tokens": ["static-a", "static-b", "static-c"]},
+        "policy": {"mode": "per_connections", "connections": 10}
+    });
+    let (_, run) = finish(&app, p).await;
+    let t = &run["summary"]["totals"];
+    assert_eq!(t["opened"], 15, "{t}");
+    assert_eq!(t["failures"]["http_429"], 15);
+    let sb = app
+        .sandbox_profile("/echo?auth=bearer&tag=o3&token_cap=5")
+        .await;
+    assert_eq!(sb["per_token"]["static-a"]["accepted"], 5);
+    assert_eq!(sb["per_token"]["static-b"]["rejected_429"], 5);
+    let d = &run["diagnosis"];
+    assert_eq!(d["kind"], "per_token_limit", "{d}");
+    assert_eq!(d["level"], 5.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_expiring_mid_connection_close_with_4401() {
+    let app = spawn_app().await;
+    let mut p = plan(
+        "expiry",
+        &app.ws("/echo?auth=bearer&tag=o4"),
+        5,
+        "100ms",
+        "2500ms",
+    );
+    p["auth"] = json!({"source": oauth(&app, "ttl=1s&tag=o4"), "refresh_before": "0s"});
+    let (_, run) = finish(&app, p).await;
+    assert_eq!(
+        run["summary"]["totals"]["closes"]["server_4401"], 5,
+        "{}",
+        run["summary"]["totals"]
+    );
+    assert_eq!(
+        app.sandbox_profile("/echo?auth=bearer&tag=o4").await["closed"]["server_4401"],
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_token_endpoint_is_measured() {
+    let app = spawn_app().await;
+    let mut p = plan(
+        "token rate",
+        &app.ws("/echo?auth=bearer&tag=o5"),
+        5,
+        "100ms",
+        "500ms",
+    );
+    p["auth"] = json!({"source": oauth(&app, "rate=0.5&burst=1&tag=o5"), "policy": {"mode": "per_connection"}});
+    let (_, run) = finish(&app, p).await;
+    let t = &run["summary"]["totals"];
+    assert_eq!(t["opened"], 1, "{t}");
+    assert_eq!(t["failures"]["token_http_429"], 4);
+    assert_eq!(
+        app.sandbox_profile("/oauth/token?burst=1&rate=0.5&tag=o5")
+            .await["rejected"]["429"],
+        4
+    );
+    assert_eq!(run["diagnosis"]["kind"], "auth_failure");
+}
