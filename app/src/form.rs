@@ -120,6 +120,7 @@ impl RunForm {
             source_addrs: Vec::new(),
             insecure_tls: false,
             auth: None,
+            probe: None,
         })
     }
 }

@@ -102,6 +102,7 @@ pub(crate) async fn run(
         latency: whole.latency(),
         evidence: whole.evidence.clone(),
         tokens: whole.tokens.clone(),
+        phases: Vec::new(),
         histograms: whole.encoded_histograms(),
     };
     let _ = out.send(Update::Finished(summary)).await;

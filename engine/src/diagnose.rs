@@ -86,6 +86,9 @@ pub struct Diagnosis {
     pub failures: BTreeMap<String, u64>,
     /// Other candidates that scored, weaker than the verdict.
     pub alternatives: Vec<(LimitKind, f64)>,
+    /// Probe runs: one verdict per limit found (this struct then sums them up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<Diagnosis>,
 }
 
 /// Rejections: HTTP statuses that mean "not now" (not auth).
@@ -478,6 +481,15 @@ fn detect_drops(f: &Facts<'_>) -> Option<Finding> {
     })
 }
 
+/// The verdict for a run: probe runs get one verdict per limit found (`probe::verdicts`),
+/// other runs `diagnose`.
+pub fn for_run(s: &Series, summary: Option<&Summary>) -> Diagnosis {
+    match summary {
+        Some(sum) if !sum.phases.is_empty() => crate::probe::verdicts(s, &sum.phases),
+        _ => diagnose(s, summary),
+    }
+}
+
 /// The verdict for a run so far (`summary` once finished).
 pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
     let f = Facts::new(s, summary);
@@ -522,6 +534,7 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
             knee,
             failures: f.totals,
             alternatives,
+            verdicts: Vec::new(),
         },
         _ => {
             let failed = Facts::total(&f.failed, &f.dt);
@@ -539,6 +552,7 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
                 knee,
                 failures: f.totals,
                 alternatives,
+                verdicts: Vec::new(),
             }
         }
     }

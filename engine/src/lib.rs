@@ -6,6 +6,7 @@
 //! Module map:
 //! - [`plan`]      the `Plan` model (UI form, JSON API and plan file are one model) and
 //!   `validate(&Limits)` returning field errors. Pure.
+//! - [`probe`]     "find my limit": the experiments of a probe run and their verdicts. Pure.
 //! - [`schedule`]  how many connections should have been started at time `t`. Pure.
 //! - [`template`]  `{{vu}}`, `{{attempt}}`, `{{uuid}}`, `{{now_ms}}`, `{{env.NAME}}`. Pure.
 //! - [`report`]    wire types that leave the engine: `Snapshot`, `Summary`, `Totals`. Pure.
@@ -26,6 +27,7 @@
 pub mod diagnose;
 pub mod outcome;
 pub mod plan;
+pub mod probe;
 pub mod report;
 pub mod schedule;
 pub mod template;

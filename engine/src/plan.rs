@@ -250,6 +250,10 @@ pub struct Plan {
     /// usable in headers, the URL and messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
+    /// "Find my limit": run a sequence of experiments within these bounds instead of
+    /// `stages` (see `probe.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::probe::Probe>,
 }
 
 /// A secret: `{"env": "NAME"}` is read from the environment when the run starts (and
@@ -463,7 +467,11 @@ impl Plan {
         if let Err(e) = Template::parse(&self.target) {
             err("target", e);
         }
-        if self.stages.is_empty() {
+        if let Some(probe) = &self.probe {
+            for p in probe.validate(limits) {
+                err(&p.field, p.message);
+            }
+        } else if self.stages.is_empty() {
             err(
                 "stages",
                 "needs at least one stage, e.g. {\"duration\":\"10s\",\"connections\":50}".into(),

@@ -148,6 +148,18 @@ pub struct Snapshot {
     pub tokens: BTreeMap<u32, TokenTotals>,
 }
 
+/// One experiment of a probe run and when it ran (elapsed ms of the run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct PhaseSpan {
+    pub name: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// Probe rate steps: (start_ms, end_ms, offered arrivals per second).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<(u64, u64, f64)>,
+}
+
 /// Evidence kept from failed handshakes: what the target said.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -177,6 +189,42 @@ pub struct Summary {
     /// Whole-run HDR histograms (V2 deflate, base64) by metric, so runs can be merged
     /// and compared later.
     pub histograms: BTreeMap<String, String>,
+    /// Probe runs: the experiments, in order, with their time spans.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseSpan>,
+}
+
+impl Summary {
+    /// Adds a later phase of the same (probe) run: counters and evidence add up, the
+    /// peak is the highest, latency and histograms stay those of the first phase, and a
+    /// cancelled phase makes the run cancelled.
+    pub fn absorb_phase(&mut self, other: &Summary) {
+        self.totals.merge(&other.totals);
+        self.peak_open = self.peak_open.max(other.peak_open);
+        if other.end_reason == Some(EndReason::Cancelled) {
+            self.end_reason = other.end_reason;
+        }
+        for (k, n) in &other.evidence.retry_after {
+            *self.evidence.retry_after.entry(k.clone()).or_default() += n;
+        }
+        for (k, v) in &other.evidence.rate_limit_headers {
+            self.evidence
+                .rate_limit_headers
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        for (status, bodies) in &other.evidence.bodies {
+            let mine = self.evidence.bodies.entry(*status).or_default();
+            for b in bodies {
+                if mine.len() < 3 && !mine.contains(b) {
+                    mine.push(b.clone());
+                }
+            }
+        }
+        for (slot, t) in &other.tokens {
+            self.tokens.entry(*slot).or_default().merge(t);
+        }
+    }
 }
 
 /// Latency metric keys (k6 names where k6 has one).

@@ -103,3 +103,54 @@ async fn plain_echo_gets_no_false_verdict() {
     assert_eq!(d["kind"], "none", "{d}");
     assert_eq!(level(&d), 80.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_finds_both_the_cap_and_the_rate_limit() {
+    let app = spawn_app().await;
+    let p = json!({
+        "name": "find my limit",
+        "target": app.ws("/echo?cap=40&rate=20&burst=5&tag=probe"),
+        "stages": [],
+        "probe": {"max_connections": 80, "max_connect_rate": 40, "max_duration": "20s"}
+    });
+    let d = diagnosis_of(&app, p).await;
+    let verdicts = d["verdicts"].as_array().unwrap();
+    let cap = verdicts
+        .iter()
+        .find(|v| v["kind"] == "concurrency_cap")
+        .unwrap_or_else(|| panic!("{d}"));
+    assert!((38.0..=42.0).contains(&level(cap)), "{d}");
+    let rate = verdicts
+        .iter()
+        .find(|v| v["kind"] == "handshake_rate_limit")
+        .unwrap_or_else(|| panic!("{d}"));
+    assert!((19.0..=21.0).contains(&level(rate)), "{d}");
+    let headline = d["headline"].as_str().unwrap();
+    assert!(
+        headline.contains("cap ≈ 40") && headline.contains("handshake limit ≈ 2"),
+        "{headline}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_with_a_token_pool_finds_a_per_token_cap() {
+    let app = spawn_app().await;
+    let p = json!({
+        "name": "per-token probe",
+        "target": app.ws("/echo?auth=bearer&token_cap=15&tag=ptp"),
+        "stages": [],
+        "auth": {"source": {"type": "static", "tokens": ["static-a", "static-b", "static-c"]}, "policy": {"mode": "pool", "size": 3}},
+        "probe": {"max_connections": 60, "max_connect_rate": 40, "max_duration": "24s"}
+    });
+    let d = diagnosis_of(&app, p).await;
+    let verdicts = d["verdicts"].as_array().unwrap();
+    let per_token = verdicts
+        .iter()
+        .find(|v| v["kind"] == "per_token_limit")
+        .unwrap_or_else(|| panic!("{d}"));
+    assert!((14.0..=16.0).contains(&level(per_token)), "{d}");
+    assert!(
+        !verdicts.iter().any(|v| v["kind"] == "concurrency_cap"),
+        "not a global cap: {d}"
+    );
+}

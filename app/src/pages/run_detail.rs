@@ -63,7 +63,7 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
     let summary_for_diag = summary.clone();
     let diagnosis = Memo::new(move |_| {
         let s = series.read();
-        (!s.t.is_empty()).then(|| engine::diagnose::diagnose(&s, summary_for_diag.as_ref()))
+        (!s.t.is_empty()).then(|| engine::diagnose::for_run(&s, summary_for_diag.as_ref()))
     });
     let summary_for_latency = summary.clone();
     let latency = Signal::derive(move || match &summary_for_latency {

@@ -10,8 +10,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use engine::report::PhaseSpan;
 use engine::swarm::{self, SwarmConfig, Update};
-use engine::{EndReason, Plan, Snapshot};
+use engine::{EndReason, Plan, Snapshot, Summary};
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -275,7 +276,22 @@ impl Manager {
     }
 }
 
-/// Drives one run: engine updates -> database -> watch channel.
+/// Stores one tick (before it is published, so what a browser saw is in the database).
+async fn store_tick(pool: &SqlitePool, run_id: &str, s: &Snapshot) {
+    match serde_json::to_string(s) {
+        Ok(json) => {
+            if let Err(e) =
+                store::insert_interval(pool, run_id, s.seq as i64, s.elapsed_ms as i64, &json).await
+            {
+                tracing::error!(%run_id, "could not store tick {}: {e}", s.seq);
+            }
+        }
+        Err(e) => tracing::error!(%run_id, "could not encode tick: {e}"),
+    }
+}
+
+/// Drives one run: engine updates -> database -> watch channel. A probe run is several
+/// engine runs (its phases) back to back, stored as one continuous run.
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     run_id: String,
@@ -290,65 +306,88 @@ async fn drive(
     if let Err(e) = store::mark_running(&pool, &run_id, now_ms()).await {
         tracing::error!(%run_id, "could not mark run running: {e}");
     }
-    match swarm::start(plan, swarm_cfg, cancel, &rt).await {
-        Err(e) => {
-            tracing::warn!(%run_id, "run failed to start: {e}");
-            if let Err(e2) = store::end_run_without_summary(
-                &pool,
-                &run_id,
-                "failed",
-                now_ms(),
-                Some(&e.to_string()),
-            )
-            .await
-            {
-                tracing::error!(%run_id, "could not mark run failed: {e2}");
-            }
+    let is_probe = plan.probe.is_some();
+    let phases = if is_probe {
+        engine::probe::phases(&plan)
+    } else {
+        vec![engine::probe::Phase {
+            name: "run",
+            plan,
+            steps: Vec::new(),
+        }]
+    };
+    // Offsets that make the phases one continuous series.
+    let (mut seq_off, mut ms_off) = (0u64, 0u64);
+    let mut merged: Option<Summary> = None;
+    let mut spans = Vec::new();
+    for phase in phases {
+        if cancel.is_cancelled() {
+            break;
         }
-        Ok(mut updates) => {
-            while let Some(u) = updates.recv().await {
-                match u {
-                    Update::Tick(s) => {
-                        match serde_json::to_string(&s) {
-                            Ok(json) => {
-                                if let Err(e) = store::insert_interval(
-                                    &pool,
-                                    &run_id,
-                                    s.seq as i64,
-                                    s.elapsed_ms as i64,
-                                    &json,
-                                )
-                                .await
-                                {
-                                    tracing::error!(%run_id, "could not store tick {}: {e}", s.seq);
-                                }
-                            }
-                            Err(e) => tracing::error!(%run_id, "could not encode tick: {e}"),
-                        }
-                        publisher.send_replace(Some(s));
-                    }
-                    Update::Finished(summary) => {
-                        let status = match summary.end_reason {
-                            Some(EndReason::Cancelled) => "cancelled",
-                            _ => "completed",
-                        };
-                        let h = store::Headline {
-                            peak_open: summary.peak_open as i64,
-                            opened: summary.totals.opened as i64,
-                            failed: summary.totals.failed as i64,
-                            duration_ms: summary.duration_ms as i64,
-                        };
-                        let json = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into());
-                        if let Err(e) =
-                            store::finish_run(&pool, &run_id, status, now_ms(), &json, h).await
-                        {
-                            tracing::error!(%run_id, "could not store the summary: {e}");
-                        }
-                        tracing::info!(%run_id, status, opened = summary.totals.opened, failed = summary.totals.failed, "run finished");
-                    }
+        let mut updates = match swarm::start(phase.plan, swarm_cfg, cancel.clone(), &rt).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(%run_id, "run failed to start: {e}");
+                if let Err(e2) = store::end_run_without_summary(
+                    &pool,
+                    &run_id,
+                    "failed",
+                    now_ms(),
+                    Some(&e.to_string()),
+                )
+                .await
+                {
+                    tracing::error!(%run_id, "could not mark run failed: {e2}");
                 }
+                merged = None;
+                break;
+            }
+        };
+        let start_ms = ms_off;
+        let (mut last_seq, mut last_ms) = (seq_off, ms_off);
+        while let Some(u) = updates.recv().await {
+            match u {
+                Update::Tick(mut s) => {
+                    s.seq += seq_off;
+                    s.elapsed_ms += ms_off;
+                    (last_seq, last_ms) = (s.seq, s.elapsed_ms);
+                    store_tick(&pool, &run_id, &s).await;
+                    publisher.send_replace(Some(s));
+                }
+                Update::Finished(summary) => match merged.as_mut() {
+                    None => merged = Some(summary),
+                    Some(m) => m.absorb_phase(&summary),
+                },
             }
         }
+        (seq_off, ms_off) = (last_seq, last_ms);
+        spans.push(PhaseSpan {
+            name: phase.name.into(),
+            start_ms,
+            end_ms: ms_off,
+            steps: phase.steps,
+        });
+    }
+    if let Some(mut summary) = merged {
+        summary.duration_ms = ms_off;
+        if is_probe {
+            summary.phases = spans;
+        }
+        let status = match summary.end_reason {
+            Some(EndReason::Cancelled) => "cancelled",
+            _ => "completed",
+        };
+        let h = store::Headline {
+            peak_open: summary.peak_open as i64,
+            opened: summary.totals.opened as i64,
+            failed: summary.totals.failed as i64,
+            duration_ms: summary.duration_ms as i64,
+        };
+        let json = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into());
+        if let Err(e) = store::finish_run(&pool, &run_id, status, now_ms(), &json, h).await {
+            tracing::error!(%run_id, "could not store the summary: {e}");
+        }
+        tracing::info!(%run_id, status, opened = summary.totals.opened, failed = summary.totals.failed, "run finished");
     }
     drop(publisher);
     let _ = manager.send(Command::Finished { run_id }).await;

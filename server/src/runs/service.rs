@@ -108,7 +108,7 @@ impl Runs {
             .collect();
         let series = engine::Series::from_snapshots(&ticks);
         let diagnosis =
-            (!series.t.is_empty()).then(|| engine::diagnose::diagnose(&series, summary.as_ref()));
+            (!series.t.is_empty()).then(|| engine::diagnose::for_run(&series, summary.as_ref()));
         let last = ticks.into_iter().last();
         Ok(RunDetail {
             id: row.run_id,
