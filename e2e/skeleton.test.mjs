@@ -119,3 +119,38 @@ test('a capped run shows 429s in the stacked connect chart and the failure table
   const sandboxStats = await (await fetch(`${srv.sandbox.replace('ws:', 'http:')}/stats`)).json();
   assert.equal(sandboxStats.profiles['/echo?cap=15&tag=e2e'].rejected['429'], 15);
 });
+
+test('a whole plan as JSON: OAuth tokens against a per-token cap, diagnosed per token', async () => {
+  const page = await ctx.newPage();
+  await page.goto(`${srv.base}/runs/new`);
+  await page.locator('details.plan-json summary').click();
+  const text = page.locator('textarea[name="plan_json"]');
+  const plan = JSON.parse(await text.inputValue());
+  assert.equal(plan.auth.source.type, 'oauth2', 'the example uses the mock OAuth endpoint');
+  plan.name = 'e2e tokens';
+  plan.stages = [{ duration: '3s', connections: 60 }, { duration: '2s', connections: 60 }];
+  await text.fill(JSON.stringify(plan, null, 2));
+  await page.getByRole('button', { name: 'Launch this plan' }).click();
+  await page.waitForURL(/\/runs\/[0-9a-f]{32}$/);
+  await page.locator('.badge[data-status="completed"]').waitFor({ timeout: 30000 });
+  const diag = page.locator('.diagnosis');
+  assert.equal(await diag.getAttribute('data-kind'), 'per_token_limit');
+  assert.equal(await diag.getAttribute('data-level'), '20');
+  assert.equal(await page.locator('table.tokens tbody tr').count(), 2);
+  await page.screenshot({ path: join(artifacts, '08-per-token.png'), fullPage: true });
+  // The secret reference is stored, never a value.
+  const id = page.url().split('/').pop();
+  const run = (await api(srv.base, `/api/runs/${id}`)).body;
+  assert.deepEqual(run.plan.auth.source.client_secret, { env: 'HOME' });
+});
+
+test('a malformed JSON plan gets an error that says where', async () => {
+  const page = await ctx.newPage();
+  await page.goto(`${srv.base}/runs/new`);
+  await page.locator('details.plan-json summary').click();
+  await page.locator('textarea[name="plan_json"]').fill('{"target": "ws://127.0.0.1:1/", "stages": [], "conections": 5}');
+  await page.getByRole('button', { name: 'Launch this plan' }).click();
+  const err = page.locator('.plan-json__error');
+  await err.waitFor();
+  assert.match(await err.textContent(), /unknown field `conections`/);
+});

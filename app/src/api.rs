@@ -213,6 +213,18 @@ pub async fn launch_run(form: crate::form::RunForm) -> Result<Launched, ApiError
     Ok(launched)
 }
 
+/// Launches a run from a whole plan written as JSON (everything the API takes: scripts,
+/// tokens, probes), then redirects to its page.
+#[server]
+pub async fn launch_plan_json(plan_json: String) -> Result<Launched, ApiError> {
+    let svc = service()?;
+    let plan: Plan =
+        serde_json::from_str(&plan_json).map_err(|e| ApiError::BadRequest(format!("plan: {e}")))?;
+    let launched = svc.launch(plan).await?;
+    leptos_axum::redirect(&launched.url);
+    Ok(launched)
+}
+
 /// Cancels a queued or running run.
 #[server]
 pub async fn cancel_run(id: String) -> Result<(), ApiError> {

@@ -46,6 +46,16 @@ pub fn DiagnosisPanel(
                     <ul class="diagnosis__evidence">
                         {evidence.into_iter().map(|e| view! { <li>{e}</li> }).collect_view()}
                     </ul>
+                    {(!d.verdicts.is_empty()).then(|| view! {
+                        <ul class="diagnosis__verdicts">
+                            {d.verdicts.iter().map(|v| view! {
+                                <li data-kind=v.kind.key()>
+                                    <code>{v.kind.key()}</code>" " {v.level.map(|l| format!("{l} {}", v.unit.replace('_', " "))).unwrap_or_default()}
+                                    {format!(" (confidence {:.0} %)", v.confidence * 100.0)}
+                                </li>
+                            }).collect_view()}
+                        </ul>
+                    })}
                 </section>
             }
         })

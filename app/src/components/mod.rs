@@ -7,4 +7,4 @@ pub mod tiles;
 pub use chart::Chart;
 pub use diagnosis::DiagnosisPanel;
 pub use status::StatusBadge;
-pub use tiles::{FailureTable, LatencyTable, Tiles};
+pub use tiles::{FailureTable, LatencyTable, Tiles, TokenTable};

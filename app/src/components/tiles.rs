@@ -109,3 +109,21 @@ pub fn LatencyTable(
         </table>
     }
 }
+
+/// Handshake outcomes per token slot (plans with `auth`).
+#[component]
+pub fn TokenTable(
+    tokens: std::collections::BTreeMap<u32, engine::report::TokenTotals>,
+) -> impl IntoView {
+    view! {
+        <table class="tokens">
+            <thead><tr><th>"Token slot"</th><th class="num">"attempted"</th><th class="num">"opened"</th><th class="num">"429/503"</th><th class="num">"401/403"</th><th class="num">"other failures"</th><th class="num">"closed"</th></tr></thead>
+            <tbody>
+                {tokens.into_iter().map(|(slot, t)| view! {
+                    <tr data-token=slot.to_string()><td class="mono">{format!("#{slot}")}</td><td class="num">{fmt::count(t.attempted)}</td><td class="num">{fmt::count(t.opened)}</td>
+                    <td class="num">{fmt::count(t.rejected)}</td><td class="num">{fmt::count(t.auth_failed)}</td><td class="num">{fmt::count(t.other_failed)}</td><td class="num">{fmt::count(t.closed)}</td></tr>
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+}

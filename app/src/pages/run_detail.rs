@@ -6,7 +6,9 @@ use leptos_router::hooks::use_params_map;
 use crate::api::{get_run, CancelRun, RunDetail};
 use crate::charts;
 use crate::components::tiles::TileData;
-use crate::components::{Chart, DiagnosisPanel, FailureTable, LatencyTable, StatusBadge, Tiles};
+use crate::components::{
+    Chart, DiagnosisPanel, FailureTable, LatencyTable, StatusBadge, Tiles, TokenTable,
+};
 use crate::fmt;
 
 #[component]
@@ -129,6 +131,12 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
                     </p>
                 })}
             </section>
+            {summary.as_ref().filter(|s| !s.tokens.is_empty()).map(|s| view! {
+                <section class="run-detail__section">
+                    <h2>"Handshakes per token"</h2>
+                    <TokenTable tokens=s.tokens.clone()/>
+                </section>
+            })}
             <section class="run-detail__section">
                 <h2>{if summary.is_some() { "Latency (whole run)" } else { "Latency (last second)" }}</h2>
                 <LatencyTable latency/>

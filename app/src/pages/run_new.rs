@@ -1,7 +1,7 @@
 //! `/runs/new`: the "New run" form. Works as a plain POST before hydration.
 use leptos::prelude::*;
 
-use crate::api::{get_form_defaults, ApiError, LaunchRun};
+use crate::api::{get_form_defaults, ApiError, LaunchPlanJson, LaunchRun};
 
 #[component]
 fn Field(
@@ -29,10 +29,32 @@ fn Field(
     }
 }
 
+/// A starting point for the JSON form: the sandbox's mock OAuth and a per-token cap.
+fn example_plan(target: &str) -> String {
+    let base = target.trim_end_matches("/echo");
+    let http = base.replacen("ws://", "http://", 1);
+    let plan = serde_json::json!({
+        "name": "tokens against a per-token cap",
+        "target": format!("{base}/echo?auth=bearer&token_cap=20"),
+        "stages": [{"duration": "10s", "connections": 60}, {"duration": "10s", "connections": 60}],
+        "auth": {
+            "source": {"type": "oauth2", "token_url": format!("{http}/oauth/token?ttl=5m"), "client_id": "loadtest", "client_secret": {"env": "HOME"}},
+            "policy": {"mode": "per_connections", "connections": 30}
+        },
+        "script": [{"repeat": {"every": "1s", "steps": [{"send": "ping {{vu}}"}, {"expect": {"contains": "ping {{vu}}"}}]}}]
+    });
+    serde_json::to_string_pretty(&plan).unwrap_or_default()
+}
+
 #[component]
 pub fn NewRunPage() -> impl IntoView {
     let defaults = Resource::new(|| (), |_| get_form_defaults());
     let launch = ServerAction::<LaunchRun>::new();
+    let launch_json = ServerAction::<LaunchPlanJson>::new();
+    let json_error = move || match launch_json.value().get() {
+        Some(Err(e)) => Some(e.to_string()),
+        _ => None,
+    };
     let errors = Signal::derive(move || match launch.value().get() {
         Some(Err(ApiError::Validation(errs))) => {
             errs.into_iter().map(|e| (e.field, e.message)).collect()
@@ -49,6 +71,7 @@ pub fn NewRunPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 let d = defaults.await.ok();
                 let target = d.as_ref().map(|d| d.target.clone()).unwrap_or_default();
+                let target_for_json = target.clone();
                 let max = d.as_ref().map(|d| d.limits.max_connections).unwrap_or(0);
                 view! {
                     <ActionForm action=launch attr:class="run-form">
@@ -64,6 +87,14 @@ pub fn NewRunPage() -> impl IntoView {
                         {move || other_error().map(|m| view! { <p class="error">{m}</p> })}
                         {move || (!errors.get().is_empty()).then(|| view! { <p class="error">"Please fix the fields marked above."</p> })}
                     </ActionForm>
+                    <details class="plan-json">
+                        <summary>"Advanced: the whole plan as JSON (scripts, tokens, TLS, probes)"</summary>
+                        <ActionForm action=launch_json attr:class="run-form run-form--json">
+                            <textarea name="plan_json" class="plan-json__text" rows="18" spellcheck="false">{example_plan(&target_for_json)}</textarea>
+                            <button type="submit" class="button">"Launch this plan"</button>
+                            {move || json_error().map(|m| view! { <p class="error plan-json__error">{m}</p> })}
+                        </ActionForm>
+                    </details>
                 }
             })}
         </Suspense>
