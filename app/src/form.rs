@@ -121,6 +121,7 @@ impl RunForm {
             insecure_tls: false,
             auth: None,
             probe: None,
+            http_steps: Vec::new(),
         })
     }
 }

@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     pub(crate) flush_every: Duration,
     /// Partials channel to the aggregator; it closes when the last VU drops its `Shared`.
     pub(crate) tx: tokio::sync::mpsc::Sender<Partial>,
+    /// HTTP steps before each handshake, and the client that makes them (and is shared).
+    pub(crate) http_steps: Vec<HttpCall>,
+    pub(crate) http: Option<reqwest::Client>,
     /// Tokens, when the plan has `auth` (its header is in `headers`).
     pub(crate) tokens: Option<crate::tokens::TokenPool>,
     /// For `wss://`: the connector and the server name to present and verify.
@@ -89,14 +92,22 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn render(t: &Template, vu: u64, attempt: u32, token: &str) -> String {
+/// What one attempt has gathered before its handshake: its token and captured values.
+#[derive(Debug, Default)]
+pub(crate) struct Ctx {
+    pub(crate) token: String,
+    pub(crate) vars: Vec<(String, String)>,
+}
+
+fn render(t: &Template, vu: u64, attempt: u32, ctx: &Ctx) -> String {
     let uuid = || uuid::Uuid::new_v4().to_string();
     t.render(&Vars {
         vu,
         attempt,
         uuid: &uuid,
         now_ms: now_ms(),
-        token,
+        token: &ctx.token,
+        vars: &ctx.vars,
     })
 }
 
@@ -165,14 +176,14 @@ pub(crate) async fn run_vu(
             });
         }
         let retry_after = match res {
-            Ok((ws, token)) => {
+            Ok((ws, ctx)) => {
                 rec.opened();
                 // Report the open now (connects are bounded by the connect rate), so live
                 // counts and per-token levels are not a flush interval behind.
                 rec.try_flush();
                 streak = 0;
                 let opened = Instant::now();
-                let end = session(ws, &sh, &mut rec, &cancel, vu, attempt, &token).await;
+                let end = session(ws, &sh, &mut rec, &cancel, vu, attempt, &ctx).await;
                 rec.sample(Metric::Session, opened.elapsed());
                 rec.closed(end);
                 if let Some(slot) = slot {
@@ -247,20 +258,84 @@ fn next_delay(policy: &Reconnect, streak: u32, retry_after: Option<Duration>) ->
     }
 }
 
-/// One attempt: the token (if the plan has `auth`), then the connection.
+/// One attempt: the token (if the plan has `auth`), the HTTP steps (if any), then the
+/// connection.
 async fn token_and_connect(
     sh: &Shared,
     vu: u64,
     attempt: u32,
     sched: Instant,
     rec: &mut Recorder,
-) -> Result<(Ws, String), (FailKind, Option<Rejection>)> {
-    let token = match &sh.tokens {
-        None => String::new(),
-        Some(pool) => pool.get(vu, rec).await.map_err(|k| (k, None))?,
+) -> Result<(Ws, Ctx), (FailKind, Option<Rejection>)> {
+    let mut ctx = Ctx::default();
+    if let Some(pool) = &sh.tokens {
+        ctx.token = pool.get(vu, rec).await.map_err(|k| (k, None))?;
+    }
+    for step in &sh.http_steps {
+        run_http_step(sh, step, vu, attempt, &mut ctx, rec)
+            .await
+            .map_err(|k| (k, None))?;
+    }
+    let ws = connect(sh, vu, attempt, sched, rec, &ctx).await?;
+    Ok((ws, ctx))
+}
+
+/// A compiled `HttpStep`.
+pub(crate) struct HttpCall {
+    pub(crate) method: reqwest::Method,
+    pub(crate) url: Template,
+    pub(crate) headers: Vec<(String, Template)>,
+    pub(crate) body: Option<Template>,
+    pub(crate) capture: Vec<(String, String)>,
+}
+
+/// Makes one request and captures values from its JSON reply into `ctx.vars`.
+async fn run_http_step(
+    sh: &Shared,
+    step: &HttpCall,
+    vu: u64,
+    attempt: u32,
+    ctx: &mut Ctx,
+    rec: &mut Recorder,
+) -> Result<(), FailKind> {
+    let Some(http) = &sh.http else {
+        return Err(FailKind::StepError);
     };
-    let ws = connect(sh, vu, attempt, sched, rec, &token).await?;
-    Ok((ws, token))
+    let mut req = http.request(step.method.clone(), render(&step.url, vu, attempt, ctx));
+    for (k, v) in &step.headers {
+        req = req.header(k.as_str(), render(v, vu, attempt, ctx));
+    }
+    if let Some(b) = &step.body {
+        let body = render(b, vu, attempt, ctx);
+        if serde_json::from_str::<serde_json::Value>(&body).is_ok() {
+            req = req.header("content-type", "application/json");
+        }
+        req = req.body(body);
+    }
+    let t0 = Instant::now();
+    let resp = req.send().await;
+    let outcome = match resp {
+        Err(_) => Err(FailKind::StepError),
+        Ok(r) if !r.status().is_success() => Err(FailKind::StepStatus(r.status().as_u16())),
+        Ok(r) => r
+            .json::<serde_json::Value>()
+            .await
+            .map_err(|_| FailKind::StepError),
+    };
+    rec.sample(Metric::HttpStep, t0.elapsed());
+    let json = outcome?;
+    for (var, path) in &step.capture {
+        let value = path
+            .split('.')
+            .try_fold(&json, |v, key| v.get(key))
+            .ok_or(FailKind::StepError)?;
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        ctx.vars.push((var.clone(), text));
+    }
+    Ok(())
 }
 
 async fn connect(
@@ -269,7 +344,7 @@ async fn connect(
     attempt: u32,
     sched: Instant,
     rec: &mut Recorder,
-    token: &str,
+    ctx: &Ctx,
 ) -> Result<Ws, (FailKind, Option<Rejection>)> {
     let addr = sh.addrs[(vu as usize) % sh.addrs.len()];
     let deadline = Instant::now() + sh.connect_timeout;
@@ -304,9 +379,9 @@ async fn connect(
         let headers: Vec<(String, String)> = sh
             .headers
             .iter()
-            .map(|(k, t)| (k.clone(), render(t, vu, attempt, token)))
+            .map(|(k, t)| (k.clone(), render(t, vu, attempt, ctx)))
             .collect();
-        let resource = render(&sh.resource, vu, attempt, token);
+        let resource = render(&sh.resource, vu, attempt, ctx);
         match upgrade(
             &mut tcp,
             &sh.host_header,
@@ -362,7 +437,7 @@ struct LoopState {
     remaining: Option<u32>,
 }
 
-fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32, token: &str) -> bool {
+fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32, ctx: &Ctx) -> bool {
     let text = match msg {
         Message::Text(t) => t.as_str(),
         Message::Binary(b) => match std::str::from_utf8(b) {
@@ -373,7 +448,7 @@ fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32, token: &str) -> bo
     };
     match m {
         Matcher::Any => true,
-        Matcher::Contains(t) => text.contains(&render(t, vu, attempt, token)),
+        Matcher::Contains(t) => text.contains(&render(t, vu, attempt, ctx)),
         Matcher::Regex(r) => r.is_match(text),
         Matcher::Json { field, equals } => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(v) => match (v.get(field), equals) {
@@ -422,7 +497,7 @@ async fn session(
     cancel: &CancellationToken,
     vu: u64,
     attempt: u32,
-    token: &str,
+    ctx: &Ctx,
 ) -> CloseKind {
     let opened = Instant::now();
     let mut first = true;
@@ -439,7 +514,7 @@ async fn session(
             match sh.ops.get(pc) {
                 None => wait = Waiting::Hold,
                 Some(Op::Send { tpl, binary }) => {
-                    let text = render(tpl, vu, attempt, token);
+                    let text = render(tpl, vu, attempt, ctx);
                     let msg = if *binary {
                         Message::binary(hex_decode(&text))
                     } else {
@@ -526,7 +601,7 @@ async fn session(
                             rec.sample(Metric::FirstMsg, opened.elapsed());
                         }
                         if let (Waiting::Reply(_), Some(Op::Expect { matcher, .. })) = (&wait, sh.ops.get(pc)) {
-                            if matches(matcher, &msg, vu, attempt, token) {
+                            if matches(matcher, &msg, vu, attempt, ctx) {
                                 rec.sample(Metric::Rtt, last_send.elapsed());
                                 due = Instant::now();
                                 wait = Waiting::Ready;
@@ -621,17 +696,41 @@ mod tests {
             field: "type".into(),
             equals: Some(serde_json::json!("pong")),
         };
-        assert!(matches(&m, &Message::text(r#"{"type":"pong"}"#), 0, 1, ""));
-        assert!(!matches(&m, &Message::text(r#"{"type":"ping"}"#), 0, 1, ""));
+        assert!(matches(
+            &m,
+            &Message::text(r#"{"type":"pong"}"#),
+            0,
+            1,
+            &Ctx::default()
+        ));
+        assert!(!matches(
+            &m,
+            &Message::text(r#"{"type":"ping"}"#),
+            0,
+            1,
+            &Ctx::default()
+        ));
         let c = Matcher::Contains(Template::parse("hi {{vu}}").unwrap());
-        assert!(matches(&c, &Message::text("say hi 3!"), 3, 1, ""));
-        assert!(!matches(&c, &Message::text("say hi 4!"), 3, 1, ""));
+        assert!(matches(
+            &c,
+            &Message::text("say hi 3!"),
+            3,
+            1,
+            &Ctx::default()
+        ));
+        assert!(!matches(
+            &c,
+            &Message::text("say hi 4!"),
+            3,
+            1,
+            &Ctx::default()
+        ));
         assert!(matches(
             &Matcher::Regex(regex::Regex::new("^a+$").unwrap()),
             &Message::text("aaa"),
             0,
             1,
-            ""
+            &Ctx::default()
         ));
     }
 
@@ -675,6 +774,8 @@ mod size_tests {
             tx,
             tls: None,
             tokens: None,
+            http_steps: Vec::new(),
+            http: None,
         });
         let fut = run_vu(sh, 0, Instant::now(), CancellationToken::new());
         let size = std::mem::size_of_val(&fut);

@@ -34,6 +34,10 @@ pub enum FailKind {
     TokenStatus(u16),
     /// The token endpoint could not be reached or answered nonsense.
     TokenError,
+    /// An HTTP step before the handshake answered this status.
+    StepStatus(u16),
+    /// An HTTP step failed otherwise (unreachable, not JSON, a captured field missing).
+    StepError,
 }
 
 impl FailKind {
@@ -52,6 +56,8 @@ impl FailKind {
             FailKind::Aborted => "aborted".into(),
             FailKind::TokenStatus(code) => format!("token_http_{code}"),
             FailKind::TokenError => "token_error".into(),
+            FailKind::StepStatus(code) => format!("step_http_{code}"),
+            FailKind::StepError => "step_error".into(),
         }
     }
 }

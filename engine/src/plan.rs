@@ -254,6 +254,33 @@ pub struct Plan {
     /// `stages` (see `probe.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<crate::probe::Probe>,
+    /// HTTP requests made before each handshake (e.g. create a session), whose JSON
+    /// replies fill `{{var.NAME}}` for the handshake and the script.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_steps: Vec<HttpStep>,
+}
+
+/// One HTTP request before the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpStep {
+    /// `GET`, `POST`, `PUT` or `DELETE`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// `http(s)://...` (templated).
+    pub url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Request body (templated), sent as JSON when it parses as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Variable name -> top-level field of the JSON reply (`a.b` for nested fields).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capture: BTreeMap<String, String>,
+}
+
+fn default_method() -> String {
+    "POST".into()
 }
 
 /// A secret: `{"env": "NAME"}` is read from the environment when the run starts (and
@@ -618,6 +645,7 @@ impl Plan {
         if let Some(auth) = &self.auth {
             validate_auth(auth, &mut errs);
         }
+        validate_http_steps(self, &mut errs);
         if let Reconnect::Backoff {
             max_attempts,
             initial,
@@ -642,6 +670,76 @@ impl Plan {
             Ok(())
         } else {
             Err(errs)
+        }
+    }
+}
+
+fn validate_http_steps(plan: &Plan, errs: &mut Vec<FieldError>) {
+    let mut captured: Vec<&str> = Vec::new();
+    for (i, step) in plan.http_steps.iter().enumerate() {
+        let f = |x: &str| format!("http_steps[{i}].{x}");
+        if !["GET", "POST", "PUT", "DELETE"].contains(&step.method.as_str()) {
+            errs.push(FieldError {
+                field: f("method"),
+                message: format!("`{}` must be GET, POST, PUT or DELETE", step.method),
+            });
+        }
+        match Template::parse(&step.url) {
+            Err(e) => errs.push(FieldError {
+                field: f("url"),
+                message: e,
+            }),
+            Ok(_) => {
+                let probe = step.url.replace("{{", "x").replace("}}", "x");
+                if !matches!(
+                    url::Url::parse(&probe)
+                        .map(|u| u.scheme().to_string())
+                        .as_deref(),
+                    Ok("http" | "https")
+                ) {
+                    errs.push(FieldError {
+                        field: f("url"),
+                        message: format!("`{}` is not an http(s) URL", step.url),
+                    });
+                }
+            }
+        }
+        for (k, v) in &step.headers {
+            if let Err(e) = Template::parse(v) {
+                errs.push(FieldError {
+                    field: f(&format!("headers.{k}")),
+                    message: e,
+                });
+            }
+        }
+        if let Some(Err(e)) = step.body.as_deref().map(Template::parse) {
+            errs.push(FieldError {
+                field: f("body"),
+                message: e,
+            });
+        }
+        captured.extend(step.capture.keys().map(String::as_str));
+    }
+    // Every {{var.NAME}} must be captured by some step.
+    let mut uses: Vec<(String, Template)> = Vec::new();
+    if let Ok(t) = Template::parse(&plan.target) {
+        uses.push(("target".into(), t));
+    }
+    for (k, v) in &plan.headers {
+        if let Ok(t) = Template::parse(v) {
+            uses.push((format!("headers.{k}"), t));
+        }
+    }
+    for (field, t) in uses {
+        for name in t.var_names() {
+            if !captured.contains(&name) {
+                errs.push(FieldError {
+                    field: field.clone(),
+                    message: format!(
+                        "`{{{{var.{name}}}}}` is not captured by any http_steps[].capture"
+                    ),
+                });
+            }
         }
     }
 }

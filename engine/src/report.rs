@@ -247,8 +247,10 @@ pub mod metric {
     pub const TLS_HANDSHAKE: &str = "tls_handshake";
     /// OAuth2 token request -> answer.
     pub const TOKEN_FETCH: &str = "token_fetch";
+    /// An HTTP step before the handshake.
+    pub const HTTP_STEP: &str = "http_step";
     /// Index order matches the engine's internal metric ids.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         WS_CONNECTING,
         TCP_CONNECT,
         WS_UPGRADE,
@@ -258,6 +260,7 @@ pub mod metric {
         WS_SESSION,
         TLS_HANDSHAKE,
         TOKEN_FETCH,
+        HTTP_STEP,
     ];
 }
 

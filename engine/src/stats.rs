@@ -29,6 +29,7 @@ pub(crate) enum Metric {
     Session = 6,
     TlsHandshake = 7,
     TokenFetch = 8,
+    HttpStep = 9,
 }
 
 const METRICS: usize = metric::ALL.len();

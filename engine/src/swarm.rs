@@ -166,6 +166,44 @@ pub async fn start(
         }
         None => None,
     };
+    let mut http_steps = Vec::new();
+    for (i, step) in plan.http_steps.iter().enumerate() {
+        let bad = |e: String| EngineError::BadScript(format!("http_steps[{i}]: {e}"));
+        http_steps.push(crate::conn::HttpCall {
+            method: reqwest::Method::from_bytes(step.method.as_bytes())
+                .map_err(|e| bad(e.to_string()))?,
+            url: Template::parse(&step.url).map_err(bad)?,
+            headers: step
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), Template::parse(v)?)))
+                .collect::<Result<_, String>>()
+                .map_err(bad)?,
+            body: step
+                .body
+                .as_deref()
+                .map(Template::parse)
+                .transpose()
+                .map_err(bad)?,
+            capture: step
+                .capture
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
+    }
+    let http = if http_steps.is_empty() {
+        None
+    } else {
+        let tls_cfg = crate::tls::client_config(plan.insecure_tls).map_err(EngineError::Tls)?;
+        Some(
+            reqwest::Client::builder()
+                .use_preconfigured_tls((*tls_cfg).clone())
+                .timeout(plan.connect_timeout.0)
+                .build()
+                .map_err(|e| EngineError::BadScript(format!("http_steps: {e}")))?,
+        )
+    };
     let default_port = if url.tls { 443 } else { 80 };
     let host_header = match (url.host.contains(':'), url.port == default_port) {
         (true, true) => format!("[{}]", url.host),
@@ -197,6 +235,8 @@ pub async fn start(
         tx,
         tls,
         tokens,
+        http_steps,
+        http,
     });
     let gauges = Arc::new(Gauges::default());
     let started = Instant::now();

@@ -13,6 +13,8 @@ pub enum Part {
     Env(String),
     /// The connection's token (plans with `auth`).
     Token,
+    /// A value captured by an HTTP step (`{{var.NAME}}`).
+    Var(String),
 }
 
 /// A parsed template.
@@ -30,6 +32,8 @@ pub struct Vars<'a> {
     pub now_ms: u64,
     /// The connection's token, empty without `auth`.
     pub token: &'a str,
+    /// Values captured by the plan's HTTP steps for this attempt.
+    pub vars: &'a [(String, String)],
 }
 
 impl Template {
@@ -53,9 +57,10 @@ impl Template {
                 "now_ms" => Part::NowMs,
                 "token" => Part::Token,
                 n if n.starts_with("env.") && n.len() > 4 => Part::Env(n[4..].to_string()),
+                n if n.starts_with("var.") && n.len() > 4 => Part::Var(n[4..].to_string()),
                 other => {
                     return Err(format!(
-                        "unknown template variable `{{{{{other}}}}}`; known: {{{{vu}}}}, {{{{attempt}}}}, {{{{uuid}}}}, {{{{now_ms}}}}, {{{{token}}}}, {{{{env.NAME}}}}"
+                        "unknown template variable `{{{{{other}}}}}`; known: {{{{vu}}}}, {{{{attempt}}}}, {{{{uuid}}}}, {{{{now_ms}}}}, {{{{token}}}}, {{{{var.NAME}}}}, {{{{env.NAME}}}}"
                     ))
                 }
             });
@@ -65,6 +70,14 @@ impl Template {
             parts.push(Part::Lit(rest.to_string()));
         }
         Ok(Template { parts })
+    }
+
+    /// Names of the `{{var.NAME}}` variables used.
+    pub fn var_names(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(n) => Some(n.as_str()),
+            _ => None,
+        })
     }
 
     /// True when rendering always gives the same text.
@@ -86,6 +99,11 @@ impl Template {
                 Part::NowMs => out.push_str(&vars.now_ms.to_string()),
                 Part::Env(name) => out.push_str(&std::env::var(name).unwrap_or_default()),
                 Part::Token => out.push_str(vars.token),
+                Part::Var(name) => {
+                    if let Some((_, v)) = vars.vars.iter().find(|(k, _)| k == name) {
+                        out.push_str(v);
+                    }
+                }
             }
         }
         out
@@ -110,6 +128,7 @@ mod tests {
             uuid: &uuid,
             now_ms: 99,
             token: "t",
+            vars: &[],
         });
         assert_eq!(s, "u7-a2-U-99-sekrit");
         assert!(!t.is_constant());

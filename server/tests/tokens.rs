@@ -152,3 +152,57 @@ async fn a_rate_limited_token_endpoint_is_measured() {
     );
     assert_eq!(run["diagnosis"]["kind"], "auth_failure");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_steps_create_a_session_whose_id_the_handshake_uses() {
+    let app = spawn_app().await;
+    let mut p = plan(
+        "session",
+        &app.ws("/echo?need_session=1&tag=o6&session={{var.sid}}"),
+        6,
+        "200ms",
+        "800ms",
+    );
+    p["http_steps"] = json!([{
+        "method": "POST",
+        "url": format!("http://{}/session", app.sandbox),
+        "body": "{\"user\": \"vu-{{vu}}\"}",
+        "capture": {"sid": "session_id"}
+    }]);
+    p["script"] = json!([{"send": "my session is {{var.sid}}"}, {"expect": {"contains": "my session is sess-"}}]);
+    let (_, run) = finish(&app, p).await;
+    let s = &run["summary"];
+    assert_eq!(s["totals"]["opened"], 6, "{s}");
+    assert_eq!(s["latency"]["http_step"]["count"], 6);
+    assert_eq!(
+        s["latency"]["ws_rtt"]["count"], 6,
+        "the captured id reached the script"
+    );
+    assert_eq!(app.sandbox_profile("/session").await["accepted"], 6);
+    assert_eq!(
+        app.sandbox_profile("/echo?need_session=1&tag=o6").await["accepted"],
+        6
+    );
+
+    // Without the step the handshake is refused, and an uncaptured variable is a plan error.
+    let (_, run) = finish(
+        &app,
+        plan(
+            "no session",
+            &app.ws("/echo?need_session=1&tag=o7"),
+            3,
+            "100ms",
+            "300ms",
+        ),
+    )
+    .await;
+    assert_eq!(run["summary"]["totals"]["failures"]["http_403"], 3);
+    let (status, body) = app
+        .post(
+            "/api/runs",
+            &plan("typo", &app.ws("/echo?session={{var.sdi}}"), 1, "1s", "1s").to_string(),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(body.to_string().contains("var.sdi"), "{body}");
+}

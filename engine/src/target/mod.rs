@@ -459,8 +459,8 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
     if head.path == "/health" {
         return respond(&mut stream, 200, "OK", "", "text/plain", "ok").await;
     }
-    if head.path.ends_with("/oauth/token") {
-        // Read the form body before answering, so closing never resets the reply away.
+    if head.method != "GET" {
+        // Read the request body before answering, so closing never resets the reply away.
         let want = head.head_len + head.content_length.min(64 * 1024);
         while buf.len() < want {
             match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
@@ -468,6 +468,23 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
                 _ => break,
             }
         }
+    }
+    if head.path.ends_with("/session") && head.method == "POST" {
+        // A pre-handshake HTTP step target: creates a session for `need_session=1`.
+        let id = sandbox
+            .mint_token(Duration::from_secs(3600))
+            .replacen("tok-", "sess-", 1);
+        if let Ok(mut m) = sandbox.issued.lock() {
+            m.insert(id.clone(), Instant::now() + Duration::from_secs(3600));
+        }
+        sandbox
+            .profile("/session")
+            .accepted
+            .fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::json!({"session_id": id, "ok": true}).to_string();
+        return respond(&mut stream, 201, "Created", "", "application/json", &body).await;
+    }
+    if head.path.ends_with("/oauth/token") {
         return oauth_token(&mut stream, &sandbox, &head).await;
     }
     let (Some(key), true) = (head.key.clone(), head.upgrade) else {
@@ -491,6 +508,24 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
     let stats = sandbox.profile(&pkey);
     if let Some(d) = profile.delay {
         tokio::time::sleep(d).await;
+    }
+    if profile.need_session
+        && profile
+            .session
+            .as_deref()
+            .and_then(|s| sandbox.check_token(s))
+            .is_none()
+    {
+        stats.reject(403);
+        return respond(
+            &mut stream,
+            403,
+            "Forbidden",
+            "",
+            "application/json",
+            r#"{"error":"unknown session"}"#,
+        )
+        .await;
     }
     // Bearer auth (`auth=bearer`): tokens minted by /oauth/token, or `static-*`.
     let mut token: Option<(String, Option<Instant>)> = None;

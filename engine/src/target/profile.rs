@@ -43,6 +43,10 @@ pub struct Profile {
     pub token_cap: Option<u64>,
     /// `/oauth/token` only: lifetime of minted tokens.
     pub ttl: Option<Duration>,
+    /// `need_session=1`: require `session=<id>` from `POST /session` (else 403).
+    pub need_session: bool,
+    /// The `session` query value (not part of the counter key).
+    pub session: Option<String>,
 }
 
 impl Default for Profile {
@@ -61,6 +65,8 @@ impl Default for Profile {
             auth: false,
             token_cap: None,
             ttl: None,
+            need_session: false,
+            session: None,
         }
     }
 }
@@ -128,15 +134,22 @@ impl Profile {
                 }
                 "token_cap" => p.token_cap = Some(num(k, v)?),
                 "ttl" => p.ttl = Some(dur(k, v)?),
+                "need_session" => p.need_session = v == "1" || v == "true",
+                "session" => p.session = Some(v.clone()),
                 "tag" => {}
                 other => {
                     return Err(format!(
-                        "unknown query parameter `{other}`; known: cap, rate, burst, drop_after, drop_prob, drop_code, drop_mode, delay, reply_delay, status, retry_after, auth, token_cap, ttl, tag"
+                        "unknown query parameter `{other}`; known: cap, rate, burst, drop_after, drop_prob, drop_code, drop_mode, delay, reply_delay, status, retry_after, auth, token_cap, ttl, need_session, session, tag"
                     ))
                 }
             }
         }
-        let sorted: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Per-connection values stay out of the key, so counters group by behaviour.
+        let sorted: Vec<String> = pairs
+            .iter()
+            .filter(|(k, _)| k != "session")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let key = if sorted.is_empty() {
             path.to_string()
         } else {
