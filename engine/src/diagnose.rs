@@ -471,6 +471,27 @@ fn detect_drops(f: &Facts<'_>) -> Option<Finding> {
         })
         .map(|(k, v)| format!("{v} × {k}"))
         .collect();
+    // Close codes that mean "your credentials ended": token expiry, not capacity.
+    let auth_codes: f64 = f
+        .totals
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "server_4401" | "server_4403" | "server_1008"))
+        .map(|(_, v)| *v as f64)
+        .sum();
+    if auth_codes >= 0.5 * n {
+        return Some(Finding {
+            kind: LimitKind::AuthFailure,
+            level: None,
+            unit: "",
+            confidence: 0.85,
+            headline: format!(
+                "Tokens expired mid-connection: the target closed sessions with {} (first at t = {:.0} s); refresh tokens earlier or reconnect with a fresh one.",
+                kinds.join(", "),
+                f.s.t[first]
+            ),
+            evidence: vec![format!("{auth_codes:.0} of {n:.0} sessions ended by the target carried an auth close code (4401/4403/1008).")],
+        });
+    }
     Some(Finding {
         kind: LimitKind::ServerDrops,
         level: Some(open),
