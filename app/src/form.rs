@@ -122,6 +122,7 @@ impl RunForm {
             auth: None,
             probe: None,
             http_steps: Vec::new(),
+            thresholds: Default::default(),
         })
     }
 }

@@ -9,6 +9,7 @@
 //! - [`probe`]     "find my limit": the experiments of a probe run and their verdicts. Pure.
 //! - [`schedule`]  how many connections should have been started at time `t`. Pure.
 //! - [`template`]  `{{vu}}`, `{{attempt}}`, `{{uuid}}`, `{{now_ms}}`, `{{env.NAME}}`. Pure.
+//! - [`thresholds`] pass/fail thresholds on a finished run (k6 style). Pure.
 //! - [`report`]    wire types that leave the engine: `Snapshot`, `Summary`, `Totals`. Pure.
 //! - [`diagnose`]  which limit a run hit (cap, rate, auth, drops, client), with evidence. Pure.
 //! - [`outcome`]   the small closed set of connection outcomes (`FailKind`, `CloseKind`).
@@ -31,6 +32,7 @@ pub mod probe;
 pub mod report;
 pub mod schedule;
 pub mod template;
+pub mod thresholds;
 
 #[cfg(feature = "runtime")]
 mod aggregate;

@@ -258,6 +258,9 @@ pub struct Plan {
     /// replies fill `{{var.NAME}}` for the handshake and the script.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_steps: Vec<HttpStep>,
+    /// Pass/fail thresholds, e.g. `{"ws_connecting.p95": "< 300ms"}` (see `thresholds.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub thresholds: BTreeMap<String, String>,
 }
 
 /// One HTTP request before the handshake.
@@ -646,6 +649,14 @@ impl Plan {
             validate_auth(auth, &mut errs);
         }
         validate_http_steps(self, &mut errs);
+        for (metric, expr) in &self.thresholds {
+            if let Err(e) = crate::thresholds::parse(metric, expr) {
+                errs.push(FieldError {
+                    field: format!("thresholds.{metric}"),
+                    message: e,
+                });
+            }
+        }
         if let Reconnect::Backoff {
             max_attempts,
             initial,

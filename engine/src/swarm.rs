@@ -341,3 +341,83 @@ mod tests {
         assert_eq!(raw_resource("ws://h:1?x=1"), "/?x=1");
     }
 }
+
+/// Runs a whole plan: its stages, or for a probe its phases back to back, as one stream
+/// of updates (seq and elapsed continue across phases; the final `Summary` adds them up
+/// and lists the phases). Setup errors of the first phase are returned; a later phase
+/// that cannot start ends the stream early.
+pub async fn start_plan(
+    plan: Plan,
+    cfg: SwarmConfig,
+    cancel: CancellationToken,
+    rt: &tokio::runtime::Handle,
+) -> Result<mpsc::Receiver<Update>, EngineError> {
+    let is_probe = plan.probe.is_some();
+    let mut phases = if is_probe {
+        crate::probe::phases(&plan)
+    } else {
+        vec![crate::probe::Phase {
+            name: "run",
+            plan,
+            steps: Vec::new(),
+        }]
+    };
+    if phases.is_empty() {
+        return Err(EngineError::BadScript("the probe has no phases".into()));
+    }
+    let first = phases.remove(0);
+    let first_rx = start(first.plan, cfg, cancel.clone(), rt).await?;
+    let (tx, rx) = mpsc::channel(64);
+    let handle = rt.clone();
+    rt.spawn(async move {
+        let (mut seq_off, mut ms_off) = (0u64, 0u64);
+        let mut merged: Option<crate::report::Summary> = None;
+        let mut spans = Vec::new();
+        let mut next = Some((first.name, first.steps, first_rx));
+        let mut rest = phases.into_iter();
+        while let Some((name, steps, mut updates)) = next.take() {
+            let start_ms = ms_off;
+            let (mut last_seq, mut last_ms) = (seq_off, ms_off);
+            while let Some(u) = updates.recv().await {
+                match u {
+                    Update::Tick(mut s) => {
+                        s.seq += seq_off;
+                        s.elapsed_ms += ms_off;
+                        (last_seq, last_ms) = (s.seq, s.elapsed_ms);
+                        if tx.send(Update::Tick(s)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Update::Finished(summary) => match merged.as_mut() {
+                        None => merged = Some(summary),
+                        Some(m) => m.absorb_phase(&summary),
+                    },
+                }
+            }
+            (seq_off, ms_off) = (last_seq, last_ms);
+            spans.push(crate::report::PhaseSpan {
+                name: name.into(),
+                start_ms,
+                end_ms: ms_off,
+                steps,
+            });
+            if cancel.is_cancelled() {
+                break;
+            }
+            if let Some(phase) = rest.next() {
+                match start(phase.plan, cfg, cancel.clone(), &handle).await {
+                    Ok(rx) => next = Some((phase.name, phase.steps, rx)),
+                    Err(e) => tracing::warn!("probe phase {} could not start: {e}", phase.name),
+                }
+            }
+        }
+        if let Some(mut summary) = merged {
+            summary.duration_ms = ms_off;
+            if is_probe {
+                summary.phases = spans;
+            }
+            let _ = tx.send(Update::Finished(summary)).await;
+        }
+    });
+    Ok(rx)
+}

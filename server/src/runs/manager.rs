@@ -10,7 +10,6 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use engine::report::PhaseSpan;
 use engine::swarm::{self, SwarmConfig, Update};
 use engine::{EndReason, Plan, Snapshot, Summary};
 use sqlx::SqlitePool;
@@ -290,8 +289,8 @@ async fn store_tick(pool: &SqlitePool, run_id: &str, s: &Snapshot) {
     }
 }
 
-/// Drives one run: engine updates -> database -> watch channel. A probe run is several
-/// engine runs (its phases) back to back, stored as one continuous run.
+/// Drives one run: engine updates -> database -> watch channel (a probe's phases arrive
+/// as one continuous stream, see `swarm::start_plan`).
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     run_id: String,
@@ -306,73 +305,35 @@ async fn drive(
     if let Err(e) = store::mark_running(&pool, &run_id, now_ms()).await {
         tracing::error!(%run_id, "could not mark run running: {e}");
     }
-    let is_probe = plan.probe.is_some();
-    let phases = if is_probe {
-        engine::probe::phases(&plan)
-    } else {
-        vec![engine::probe::Phase {
-            name: "run",
-            plan,
-            steps: Vec::new(),
-        }]
-    };
-    // Offsets that make the phases one continuous series.
-    let (mut seq_off, mut ms_off) = (0u64, 0u64);
     let mut merged: Option<Summary> = None;
-    let mut spans = Vec::new();
-    for phase in phases {
-        if cancel.is_cancelled() {
-            break;
-        }
-        let mut updates = match swarm::start(phase.plan, swarm_cfg, cancel.clone(), &rt).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::warn!(%run_id, "run failed to start: {e}");
-                if let Err(e2) = store::end_run_without_summary(
-                    &pool,
-                    &run_id,
-                    "failed",
-                    now_ms(),
-                    Some(&e.to_string()),
-                )
-                .await
-                {
-                    tracing::error!(%run_id, "could not mark run failed: {e2}");
-                }
-                merged = None;
-                break;
-            }
-        };
-        let start_ms = ms_off;
-        let (mut last_seq, mut last_ms) = (seq_off, ms_off);
-        while let Some(u) = updates.recv().await {
-            match u {
-                Update::Tick(mut s) => {
-                    s.seq += seq_off;
-                    s.elapsed_ms += ms_off;
-                    (last_seq, last_ms) = (s.seq, s.elapsed_ms);
-                    store_tick(&pool, &run_id, &s).await;
-                    publisher.send_replace(Some(s));
-                }
-                Update::Finished(summary) => match merged.as_mut() {
-                    None => merged = Some(summary),
-                    Some(m) => m.absorb_phase(&summary),
-                },
+    match swarm::start_plan(plan, swarm_cfg, cancel, &rt).await {
+        Err(e) => {
+            tracing::warn!(%run_id, "run failed to start: {e}");
+            if let Err(e2) = store::end_run_without_summary(
+                &pool,
+                &run_id,
+                "failed",
+                now_ms(),
+                Some(&e.to_string()),
+            )
+            .await
+            {
+                tracing::error!(%run_id, "could not mark run failed: {e2}");
             }
         }
-        (seq_off, ms_off) = (last_seq, last_ms);
-        spans.push(PhaseSpan {
-            name: phase.name.into(),
-            start_ms,
-            end_ms: ms_off,
-            steps: phase.steps,
-        });
+        Ok(mut updates) => {
+            while let Some(u) = updates.recv().await {
+                match u {
+                    Update::Tick(s) => {
+                        store_tick(&pool, &run_id, &s).await;
+                        publisher.send_replace(Some(s));
+                    }
+                    Update::Finished(summary) => merged = Some(summary),
+                }
+            }
+        }
     }
-    if let Some(mut summary) = merged {
-        summary.duration_ms = ms_off;
-        if is_probe {
-            summary.phases = spans;
-        }
+    if let Some(summary) = merged {
         let status = match summary.end_reason {
             Some(EndReason::Cancelled) => "cancelled",
             _ => "completed",
