@@ -327,21 +327,6 @@ async fn control(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn raw_resource_keeps_templates() {
-        assert_eq!(
-            raw_resource("ws://h:1/a/{{vu}}?x={{uuid}}"),
-            "/a/{{vu}}?x={{uuid}}"
-        );
-        assert_eq!(raw_resource("ws://h:1"), "/");
-        assert_eq!(raw_resource("ws://h:1?x=1"), "/?x=1");
-    }
-}
-
 /// Runs a whole plan: its stages, or for a probe its phases back to back, as one stream
 /// of updates (seq and elapsed continue across phases; the final `Summary` adds them up
 /// and lists the phases). Setup errors of the first phase are returned; a later phase
@@ -420,4 +405,19 @@ pub async fn start_plan(
         }
     });
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_resource_keeps_templates() {
+        assert_eq!(
+            raw_resource("ws://h:1/a/{{vu}}?x={{uuid}}"),
+            "/a/{{vu}}?x={{uuid}}"
+        );
+        assert_eq!(raw_resource("ws://h:1"), "/");
+        assert_eq!(raw_resource("ws://h:1?x=1"), "/?x=1");
+    }
 }

@@ -30,6 +30,32 @@ pub enum Command {
     Serve(ServeArgs),
     /// The sandbox target alone, to measure against another process.
     Target(TargetArgs),
+    /// Run a plan file headless (CI): progress, summary, diagnosis, thresholds.
+    /// Exit 0 = passed, 99 = a threshold failed, 2 = could not run.
+    Run(RunArgs),
+    /// Plan files: `init` writes a commented template, `check` validates one.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Plan file (.toml or .json).
+    pub plan: PathBuf,
+    /// Outputs: `json=FILE` (versioned export), `junit=FILE` (one case per threshold).
+    #[arg(long = "out")]
+    pub out: Vec<String>,
+    /// Progress period in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub tick_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Write a commented plan template (to FILE, or stdout).
+    Init { file: Option<PathBuf> },
+    /// Validate a plan file with the same messages as the UI and API.
+    Check { file: PathBuf },
 }
 
 #[derive(Debug, Clone, Args)]

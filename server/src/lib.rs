@@ -1,6 +1,7 @@
 //! # server: the socketswarm process
 //!
 //! Module map:
+//! - [`cli`]      headless `run` and `plan init|check` for CI.
 //! - [`config`]   CLI + env (`Cli`, `ServeArgs`, `TargetArgs`), validated once.
 //! - [`error`]    `AppError` -> HTTP answers.
 //! - [`state`]    `AppState` shared by handlers.
@@ -14,6 +15,7 @@
 //! as `cancelled` with a final flush, SSE streams end), wait for the manager to drain,
 //! then for the HTTP server.
 
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -1,6 +1,6 @@
 //! `socketswarm`: parse the command line, start logging, dispatch.
 use clap::Parser;
-use server::config::{Cli, Command};
+use server::config::{Cli, Command, PlanCommand};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,6 +17,28 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Target(args)) => server::target(args).await,
         Some(Command::Serve(args)) => server::serve(args).await,
+        Some(Command::Run(args)) => {
+            let outputs = match server::cli::Outputs::parse(&args.out) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(server::cli::EXIT_CANNOT_RUN);
+                }
+            };
+            let code = server::cli::run(
+                &args.plan,
+                &outputs,
+                std::time::Duration::from_millis(args.tick_ms.max(50)),
+            )
+            .await;
+            std::process::exit(code)
+        }
+        Some(Command::Plan(PlanCommand::Init { file })) => {
+            std::process::exit(server::cli::init(file.as_deref()))
+        }
+        Some(Command::Plan(PlanCommand::Check { file })) => {
+            std::process::exit(server::cli::check(&file))
+        }
         None => server::serve(cli.serve).await,
     }
 }

@@ -1,0 +1,408 @@
+//! Headless use for CI: `socketswarm run PLAN`, `socketswarm plan init|check`.
+//!
+//! `run` drives the engine in this process (no web server, no database), prints a live
+//! progress line (rewritten in place on a terminal, one line per tick otherwise), then a
+//! summary, the diagnosis and the thresholds. Exit codes: 0 all thresholds passed (or
+//! none), 99 a threshold failed, 2 the run could not be made (bad plan, setup error).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use engine::swarm::{SwarmConfig, Update};
+use engine::thresholds::ThresholdResult;
+use engine::{Limits, Plan, Series, Snapshot, Summary};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code when a threshold failed (as k6).
+pub const EXIT_THRESHOLDS: i32 = 99;
+/// Exit code when the run could not be made.
+pub const EXIT_CANNOT_RUN: i32 = 2;
+
+/// Version of the JSON written by `--out json=FILE`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Reads a plan from JSON or TOML (by extension); errors say where.
+pub fn read_plan(path: &Path) -> Result<Plan, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    if is_toml {
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// The limits a headless run is checked against (this process's open-file limit).
+pub fn local_limits() -> Limits {
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    Limits {
+        max_connections: (nofile.saturating_sub(200) as u32).min(Limits::default().max_connections),
+        ..Limits::default()
+    }
+}
+
+/// `plan check`: parse and validate; prints what is wrong, field by field.
+pub fn check(path: &Path) -> i32 {
+    match read_plan(path).and_then(|p| {
+        p.validate(&local_limits()).map(|_| p).map_err(|errs| {
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }) {
+        Ok(p) => {
+            println!(
+                "ok: `{}` — peak {} connections over {} to {}",
+                p.name,
+                p.peak_connections(),
+                engine::plan::Dur(p.duration()),
+                p.target
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_CANNOT_RUN
+        }
+    }
+}
+
+/// The commented template `plan init` writes.
+pub const TEMPLATE: &str = r#"# socketswarm plan. Check it with `socketswarm plan check plan.toml`,
+# run it with `socketswarm run plan.toml` (exit 0 = thresholds passed, 99 = failed,
+# 2 = could not run). Every field is documented in the README's "The plan" section.
+
+name = "smoke"
+# ws:// or wss://. The built-in sandbox (`socketswarm target`) takes ?cap=N,
+# ?rate=R&burst=B, ?drop_after=30s, ?delay=50ms, ?auth=bearer ...
+target = "ws://127.0.0.1:9001/echo"
+connect_timeout = "10s"
+# Optional cap on new connections per second (open model):
+# max_connect_rate = 100.0
+
+# Ramp linearly to `connections` over `duration`, then the next stage.
+[[stages]]
+duration = "10s"
+connections = 100
+
+[[stages]]
+duration = "20s"
+connections = 100
+
+# What each connection does: every second, send a message and time the echo.
+[[script]]
+[script.repeat]
+every = "1s"
+steps = [
+  { send = "hello from {{vu}}" },
+  { expect = { contains = "hello from {{vu}}", timeout = "5s" } },
+]
+
+# Retry failed handshakes and drops with backoff (or mode = "never" to measure raw).
+[reconnect]
+mode = "never"
+
+# Pass/fail, evaluated at the end.
+[thresholds]
+handshake_failure_rate = "< 1%"
+"ws_connecting.p95" = "< 300ms"
+"ws_rtt.p99" = "< 1s"
+drops = "== 0"
+"#;
+
+/// `plan init`: writes the template (to stdout with no file).
+pub fn init(path: Option<&Path>) -> i32 {
+    match path {
+        None => {
+            print!("{TEMPLATE}");
+            0
+        }
+        Some(p) if p.exists() => {
+            eprintln!("{} exists; not overwriting it", p.display());
+            EXIT_CANNOT_RUN
+        }
+        Some(p) => match std::fs::write(p, TEMPLATE) {
+            Ok(()) => {
+                println!("wrote {}", p.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", p.display());
+                EXIT_CANNOT_RUN
+            }
+        },
+    }
+}
+
+/// Where `--out` writes.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    pub json: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Parses `json=FILE` / `junit=FILE` entries.
+    pub fn parse(entries: &[String]) -> Result<Outputs, String> {
+        let mut o = Outputs::default();
+        for e in entries {
+            match e.split_once('=') {
+                Some(("json", f)) if !f.is_empty() => o.json = Some(f.into()),
+                Some(("junit", f)) if !f.is_empty() => o.junit = Some(f.into()),
+                _ => return Err(format!("--out `{e}`: use json=FILE or junit=FILE")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+fn progress_line(s: &Snapshot) -> String {
+    let t = &s.totals;
+    let fails: Vec<String> = t.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let p95 = |m: &str| {
+        s.latency
+            .get(m)
+            .map(|l| app::fmt::us(l.p95_us))
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "[{:>7}] open {}/{}  connects ok {} failed {}{}  drops {}  msgs {}/{}  p95 connect {} rtt {}",
+        app::fmt::ms(s.elapsed_ms),
+        s.open,
+        s.target,
+        t.opened,
+        t.failed,
+        if fails.is_empty() { String::new() } else { format!(" ({})", fails.join(", ")) },
+        t.dropped,
+        t.msgs_sent,
+        t.msgs_received,
+        p95("ws_connecting"),
+        p95("ws_rtt"),
+    )
+}
+
+fn print_summary(
+    plan: &Plan,
+    s: &Summary,
+    d: &engine::diagnose::Diagnosis,
+    results: &[ThresholdResult],
+) {
+    let t = &s.totals;
+    println!(
+        "\n== {} — {} in {}",
+        plan.name,
+        plan.target,
+        app::fmt::ms(s.duration_ms)
+    );
+    println!(
+        "connections  attempted {}  opened {}  failed {}  peak open {}  dropped {}",
+        t.attempted, t.opened, t.failed, s.peak_open, t.dropped
+    );
+    for (k, v) in &t.failures {
+        println!("  failure    {k:<22} {v}");
+    }
+    for (k, v) in &t.closes {
+        println!("  session    {k:<22} {v}");
+    }
+    println!(
+        "messages     sent {}  received {}  expect timeouts {}",
+        t.msgs_sent, t.msgs_received, t.expect_timeouts
+    );
+    println!(
+        "{:<22}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        "latency", "p50", "p95", "p99", "max", "count"
+    );
+    for (k, l) in &s.latency {
+        println!(
+            "  {k:<20}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            app::fmt::us(l.p50_us),
+            app::fmt::us(l.p95_us),
+            app::fmt::us(l.p99_us),
+            app::fmt::us(l.max_us),
+            l.count
+        );
+    }
+    println!(
+        "\ndiagnosis: {} (kind {}, confidence {:.0} %)",
+        d.headline,
+        d.kind.key(),
+        d.confidence * 100.0
+    );
+    for e in &d.evidence {
+        println!("  - {e}");
+    }
+    if !results.is_empty() {
+        println!("\nthresholds:");
+        for r in results {
+            let actual = r
+                .actual
+                .map(|a| format!("{a:.4}"))
+                .unwrap_or_else(|| "no data".into());
+            println!(
+                "  {} {} {}  (actual {actual})",
+                if r.passed { "✓" } else { "✗" },
+                r.metric,
+                r.expression
+            );
+        }
+    }
+}
+
+/// The JSON export: `schema_version`, the plan (secrets redacted), summary, diagnosis,
+/// thresholds and the per-tick series.
+pub fn export_json(
+    plan: &Plan,
+    s: &Summary,
+    d: &engine::diagnose::Diagnosis,
+    results: &[ThresholdResult],
+    series: &Series,
+) -> serde_json::Value {
+    json!({
+        "schema_version": SCHEMA_VERSION,
+        "generated_by": format!("socketswarm {}", env!("CARGO_PKG_VERSION")),
+        "plan": plan.redacted(),
+        "status": match s.end_reason { Some(engine::EndReason::Cancelled) => "cancelled", _ => "completed" },
+        "summary": s,
+        "diagnosis": d,
+        "thresholds": results,
+        "series": series,
+    })
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// JUnit XML: one test case per threshold.
+pub fn junit(plan: &Plan, s: &Summary, results: &[ThresholdResult]) -> String {
+    let failures = results.iter().filter(|r| !r.passed).count();
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"socketswarm: {}\" tests=\"{}\" failures=\"{failures}\" time=\"{:.3}\">\n",
+        xml_escape(&plan.name),
+        results.len(),
+        s.duration_ms as f64 / 1000.0
+    );
+    for r in results {
+        out.push_str(&format!(
+            "    <testcase classname=\"thresholds\" name=\"{} {}\">",
+            xml_escape(&r.metric),
+            xml_escape(&r.expression)
+        ));
+        if !r.passed {
+            let actual = r
+                .actual
+                .map(|a| format!("{a}"))
+                .unwrap_or_else(|| "no data".into());
+            out.push_str(&format!(
+                "<failure message=\"actual {}\"/>",
+                xml_escape(&actual)
+            ));
+        }
+        out.push_str("</testcase>\n");
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+/// `run`: the whole headless run; returns the exit code.
+pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
+    engine::install_crypto_provider();
+    let plan = match read_plan(path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("could not run: {e}");
+            return EXIT_CANNOT_RUN;
+        }
+    };
+    if let Err(errs) = plan.validate(&local_limits()) {
+        eprintln!("could not run: the plan is invalid:");
+        for e in errs {
+            eprintln!("  {e}");
+        }
+        return EXIT_CANNOT_RUN;
+    }
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    let cfg = SwarmConfig {
+        tick,
+        ..SwarmConfig::default()
+    };
+    let mut updates = match engine::swarm::start_plan(
+        plan.clone(),
+        cfg,
+        cancel,
+        &tokio::runtime::Handle::current(),
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("could not run: {e}");
+            return EXIT_CANNOT_RUN;
+        }
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut ticks = Vec::new();
+    let mut summary = None;
+    while let Some(u) = updates.recv().await {
+        match u {
+            Update::Tick(s) => {
+                let line = progress_line(&s);
+                let mut err = std::io::stderr();
+                if tty {
+                    let _ = write!(err, "\r\x1b[2K{line}");
+                } else {
+                    let _ = writeln!(err, "{line}");
+                }
+                let _ = err.flush();
+                ticks.push(s);
+            }
+            Update::Finished(s) => summary = Some(s),
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    let Some(summary) = summary else {
+        eprintln!("could not run: the engine ended without a summary");
+        return EXIT_CANNOT_RUN;
+    };
+    let series = Series::from_snapshots(&ticks);
+    let diagnosis = engine::diagnose::for_run(&series, Some(&summary));
+    let results = engine::thresholds::evaluate(&plan.thresholds, &summary);
+    print_summary(&plan, &summary, &diagnosis, &results);
+    let mut code = if results.iter().all(|r| r.passed) {
+        0
+    } else {
+        EXIT_THRESHOLDS
+    };
+    let mut write = |p: &Path, text: String| {
+        if let Err(e) = std::fs::write(p, text) {
+            eprintln!("could not write {}: {e}", p.display());
+            code = EXIT_CANNOT_RUN;
+        }
+    };
+    if let Some(p) = &outputs.json {
+        write(
+            p,
+            serde_json::to_string_pretty(&export_json(
+                &plan, &summary, &diagnosis, &results, &series,
+            ))
+            .unwrap_or_default(),
+        );
+    }
+    if let Some(p) = &outputs.junit {
+        write(p, junit(&plan, &summary, &results));
+    }
+    code
+}

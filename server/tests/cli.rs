@@ -1,0 +1,162 @@
+//! The headless CLI as CI uses it: `socketswarm plan init|check` and `socketswarm run`
+//! against a sandbox on port 0, checking exit codes and both output formats.
+//! Run: `cargo test -p server --test cli`.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_socketswarm"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn sandbox() -> engine::target::TargetHandle {
+    engine::target::spawn_thread("127.0.0.1:0".parse().unwrap(), None).unwrap()
+}
+
+#[test]
+fn the_template_passes_plan_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.toml");
+    assert!(bin()
+        .args(["plan", "init"])
+        .arg(&file)
+        .status()
+        .unwrap()
+        .success());
+    let out = bin().args(["plan", "check"]).arg(&file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: `smoke`"));
+    // And it is the same model as the API's JSON.
+    let plan: engine::Plan = toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let again: engine::Plan = serde_json::from_value(serde_json::to_value(&plan).unwrap()).unwrap();
+    assert_eq!(plan, again);
+    assert_eq!(plan.thresholds.len(), 4);
+}
+
+fn write_plan(dir: &std::path::Path, plan: &Value) -> std::path::PathBuf {
+    let f = dir.join("plan.json");
+    std::fs::write(&f, plan.to_string()).unwrap();
+    f
+}
+
+#[test]
+fn a_passing_run_exits_0_and_writes_json_and_junit() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = json!({
+        "name": "ci smoke",
+        "target": format!("ws://{}/echo?tag=cli", sb.addr),
+        "stages": [{"duration": "500ms", "connections": 10}, {"duration": "1s", "connections": 10}],
+        "script": [{"send": "hi"}, {"expect": {"contains": "hi"}}],
+        "thresholds": {"handshake_failure_rate": "< 1%", "drops": "== 0", "ws_rtt.p99": "< 2s"}
+    });
+    let f = write_plan(dir.path(), &plan);
+    let (json_out, junit_out) = (dir.path().join("out.json"), dir.path().join("junit.xml"));
+    let out = bin()
+        .arg("run")
+        .arg(&f)
+        .arg("--out")
+        .arg(format!("json={}", json_out.display()))
+        .arg("--out")
+        .arg(format!("junit={}", junit_out.display()))
+        .args(["--tick-ms", "250"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().filter(|l| l.contains("open ")).count() >= 3,
+        "progress lines: {stderr}"
+    );
+    let export: Value = serde_json::from_str(&std::fs::read_to_string(&json_out).unwrap()).unwrap();
+    assert_eq!(export["schema_version"], 1);
+    assert_eq!(export["summary"]["totals"]["opened"], 10);
+    assert_eq!(
+        export["summary"]["totals"]["opened"],
+        sb.sandbox.report().profiles["/echo?tag=cli"].accepted
+    );
+    assert_eq!(export["diagnosis"]["kind"], "none");
+    assert_eq!(export["thresholds"].as_array().unwrap().len(), 3);
+    let xml = std::fs::read_to_string(&junit_out).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    assert_eq!(suite.attribute("tests"), Some("3"));
+    assert_eq!(suite.attribute("failures"), Some("0"));
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("testcase"))
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn a_failed_threshold_exits_99_with_a_junit_failure() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = json!({
+        "name": "ci capped",
+        "target": format!("ws://{}/echo?cap=5&tag=cli2", sb.addr),
+        "stages": [{"duration": "1s", "connections": 10}, {"duration": "1s", "connections": 10}],
+        "thresholds": {"handshake_failure_rate": "< 1%", "peak_open": ">= 5"}
+    });
+    let f = write_plan(dir.path(), &plan);
+    let junit_out = dir.path().join("junit.xml");
+    let out = bin()
+        .arg("run")
+        .arg(&f)
+        .arg("--out")
+        .arg(format!("junit={}", junit_out.display()))
+        .args(["--tick-ms", "250"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(99));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("concurrency_cap"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit_out).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let failed: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].attribute("message"), Some("actual 0.5"));
+}
+
+#[test]
+fn a_plan_that_cannot_run_exits_2_and_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_plan(
+        dir.path(),
+        &json!({"target": "http://nope", "stages": [{"duration": "1s", "connections": 1}], "thresholds": {"p95": "< 1s"}}),
+    );
+    let out = bin().arg("run").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("target: scheme `http`") && err.contains("thresholds.p95: unknown metric"),
+        "{err}"
+    );
+    let out = bin()
+        .arg("run")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
