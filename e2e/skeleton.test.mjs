@@ -116,6 +116,16 @@ test('a capped run shows 429s in the stacked connect chart and the failure table
   assert.equal(await diag.getAttribute('data-level'), '15');
   assert.match(await page.locator('.chart[data-chart="connections"] .u-legend').textContent(), /cap ≈ 15/);
   await page.screenshot({ path: join(artifacts, '07-capped-run.png'), fullPage: true });
+  // The HTML report downloads and opens from disk with its charts, no server needed.
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByText('Download HTML report').click()]);
+  const file = join(artifacts, 'capped-report.html');
+  await download.saveAs(file);
+  const offline = await ctx.newPage();
+  await offline.goto(`file://${file}`);
+  await offline.locator('.chart canvas').nth(3).waitFor();
+  assert.equal(await offline.locator('.chart canvas').count() >= 4, true);
+  assert.equal(await offline.locator('.diagnosis').getAttribute('data-kind'), 'concurrency_cap');
+  await offline.screenshot({ path: join(artifacts, '09-report-from-file.png'), fullPage: true });
   const sandboxStats = await (await fetch(`${srv.sandbox.replace('ws:', 'http:')}/stats`)).json();
   assert.equal(sandboxStats.profiles['/echo?cap=15&tag=e2e'].rejected['429'], 15);
 });

@@ -142,6 +142,11 @@ pub fn init(path: Option<&Path>) -> i32 {
 pub struct Outputs {
     pub json: Option<PathBuf>,
     pub junit: Option<PathBuf>,
+    /// `--report FILE.html`.
+    pub report: Option<PathBuf>,
+    /// `--server URL`: upload the finished run there (with `--token` as a bearer).
+    pub server: Option<String>,
+    pub token: Option<String>,
 }
 
 impl Outputs {
@@ -252,13 +257,15 @@ fn print_summary(
 }
 
 /// The JSON export: `schema_version`, the plan (secrets redacted), summary, diagnosis,
-/// thresholds and the per-tick series.
+/// thresholds, the per-tick series (columns) and the ticks themselves (so a server can
+/// import the run whole).
 pub fn export_json(
     plan: &Plan,
     s: &Summary,
     d: &engine::diagnose::Diagnosis,
     results: &[ThresholdResult],
     series: &Series,
+    ticks: &[Snapshot],
 ) -> serde_json::Value {
     json!({
         "schema_version": SCHEMA_VERSION,
@@ -269,7 +276,30 @@ pub fn export_json(
         "diagnosis": d,
         "thresholds": results,
         "series": series,
+        "ticks": ticks,
     })
+}
+
+/// Posts an export to a running instance; returns the run's URL there.
+async fn upload(
+    base: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<String, String> {
+    let base = base.trim_end_matches('/');
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/api/runs/import"))
+        .json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {}", v["message"].as_str().unwrap_or("")));
+    }
+    Ok(format!("{base}{}", v["url"].as_str().unwrap_or("")))
 }
 
 fn xml_escape(s: &str) -> String {
@@ -386,23 +416,51 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
     } else {
         EXIT_THRESHOLDS
     };
-    let mut write = |p: &Path, text: String| {
-        if let Err(e) = std::fs::write(p, text) {
-            eprintln!("could not write {}: {e}", p.display());
-            code = EXIT_CANNOT_RUN;
-        }
+    let export = export_json(&plan, &summary, &diagnosis, &results, &series, &ticks);
+    let status = match summary.end_reason {
+        Some(engine::EndReason::Cancelled) => "cancelled",
+        _ => "completed",
     };
-    if let Some(p) = &outputs.json {
-        write(
-            p,
-            serde_json::to_string_pretty(&export_json(
-                &plan, &summary, &diagnosis, &results, &series,
-            ))
-            .unwrap_or_default(),
-        );
+    let input = crate::report::ReportInput {
+        plan: &plan,
+        status,
+        summary: &summary,
+        diagnosis: &diagnosis,
+        series: &series,
+        thresholds: &results,
+        created_at_ms: None,
+    };
+    let files = [
+        (
+            &outputs.json,
+            serde_json::to_string_pretty(&export).unwrap_or_default(),
+        ),
+        (&outputs.junit, junit(&plan, &summary, &results)),
+        (
+            &outputs.report,
+            if outputs.report.is_some() {
+                crate::report::html(&input)
+            } else {
+                String::new()
+            },
+        ),
+    ];
+    for (path, text) in files {
+        if let Some(p) = path {
+            if let Err(e) = std::fs::write(p, text) {
+                eprintln!("could not write {}: {e}", p.display());
+                code = EXIT_CANNOT_RUN;
+            }
+        }
     }
-    if let Some(p) = &outputs.junit {
-        write(p, junit(&plan, &summary, &results));
+    if let Some(base) = &outputs.server {
+        match upload(base, outputs.token.as_deref(), &export).await {
+            Ok(url) => println!("\nuploaded: {url}"),
+            Err(e) => {
+                eprintln!("could not upload to {base}: {e}");
+                code = EXIT_CANNOT_RUN;
+            }
+        }
     }
     code
 }

@@ -45,6 +45,15 @@ pub struct RunArgs {
     /// Outputs: `json=FILE` (versioned export), `junit=FILE` (one case per threshold).
     #[arg(long = "out")]
     pub out: Vec<String>,
+    /// Also write the self-contained HTML report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Upload the finished run to this socketswarm instance (e.g. http://127.0.0.1:3000).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Access token for `--server`, sent as a bearer token.
+    #[arg(long, env = "SOCKETSWARM_TOKEN")]
+    pub token: Option<String>,
     /// Progress period in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub tick_ms: u64,

@@ -6,6 +6,7 @@
 //! - [`error`]    `AppError` -> HTTP answers.
 //! - [`state`]    `AppState` shared by handlers.
 //! - [`http`]     routers: `/api/runs...` JSON, SSE, pages, static files.
+//! - [`report`]   the self-contained HTML report.
 //! - [`runs`]     the manager actor (live runs, queue, cancel) and the `RunService`.
 //! - [`store`]    all SQL.
 //!
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod report;
 pub mod runs;
 pub mod state;
 pub mod store;

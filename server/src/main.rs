@@ -19,7 +19,12 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => server::serve(args).await,
         Some(Command::Run(args)) => {
             let outputs = match server::cli::Outputs::parse(&args.out) {
-                Ok(o) => o,
+                Ok(o) => server::cli::Outputs {
+                    report: args.report.clone(),
+                    server: args.server.clone(),
+                    token: args.token.clone(),
+                    ..o
+                },
                 Err(e) => {
                     eprintln!("{e}");
                     std::process::exit(server::cli::EXIT_CANNOT_RUN);

@@ -2,6 +2,7 @@
 //! against a sandbox on port 0, checking exit codes and both output formats.
 //! Run: `cargo test -p server --test cli`.
 #![allow(clippy::unwrap_used)]
+mod common;
 
 use std::process::Command;
 
@@ -159,4 +160,68 @@ fn a_plan_that_cannot_run_exits_2_and_names_the_field() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_ci_run_uploads_to_a_server_and_writes_a_self_contained_report() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let app = rt.block_on(common::spawn_app());
+    let dir = tempfile::tempdir().unwrap();
+    let plan = json!({
+        "name": "uploaded from ci",
+        "target": app.ws("/echo?cap=4&tag=up"),
+        "stages": [{"duration": "500ms", "connections": 6}, {"duration": "1s", "connections": 6}],
+        "thresholds": {"opened": ">= 4"}
+    });
+    let f = write_plan(dir.path(), &plan);
+    let report = dir.path().join("report.html");
+    let out = bin()
+        .arg("run")
+        .arg(&f)
+        .args(["--server", &app.base, "--tick-ms", "250"])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let url = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("uploaded: "))
+        .unwrap()
+        .to_string();
+    let id = url.rsplit('/').next().unwrap().to_string();
+    let (status, run) = rt.block_on(app.get(&format!("/api/runs/{id}")));
+    assert_eq!(status, 200);
+    assert_eq!(run["status"], "completed");
+    assert_eq!(run["summary"]["totals"]["opened"], 4);
+    assert_eq!(run["summary"]["totals"]["failures"]["http_429"], 2);
+    assert!(
+        run["series"]["t"].as_array().unwrap().len() >= 4,
+        "ticks were imported"
+    );
+    // The report is one file: data, styles, chart library and plan inline.
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("uPlot") && html.contains("socketswarmCharts.render"));
+    assert!(html.contains("uploaded from ci") && html.contains("data-outcome=\"http_429\""));
+    assert!(
+        !html.contains("src=\"/") && !html.contains("href=\"/"),
+        "no server-relative assets"
+    );
+    // The server renders the same report for the imported run.
+    let served = rt.block_on(async {
+        reqwest::get(format!("{}/api/runs/{id}/report.html", app.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(served.contains("uploaded from ci"));
 }

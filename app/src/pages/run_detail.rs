@@ -111,6 +111,13 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
                 {summary.as_ref().and_then(|s| s.end_reason).map(|r| format!(" · ended: {r:?}").to_lowercase())}
             </p>
             {detail.error.clone().map(|e| view! { <p class="error">{e}</p> })}
+            {summary.is_some().then(|| view! {
+                <p class="run-detail__downloads">
+                    <a class="button button--quiet" href=format!("/api/runs/{}/report.html", detail.id) download="" rel="external">"Download HTML report"</a>
+                    " "
+                    <a class="button button--quiet" href=format!("/api/runs/{}/export.json", detail.id) rel="external">"JSON export"</a>
+                </p>
+            })}
             <Tiles data/>
             <DiagnosisPanel diagnosis live=is_live/>
             <section class="run-detail__charts">

@@ -21,6 +21,9 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/runs", get(list_runs).post(create_run))
         .route("/api/runs/{id}", get(get_run))
         .route("/api/runs/{id}/cancel", post(cancel_run))
+        .route("/api/runs/{id}/report.html", get(get_report))
+        .route("/api/runs/import", post(import_run))
+        .route("/api/runs/{id}/export.json", get(get_export))
         .route("/api/config", get(get_config))
         .route(
             "/api/health",
@@ -67,6 +70,96 @@ async fn cancel_run(
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "status": "cancelling"})),
+    ))
+}
+
+/// Stores a run exported by `socketswarm run --out json=...` (or uploaded with `--server`).
+async fn import_run(
+    State(st): State<AppState>,
+    body: Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    const MAX_IMPORT: usize = 64 * 1024 * 1024;
+    if body.len() > MAX_IMPORT {
+        return Err(ApiError::BadRequest(format!(
+            "body is {} bytes; the limit is {MAX_IMPORT}",
+            body.len()
+        ))
+        .into());
+    }
+    let export: crate::runs::service::Export =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("export: {e}")))?;
+    let launched = st.runs.import(export).await?;
+    Ok((StatusCode::CREATED, Json(launched)))
+}
+
+/// The run as the versioned JSON export (the same document `socketswarm run --out json=`
+/// writes, and `/api/runs/import` reads).
+async fn get_export(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    let run = st.runs.get(&id).await?;
+    let Some(summary) = run.summary.as_ref() else {
+        return Err(ApiError::Conflict(format!(
+            "run {id} is {} and has no export yet",
+            run.status.as_str()
+        ))
+        .into());
+    };
+    let ticks: Vec<engine::Snapshot> = crate::store::intervals_after(&st.pool, &id, 0)
+        .await?
+        .iter()
+        .filter_map(|j| serde_json::from_str(j).ok())
+        .collect();
+    let diagnosis = engine::diagnose::for_run(&run.series, Some(summary));
+    let thresholds = engine::thresholds::evaluate(&run.plan.thresholds, summary);
+    let mut export = crate::cli::export_json(
+        &run.plan,
+        summary,
+        &diagnosis,
+        &thresholds,
+        &run.series,
+        &ticks,
+    );
+    export["status"] = serde_json::Value::from(run.status.as_str());
+    Ok(Json(export))
+}
+
+/// The self-contained HTML report of a finished run, as a download.
+async fn get_report(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    let run = st.runs.get(&id).await?;
+    let Some(summary) = run.summary.as_ref() else {
+        return Err(ApiError::Conflict(format!(
+            "run {id} is {} and has no report yet",
+            run.status.as_str()
+        ))
+        .into());
+    };
+    let diagnosis = engine::diagnose::for_run(&run.series, Some(summary));
+    let thresholds = engine::thresholds::evaluate(&run.plan.thresholds, summary);
+    let input = crate::report::ReportInput {
+        plan: &run.plan,
+        status: run.status.as_str(),
+        summary,
+        diagnosis: &diagnosis,
+        series: &run.series,
+        thresholds: &thresholds,
+        created_at_ms: Some(run.created_at_ms),
+    };
+    let html = crate::report::html(&input);
+    let disposition = format!("attachment; filename=\"socketswarm-{id}.html\"");
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/html; charset=utf-8".to_string(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        html,
     ))
 }
 

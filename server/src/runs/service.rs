@@ -160,6 +160,71 @@ impl Runs {
     }
 }
 
+/// A run exported by `socketswarm run --out json=FILE` (schema version 1).
+#[derive(serde::Deserialize)]
+pub struct Export {
+    pub schema_version: u32,
+    pub plan: Plan,
+    pub status: String,
+    pub summary: engine::Summary,
+    #[serde(default)]
+    pub ticks: Vec<engine::Snapshot>,
+}
+
+impl Runs {
+    /// Stores a run made elsewhere (a CI job's `--server` upload) as a finished run.
+    pub async fn import(&self, export: Export) -> Result<Launched, ApiError> {
+        if export.schema_version != 1 {
+            return Err(ApiError::BadRequest(format!(
+                "schema_version {} is not supported; this server reads 1",
+                export.schema_version
+            )));
+        }
+        let status = match export.status.as_str() {
+            "completed" | "cancelled" => export.status.clone(),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "status `{other}` cannot be imported; use completed or cancelled"
+                )))
+            }
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let plan = export.plan.redacted();
+        let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
+        let now = now_ms();
+        let started = now - export.summary.duration_ms as i64;
+        store::insert_run(&self.pool, &id, &plan.name, &plan.target, &json, started)
+            .await
+            .map_err(|e| internal("insert_run", e))?;
+        store::mark_running(&self.pool, &id, started)
+            .await
+            .map_err(|e| internal("mark_running", e))?;
+        for t in &export.ticks {
+            let tick = serde_json::to_string(t).map_err(|e| internal("encode tick", e))?;
+            store::insert_interval(&self.pool, &id, t.seq as i64, t.elapsed_ms as i64, &tick)
+                .await
+                .map_err(|e| internal("insert_interval", e))?;
+        }
+        let s = &export.summary;
+        let h = store::Headline {
+            peak_open: s.peak_open as i64,
+            opened: s.totals.opened as i64,
+            failed: s.totals.failed as i64,
+            duration_ms: s.duration_ms as i64,
+        };
+        let summary = serde_json::to_string(s).map_err(|e| internal("encode summary", e))?;
+        store::finish_run(&self.pool, &id, &status, now, &summary, h)
+            .await
+            .map_err(|e| internal("finish_run", e))?;
+        let status = RunStatus::parse(&status).unwrap_or(RunStatus::Completed);
+        Ok(Launched {
+            url: format!("/runs/{id}"),
+            id,
+            status,
+        })
+    }
+}
+
 impl RunService for Runs {
     fn list(&self) -> BoxFuture<'_, Result<Vec<RunListItem>, ApiError>> {
         Box::pin(async move {
