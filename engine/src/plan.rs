@@ -74,6 +74,19 @@ impl fmt::Display for Dur {
     }
 }
 
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: \"250ms\", \"2s\", \"1.5s\", \"5m\", \"1h\", or a number of seconds.",
+            "anyOf": [{"type": "string", "pattern": "^\\s*[0-9.]+\\s*(ms|s|m|h)?\\s*$"}, {"type": "number", "minimum": 0}]
+        })
+    }
+}
+
 impl Serialize for Dur {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_string())
@@ -103,6 +116,7 @@ impl<'de> Deserialize<'de> for Dur {
 }
 
 /// One stage of the load shape: ramp linearly to `connections` over `duration`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
@@ -111,6 +125,7 @@ pub struct Stage {
 }
 
 /// A reply matcher with a timeout. With no matcher, any message matches.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
@@ -137,6 +152,7 @@ fn default_expect_timeout() -> Dur {
 }
 
 /// A block repeated every `every` (e.g. heartbeats), `times` times or until the end.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Repeat {
@@ -147,6 +163,7 @@ pub struct Repeat {
 }
 
 /// A wait, fixed or with uniform jitter `[duration, duration + jitter]`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Wait {
@@ -155,6 +172,7 @@ pub enum Wait {
 }
 
 /// One step of the per-connection script.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
@@ -175,6 +193,7 @@ pub enum Step {
 }
 
 /// What a VU does when its handshake fails or its connection drops.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reconnect {
@@ -215,6 +234,7 @@ fn default_connect_timeout() -> Dur {
 }
 
 /// A whole run description.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
@@ -264,6 +284,7 @@ pub struct Plan {
 }
 
 /// One HTTP request before the handshake.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpStep {
@@ -289,6 +310,7 @@ fn default_method() -> String {
 /// A secret: `{"env": "NAME"}` is read from the environment when the run starts (and
 /// stored as that reference); a plain string is used for this run only and stored as
 /// `"<redacted>"`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Secret {
@@ -316,6 +338,7 @@ impl Secret {
 }
 
 /// Where tokens come from.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TokenSource {
@@ -334,6 +357,7 @@ pub enum TokenSource {
 }
 
 /// How connections share tokens.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TokenPolicy {
@@ -359,6 +383,7 @@ fn default_refresh_before() -> Dur {
 }
 
 /// Tokens for the handshake.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
@@ -413,6 +438,12 @@ impl Plan {
         }
         p
     }
+}
+
+/// The plan's JSON Schema (for editors: TOML and JSON plan files).
+#[cfg(feature = "schema")]
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Plan)).unwrap_or_default()
 }
 
 /// Limits a plan is validated against (set by the server's configuration).

@@ -19,6 +19,7 @@ use crate::plan::{Dur, FieldError, Limits, Plan, Reconnect, Stage, Step, TokenPo
 use crate::report::{PhaseSpan, Series};
 
 /// The user's bounds for a probe.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {

@@ -70,6 +70,12 @@ pub fn check(path: &Path) -> i32 {
     }
 }
 
+/// The plan's JSON Schema, pretty-printed (what `plan schema` prints and
+/// `docs/plan.schema.json` holds).
+pub fn schema() -> String {
+    serde_json::to_string_pretty(&engine::plan::json_schema()).unwrap_or_default()
+}
+
 /// The commented template `plan init` writes.
 pub const TEMPLATE: &str = r#"# socketswarm plan. Check it with `socketswarm plan check plan.toml`,
 # run it with `socketswarm run plan.toml` (exit 0 = thresholds passed, 99 = failed,

@@ -65,6 +65,8 @@ pub enum PlanCommand {
     Init { file: Option<PathBuf> },
     /// Validate a plan file with the same messages as the UI and API.
     Check { file: PathBuf },
+    /// Print the plan's JSON Schema (for editors; also in docs/plan.schema.json).
+    Schema,
 }
 
 #[derive(Debug, Clone, Args)]

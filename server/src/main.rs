@@ -44,6 +44,10 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Plan(PlanCommand::Check { file })) => {
             std::process::exit(server::cli::check(&file))
         }
+        Some(Command::Plan(PlanCommand::Schema)) => {
+            println!("{}", server::cli::schema());
+            Ok(())
+        }
         None => server::serve(cli.serve).await,
     }
 }

@@ -225,3 +225,58 @@ fn a_ci_run_uploads_to_a_server_and_writes_a_self_contained_report() {
     });
     assert!(served.contains("uploaded from ci"));
 }
+
+#[test]
+fn the_committed_json_schema_is_current() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/plan.schema.json"
+    ))
+    .unwrap();
+    assert_eq!(
+        committed.trim(),
+        server::cli::schema().trim(),
+        "run `socketswarm plan schema > docs/plan.schema.json`"
+    );
+    let schema: Value = serde_json::from_str(&committed).unwrap();
+    for field in [
+        "target",
+        "stages",
+        "script",
+        "auth",
+        "probe",
+        "thresholds",
+        "http_steps",
+    ] {
+        assert!(
+            schema["properties"][field].is_object(),
+            "schema documents `{field}`"
+        );
+    }
+}
+
+#[test]
+fn the_browser_form_and_a_toml_plan_file_are_one_model() {
+    let form = app::form::RunForm {
+        name: "from the form".into(),
+        target: "ws://127.0.0.1:9001/echo".into(),
+        connections: "50".into(),
+        ramp_secs: "5".into(),
+        hold_secs: "10".into(),
+        message_every_secs: "1".into(),
+        max_connect_rate: "20".into(),
+    };
+    let plan = form.to_plan().unwrap();
+    let text = toml::to_string(&plan).unwrap();
+    let back: engine::Plan = toml::from_str(&text).unwrap();
+    assert_eq!(back, plan, "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("form.toml");
+    std::fs::write(&f, text).unwrap();
+    assert!(bin()
+        .args(["plan", "check"])
+        .arg(&f)
+        .status()
+        .unwrap()
+        .success());
+}
