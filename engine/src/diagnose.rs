@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::report::{Series, Summary};
 
 /// The kinds of limit we can name.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitKind {
@@ -53,6 +54,7 @@ impl LimitKind {
 }
 
 /// Where the run turned: the first rejection and the rejection-rate thresholds.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Knee {
     /// Elapsed seconds, open connections and attempts per second at the first rejection.
@@ -68,6 +70,7 @@ pub struct Knee {
 }
 
 /// The verdict, with what it rests on.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Diagnosis {
     pub kind: LimitKind,

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Where the run is along its stages (goose's AttackPhase).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -18,6 +19,7 @@ pub enum Phase {
 }
 
 /// Why a run ended.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
@@ -28,6 +30,7 @@ pub enum EndReason {
 }
 
 /// Cumulative counters of a run (or of one interval, in `Interval`).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Totals {
@@ -82,6 +85,7 @@ impl Totals {
 }
 
 /// Handshake outcomes of one token (slot), cumulative.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct TokenTotals {
@@ -111,6 +115,7 @@ impl TokenTotals {
 }
 
 /// Percentiles of one latency metric, in microseconds.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct LatencyStats {
@@ -125,6 +130,7 @@ pub struct LatencyStats {
 }
 
 /// One tick of a live run.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Snapshot {
@@ -149,6 +155,7 @@ pub struct Snapshot {
 }
 
 /// One experiment of a probe run and when it ran (elapsed ms of the run).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct PhaseSpan {
@@ -161,6 +168,7 @@ pub struct PhaseSpan {
 }
 
 /// Evidence kept from failed handshakes: what the target said.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Evidence {
@@ -173,6 +181,7 @@ pub struct Evidence {
 }
 
 /// The result of a finished run.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Summary {
@@ -294,6 +303,7 @@ mod tests {
 
 /// A run's ticks as columns, ready for charts. Rates are per second (interval counts
 /// divided by the tick's actual length), latencies in milliseconds.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Series {

@@ -31,6 +31,7 @@ pub struct Threshold {
 }
 
 /// The outcome of one threshold.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdResult {
     pub metric: String,

@@ -12,7 +12,6 @@ use std::time::Duration;
 use engine::swarm::{SwarmConfig, Update};
 use engine::thresholds::ThresholdResult;
 use engine::{Limits, Plan, Series, Snapshot, Summary};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 /// Exit code when a threshold failed (as k6).
@@ -170,6 +169,22 @@ impl Outputs {
     }
 }
 
+/// `[######------]  50%` for terminals.
+fn bar(elapsed_ms: u64, planned_ms: u64) -> String {
+    let frac = if planned_ms == 0 {
+        1.0
+    } else {
+        (elapsed_ms as f64 / planned_ms as f64).clamp(0.0, 1.0)
+    };
+    let filled = (frac * 20.0).round() as usize;
+    format!(
+        "[{}{}] {:>3.0}%",
+        "#".repeat(filled),
+        "-".repeat(20 - filled),
+        frac * 100.0
+    )
+}
+
 fn progress_line(s: &Snapshot) -> String {
     let t = &s.totals;
     let fails: Vec<String> = t.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -262,9 +277,29 @@ fn print_summary(
     }
 }
 
-/// The JSON export: `schema_version`, the plan (secrets redacted), summary, diagnosis,
-/// thresholds, the per-tick series (columns) and the ticks themselves (so a server can
-/// import the run whole).
+/// The versioned JSON export (`schema_version` 1): the document `--out json=` writes,
+/// `GET /api/runs/{id}/export.json` serves and `POST /api/runs/import` reads. Its schema
+/// is `docs/export.schema.json`.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct ExportDoc {
+    /// Always 1 for this layout.
+    pub schema_version: u32,
+    /// `socketswarm <version>`.
+    pub generated_by: String,
+    /// The plan that ran, typed-in secrets redacted.
+    pub plan: Plan,
+    /// `completed` or `cancelled`.
+    pub status: String,
+    pub summary: Summary,
+    pub diagnosis: engine::diagnose::Diagnosis,
+    pub thresholds: Vec<ThresholdResult>,
+    /// Per-second columns, ready for charts.
+    pub series: Series,
+    /// Every tick, as streamed live.
+    pub ticks: Vec<Snapshot>,
+}
+
+/// Builds the export of a finished run.
 pub fn export_json(
     plan: &Plan,
     s: &Summary,
@@ -273,17 +308,26 @@ pub fn export_json(
     series: &Series,
     ticks: &[Snapshot],
 ) -> serde_json::Value {
-    json!({
-        "schema_version": SCHEMA_VERSION,
-        "generated_by": format!("socketswarm {}", env!("CARGO_PKG_VERSION")),
-        "plan": plan.redacted(),
-        "status": match s.end_reason { Some(engine::EndReason::Cancelled) => "cancelled", _ => "completed" },
-        "summary": s,
-        "diagnosis": d,
-        "thresholds": results,
-        "series": series,
-        "ticks": ticks,
-    })
+    let doc = ExportDoc {
+        schema_version: SCHEMA_VERSION,
+        generated_by: format!("socketswarm {}", env!("CARGO_PKG_VERSION")),
+        plan: plan.redacted(),
+        status: match s.end_reason {
+            Some(engine::EndReason::Cancelled) => "cancelled".into(),
+            _ => "completed".into(),
+        },
+        summary: s.clone(),
+        diagnosis: d.clone(),
+        thresholds: results.to_vec(),
+        series: series.clone(),
+        ticks: ticks.to_vec(),
+    };
+    serde_json::to_value(doc).unwrap_or_default()
+}
+
+/// The export's JSON Schema, pretty-printed (`plan export-schema`, docs/export.schema.json).
+pub fn export_schema() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(ExportDoc)).unwrap_or_default()
 }
 
 /// Posts an export to a running instance; returns the run's URL there.
@@ -388,6 +432,10 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
         }
     };
     let tty = std::io::stderr().is_terminal();
+    let planned_ms = match &plan.probe {
+        Some(p) => p.max_duration.0.as_millis() as u64,
+        None => plan.duration().as_millis() as u64,
+    };
     let mut ticks = Vec::new();
     let mut summary = None;
     while let Some(u) = updates.recv().await {
@@ -396,7 +444,7 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
                 let line = progress_line(&s);
                 let mut err = std::io::stderr();
                 if tty {
-                    let _ = write!(err, "\r\x1b[2K{line}");
+                    let _ = write!(err, "\r\x1b[2K{} {line}", bar(s.elapsed_ms, planned_ms));
                 } else {
                     let _ = writeln!(err, "{line}");
                 }

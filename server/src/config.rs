@@ -67,6 +67,8 @@ pub enum PlanCommand {
     Check { file: PathBuf },
     /// Print the plan's JSON Schema (for editors; also in docs/plan.schema.json).
     Schema,
+    /// Print the JSON Schema of the run export (docs/export.schema.json).
+    ExportSchema,
 }
 
 #[derive(Debug, Clone, Args)]

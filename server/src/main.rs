@@ -48,6 +48,10 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", server::cli::schema());
             Ok(())
         }
+        Some(Command::Plan(PlanCommand::ExportSchema)) => {
+            println!("{}", server::cli::export_schema());
+            Ok(())
+        }
         None => server::serve(cli.serve).await,
     }
 }

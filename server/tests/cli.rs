@@ -91,6 +91,27 @@ fn a_passing_run_exits_0_and_writes_json_and_junit() {
     );
     assert_eq!(export["diagnosis"]["kind"], "none");
     assert_eq!(export["thresholds"].as_array().unwrap().len(), 3);
+    // The export validates against its committed, documented schema.
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/export.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&export)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut bad = export;
+    bad["summary"]["totals"]["opened"] = json!("ten");
+    assert!(
+        !validator.is_valid(&bad),
+        "the schema really constrains the export"
+    );
     let xml = std::fs::read_to_string(&junit_out).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
     let suite = doc
