@@ -123,6 +123,8 @@ impl RunForm {
             probe: None,
             http_steps: Vec::new(),
             thresholds: Default::default(),
+            abort_on_fail: false,
+            abort_grace: engine::plan::Dur::secs(5),
         })
     }
 }

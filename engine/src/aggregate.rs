@@ -34,6 +34,13 @@ pub(crate) struct Gauges {
     pub(crate) cancelled: AtomicBool,
 }
 
+/// `abort_on_fail`: the thresholds, when to start judging, and the token to cancel.
+pub(crate) struct AbortOnFail {
+    pub(crate) thresholds: std::collections::BTreeMap<String, String>,
+    pub(crate) grace: Duration,
+    pub(crate) cancel: tokio_util::sync::CancellationToken,
+}
+
 pub(crate) async fn run(
     mut rx: mpsc::Receiver<Partial>,
     out: mpsc::Sender<Update>,
@@ -41,7 +48,9 @@ pub(crate) async fn run(
     stages: Vec<Stage>,
     started: Instant,
     tick: Duration,
+    abort: Option<AbortOnFail>,
 ) {
+    let mut aborted_by: Option<String> = None;
     let mut whole = RunStats::new();
     let mut interval = RunStats::new();
     let mut peak_open = 0u64;
@@ -79,6 +88,16 @@ pub(crate) async fn run(
                 seq += 1;
                 let snap = snapshot(seq, &whole, &interval, peak_open);
                 interval = RunStats::new();
+                if let (Some(a), None) = (&abort, &aborted_by) {
+                    if started.elapsed() >= a.grace {
+                        // Judge the run so far, with whole-run percentiles.
+                        let so_far = Summary { totals: whole.totals.clone(), peak_open, latency: whole.latency(), ..Summary::default() };
+                        if let Some(r) = crate::thresholds::evaluate(&a.thresholds, &so_far).into_iter().find(|r| r.actual.is_some() && !r.passed) {
+                            aborted_by = Some(format!("{} {}", r.metric, r.expression));
+                            a.cancel.cancel();
+                        }
+                    }
+                }
                 if out.send(Update::Tick(snap)).await.is_err() {
                     return;
                 }
@@ -92,11 +111,14 @@ pub(crate) async fn run(
     let _ = out.send(Update::Tick(last)).await;
     let summary = Summary {
         duration_ms: started.elapsed().as_millis() as u64,
-        end_reason: Some(if gauges.cancelled.load(Ordering::Relaxed) {
+        end_reason: Some(if aborted_by.is_some() {
+            EndReason::ThresholdFailed
+        } else if gauges.cancelled.load(Ordering::Relaxed) {
             EndReason::Cancelled
         } else {
             EndReason::Completed
         }),
+        aborted_by,
         peak_open,
         totals: whole.totals.clone(),
         latency: whole.latency(),

@@ -281,6 +281,16 @@ pub struct Plan {
     /// Pass/fail thresholds, e.g. `{"ws_connecting.p95": "< 300ms"}` (see `thresholds.rs`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub thresholds: BTreeMap<String, String>,
+    /// Stop the run as soon as a threshold fails on the run so far (k6's abortOnFail),
+    /// judged from `abort_grace` on, so a first unlucky second does not end it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abort_on_fail: bool,
+    #[serde(default = "default_abort_grace")]
+    pub abort_grace: Dur,
+}
+
+fn default_abort_grace() -> Dur {
+    Dur::secs(5)
 }
 
 /// One HTTP request before the handshake.

@@ -27,6 +27,8 @@ pub enum EndReason {
     Completed,
     /// A user (or server shutdown) cancelled it.
     Cancelled,
+    /// A threshold failed and the plan says `abort_on_fail`.
+    ThresholdFailed,
 }
 
 /// Cumulative counters of a run (or of one interval, in `Interval`).
@@ -198,6 +200,9 @@ pub struct Summary {
     /// Whole-run HDR histograms (V2 deflate, base64) by metric, so runs can be merged
     /// and compared later.
     pub histograms: BTreeMap<String, String>,
+    /// With `abort_on_fail`: the threshold that stopped the run (`metric expression`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aborted_by: Option<String>,
     /// Probe runs: the experiments, in order, with their time spans.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<PhaseSpan>,

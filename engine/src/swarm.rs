@@ -247,6 +247,11 @@ pub async fn start(
         plan.stages.clone(),
         started,
         cfg.tick,
+        plan.abort_on_fail.then(|| aggregate::AbortOnFail {
+            thresholds: plan.thresholds.clone(),
+            grace: plan.abort_grace.0,
+            cancel: cancel.clone(),
+        }),
     ));
     rt.spawn(control(plan, shared, gauges, started, cancel, cfg.grace));
     Ok(out_rx)

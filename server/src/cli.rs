@@ -313,7 +313,9 @@ pub fn export_json(
         generated_by: format!("socketswarm {}", env!("CARGO_PKG_VERSION")),
         plan: plan.redacted(),
         status: match s.end_reason {
-            Some(engine::EndReason::Cancelled) => "cancelled".into(),
+            Some(engine::EndReason::Cancelled | engine::EndReason::ThresholdFailed) => {
+                "cancelled".into()
+            }
             _ => "completed".into(),
         },
         summary: s.clone(),
@@ -465,14 +467,17 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
     let diagnosis = engine::diagnose::for_run(&series, Some(&summary));
     let results = engine::thresholds::evaluate(&plan.thresholds, &summary);
     print_summary(&plan, &summary, &diagnosis, &results);
-    let mut code = if results.iter().all(|r| r.passed) {
+    let mut code = if results.iter().all(|r| r.passed) && summary.aborted_by.is_none() {
         0
     } else {
         EXIT_THRESHOLDS
     };
+    if let Some(why) = &summary.aborted_by {
+        println!("\naborted early (abort_on_fail): {why}");
+    }
     let export = export_json(&plan, &summary, &diagnosis, &results, &series, &ticks);
     let status = match summary.end_reason {
-        Some(engine::EndReason::Cancelled) => "cancelled",
+        Some(engine::EndReason::Cancelled | engine::EndReason::ThresholdFailed) => "cancelled",
         _ => "completed",
     };
     let input = crate::report::ReportInput {

@@ -301,3 +301,40 @@ fn the_browser_form_and_a_toml_plan_file_are_one_model() {
         .unwrap()
         .success());
 }
+
+#[test]
+fn abort_on_fail_stops_the_run_early_with_99() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = json!({
+        "name": "abort early",
+        "target": format!("ws://{}/echo?status=503&tag=abort", sb.addr),
+        "stages": [{"duration": "1s", "connections": 20}, {"duration": "60s", "connections": 20}],
+        "thresholds": {"handshake_failure_rate": "< 1%"},
+        "abort_on_fail": true,
+        "abort_grace": "500ms"
+    });
+    let f = write_plan(dir.path(), &plan);
+    let json_out = dir.path().join("out.json");
+    let started = std::time::Instant::now();
+    let out = bin()
+        .arg("run")
+        .arg(&f)
+        .arg("--out")
+        .arg(format!("json={}", json_out.display()))
+        .args(["--tick-ms", "250"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(99));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "stopped long before the 61 s plan ended"
+    );
+    let export: Value = serde_json::from_str(&std::fs::read_to_string(&json_out).unwrap()).unwrap();
+    assert_eq!(export["summary"]["end_reason"], "threshold_failed");
+    assert_eq!(
+        export["summary"]["aborted_by"],
+        "handshake_failure_rate < 1%"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("aborted early"));
+}

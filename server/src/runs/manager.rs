@@ -335,7 +335,7 @@ async fn drive(
     }
     if let Some(summary) = merged {
         let status = match summary.end_reason {
-            Some(EndReason::Cancelled) => "cancelled",
+            Some(EndReason::Cancelled | EndReason::ThresholdFailed) => "cancelled",
             _ => "completed",
         };
         let h = store::Headline {
