@@ -182,6 +182,33 @@ pub struct Evidence {
     pub bodies: BTreeMap<u16, Vec<String>>,
 }
 
+impl Evidence {
+    /// Adds `other`, keeping the bounds: 16 Retry-After values, 16 headers, 3 bodies
+    /// per status.
+    pub fn merge(&mut self, other: &Evidence) {
+        for (k, n) in &other.retry_after {
+            if self.retry_after.len() < 16 || self.retry_after.contains_key(k) {
+                *self.retry_after.entry(k.clone()).or_default() += n;
+            }
+        }
+        for (k, v) in &other.rate_limit_headers {
+            if self.rate_limit_headers.len() < 16 {
+                self.rate_limit_headers
+                    .entry(k.clone())
+                    .or_insert_with(|| v.clone());
+            }
+        }
+        for (status, bodies) in &other.bodies {
+            let mine = self.bodies.entry(*status).or_default();
+            for b in bodies {
+                if mine.len() < 3 && !mine.contains(b) {
+                    mine.push(b.clone());
+                }
+            }
+        }
+    }
+}
+
 /// The result of a finished run.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -218,23 +245,7 @@ impl Summary {
         if other.end_reason == Some(EndReason::Cancelled) {
             self.end_reason = other.end_reason;
         }
-        for (k, n) in &other.evidence.retry_after {
-            *self.evidence.retry_after.entry(k.clone()).or_default() += n;
-        }
-        for (k, v) in &other.evidence.rate_limit_headers {
-            self.evidence
-                .rate_limit_headers
-                .entry(k.clone())
-                .or_insert_with(|| v.clone());
-        }
-        for (status, bodies) in &other.evidence.bodies {
-            let mine = self.evidence.bodies.entry(*status).or_default();
-            for b in bodies {
-                if mine.len() < 3 && !mine.contains(b) {
-                    mine.push(b.clone());
-                }
-            }
-        }
+        self.evidence.merge(&other.evidence);
         for (slot, t) in &other.tokens {
             self.tokens.entry(*slot).or_default().merge(t);
         }

@@ -282,27 +282,7 @@ impl RunStats {
         for (a, b) in self.hist.iter_mut().zip(&other.hist) {
             let _ = a.add(b);
         }
-        let (ev, o) = (&mut self.evidence, &other.evidence);
-        for (k, n) in &o.retry_after {
-            if ev.retry_after.len() < 16 || ev.retry_after.contains_key(k) {
-                *ev.retry_after.entry(k.clone()).or_default() += n;
-            }
-        }
-        for (k, v) in &o.rate_limit_headers {
-            if ev.rate_limit_headers.len() < 16 {
-                ev.rate_limit_headers
-                    .entry(k.clone())
-                    .or_insert_with(|| v.clone());
-            }
-        }
-        for (status, bodies) in &o.bodies {
-            let mine = ev.bodies.entry(*status).or_default();
-            for b in bodies {
-                if mine.len() < 3 && !mine.contains(b) {
-                    mine.push(b.clone());
-                }
-            }
-        }
+        self.evidence.merge(&other.evidence);
     }
 
     /// Whole histograms, V2-deflate serialized and base64-encoded, by metric.

@@ -98,6 +98,18 @@ impl ProfileStats {
             }
         }
     }
+    /// Takes a handshake token from this profile's bucket (created on first use), or
+    /// says how long until one is free.
+    fn take_rate(&self, rate: f64, burst: Option<f64>) -> Result<(), Duration> {
+        match self.bucket.lock() {
+            Ok(mut b) => b
+                .get_or_insert_with(|| {
+                    TokenBucket::new(rate, burst.unwrap_or(rate), Instant::now())
+                })
+                .take(Instant::now()),
+            Err(_) => Ok(()),
+        }
+    }
     /// Takes an open slot for `token` if under `cap`.
     fn try_token_open(&self, token: &str, cap: u64) -> bool {
         match self.tokens.lock() {
@@ -567,14 +579,7 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
         .await;
     }
     if let Some(rate) = profile.rate {
-        let verdict = match stats.bucket.lock() {
-            Ok(mut b) => b
-                .get_or_insert_with(|| {
-                    TokenBucket::new(rate, profile.burst.unwrap_or(rate), Instant::now())
-                })
-                .take(Instant::now()),
-            Err(_) => Ok(()),
-        };
+        let verdict = stats.take_rate(rate, profile.burst);
         if let Err(wait) = verdict {
             stats.reject(429);
             let ra = wait.as_secs_f64().ceil().max(1.0) as u64;
@@ -677,14 +682,7 @@ async fn oauth_token(stream: &mut MaybeTls, sandbox: &Sandbox, head: &Head) -> (
     };
     let stats = sandbox.profile(&key);
     if let Some(rate) = profile.rate {
-        let verdict = match stats.bucket.lock() {
-            Ok(mut b) => b
-                .get_or_insert_with(|| {
-                    TokenBucket::new(rate, profile.burst.unwrap_or(rate), Instant::now())
-                })
-                .take(Instant::now()),
-            Err(_) => Ok(()),
-        };
+        let verdict = stats.take_rate(rate, profile.burst);
         if verdict.is_err() {
             stats.reject(429);
             return respond(

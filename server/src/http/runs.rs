@@ -92,36 +92,55 @@ async fn import_run(
     Ok((StatusCode::CREATED, Json(launched)))
 }
 
+/// A finished run with what its export and report need.
+struct Finished {
+    run: app::api::RunDetail,
+    summary: engine::Summary,
+    diagnosis: engine::diagnose::Diagnosis,
+    thresholds: Vec<engine::thresholds::ThresholdResult>,
+}
+
+/// Loads a run that has finished (409 while it is live or if it never ran).
+async fn finished(st: &AppState, id: &str) -> Result<Finished, AppError> {
+    let run = st.runs.get(id).await?;
+    let Some(summary) = run.summary.clone() else {
+        return Err(ApiError::Conflict(format!(
+            "run {id} is {} and has no summary yet",
+            run.status.as_str()
+        ))
+        .into());
+    };
+    let diagnosis = engine::diagnose::for_run(&run.series, Some(&summary));
+    let thresholds = engine::thresholds::evaluate(&run.plan.thresholds, &summary);
+    Ok(Finished {
+        run,
+        summary,
+        diagnosis,
+        thresholds,
+    })
+}
+
 /// The run as the versioned JSON export (the same document `socketswarm run --out json=`
 /// writes, and `/api/runs/import` reads).
 async fn get_export(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    let run = st.runs.get(&id).await?;
-    let Some(summary) = run.summary.as_ref() else {
-        return Err(ApiError::Conflict(format!(
-            "run {id} is {} and has no export yet",
-            run.status.as_str()
-        ))
-        .into());
-    };
+    let f = finished(&st, &id).await?;
     let ticks: Vec<engine::Snapshot> = crate::store::intervals_after(&st.pool, &id, 0)
         .await?
         .iter()
         .filter_map(|j| serde_json::from_str(j).ok())
         .collect();
-    let diagnosis = engine::diagnose::for_run(&run.series, Some(summary));
-    let thresholds = engine::thresholds::evaluate(&run.plan.thresholds, summary);
     let mut export = crate::cli::export_json(
-        &run.plan,
-        summary,
-        &diagnosis,
-        &thresholds,
-        &run.series,
+        &f.run.plan,
+        &f.summary,
+        &f.diagnosis,
+        &f.thresholds,
+        &f.run.series,
         &ticks,
     );
-    export["status"] = serde_json::Value::from(run.status.as_str());
+    export["status"] = serde_json::Value::from(f.run.status.as_str());
     Ok(Json(export))
 }
 
@@ -130,24 +149,15 @@ async fn get_report(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    let run = st.runs.get(&id).await?;
-    let Some(summary) = run.summary.as_ref() else {
-        return Err(ApiError::Conflict(format!(
-            "run {id} is {} and has no report yet",
-            run.status.as_str()
-        ))
-        .into());
-    };
-    let diagnosis = engine::diagnose::for_run(&run.series, Some(summary));
-    let thresholds = engine::thresholds::evaluate(&run.plan.thresholds, summary);
+    let f = finished(&st, &id).await?;
     let input = crate::report::ReportInput {
-        plan: &run.plan,
-        status: run.status.as_str(),
-        summary,
-        diagnosis: &diagnosis,
-        series: &run.series,
-        thresholds: &thresholds,
-        created_at_ms: Some(run.created_at_ms),
+        plan: &f.run.plan,
+        status: f.run.status.as_str(),
+        summary: &f.summary,
+        diagnosis: &f.diagnosis,
+        series: &f.run.series,
+        thresholds: &f.thresholds,
+        created_at_ms: Some(f.run.created_at_ms),
     };
     let html = crate::report::html(&input);
     let disposition = format!("attachment; filename=\"socketswarm-{id}.html\"");
