@@ -152,15 +152,18 @@ pub fn phases(base: &Plan) -> Vec<Phase> {
         steps: Vec::new(),
     }];
 
-    // Rate steps: arrivals at r/8, r/4, r/2, r; each connection lives 200 ms.
+    // Rate steps: arrivals at r/8, r/4, r/2, r; each connection lives 200 ms. Each step
+    // lasts at least 3 s so it spans several ticks; a short budget keeps the top steps.
     let budget = total * rate;
-    let step = (budget / 4.0).max(1.0);
+    let n_steps = ((budget / 3.0).floor() as usize).clamp(1, 4);
+    let step = (budget / n_steps as f64).max(1.0);
+    let fracs = &[0.125, 0.25, 0.5, 1.0][4 - n_steps..];
     let mut p = template.clone();
     p.script = vec![Step::Wait(Wait::Fixed(Dur::millis(200))), Step::Close];
     let mut cumulative = 0.0;
     let mut steps = Vec::new();
     p.stages = Vec::new();
-    for (k, frac) in [0.125, 0.25, 0.5, 1.0].iter().enumerate() {
+    for (k, frac) in fracs.iter().enumerate() {
         let r = (probe.max_connect_rate * frac).max(1.0);
         cumulative += r * step;
         p.stages.push(Stage {
@@ -217,36 +220,30 @@ fn rate_verdict(s: &Series, span: &PhaseSpan) -> Option<Diagnosis> {
     let mut saturated = Vec::new();
     let mut lines = Vec::new();
     for (off, len, offered) in &span.steps {
-        // Skip the first 30 % of each step (the burst allowance drains there).
-        let from = span.start_ms + off + len * 3 / 10;
-        let to = span.start_ms + off + len;
-        let part = slice(s, from, to);
-        if part.t.is_empty() {
+        // Skip the first 30 % of each step (the burst allowance drains there), then add
+        // up the ticks that lie wholly inside the rest: their rates cover their own length.
+        let from = (span.start_ms + off + len * 3 / 10) as f64 / 1000.0;
+        let to = (span.start_ms + off + len) as f64 / 1000.0 + 0.001;
+        let (mut opened, mut rejected, mut secs) = (0.0, 0.0, 0.0);
+        for i in 1..s.t.len() {
+            let (a, b) = (s.t[i - 1], s.t[i]);
+            if a + 0.001 < from || b > to {
+                continue;
+            }
+            let dt = b - a;
+            opened += s.opened_rate[i] * dt;
+            rejected += s
+                .failed_rate
+                .iter()
+                .filter(|(k, _)| k.as_str() == "http_429" || k.as_str() == "http_503")
+                .map(|(_, v)| v[i] * dt)
+                .sum::<f64>();
+            secs += dt;
+        }
+        if secs <= 0.0 {
             continue;
         }
-        let dt: Vec<f64> = (0..part.t.len())
-            .map(|i| {
-                if i == 0 {
-                    part.t[0]
-                } else {
-                    part.t[i] - part.t[i - 1]
-                }
-            })
-            .collect();
-        let secs: f64 = dt.iter().sum::<f64>().max(0.001);
-        let accepted = part
-            .opened_rate
-            .iter()
-            .zip(&dt)
-            .map(|(r, d)| r * d)
-            .sum::<f64>()
-            / secs;
-        let rejected: f64 = part
-            .failed_rate
-            .iter()
-            .filter(|(k, _)| k.as_str() == "http_429" || k.as_str() == "http_503")
-            .map(|(_, v)| v.iter().zip(&dt).map(|(r, d)| r * d).sum::<f64>())
-            .sum();
+        let accepted = opened / secs;
         lines.push(format!(
             "offered {offered:.1}/s → accepted {accepted:.1}/s, {rejected:.0} rejected"
         ));
@@ -371,8 +368,9 @@ mod tests {
         // Slow ramp: at most a quarter of the rate bound.
         let ramp = ph[0].plan.stages[0].duration.0.as_secs_f64();
         assert!(80.0 / ramp <= 10.0 + 1e-9, "{ramp}");
+        // 20 s x 45 % = 9 s for rates: three 3 s steps, the top three.
         let offered: Vec<f64> = ph[1].steps.iter().map(|s| s.2).collect();
-        assert_eq!(offered, vec![5.0, 10.0, 20.0, 40.0]);
+        assert_eq!(offered, vec![10.0, 20.0, 40.0]);
         assert!(ph
             .iter()
             .all(|p| p.plan.probe.is_none() && p.plan.validate(&Limits::default()).is_ok()));
