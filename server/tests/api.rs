@@ -104,6 +104,13 @@ async fn bad_plans_get_errors_naming_the_field_and_store_nothing() {
     assert_eq!(list.as_array().unwrap().len(), 0, "nothing stored");
     let (status, _) = app.get("/api/runs/doesnotexist").await;
     assert_eq!(status, 404);
+    let r = app
+        .http
+        .get(format!("{}/api/runs/doesnotexist/events", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404, "no stream for unknown runs");
     let (status, _) = app.post("/api/runs/doesnotexist/cancel", "").await;
     assert_eq!(status, 404);
 }

@@ -722,14 +722,21 @@ async fn session(
     let drop_at = p.drop_after.map(|d| tokio::time::Instant::now() + d);
     // A token that expires mid-connection ends it with 4401 (as token-checking gateways do).
     let expire_at = token_expires.map(tokio::time::Instant::from_std);
-    let mut dice = tokio::time::interval(Duration::from_secs(1));
-    dice.tick().await;
+    // Only connections of a `drop_prob` profile carry a timer for the dice.
+    let mut dice = match p.drop_prob {
+        Some(_) => {
+            let mut d = tokio::time::interval(Duration::from_secs(1));
+            d.tick().await;
+            Some(d)
+        }
+        None => None,
+    };
     loop {
         let dropping = tokio::select! {
             _ = shutdown.cancelled() => Some(DropMode::Close(1001)),
             _ = async { match expire_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => Some(DropMode::Close(4401)),
             _ = async { match drop_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => Some(p.drop_mode),
-            _ = dice.tick(), if p.drop_prob.is_some() => {
+            _ = async { match dice.as_mut() { Some(d) => { d.tick().await; } None => std::future::pending().await } } => {
                 let hit = rand::rng().random::<f64>() < p.drop_prob.unwrap_or(0.0);
                 hit.then_some(match p.drop_mode { DropMode::Abort => DropMode::Abort, DropMode::Close(_) => DropMode::Close(1011) })
             }

@@ -38,8 +38,11 @@ async fn run_events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    // 404 for unknown runs, before any stream starts.
-    st.runs.get(&id).await?;
+    // 404 for unknown runs, before any stream starts (a cheap lookup: the run's ticks are
+    // only read for the final `done`).
+    if store::get_run(&st.pool, &id).await?.is_none() {
+        return Err(app::api::ApiError::NotFound(format!("run {id}")).into());
+    }
     let last_seen: Option<u64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
