@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Snapshot period in milliseconds.
     #[arg(long, env = "SOCKETSWARM_TICK_MS", default_value_t = 1000)]
     pub tick_ms: u64,
+    /// Allow `--listen` on a non-loopback address. socketswarm is a traffic cannon with
+    /// no access control yet: anyone who can reach it can aim it. Logged loudly.
+    #[arg(long, env = "SOCKETSWARM_ALLOW_REMOTE", default_value_t = false)]
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -162,6 +166,12 @@ impl ServeArgs {
         });
         if self.max_concurrent_runs == 0 {
             problems.push("--max-concurrent-runs: must be at least 1".into());
+        }
+        if !self.listen.ip().is_loopback() && !self.allow_remote {
+            problems.push(format!(
+                "--listen: {} is not a loopback address; socketswarm has no access control yet, so anyone who reaches it could aim load anywhere. Listen on 127.0.0.1, or pass --allow-remote to accept that risk.",
+                self.listen
+            ));
         }
         if !(50..=60_000).contains(&self.tick_ms) {
             problems.push(format!(

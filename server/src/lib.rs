@@ -114,6 +114,9 @@ fn engine_runtime(
 /// Starts everything and returns once the HTTP listener is bound.
 pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     engine::install_crypto_provider();
+    if args.allow_remote && !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT ACCESS CONTROL (--allow-remote): anyone who can reach it can launch load against any target");
+    }
     let settings = args
         .validate()
         .map_err(|p| anyhow::anyhow!("invalid settings:\n{p}"))?;

@@ -240,3 +240,29 @@ async fn extra_runs_queue_and_then_run() {
     assert!(done2["started_at_ms"].as_i64() >= done1["finished_at_ms"].as_i64());
     assert_eq!(done2["summary"]["totals"]["opened"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_security_headers() {
+    let app = spawn_app().await;
+    for path in ["/api/runs", "/runs/new"] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_loopback_listen_address_is_refused_without_the_opt_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = common::args(dir.path().join("x.db"));
+    a.listen = "0.0.0.0:0".parse().unwrap();
+    let err = server::start(a).await.err().expect("refused");
+    assert!(err.to_string().contains("--allow-remote"), "{err}");
+}

@@ -28,6 +28,7 @@ pub fn args(db: PathBuf) -> ServeArgs {
         max_connections: 19_000,
         max_duration: "1h".into(),
         tick_ms: 250,
+        allow_remote: false,
     }
 }
 
