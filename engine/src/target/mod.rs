@@ -578,54 +578,43 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
         )
         .await;
     }
+    let tok = token.as_ref().map(|(t, _)| t.as_str());
     if let Some(rate) = profile.rate {
-        let verdict = stats.take_rate(rate, profile.burst);
-        if let Err(wait) = verdict {
-            stats.reject(429);
+        if let Err(wait) = stats.take_rate(rate, profile.burst) {
             let ra = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let extra = format!(
-                "Retry-After: {ra}\r\nX-RateLimit-Limit: {rate}\r\nX-RateLimit-Remaining: 0\r\n"
-            );
-            return respond(
+            let limits = format!("X-RateLimit-Limit: {rate}\r\nX-RateLimit-Remaining: 0\r\n");
+            return refuse_429(
                 &mut stream,
-                429,
-                "Too Many Requests",
-                &extra,
-                "application/json",
-                r#"{"error":"handshake rate limit exceeded"}"#,
+                &stats,
+                tok,
+                ra,
+                &limits,
+                "handshake rate limit exceeded",
             )
             .await;
         }
     }
     if !stats.try_open(profile.cap) {
-        stats.reject(429);
-        if let Some((t, _)) = &token {
-            stats.token_event(t, |c| c.rejected_429 += 1);
-        }
-        let extra = format!("Retry-After: {}\r\n", profile.retry_after);
-        return respond(
+        return refuse_429(
             &mut stream,
-            429,
-            "Too Many Requests",
-            &extra,
-            "application/json",
-            r#"{"error":"too many concurrent connections"}"#,
+            &stats,
+            tok,
+            profile.retry_after,
+            "",
+            "too many concurrent connections",
         )
         .await;
     }
-    if let (Some(cap), Some((t, _))) = (profile.token_cap, &token) {
+    if let (Some(cap), Some(t)) = (profile.token_cap, tok) {
         if !stats.try_token_open(t, cap) {
             stats.release_open();
-            stats.reject(429);
-            stats.token_event(t, |c| c.rejected_429 += 1);
-            let extra = format!("Retry-After: {}\r\n", profile.retry_after);
-            return respond(
+            return refuse_429(
                 &mut stream,
-                429,
-                "Too Many Requests",
-                &extra,
-                "application/json",
-                r#"{"error":"too many connections for this token"}"#,
+                &stats,
+                tok,
+                profile.retry_after,
+                "",
+                "too many connections for this token",
             )
             .await;
         }
@@ -650,6 +639,33 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
     if let (Some(_), Some((t, _))) = (profile.token_cap, &token) {
         stats.release_token_open(t);
     }
+}
+
+/// Refuses a handshake with 429 + `Retry-After` (and `extra` headers), counted on the
+/// profile and, with bearer auth, on the token.
+async fn refuse_429(
+    stream: &mut MaybeTls,
+    stats: &ProfileStats,
+    token: Option<&str>,
+    retry_after: u64,
+    extra: &str,
+    error: &str,
+) {
+    stats.reject(429);
+    if let Some(t) = token {
+        stats.token_event(t, |c| c.rejected_429 += 1);
+    }
+    let head = format!("Retry-After: {retry_after}\r\n{extra}");
+    let body = serde_json::json!({ "error": error }).to_string();
+    respond(
+        stream,
+        429,
+        "Too Many Requests",
+        &head,
+        "application/json",
+        &body,
+    )
+    .await
 }
 
 /// The mock OAuth2 token endpoint: `POST /oauth/token?ttl=60s&rate=R&burst=B`. Any
