@@ -6,6 +6,8 @@
   var plots = new WeakMap();
 
   function options(spec, width) {
+    var labels = spec.x_labels && spec.x_labels.length ? spec.x_labels : null;
+    var bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.8, 64] }) : undefined;
     return {
       width: width,
       height: spec.height || 220,
@@ -13,7 +15,12 @@
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: false } },
       axes: [
-        { label: 'elapsed (s)', stroke: '#5f6b7d', grid: { stroke: '#eef2f8' } },
+        {
+          label: spec.x_label || 'elapsed (s)', stroke: '#5f6b7d', grid: { stroke: '#eef2f8' },
+          values: labels ? function (u, splits) {
+            return splits.map(function (i) { return labels[i] === undefined ? '' : labels[i]; });
+          } : undefined,
+        },
         { label: spec.y_label, size: 64, stroke: '#5f6b7d', grid: { stroke: '#eef2f8' } },
       ],
       series: [{ label: 't (s)' }].concat(spec.series.map(function (s) {
@@ -23,6 +30,8 @@
           width: 2,
           fill: s.fill ? s.color + '66' : undefined,
           dash: s.dash ? [6, 4] : undefined,
+          paths: s.bars ? bars : undefined,
+          spanGaps: true,
           points: { show: false },
         };
       })),

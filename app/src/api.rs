@@ -4,6 +4,9 @@
 
 use std::fmt;
 
+pub mod history;
+pub use history::*;
+
 use engine::{FieldError, Limits, Plan, Series, Snapshot, Summary};
 use leptos::prelude::*;
 use leptos::server_fn::codec::JsonEncoding;
@@ -63,6 +66,26 @@ pub struct RunListItem {
     pub peak_open: Option<i64>,
     pub opened: Option<i64>,
     pub failed: Option<i64>,
+    /// The saved plan it came from, if any.
+    #[serde(default)]
+    pub plan_id: Option<String>,
+    #[serde(default)]
+    pub plan_name: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Where a run ran: the process that drove it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunEnv {
+    pub version: String,
+    pub host: String,
+    pub os: String,
+    pub cpus: u32,
+    /// Open-file limit of the process (sockets it could hold).
+    pub nofile: u64,
 }
 
 /// Everything about one run.
@@ -85,6 +108,25 @@ pub struct RunDetail {
     pub series: Series,
     /// Which limit the run hit, with its evidence (from the series and summary).
     pub diagnosis: Option<engine::diagnose::Diagnosis>,
+    #[serde(default)]
+    pub plan_id: Option<String>,
+    #[serde(default)]
+    pub plan_name: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub note: String,
+    #[serde(default)]
+    pub env: Option<RunEnv>,
+    /// Whole-run latency distributions (finished runs).
+    #[serde(default)]
+    pub histograms: Vec<engine::compare::HistogramView>,
+    /// This run against its plan's baseline (when it has one and is not it).
+    #[serde(default)]
+    pub baseline: Option<history::BaselineView>,
+    /// This run is its plan's baseline.
+    #[serde(default)]
+    pub is_baseline: bool,
 }
 
 /// Answer to a launch.
@@ -164,6 +206,47 @@ mod service {
         fn launch(&self, plan: Plan) -> BoxFuture<'_, Result<Launched, ApiError>>;
         fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
         fn defaults(&self) -> FormDefaults;
+
+        // History (see `history`): the filtered list, run metadata, saved plans,
+        // baselines, comparisons and share links.
+        fn search(&self, q: RunQuery) -> BoxFuture<'_, Result<RunPage, ApiError>>;
+        fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+        fn update_meta<'a>(
+            &'a self,
+            id: &'a str,
+            meta: RunMeta,
+        ) -> BoxFuture<'a, Result<(), ApiError>>;
+        fn rerun<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Launched, ApiError>>;
+        fn plans(&self) -> BoxFuture<'_, Result<Vec<PlanListItem>, ApiError>>;
+        fn plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanDetail, ApiError>>;
+        /// Creates (`id` None) or replaces a saved plan from TOML or JSON text.
+        fn save_plan<'a>(
+            &'a self,
+            id: Option<&'a str>,
+            text: &'a str,
+        ) -> BoxFuture<'a, Result<PlanSaved, ApiError>>;
+        fn duplicate_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanSaved, ApiError>>;
+        fn delete_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+        fn launch_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Launched, ApiError>>;
+        /// Saves a run's plan as a new saved plan (and links the run to it).
+        fn plan_from_run<'a>(
+            &'a self,
+            run_id: &'a str,
+        ) -> BoxFuture<'a, Result<PlanSaved, ApiError>>;
+        /// Makes a run its plan's baseline (`on`), or clears it.
+        fn set_baseline<'a>(
+            &'a self,
+            run_id: &'a str,
+            on: bool,
+        ) -> BoxFuture<'a, Result<(), ApiError>>;
+        fn compare<'a>(&'a self, ids: &'a [String])
+            -> BoxFuture<'a, Result<CompareView, ApiError>>;
+        fn share<'a>(
+            &'a self,
+            kind: ShareKind,
+            ids: &'a [String],
+        ) -> BoxFuture<'a, Result<ShareLink, ApiError>>;
+        fn shared<'a>(&'a self, share_id: &'a str) -> BoxFuture<'a, Result<SharedView, ApiError>>;
     }
 
     /// The handle provided to server fns through Leptos context.

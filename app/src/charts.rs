@@ -17,6 +17,9 @@ pub struct LineSpec {
     pub values: Vec<Option<f64>>,
     pub fill: bool,
     pub dash: bool,
+    /// Draw as bars (histograms).
+    #[serde(default)]
+    pub bars: bool,
 }
 
 /// One chart: shared x axis (elapsed seconds) and its lines.
@@ -26,6 +29,12 @@ pub struct ChartSpec {
     pub height: u32,
     pub x: Vec<f64>,
     pub series: Vec<LineSpec>,
+    /// x axis caption (default "elapsed (s)").
+    #[serde(default)]
+    pub x_label: String,
+    /// Categorical x: the label of each x index (histogram buckets).
+    #[serde(default)]
+    pub x_labels: Vec<String>,
 }
 
 fn line(label: &str, color: &str, values: &[f64]) -> LineSpec {
@@ -35,6 +44,7 @@ fn line(label: &str, color: &str, values: &[f64]) -> LineSpec {
         values: values.iter().map(|v| Some(*v)).collect(),
         fill: false,
         dash: false,
+        bars: false,
     }
 }
 
@@ -63,6 +73,7 @@ fn level_line(label: String, level: f64, n: usize) -> LineSpec {
         values: vec![Some(level); n],
         fill: false,
         dash: true,
+        bars: false,
     }
 }
 
@@ -86,6 +97,7 @@ pub fn connections(s: &Series, d: Option<&Diagnosis>) -> ChartSpec {
         height: 220,
         x: s.t.clone(),
         series,
+        ..Default::default()
     }
 }
 
@@ -119,6 +131,7 @@ pub fn connect_rate(s: &Series, d: Option<&Diagnosis>) -> ChartSpec {
         height: 220,
         x: s.t.clone(),
         series: out,
+        ..Default::default()
     }
 }
 
@@ -140,6 +153,7 @@ pub fn latency(s: &Series) -> ChartSpec {
                         values: v.clone(),
                         fill: false,
                         dash: false,
+                        bars: false,
                     });
                 }
             }
@@ -150,6 +164,7 @@ pub fn latency(s: &Series) -> ChartSpec {
         height: 220,
         x: s.t.clone(),
         series: out,
+        ..Default::default()
     }
 }
 
@@ -168,6 +183,7 @@ pub fn drops(s: &Series) -> Option<ChartSpec> {
         height: 180,
         x: s.t.clone(),
         series,
+        ..Default::default()
     })
 }
 
@@ -181,7 +197,128 @@ pub fn messages(s: &Series) -> ChartSpec {
             line("sent", "#3182ce", &s.sent_rate),
             line("received", "#38a169", &s.received_rate),
         ],
+        ..Default::default()
     }
+}
+
+/// Connect failures and drops per second by class, as lines (`None` when there were none).
+pub fn failures(s: &Series) -> Option<ChartSpec> {
+    if s.failed_rate.is_empty() && s.drop_rate.is_empty() {
+        return None;
+    }
+    let mut series: Vec<LineSpec> = s
+        .failed_rate
+        .iter()
+        .map(|(k, v)| line(k, color_of(k), v))
+        .collect();
+    for (k, v) in &s.drop_rate {
+        let mut l = line(&format!("drop {k}"), color_of(k), v);
+        l.dash = true;
+        series.push(l);
+    }
+    Some(ChartSpec {
+        y_label: "per s".into(),
+        height: 200,
+        x: s.t.clone(),
+        series,
+        ..Default::default()
+    })
+}
+
+/// A whole-run latency distribution as bars over 1-2-5 ms buckets.
+pub fn histogram(h: &engine::compare::HistogramView) -> ChartSpec {
+    let labels = h
+        .le_ms
+        .iter()
+        .map(|b| {
+            if *b >= 1000.0 {
+                format!("≤{}s", b / 1000.0)
+            } else {
+                format!("≤{b}ms")
+            }
+        })
+        .collect();
+    ChartSpec {
+        y_label: "samples".into(),
+        height: 180,
+        x: (0..h.counts.len()).map(|i| i as f64).collect(),
+        series: vec![LineSpec {
+            label: h.metric.clone(),
+            color: "#2b6cb0".into(),
+            values: h.counts.iter().map(|c| Some(*c as f64)).collect(),
+            fill: true,
+            dash: false,
+            bars: true,
+        }],
+        x_label: "latency bucket".into(),
+        x_labels: labels,
+    }
+}
+
+/// Colours of the runs in a comparison, in order.
+pub const RUN_COLORS: [&str; 4] = ["#2b6cb0", "#dd6b20", "#38a169", "#805ad5"];
+
+/// One line per run on a shared elapsed-time axis (the union of the runs' ticks, to
+/// 0.1 s); a run without a tick at some x has a gap there.
+pub fn overlay(
+    runs: &[(String, &Series)],
+    y_label: &str,
+    pick: &dyn Fn(&Series) -> Vec<Option<f64>>,
+) -> ChartSpec {
+    let key = |t: f64| (t * 10.0).round() as i64;
+    let mut xs: Vec<i64> = runs
+        .iter()
+        .flat_map(|(_, s)| s.t.iter().map(|t| key(*t)))
+        .collect();
+    xs.sort_unstable();
+    xs.dedup();
+    let series = runs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, s))| {
+            let vals = pick(s);
+            let by_x: std::collections::BTreeMap<i64, Option<f64>> =
+                s.t.iter().zip(vals).map(|(t, v)| (key(*t), v)).collect();
+            LineSpec {
+                label: name.clone(),
+                color: RUN_COLORS[i % RUN_COLORS.len()].into(),
+                values: xs.iter().map(|x| by_x.get(x).copied().flatten()).collect(),
+                fill: false,
+                dash: false,
+                bars: false,
+            }
+        })
+        .collect();
+    ChartSpec {
+        y_label: y_label.into(),
+        height: 220,
+        x: xs.iter().map(|x| *x as f64 / 10.0).collect(),
+        series,
+        ..Default::default()
+    }
+}
+
+/// Failures per second (all classes) of a series.
+pub fn failed_total(s: &Series) -> Vec<Option<f64>> {
+    (0..s.t.len())
+        .map(|i| {
+            Some(
+                s.failed_rate
+                    .values()
+                    .map(|v| v.get(i).copied().unwrap_or(0.0))
+                    .sum(),
+            )
+        })
+        .collect()
+}
+
+/// One latency percentile column of a series (`metric`, `q`).
+pub fn latency_col(s: &Series, metric: &str, q: &str) -> Vec<Option<f64>> {
+    s.latency_ms
+        .get(metric)
+        .and_then(|m| m.get(q))
+        .cloned()
+        .unwrap_or_else(|| vec![None; s.t.len()])
 }
 
 #[cfg(test)]
@@ -212,6 +349,26 @@ mod tests {
         assert_eq!(c.series[1].values, vec![Some(5.0), Some(5.0)]);
         assert_eq!(c.series[0].values, vec![Some(6.0), Some(5.0)]);
         assert!(c.series.iter().all(|l| l.values.len() == c.x.len()));
+    }
+
+    #[test]
+    fn overlay_aligns_runs_on_a_shared_axis() {
+        let a = Series {
+            t: vec![1.0, 2.0],
+            open: vec![10.0, 20.0],
+            ..Default::default()
+        };
+        let b = Series {
+            t: vec![1.0, 2.0, 3.0],
+            open: vec![5.0, 6.0, 7.0],
+            ..Default::default()
+        };
+        let c = overlay(&[("a".into(), &a), ("b".into(), &b)], "open", &|s| {
+            s.open.iter().map(|v| Some(*v)).collect()
+        });
+        assert_eq!(c.x, vec![1.0, 2.0, 3.0]);
+        assert_eq!(c.series[0].values, vec![Some(10.0), Some(20.0), None]);
+        assert_eq!(c.series[1].values, vec![Some(5.0), Some(6.0), Some(7.0)]);
     }
 
     #[test]

@@ -58,6 +58,31 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// A metric value by unit (`count`, `per_s`, `pct`, `ms`, `s`).
+pub fn metric(v: f64, unit: &str) -> String {
+    match unit {
+        "count" => count(v.max(0.0).round() as u64),
+        "per_s" => format!("{v:.1}/s"),
+        "pct" => format!("{v:.2} %"),
+        "ms" if v < 10.0 => format!("{v:.2} ms"),
+        "ms" => format!("{v:.1} ms"),
+        "s" => format!("{v:.1} s"),
+        _ => format!("{v}"),
+    }
+}
+
+/// A change: `+38 %`, `−4.1 %`, or the absolute difference when there is no base.
+pub fn change(abs: f64, rel: Option<f64>, unit: &str) -> String {
+    match rel {
+        Some(r) => format!("{:+.1} %", r * 100.0),
+        None if abs == 0.0 => "±0".into(),
+        None => {
+            let sign = if abs > 0.0 { "+" } else { "−" };
+            format!("{sign}{}", metric(abs.abs(), unit))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +98,9 @@ mod tests {
         assert_eq!(count(12), "12");
         assert_eq!(timestamp(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(timestamp(1_795_636_201_000), "2026-11-25 19:50:01 UTC");
+        assert_eq!(metric(1234.0, "count"), "1,234");
+        assert_eq!(metric(3.14159, "ms"), "3.14 ms");
+        assert_eq!(change(38.0, Some(0.38), "ms"), "+38.0 %");
+        assert_eq!(change(4.0, None, "count"), "+4");
     }
 }

@@ -51,8 +51,10 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The router: `/` and `/runs` (list), `/runs/new`, `/runs/{id}`. Every route renders
+/// The router: `/` and `/runs` (list), `/runs/new`, `/runs/{id}`, `/plans`,
+/// `/plans/new`, `/plans/{id}`, `/compare?runs=...`, `/share/{id}`. Every route renders
 /// `Async` (whole page, data included) so pages and share links read without JavaScript.
+/// Share pages show no navigation: a share link leads nowhere else.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
@@ -60,21 +62,42 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/socketswarm.css"/>
         <Title text="socketswarm"/>
         <Router>
-            <header class="topbar">
-                <A href="/" attr:class="topbar__brand">"socketswarm"</A>
-                <nav class="topbar__nav">
-                    <A href="/runs">"Runs"</A>
-                    <A href="/runs/new">"New run"</A>
-                </nav>
-            </header>
+            <TopBar/>
             <main class="page">
                 <Routes fallback=|| view! { <pages::not_found::NotFound/> }>
                     <Route path=path!("/") view=pages::runs::RunsPage ssr=SsrMode::Async/>
                     <Route path=path!("/runs") view=pages::runs::RunsPage ssr=SsrMode::Async/>
                     <Route path=path!("/runs/new") view=pages::run_new::NewRunPage ssr=SsrMode::Async/>
                     <Route path=path!("/runs/:id") view=pages::run_detail::RunDetailPage ssr=SsrMode::Async/>
+                    <Route path=path!("/plans") view=pages::plans::PlansPage ssr=SsrMode::Async/>
+                    <Route path=path!("/plans/new") view=pages::plans::NewPlanPage ssr=SsrMode::Async/>
+                    <Route path=path!("/plans/:id") view=pages::plans::PlanPage ssr=SsrMode::Async/>
+                    <Route path=path!("/compare") view=pages::compare::ComparePage ssr=SsrMode::Async/>
+                    <Route path=path!("/share/:id") view=pages::share::SharePage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// The header: brand and navigation, or just the name on share pages.
+#[component]
+fn TopBar() -> impl IntoView {
+    let location = leptos_router::hooks::use_location();
+    let shared = move || location.pathname.read().starts_with("/share/");
+    view! {
+        <header class="topbar">
+            <Show
+                when=move || !shared()
+                fallback=|| view! { <span class="topbar__brand">"socketswarm"</span> }
+            >
+                <A href="/" attr:class="topbar__brand">"socketswarm"</A>
+                <nav class="topbar__nav">
+                    <A href="/runs">"Runs"</A>
+                    <A href="/plans">"Plans"</A>
+                    <A href="/runs/new">"New run"</A>
+                </nav>
+            </Show>
+        </header>
     }
 }

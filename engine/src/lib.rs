@@ -12,6 +12,8 @@
 //! - [`thresholds`] pass/fail thresholds on a finished run (k6 style). Pure.
 //! - [`report`]    wire types that leave the engine: `Snapshot`, `Summary`, `Totals`. Pure.
 //! - [`diagnose`]  which limit a run hit (cap, rate, auth, drops, client), with evidence. Pure.
+//! - [`compare`]   runs side by side: metric deltas, significance from the stored
+//!   histograms, behaviour changes in words. Pure.
 //! - [`outcome`]   the small closed set of connection outcomes (`FailKind`, `CloseKind`).
 //!
 //! With the `runtime` feature (everything that needs tokio):
@@ -25,6 +27,7 @@
 //! - [`target`]    the sandbox WebSocket target (echo, caps, rate limits, drops) and
 //!   its `/stats` counters.
 
+pub mod compare;
 pub mod diagnose;
 pub mod outcome;
 pub mod plan;
@@ -42,6 +45,8 @@ mod conn;
 mod handshake;
 #[cfg(feature = "runtime")]
 mod stats;
+#[cfg(feature = "runtime")]
+pub use stats::histogram_counts;
 #[cfg(feature = "runtime")]
 pub mod swarm;
 #[cfg(feature = "runtime")]

@@ -450,6 +450,44 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Puts back secrets that an answer redacted: every `<redacted>` value whose place
+    /// exists in `stored` (same token index, same header name) takes the stored value.
+    /// Lets a user edit a saved plan they only ever saw redacted.
+    pub fn restore_secrets(&mut self, stored: &Plan) {
+        let is_redacted = |s: &Secret| matches!(s, Secret::Value(v) if v == REDACTED);
+        if let (Some(a), Some(b)) = (self.auth.as_mut(), stored.auth.as_ref()) {
+            match (&mut a.source, &b.source) {
+                (TokenSource::Static { tokens }, TokenSource::Static { tokens: old }) => {
+                    for (t, o) in tokens.iter_mut().zip(old) {
+                        if is_redacted(t) {
+                            *t = o.clone();
+                        }
+                    }
+                }
+                (
+                    TokenSource::Oauth2 { client_secret, .. },
+                    TokenSource::Oauth2 {
+                        client_secret: old, ..
+                    },
+                ) => {
+                    if is_redacted(client_secret) {
+                        *client_secret = old.clone();
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (k, v) in self.headers.iter_mut() {
+            if v == REDACTED {
+                if let Some(old) = stored.headers.get(k) {
+                    *v = old.clone();
+                }
+            }
+        }
+    }
+}
+
 /// The plan's JSON Schema (for editors: TOML and JSON plan files).
 #[cfg(feature = "schema")]
 pub fn json_schema() -> serde_json::Value {
@@ -809,13 +847,16 @@ fn validate_auth(auth: &Auth, errs: &mut Vec<FieldError>) {
                 err("auth.source.tokens", "needs at least one token".into());
             }
             for (i, t) in tokens.iter().enumerate() {
-                if let Secret::Env { env } = t {
-                    if std::env::var(env).is_err() {
-                        err(
-                            &format!("auth.source.tokens[{i}]"),
-                            format!("environment variable `{env}` is not set on the server"),
-                        );
-                    }
+                match t {
+                    Secret::Env { env } if std::env::var(env).is_err() => err(
+                        &format!("auth.source.tokens[{i}]"),
+                        format!("environment variable `{env}` is not set on the server"),
+                    ),
+                    Secret::Value(v) if v == REDACTED => err(
+                        &format!("auth.source.tokens[{i}]"),
+                        "was typed in for an earlier run and not stored; type it again or use {\"env\": \"NAME\"}".into(),
+                    ),
+                    _ => {}
                 }
             }
         }
@@ -1043,6 +1084,22 @@ mod tests {
         assert_eq!(p.peak_connections(), 50);
         assert_eq!(p.duration(), Duration::from_secs(5));
         assert!(p.validate(&Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn redacted_secrets_come_back_from_the_stored_plan() {
+        let mut stored = minimal();
+        stored.auth =
+            serde_json::from_str(r#"{"source":{"type":"static","tokens":["t-one","t-two"]}}"#)
+                .unwrap();
+        stored.headers.insert("X-Api-Key".into(), "k-123".into());
+        let mut edited = stored.redacted();
+        assert!(!serde_json::to_string(&edited).unwrap().contains("t-one"));
+        edited.name = "renamed".into();
+        edited.restore_secrets(&stored);
+        assert_eq!(edited.auth, stored.auth);
+        assert_eq!(edited.headers["X-Api-Key"], "k-123");
+        assert_eq!(edited.name, "renamed");
     }
 
     #[test]

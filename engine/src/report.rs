@@ -354,6 +354,57 @@ impl Series {
         s
     }
 
+    /// The series as CSV, one row per tick: `t_s,target,open,opened_per_s`, then
+    /// `failed_<kind>_per_s`, `dropped_<kind>_per_s`, `sent_per_s`, `received_per_s`
+    /// and `<metric>_<q>_ms` columns (empty cell = no sample that second).
+    pub fn to_csv(&self) -> String {
+        let mut head = vec![
+            "t_s".to_string(),
+            "target".into(),
+            "open".into(),
+            "opened_per_s".into(),
+        ];
+        let mut cols: Vec<Vec<Option<f64>>> = vec![
+            self.t.iter().map(|v| Some(*v)).collect(),
+            self.target.iter().map(|v| Some(*v)).collect(),
+            self.open.iter().map(|v| Some(*v)).collect(),
+            self.opened_rate.iter().map(|v| Some(*v)).collect(),
+        ];
+        for (k, v) in &self.failed_rate {
+            head.push(format!("failed_{k}_per_s"));
+            cols.push(v.iter().map(|v| Some(*v)).collect());
+        }
+        for (k, v) in &self.drop_rate {
+            head.push(format!("dropped_{k}_per_s"));
+            cols.push(v.iter().map(|v| Some(*v)).collect());
+        }
+        head.push("sent_per_s".into());
+        cols.push(self.sent_rate.iter().map(|v| Some(*v)).collect());
+        head.push("received_per_s".into());
+        cols.push(self.received_rate.iter().map(|v| Some(*v)).collect());
+        for (m, qs) in &self.latency_ms {
+            for (q, v) in qs {
+                head.push(format!("{m}_{q}_ms"));
+                cols.push(v.clone());
+            }
+        }
+        let mut out = head.join(",");
+        out.push('\n');
+        for i in 0..self.t.len() {
+            let row: Vec<String> = cols
+                .iter()
+                .map(|c| match c.get(i).copied().flatten() {
+                    Some(v) if v.fract() == 0.0 => format!("{v:.0}"),
+                    Some(v) => format!("{v:.3}"),
+                    None => String::new(),
+                })
+                .collect();
+            out.push_str(&row.join(","));
+            out.push('\n');
+        }
+        out
+    }
+
     /// Appends one tick (ignored if not newer than the last one).
     pub fn push(&mut self, snap: &Snapshot) {
         if snap.seq <= self.last_seq && !self.t.is_empty() {
@@ -451,6 +502,20 @@ mod series_tests {
             s.interval.failures.insert("http_429".into(), f429);
         }
         s
+    }
+
+    #[test]
+    fn csv_has_one_row_per_tick_and_a_column_per_class() {
+        let s = Series::from_snapshots(&[snap(1, 1000, 5, 0), snap(2, 2000, 3, 4)]);
+        let csv = s.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "t_s,target,open,opened_per_s,failed_http_429_per_s,sent_per_s,received_per_s"
+        );
+        assert_eq!(lines[1], "1,10,5,5,0,0,0");
+        assert_eq!(lines[2], "2,10,3,3,4,0,0");
+        assert_eq!(lines.len(), 3);
     }
 
     #[test]

@@ -302,6 +302,47 @@ impl RunStats {
     }
 }
 
+/// A stored histogram (`Summary::histograms` value) as `(value_us, count)` pairs in
+/// ascending value order; `None` if it does not decode.
+pub fn histogram_counts(encoded: &str) -> Option<Vec<(u64, u64)>> {
+    use hdrhistogram::serialization::Deserializer;
+    let bytes = base64_decode(encoded)?;
+    let h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .ok()?;
+    Some(
+        h.iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect(),
+    )
+}
+
+/// Inverse of [`base64_encode`]; `None` on any character outside the alphabet.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let mut acc: u32 = 0;
+    let mut bits = 0u32;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            b'\n' | b'\r' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(((acc >> bits) & 0xff) as u8);
+        }
+    }
+    Some(out)
+}
+
 /// Standard base64 with padding (kept here to avoid one more dependency).
 fn base64_encode(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -330,6 +371,10 @@ mod tests {
         assert_eq!(base64_encode(b"fo"), "Zm8=");
         assert_eq!(base64_encode(b"foo"), "Zm9v");
         assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+        for w in [&b"f"[..], b"fo", b"foo", b"foobar", &[0, 255, 7, 128]] {
+            assert_eq!(base64_decode(&base64_encode(w)).as_deref(), Some(w));
+        }
+        assert_eq!(base64_decode("Zm9v!"), None);
     }
 
     #[test]
@@ -368,7 +413,12 @@ mod tests {
         assert!((98_900..=99_100).contains(&c.p99_us), "{}", c.p99_us);
         assert_eq!(s.evidence.retry_after["1"], 2);
         assert_eq!(s.evidence.bodies[&429], vec!["busy".to_string()]);
-        assert!(s.encoded_histograms().contains_key("ws_connecting"));
+        let enc = s.encoded_histograms();
+        let counts = histogram_counts(&enc["ws_connecting"]).expect("decodes");
+        assert_eq!(
+            counts.iter().map(|c| c.1).sum::<u64>(),
+            s.latency()["ws_connecting"].count
+        );
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! - [`error`]    `AppError` -> HTTP answers.
 //! - [`state`]    `AppState` shared by handlers.
 //! - [`http`]     routers: `/api/runs...` JSON, SSE, pages, static files.
+//! - [`plan_file`] plans as TOML/JSON text; the commented TOML export.
 //! - [`report`]   the self-contained HTML report.
 //! - [`runs`]     the manager actor (live runs, queue, cancel) and the `RunService`.
 //! - [`store`]    all SQL.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod plan_file;
 pub mod report;
 pub mod runs;
 pub mod state;

@@ -1,6 +1,8 @@
 //! Reusable views.
 pub mod chart;
+pub mod compare;
 pub mod diagnosis;
+pub mod run_actions;
 pub mod status;
 pub mod tiles;
 

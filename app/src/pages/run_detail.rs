@@ -1,10 +1,13 @@
 //! `/runs/{id}`: one run. Server-rendered from the store (works without JavaScript, so
 //! share links read anywhere); after hydration a live run follows its SSE stream.
+//! `RunView` also renders share links (`shared` = the share id): read-only, downloads
+//! through `/share/{id}/...`, no actions and no links into the rest of the instance.
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_run, CancelRun, RunDetail};
 use crate::charts;
+use crate::components::run_actions::{BaselinePanel, Environment, RunActions};
 use crate::components::tiles::TileData;
 use crate::components::{
     Chart, DiagnosisPanel, FailureTable, LatencyTable, StatusBadge, Tiles, TokenTable,
@@ -20,7 +23,7 @@ pub fn RunDetailPage() -> impl IntoView {
         <Transition fallback=|| view! { <p>"Loading run…"</p> }>
             {move || Suspend::new(async move {
                 match run.await {
-                    Ok(d) => view! { <RunView detail=d on_done=Callback::new(move |_| run.refetch())/> }.into_any(),
+                    Ok(d) => view! { <RunView detail=d on_done=Callback::new(move |_| run.refetch()) shared=None/> }.into_any(),
                     Err(e) => view! { <h1>"Run"</h1><p class="error">{e.to_string()}</p> }.into_any(),
                 }
             })}
@@ -29,7 +32,7 @@ pub fn RunDetailPage() -> impl IntoView {
 }
 
 #[component]
-fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
+pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>) -> impl IntoView {
     let status = detail.status;
     let live = RwSignal::new(detail.last.clone());
     let summary = detail.summary.clone();
@@ -74,7 +77,7 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
     });
     #[cfg(feature = "hydrate")]
     {
-        if is_live {
+        if is_live && shared.is_none() {
             let id = detail.id.clone();
             Effect::new(move |prev: Option<()>| {
                 if prev.is_none() {
@@ -88,16 +91,44 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
     let cancel = ServerAction::<CancelRun>::new();
     let plan_json = serde_json::to_string_pretty(&detail.plan).unwrap_or_default();
     let run_id = detail.id.clone();
+    let is_shared = shared.is_some();
+    let downloads = match &shared {
+        Some(sid) => format!("/share/{sid}"),
+        None => format!("/api/runs/{}", detail.id),
+    };
+    let histograms = detail.histograms.clone();
+    let env = detail.env.clone();
+    let baseline = detail.baseline.clone();
+    let has_failures = Signal::derive(move || {
+        let s = series.read();
+        !s.failed_rate.is_empty() || !s.drop_rate.is_empty()
+    });
+    let actions = (!is_shared).then(|| view! { <RunActions detail=detail.clone()/> }.into_any());
     let evidence = summary
         .as_ref()
         .map(|s| s.evidence.clone())
         .unwrap_or_default();
+    let charts_section = view! {
+            <section class="run-detail__charts">
+                <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || charts::connections(&series.read(), diagnosis.read().as_ref()))/>
+                <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::connect_rate(&series.read(), diagnosis.read().as_ref()))/>
+                <Chart title="Latency percentiles per second" id="latency" spec=Signal::derive(move || charts::latency(&series.read()))/>
+                <Chart title="Messages per second" id="messages" spec=Signal::derive(move || charts::messages(&series.read()))/>
+                <Show when=move || has_drops.get()>
+                    <Chart title="Drops per second by close kind" id="drops" spec=Signal::derive(move || charts::drops(&series.read()).unwrap_or_default())/>
+                </Show>
+                <Show when=move || has_failures.get()>
+                    <Chart title="Failures per second by class (drops dashed)" id="failures" spec=Signal::derive(move || charts::failures(&series.read()).unwrap_or_default())/>
+                </Show>
+            </section>
+    }
+    .into_any();
     view! {
         <div class="run-detail" data-run-id=detail.id>
             <div class="run-detail__head">
                 <h1>{detail.name.clone()}</h1>
                 <StatusBadge status=status/>
-                {is_live.then(move || view! {
+                {(is_live && !is_shared).then(move || view! {
                     <ActionForm action=cancel attr:class="run-detail__cancel">
                         <input type="hidden" name="id" value=run_id.clone()/>
                         <button type="submit" class="button button--danger">"Cancel"</button>
@@ -109,26 +140,54 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
                 " · created "{fmt::timestamp(detail.created_at_ms)}
                 {detail.finished_at_ms.map(|f| format!(" · finished {}", fmt::timestamp(f)))}
                 {summary.as_ref().and_then(|s| s.end_reason).map(|r| format!(" · ended: {r:?}").to_lowercase())}
+                {detail.plan_id.clone().map(|p| view! {
+                    " · plan "<a href=format!("/plans/{p}")>{detail.plan_name.clone().unwrap_or_else(|| "saved plan".into())}</a>
+                })}
+                {detail.is_baseline.then(|| view! { " · " <span class="tag tag--baseline">"baseline"</span> })}
             </p>
+            {(!detail.tags.is_empty() || !detail.note.is_empty()).then(|| view! {
+                <div class="run-detail__meta-user">
+                    {detail.tags.iter().map(|t| {
+                        let href = (!is_shared).then(|| format!("/runs?tag={}", crate::api::encode(t)));
+                        view! { <a class="tag" href=href>{t.clone()}</a> }
+                    }).collect_view()}
+                    {(!detail.note.is_empty()).then(|| view! { <p class="run-detail__note">{detail.note.clone()}</p> })}
+                </div>
+            })}
             {detail.error.clone().map(|e| view! { <p class="error">{e}</p> })}
             {summary.is_some().then(|| view! {
                 <p class="run-detail__downloads">
-                    <a class="button button--quiet" href=format!("/api/runs/{}/report.html", detail.id) download="" rel="external">"Download HTML report"</a>
+                    <a class="button button--quiet" href=format!("{downloads}/report.html") download="" rel="external">"Download HTML report"</a>
                     " "
-                    <a class="button button--quiet" href=format!("/api/runs/{}/export.json", detail.id) rel="external">"JSON export"</a>
+                    <a class="button button--quiet" href=format!("{downloads}/export.json") rel="external">"JSON export"</a>
+                    " "
+                    <a class="button button--quiet" href=format!("{downloads}/series.csv") download="" rel="external">"CSV (per second)"</a>
                 </p>
             })}
+            {actions}
             <Tiles data/>
+            {baseline.map(|b| view! { <BaselinePanel baseline=b run_name=detail.name.clone() run_id=detail.id.clone()/> }.into_any())}
             <DiagnosisPanel diagnosis live=is_live/>
-            <section class="run-detail__charts">
-                <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || charts::connections(&series.read(), diagnosis.read().as_ref()))/>
-                <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::connect_rate(&series.read(), diagnosis.read().as_ref()))/>
-                <Chart title="Latency percentiles per second" id="latency" spec=Signal::derive(move || charts::latency(&series.read()))/>
-                <Chart title="Messages per second" id="messages" spec=Signal::derive(move || charts::messages(&series.read()))/>
-                <Show when=move || has_drops.get()>
-                    <Chart title="Drops per second by close kind" id="drops" spec=Signal::derive(move || charts::drops(&series.read()).unwrap_or_default())/>
-                </Show>
-            </section>
+            {charts_section}
+            {(!histograms.is_empty()).then(|| view! {
+                <section class="run-detail__section run-detail__histograms">
+                    <h2>"Latency distributions (whole run)"</h2>
+                    <div class="run-detail__hist-grid">
+                        {histograms.into_iter().map(|h| {
+                            let spec = charts::histogram(&h);
+                            let title: &'static str = match h.metric.as_str() {
+                                "ws_connecting" => "Connect (TCP + TLS + upgrade)",
+                                "ws_rtt" => "Message round trip",
+                                "tls_handshake" => "TLS handshake",
+                                "token_fetch" => "Token fetch",
+                                "ws_ping" => "Ping round trip",
+                                _ => "First message",
+                            };
+                            view! { <Chart title id="histogram" spec=Signal::derive(move || spec.clone())/> }
+                        }).collect_view()}
+                    </div>
+                </section>
+            }.into_any())}
             <section class="run-detail__section">
                 <h2>"Failures and session ends"</h2>
                 <FailureTable totals/>
@@ -149,9 +208,10 @@ fn RunView(detail: RunDetail, on_done: Callback<()>) -> impl IntoView {
                 <LatencyTable latency/>
             </section>
             <section class="run-detail__section">
-                <h2>"Plan"</h2>
+                <h2>"Plan"<span class="muted">" (secrets redacted)"</span></h2>
                 <pre class="plan">{plan_json}</pre>
             </section>
+            {env.map(|e| view! { <Environment env=e created=detail.created_at_ms started=detail.started_at_ms finished=detail.finished_at_ms/> }.into_any())}
         </div>
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface: `/api/...` JSON + SSE (one `router()` per resource module, merged
 //! here), the Leptos pages and server fns, static files, and the tracing layer.
 mod events;
+mod history;
 mod runs;
 
 use axum::http::{header, HeaderValue};
@@ -20,6 +21,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(runs::router())
         .merge(events::router())
+        .merge(history::router())
         .leptos_routes_with_context(
             &state,
             routes,

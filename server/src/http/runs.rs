@@ -19,7 +19,7 @@ use crate::state::AppState;
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/runs", get(list_runs).post(create_run))
-        .route("/api/runs/{id}", get(get_run))
+        .route("/api/runs/{id}", get(get_run).delete(delete_run))
         .route("/api/runs/{id}/cancel", post(cancel_run))
         .route("/api/runs/{id}/report.html", get(get_report))
         .route("/api/runs/import", post(import_run))
@@ -51,8 +51,24 @@ async fn create_run(
     Ok((StatusCode::CREATED, Json(launched)))
 }
 
-async fn list_runs(State(st): State<AppState>) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(st.runs.list().await?))
+/// Runs matching `?plan=&target=&status=&tag=&q=&from=&to=&sort=&dir=&page=&per_page=`,
+/// as an array; `X-Total-Count`, `X-Page` and `X-Pages` say where the page sits.
+async fn list_runs(
+    State(st): State<AppState>,
+    query: Result<
+        axum::extract::Query<app::api::RunQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<impl IntoResponse, AppError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
+    let page = st.runs.search(q).await?;
+    let headers = [
+        ("x-total-count", page.total.to_string()),
+        ("x-page", page.page.to_string()),
+        ("x-pages", page.pages.to_string()),
+    ];
+    Ok((headers, Json(page.runs)))
 }
 
 async fn get_run(
@@ -60,6 +76,15 @@ async fn get_run(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
     Ok(Json(st.runs.get(&id).await?))
+}
+
+/// Deletes a finished run with its ticks, tags and share links (409 while live).
+async fn delete_run(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    st.runs.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn cancel_run(
@@ -126,7 +151,13 @@ async fn get_export(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    let f = finished(&st, &id).await?;
+    Ok(Json(export_doc(&st, &id).await?))
+}
+
+/// The JSON export document of a finished run.
+pub(super) async fn export_doc(st: &AppState, id: &str) -> Result<serde_json::Value, AppError> {
+    let id = id.to_string();
+    let f = finished(st, &id).await?;
     let ticks: Vec<engine::Snapshot> = crate::store::intervals_after(&st.pool, &id, 0)
         .await?
         .iter()
@@ -141,7 +172,7 @@ async fn get_export(
         &ticks,
     );
     export["status"] = serde_json::Value::from(f.run.status.as_str());
-    Ok(Json(export))
+    Ok(export)
 }
 
 /// The self-contained HTML report of a finished run, as a download.
@@ -149,7 +180,15 @@ async fn get_report(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    let f = finished(&st, &id).await?;
+    report_download(&st, &id).await
+}
+
+/// The HTML report of a finished run as an attachment.
+pub(super) async fn report_download(
+    st: &AppState,
+    id: &str,
+) -> Result<impl IntoResponse + use<>, AppError> {
+    let f = finished(st, id).await?;
     let input = crate::report::ReportInput {
         plan: &f.run.plan,
         status: f.run.status.as_str(),

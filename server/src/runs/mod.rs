@@ -1,5 +1,6 @@
 //! Runs: the manager actor that owns live runs, and the `RunService` the pages and the
 //! JSON API share.
+pub(crate) mod history;
 pub mod manager;
 pub mod service;
 

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use app::api::{
-    ApiError, BoxFuture, FormDefaults, Launched, RunDetail, RunListItem, RunService, RunStatus,
+    ApiError, BoxFuture, CompareView, FormDefaults, Launched, PlanDetail, PlanListItem, PlanSaved,
+    RunDetail, RunEnv, RunListItem, RunMeta, RunPage, RunQuery, RunService, RunStatus, ShareKind,
+    ShareLink, SharedView,
 };
 use engine::plan::TargetUrl;
 use engine::{FieldError, Limits, Plan};
@@ -27,12 +29,19 @@ pub struct Runs {
     pub sandbox: Option<SocketAddr>,
     /// File descriptors this process may hold (shared with the embedded sandbox).
     pub nofile: u64,
+    /// Where runs run (stored with each run).
+    pub env: RunEnv,
 }
 
-const LIST_LIMIT: i64 = 500;
+/// Runs `GET /api/runs` without a `per_page` answers.
+const LIST_LIMIT: u32 = 200;
 
-fn to_item(r: RunRow) -> RunListItem {
+pub(super) fn to_item(r: RunRow) -> RunListItem {
     RunListItem {
+        plan_id: r.plan_id,
+        plan_name: None,
+        tags: Vec::new(),
+        note: r.note,
         status: RunStatus::parse(&r.status).unwrap_or(RunStatus::Failed),
         id: r.run_id,
         name: r.name,
@@ -53,12 +62,25 @@ impl Runs {
         sandbox: Option<SocketAddr>,
         nofile: u64,
     ) -> Arc<Runs> {
+        let env = RunEnv {
+            version: env!("CARGO_PKG_VERSION").into(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            nofile,
+        };
         Arc::new(Runs {
             pool,
             manager,
             limits,
             sandbox,
             nofile,
+            env,
         })
     }
 
@@ -89,7 +111,7 @@ impl Runs {
         Ok(())
     }
 
-    async fn detail(&self, id: &str) -> Result<RunDetail, ApiError> {
+    pub(super) async fn detail(&self, id: &str) -> Result<RunDetail, ApiError> {
         let row = store::get_run(&self.pool, id)
             .await
             .map_err(|e| internal("get_run", e))?
@@ -110,7 +132,28 @@ impl Runs {
         let diagnosis =
             (!series.t.is_empty()).then(|| engine::diagnose::for_run(&series, summary.as_ref()));
         let last = ticks.into_iter().last();
+        let env = row
+            .env_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok());
+        let histograms = summary
+            .as_ref()
+            .map(super::history::histogram_views)
+            .unwrap_or_default();
+        let tags = store::tags_of(&self.pool, std::slice::from_ref(&row.run_id))
+            .await
+            .map_err(|e| internal("tags_of", e))?
+            .remove(&row.run_id)
+            .unwrap_or_default();
         Ok(RunDetail {
+            plan_id: row.plan_id,
+            plan_name: None,
+            tags,
+            note: row.note,
+            env,
+            histograms,
+            baseline: None,
+            is_baseline: false,
             id: row.run_id,
             name: row.name,
             status: RunStatus::parse(&row.status).unwrap_or(RunStatus::Failed),
@@ -128,15 +171,31 @@ impl Runs {
 
     /// Validates, stores the plan (secrets redacted) and hands the real plan to the
     /// manager: typed-in secrets live only in memory, for this run.
-    async fn do_launch(&self, plan: Plan) -> Result<Launched, ApiError> {
+    pub(super) async fn do_launch(
+        &self,
+        plan: Plan,
+        plan_id: Option<&str>,
+    ) -> Result<Launched, ApiError> {
         plan.validate(&self.limits).map_err(ApiError::Validation)?;
         self.check_local(&plan)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let json =
             serde_json::to_string(&plan.redacted()).map_err(|e| internal("encode plan", e))?;
-        store::insert_run(&self.pool, &id, &plan.name, &plan.target, &json, now_ms())
-            .await
-            .map_err(|e| internal("insert_run", e))?;
+        let env = serde_json::to_string(&self.env).map_err(|e| internal("encode env", e))?;
+        store::insert_run(
+            &self.pool,
+            store::NewRun {
+                run_id: &id,
+                name: &plan.name,
+                target: &plan.target,
+                plan_json: &json,
+                created_at: now_ms(),
+                plan_id,
+                env_json: Some(&env),
+            },
+        )
+        .await
+        .map_err(|e| internal("insert_run", e))?;
         let status = match self.manager.launch(id.clone(), plan).await {
             Some(Placement::Started) => RunStatus::Running,
             Some(Placement::Queued(_)) => RunStatus::Queued,
@@ -193,9 +252,20 @@ impl Runs {
         let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
         let now = now_ms();
         let started = now - export.summary.duration_ms as i64;
-        store::insert_run(&self.pool, &id, &plan.name, &plan.target, &json, started)
-            .await
-            .map_err(|e| internal("insert_run", e))?;
+        store::insert_run(
+            &self.pool,
+            store::NewRun {
+                run_id: &id,
+                name: &plan.name,
+                target: &plan.target,
+                plan_json: &json,
+                created_at: started,
+                plan_id: None,
+                env_json: None,
+            },
+        )
+        .await
+        .map_err(|e| internal("insert_run", e))?;
         store::mark_running(&self.pool, &id, started)
             .await
             .map_err(|e| internal("mark_running", e))?;
@@ -228,19 +298,20 @@ impl Runs {
 impl RunService for Runs {
     fn list(&self) -> BoxFuture<'_, Result<Vec<RunListItem>, ApiError>> {
         Box::pin(async move {
-            let rows = store::list_runs(&self.pool, LIST_LIMIT)
-                .await
-                .map_err(|e| internal("list_runs", e))?;
-            Ok(rows.into_iter().map(to_item).collect())
+            let q = RunQuery {
+                per_page: Some(LIST_LIMIT),
+                ..Default::default()
+            };
+            Ok(self.search_runs(q).await?.runs)
         })
     }
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<RunDetail, ApiError>> {
-        Box::pin(self.detail(id))
+        Box::pin(self.full_detail(id))
     }
 
     fn launch(&self, plan: Plan) -> BoxFuture<'_, Result<Launched, ApiError>> {
-        Box::pin(self.do_launch(plan))
+        Box::pin(self.do_launch(plan, None))
     }
 
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
@@ -259,6 +330,68 @@ impl RunService for Runs {
                 },
             }
         })
+    }
+
+    fn search(&self, q: RunQuery) -> BoxFuture<'_, Result<RunPage, ApiError>> {
+        Box::pin(self.search_runs(q))
+    }
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(self.delete_run(id))
+    }
+    fn update_meta<'a>(
+        &'a self,
+        id: &'a str,
+        meta: RunMeta,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(self.set_meta(id, meta))
+    }
+    fn rerun<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Launched, ApiError>> {
+        Box::pin(self.run_again(id))
+    }
+    fn plans(&self) -> BoxFuture<'_, Result<Vec<PlanListItem>, ApiError>> {
+        Box::pin(self.list_plans())
+    }
+    fn plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanDetail, ApiError>> {
+        Box::pin(self.plan_detail(id))
+    }
+    fn save_plan<'a>(
+        &'a self,
+        id: Option<&'a str>,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<PlanSaved, ApiError>> {
+        Box::pin(self.store_plan(id, text))
+    }
+    fn duplicate_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanSaved, ApiError>> {
+        Box::pin(self.copy_plan(id))
+    }
+    fn delete_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(self.remove_plan(id))
+    }
+    fn launch_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Launched, ApiError>> {
+        Box::pin(self.run_saved_plan(id))
+    }
+    fn plan_from_run<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<PlanSaved, ApiError>> {
+        Box::pin(self.save_run_plan(run_id))
+    }
+    fn set_baseline<'a>(
+        &'a self,
+        run_id: &'a str,
+        on: bool,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(self.mark_baseline(run_id, on))
+    }
+    fn compare<'a>(&'a self, ids: &'a [String]) -> BoxFuture<'a, Result<CompareView, ApiError>> {
+        Box::pin(self.compare_runs(ids))
+    }
+    fn share<'a>(
+        &'a self,
+        kind: ShareKind,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<ShareLink, ApiError>> {
+        Box::pin(self.make_share(kind, ids))
+    }
+    fn shared<'a>(&'a self, share_id: &'a str) -> BoxFuture<'a, Result<SharedView, ApiError>> {
+        Box::pin(self.open_share(share_id))
     }
 
     fn defaults(&self) -> FormDefaults {

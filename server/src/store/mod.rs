@@ -13,6 +13,9 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
+mod history;
+pub use history::*;
+
 /// Opens (creating if needed) the database and applies migrations; a failed migration
 /// stops startup.
 pub async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
@@ -53,23 +56,34 @@ pub struct RunRow {
     pub opened: Option<i64>,
     pub failed: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// Schema v2.
+    pub plan_id: Option<String>,
+    pub note: String,
+    pub env_json: Option<String>,
+}
+
+/// A run about to be stored.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRun<'a> {
+    pub run_id: &'a str,
+    pub name: &'a str,
+    pub target: &'a str,
+    pub plan_json: &'a str,
+    pub created_at: i64,
+    pub plan_id: Option<&'a str>,
+    pub env_json: Option<&'a str>,
 }
 
 /// Inserts a new run as `queued`.
-pub async fn insert_run(
-    pool: &SqlitePool,
-    run_id: &str,
-    name: &str,
-    target: &str,
-    plan_json: &str,
-    created_at: i64,
-) -> sqlx::Result<()> {
-    sqlx::query("insert into run (run_id, name, target, status, plan_json, created_at) values (?, ?, ?, 'queued', ?, ?)")
-        .bind(run_id)
-        .bind(name)
-        .bind(target)
-        .bind(plan_json)
-        .bind(created_at)
+pub async fn insert_run(pool: &SqlitePool, r: NewRun<'_>) -> sqlx::Result<()> {
+    sqlx::query("insert into run (run_id, name, target, status, plan_json, created_at, plan_id, env_json) values (?, ?, ?, 'queued', ?, ?, ?, ?)")
+        .bind(r.run_id)
+        .bind(r.name)
+        .bind(r.target)
+        .bind(r.plan_json)
+        .bind(r.created_at)
+        .bind(r.plan_id)
+        .bind(r.env_json)
         .execute(pool)
         .await?;
     Ok(())

@@ -1,0 +1,165 @@
+//! What a user can do with a run (not shown on share links): run again, save as plan /
+//! baseline, share, tags and note, delete (behind a confirmation). Each is an
+//! `ActionForm`, so it also works as a plain POST before hydration. Plus the baseline
+//! panel and the environment section of the run page.
+use leptos::prelude::*;
+
+use crate::api::{
+    BaselineView, CreateShare, DeleteRun, Rerun, RunDetail, RunEnv, SaveRunAsPlan, SetBaseline,
+    UpdateRunMeta,
+};
+use crate::components::compare::{ChangeSummary, MetricTable};
+use crate::fmt;
+
+#[component]
+pub fn RunActions(detail: RunDetail) -> impl IntoView {
+    let rerun = ServerAction::<Rerun>::new();
+    let save_plan = ServerAction::<SaveRunAsPlan>::new();
+    let baseline = ServerAction::<SetBaseline>::new();
+    let share = ServerAction::<CreateShare>::new();
+    let meta = ServerAction::<UpdateRunMeta>::new();
+    let delete = ServerAction::<DeleteRun>::new();
+    let id = StoredValue::new(detail.id.clone());
+    let finished = !detail.status.is_live();
+    let has_summary = detail.summary.is_some();
+    let error = move || {
+        let errs = [
+            rerun.value().get().and_then(|r| r.err()),
+            save_plan.value().get().and_then(|r| r.err()),
+            baseline.value().get().and_then(|r| r.err()),
+            share.value().get().and_then(|r| r.err()),
+            meta.value().get().and_then(|r| r.err()),
+            delete.value().get().and_then(|r| r.err()),
+        ];
+        errs.into_iter().flatten().next().map(|e| e.to_string())
+    };
+    let share_url = move || {
+        share.value().get().and_then(|r| r.ok()).map(|l| {
+            let origin = window_origin();
+            format!("{origin}{}", l.url)
+        })
+    };
+    let ticks = detail.series.t.len();
+    let tags = detail.tags.join(", ");
+    let note = detail.note.clone();
+    let hidden = move || view! { <input type="hidden" name="id" value=id.get_value()/> };
+    view! {
+        <div class="run-actions">
+            {finished.then(|| view! {
+                <ActionForm action=rerun attr:class="run-actions__form">
+                    {hidden()}
+                    <button type="submit" class="button" data-action="rerun">"Run again"</button>
+                </ActionForm>
+            })}
+            {match (&detail.plan_id, detail.is_baseline) {
+                (None, _) => view! {
+                    <ActionForm action=save_plan attr:class="run-actions__form">
+                        {hidden()}
+                        <button type="submit" class="button button--quiet" data-action="save-plan">"Save as plan"</button>
+                    </ActionForm>
+                }.into_any(),
+                (Some(_), is_baseline) => has_summary.then(|| view! {
+                    <ActionForm action=baseline attr:class="run-actions__form">
+                        {hidden()}
+                        <input type="hidden" name="on" value=if is_baseline { "false" } else { "true" }/>
+                        <button type="submit" class="button button--quiet" data-action="baseline">
+                            {if is_baseline { "Clear baseline" } else { "Set as plan baseline" }}
+                        </button>
+                    </ActionForm>
+                }).into_any(),
+            }}
+            <ActionForm action=share attr:class="run-actions__form">
+                <input type="hidden" name="kind" value="run"/>
+                <input type="hidden" name="ids" value=detail.id.clone()/>
+                <button type="submit" class="button button--quiet" data-action="share">"Share link"</button>
+            </ActionForm>
+            {move || share_url().map(|u| view! {
+                <input class="run-actions__share mono" readonly value=u.clone() data-share-url=u size="60"/>
+            })}
+            <details class="run-actions__more">
+                <summary>"Tags and note"</summary>
+                <ActionForm action=meta attr:class="run-actions__meta">
+                    {hidden()}
+                    <label class="field"><span class="field__label">"Tags"</span>
+                        <input class="field__input" name="tags" value=tags placeholder="baseline, after-fix, v2.3"/>
+                    </label>
+                    <label class="field"><span class="field__label">"Note"</span>
+                        <textarea class="field__input" name="note" rows="3">{note}</textarea>
+                    </label>
+                    <button type="submit" class="button button--quiet" data-action="save-meta">"Save"</button>
+                </ActionForm>
+            </details>
+            {finished.then(|| view! {
+                <details class="run-actions__more run-actions__danger">
+                    <summary>"Delete…"</summary>
+                    <p>{format!("This deletes the run, its {ticks} stored seconds, its tags and its share links. It cannot be undone.")}</p>
+                    <ActionForm action=delete attr:class="run-actions__form">
+                        {hidden()}
+                        <button type="submit" class="button button--danger" data-action="delete">"Delete this run permanently"</button>
+                    </ActionForm>
+                </details>
+            })}
+            {move || error().map(|m| view! { <p class="error">{m}</p> })}
+        </div>
+    }
+}
+
+/// The page's origin for absolute share links (empty before hydration).
+fn window_origin() -> String {
+    #[cfg(feature = "hydrate")]
+    {
+        if let Some(w) = web_sys::window() {
+            return w.location().origin().unwrap_or_default();
+        }
+    }
+    String::new()
+}
+
+/// This run against its plan's baseline.
+#[component]
+pub fn BaselinePanel(baseline: BaselineView, run_name: String, run_id: String) -> impl IntoView {
+    const KEYS: &[&str] = &[
+        "peak_open",
+        "opened",
+        "failure_rate",
+        "drops",
+        "ws_connecting.p95",
+        "ws_rtt.p95",
+    ];
+    let names = vec![format!("baseline: {}", baseline.name), run_name];
+    view! {
+        <section class="run-detail__section baseline">
+            <h2>"Against the plan's baseline"</h2>
+            <p class="muted">
+                "Baseline: "<a href=format!("/runs/{}", baseline.run_id)>{baseline.name.clone()}</a>
+                {format!(" of {} · ", fmt::timestamp(baseline.created_at_ms))}
+                <a href=format!("/compare?runs={},{}", baseline.run_id, run_id)>"full comparison"</a>
+            </p>
+            <ChangeSummary comparison=baseline.comparison.clone()/>
+            <MetricTable comparison=baseline.comparison names keys=KEYS/>
+        </section>
+    }
+}
+
+/// Where and when the run ran.
+#[component]
+pub fn Environment(
+    env: RunEnv,
+    created: i64,
+    started: Option<i64>,
+    finished: Option<i64>,
+) -> impl IntoView {
+    view! {
+        <section class="run-detail__section">
+            <h2>"Environment"</h2>
+            <table class="kv">
+                <tr><th>"socketswarm"</th><td>{env.version}</td></tr>
+                <tr><th>"Host"</th><td>{format!("{} ({}, {} CPUs)", env.host, env.os, env.cpus)}</td></tr>
+                <tr><th>"Open-file limit"</th><td>{fmt::count(env.nofile)}" (sockets one process can hold)"</td></tr>
+                <tr><th>"Created"</th><td>{fmt::timestamp(created)}</td></tr>
+                <tr><th>"Started"</th><td>{started.map(fmt::timestamp).unwrap_or_else(|| "—".into())}</td></tr>
+                <tr><th>"Ended"</th><td>{finished.map(fmt::timestamp).unwrap_or_else(|| "—".into())}</td></tr>
+            </table>
+        </section>
+    }
+}

@@ -1,0 +1,309 @@
+//! `/api/...` for the history workflow (saved plans, run tags/notes, delete, run again,
+//! baselines, compare, share links, CSV) and the read-only `/share/{id}/...` downloads.
+//!
+//! Share downloads resolve the share id to its run here; nothing under `/share/` takes
+//! a run id, so a share link reaches exactly what it names.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use app::api::{parse_ids, ApiError, RunMeta, RunService, ShareKind};
+
+use super::runs::{export_doc, report_download};
+use crate::error::AppError;
+use crate::runs::history::MAX_PLAN_TEXT;
+use crate::state::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/runs/{id}/meta",
+            get(get_meta).put(put_meta).patch(put_meta),
+        )
+        .route("/api/runs/{id}/delete", post(delete_run))
+        .route("/api/runs/{id}/rerun", post(rerun))
+        .route("/api/runs/{id}/plan", post(run_to_plan))
+        .route(
+            "/api/runs/{id}/baseline",
+            post(set_baseline).delete(clear_baseline),
+        )
+        .route("/api/runs/{id}/series.csv", get(series_csv))
+        .route("/api/runs/{id}/share", post(share_run))
+        .route("/api/compare", get(compare))
+        .route("/api/compare/share", post(share_compare))
+        .route("/api/plans", get(list_plans).post(create_plan))
+        .route(
+            "/api/plans/{id}",
+            get(get_plan).put(update_plan).delete(delete_plan),
+        )
+        .route("/api/plans/{id}/duplicate", post(duplicate_plan))
+        .route("/api/plans/{id}/runs", post(run_plan))
+        .route("/api/plans/{id}/plan.toml", get(plan_toml))
+        .route("/api/shares/{sid}", get(get_share))
+        .route("/share/{sid}/report.html", get(share_report))
+        .route("/share/{sid}/export.json", get(share_export))
+        .route("/share/{sid}/series.csv", get(share_csv))
+}
+
+fn text_body(body: &Bytes) -> Result<&str, ApiError> {
+    if body.len() > MAX_PLAN_TEXT {
+        return Err(ApiError::BadRequest(format!(
+            "body is {} bytes; the limit is {MAX_PLAN_TEXT}",
+            body.len()
+        )));
+    }
+    std::str::from_utf8(body).map_err(|e| ApiError::BadRequest(format!("body: not UTF-8 ({e})")))
+}
+
+async fn get_meta(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    let d = st.runs.get(&id).await?;
+    Ok(Json(RunMeta {
+        tags: d.tags,
+        note: d.note,
+    }))
+}
+
+async fn put_meta(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    let mut meta: RunMeta =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("meta: {e}")))?;
+    meta.tags = RunMeta::from_form(&meta.tags.join(","), String::new()).tags;
+    st.runs.update_meta(&id, meta.clone()).await?;
+    Ok(Json(meta))
+}
+
+/// `POST /api/runs/{id}/delete` (also `DELETE /api/runs/{id}`, see `runs`).
+async fn delete_run(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    st.runs.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rerun(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok((StatusCode::CREATED, Json(st.runs.rerun(&id).await?)))
+}
+
+async fn run_to_plan(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok((StatusCode::CREATED, Json(st.runs.plan_from_run(&id).await?)))
+}
+
+async fn set_baseline(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    st.runs.set_baseline(&id, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn clear_baseline(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    st.runs.set_baseline(&id, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn csv_response(name: &str, csv: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"socketswarm-{name}.csv\""),
+            ),
+        ],
+        csv,
+    )
+        .into_response()
+}
+
+async fn series_csv(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    let d = st.runs.get(&id).await?;
+    Ok(csv_response(&id, d.series.to_csv()))
+}
+
+async fn share_run(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    let link = st.runs.share(ShareKind::Run, &[id]).await?;
+    Ok((StatusCode::CREATED, Json(link)))
+}
+
+#[derive(Deserialize)]
+struct RunsParam {
+    #[serde(default)]
+    runs: String,
+}
+
+fn runs_param(
+    q: Result<Query<RunsParam>, axum::extract::rejection::QueryRejection>,
+) -> Result<Vec<String>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
+    Ok(parse_ids(&q.runs))
+}
+
+/// `GET /api/compare?runs=a,b,...`
+async fn compare(
+    State(st): State<AppState>,
+    q: Result<Query<RunsParam>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, AppError> {
+    let ids = runs_param(q)?;
+    Ok(Json(st.runs.compare(&ids).await?))
+}
+
+async fn share_compare(
+    State(st): State<AppState>,
+    q: Result<Query<RunsParam>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, AppError> {
+    let ids = runs_param(q)?;
+    let link = st.runs.share(ShareKind::Compare, &ids).await?;
+    Ok((StatusCode::CREATED, Json(link)))
+}
+
+async fn list_plans(State(st): State<AppState>) -> Result<impl IntoResponse, AppError> {
+    Ok(Json(st.runs.plans().await?))
+}
+
+/// Body: a plan as TOML (or JSON), e.g. an exported `plan.toml`.
+async fn create_plan(
+    State(st): State<AppState>,
+    body: Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    let saved = st.runs.save_plan(None, text_body(&body)?).await?;
+    Ok((StatusCode::CREATED, Json(saved)))
+}
+
+async fn get_plan(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok(Json(st.runs.plan(&id).await?))
+}
+
+async fn update_plan(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    Ok(Json(st.runs.save_plan(Some(&id), text_body(&body)?).await?))
+}
+
+async fn delete_plan(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    st.runs.delete_plan(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn duplicate_plan(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(st.runs.duplicate_plan(&id).await?),
+    ))
+}
+
+async fn run_plan(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok((StatusCode::CREATED, Json(st.runs.launch_plan(&id).await?)))
+}
+
+/// The saved plan as a commented TOML file (secrets redacted).
+async fn plan_toml(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    let (name, toml) = st.runs.plan_toml(&id).await?;
+    let file: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/toml; charset=utf-8".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}.toml\""),
+            ),
+        ],
+        toml,
+    ))
+}
+
+/// What a share link shows, as JSON.
+async fn get_share(
+    State(st): State<AppState>,
+    Path(sid): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok(Json(st.runs.shared(&sid).await?))
+}
+
+/// The run a run share names (404 for comparison shares and unknown ids).
+async fn shared_run(st: &AppState, sid: &str) -> Result<String, AppError> {
+    match st.runs.share_target(sid).await? {
+        (ShareKind::Run, ids) if ids.len() == 1 => Ok(ids[0].clone()),
+        _ => Err(ApiError::NotFound("share link".into()).into()),
+    }
+}
+
+async fn share_report(
+    State(st): State<AppState>,
+    Path(sid): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    let id = shared_run(&st, &sid).await?;
+    report_download(&st, &id).await
+}
+
+async fn share_export(
+    State(st): State<AppState>,
+    Path(sid): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    let id = shared_run(&st, &sid).await?;
+    Ok(Json(export_doc(&st, &id).await?))
+}
+
+async fn share_csv(
+    State(st): State<AppState>,
+    Path(sid): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    let id = shared_run(&st, &sid).await?;
+    let d = st.runs.get(&id).await?;
+    Ok(csv_response(&sid, d.series.to_csv()))
+}

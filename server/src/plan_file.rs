@@ -1,0 +1,131 @@
+//! Plan files: a `Plan` from TOML or JSON text (errors say where), and a `Plan` as a
+//! commented TOML file meant to live in git (what "Export TOML" downloads and
+//! `/api/plans/import` reads back).
+
+use engine::Plan;
+
+/// Reads a plan from TOML, or JSON when the text starts with `{`.
+pub fn parse(text: &str) -> Result<Plan, String> {
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| format!("plan (JSON): {e}"))
+    } else {
+        toml::from_str(text).map_err(|e| format!("plan (TOML): {}", e.to_string().trim_end()))
+    }
+}
+
+/// Comments put above a top-level key or table of the exported file.
+const COMMENTS: [(&str, &str); 16] = [
+    (
+        "name",
+        "Shown in the runs list; runs of this plan are grouped under it.",
+    ),
+    ("target", "ws:// or wss:// URL the swarm connects to."),
+    (
+        "max_connect_rate",
+        "Cap on new connections per second (open model).",
+    ),
+    (
+        "connect_timeout",
+        "A handshake slower than this counts as a timeout.",
+    ),
+    (
+        "source_addrs",
+        "Local 127.x addresses to spread connections over (ports per address are limited).",
+    ),
+    (
+        "insecure_tls",
+        "Accept self-signed certificates (test targets only).",
+    ),
+    (
+        "abort_on_fail",
+        "Stop the run as soon as a threshold fails.",
+    ),
+    (
+        "abort_grace",
+        "How long a failing threshold may stay failed before the run stops.",
+    ),
+    (
+        "[[stages]]",
+        "Ramp linearly to `connections` over `duration`, then the next stage.",
+    ),
+    (
+        "[headers]",
+        "Extra handshake headers (credentials are redacted in answers; prefer {{env.NAME}}).",
+    ),
+    ("[[script]]", "What each connection does once open."),
+    (
+        "[reconnect]",
+        "Retry failed handshakes and drops (mode = \"never\" measures raw).",
+    ),
+    (
+        "[auth]",
+        "Where tokens come from and how connections share them.",
+    ),
+    (
+        "[probe]",
+        "\"Find my limit\": the experiments run one after another.",
+    ),
+    (
+        "[[http_steps]]",
+        "HTTP calls made before connecting (e.g. create a session), per connection.",
+    ),
+    (
+        "[thresholds]",
+        "Pass/fail, evaluated at the end (exit code 99 from `socketswarm run`).",
+    ),
+];
+
+/// The plan as commented TOML. `plan` should already be redacted.
+pub fn to_toml(plan: &Plan) -> Result<String, String> {
+    let body = toml::to_string_pretty(plan).map_err(|e| format!("plan as TOML: {e}"))?;
+    let mut out = String::from(
+        "# socketswarm plan (exported). Keep it in git; check it with\n\
+         # `socketswarm plan check FILE`, run it with `socketswarm run FILE`, or import it\n\
+         # on the Plans page. Secrets show as \"<redacted>\": put them back or use\n\
+         # { env = \"NAME\" } so the file never holds them.\n\n",
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for line in body.lines() {
+        let key = if line.starts_with('[') {
+            line.trim().to_string()
+        } else {
+            line.split('=').next().unwrap_or("").trim().to_string()
+        };
+        let top_level = line.starts_with('[') || !line.starts_with(' ');
+        if top_level && seen.insert(key.clone()) {
+            if let Some((_, c)) = COMMENTS.iter().find(|(k, _)| *k == key) {
+                if line.starts_with('[') && !out.ends_with("\n\n") {
+                    out.push('\n');
+                }
+                out.push_str("# ");
+                out.push_str(c);
+                out.push('\n');
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exported_toml_is_commented_and_reads_back_equal() {
+        let plan = parse(crate::cli::TEMPLATE).expect("template parses");
+        let text = to_toml(&plan).expect("exports");
+        assert!(text.contains("# Ramp linearly"), "{text}");
+        assert!(text.contains("# ws:// or wss://"), "{text}");
+        assert_eq!(parse(&text).expect("reads back"), plan);
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let e = parse("name = \"x\"\ntarget = 5\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse("{\"name\": 1}").unwrap_err();
+        assert!(e.contains("column"), "{e}");
+    }
+}

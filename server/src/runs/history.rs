@@ -1,0 +1,641 @@
+//! The history side of the run service: the filtered runs list, tags and notes,
+//! deleting runs, saved plans and baselines, comparisons and share links. Every check
+//! that can fail names the field and the limit.
+
+use std::collections::BTreeMap;
+
+use app::api::{
+    date_ms, ApiError, BaselineView, CompareRun, CompareView, Launched, PlanDetail, PlanListItem,
+    PlanRef, PlanSaved, RunDetail, RunMeta, RunPage, RunQuery, RunStatus, ShareKind, ShareLink,
+    SharedView,
+};
+use engine::compare::{self, HistogramView, RunFacts};
+use engine::{FieldError, Plan, Summary};
+
+use super::now_ms;
+use super::service::{to_item, Runs};
+use crate::error::internal;
+use crate::plan_file;
+use crate::store::{self, RunFilter};
+
+/// Most tags on one run, longest tag, longest note.
+const MAX_TAGS: usize = 20;
+const MAX_TAG_LEN: usize = 40;
+const MAX_NOTE_LEN: usize = 4000;
+/// Largest plan file accepted.
+pub(crate) const MAX_PLAN_TEXT: usize = 256 * 1024;
+/// Runs in one comparison.
+const MAX_COMPARE: usize = 4;
+
+fn field(field: &str, message: String) -> ApiError {
+    ApiError::Validation(vec![FieldError {
+        field: field.into(),
+        message,
+    }])
+}
+
+fn bad(field: &str, message: String) -> ApiError {
+    ApiError::BadRequest(format!("{field}: {message}"))
+}
+
+/// Latency distributions of a finished run, connect first.
+pub(super) fn histogram_views(s: &Summary) -> Vec<HistogramView> {
+    const ORDER: [&str; 6] = [
+        "ws_connecting",
+        "ws_rtt",
+        "tls_handshake",
+        "token_fetch",
+        "ws_ping",
+        "ws_first_msg",
+    ];
+    ORDER
+        .iter()
+        .filter_map(|m| {
+            let counts = engine::histogram_counts(s.histograms.get(*m)?)?;
+            Some(compare::histogram_view(m, &counts))
+        })
+        .collect()
+}
+
+/// Decoded histograms by metric.
+fn decoded(s: &Summary) -> BTreeMap<String, Vec<(u64, u64)>> {
+    s.histograms
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), engine::histogram_counts(v)?)))
+        .collect()
+}
+
+/// Everything a comparison needs of one finished run.
+struct Facts {
+    detail: RunDetail,
+    summary: Summary,
+    diagnosis: engine::diagnose::Diagnosis,
+    histograms: BTreeMap<String, Vec<(u64, u64)>>,
+}
+
+fn compare_all(facts: &[Facts]) -> engine::compare::Comparison {
+    let runs: Vec<RunFacts<'_>> = facts
+        .iter()
+        .map(|f| RunFacts {
+            name: &f.detail.name,
+            summary: &f.summary,
+            diagnosis: &f.diagnosis,
+            series: &f.detail.series,
+            histograms: &f.histograms,
+        })
+        .collect();
+    compare::compare(&runs)
+}
+
+impl Runs {
+    /// A run with everything its page shows: plan name, baseline comparison.
+    pub(super) async fn full_detail(&self, id: &str) -> Result<RunDetail, ApiError> {
+        let mut d = self.detail(id).await?;
+        let Some(plan_id) = d.plan_id.clone() else {
+            return Ok(d);
+        };
+        let Some(p) = store::get_plan(&self.pool, &plan_id)
+            .await
+            .map_err(|e| internal("get_plan", e))?
+        else {
+            return Ok(d);
+        };
+        d.plan_name = Some(p.name);
+        match p.baseline_run_id {
+            Some(b) if b == d.id => d.is_baseline = true,
+            Some(b) if d.summary.is_some() => {
+                if let Ok(base) = self.facts(&b).await {
+                    let (name, created_at_ms) =
+                        (base.detail.name.clone(), base.detail.created_at_ms);
+                    let this = Facts {
+                        summary: d.summary.clone().unwrap_or_default(),
+                        diagnosis: engine::diagnose::for_run(&d.series, d.summary.as_ref()),
+                        histograms: d.summary.as_ref().map(decoded).unwrap_or_default(),
+                        detail: d.clone(),
+                    };
+                    d.baseline = Some(BaselineView {
+                        run_id: b,
+                        name,
+                        created_at_ms,
+                        comparison: compare_all(&[base, this]),
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(d)
+    }
+
+    /// A finished run for comparing (409 if it has no summary).
+    async fn facts(&self, id: &str) -> Result<Facts, ApiError> {
+        let detail = self.detail(id).await?;
+        let Some(summary) = detail.summary.clone() else {
+            return Err(ApiError::Conflict(format!(
+                "run {id} is {} and has no results to compare yet",
+                detail.status.as_str()
+            )));
+        };
+        let diagnosis = engine::diagnose::for_run(&detail.series, Some(&summary));
+        let histograms = decoded(&summary);
+        Ok(Facts {
+            detail,
+            summary,
+            diagnosis,
+            histograms,
+        })
+    }
+
+    /// Validates a list query into SQL filters.
+    fn filter(q: &RunQuery) -> Result<RunFilter, ApiError> {
+        let some = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let status = some(&q.status);
+        if let Some(s) = &status {
+            if RunStatus::parse(s).is_none() {
+                return Err(bad(
+                    "status",
+                    format!("`{s}` is not one of queued, running, completed, cancelled, failed, interrupted"),
+                ));
+            }
+        }
+        let date = |name: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
+            match some(v) {
+                None => Ok(None),
+                Some(s) => date_ms(&s)
+                    .map(Some)
+                    .ok_or_else(|| bad(name, format!("`{s}` is not a date as YYYY-MM-DD"))),
+            }
+        };
+        let from_ms = date("from", &q.from)?;
+        // `to` is inclusive: up to the end of that day.
+        let to_ms = date("to", &q.to)?.map(|ms| ms + 86_400_000);
+        let order_by = match some(&q.sort).as_deref() {
+            None | Some("created") => "r.created_at",
+            Some("name") => "r.name collate nocase",
+            Some("duration") => "r.duration_ms",
+            Some("peak") => "r.peak_open",
+            Some("opened") => "r.opened",
+            Some("failed") => "r.failed",
+            Some(other) => {
+                return Err(bad(
+                    "sort",
+                    format!(
+                        "`{other}` is not one of created, name, duration, peak, opened, failed"
+                    ),
+                ))
+            }
+        };
+        let desc = match some(&q.dir).as_deref() {
+            None | Some("desc") => true,
+            Some("asc") => false,
+            Some(other) => return Err(bad("dir", format!("`{other}` is not asc or desc"))),
+        };
+        let per_page = q.per_page.unwrap_or(25);
+        if !(1..=200).contains(&per_page) {
+            return Err(bad("per_page", format!("{per_page} is not within 1..=200")));
+        }
+        let page = q.page.unwrap_or(1).max(1);
+        Ok(RunFilter {
+            plan_id: some(&q.plan),
+            target: some(&q.target),
+            status,
+            tag: some(&q.tag),
+            name: some(&q.q),
+            from_ms,
+            to_ms,
+            order_by,
+            desc,
+            limit: i64::from(per_page),
+            offset: i64::from(page - 1) * i64::from(per_page),
+        })
+    }
+
+    pub(super) async fn search_runs(&self, q: RunQuery) -> Result<RunPage, ApiError> {
+        let f = Self::filter(&q)?;
+        let (rows, total) = store::search_runs(&self.pool, &f)
+            .await
+            .map_err(|e| internal("search_runs", e))?;
+        let ids: Vec<String> = rows.iter().map(|r| r.run.run_id.clone()).collect();
+        let mut tags = store::tags_of(&self.pool, &ids)
+            .await
+            .map_err(|e| internal("tags_of", e))?;
+        let runs = rows
+            .into_iter()
+            .map(|r| {
+                let t = tags.remove(&r.run.run_id).unwrap_or_default();
+                let mut item = to_item(r.run);
+                item.plan_name = r.plan_name;
+                item.tags = t;
+                item
+            })
+            .collect();
+        let plans = store::list_plans(&self.pool)
+            .await
+            .map_err(|e| internal("list_plans", e))?
+            .into_iter()
+            .map(|p| PlanRef {
+                id: p.plan.plan_id,
+                name: p.plan.name,
+            })
+            .collect();
+        let all_tags = store::all_tags(&self.pool)
+            .await
+            .map_err(|e| internal("all_tags", e))?;
+        let per_page = f.limit as u32;
+        let page = (f.offset / f.limit) as u32 + 1;
+        Ok(RunPage {
+            runs,
+            total: total as u64,
+            page,
+            per_page,
+            pages: ((total as u64).div_ceil(u64::from(per_page))).max(1) as u32,
+            plans,
+            tags: all_tags,
+            query: q,
+        })
+    }
+
+    pub(super) async fn delete_run(&self, id: &str) -> Result<(), ApiError> {
+        let row = store::get_run(&self.pool, id)
+            .await
+            .map_err(|e| internal("get_run", e))?
+            .ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
+        if matches!(row.status.as_str(), "queued" | "running") {
+            return Err(ApiError::Conflict(format!(
+                "run {id} is {}; cancel it before deleting it",
+                row.status
+            )));
+        }
+        store::delete_run(&self.pool, id)
+            .await
+            .map_err(|e| internal("delete_run", e))?;
+        tracing::info!(run = id, "run deleted");
+        Ok(())
+    }
+
+    pub(super) async fn set_meta(&self, id: &str, meta: RunMeta) -> Result<(), ApiError> {
+        let mut errs = Vec::new();
+        if meta.tags.len() > MAX_TAGS {
+            errs.push(FieldError {
+                field: "tags".into(),
+                message: format!("{} tags; the most is {MAX_TAGS}", meta.tags.len()),
+            });
+        }
+        for t in &meta.tags {
+            let ok_chars = t
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'));
+            if t.is_empty() || t.chars().count() > MAX_TAG_LEN || !ok_chars {
+                errs.push(FieldError {
+                    field: "tags".into(),
+                    message: format!(
+                        "`{t}`: a tag is 1 to {MAX_TAG_LEN} letters, digits or - _ . : /"
+                    ),
+                });
+            }
+        }
+        if meta.note.chars().count() > MAX_NOTE_LEN {
+            errs.push(FieldError {
+                field: "note".into(),
+                message: format!(
+                    "{} characters; the most is {MAX_NOTE_LEN}",
+                    meta.note.chars().count()
+                ),
+            });
+        }
+        if !errs.is_empty() {
+            return Err(ApiError::Validation(errs));
+        }
+        let found = store::set_meta(&self.pool, id, &meta.tags, &meta.note)
+            .await
+            .map_err(|e| internal("set_meta", e))?;
+        found
+            .then_some(())
+            .ok_or_else(|| ApiError::NotFound(format!("run {id}")))
+    }
+
+    /// Re-launches a run's exact plan. Secrets that were typed in come back from its
+    /// saved plan when it has one; otherwise validation says which one to type again.
+    pub(super) async fn run_again(&self, id: &str) -> Result<Launched, ApiError> {
+        let row = store::get_run(&self.pool, id)
+            .await
+            .map_err(|e| internal("get_run", e))?
+            .ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
+        let mut plan: Plan =
+            serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
+        let mut plan_id = None;
+        if let Some(pid) = &row.plan_id {
+            if let Some(p) = store::get_plan(&self.pool, pid)
+                .await
+                .map_err(|e| internal("get_plan", e))?
+            {
+                if let Ok(saved) = serde_json::from_str::<Plan>(&p.plan_json) {
+                    plan.restore_secrets(&saved);
+                }
+                plan_id = Some(pid.clone());
+            }
+        }
+        self.do_launch(plan, plan_id.as_deref()).await
+    }
+
+    pub(super) async fn list_plans(&self) -> Result<Vec<PlanListItem>, ApiError> {
+        let rows = store::list_plans(&self.pool)
+            .await
+            .map_err(|e| internal("list_plans", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let target = serde_json::from_str::<Plan>(&r.plan.plan_json)
+                    .map(|p| p.target)
+                    .unwrap_or_default();
+                PlanListItem {
+                    id: r.plan.plan_id,
+                    name: r.plan.name,
+                    target,
+                    created_at_ms: r.plan.created_at,
+                    updated_at_ms: r.plan.updated_at,
+                    runs: r.runs,
+                    last_run_at_ms: r.last_run_at,
+                    last_status: r.last_status.as_deref().and_then(RunStatus::parse),
+                    baseline_run_id: r.plan.baseline_run_id,
+                }
+            })
+            .collect())
+    }
+
+    async fn plan_row(&self, id: &str) -> Result<(store::PlanRow, Plan), ApiError> {
+        let row = store::get_plan(&self.pool, id)
+            .await
+            .map_err(|e| internal("get_plan", e))?
+            .ok_or_else(|| ApiError::NotFound(format!("plan {id}")))?;
+        let plan = serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
+        Ok((row, plan))
+    }
+
+    pub(super) async fn plan_detail(&self, id: &str) -> Result<PlanDetail, ApiError> {
+        let (row, plan) = self.plan_row(id).await?;
+        let plan = plan.redacted();
+        let toml = plan_file::to_toml(&plan).map_err(|e| internal("plan toml", e))?;
+        let runs = self
+            .search_runs(RunQuery {
+                plan: Some(id.to_string()),
+                per_page: Some(20),
+                ..Default::default()
+            })
+            .await?
+            .runs;
+        Ok(PlanDetail {
+            id: row.plan_id,
+            name: row.name,
+            plan,
+            toml,
+            created_at_ms: row.created_at,
+            updated_at_ms: row.updated_at,
+            baseline_run_id: row.baseline_run_id,
+            runs,
+        })
+    }
+
+    /// The plan as a commented TOML file (secrets redacted).
+    pub async fn plan_toml(&self, id: &str) -> Result<(String, String), ApiError> {
+        let d = self.plan_detail(id).await?;
+        Ok((d.name, d.toml))
+    }
+
+    /// Creates or replaces a saved plan from TOML/JSON text. Redacted secrets keep the
+    /// stored value; the plan must validate before anything is written.
+    pub(super) async fn store_plan(
+        &self,
+        id: Option<&str>,
+        text: &str,
+    ) -> Result<PlanSaved, ApiError> {
+        if text.len() > MAX_PLAN_TEXT {
+            return Err(field(
+                "text",
+                format!("{} bytes; the limit is {MAX_PLAN_TEXT}", text.len()),
+            ));
+        }
+        let mut plan = plan_file::parse(text).map_err(|e| field("text", e))?;
+        let existing = match id {
+            Some(id) => Some(self.plan_row(id).await?),
+            None => None,
+        };
+        if let Some((_, stored)) = &existing {
+            plan.restore_secrets(stored);
+        }
+        plan.validate(&self.limits).map_err(ApiError::Validation)?;
+        let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
+        let now = now_ms();
+        let id = match existing {
+            Some((row, _)) => {
+                store::update_plan(&self.pool, &row.plan_id, &plan.name, &json, now)
+                    .await
+                    .map_err(|e| internal("update_plan", e))?;
+                row.plan_id
+            }
+            None => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                store::insert_plan(&self.pool, &id, &plan.name, &json, now)
+                    .await
+                    .map_err(|e| internal("insert_plan", e))?;
+                id
+            }
+        };
+        Ok(PlanSaved {
+            url: format!("/plans/{id}"),
+            id,
+        })
+    }
+
+    pub(super) async fn copy_plan(&self, id: &str) -> Result<PlanSaved, ApiError> {
+        let (row, mut plan) = self.plan_row(id).await?;
+        plan.name = format!("{} (copy)", row.name);
+        let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
+        let new_id = uuid::Uuid::new_v4().simple().to_string();
+        store::insert_plan(&self.pool, &new_id, &plan.name, &json, now_ms())
+            .await
+            .map_err(|e| internal("insert_plan", e))?;
+        Ok(PlanSaved {
+            url: format!("/plans/{new_id}"),
+            id: new_id,
+        })
+    }
+
+    pub(super) async fn remove_plan(&self, id: &str) -> Result<(), ApiError> {
+        let found = store::delete_plan(&self.pool, id)
+            .await
+            .map_err(|e| internal("delete_plan", e))?;
+        found
+            .then_some(())
+            .ok_or_else(|| ApiError::NotFound(format!("plan {id}")))
+    }
+
+    pub(super) async fn run_saved_plan(&self, id: &str) -> Result<Launched, ApiError> {
+        let (row, plan) = self.plan_row(id).await?;
+        self.do_launch(plan, Some(&row.plan_id)).await
+    }
+
+    /// Saves a run's plan as a new saved plan and links the run to it. Secrets that
+    /// were typed in stay redacted: the plan page asks for them (or an env reference).
+    pub(super) async fn save_run_plan(&self, run_id: &str) -> Result<PlanSaved, ApiError> {
+        let row = store::get_run(&self.pool, run_id)
+            .await
+            .map_err(|e| internal("get_run", e))?
+            .ok_or_else(|| ApiError::NotFound(format!("run {run_id}")))?;
+        if let Some(pid) = &row.plan_id {
+            if store::get_plan(&self.pool, pid)
+                .await
+                .map_err(|e| internal("get_plan", e))?
+                .is_some()
+            {
+                return Ok(PlanSaved {
+                    url: format!("/plans/{pid}"),
+                    id: pid.clone(),
+                });
+            }
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        store::insert_plan(&self.pool, &id, &row.name, &row.plan_json, now_ms())
+            .await
+            .map_err(|e| internal("insert_plan", e))?;
+        store::set_run_plan(&self.pool, run_id, &id)
+            .await
+            .map_err(|e| internal("set_run_plan", e))?;
+        Ok(PlanSaved {
+            url: format!("/plans/{id}"),
+            id,
+        })
+    }
+
+    pub(super) async fn mark_baseline(&self, run_id: &str, on: bool) -> Result<(), ApiError> {
+        let row = store::get_run(&self.pool, run_id)
+            .await
+            .map_err(|e| internal("get_run", e))?
+            .ok_or_else(|| ApiError::NotFound(format!("run {run_id}")))?;
+        let Some(pid) = row.plan_id else {
+            return Err(ApiError::Conflict(format!(
+                "run {run_id} is not from a saved plan; save it as a plan first"
+            )));
+        };
+        if on && row.summary_json.is_none() {
+            return Err(ApiError::Conflict(format!(
+                "run {run_id} is {} and has no results; only a finished run can be a baseline",
+                row.status
+            )));
+        }
+        store::set_baseline(&self.pool, &pid, on.then_some(run_id))
+            .await
+            .map_err(|e| internal("set_baseline", e))
+    }
+
+    fn check_compare_ids(ids: &[String]) -> Result<(), ApiError> {
+        if !(2..=MAX_COMPARE).contains(&ids.len()) {
+            return Err(bad(
+                "runs",
+                format!(
+                    "give 2 to {MAX_COMPARE} different run ids; got {}",
+                    ids.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn compare_runs(&self, ids: &[String]) -> Result<CompareView, ApiError> {
+        Self::check_compare_ids(ids)?;
+        let mut facts = Vec::with_capacity(ids.len());
+        for id in ids {
+            facts.push(self.facts(id).await?);
+        }
+        let comparison = compare_all(&facts);
+        let runs = facts
+            .into_iter()
+            .map(|f| CompareRun {
+                id: f.detail.id,
+                name: f.detail.name,
+                status: f.detail.status,
+                created_at_ms: f.detail.created_at_ms,
+                target: f.detail.plan.target,
+                tags: f.detail.tags,
+                verdict: f.diagnosis.headline,
+                series: f.detail.series,
+            })
+            .collect();
+        Ok(CompareView { runs, comparison })
+    }
+
+    pub(super) async fn make_share(
+        &self,
+        kind: ShareKind,
+        ids: &[String],
+    ) -> Result<ShareLink, ApiError> {
+        let kind_str = match kind {
+            ShareKind::Run => {
+                if ids.len() != 1 {
+                    return Err(bad(
+                        "ids",
+                        format!("a run share names exactly 1 run; got {}", ids.len()),
+                    ));
+                }
+                self.detail(&ids[0]).await?;
+                "run"
+            }
+            ShareKind::Compare => {
+                Self::check_compare_ids(ids)?;
+                for id in ids {
+                    self.facts(id).await?;
+                }
+                "compare"
+            }
+        };
+        let joined = ids.join(",");
+        let existing = store::find_share(&self.pool, kind_str, &joined)
+            .await
+            .map_err(|e| internal("find_share", e))?;
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                store::insert_share(&self.pool, &id, kind_str, &joined, now_ms())
+                    .await
+                    .map_err(|e| internal("insert_share", e))?;
+                id
+            }
+        };
+        Ok(ShareLink {
+            url: format!("/share/{id}"),
+            id,
+            kind,
+        })
+    }
+
+    /// `(kind, run ids)` of a share link.
+    pub async fn share_target(&self, share_id: &str) -> Result<(ShareKind, Vec<String>), ApiError> {
+        let (kind, ids) = store::get_share(&self.pool, share_id)
+            .await
+            .map_err(|e| internal("get_share", e))?
+            .ok_or_else(|| ApiError::NotFound("share link".into()))?;
+        let kind = if kind == "run" {
+            ShareKind::Run
+        } else {
+            ShareKind::Compare
+        };
+        Ok((kind, ids.split(',').map(str::to_string).collect()))
+    }
+
+    /// What a share link shows: the run without links to the rest of the instance.
+    pub(super) async fn open_share(&self, share_id: &str) -> Result<SharedView, ApiError> {
+        let (kind, ids) = self.share_target(share_id).await?;
+        match kind {
+            ShareKind::Run => {
+                let id = ids.first().cloned().unwrap_or_default();
+                let mut d = self.detail(&id).await?;
+                d.plan_id = None;
+                d.plan_name = None;
+                d.baseline = None;
+                d.is_baseline = false;
+                Ok(SharedView::Run(Box::new(d)))
+            }
+            ShareKind::Compare => Ok(SharedView::Compare(self.compare_runs(&ids).await?)),
+        }
+    }
+}

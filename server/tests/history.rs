@@ -1,0 +1,390 @@
+//! History, comparison and sharing through the JSON API, against the embedded sandbox:
+//! saved plans (TOML in and out), run again, tags/notes and list filters, baselines,
+//! compare with behaviour changes, share links, CSV, delete; and a database written by
+//! schema v1 migrating forward. Run: `cargo test -p server --test history`.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use common::{args, plan, spawn_app, spawn_with, App};
+use serde_json::{json, Value};
+
+async fn send(app: &App, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let r = app
+        .http
+        .request(method.parse().unwrap(), format!("{}{path}", app.base))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn text(app: &App, path: &str) -> (u16, String, String) {
+    let r = app
+        .http
+        .get(format!("{}{path}", app.base))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let ctype = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, ctype, r.text().await.unwrap())
+}
+
+/// Launches and waits for the end (SSE); returns the id.
+async fn run_to_end(app: &App, p: Value) -> String {
+    let id = app.launch(p).await;
+    let (_, done) = app.follow(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_database_migrates_forward_and_keeps_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    std::fs::copy("tests/fixtures/v1.db", &db).unwrap();
+    let mut app = spawn_with(args(db), dir).await;
+    let (_, list) = app.get("/api/runs").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let id = list[0]["id"].as_str().unwrap();
+    assert_eq!(list[0]["name"], "fixture v1 run");
+    assert_eq!(list[0]["status"], "completed");
+    assert_eq!(list[0]["tags"], json!([]));
+    let (status, run) = app.get(&format!("/api/runs/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(run["summary"]["totals"]["opened"], 5);
+    assert_eq!(run["summary"]["totals"]["failed"], 3);
+    assert_eq!(run["series"]["t"].as_array().unwrap().len(), 5);
+    assert_eq!(run["plan"]["auth"]["source"]["tokens"][0], "<redacted>");
+    // New columns work on old rows: tag it, filter by the tag.
+    let (s, _) = send(
+        &app,
+        "PUT",
+        &format!("/api/runs/{id}/meta"),
+        r#"{"tags":["old"],"note":"from v1"}"#,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, tagged) = app.get("/api/runs?tag=old").await;
+    assert_eq!(tagged[0]["note"], "from v1");
+    // Run again: the token was typed in and never stored, so it must be given again.
+    let (s, body) = app.post(&format!("/api/runs/{id}/rerun"), "").await;
+    assert_eq!(s, 422, "{body}");
+    assert_eq!(body["fields"][0]["field"], "auth.source.tokens[0]");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_plans_round_trip_as_toml_run_again_and_keep_their_secrets() {
+    let app = spawn_app().await;
+    let toml = format!(
+        "name = \"tokens\"\ntarget = \"{}\"\n[[stages]]\nduration = \"500ms\"\nconnections = 4\n[[stages]]\nduration = \"700ms\"\nconnections = 4\n[auth.source]\ntype = \"static\"\ntokens = [\"static-secret-1\"]\n",
+        app.ws("/echo?auth=bearer&tag=plan")
+    );
+    let (s, saved) = app.post("/api/plans", &toml).await;
+    assert_eq!(s, 201, "{saved}");
+    let pid = saved["id"].as_str().unwrap().to_string();
+
+    // Export: commented TOML, secret redacted; reads back as the same plan.
+    let (s, ctype, exported) = text(&app, &format!("/api/plans/{pid}/plan.toml")).await;
+    assert_eq!(s, 200);
+    assert!(ctype.starts_with("application/toml"));
+    assert!(exported.contains("# Ramp linearly"), "{exported}");
+    assert!(!exported.contains("static-secret-1"));
+    assert!(exported.contains("<redacted>"));
+    // Saving the exported (redacted) text back keeps the stored secret.
+    let edited = exported.replace("connections = 4", "connections = 6");
+    let (s, body) = send(&app, "PUT", &format!("/api/plans/{pid}"), &edited).await;
+    assert_eq!(s, 200, "{body}");
+    let (_, detail) = app.get(&format!("/api/plans/{pid}")).await;
+    assert_eq!(detail["plan"]["stages"][0]["connections"], 6);
+    assert!(!detail.to_string().contains("static-secret-1"));
+
+    // Run it: the stored secret authenticates every connection.
+    let (s, launched) = app.post(&format!("/api/plans/{pid}/runs"), "").await;
+    assert_eq!(s, 201, "{launched}");
+    let first = launched["id"].as_str().unwrap().to_string();
+    let (_, done) = app.follow(&first).await;
+    assert_eq!(done["status"], "completed");
+    let (_, run) = app.get(&format!("/api/runs/{first}")).await;
+    assert_eq!(run["summary"]["totals"]["opened"], 6, "{}", run["summary"]);
+    assert_eq!(run["plan_id"], pid.as_str());
+    assert!(!run.to_string().contains("static-secret-1"));
+
+    // Run again from the run: same plan, secrets restored from the saved plan.
+    let (s, again) = app.post(&format!("/api/runs/{first}/rerun"), "").await;
+    assert_eq!(s, 201, "{again}");
+    let second = again["id"].as_str().unwrap().to_string();
+    let (_, done) = app.follow(&second).await;
+    assert_eq!(done["status"], "completed");
+    let (_, run2) = app.get(&format!("/api/runs/{second}")).await;
+    assert_eq!(run2["summary"]["totals"]["opened"], 6);
+    assert_eq!(run2["plan"], run["plan"]);
+    let sb = app.sandbox_profile("/echo?auth=bearer&tag=plan").await;
+    assert_eq!(sb["accepted"], 12);
+
+    // Duplicate, list, filter runs by plan, delete the copy.
+    let (s, copy) = app.post(&format!("/api/plans/{pid}/duplicate"), "").await;
+    assert_eq!(s, 201);
+    let (_, plans) = app.get("/api/plans").await;
+    assert_eq!(plans.as_array().unwrap().len(), 2);
+    let orig = plans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == pid.as_str())
+        .unwrap();
+    assert_eq!(orig["runs"], 2);
+    let (_, by_plan) = app.get(&format!("/api/runs?plan={pid}")).await;
+    assert_eq!(by_plan.as_array().unwrap().len(), 2);
+    let cid = copy["id"].as_str().unwrap();
+    let (s, _) = send(&app, "DELETE", &format!("/api/plans/{cid}"), "").await;
+    assert_eq!(s, 204);
+    let (s, _) = app.get(&format!("/api/plans/{cid}")).await;
+    assert_eq!(s, 404);
+
+    // Bad TOML: 422 naming the text and the line; nothing stored.
+    let (s, body) = app.post("/api/plans", "name = \"x\"\ntarget = 5\n").await;
+    assert_eq!(s, 422, "{body}");
+    assert_eq!(body["fields"][0]["field"], "text");
+    assert!(body["fields"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("line 2"));
+    let (_, plans) = app.get("/api/plans").await;
+    assert_eq!(plans.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_filters_sort_and_pages() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for (i, n) in [3u32, 5, 4].iter().enumerate() {
+        let p = plan(&format!("run-{i}"), &app.ws("/echo"), *n, "300ms", "300ms");
+        ids.push(run_to_end(&app, p).await);
+    }
+    let (s, _) = send(
+        &app,
+        "PUT",
+        &format!("/api/runs/{}/meta", ids[1]),
+        r#"{"tags":["after-fix","v2"],"note":"raised the cap"}"#,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, l) = app.get("/api/runs?tag=after-fix").await;
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    assert_eq!(l[0]["id"], ids[1].as_str());
+    assert_eq!(l[0]["tags"], json!(["after-fix", "v2"]));
+    assert_eq!(l[0]["note"], "raised the cap");
+    let (_, l) = app.get("/api/runs?q=run-2").await;
+    assert_eq!(l[0]["id"], ids[2].as_str());
+    let (_, l) = app.get("/api/runs?sort=peak&dir=asc").await;
+    let peaks: Vec<i64> = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["peak_open"].as_i64().unwrap())
+        .collect();
+    assert_eq!(peaks, vec![3, 4, 5]);
+    let r = app
+        .http
+        .get(format!("{}/api/runs?per_page=2&page=2", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-total-count"], "3");
+    assert_eq!(r.headers()["x-pages"], "2");
+    let l: Value = r.json().await.unwrap();
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    assert_eq!(l[0]["id"], ids[0].as_str(), "oldest is alone on page 2");
+    let (_, l) = app.get("/api/runs?status=failed").await;
+    assert_eq!(l, json!([]));
+    let (_, l) = app.get("/api/runs?from=2000-01-01&to=2000-01-02").await;
+    assert_eq!(l, json!([]));
+    // Bad filters name the field.
+    for (q, field) in [
+        ("sort=speed", "sort"),
+        ("status=done", "status"),
+        ("from=yesterday", "from"),
+        ("per_page=1000", "per_page"),
+        ("page=-1", "page"),
+    ] {
+        let (s, body) = app.get(&format!("/api/runs?{q}")).await;
+        assert_eq!(s, 400, "{q}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(field),
+            "{q}: {body}"
+        );
+    }
+    let (s, body) = send(
+        &app,
+        "PUT",
+        &format!("/api/runs/{}/meta", ids[0]),
+        r#"{"tags":["has space!"],"note":""}"#,
+    )
+    .await;
+    assert_eq!(s, 422, "{body}");
+    assert_eq!(body["fields"][0]["field"], "tags");
+    // Delete: the run, its ticks and tags go; others stay.
+    let (s, _) = send(&app, "DELETE", &format!("/api/runs/{}", ids[1]), "").await;
+    assert_eq!(s, 204);
+    let (s, _) = app.get(&format!("/api/runs/{}", ids[1])).await;
+    assert_eq!(s, 404);
+    let (_, l) = app.get("/api/runs").await;
+    assert_eq!(l.as_array().unwrap().len(), 2);
+    let (_, l) = app.get("/api/runs?tag=after-fix").await;
+    assert_eq!(l, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_says_what_changed_and_share_links_reach_only_their_run() {
+    let app = spawn_app().await;
+    // Same plan, the target's cap raised from 4 to 8.
+    let a = run_to_end(&app, plan("cap", &app.ws("/echo?cap=4"), 10, "1s", "1s")).await;
+    let b = run_to_end(&app, plan("cap", &app.ws("/echo?cap=8"), 10, "1s", "1s")).await;
+    let (s, cmp) = app.get(&format!("/api/compare?runs={a},{b}")).await;
+    assert_eq!(s, 200, "{cmp}");
+    let rows = cmp["comparison"]["metrics"].as_array().unwrap();
+    let peak = rows.iter().find(|r| r["key"] == "peak_open").unwrap();
+    assert_eq!(peak["values"], json!([4.0, 8.0]));
+    assert_eq!(peak["changes"][1]["abs"], 4.0);
+    assert_eq!(peak["changes"][1]["rel"], 1.0);
+    assert_eq!(peak["changes"][1]["verdict"], "better");
+    let behaviour: Vec<&str> = cmp["comparison"]["behaviour"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        behaviour.contains(&"first 429 at 4 open connections → 8"),
+        "{behaviour:?}"
+    );
+    assert!(
+        behaviour.contains(&"peak open connections 4 → 8"),
+        "{behaviour:?}"
+    );
+    assert_eq!(
+        cmp["runs"][1]["series"]["t"].as_array().unwrap().len() > 1,
+        true
+    );
+    // 1 or 5 runs: refused, naming the parameter.
+    let (s, body) = app.get(&format!("/api/compare?runs={a}")).await;
+    assert_eq!(s, 400);
+    assert!(
+        body["message"].as_str().unwrap().starts_with("runs:"),
+        "{body}"
+    );
+
+    // CSV: a header and one row per tick.
+    let (s, ctype, csv) = text(&app, &format!("/api/runs/{a}/series.csv")).await;
+    assert_eq!(s, 200);
+    assert!(ctype.starts_with("text/csv"));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("t_s,target,open,opened_per_s,failed_http_429_per_s"),
+        "{}",
+        lines[0]
+    );
+    let (_, run) = app.get(&format!("/api/runs/{a}")).await;
+    assert_eq!(
+        lines.len() - 1,
+        run["series"]["t"].as_array().unwrap().len()
+    );
+
+    // Share links: one run, read-only, nothing else.
+    let (s, link) = app.post(&format!("/api/runs/{a}/share"), "").await;
+    assert_eq!(s, 201);
+    let sid = link["id"].as_str().unwrap().to_string();
+    assert_eq!(link["url"], format!("/share/{sid}"));
+    assert_ne!(sid, a, "the share id is not the run id");
+    let (_, again) = app.post(&format!("/api/runs/{a}/share"), "").await;
+    assert_eq!(again["id"], sid.as_str(), "one link per run");
+    let (s, view) = app.get(&format!("/api/shares/{sid}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(view["Run"]["id"], a.as_str());
+    let (s, _, html) = text(&app, &format!("/share/{sid}/report.html")).await;
+    assert_eq!(s, 200);
+    assert!(html.contains("<html"));
+    let (s, _, csv2) = text(&app, &format!("/share/{sid}/series.csv")).await;
+    assert_eq!((s, csv2), (200, csv));
+    let (s, page_html) = {
+        let (s, _, t) = text(&app, &format!("/share/{sid}")).await;
+        (s, t)
+    };
+    assert_eq!(s, 200);
+    assert!(page_html.contains("cap"), "the shared page renders the run");
+    assert!(
+        !page_html.contains(&format!("/runs/{b}")),
+        "no links to other runs"
+    );
+    let (s, cl) = app
+        .post(&format!("/api/compare/share?runs={a},{b}"), "")
+        .await;
+    assert_eq!(s, 201);
+    let (s, cv) = app
+        .get(&format!("/api/shares/{}", cl["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(cv["Compare"]["runs"][1]["id"], b.as_str());
+    // A compare share has no run downloads; unknown share ids are 404.
+    let (s, _, _) = text(
+        &app,
+        &format!("/share/{}/report.html", cl["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = app
+        .get("/api/shares/0123456789abcdef0123456789abcdef")
+        .await;
+    assert_eq!(s, 404);
+
+    // Baseline needs a saved plan; then a later run shows its difference.
+    let (s, body) = app.post(&format!("/api/runs/{a}/baseline"), "").await;
+    assert_eq!(s, 409, "{body}");
+    let (s, saved) = app.post(&format!("/api/runs/{a}/plan"), "").await;
+    assert_eq!(s, 201);
+    let (s, _) = app.post(&format!("/api/runs/{a}/baseline"), "").await;
+    assert_eq!(s, 204);
+    let pid = saved["id"].as_str().unwrap();
+    let (_, c) = app.post(&format!("/api/plans/{pid}/runs"), "").await;
+    let c = c["id"].as_str().unwrap().to_string();
+    let (_, done) = app.follow(&c).await;
+    assert_eq!(done["status"], "completed");
+    let (_, run_c) = app.get(&format!("/api/runs/{c}")).await;
+    assert_eq!(run_c["baseline"]["run_id"], a.as_str());
+    assert!(
+        run_c["baseline"]["comparison"]["metrics"]
+            .as_array()
+            .unwrap()
+            .len()
+            > 5
+    );
+    let (_, run_a) = app.get(&format!("/api/runs/{a}")).await;
+    assert_eq!(run_a["is_baseline"], true);
+
+    // Deleting a run removes its share links; a live run cannot be deleted.
+    let (s, _) = send(&app, "DELETE", &format!("/api/runs/{a}"), "").await;
+    assert_eq!(s, 204);
+    let (s, _) = app.get(&format!("/api/shares/{sid}")).await;
+    assert_eq!(s, 404);
+    let (_, run_c) = app.get(&format!("/api/runs/{c}")).await;
+    assert_eq!(
+        run_c["baseline"],
+        Value::Null,
+        "baseline cleared with its run"
+    );
+    let live = app
+        .launch(plan("live", &app.ws("/echo"), 2, "1s", "2s"))
+        .await;
+    let (s, body) = send(&app, "DELETE", &format!("/api/runs/{live}"), "").await;
+    assert_eq!(s, 409, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("cancel it"));
+    app.follow(&live).await;
+}
