@@ -15,6 +15,8 @@
 //! - `components/`  stat tiles, status badge, failure table.
 //! - `live`         (hydrate) EventSource -> signal of the latest `Snapshot`.
 
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod charts;
 pub mod components;

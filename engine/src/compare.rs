@@ -482,7 +482,7 @@ fn fmt_n(v: f64) -> String {
     }
 }
 
-/// A latency distribution for display: sample counts in 1-2-5 buckets.
+/// A latency distribution for display: sample counts in 1-1.5-2-3-5-7 buckets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct HistogramView {
     pub metric: String,
@@ -491,18 +491,18 @@ pub struct HistogramView {
     pub counts: Vec<u64>,
 }
 
-/// Buckets a stored histogram (`(value_us, count)`) into 1-2-5 steps from 0.1 ms,
+/// Buckets a stored histogram (`(value_us, count)`) into 1-1.5-2-3-5-7 steps from 0.1 ms,
 /// without empty buckets at either end.
 pub fn histogram_view(metric: &str, h: &[(u64, u64)]) -> HistogramView {
     let mut bounds_us = Vec::new();
     let mut decade = 100u64;
     while decade <= 100_000_000 {
-        for m in [1, 2, 5] {
-            bounds_us.push(decade * m);
+        for m in [10, 15, 20, 30, 50, 70] {
+            bounds_us.push(decade * m / 10);
         }
         decade *= 10;
     }
-    // The last bucket also takes anything slower than its bound (500 s).
+    // The last bucket also takes anything slower than its bound (700 s).
     let mut counts = vec![0u64; bounds_us.len()];
     for &(v, c) in h {
         let i = bounds_us
@@ -652,11 +652,14 @@ mod tests {
     }
 
     #[test]
-    fn histogram_view_buckets_in_one_two_five_steps() {
+    fn histogram_view_buckets_in_fine_log_steps() {
         // 0.15 ms, 0.9 ms ×2, 1 ms, 7 ms (values in µs).
         let v = histogram_view("x", &[(150, 1), (900, 2), (1000, 1), (7000, 1)]);
-        assert_eq!(v.le_ms, vec![0.2, 0.5, 1.0, 2.0, 5.0, 10.0]);
-        assert_eq!(v.counts, vec![1, 0, 3, 0, 0, 1]);
+        assert_eq!(
+            v.le_ms,
+            vec![0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0]
+        );
+        assert_eq!(v.counts, vec![1, 0, 0, 0, 0, 3, 0, 0, 0, 0, 1]);
         assert_eq!(histogram_view("x", &[]).counts, vec![0]);
     }
 

@@ -152,14 +152,14 @@ pub fn Environment(
     view! {
         <section class="run-detail__section">
             <h2>"Environment"</h2>
-            <table class="kv">
+            <table class="kv"><tbody>
                 <tr><th>"socketswarm"</th><td>{env.version}</td></tr>
                 <tr><th>"Host"</th><td>{format!("{} ({}, {} CPUs)", env.host, env.os, env.cpus)}</td></tr>
                 <tr><th>"Open-file limit"</th><td>{fmt::count(env.nofile)}" (sockets one process can hold)"</td></tr>
                 <tr><th>"Created"</th><td>{fmt::timestamp(created)}</td></tr>
                 <tr><th>"Started"</th><td>{started.map(fmt::timestamp).unwrap_or_else(|| "—".into())}</td></tr>
                 <tr><th>"Ended"</th><td>{finished.map(fmt::timestamp).unwrap_or_else(|| "—".into())}</td></tr>
-            </table>
+            </tbody></table>
         </section>
     }
 }

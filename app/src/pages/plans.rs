@@ -162,6 +162,13 @@ fn PlanView(plan: PlanDetail) -> impl IntoView {
     };
     let baseline = plan.baseline_run_id.clone();
     let n_runs = plan.runs.len();
+    // The newest finished run that is not the baseline, against the baseline.
+    let compare_href = baseline.as_ref().and_then(|b| {
+        plan.runs
+            .iter()
+            .find(|r| r.id != *b && !r.status.is_live())
+            .map(|r| format!("/compare?runs={b},{}", r.id))
+    });
     view! {
         <div class="plan-detail" data-plan-id=plan.id.clone()>
             <div class="run-detail__head">
@@ -194,6 +201,7 @@ fn PlanView(plan: PlanDetail) -> impl IntoView {
             <h2>"Plan file"</h2>
             <PlanEditor id=plan.id.clone() text=plan.toml.clone()/>
             <h2>"Runs of this plan"</h2>
+            {compare_href.map(|h| view! { <p><a href=h>"Compare the latest run with the baseline"</a></p> })}
             {if plan.runs.is_empty() {
                 view! { <p class="muted">"Not run yet."</p> }.into_any()
             } else {
