@@ -492,7 +492,7 @@ pub struct HistogramView {
 }
 
 /// Buckets a stored histogram (`(value_us, count)`) into 1-1.5-2-3-5-7 steps from 0.1 ms,
-/// without empty buckets at either end.
+/// from one bucket below the fastest sample to one above the slowest.
 pub fn histogram_view(metric: &str, h: &[(u64, u64)]) -> HistogramView {
     let mut bounds_us = Vec::new();
     let mut decade = 100u64;
@@ -511,8 +511,13 @@ pub fn histogram_view(metric: &str, h: &[(u64, u64)]) -> HistogramView {
         counts[i] += c;
     }
     let le_ms: Vec<f64> = bounds_us.iter().map(|b| *b as f64 / 1000.0).collect();
-    let first = counts.iter().position(|c| *c > 0).unwrap_or(0);
-    let last = counts.iter().rposition(|c| *c > 0).unwrap_or(0);
+    // One empty bucket either side keeps a lone bucket readable as a bar.
+    let first = counts
+        .iter()
+        .position(|c| *c > 0)
+        .unwrap_or(0)
+        .saturating_sub(1);
+    let last = (counts.iter().rposition(|c| *c > 0).unwrap_or(0) + 1).min(counts.len() - 1);
     HistogramView {
         metric: metric.into(),
         le_ms: le_ms[first..=last].to_vec(),
@@ -657,10 +662,10 @@ mod tests {
         let v = histogram_view("x", &[(150, 1), (900, 2), (1000, 1), (7000, 1)]);
         assert_eq!(
             v.le_ms,
-            vec![0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0]
+            vec![0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0]
         );
-        assert_eq!(v.counts, vec![1, 0, 0, 0, 0, 3, 0, 0, 0, 0, 1]);
-        assert_eq!(histogram_view("x", &[]).counts, vec![0]);
+        assert_eq!(v.counts, vec![0, 1, 0, 0, 0, 0, 3, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(histogram_view("x", &[]).counts, vec![0, 0]);
     }
 
     #[test]

@@ -201,7 +201,8 @@ pub struct CompareRun {
     pub series: Series,
 }
 
-/// `/compare?runs=a,b,...`: 2 to 4 finished runs, the first is the reference.
+/// `/compare?runs=a,b,...`: 2 to 4 finished runs, oldest first; the oldest is the
+/// reference every change is measured against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompareView {
     pub runs: Vec<CompareRun>,

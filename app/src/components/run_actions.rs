@@ -11,14 +11,23 @@ use crate::api::{
 use crate::components::compare::{ChangeSummary, MetricTable};
 use crate::fmt;
 
+/// `on_change` runs after an action that stays on this page (baseline, tags and note)
+/// so the page refetches the run.
 #[component]
-pub fn RunActions(detail: RunDetail) -> impl IntoView {
+pub fn RunActions(detail: RunDetail, on_change: Callback<()>) -> impl IntoView {
     let rerun = ServerAction::<Rerun>::new();
     let save_plan = ServerAction::<SaveRunAsPlan>::new();
     let baseline = ServerAction::<SetBaseline>::new();
     let share = ServerAction::<CreateShare>::new();
     let meta = ServerAction::<UpdateRunMeta>::new();
     let delete = ServerAction::<DeleteRun>::new();
+    Effect::new(move |_| {
+        let done = matches!(baseline.value().get(), Some(Ok(_)))
+            || matches!(meta.value().get(), Some(Ok(_)));
+        if done {
+            on_change.run(());
+        }
+    });
     let id = StoredValue::new(detail.id.clone());
     let finished = !detail.status.is_live();
     let has_summary = detail.summary.is_some();

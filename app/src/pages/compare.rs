@@ -1,4 +1,4 @@
-//! `/compare?runs=a,b,...` (2 to 4 finished runs; the first is the reference): what
+//! `/compare?runs=a,b,...` (2 to 4 finished runs; the oldest is the reference): what
 //! changed in words, the metric table with changes and significance, distribution
 //! shifts, and charts overlaid on elapsed time. Also rendered by comparison share links.
 use leptos::prelude::*;

@@ -97,14 +97,19 @@ pub fn NewPlanPage() -> impl IntoView {
     view! {
         <h1>"New plan"</h1>
         <p class="muted">"Write or paste a plan file (TOML or JSON). Secrets: prefer { env = \"NAME\" }; typed-in values are stored on this server and never shown again."</p>
-        <PlanEditor id=String::new() text=STARTER.to_string()/>
+        <PlanEditor id=String::new() text=STARTER.to_string() on_saved=None/>
     }
 }
 
 /// The TOML editor with Save; errors name the field (or the line of a syntax error).
 #[component]
-fn PlanEditor(id: String, text: String) -> impl IntoView {
+fn PlanEditor(id: String, text: String, on_saved: Option<Callback<()>>) -> impl IntoView {
     let save = ServerAction::<SavePlan>::new();
+    Effect::new(move |_| {
+        if let (Some(Ok(_)), Some(cb)) = (save.value().get(), on_saved) {
+            cb.run(());
+        }
+    });
     let errors = move || match save.value().get() {
         Some(Err(ApiError::Validation(errs))) => errs
             .into_iter()
@@ -131,19 +136,19 @@ pub fn PlanPage() -> impl IntoView {
     let id = move || params.read().get("id").unwrap_or_default();
     let plan = Resource::new(id, get_plan);
     view! {
-        <Suspense fallback=|| view! { <p>"Loading plan…"</p> }>
+        <Transition fallback=|| view! { <p>"Loading plan…"</p> }>
             {move || Suspend::new(async move {
                 match plan.await {
-                    Ok(p) => view! { <PlanView plan=p/> }.into_any(),
+                    Ok(p) => view! { <PlanView plan=p on_saved=Callback::new(move |_| plan.refetch())/> }.into_any(),
                     Err(e) => view! { <h1>"Plan"</h1><p class="error">{e.to_string()}</p> }.into_any(),
                 }
             })}
-        </Suspense>
+        </Transition>
     }
 }
 
 #[component]
-fn PlanView(plan: PlanDetail) -> impl IntoView {
+fn PlanView(plan: PlanDetail, on_saved: Callback<()>) -> impl IntoView {
     let run = ServerAction::<RunPlan>::new();
     let dup = ServerAction::<DuplicatePlan>::new();
     let del = ServerAction::<DeletePlan>::new();
@@ -199,7 +204,7 @@ fn PlanView(plan: PlanDetail) -> impl IntoView {
                 {move || error().map(|m| view! { <p class="error">{m}</p> })}
             </div>
             <h2>"Plan file"</h2>
-            <PlanEditor id=plan.id.clone() text=plan.toml.clone()/>
+            <PlanEditor id=plan.id.clone() text=plan.toml.clone() on_saved=Some(on_saved)/>
             <h2>"Runs of this plan"</h2>
             {compare_href.map(|h| view! { <p><a href=h>"Compare the latest run with the baseline"</a></p> })}
             {if plan.runs.is_empty() {

@@ -103,7 +103,8 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
         let s = series.read();
         !s.failed_rate.is_empty() || !s.drop_rate.is_empty()
     });
-    let actions = (!is_shared).then(|| view! { <RunActions detail=detail.clone()/> }.into_any());
+    let actions = (!is_shared)
+        .then(|| view! { <RunActions detail=detail.clone() on_change=on_done/> }.into_any());
     let evidence = summary
         .as_ref()
         .map(|s| s.evidence.clone())

@@ -130,7 +130,7 @@ fn RunsList(page: RunPage) -> impl IntoView {
             view! {
                 <form id="compare-form" method="get" action="/compare" class="runs__compare">
                     <button type="submit" class="button button--quiet">"Compare selected"</button>
-                    <span class="muted">" tick 2 to 4 finished runs; the first ticked is the reference"</span>
+                    <span class="muted">" tick 2 to 4 finished runs; the oldest is the reference"</span>
                 </form>
                 <table class="runs__table">
                     <thead><tr>

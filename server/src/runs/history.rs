@@ -540,12 +540,19 @@ impl Runs {
         Ok(())
     }
 
-    pub(super) async fn compare_runs(&self, ids: &[String]) -> Result<CompareView, ApiError> {
+    /// Loads 2 to 4 finished runs, oldest first (the oldest is the reference).
+    async fn facts_in_order(&self, ids: &[String]) -> Result<Vec<Facts>, ApiError> {
         Self::check_compare_ids(ids)?;
         let mut facts = Vec::with_capacity(ids.len());
         for id in ids {
             facts.push(self.facts(id).await?);
         }
+        facts.sort_by_key(|f| f.detail.created_at_ms);
+        Ok(facts)
+    }
+
+    pub(super) async fn compare_runs(&self, ids: &[String]) -> Result<CompareView, ApiError> {
+        let facts = self.facts_in_order(ids).await?;
         let comparison = compare_all(&facts);
         let runs = facts
             .into_iter()
@@ -579,15 +586,16 @@ impl Runs {
                 self.detail(&ids[0]).await?;
                 "run"
             }
+            ShareKind::Compare => "compare",
+        };
+        let joined = match kind {
+            ShareKind::Run => ids.join(","),
             ShareKind::Compare => {
-                Self::check_compare_ids(ids)?;
-                for id in ids {
-                    self.facts(id).await?;
-                }
-                "compare"
+                let facts = self.facts_in_order(ids).await?;
+                let ordered: Vec<&str> = facts.iter().map(|f| f.detail.id.as_str()).collect();
+                ordered.join(",")
             }
         };
-        let joined = ids.join(",");
         let existing = store::find_share(&self.pool, kind_str, &joined)
             .await
             .map_err(|e| internal("find_share", e))?;

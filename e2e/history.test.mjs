@@ -1,0 +1,165 @@
+// Browser end-to-end: the history workflow. Write a plan, run it, make that run the
+// baseline, change the plan, run again, see the difference, compare the two runs, share
+// the comparison and a run, open the links in a fresh browser, download the HTML report
+// and open it from file://, tag a run, filter by the tag, delete a run behind its
+// confirmation.
+// Run: scripts/build.sh && node --test e2e/
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { startServer, browser, api, artifacts } from './harness.mjs';
+
+let srv;
+let ctx;
+before(async () => { srv = await startServer(); ctx = await browser(); });
+after(async () => { await ctx?.close(); srv?.stop(); });
+
+const planToml = (sandbox, cap) => `# e2e plan
+name = "tenant cap"
+target = "${sandbox}/echo?cap=${cap}"
+
+[[stages]]
+duration = "1s"
+connections = 12
+
+[[stages]]
+duration = "1500ms"
+connections = 12
+`;
+
+/** Waits until the page shows a finished run and returns its id. */
+async function finished(page) {
+  await page.waitForURL(/\/runs\/[0-9a-f]{32}$/);
+  await page.locator('.run-detail .badge[data-status="completed"]').waitFor({ timeout: 30000 });
+  return page.url().split('/').pop();
+}
+
+test('plan, run, baseline, change, run again, compare, share, download, tag, delete', async () => {
+  const page = await ctx.newPage();
+
+  // A new saved plan from TOML.
+  await page.goto(`${srv.base}/plans/new`);
+  await page.locator('textarea[name="text"]').fill(planToml(srv.sandbox, 4));
+  await page.getByRole('button', { name: 'Save plan' }).click();
+  await page.waitForURL(/\/plans\/[0-9a-f]{32}$/);
+  const planUrl = page.url();
+  assert.match(await page.locator('textarea[name="text"]').inputValue(), /# Ramp linearly/, 'the editor shows the commented TOML');
+
+  // Run it; make the run the plan's baseline.
+  await page.getByRole('button', { name: 'Run this plan' }).click();
+  const first = await finished(page);
+  await page.getByRole('button', { name: 'Set as plan baseline' }).click();
+  await page.locator('.run-detail__meta .tag--baseline').waitFor();
+
+  // Change the plan (the target's cap 4 -> 8) and run it again.
+  await page.goto(planUrl);
+  const editor = page.locator('textarea[name="text"]');
+  await editor.fill((await editor.inputValue()).replace('cap=4', 'cap=8'));
+  await page.getByRole('button', { name: 'Save plan' }).click();
+  await page.waitForFunction(() => document.querySelector('textarea[name="text"]')?.value.includes('cap=8'));
+  await page.getByRole('button', { name: 'Run this plan' }).click();
+  const second = await finished(page);
+  assert.notEqual(first, second);
+
+  // The new run shows its difference from the baseline, in words.
+  const panel = page.locator('section.baseline');
+  await panel.waitFor();
+  const changes = await panel.locator('.cmp__changes').textContent();
+  assert.match(changes, /first 429 at 4 open connections → 8/);
+  assert.match(changes, /peak open connections 4 → 8/);
+  await page.screenshot({ path: join(artifacts, '12-run-vs-baseline.png'), fullPage: true });
+
+  // Compare from the runs list: tick both (baseline first), "Compare selected".
+  await page.goto(`${srv.base}/runs`);
+  await page.locator(`tr[data-run-id="${first}"] input[type="checkbox"]`).check();
+  await page.locator(`tr[data-run-id="${second}"] input[type="checkbox"]`).check();
+  await page.getByRole('button', { name: 'Compare selected' }).click();
+  await page.waitForURL(/\/compare\?/);
+  await page.locator('.compare').waitFor();
+  assert.equal(await page.locator('.compare').getAttribute('data-runs'), `${first},${second}`);
+  const peak = page.locator('tr[data-metric="peak_open"] td');
+  assert.match(await peak.nth(1).textContent(), /^4/);
+  assert.match(await peak.nth(2).textContent(), /^8.*\+100\.0 %/);
+  assert.match(await page.locator('.cmp__changes').textContent(), /first 429 at 4 open connections → 8/);
+  await page.waitForFunction(() => document.querySelectorAll('.compare .chart__plot canvas').length >= 4);
+  await page.screenshot({ path: join(artifacts, '13-compare.png'), fullPage: true });
+
+  // Share the comparison; open the link in a fresh browser (no cookies, no history).
+  await page.getByRole('button', { name: 'Share link' }).click();
+  const shareInput = page.locator('input[data-share-url]');
+  await shareInput.waitFor();
+  const comparePath = await shareInput.getAttribute('data-share-url');
+  assert.match(comparePath, /^\/share\/[0-9a-f]{32}$/);
+  const fresh = await browser();
+  try {
+    const sp = await fresh.newPage();
+    await sp.goto(`${srv.base}${comparePath}`);
+    await sp.locator('.compare').waitFor();
+    assert.match(await sp.locator('.cmp__changes').textContent(), /first 429 at 4 open connections → 8/);
+    assert.equal(await sp.locator('.topbar__nav').count(), 0, 'a share page has no navigation');
+    assert.equal(await sp.locator('a[href^="/runs"], a[href^="/plans"]').count(), 0, 'no links into the instance');
+    assert.equal(await sp.locator('[data-action]').count(), 0, 'no actions on a share page');
+    await sp.screenshot({ path: join(artifacts, '14-shared-compare.png'), fullPage: true });
+  } finally {
+    await fresh.close();
+  }
+
+  // Share the second run; in a fresh browser download its HTML report and open it from disk.
+  await page.goto(`${srv.base}/runs/${second}`);
+  await page.getByRole('button', { name: 'Share link' }).click();
+  await page.locator('input[data-share-url]').waitFor();
+  const runShare = new URL(await page.locator('input[data-share-url]').getAttribute('data-share-url'), srv.base).pathname;
+  const fresh2 = await browser({ acceptDownloads: true });
+  try {
+    const sp = await fresh2.newPage();
+    await sp.goto(`${srv.base}${runShare}`);
+    await sp.locator(`.run-detail[data-run-id="${second}"]`).waitFor();
+    assert.equal(await sp.locator('[data-action]').count(), 0, 'read-only');
+    assert.equal(await sp.locator('.baseline').count(), 0, 'no baseline panel (it would name another run)');
+    const csvHref = await sp.locator('a', { hasText: 'CSV (per second)' }).getAttribute('href');
+    assert.equal(csvHref, `${runShare}/series.csv`);
+    await sp.screenshot({ path: join(artifacts, '15-shared-run.png'), fullPage: true });
+    const [download] = await Promise.all([
+      sp.waitForEvent('download'),
+      sp.locator('a', { hasText: 'Download HTML report' }).click(),
+    ]);
+    const file = join(artifacts, 'shared-report.html');
+    await download.saveAs(file);
+    assert.match(readFileSync(file, 'utf8'), /tenant cap/);
+    const offline = await fresh2.newPage();
+    await offline.goto(`file://${file}`);
+    await offline.waitForFunction(() => document.querySelectorAll('canvas').length >= 2);
+    assert.match(await offline.locator('body').textContent(), /Concurrency cap/);
+    await offline.screenshot({ path: join(artifacts, '16-report-from-file.png'), fullPage: true });
+    // The run's id does not open the instance: /runs/... is a normal page only because
+    // this test instance has no access token; the share link itself names no run id.
+    assert.ok(!runShare.includes(second));
+  } finally {
+    await fresh2.close();
+  }
+
+  // Tags and a note, then filter the list by the tag.
+  await page.goto(`${srv.base}/runs/${second}`);
+  await page.locator('summary', { hasText: 'Tags and note' }).click();
+  await page.locator('input[name="tags"]').fill('cap8, e2e');
+  await page.locator('textarea[name="note"]').fill('raised the tenant cap');
+  await page.getByRole('button', { name: 'Save', exact: true }).click();
+  await page.locator('.run-detail__note').waitFor();
+  assert.equal(await page.locator('.run-detail__note').textContent(), 'raised the tenant cap');
+  await page.goto(`${srv.base}/runs?tag=cap8`);
+  const rows = page.locator('tbody tr');
+  assert.equal(await rows.count(), 1);
+  assert.equal(await rows.first().getAttribute('data-run-id'), second);
+
+  // Delete the first run: the button sits behind a confirmation.
+  await page.goto(`${srv.base}/runs/${first}`);
+  const del = page.getByRole('button', { name: 'Delete this run permanently' });
+  assert.equal(await del.isVisible(), false, 'hidden until the user opens Delete…');
+  await page.locator('summary', { hasText: 'Delete…' }).click();
+  await del.click();
+  await page.waitForURL(/\/runs$/);
+  assert.equal((await api(srv.base, `/api/runs/${first}`)).status, 404);
+  assert.equal((await api(srv.base, `/api/shares/${comparePath.split('/').pop()}`)).status, 404, 'its share links went with it');
+  await page.screenshot({ path: join(artifacts, '17-after-delete.png'), fullPage: true });
+});
