@@ -194,11 +194,15 @@ async fn runs_left_running_by_a_crash_are_marked_interrupted() {
         let pool = server::store::open(&db).await.unwrap();
         server::store::insert_run(
             &pool,
-            "crashed",
-            "c",
-            "ws://127.0.0.1:1/",
-            r#"{"target":"ws://127.0.0.1:1/","stages":[{"duration":"1s","connections":1}]}"#,
-            1,
+            server::store::NewRun {
+                run_id: "crashed",
+                name: "c",
+                target: "ws://127.0.0.1:1/",
+                plan_json: r#"{"target":"ws://127.0.0.1:1/","stages":[{"duration":"1s","connections":1}]}"#,
+                created_at: 1,
+                plan_id: None,
+                env_json: None,
+            },
         )
         .await
         .unwrap();
