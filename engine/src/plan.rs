@@ -470,11 +470,7 @@ impl Plan {
                     TokenSource::Oauth2 {
                         client_secret: old, ..
                     },
-                ) => {
-                    if is_redacted(client_secret) {
-                        *client_secret = old.clone();
-                    }
-                }
+                ) if is_redacted(client_secret) => *client_secret = old.clone(),
                 _ => {}
             }
         }

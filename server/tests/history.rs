@@ -270,10 +270,7 @@ async fn compare_says_what_changed_and_share_links_reach_only_their_run() {
         behaviour.contains(&"peak open connections 4 → 8"),
         "{behaviour:?}"
     );
-    assert_eq!(
-        cmp["runs"][1]["series"]["t"].as_array().unwrap().len() > 1,
-        true
-    );
+    assert!(cmp["runs"][1]["series"]["t"].as_array().unwrap().len() > 1);
     // 1 or 5 runs: refused, naming the parameter.
     let (s, body) = app.get(&format!("/api/compare?runs={a}")).await;
     assert_eq!(s, 400);

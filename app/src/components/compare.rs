@@ -20,11 +20,11 @@ fn cell(m: &MetricRow, i: usize) -> impl IntoView {
             {change.map(|c| {
                 let sig = c.significance.clone();
                 view! {
-                    <span class=format!("cmp__delta cmp__delta--{}", c.verdict) data-verdict=c.verdict.clone()>
+                    <span class=format!("cmp__delta cmp__delta--{}", c.verdict) data-verdict=c.verdict>
                         {format!(" {}", fmt::change(c.abs, c.rel, &m.unit))}
                     </span>
                     {sig.map(|s| view! {
-                        <span class=if s.significant { "cmp__sig cmp__sig--yes" } else { "cmp__sig" } title=s.method.clone()>
+                        <span class=if s.significant { "cmp__sig cmp__sig--yes" } else { "cmp__sig" } title=s.method>
                             {if s.significant { " significant" } else { " within noise" }}
                         </span>
                     })}
@@ -93,7 +93,7 @@ pub fn ShiftTable(comparison: Comparison, names: Vec<String>) -> impl IntoView {
                 <th class="num">"P(run slower)"</th><th class="num">"p (Mann–Whitney)"</th><th>"verdict"</th>
             </tr></thead>
             <tbody>
-                {comparison.shifts.into_iter().map(|s| {
+                {comparison.shifts.into_iter().map(move |s| {
                     let name = names.get(s.run).cloned().unwrap_or_default();
                     let shifted = s.p_value < 0.01 && (s.prob_slower - 0.5).abs() >= 0.05;
                     let verdict = match (shifted, s.prob_slower > 0.5) {
@@ -102,7 +102,7 @@ pub fn ShiftTable(comparison: Comparison, names: Vec<String>) -> impl IntoView {
                         (true, false) => "faster",
                     };
                     view! {
-                        <tr data-metric=s.metric.clone()>
+                        <tr data-metric=s.metric>
                             <td>{s.metric.clone()}</td>
                             <td>{name}</td>
                             <td class="num">{format!("{} / {}", fmt::count(s.n_a), fmt::count(s.n_b))}</td>

@@ -136,13 +136,17 @@ pub fn BaselinePanel(baseline: BaselineView, run_name: String, run_id: String) -
         "ws_rtt.p95",
     ];
     let names = vec![format!("baseline: {}", baseline.name), run_name];
+    let compare_href = format!(
+        "/compare?runs={}",
+        [baseline.run_id.clone(), run_id].join(",")
+    );
     view! {
         <section class="run-detail__section baseline">
             <h2>"Against the plan's baseline"</h2>
             <p class="muted">
                 "Baseline: "<a href=format!("/runs/{}", baseline.run_id)>{baseline.name.clone()}</a>
                 {format!(" of {} · ", fmt::timestamp(baseline.created_at_ms))}
-                <a href=format!("/compare?runs={},{}", baseline.run_id, run_id)>"full comparison"</a>
+                <a href=compare_href>"full comparison"</a>
             </p>
             <ChangeSummary comparison=baseline.comparison.clone()/>
             <MetricTable comparison=baseline.comparison names keys=KEYS/>

@@ -121,7 +121,7 @@ pub fn CompareBody(view: CompareView, shared: bool) -> impl IntoView {
             </section>
             <section class="run-detail__section">
                 <h2>"Latency distributions"</h2>
-                <ShiftTable comparison=view.comparison.clone() names=labels.clone()/>
+                <ShiftTable comparison=view.comparison names=labels.clone()/>
             </section>
             <section class="run-detail__charts">
                 <Chart title="Open connections" id="cmp-open" spec=Signal::derive(move || open.clone())/>

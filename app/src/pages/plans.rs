@@ -63,19 +63,23 @@ pub fn PlansPage() -> impl IntoView {
                                     <th>"Plan"</th><th>"Target"</th><th class="num">"Runs"</th><th>"Last run"</th><th>"Edited"</th><th></th>
                                 </tr></thead>
                                 <tbody>
-                                    {list.into_iter().map(|p| { let pid = p.id.clone(); view! {
-                                        <tr data-plan-id=p.id.clone()>
-                                            <td><a href=format!("/plans/{}", p.id.clone())>{p.name.clone()}</a>
+                                    {list.into_iter().map(|p| {
+                                        let pid = p.id.clone();
+                                        let plan_href = format!("/plans/{}", p.id);
+                                        let runs_href = format!("/runs?plan={}", p.id);
+                                        view! {
+                                        <tr data-plan-id=p.id>
+                                            <td><a href=plan_href>{p.name.clone()}</a>
                                                 {p.baseline_run_id.is_some().then(|| view! { <span class="tag tag--baseline">"baseline set"</span> })}
                                             </td>
                                             <td class="mono">{p.target.clone()}</td>
-                                            <td class="num"><a href=format!("/runs?plan={}", p.id.clone())>{p.runs}</a></td>
+                                            <td class="num"><a href=runs_href>{p.runs}</a></td>
                                             <td>{p.last_status.map(|s| view! { <StatusBadge status=s/> })}
                                                 {p.last_run_at_ms.map(|t| format!(" {}", fmt::timestamp(t)))}</td>
                                             <td>{fmt::timestamp(p.updated_at_ms)}</td>
                                             <td>
                                                 <ActionForm action=run attr:class="run-actions__form">
-                                                    <input type="hidden" name="id" value=pid.clone()/>
+                                                    <input type="hidden" name="id" value=pid/>
                                                     <button type="submit" class="button button--quiet">"Run"</button>
                                                 </ActionForm>
                                             </td>
@@ -175,7 +179,7 @@ fn PlanView(plan: PlanDetail, on_saved: Callback<()>) -> impl IntoView {
             .map(|r| format!("/compare?runs={b},{}", r.id))
     });
     view! {
-        <div class="plan-detail" data-plan-id=plan.id.clone()>
+        <div class="plan-detail" data-plan-id=plan.id>
             <div class="run-detail__head">
                 <h1>{plan.name.clone()}</h1>
             </div>
@@ -217,8 +221,8 @@ fn PlanView(plan: PlanDetail, on_saved: Callback<()>) -> impl IntoView {
                             {plan.runs.into_iter().map(|r| {
                                 let is_base = baseline.as_deref() == Some(r.id.as_str());
                                 view! {
-                                    <tr data-run-id=r.id.clone()>
-                                        <td><a href=format!("/runs/{}", r.id)>{r.name.clone()}</a></td>
+                                    <tr data-run-id=r.id>
+                                        <td><a href=format!("/runs/{}", r.id)>{r.name}</a></td>
                                         <td><StatusBadge status=r.status/></td>
                                         <td>{fmt::timestamp(r.created_at_ms)}</td>
                                         <td class="num">{r.peak_open.map(|n| fmt::count(n as u64)).unwrap_or_default()}</td>

@@ -33,6 +33,7 @@ pub fn RunDetailPage() -> impl IntoView {
 
 #[component]
 pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>) -> impl IntoView {
+    let is_shared = shared.is_some();
     let status = detail.status;
     let live = RwSignal::new(detail.last.clone());
     let summary = detail.summary.clone();
@@ -77,7 +78,7 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
     });
     #[cfg(feature = "hydrate")]
     {
-        if is_live && shared.is_none() {
+        if is_live && !is_shared {
             let id = detail.id.clone();
             Effect::new(move |prev: Option<()>| {
                 if prev.is_none() {
@@ -91,8 +92,7 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
     let cancel = ServerAction::<CancelRun>::new();
     let plan_json = serde_json::to_string_pretty(&detail.plan).unwrap_or_default();
     let run_id = detail.id.clone();
-    let is_shared = shared.is_some();
-    let downloads = match &shared {
+    let downloads = match shared {
         Some(sid) => format!("/share/{sid}"),
         None => format!("/api/runs/{}", detail.id),
     };

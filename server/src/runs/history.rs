@@ -34,7 +34,7 @@ fn field(field: &str, message: String) -> ApiError {
     }])
 }
 
-fn bad(field: &str, message: String) -> ApiError {
+fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(format!("{field}: {message}"))
 }
 
