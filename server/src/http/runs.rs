@@ -22,7 +22,11 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/runs/{id}", get(get_run).delete(delete_run))
         .route("/api/runs/{id}/cancel", post(cancel_run))
         .route("/api/runs/{id}/report.html", get(get_report))
-        .route("/api/runs/import", post(import_run))
+        // A long run's export is tens of MB: lift axum's 2 MB default for this route only.
+        .route(
+            "/api/runs/import",
+            post(import_run).layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT)),
+        )
         .route("/api/runs/{id}/export.json", get(get_export))
         .route("/api/config", get(get_config))
         .route(
@@ -30,6 +34,9 @@ pub(super) fn router() -> Router<AppState> {
             get(|| async { Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})) }),
         )
 }
+
+/// Largest accepted run export (`/api/runs/import`).
+const MAX_IMPORT: usize = 64 * 1024 * 1024;
 
 /// Largest accepted plan body.
 const MAX_BODY: usize = 256 * 1024;
@@ -103,7 +110,6 @@ async fn import_run(
     State(st): State<AppState>,
     body: Bytes,
 ) -> Result<impl IntoResponse, AppError> {
-    const MAX_IMPORT: usize = 64 * 1024 * 1024;
     if body.len() > MAX_IMPORT {
         return Err(ApiError::BadRequest(format!(
             "body is {} bytes; the limit is {MAX_IMPORT}",
