@@ -104,8 +104,25 @@ pub struct ServeArgs {
     /// Snapshot period in milliseconds.
     #[arg(long, env = "SOCKETSWARM_TICK_MS", default_value_t = 1000)]
     pub tick_ms: u64,
-    /// Allow `--listen` on a non-loopback address. socketswarm is a traffic cannon with
-    /// no access control yet: anyone who can reach it can aim it. Logged loudly.
+    /// Largest message a plan may send, in bytes.
+    #[arg(long, env = "SOCKETSWARM_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+    /// Access token (16+ characters): required for every page and API call except
+    /// share links (browser: asked once, kept in a cookie; API: `Authorization: Bearer`).
+    /// Required to listen on a non-loopback address.
+    #[arg(long, env = "SOCKETSWARM_ACCESS_TOKEN", hide_env_values = true)]
+    pub access_token: Option<String>,
+    /// Where runs may send traffic: host names (`localhost`, `*.staging.example.com`),
+    /// IPs or CIDRs (`10.1.2.0/24`), each with an optional `:PORT`. Repeat or separate
+    /// with commas. Empty = anywhere.
+    #[arg(
+        long = "allow-target",
+        env = "SOCKETSWARM_ALLOW_TARGETS",
+        value_delimiter = ','
+    )]
+    pub allow_target: Vec<String>,
+    /// Listen on a non-loopback address WITHOUT an access token. Anyone who can reach
+    /// the port can aim load anywhere the allowlist permits. Logged loudly.
     #[arg(long, env = "SOCKETSWARM_ALLOW_REMOTE", default_value_t = false)]
     pub allow_remote: bool,
 }
@@ -130,6 +147,7 @@ pub struct Settings {
     pub sandbox: Option<SocketAddr>,
     pub sandbox_tls: Option<SocketAddr>,
     pub max_duration: std::time::Duration,
+    pub allowlist: crate::allow::Allowlist,
 }
 
 impl ServeArgs {
@@ -167,12 +185,29 @@ impl ServeArgs {
         if self.max_concurrent_runs == 0 {
             problems.push("--max-concurrent-runs: must be at least 1".into());
         }
-        if !self.listen.ip().is_loopback() && !self.allow_remote {
+        if !self.listen.ip().is_loopback() && !self.allow_remote && self.access_token.is_none() {
             problems.push(format!(
-                "--listen: {} is not a loopback address; socketswarm has no access control yet, so anyone who reaches it could aim load anywhere. Listen on 127.0.0.1, or pass --allow-remote to accept that risk.",
+                "--listen: {} is not a loopback address, so anyone who reaches it could aim load anywhere. Set --access-token (SOCKETSWARM_ACCESS_TOKEN), listen on 127.0.0.1, or pass --allow-remote to accept that risk.",
                 self.listen
             ));
         }
+        if let Some(t) = &self.access_token {
+            if t.trim().chars().count() < 16
+                || t.chars().any(|c| c.is_whitespace() || c == ';' || c == ',')
+            {
+                problems.push("--access-token: use at least 16 characters, without spaces, `;` or `,` (e.g. `openssl rand -hex 16`)".into());
+            }
+        }
+        if !(16..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
+            problems.push(format!(
+                "--max-message-bytes: {} must be between 16 and 67108864",
+                self.max_message_bytes
+            ));
+        }
+        let allowlist = crate::allow::Allowlist::parse(&self.allow_target).unwrap_or_else(|p| {
+            problems.push(p);
+            crate::allow::Allowlist::default()
+        });
         if !(50..=60_000).contains(&self.tick_ms) {
             problems.push(format!(
                 "--tick-ms: {} must be between 50 and 60000",
@@ -184,6 +219,7 @@ impl ServeArgs {
                 sandbox,
                 sandbox_tls,
                 max_duration,
+                allowlist,
             })
         } else {
             Err(problems.join("\n"))

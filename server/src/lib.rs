@@ -1,6 +1,7 @@
 //! # server: the socketswarm process
 //!
 //! Module map:
+//! - [`allow`]    the target allowlist (`--allow-target`).
 //! - [`cli`]      headless `run` and `plan init|check` for CI.
 //! - [`config`]   CLI + env (`Cli`, `ServeArgs`, `TargetArgs`), validated once.
 //! - [`error`]    `AppError` -> HTTP answers.
@@ -17,6 +18,7 @@
 //! as `cancelled` with a final flush, SSE streams end), wait for the manager to drain,
 //! then for the HTTP server.
 
+pub mod allow;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -116,8 +118,8 @@ fn engine_runtime(
 /// Starts everything and returns once the HTTP listener is bound.
 pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     engine::install_crypto_provider();
-    if args.allow_remote && !args.listen.ip().is_loopback() {
-        tracing::warn!(listen = %args.listen, "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT ACCESS CONTROL (--allow-remote): anyone who can reach it can launch load against any target");
+    if args.allow_remote && args.access_token.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT AN ACCESS TOKEN (--allow-remote): anyone who can reach it can launch load against any allowed target");
     }
     let settings = args
         .validate()
@@ -127,9 +129,18 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let limits = Limits {
         max_connections,
         max_duration: engine::plan::Dur(settings.max_duration),
+        max_message_bytes: args.max_message_bytes,
         ..Limits::default()
     };
     tracing::info!(nofile, max_connections, "limits");
+    if args.access_token.is_some() {
+        tracing::info!("access token required (share links stay open, read-only)");
+    }
+    if settings.allowlist.is_empty() {
+        tracing::info!("target allowlist: none (runs may aim anywhere)");
+    } else {
+        tracing::info!(allow = ?settings.allowlist.entries(), "target allowlist");
+    }
 
     let pool = store::open(&args.database).await?;
     let interrupted = store::mark_interrupted(&pool, runs::now_ms())
@@ -174,7 +185,14 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         engine_rt,
         shutdown.clone(),
     );
-    let runs = Runs::new(pool.clone(), manager.clone(), limits, sandbox, nofile);
+    let runs = Runs::new(
+        pool.clone(),
+        manager.clone(),
+        limits,
+        sandbox,
+        nofile,
+        settings.allowlist.clone(),
+    );
     let service: app::api::Service = runs.clone();
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -195,6 +213,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         service,
         manager: manager.clone(),
         shutdown: shutdown.clone(),
+        access_token: args
+            .access_token
+            .clone()
+            .map(|t| std::sync::Arc::from(t.trim())),
     };
     let app = http::router(state);
     let stop = shutdown.clone();

@@ -21,6 +21,8 @@ pub struct AppState {
     pub manager: ManagerHandle,
     /// Cancelled on SIGTERM/Ctrl-C: ends runs and SSE streams.
     pub shutdown: CancellationToken,
+    /// `--access-token`, when set (see `http::access`).
+    pub access_token: Option<Arc<str>>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

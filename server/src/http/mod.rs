@@ -1,5 +1,6 @@
 //! The HTTP surface: `/api/...` JSON + SSE (one `router()` per resource module, merged
 //! here), the Leptos pages and server fns, static files, and the tracing layer.
+mod access;
 mod events;
 mod history;
 mod runs;
@@ -21,6 +22,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(runs::router())
         .merge(events::router())
+        .merge(access::router())
         .merge(history::router())
         .leptos_routes_with_context(
             &state,
@@ -42,6 +44,10 @@ pub fn router(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::if_not_present(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::guard,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

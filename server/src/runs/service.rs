@@ -31,6 +31,8 @@ pub struct Runs {
     pub nofile: u64,
     /// Where runs run (stored with each run).
     pub env: RunEnv,
+    /// Where runs may send traffic (`--allow-target`).
+    pub allowlist: crate::allow::Allowlist,
 }
 
 /// Runs `GET /api/runs` without a `per_page` answers.
@@ -61,6 +63,7 @@ impl Runs {
         limits: Limits,
         sandbox: Option<SocketAddr>,
         nofile: u64,
+        allowlist: crate::allow::Allowlist,
     ) -> Arc<Runs> {
         let env = RunEnv {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -81,6 +84,7 @@ impl Runs {
             sandbox,
             nofile,
             env,
+            allowlist,
         })
     }
 
@@ -178,6 +182,10 @@ impl Runs {
     ) -> Result<Launched, ApiError> {
         plan.validate(&self.limits).map_err(ApiError::Validation)?;
         self.check_local(&plan)?;
+        self.allowlist
+            .check_plan(&plan)
+            .await
+            .map_err(ApiError::Validation)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let json =
             serde_json::to_string(&plan.redacted()).map_err(|e| internal("encode plan", e))?;

@@ -29,6 +29,9 @@ pub fn args(db: PathBuf) -> ServeArgs {
         max_duration: "1h".into(),
         tick_ms: 250,
         allow_remote: false,
+        max_message_bytes: 1 << 20,
+        access_token: None,
+        allow_target: Vec::new(),
     }
 }
 

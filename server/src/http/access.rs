@@ -1,0 +1,296 @@
+//! Who may do what, as one middleware in front of every route:
+//!
+//! 1. Cross-site request forgery: a state-changing request (anything but GET, HEAD,
+//!    OPTIONS) whose `Origin` is not this server, or whose `Sec-Fetch-Site` is not
+//!    `same-origin`/`none`, is refused with 403 — with or without an access token, so a
+//!    web page cannot make a browser on this machine launch load at 127.0.0.1:3000.
+//!    Clients that are not browsers (curl, the CLI) send neither header.
+//! 2. Access token (`--access-token`): every request needs the token, as the
+//!    `socketswarm_token` cookie (set by the `/login` form: HttpOnly, SameSite=Strict)
+//!    or an `Authorization: Bearer` header. Without it, pages redirect to `/login` and
+//!    the API answers 401. Open without a token: the login page, static assets,
+//!    `/api/health`, and share links (`/share/{id}`, their downloads, `/api/shares/{id}`
+//!    and the `share_view` server fn), each of which reaches only what it names.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::state::AppState;
+
+/// Name of the session cookie.
+pub(super) const COOKIE: &str = "socketswarm_token";
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+}
+
+/// Paths anyone may fetch, token or not.
+fn is_public(path: &str) -> bool {
+    path == "/login"
+        || path == "/api/health"
+        || path == "/favicon.svg"
+        || path == "/charts.js"
+        || path.starts_with("/pkg/")
+        || path.starts_with("/share/")
+        || path.starts_with("/api/shares/")
+        || path.starts_with("/api/share_view")
+}
+
+/// Equal without an early exit (no timing hint about how much of a guess was right).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn presented(headers: &HeaderMap, token: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    bearer.is_some_and(|b| same(b.trim().as_bytes(), token.as_bytes()))
+        || cookie_token(headers).is_some_and(|c| same(c.as_bytes(), token.as_bytes()))
+}
+
+/// Why a state-changing request looks cross-site (`None` = fine).
+fn cross_site(headers: &HeaderMap) -> Option<String> {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if site != "same-origin" && site != "none" {
+            return Some(format!("Sec-Fetch-Site is `{site}`"));
+        }
+    }
+    let origin = headers.get(header::ORIGIN)?.to_str().unwrap_or("null");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    if origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
+        return Some(format!("Origin `{origin}` is not this server (`{host}`)"));
+    }
+    None
+}
+
+fn forbidden(why: String) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Json(
+            json!({"error": "forbidden", "message": format!("cross-site request refused: {why}")}),
+        ),
+    )
+        .into_response()
+}
+
+/// The middleware (see the module docs).
+pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if unsafe_method {
+        if let Some(why) = cross_site(req.headers()) {
+            tracing::warn!(path = req.uri().path(), "{why}: refused");
+            return forbidden(why);
+        }
+    }
+    let Some(token) = st.access_token.as_deref() else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    if is_public(path) || presented(req.headers(), token) {
+        return next.run(req).await;
+    }
+    if path.starts_with("/api/") || unsafe_method {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "unauthorized", "message": "this server needs its access token: `Authorization: Bearer TOKEN`, or log in at /login"})),
+        )
+            .into_response();
+    }
+    let next_path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    Redirect::to(&format!("/login?next={}", app::api::encode(&next_path))).into_response()
+}
+
+/// Only same-site relative paths (no `//host`, no scheme) are followed after login.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/".into(),
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+    #[serde(default)]
+    failed: bool,
+}
+
+fn page(next: &str, failed: bool) -> Html<String> {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('"', "&quot;")
+    };
+    Html(format!(
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>socketswarm · log in</title><link rel="icon" href="/favicon.svg"><link rel="stylesheet" href="/pkg/socketswarm.css"></head>
+<body><header class="topbar"><span class="topbar__brand">socketswarm</span></header>
+<main class="page"><h1>Access token</h1>
+<p class="muted">This socketswarm instance is shared; its operator gave you an access token. It is kept in a cookie for this browser only.</p>
+<form class="run-form" method="post" action="/login">
+<input type="hidden" name="next" value="{next}">
+<label class="field"><span class="field__label">Token</span><input class="field__input" type="password" name="token" autocomplete="current-password" autofocus></label>
+{err}<button class="button" type="submit">Log in</button></form></main></body></html>"#,
+        next = esc(next),
+        err = if failed {
+            r#"<p class="error">That is not this server's token.</p>"#
+        } else {
+            ""
+        }
+    ))
+}
+
+async fn login_page(q: axum::extract::Query<LoginQuery>) -> Html<String> {
+    page(&safe_next(q.next.as_deref()), q.failed)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+    let next = safe_next(f.next.as_deref());
+    let Some(token) = st.access_token.as_deref() else {
+        return Redirect::to(&next).into_response();
+    };
+    if !same(f.token.trim().as_bytes(), token.as_bytes()) {
+        tracing::warn!("login with a wrong access token");
+        return Redirect::to(&format!(
+            "/login?failed=true&next={}",
+            app::api::encode(&next)
+        ))
+        .into_response();
+    }
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, next)
+        .header(
+            header::SET_COOKIE,
+            format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000"),
+        )
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
+async fn logout() -> Response {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, "/login")
+        .header(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        )
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn cross_site_posts_are_recognised() {
+        assert!(
+            cross_site(&headers(&[])).is_none(),
+            "curl sends neither header"
+        );
+        assert!(cross_site(&headers(&[
+            ("host", "127.0.0.1:3000"),
+            ("origin", "http://127.0.0.1:3000")
+        ]))
+        .is_none());
+        assert!(cross_site(&headers(&[
+            ("host", "127.0.0.1:3000"),
+            ("origin", "http://evil.example")
+        ]))
+        .is_some());
+        assert!(
+            cross_site(&headers(&[
+                ("host", "127.0.0.1:3000"),
+                ("origin", "http://127.0.0.1:8080")
+            ]))
+            .is_some(),
+            "another local port is another origin"
+        );
+        assert!(cross_site(&headers(&[("host", "127.0.0.1:3000"), ("origin", "null")])).is_some());
+        assert!(cross_site(&headers(&[("sec-fetch-site", "same-site")])).is_some());
+        assert!(cross_site(&headers(&[("sec-fetch-site", "same-origin")])).is_none());
+    }
+
+    #[test]
+    fn tokens_come_from_bearer_or_cookie() {
+        let t = "0123456789abcdef";
+        assert!(presented(
+            &headers(&[("authorization", "Bearer 0123456789abcdef")]),
+            t
+        ));
+        assert!(presented(
+            &headers(&[("cookie", "a=b; socketswarm_token=0123456789abcdef")]),
+            t
+        ));
+        assert!(!presented(
+            &headers(&[("cookie", "socketswarm_token=0123456789abcdeX")]),
+            t
+        ));
+        assert!(!presented(
+            &headers(&[("authorization", "Basic 0123456789abcdef")]),
+            t
+        ));
+        assert!(!presented(&headers(&[]), t));
+    }
+
+    #[test]
+    fn only_local_paths_are_followed_after_login() {
+        assert_eq!(safe_next(Some("/runs?tag=a")), "/runs?tag=a");
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(None), "/");
+        assert!(is_public("/share/abc") && is_public("/pkg/socketswarm.wasm"));
+        assert!(!is_public("/runs") && !is_public("/api/runs"));
+    }
+}
