@@ -92,7 +92,7 @@ fn cross_site(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-fn forbidden(why: String) -> Response {
+fn forbidden(why: &str) -> Response {
     (
         StatusCode::FORBIDDEN,
         Json(
@@ -108,7 +108,7 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
     if unsafe_method {
         if let Some(why) = cross_site(req.headers()) {
             tracing::warn!(path = req.uri().path(), "{why}: refused");
-            return forbidden(why);
+            return forbidden(&why);
         }
     }
     let Some(token) = st.access_token.as_deref() else {
