@@ -56,6 +56,8 @@ pub struct Running {
     manager: ManagerHandle,
     http: tokio::task::JoinHandle<()>,
     target: Option<engine::target::TargetHandle>,
+    /// Stops the engine runtime: only after every live run has stored its summary.
+    engine_stop: CancellationToken,
     engine_thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -69,6 +71,8 @@ impl Running {
         {
             tracing::warn!("runs did not finish within 20 s of shutdown");
         }
+        // Only now may the engine runtime go: the runs' final flushes ran on it.
+        self.engine_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http).await;
         if let Some(t) = self.target.take() {
             t.stop();
@@ -226,8 +230,6 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         if let Err(e) = serve.await {
             tracing::error!("http server: {e}");
         }
-        // The engine runtime outlives the HTTP server only as long as runs need it.
-        engine_stop.cancel();
     });
     tracing::info!("socketswarm on http://{addr}");
     Ok(Running {
@@ -238,6 +240,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         manager,
         http,
         target,
+        engine_stop,
         engine_thread: Some(engine_thread),
     })
 }
