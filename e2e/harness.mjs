@@ -10,10 +10,10 @@ export const artifacts = join(process.cwd(), 'e2e', 'artifacts');
 mkdirSync(artifacts, { recursive: true });
 
 /** Starts the server (port 0, sandbox port 0) and resolves with its URLs once it listens. */
-export async function startServer() {
+export async function startServer(extraArgs = []) {
   const dir = mkdtempSync(join(tmpdir(), 'socketswarm-e2e-'));
   const bin = process.env.SOCKETSWARM_BIN || 'target/debug/socketswarm';
-  const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--sandbox', '127.0.0.1:0', '--sandbox-tls', '127.0.0.1:0', '--database', join(dir, 'e2e.db'), '--log', 'info'], {
+  const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--sandbox', '127.0.0.1:0', '--sandbox-tls', '127.0.0.1:0', '--database', join(dir, 'e2e.db'), '--log', 'info', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'info' },
   });
