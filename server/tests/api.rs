@@ -270,3 +270,36 @@ async fn a_non_loopback_listen_address_is_refused_without_the_opt_out() {
     let err = server::start(a).await.err().expect("refused");
     assert!(err.to_string().contains("--allow-remote"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_size_and_body_limits_name_the_limit() {
+    let app = spawn_app().await;
+    let mut p = plan("big", &app.ws("/echo"), 1, "1s", "1s");
+    // Over --max-message-bytes (1 MiB here) but within the body limit: the field says so.
+    p["script"] = json!([{"send": "a".repeat(1_500_000)}]);
+    let (status, body) = app.post("/api/runs", &p.to_string()).await;
+    assert_eq!(
+        status,
+        422,
+        "{}",
+        &body.to_string()[..200.min(body.to_string().len())]
+    );
+    assert_eq!(body["fields"][0]["field"], "script[0].send");
+    assert!(body["fields"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("1048576"));
+    // Past the body limit: 400 naming it, before any parsing.
+    p["script"] = json!([{"send": "a".repeat(3_000_000)}]);
+    let (status, body) = app.post("/api/runs", &p.to_string()).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 2162688"),
+        "{body}"
+    );
+    let (_, list) = app.get("/api/runs").await;
+    assert_eq!(list, json!([]));
+}

@@ -18,7 +18,12 @@ use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/runs", get(list_runs).post(create_run))
+        .route(
+            "/api/runs",
+            get(list_runs)
+                .post(create_run)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT)),
+        )
         .route("/api/runs/{id}", get(get_run).delete(delete_run))
         .route("/api/runs/{id}/cancel", post(cancel_run))
         .route("/api/runs/{id}/report.html", get(get_report))
@@ -45,9 +50,11 @@ async fn create_run(
     State(st): State<AppState>,
     body: Bytes,
 ) -> Result<impl IntoResponse, AppError> {
-    if body.len() > MAX_BODY {
+    // Room for the largest message a plan may send (`--max-message-bytes`), twice.
+    let max = MAX_BODY.max(2 * st.runs.limits.max_message_bytes + 64 * 1024);
+    if body.len() > max {
         return Err(ApiError::BadRequest(format!(
-            "body is {} bytes; the limit is {MAX_BODY}",
+            "body is {} bytes; the limit is {max}",
             body.len()
         ))
         .into());
