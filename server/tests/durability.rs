@@ -16,6 +16,14 @@ struct Proc {
     sandbox: String,
 }
 
+/// A test never leaves a server behind, even when it fails half-way.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `socketswarm` on free ports with `db`; returns once it listens.
 fn start(db: &Path) -> Proc {
     engine::install_crypto_provider();
