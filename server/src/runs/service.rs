@@ -260,7 +260,21 @@ impl Runs {
         let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
         let now = now_ms();
         let started = now - export.summary.duration_ms as i64;
-        store::insert_run(
+        let mut ticks = Vec::with_capacity(export.ticks.len());
+        for t in &export.ticks {
+            let tick = serde_json::to_string(t).map_err(|e| internal("encode tick", e))?;
+            ticks.push((t.seq as i64, t.elapsed_ms as i64, tick));
+        }
+        let s = &export.summary;
+        let h = store::Headline {
+            peak_open: s.peak_open as i64,
+            opened: s.totals.opened as i64,
+            failed: s.totals.failed as i64,
+            duration_ms: s.duration_ms as i64,
+        };
+        let summary = serde_json::to_string(s).map_err(|e| internal("encode summary", e))?;
+        // One transaction: an import is stored whole or not at all.
+        store::import_run(
             &self.pool,
             store::NewRun {
                 run_id: &id,
@@ -271,29 +285,14 @@ impl Runs {
                 plan_id: None,
                 env_json: None,
             },
+            &ticks,
+            &status,
+            now,
+            &summary,
+            h,
         )
         .await
-        .map_err(|e| internal("insert_run", e))?;
-        store::mark_running(&self.pool, &id, started)
-            .await
-            .map_err(|e| internal("mark_running", e))?;
-        for t in &export.ticks {
-            let tick = serde_json::to_string(t).map_err(|e| internal("encode tick", e))?;
-            store::insert_interval(&self.pool, &id, t.seq as i64, t.elapsed_ms as i64, &tick)
-                .await
-                .map_err(|e| internal("insert_interval", e))?;
-        }
-        let s = &export.summary;
-        let h = store::Headline {
-            peak_open: s.peak_open as i64,
-            opened: s.totals.opened as i64,
-            failed: s.totals.failed as i64,
-            duration_ms: s.duration_ms as i64,
-        };
-        let summary = serde_json::to_string(s).map_err(|e| internal("encode summary", e))?;
-        store::finish_run(&self.pool, &id, &status, now, &summary, h)
-            .await
-            .map_err(|e| internal("finish_run", e))?;
+        .map_err(|e| internal("import_run", e))?;
         let status = RunStatus::parse(&status).unwrap_or(RunStatus::Completed);
         Ok(Launched {
             url: format!("/runs/{id}"),

@@ -89,6 +89,48 @@ pub async fn insert_run(pool: &SqlitePool, r: NewRun<'_>) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Stores a finished run made elsewhere, whole, in one transaction.
+#[allow(clippy::too_many_arguments)]
+pub async fn import_run(
+    pool: &SqlitePool,
+    r: NewRun<'_>,
+    ticks: &[(i64, i64, String)],
+    status: &str,
+    finished_at: i64,
+    summary_json: &str,
+    h: Headline,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("insert into run (run_id, name, target, status, plan_json, created_at, started_at, finished_at, summary_json, peak_open, opened, failed, duration_ms, plan_id, env_json) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(r.run_id)
+        .bind(r.name)
+        .bind(r.target)
+        .bind(status)
+        .bind(r.plan_json)
+        .bind(r.created_at)
+        .bind(r.created_at)
+        .bind(finished_at)
+        .bind(summary_json)
+        .bind(h.peak_open)
+        .bind(h.opened)
+        .bind(h.failed)
+        .bind(h.duration_ms)
+        .bind(r.plan_id)
+        .bind(r.env_json)
+        .execute(&mut *tx)
+        .await?;
+    for (seq, elapsed_ms, json) in ticks {
+        sqlx::query("insert or replace into run_interval (run_id, seq, elapsed_ms, snapshot_json) values (?, ?, ?, ?)")
+            .bind(r.run_id)
+            .bind(seq)
+            .bind(elapsed_ms)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
 /// `queued` -> `running`.
 pub async fn mark_running(pool: &SqlitePool, run_id: &str, started_at: i64) -> sqlx::Result<()> {
     sqlx::query(
