@@ -771,37 +771,22 @@ async fn a_dead_token_endpoint_fails_every_attempt_before_any_handshake() {
     .await;
     // A token endpoint that answers every request with 500.
     let broken = spawn_fault(|mut tcp, cx| async move {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 1024];
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            if buf.len() > 16 * 1024 {
-                return;
-            }
-            match tcp.read(&mut chunk).await {
-                Ok(got) if got > 0 => buf.extend_from_slice(&chunk[..got]),
-                _ => return,
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + length.min(64 * 1024) {
-            match tcp.read(&mut chunk).await {
-                Ok(got) if got > 0 => buf.extend_from_slice(&chunk[..got]),
-                _ => return,
-            }
+        if read_http_request(&mut tcp).await.is_none() {
+            return;
         }
         cx.counts.bump(&cx.counts.requests);
         let body = r#"{"error":"server_error"}"#;
         let answer = format!("HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
         let _ = tcp.write_all(answer.as_bytes()).await;
         let _ = tcp.shutdown().await;
+        hold_until_client_leaves(&mut tcp, &cx).await;
+    })
+    .await;
+    // A token endpoint that reads the request and never answers.
+    let hanging = spawn_fault(|mut tcp, cx| async move {
+        if read_http_request(&mut tcp).await.is_some() {
+            cx.counts.bump(&cx.counts.requests);
+        }
         hold_until_client_leaves(&mut tcp, &cx).await;
     })
     .await;
@@ -840,11 +825,62 @@ async fn a_dead_token_endpoint_fails_every_attempt_before_any_handshake() {
     assert_eq!(f.failure("token_http_500"), 5, "{}", f.totals());
     assert_eq!(f.failure("token_http_500"), n(&broken.counts.requests));
     assert_eq!(f.run["diagnosis"]["kind"], "auth_failure");
+
+    // A fetch that gets no answer gives up after the plan's connect_timeout (1 s here),
+    // within the run, instead of being cut off by its end as `aborted`.
+    let mut p = with_token_url(format!("http://{}/oauth/token", hanging.addr));
+    p["auth"]["policy"] = json!({"mode": "pool", "size": 5});
+    p["connect_timeout"] = json!("1s");
+    p["stages"] =
+        json!([{"duration": "200ms", "connections": 5}, {"duration": "1800ms", "connections": 5}]);
+    let f = finish(&app, p, "completed").await;
+    assert_eq!(f.total("attempted"), 5);
+    assert_eq!(f.failure("token_error"), 5, "{}", f.totals());
+    assert_eq!(f.failure("token_error"), n(&hanging.counts.requests));
+    assert!(
+        hanging
+            .counts
+            .wait_for(Duration::from_secs(5), |c| n(&c.client_gone) == 5)
+            .await,
+        "every fetch hung up: {}",
+        n(&hanging.counts.client_gone)
+    );
     assert_eq!(
         n(&target.counts.accepted),
         0,
         "no handshake without a token"
     );
+}
+
+/// Reads one HTTP request (head and a body of up to 64 KiB by Content-Length).
+async fn read_http_request(tcp: &mut TcpStream) -> Option<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 16 * 1024 {
+            return None;
+        }
+        match tcp.read(&mut chunk).await {
+            Ok(got) if got > 0 => buf.extend_from_slice(&chunk[..got]),
+            _ => return None,
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length.min(64 * 1024) {
+        match tcp.read(&mut chunk).await {
+            Ok(got) if got > 0 => buf.extend_from_slice(&chunk[..got]),
+            _ => return None,
+        }
+    }
+    Some(())
 }
 
 // ---------------------------------------------------------------------------------
