@@ -77,12 +77,22 @@ pub(crate) struct Shared {
     )>,
 }
 
+/// Largest frame and message the engine accepts from a target. A longer one ends the
+/// session as `protocol` as soon as its header arrives (nothing of it is buffered), so
+/// a broken or hostile target cannot make thousands of VUs hold huge messages.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// How long a closing VU waits for its close frame to go out and the target's reply.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 fn ws_config() -> WebSocketConfig {
     // Buffers sized for mostly idle sockets: a 512-byte read buffer (bigger messages just
     // take more reads) and no write buffering.
     WebSocketConfig::default()
         .read_buffer_size(512)
         .write_buffer_size(0)
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
 }
 
 fn now_ms() -> u64 {
@@ -461,22 +471,47 @@ fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32, ctx: &Ctx) -> bool
     }
 }
 
+/// Sends a 1000 close and waits briefly for the target's reply, `CLOSE_WAIT` in all: a
+/// target that stopped reading cannot hold the VU (its close frame may never go out).
 async fn close_normally(ws: &mut Ws, rec: &mut Recorder) {
     let frame = CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
     };
-    if ws.close(Some(frame)).await.is_ok() {
-        // Wait briefly for the server's close reply so the close is clean on both sides;
-        // replies still in flight are counted, so our counts match the target's.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        if ws.close(Some(frame)).await.is_ok() {
+            // Wait for the server's close reply so the close is clean on both sides;
+            // replies still in flight are counted, so our counts match the target's.
             while let Some(Ok(m)) = ws.next().await {
                 if m.is_text() || m.is_binary() {
                     rec.received(m.len());
                 }
             }
-        })
-        .await;
+        }
+    })
+    .await;
+}
+
+/// Sends one message. A target that stops reading makes a send wait for socket buffer
+/// space indefinitely, so meanwhile the VU still flushes its recorder (live counts stay
+/// current) and obeys `cancel`: a cancelled send ends the session as ours (`client`),
+/// without a close frame, as none could get through.
+async fn send_message(
+    ws: &mut Ws,
+    msg: Message,
+    rec: &mut Recorder,
+    cancel: &CancellationToken,
+) -> Result<(), CloseKind> {
+    let mut flush_timer = Timer::default();
+    let mut send = ws.send(msg);
+    loop {
+        flush_timer.set(rec.next_flush());
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(CloseKind::Client),
+            r = &mut send => return r.map_err(|e| end_of(&e)),
+            _ = flush_timer.wait() => rec.maybe_flush(),
+        }
     }
 }
 
@@ -521,8 +556,9 @@ async fn session(
                         Message::text(text)
                     };
                     let n = msg.len();
-                    if let Err(e) = ws.send(msg).await {
-                        return end_of(&e);
+                    // Boxed like the close: its state is on the heap only while sending.
+                    if let Err(end) = Box::pin(send_message(&mut ws, msg, rec, cancel)).await {
+                        return end;
                     }
                     rec.sent(n);
                     last_send = due;
@@ -541,11 +577,9 @@ async fn session(
                 }
                 Some(Op::Ping { timeout }) => {
                     ping_seq += 1;
-                    if let Err(e) = ws
-                        .send(Message::Ping(ping_seq.to_be_bytes().to_vec().into()))
-                        .await
-                    {
-                        return end_of(&e);
+                    let ping = Message::Ping(ping_seq.to_be_bytes().to_vec().into());
+                    if let Err(end) = Box::pin(send_message(&mut ws, ping, rec, cancel)).await {
+                        return end;
                     }
                     wait = Waiting::Pong(Instant::now() + *timeout, due);
                 }
@@ -750,6 +784,82 @@ mod tests {
             FailKind::ClientLimit
         );
         assert_eq!(hex_decode("00ff10"), vec![0, 255, 16]);
+    }
+}
+
+#[cfg(test)]
+mod stall_tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpSocket};
+
+    /// A client `Ws` to a peer that accepts and then never reads (small socket buffers
+    /// on both sides, so a 1 MiB message cannot fit). Returns the peer to keep it open.
+    async fn stalled_pair() -> (Ws, tokio::net::TcpStream) {
+        let ls = TcpSocket::new_v4().unwrap();
+        ls.set_recv_buffer_size(4096).unwrap();
+        ls.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener: TcpListener = ls.listen(8).unwrap();
+        let cs = TcpSocket::new_v4().unwrap();
+        cs.set_send_buffer_size(4096).unwrap();
+        let (client, accepted) = tokio::join!(
+            cs.connect(listener.local_addr().unwrap()),
+            listener.accept()
+        );
+        let ws = WebSocketStream::from_raw_socket(
+            MaybeTls::Plain(client.unwrap()),
+            Role::Client,
+            Some(ws_config()),
+        )
+        .await;
+        (ws, accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_send_to_a_peer_that_stopped_reading_still_flushes_and_obeys_cancel() {
+        let (mut ws, _peer) = stalled_pair().await;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let vu_cancel = cancel.clone();
+        let vu = tokio::spawn(async move {
+            let mut rec = Recorder::new(tx, Duration::from_millis(1));
+            rec.expect_timeout();
+            let msg = Message::binary(vec![0u8; 1 << 20]);
+            let end = send_message(&mut ws, msg, &mut rec, &vu_cancel).await;
+            // The close cannot get out either: it gives up after CLOSE_WAIT.
+            close_normally(&mut ws, &mut rec).await;
+            end
+        });
+        // The data recorded before the send reaches the aggregator while it is stuck...
+        let p = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("flushed while the send is blocked")
+            .unwrap();
+        assert_eq!(p.expect_timeouts, 1);
+        assert!(!vu.is_finished(), "1 MiB cannot fit in 8 KiB of buffers");
+        // ...and a cancel ends the send (and the bounded close) as ours.
+        cancel.cancel();
+        let end = tokio::time::timeout(Duration::from_secs(5), vu)
+            .await
+            .expect("a cancelled send returns")
+            .unwrap();
+        assert_eq!(end, Err(CloseKind::Client));
+    }
+
+    #[tokio::test]
+    async fn frames_over_the_size_limit_end_the_session_as_protocol() {
+        let (mut ws, mut peer) = stalled_pair().await;
+        use tokio::io::AsyncWriteExt;
+        // A binary frame header announcing one byte more than the limit, and no payload.
+        let mut head = vec![0x82u8, 127];
+        head.extend_from_slice(&(MAX_MESSAGE_BYTES as u64 + 1).to_be_bytes());
+        peer.write_all(&head).await.unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("the header alone is enough")
+            .expect("an error, not the end")
+            .unwrap_err();
+        assert!(matches!(err, WsError::Capacity(_)), "{err:?}");
+        assert_eq!(end_of(&err), CloseKind::Protocol);
     }
 }
 

@@ -93,6 +93,16 @@ impl Serialize for Dur {
     }
 }
 
+/// Plan durations have millisecond resolution (tokio's timers have no finer one, and a
+/// `Dur` prints whole milliseconds): a sub-millisecond part is rounded to the nearest
+/// millisecond, and a positive duration stays at least 1 ms. So a stored plan reads
+/// back exactly as it ran (`1.001ms` used to be stored as `1ms`).
+fn whole_millis(d: Duration) -> Duration {
+    let ms = (d.as_nanos() + 500_000) / 1_000_000;
+    let ms = if ms == 0 && !d.is_zero() { 1 } else { ms };
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -103,10 +113,10 @@ impl<'de> Deserialize<'de> for Dur {
         }
         match Raw::deserialize(d)? {
             Raw::Text(t) => parse_duration(&t)
-                .map(Dur)
+                .map(|d| Dur(whole_millis(d)))
                 .map_err(serde::de::Error::custom),
             Raw::Secs(s) if s.is_finite() && (0.0..=31_536_000.0).contains(&s) => {
-                Ok(Dur(Duration::from_secs_f64(s)))
+                Ok(Dur(whole_millis(Duration::from_secs_f64(s))))
             }
             Raw::Secs(s) => Err(serde::de::Error::custom(format!(
                 "{s} is not a duration in seconds"
@@ -1110,6 +1120,29 @@ mod tests {
         assert_eq!(Dur::secs(120).to_string(), "2m");
         let d: Dur = serde_json::from_str("7").unwrap();
         assert_eq!(d, Dur::secs(7));
+    }
+
+    #[test]
+    fn plan_durations_are_whole_milliseconds_and_round_trip() {
+        let d = |json: &str| serde_json::from_str::<Dur>(json).unwrap();
+        assert_eq!(d(r#""1.001ms""#), Dur::millis(1));
+        assert_eq!(d(r#""1.5ms""#), Dur::millis(2));
+        assert_eq!(d(r#""0.4ms""#), Dur::millis(1), "positive stays positive");
+        assert_eq!(d(r#""0ms""#), Dur::millis(0));
+        assert_eq!(d(r#""0.3s""#), Dur::millis(300));
+        assert_eq!(d("0.0005"), Dur::millis(1));
+        assert_eq!(d("8760.0001"), Dur::secs(8760));
+        // Thresholds keep sub-millisecond precision (they do not go through `Dur`).
+        assert_eq!(parse_duration("0.5ms").unwrap(), Duration::from_micros(500));
+        // The case proptest found (tests/props.rs): a repeat every 1.001ms was stored
+        // as "1ms" and read back as a different plan.
+        let p: Plan = serde_json::from_str(
+            r#"{"target":"ws://127.0.0.1:1/","stages":[{"duration":"1ms","connections":0}],
+                "script":[{"repeat":{"every":"1.001ms","steps":[{"send":""}]}}]}"#,
+        )
+        .unwrap();
+        let again: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(p, again);
     }
 
     #[test]

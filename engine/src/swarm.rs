@@ -160,8 +160,13 @@ pub async fn start(
         Some(auth) => {
             let tls_cfg = crate::tls::client_config(plan.insecure_tls).map_err(EngineError::Tls)?;
             Some(
-                crate::tokens::TokenPool::new(auth, plan.peak_connections(), &tls_cfg)
-                    .map_err(EngineError::Auth)?,
+                crate::tokens::TokenPool::new(
+                    auth,
+                    plan.peak_connections(),
+                    &tls_cfg,
+                    plan.connect_timeout.0,
+                )
+                .map_err(EngineError::Auth)?,
             )
         }
         None => None,

@@ -48,10 +48,14 @@ struct TokenResponse {
 
 impl TokenPool {
     /// Resolves secrets and sizes the slots; errors are setup errors (the run fails to start).
+    /// A token request may take `timeout` in all (the plan's `connect_timeout`, as for
+    /// HTTP steps): a token endpoint that never answers fails attempts as `token_error`
+    /// within the run instead of leaving them to be cut off as `aborted`.
     pub(crate) fn new(
         auth: &Auth,
         peak: u32,
         tls: &rustls::ClientConfig,
+        timeout: Duration,
     ) -> Result<TokenPool, String> {
         let source = match &auth.source {
             TokenSource::Static { tokens } => {
@@ -92,7 +96,7 @@ impl TokenPool {
         let n = auth.slots(peak).unwrap_or(0) as usize;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls.clone())
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .build()
             .map_err(|e| format!("could not build the token HTTP client: {e}"))?;
         Ok(TokenPool {
@@ -182,7 +186,49 @@ mod tests {
             value: "Bearer {{token}}".into(),
             refresh_before: crate::plan::Dur::secs(30),
         };
-        TokenPool::new(&auth, 10, &crate::tls::client_config(false).unwrap()).unwrap()
+        TokenPool::new(
+            &auth,
+            10,
+            &crate::tls::client_config(false).unwrap(),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_token_endpoint_that_never_answers_fails_within_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        // Accepts and holds the connection, never answering.
+        let _held = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            std::future::pending::<()>().await;
+            drop(tcp);
+        });
+        let auth = Auth {
+            source: TokenSource::Oauth2 {
+                token_url: url,
+                client_id: "c".into(),
+                client_secret: Secret::Value("s".into()),
+                scope: None,
+                audience: None,
+            },
+            policy: TokenPolicy::Shared,
+            header: "Authorization".into(),
+            value: "Bearer {{token}}".into(),
+            refresh_before: crate::plan::Dur::secs(30),
+        };
+        let tls = crate::tls::client_config(false).unwrap();
+        let p = TokenPool::new(&auth, 1, &tls, Duration::from_millis(200)).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let mut rec = Recorder::new(tx, Duration::from_secs(1));
+        let got = tokio::time::timeout(Duration::from_secs(5), p.get(0, &mut rec))
+            .await
+            .expect("gave up after the 200 ms timeout, not the old fixed 10 s");
+        assert_eq!(got, Err(FailKind::TokenError));
+        rec.finish().await;
+        let partial = rx.recv().await.unwrap();
+        assert_eq!(partial.samples.len(), 1, "the failed fetch is timed");
     }
 
     #[test]
