@@ -257,8 +257,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Runs the sandbox target alone until Ctrl-C or SIGTERM.
 pub async fn target(args: config::TargetArgs) -> anyhow::Result<()> {
     let nofile = raise_nofile();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = engine::target::listen(args.listen)
         .with_context(|| format!("could not listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -268,9 +267,8 @@ pub async fn target(args: config::TargetArgs) -> anyhow::Result<()> {
     let sandbox = Arc::new(engine::target::Sandbox::default());
     let stop = CancellationToken::new();
     if let Some(tls) = args.tls_listen {
-        let l = tokio::net::TcpListener::bind(tls)
-            .await
-            .with_context(|| format!("could not listen on {tls}"))?;
+        let l =
+            engine::target::listen(tls).with_context(|| format!("could not listen on {tls}"))?;
         tracing::info!(
             "sandbox TLS target on wss://{}/echo (self-signed)",
             l.local_addr()?

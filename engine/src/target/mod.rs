@@ -272,13 +272,32 @@ impl Drop for TargetHandle {
     }
 }
 
+/// A listener with a deep accept queue (8,192, capped by `net.core.somaxconn`): a swarm
+/// opening 10,000 connections a second overflows tokio's usual 1,024 and the kernel
+/// drops SYNs, each costing the client a 1 s retry. Call inside a tokio runtime.
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(8192)
+}
+
 /// Binds `addr` and serves the sandbox on a dedicated thread with its own runtime.
 pub fn spawn_thread(
     addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
 ) -> std::io::Result<TargetHandle> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Bind inside the new runtime (the listeners register with its reactor).
+    let guard = rt.enter();
     let bind = |a: SocketAddr| -> std::io::Result<std::net::TcpListener> {
-        let l = std::net::TcpListener::bind(a)?;
+        let l = listen(a)?.into_std()?;
         l.set_nonblocking(true)?;
         Ok(l)
     };
@@ -293,11 +312,9 @@ pub fn spawn_thread(
         None => None,
     };
     let tls_addr = tls.as_ref().map(|t| t.0);
+    drop(guard);
     let sandbox = Arc::new(Sandbox::default());
     let shutdown = CancellationToken::new();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let (sb, sd) = (sandbox.clone(), shutdown.clone());
     let thread = std::thread::Builder::new()
         .name("sandbox-target".into())

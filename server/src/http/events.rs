@@ -2,10 +2,13 @@
 //! `snapshot` event per tick (id = seq, data = `Snapshot` JSON), then one `done` event
 //! (data = the stored `RunDetail`), then the stream ends. A finished run answers `done`
 //! at once; an unknown run is a 404. A client reconnecting with `Last-Event-ID` first
-//! gets the stored ticks it missed. Streams end on server shutdown so they never hold
-//! graceful shutdown open.
+//! gets the stored ticks it missed; a reader that falls behind the live ticks gets the
+//! skipped ones from the database, so every seq arrives exactly once, in order. Streams
+//! end on server shutdown so they never hold graceful shutdown open.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -59,12 +62,42 @@ async fn run_events(
             }
         }
     }
+    // The watch channel keeps only the newest tick: a reader that falls behind would
+    // skip some. Every tick is stored before it is published, so gaps are filled from
+    // the database and each reader sees every seq exactly once, in order.
+    let last = Arc::new(AtomicU64::new(sent_upto));
+    let (pool, rid) = (st.pool.clone(), id.clone());
     let live_stream = match live {
         Some(rx) => WatchStream::new(rx)
-            .filter_map(move |s| {
-                let ev = s.filter(|s| s.seq > sent_upto).map(|s| snapshot_event(&s));
-                async move { ev }
+            .then(move |s| {
+                let (pool, rid, last) = (pool.clone(), rid.clone(), last.clone());
+                async move {
+                    let mut evs = Vec::new();
+                    let Some(s) = s else {
+                        return stream::iter(evs);
+                    };
+                    let prev = last.load(Ordering::SeqCst);
+                    if s.seq <= prev {
+                        return stream::iter(evs);
+                    }
+                    if s.seq > prev + 1 {
+                        if let Ok(rows) = store::intervals_after(&pool, &rid, prev as i64).await {
+                            evs.extend(
+                                rows.iter()
+                                    .filter_map(|j| {
+                                        serde_json::from_str::<engine::Snapshot>(j).ok()
+                                    })
+                                    .filter(|m| m.seq < s.seq)
+                                    .map(|m| snapshot_event(&m)),
+                            );
+                        }
+                    }
+                    evs.push(snapshot_event(&s));
+                    last.store(s.seq, Ordering::SeqCst);
+                    stream::iter(evs)
+                }
             })
+            .flatten()
             .boxed(),
         None => stream::empty().boxed(),
     };
