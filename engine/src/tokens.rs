@@ -29,12 +29,20 @@ struct Cached {
     refresh_at: Option<Instant>,
 }
 
+/// One slot: its token, and how its last fetch failed (shared with the attempts that
+/// were waiting for that fetch, so a dead endpoint costs one timeout, not one per VU).
+#[derive(Default)]
+struct Slot {
+    cached: Option<Cached>,
+    failed: Option<(FailKind, Instant)>,
+}
+
 /// The run's tokens.
 pub(crate) struct TokenPool {
     source: Source,
     policy: TokenPolicy,
     /// One cache per slot (empty for `PerConnection`, which never reuses a token).
-    slots: Vec<tokio::sync::Mutex<Option<Cached>>>,
+    slots: Vec<tokio::sync::Mutex<Slot>>,
     http: reqwest::Client,
     refresh_before: Duration,
 }
@@ -102,7 +110,9 @@ impl TokenPool {
         Ok(TokenPool {
             source,
             policy: auth.policy.clone(),
-            slots: (0..n).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            slots: (0..n)
+                .map(|_| tokio::sync::Mutex::new(Slot::default()))
+                .collect(),
             http,
             refresh_before: auth.refresh_before.0,
         })
@@ -128,16 +138,31 @@ impl TokenPool {
         let Some(cache) = self.slots.get(slot as usize) else {
             return self.fetch(rec).await.map(|c| c.token);
         };
+        let asked = Instant::now();
         let mut guard = cache.lock().await;
-        if let Some(c) = guard.as_ref() {
+        if let Some(c) = guard.cached.as_ref() {
             if c.refresh_at.is_none_or(|t| Instant::now() < t) {
                 return Ok(c.token.clone());
             }
         }
-        let fresh = self.fetch(rec).await?;
-        let token = fresh.token.clone();
-        *guard = Some(fresh);
-        Ok(token)
+        // A fetch that failed while this attempt waited for the lock is its answer too.
+        if let Some((kind, at)) = guard.failed {
+            if at >= asked {
+                return Err(kind);
+            }
+        }
+        match self.fetch(rec).await {
+            Ok(fresh) => {
+                let token = fresh.token.clone();
+                guard.cached = Some(fresh);
+                guard.failed = None;
+                Ok(token)
+            }
+            Err(kind) => {
+                guard.failed = Some((kind, Instant::now()));
+                Err(kind)
+            }
+        }
     }
 
     async fn fetch(&self, rec: &mut Recorder) -> Result<Cached, FailKind> {
@@ -229,6 +254,57 @@ mod tests {
         rec.finish().await;
         let partial = rx.recv().await.unwrap();
         assert_eq!(partial.samples.len(), 1, "the failed fetch is timed");
+    }
+
+    #[tokio::test]
+    async fn waiters_share_one_failed_fetch_instead_of_each_timing_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = accepted.clone();
+        // Accepts connections and never answers.
+        let _held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(tcp);
+            }
+        });
+        let auth = Auth {
+            source: TokenSource::Oauth2 {
+                token_url: url,
+                client_id: "c".into(),
+                client_secret: Secret::Value("s".into()),
+                scope: None,
+                audience: None,
+            },
+            policy: TokenPolicy::Shared,
+            header: "Authorization".into(),
+            value: "Bearer {{token}}".into(),
+            refresh_before: crate::plan::Dur::secs(30),
+        };
+        let tls = crate::tls::client_config(false).unwrap();
+        let p = TokenPool::new(&auth, 5, &tls, Duration::from_millis(200)).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let mut recs: Vec<Recorder> = (0..5)
+            .map(|_| Recorder::new(tx.clone(), Duration::from_secs(1)))
+            .collect();
+        let results = futures_util::future::join_all(
+            recs.iter_mut()
+                .enumerate()
+                .map(|(vu, rec)| p.get(vu as u64, rec)),
+        )
+        .await;
+        assert!(results.iter().all(|r| *r == Err(FailKind::TokenError)));
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one request for five waiting attempts"
+        );
+        // A later attempt tries again (the endpoint may be back).
+        let mut rec = Recorder::new(tx, Duration::from_secs(1));
+        assert_eq!(p.get(0, &mut rec).await, Err(FailKind::TokenError));
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]
