@@ -218,6 +218,27 @@ async fn the_access_token_guards_everything_but_share_links() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the share's own server fn is open");
+    // Revoking a share needs the token; then the link is dead.
+    let r = http
+        .delete(format!("{}/api/shares/{sid}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .delete(format!("{}/api/shares/{sid}", app.base))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        get(&format!("/share/{sid}/report.html"), None)
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     // State-changing calls are never open.
     let r = http
         .post(format!("{}/api/runs/{id}/rerun", app.base))

@@ -33,16 +33,21 @@ pub(super) fn router() -> Router<AppState> {
         .route("/logout", post(logout))
 }
 
-/// Paths anyone may fetch, token or not.
-fn is_public(path: &str) -> bool {
-    path == "/login"
-        || path == "/api/health"
-        || path == "/favicon.svg"
-        || path == "/charts.js"
-        || path.starts_with("/pkg/")
-        || path.starts_with("/share/")
-        || path.starts_with("/api/shares/")
-        || path.starts_with("/api/share_view")
+/// Requests anyone may make, token or not: reads of the login page, static assets,
+/// health and share links; the login form; and the share links' own server fn (it
+/// answers only for a valid share id). Nothing else that changes state.
+fn is_public(method: &Method, path: &str) -> bool {
+    if *method == Method::POST {
+        return path == "/login" || path.starts_with("/api/share_view");
+    }
+    matches!(*method, Method::GET | Method::HEAD)
+        && (path == "/login"
+            || path == "/api/health"
+            || path == "/favicon.svg"
+            || path == "/charts.js"
+            || path.starts_with("/pkg/")
+            || path.starts_with("/share/")
+            || path.starts_with("/api/shares/"))
 }
 
 /// Equal without an early exit (no timing hint about how much of a guess was right).
@@ -116,7 +121,7 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
         return next.run(req).await;
     };
     let path = req.uri().path();
-    if is_public(path) || presented(req.headers(), token) {
+    if is_public(req.method(), path) || presented(req.headers(), token) {
         return next.run(req).await;
     }
     if path.starts_with("/api/") || unsafe_method {
@@ -299,7 +304,14 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(None), "/");
-        assert!(is_public("/share/abc") && is_public("/pkg/socketswarm.wasm"));
-        assert!(!is_public("/runs") && !is_public("/api/runs"));
+        let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
+        assert!(is_public(&get, "/share/abc") && is_public(&get, "/pkg/socketswarm.wasm"));
+        assert!(!is_public(&get, "/runs") && !is_public(&get, "/api/runs"));
+        assert!(is_public(&post, "/login") && is_public(&post, "/api/share_view"));
+        assert!(
+            !is_public(&delete, "/api/shares/abc"),
+            "revoking a link needs the token"
+        );
+        assert!(!is_public(&post, "/api/runs"));
     }
 }

@@ -44,7 +44,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/plans/{id}/duplicate", post(duplicate_plan))
         .route("/api/plans/{id}/runs", post(run_plan))
         .route("/api/plans/{id}/plan.toml", get(plan_toml))
-        .route("/api/shares/{sid}", get(get_share))
+        .route("/api/shares/{sid}", get(get_share).delete(revoke_share))
         .route("/share/{sid}/report.html", get(share_report))
         .route("/share/{sid}/export.json", get(share_export))
         .route("/share/{sid}/series.csv", get(share_csv))
@@ -273,6 +273,19 @@ async fn get_share(
     Path(sid): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
     Ok(Json(st.runs.shared(&sid).await?))
+}
+
+/// Revokes a share link (needs the access token, like every other change).
+async fn revoke_share(
+    State(st): State<AppState>,
+    Path(sid): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    if crate::store::delete_share(&st.pool, &sid).await? {
+        tracing::info!(share = sid, "share link revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("share link".into()).into())
+    }
 }
 
 /// The run a run share names (404 for comparison shares and unknown ids).

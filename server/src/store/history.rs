@@ -312,6 +312,16 @@ pub async fn insert_share(
     Ok(())
 }
 
+/// Revokes a share link. False if there was none.
+pub async fn delete_share(pool: &SqlitePool, share_id: &str) -> sqlx::Result<bool> {
+    let n = sqlx::query("delete from share where share_id = ?")
+        .bind(share_id)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
+}
+
 /// `(kind, run_ids)` of a share link.
 pub async fn get_share(
     pool: &SqlitePool,
