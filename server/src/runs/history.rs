@@ -1,13 +1,12 @@
 //! The history side of the run service: the filtered runs list, tags and notes,
-//! deleting runs, saved plans and baselines, comparisons and share links. Every check
-//! that can fail names the field and the limit.
+//! deleting runs, run again, comparisons and share links (saved plans: `plans`).
+//! Every check that can fail names the field and the limit.
 
 use std::collections::BTreeMap;
 
 use app::api::{
-    date_ms, ApiError, BaselineView, CompareRun, CompareView, Launched, PlanDetail, PlanListItem,
-    PlanRef, PlanSaved, RunDetail, RunMeta, RunPage, RunQuery, RunStatus, ShareKind, ShareLink,
-    SharedView,
+    date_ms, ApiError, BaselineView, CompareRun, CompareView, Launched, PlanRef, RunDetail,
+    RunMeta, RunPage, RunQuery, RunStatus, ShareKind, ShareLink, SharedView,
 };
 use engine::compare::{self, HistogramView, RunFacts};
 use engine::{FieldError, Plan, Summary};
@@ -15,7 +14,6 @@ use engine::{FieldError, Plan, Summary};
 use super::now_ms;
 use super::service::{to_item, Runs};
 use crate::error::internal;
-use crate::plan_file;
 use crate::store::{self, RunFilter};
 
 /// Most tags on one run, longest tag, longest note.
@@ -26,13 +24,6 @@ const MAX_NOTE_LEN: usize = 4000;
 pub(crate) const MAX_PLAN_TEXT: usize = 256 * 1024;
 /// Runs in one comparison.
 const MAX_COMPARE: usize = 4;
-
-fn field(field: &str, message: String) -> ApiError {
-    ApiError::Validation(vec![FieldError {
-        field: field.into(),
-        message,
-    }])
-}
 
 fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(format!("{field}: {message}"))
@@ -335,196 +326,6 @@ impl Runs {
             }
         }
         self.do_launch(plan, plan_id.as_deref()).await
-    }
-
-    pub(super) async fn list_plans(&self) -> Result<Vec<PlanListItem>, ApiError> {
-        let rows = store::list_plans(&self.pool)
-            .await
-            .map_err(|e| internal("list_plans", e))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let target = serde_json::from_str::<Plan>(&r.plan.plan_json)
-                    .map(|p| p.target)
-                    .unwrap_or_default();
-                PlanListItem {
-                    id: r.plan.plan_id,
-                    name: r.plan.name,
-                    target,
-                    created_at_ms: r.plan.created_at,
-                    updated_at_ms: r.plan.updated_at,
-                    runs: r.runs,
-                    last_run_at_ms: r.last_run_at,
-                    last_status: r.last_status.as_deref().and_then(RunStatus::parse),
-                    baseline_run_id: r.plan.baseline_run_id,
-                }
-            })
-            .collect())
-    }
-
-    async fn plan_row(&self, id: &str) -> Result<(store::PlanRow, Plan), ApiError> {
-        let row = store::get_plan(&self.pool, id)
-            .await
-            .map_err(|e| internal("get_plan", e))?
-            .ok_or_else(|| ApiError::NotFound(format!("plan {id}")))?;
-        let plan = serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
-        Ok((row, plan))
-    }
-
-    pub(super) async fn plan_detail(&self, id: &str) -> Result<PlanDetail, ApiError> {
-        let (row, plan) = self.plan_row(id).await?;
-        let plan = plan.redacted();
-        let toml = plan_file::to_toml(&plan).map_err(|e| internal("plan toml", e))?;
-        let runs = self
-            .search_runs(RunQuery {
-                plan: Some(id.to_string()),
-                per_page: Some(20),
-                ..Default::default()
-            })
-            .await?
-            .runs;
-        Ok(PlanDetail {
-            id: row.plan_id,
-            name: row.name,
-            plan,
-            toml,
-            created_at_ms: row.created_at,
-            updated_at_ms: row.updated_at,
-            baseline_run_id: row.baseline_run_id,
-            runs,
-        })
-    }
-
-    /// The plan as a commented TOML file (secrets redacted).
-    pub async fn plan_toml(&self, id: &str) -> Result<(String, String), ApiError> {
-        let d = self.plan_detail(id).await?;
-        Ok((d.name, d.toml))
-    }
-
-    /// Creates or replaces a saved plan from TOML/JSON text. Redacted secrets keep the
-    /// stored value; the plan must validate before anything is written.
-    pub(super) async fn store_plan(
-        &self,
-        id: Option<&str>,
-        text: &str,
-    ) -> Result<PlanSaved, ApiError> {
-        if text.len() > MAX_PLAN_TEXT {
-            return Err(field(
-                "text",
-                format!("{} bytes; the limit is {MAX_PLAN_TEXT}", text.len()),
-            ));
-        }
-        let mut plan = plan_file::parse(text).map_err(|e| field("text", e))?;
-        let existing = match id {
-            Some(id) => Some(self.plan_row(id).await?),
-            None => None,
-        };
-        if let Some((_, stored)) = &existing {
-            plan.restore_secrets(stored);
-        }
-        plan.validate(&self.limits).map_err(ApiError::Validation)?;
-        let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
-        let now = now_ms();
-        let id = match existing {
-            Some((row, _)) => {
-                store::update_plan(&self.pool, &row.plan_id, &plan.name, &json, now)
-                    .await
-                    .map_err(|e| internal("update_plan", e))?;
-                row.plan_id
-            }
-            None => {
-                let id = uuid::Uuid::new_v4().simple().to_string();
-                store::insert_plan(&self.pool, &id, &plan.name, &json, now)
-                    .await
-                    .map_err(|e| internal("insert_plan", e))?;
-                id
-            }
-        };
-        Ok(PlanSaved {
-            url: format!("/plans/{id}"),
-            id,
-        })
-    }
-
-    pub(super) async fn copy_plan(&self, id: &str) -> Result<PlanSaved, ApiError> {
-        let (row, mut plan) = self.plan_row(id).await?;
-        plan.name = format!("{} (copy)", row.name);
-        let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
-        let new_id = uuid::Uuid::new_v4().simple().to_string();
-        store::insert_plan(&self.pool, &new_id, &plan.name, &json, now_ms())
-            .await
-            .map_err(|e| internal("insert_plan", e))?;
-        Ok(PlanSaved {
-            url: format!("/plans/{new_id}"),
-            id: new_id,
-        })
-    }
-
-    pub(super) async fn remove_plan(&self, id: &str) -> Result<(), ApiError> {
-        let found = store::delete_plan(&self.pool, id)
-            .await
-            .map_err(|e| internal("delete_plan", e))?;
-        found
-            .then_some(())
-            .ok_or_else(|| ApiError::NotFound(format!("plan {id}")))
-    }
-
-    pub(super) async fn run_saved_plan(&self, id: &str) -> Result<Launched, ApiError> {
-        let (row, plan) = self.plan_row(id).await?;
-        self.do_launch(plan, Some(&row.plan_id)).await
-    }
-
-    /// Saves a run's plan as a new saved plan and links the run to it. Secrets that
-    /// were typed in stay redacted: the plan page asks for them (or an env reference).
-    pub(super) async fn save_run_plan(&self, run_id: &str) -> Result<PlanSaved, ApiError> {
-        let row = store::get_run(&self.pool, run_id)
-            .await
-            .map_err(|e| internal("get_run", e))?
-            .ok_or_else(|| ApiError::NotFound(format!("run {run_id}")))?;
-        if let Some(pid) = &row.plan_id {
-            if store::get_plan(&self.pool, pid)
-                .await
-                .map_err(|e| internal("get_plan", e))?
-                .is_some()
-            {
-                return Ok(PlanSaved {
-                    url: format!("/plans/{pid}"),
-                    id: pid.clone(),
-                });
-            }
-        }
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        store::insert_plan(&self.pool, &id, &row.name, &row.plan_json, now_ms())
-            .await
-            .map_err(|e| internal("insert_plan", e))?;
-        store::set_run_plan(&self.pool, run_id, &id)
-            .await
-            .map_err(|e| internal("set_run_plan", e))?;
-        Ok(PlanSaved {
-            url: format!("/plans/{id}"),
-            id,
-        })
-    }
-
-    pub(super) async fn mark_baseline(&self, run_id: &str, on: bool) -> Result<(), ApiError> {
-        let row = store::get_run(&self.pool, run_id)
-            .await
-            .map_err(|e| internal("get_run", e))?
-            .ok_or_else(|| ApiError::NotFound(format!("run {run_id}")))?;
-        let Some(pid) = row.plan_id else {
-            return Err(ApiError::Conflict(format!(
-                "run {run_id} is not from a saved plan; save it as a plan first"
-            )));
-        };
-        if on && row.summary_json.is_none() {
-            return Err(ApiError::Conflict(format!(
-                "run {run_id} is {} and has no results; only a finished run can be a baseline",
-                row.status
-            )));
-        }
-        store::set_baseline(&self.pool, &pid, on.then_some(run_id))
-            .await
-            .map_err(|e| internal("set_baseline", e))
     }
 
     fn check_compare_ids(ids: &[String]) -> Result<(), ApiError> {

@@ -2,6 +2,7 @@
 //! JSON API share.
 pub(crate) mod history;
 pub mod manager;
+mod plans;
 pub mod service;
 
 /// Unix milliseconds now.
