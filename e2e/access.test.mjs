@@ -61,6 +61,25 @@ test('log in once, share a run, open the link without the token', async () => {
   }
 });
 
+test('a share link of a live run follows it to the end without the token', async () => {
+  const plan = { name: 'live share', target: `${srv.sandbox}/echo`, stages: [{ duration: '1s', connections: 5 }, { duration: '3s', connections: 5 }] };
+  const res = await fetch(`${srv.base}/api/runs`, { method: 'POST', headers: auth, body: JSON.stringify(plan) });
+  const { id } = await res.json();
+  const link = await (await fetch(`${srv.base}/api/runs/${id}/share`, { method: 'POST', headers: auth })).json();
+  const fresh = await browser();
+  try {
+    const sp = await fresh.newPage();
+    await sp.goto(`${srv.base}${link.url}`);
+    await sp.locator('.run-detail .badge[data-status="running"]').waitFor();
+    // No reload: the page follows /share/{id}/events and swaps to the stored result.
+    await sp.locator('.run-detail .badge[data-status="completed"]').waitFor({ timeout: 20000 });
+    assert.equal(await sp.locator('[data-metric="opened"]').textContent(), '5');
+    assert.equal(await sp.locator('[data-action]').count(), 0);
+  } finally {
+    await fresh.close();
+  }
+});
+
 test('a page on another origin cannot launch a run through the browser', async () => {
   // The "attacker": a page on another local port that auto-posts a plan.
   const plan = JSON.stringify({ name: 'csrf', target: `${srv.sandbox}/echo`, stages: [{ duration: '1s', connections: 1 }] });

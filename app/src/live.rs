@@ -1,4 +1,4 @@
-//! (hydrate only) Follows a live run: an `EventSource` on `/api/runs/{id}/events` whose
+//! (hydrate only) Follows a live run: an `EventSource` on its events stream whose
 //! `snapshot` events update a signal and whose `done` event closes it and asks the page
 //! to refetch the stored result. Closed on unmount.
 
@@ -8,8 +8,9 @@ use wasm_bindgen::{closure::Closure, JsCast};
 use web_sys::{EventSource, MessageEvent};
 
 /// Subscribes; `on_done` runs once when the server says the run has finished.
-pub(crate) fn follow(id: &str, live: RwSignal<Option<Snapshot>>, on_done: impl Fn() + 'static) {
-    let Ok(es) = EventSource::new(&format!("/api/runs/{id}/events")) else {
+/// `url`: `/api/runs/{id}/events`, or `/share/{id}/events` on a share link.
+pub(crate) fn follow(url: &str, live: RwSignal<Option<Snapshot>>, on_done: impl Fn() + 'static) {
+    let Ok(es) = EventSource::new(url) else {
         return;
     };
     let on_snapshot = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {

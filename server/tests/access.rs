@@ -165,6 +165,7 @@ async fn the_access_token_guards_everything_but_share_links() {
         format!("/share/{sid}/report.html"),
         format!("/share/{sid}/export.json"),
         format!("/share/{sid}/series.csv"),
+        format!("/share/{sid}/events"),
         format!("/api/shares/{sid}"),
     ] {
         assert_eq!(get(&path, None).await.unwrap().status(), 200, "{path}");

@@ -76,13 +76,18 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
         Some(s) => s.latency.clone(),
         None => live.get().map(|s| s.latency).unwrap_or_default(),
     });
+    // Downloads and the live stream: under the share link on share pages.
+    let downloads = match shared {
+        Some(sid) => format!("/share/{sid}"),
+        None => format!("/api/runs/{}", detail.id),
+    };
     #[cfg(feature = "hydrate")]
     {
-        if is_live && !is_shared {
-            let id = detail.id.clone();
+        if is_live {
+            let url = format!("{downloads}/events");
             Effect::new(move |prev: Option<()>| {
                 if prev.is_none() {
-                    crate::live::follow(&id, live, move || on_done.run(()));
+                    crate::live::follow(&url, live, move || on_done.run(()));
                 }
             });
         }
@@ -92,10 +97,6 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
     let cancel = ServerAction::<CancelRun>::new();
     let plan_json = serde_json::to_string_pretty(&detail.plan).unwrap_or_default();
     let run_id = detail.id.clone();
-    let downloads = match shared {
-        Some(sid) => format!("/share/{sid}"),
-        None => format!("/api/runs/{}", detail.id),
-    };
     let histograms = detail.histograms.clone();
     let env = detail.env.clone();
     let baseline = detail.baseline.clone();

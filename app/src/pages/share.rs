@@ -13,13 +13,13 @@ pub fn SharePage() -> impl IntoView {
     let id = move || params.read().get("id").unwrap_or_default();
     let shared = Resource::new(id, get_shared);
     view! {
-        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let sid = id();
                 match shared.await {
                     Ok(SharedView::Run(d)) => view! {
                         <p class="share__banner muted">"Shared, read-only report."</p>
-                        <RunView detail=*d on_done=Callback::new(|_| ()) shared=Some(sid)/>
+                        <RunView detail=*d on_done=Callback::new(move |_| shared.refetch()) shared=Some(sid)/>
                     }.into_any(),
                     Ok(SharedView::Compare(v)) => view! {
                         <p class="share__banner muted">"Shared, read-only comparison."</p>
@@ -29,6 +29,6 @@ pub fn SharePage() -> impl IntoView {
                     Err(e) => view! { <h1>"Shared report"</h1><p class="error">{e.to_string()}</p> }.into_any(),
                 }
             })}
-        </Suspense>
+        </Transition>
     }
 }

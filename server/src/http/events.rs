@@ -25,7 +25,23 @@ use crate::state::AppState;
 use crate::store;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/runs/{id}/events", get(run_events))
+    Router::new()
+        .route("/api/runs/{id}/events", get(run_events))
+        .route("/share/{sid}/events", get(share_events))
+}
+
+/// The same stream for a run share link (its `done` event carries the run as the share
+/// shows it: no saved plan, no baseline).
+async fn share_events(
+    State(st): State<AppState>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let id = match st.runs.share_target(&sid).await? {
+        (app::api::ShareKind::Run, ids) if ids.len() == 1 => ids[0].clone(),
+        _ => return Err(app::api::ApiError::NotFound("share link".into()).into()),
+    };
+    run_events(State(st), Path(id), headers).await
 }
 
 fn snapshot_event(s: &engine::Snapshot) -> Event {
