@@ -10,5 +10,5 @@ test:   ## fmt, clippy, unit + integration tests, browser tests
 build:  ## build the site and a release binary without starting it
 	scripts/setup.sh && scripts/build.sh --release
 
-bench:  ## engine benchmarks; writes bench/RESULTS.md
+bench:  ## benchmarks: engine, 1-hour report load, SSE watchers (bench/*.md)
 	bench/run.sh
