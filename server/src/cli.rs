@@ -488,6 +488,7 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
         series: &series,
         thresholds: &results,
         created_at_ms: None,
+        env: None,
     };
     let files = [
         (

@@ -25,6 +25,15 @@ pub struct ReportInput<'a> {
     pub thresholds: &'a [ThresholdResult],
     /// When the run was created (unix ms), if known.
     pub created_at_ms: Option<i64>,
+    /// Where it ran (version, host, open-file limit, start/end), if known.
+    pub env: Option<Environment<'a>>,
+}
+
+/// The environment section of a report.
+pub struct Environment<'a> {
+    pub env: &'a app::api::RunEnv,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
 }
 
 fn esc(s: &str) -> String {
@@ -177,6 +186,23 @@ pub fn html(r: &ReportInput<'_>) -> String {
             );
         }
         out.push_str("</tbody></table></section>");
+    }
+    if let Some(e) = &r.env {
+        let when = |ms: Option<i64>| ms.map(app::fmt::timestamp).unwrap_or_else(|| "—".into());
+        let _ = write!(
+            out,
+            "<section class=\"run-detail__section\"><h2>Environment</h2><table class=\"kv\"><tbody>\
+             <tr><th>socketswarm</th><td>{}</td></tr><tr><th>Host</th><td>{} ({}, {} CPUs)</td></tr>\
+             <tr><th>Open-file limit</th><td>{}</td></tr><tr><th>Started</th><td>{}</td></tr><tr><th>Ended</th><td>{}</td></tr>\
+             </tbody></table></section>",
+            esc(&e.env.version),
+            esc(&e.env.host),
+            esc(&e.env.os),
+            e.env.cpus,
+            e.env.nofile,
+            when(e.started_at_ms),
+            when(e.finished_at_ms)
+        );
     }
     let _ = write!(
         out,

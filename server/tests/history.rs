@@ -323,6 +323,10 @@ async fn compare_says_what_changed_and_share_links_reach_only_their_run() {
     let (s, _, html) = text(&app, &format!("/share/{sid}/report.html")).await;
     assert_eq!(s, 200);
     assert!(html.contains("<html"));
+    assert!(
+        html.contains("<h2>Environment</h2>"),
+        "the report says where it ran"
+    );
     let (s, _, csv2) = text(&app, &format!("/share/{sid}/series.csv")).await;
     assert_eq!((s, csv2), (200, csv));
     let (s, page_html) = {

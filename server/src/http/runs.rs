@@ -210,6 +210,11 @@ pub(super) async fn report_download(
         series: &f.run.series,
         thresholds: &f.thresholds,
         created_at_ms: Some(f.run.created_at_ms),
+        env: f.run.env.as_ref().map(|env| crate::report::Environment {
+            env,
+            started_at_ms: f.run.started_at_ms,
+            finished_at_ms: f.run.finished_at_ms,
+        }),
     };
     let html = crate::report::html(&input);
     let disposition = format!("attachment; filename=\"socketswarm-{id}.html\"");
