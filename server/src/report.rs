@@ -199,7 +199,7 @@ pub fn html(r: &ReportInput<'_>) -> String {
             esc(&e.env.host),
             esc(&e.env.os),
             e.env.cpus,
-            e.env.nofile,
+            app::fmt::count(e.env.nofile),
             when(e.started_at_ms),
             when(e.finished_at_ms)
         );
