@@ -121,6 +121,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_target: Vec<String>,
+    /// On a first start (empty database) with the sandbox on, save a starter plan aimed
+    /// at it.
+    #[arg(long, env = "SOCKETSWARM_STARTER_PLAN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub starter_plan: bool,
     /// Listen on a non-loopback address WITHOUT an access token. Anyone who can reach
     /// the port can aim load anywhere the allowlist permits. Logged loudly.
     #[arg(long, env = "SOCKETSWARM_ALLOW_REMOTE", default_value_t = false)]

@@ -198,6 +198,13 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         settings.allowlist.clone(),
     );
     let service: app::api::Service = runs.clone();
+    if args.starter_plan {
+        match runs.seed_starter_plan().await {
+            Ok(true) => tracing::info!("first start: saved the starter plan (Plans page)"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("could not save the starter plan: {e}"),
+        }
+    }
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -403,3 +403,31 @@ async fn compare_says_what_changed_and_share_links_reach_only_their_run() {
     assert!(body["message"].as_str().unwrap().contains("cancel it"));
     app.follow(&live).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_saves_a_starter_plan_aimed_at_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("first.db");
+    let mut a = args(db.clone());
+    a.starter_plan = true;
+    let mut app = spawn_with(a, dir).await;
+    let (_, plans) = app.get("/api/plans").await;
+    assert_eq!(plans.as_array().unwrap().len(), 1, "{plans}");
+    assert_eq!(plans[0]["target"], app.ws("/echo"));
+    let pid = plans[0]["id"].as_str().unwrap().to_string();
+    let (_, ctype, toml) = text(&app, &format!("/api/plans/{pid}/plan.toml")).await;
+    assert!(ctype.starts_with("application/toml"));
+    assert!(
+        toml.contains("# Ramp linearly") && toml.contains("[thresholds]"),
+        "{toml}"
+    );
+    app.stop().await;
+    // Not seeded again once the database has something in it.
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut a = args(db);
+    a.starter_plan = true;
+    let mut again = spawn_with(a, dir2).await;
+    let (_, plans) = again.get("/api/plans").await;
+    assert_eq!(plans.as_array().unwrap().len(), 1);
+    again.stop().await;
+}

@@ -210,4 +210,24 @@ impl Runs {
             .await
             .map_err(|e| internal("set_baseline", e))
     }
+
+    /// On a first start (no runs, no plans) with the embedded sandbox: saves the
+    /// commented starter plan (`socketswarm plan init`) aimed at it, so the Plans page
+    /// has a plan ready to run.
+    pub async fn seed_starter_plan(&self) -> Result<bool, ApiError> {
+        let Some(sandbox) = self.sandbox else {
+            return Ok(false);
+        };
+        if !store::is_empty(&self.pool)
+            .await
+            .map_err(|e| internal("is_empty", e))?
+        {
+            return Ok(false);
+        }
+        let text = crate::cli::TEMPLATE
+            .replace("ws://127.0.0.1:9001/echo", &format!("ws://{sandbox}/echo"))
+            .replace("name = \"smoke\"", "name = \"sandbox smoke (starter)\"");
+        self.store_plan(None, &text).await?;
+        Ok(true)
+    }
 }

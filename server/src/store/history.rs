@@ -256,6 +256,15 @@ pub async fn list_plans(pool: &SqlitePool) -> sqlx::Result<Vec<PlanListRow>> {
     .await
 }
 
+/// True when the database holds neither runs nor saved plans (a first start).
+pub async fn is_empty(pool: &SqlitePool) -> sqlx::Result<bool> {
+    let (n,): (i64,) =
+        sqlx::query_as("select (select count(*) from run) + (select count(*) from saved_plan)")
+            .fetch_one(pool)
+            .await?;
+    Ok(n == 0)
+}
+
 /// Deletes a saved plan; its runs stay (unlinked). False if there was none.
 pub async fn delete_plan(pool: &SqlitePool, plan_id: &str) -> sqlx::Result<bool> {
     let n = sqlx::query("delete from saved_plan where plan_id = ?")
