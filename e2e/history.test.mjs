@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { startServer, browser, api, artifacts } from './harness.mjs';
 
 let srv;
@@ -38,9 +38,13 @@ async function finished(page) {
 test('plan, run, baseline, change, run again, compare, share, download, tag, delete', async () => {
   const page = await ctx.newPage();
 
-  // A new saved plan from TOML.
+  // A new saved plan, imported from a TOML file on disk.
+  const file = join(artifacts, 'tenant-cap.toml');
+  writeFileSync(file, planToml(srv.sandbox, 4));
   await page.goto(`${srv.base}/plans/new`);
-  await page.locator('textarea[name="text"]').fill(planToml(srv.sandbox, 4));
+  await page.locator('html[data-hydrated]').waitFor({ state: 'attached' });
+  await page.locator('input[type="file"]').setInputFiles(file);
+  await page.waitForFunction(() => document.querySelector('textarea[name="text"]')?.value.includes('cap=4'));
   await page.getByRole('button', { name: 'Save plan' }).click();
   await page.waitForURL(/\/plans\/[0-9a-f]{32}$/);
   const planUrl = page.url();

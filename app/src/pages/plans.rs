@@ -122,10 +122,37 @@ fn PlanEditor(id: String, text: String, on_saved: Option<Callback<()>>) -> impl 
         Some(Err(e)) => vec![e.to_string()],
         _ => Vec::new(),
     };
+    let area = NodeRef::<leptos::html::Textarea>::new();
+    // "Load a plan file": reads a local .toml/.json into the editor (then Save).
+    let on_file = move |ev: leptos::ev::Event| {
+        #[cfg(feature = "hydrate")]
+        {
+            use wasm_bindgen::JsCast;
+            let file = ev
+                .target()
+                .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+                .and_then(|input| input.files())
+                .and_then(|files| files.get(0));
+            if let Some(file) = file {
+                leptos::task::spawn_local(async move {
+                    if let Ok(v) = wasm_bindgen_futures::JsFuture::from(file.text()).await {
+                        if let (Some(text), Some(el)) = (v.as_string(), area.get_untracked()) {
+                            el.set_value(&text);
+                        }
+                    }
+                });
+            }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (ev, area);
+    };
     view! {
         <ActionForm action=save attr:class="plan-editor">
             <input type="hidden" name="id" value=id/>
-            <textarea name="text" class="plan-json__text plan-editor__text" rows="26" spellcheck="false">{text}</textarea>
+            <label class="plan-editor__file">"Load a plan file (.toml or .json): "
+                <input type="file" accept=".toml,.json,application/toml,application/json" on:change=on_file data-action="load-file"/>
+            </label>
+            <textarea node_ref=area name="text" class="plan-json__text plan-editor__text" rows="26" spellcheck="false">{text}</textarea>
             <button type="submit" class="button" data-action="save-plan">"Save plan"</button>
             <ul class="plan-editor__errors">
                 {move || errors().into_iter().map(|e| view! { <li class="error field__error">{e}</li> }).collect_view()}
