@@ -56,6 +56,11 @@ test('log in once, share a run, open the link without the token', async () => {
     await sp.waitForURL(/\/login\?next=/);
     const api = await sp.goto(`${srv.base}/api/runs`);
     assert.equal(api.status(), 401);
+    // Revoke it from the run page: the link is dead from then on.
+    await page.getByRole('button', { name: 'Revoke' }).click();
+    await page.locator('[data-share-revoked]').waitFor();
+    const gone = await sp.goto(`${srv.base}${sharePath}/report.html`);
+    assert.equal(gone.status(), 404);
   } finally {
     await fresh.close();
   }

@@ -93,7 +93,7 @@ test('plan, run, baseline, change, run again, compare, share, download, tag, del
   await page.getByRole('button', { name: 'Share link' }).click();
   const shareInput = page.locator('input[data-share-url]');
   await shareInput.waitFor();
-  const comparePath = await shareInput.getAttribute('data-share-url');
+  const comparePath = new URL(await shareInput.getAttribute('data-share-url'), srv.base).pathname;
   assert.match(comparePath, /^\/share\/[0-9a-f]{32}$/);
   const fresh = await browser();
   try {

@@ -247,6 +247,8 @@ mod service {
             ids: &'a [String],
         ) -> BoxFuture<'a, Result<ShareLink, ApiError>>;
         fn shared<'a>(&'a self, share_id: &'a str) -> BoxFuture<'a, Result<SharedView, ApiError>>;
+        /// Revokes a share link.
+        fn unshare<'a>(&'a self, share_id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
     }
 
     /// The handle provided to server fns through Leptos context.

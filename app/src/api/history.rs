@@ -355,6 +355,12 @@ pub async fn create_share(kind: String, ids: String) -> Result<ShareLink, ApiErr
     service()?.share(kind, &parse_ids(&ids)).await
 }
 
+/// Revokes a share link: it answers 404 from then on.
+#[server]
+pub async fn revoke_share(share_id: String) -> Result<(), ApiError> {
+    service()?.unshare(&share_id).await
+}
+
 /// What a share link shows. The one server fn a share link's reader may call.
 #[server(endpoint = "share_view")]
 pub async fn get_shared(share_id: String) -> Result<SharedView, ApiError> {

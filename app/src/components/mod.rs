@@ -3,10 +3,12 @@ pub mod chart;
 pub mod compare;
 pub mod diagnosis;
 pub mod run_actions;
+pub mod share_box;
 pub mod status;
 pub mod tiles;
 
 pub use chart::Chart;
 pub use diagnosis::DiagnosisPanel;
+pub use share_box::ShareBox;
 pub use status::StatusBadge;
 pub use tiles::{FailureTable, LatencyTable, Tiles, TokenTable};

@@ -5,10 +5,10 @@
 use leptos::prelude::*;
 
 use crate::api::{
-    BaselineView, CreateShare, DeleteRun, Rerun, RunDetail, RunEnv, SaveRunAsPlan, SetBaseline,
-    UpdateRunMeta,
+    BaselineView, DeleteRun, Rerun, RunDetail, RunEnv, SaveRunAsPlan, SetBaseline, UpdateRunMeta,
 };
 use crate::components::compare::{ChangeSummary, MetricTable};
+use crate::components::ShareBox;
 use crate::fmt;
 
 /// `on_change` runs after an action that stays on this page (baseline, tags and note)
@@ -18,7 +18,6 @@ pub fn RunActions(detail: RunDetail, on_change: Callback<()>) -> impl IntoView {
     let rerun = ServerAction::<Rerun>::new();
     let save_plan = ServerAction::<SaveRunAsPlan>::new();
     let baseline = ServerAction::<SetBaseline>::new();
-    let share = ServerAction::<CreateShare>::new();
     let meta = ServerAction::<UpdateRunMeta>::new();
     let delete = ServerAction::<DeleteRun>::new();
     Effect::new(move |_| {
@@ -36,17 +35,10 @@ pub fn RunActions(detail: RunDetail, on_change: Callback<()>) -> impl IntoView {
             rerun.value().get().and_then(|r| r.err()),
             save_plan.value().get().and_then(|r| r.err()),
             baseline.value().get().and_then(|r| r.err()),
-            share.value().get().and_then(|r| r.err()),
             meta.value().get().and_then(|r| r.err()),
             delete.value().get().and_then(|r| r.err()),
         ];
         errs.into_iter().flatten().next().map(|e| e.to_string())
-    };
-    let share_url = move || {
-        share.value().get().and_then(|r| r.ok()).map(|l| {
-            let origin = window_origin();
-            format!("{origin}{}", l.url)
-        })
     };
     let ticks = detail.series.t.len();
     let tags = detail.tags.join(", ");
@@ -77,14 +69,7 @@ pub fn RunActions(detail: RunDetail, on_change: Callback<()>) -> impl IntoView {
                     </ActionForm>
                 }).into_any(),
             }}
-            <ActionForm action=share attr:class="run-actions__form">
-                <input type="hidden" name="kind" value="run"/>
-                <input type="hidden" name="ids" value=detail.id.clone()/>
-                <button type="submit" class="button button--quiet" data-action="share">"Share link"</button>
-            </ActionForm>
-            {move || share_url().map(|u| view! {
-                <input class="run-actions__share mono" readonly value=u.clone() data-share-url=u size="60"/>
-            })}
+            <ShareBox kind="run" ids=detail.id/>
             <details class="run-actions__more">
                 <summary>"Tags and note"</summary>
                 <ActionForm action=meta attr:class="run-actions__meta">
@@ -111,17 +96,6 @@ pub fn RunActions(detail: RunDetail, on_change: Callback<()>) -> impl IntoView {
             {move || error().map(|m| view! { <p class="error">{m}</p> })}
         </div>
     }
-}
-
-/// The page's origin for absolute share links (empty before hydration).
-fn window_origin() -> String {
-    #[cfg(feature = "hydrate")]
-    {
-        if let Some(w) = web_sys::window() {
-            return w.location().origin().unwrap_or_default();
-        }
-    }
-    String::new()
 }
 
 /// This run against its plan's baseline.

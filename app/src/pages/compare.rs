@@ -4,10 +4,10 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use crate::api::{compare_runs, CompareView, CreateShare};
+use crate::api::{compare_runs, CompareView};
 use crate::charts::{self, RUN_COLORS};
 use crate::components::compare::{ChangeSummary, MetricTable, ShiftTable};
-use crate::components::{Chart, StatusBadge};
+use crate::components::{Chart, ShareBox, StatusBadge};
 use crate::fmt;
 
 #[component]
@@ -71,13 +71,6 @@ pub fn CompareBody(view: CompareView, shared: bool) -> impl IntoView {
         .collect::<Vec<_>>()
         .join(",");
     let ids_for_share = ids.clone();
-    let share = ServerAction::<CreateShare>::new();
-    let share_url = move || {
-        share.value().get().map(|r| match r {
-            Ok(l) => l.url,
-            Err(e) => e.to_string(),
-        })
-    };
     view! {
         <div class="compare" data-runs=ids>
             <div class="cmp__runs">
@@ -102,12 +95,7 @@ pub fn CompareBody(view: CompareView, shared: bool) -> impl IntoView {
             </div>
             {(!shared).then(|| view! {
                 <div class="run-actions">
-                    <ActionForm action=share attr:class="run-actions__form">
-                        <input type="hidden" name="kind" value="compare"/>
-                        <input type="hidden" name="ids" value=ids_for_share.clone()/>
-                        <button type="submit" class="button button--quiet" data-action="share">"Share link"</button>
-                    </ActionForm>
-                    {move || share_url().map(|u| view! { <input class="run-actions__share mono" readonly value=u.clone() data-share-url=u size="60"/> })}
+                    <ShareBox kind="compare" ids=ids_for_share.clone()/>
                 </div>
             })}
             <section class="run-detail__section">

@@ -280,12 +280,8 @@ async fn revoke_share(
     State(st): State<AppState>,
     Path(sid): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    if crate::store::delete_share(&st.pool, &sid).await? {
-        tracing::info!(share = sid, "share link revoked");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("share link".into()).into())
-    }
+    st.runs.unshare(&sid).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The run a run share names (404 for comparison shares and unknown ids).

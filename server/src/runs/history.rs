@@ -417,6 +417,17 @@ impl Runs {
         })
     }
 
+    pub(super) async fn revoke_share(&self, share_id: &str) -> Result<(), ApiError> {
+        let found = store::delete_share(&self.pool, share_id)
+            .await
+            .map_err(|e| internal("delete_share", e))?;
+        if !found {
+            return Err(ApiError::NotFound("share link".into()));
+        }
+        tracing::info!(share = share_id, "share link revoked");
+        Ok(())
+    }
+
     /// `(kind, run ids)` of a share link.
     pub async fn share_target(&self, share_id: &str) -> Result<(ShareKind, Vec<String>), ApiError> {
         let (kind, ids) = store::get_share(&self.pool, share_id)

@@ -400,6 +400,9 @@ impl RunService for Runs {
     fn shared<'a>(&'a self, share_id: &'a str) -> BoxFuture<'a, Result<SharedView, ApiError>> {
         Box::pin(self.open_share(share_id))
     }
+    fn unshare<'a>(&'a self, share_id: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(self.revoke_share(share_id))
+    }
 
     fn defaults(&self) -> FormDefaults {
         FormDefaults {
