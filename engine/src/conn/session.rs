@@ -1,0 +1,282 @@
+//! An open connection's life: the script's steps (send, expect, wait, ping, repeat,
+//! close), reply matching and timing, and how the session ended.
+
+use super::*;
+
+/// What the session is waiting for.
+pub(super) enum Waiting {
+    /// Run the next op now.
+    Ready,
+    /// Sleep until the instant, then continue at `pc`.
+    Until(Instant, usize),
+    /// A reply matching the current `Expect`.
+    Reply(Instant),
+    /// A pong for the ping sent at `sent`.
+    Pong(Instant, Instant),
+    /// Script done: hold until cancelled or closed.
+    Hold,
+}
+
+/// State of the (single, non-nested) repeat block.
+pub(super) struct LoopState {
+    start_pc: usize,
+    /// Scheduled start of the current iteration (not the actual one).
+    iter_start: Instant,
+    every: Duration,
+    remaining: Option<u32>,
+}
+
+pub(super) fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32, ctx: &Ctx) -> bool {
+    let text = match msg {
+        Message::Text(t) => t.as_str(),
+        Message::Binary(b) => match std::str::from_utf8(b) {
+            Ok(t) => t,
+            Err(_) => return matches!(m, Matcher::Any),
+        },
+        _ => return false,
+    };
+    match m {
+        Matcher::Any => true,
+        Matcher::Contains(t) => text.contains(&render(t, vu, attempt, ctx)),
+        Matcher::Regex(r) => r.is_match(text),
+        Matcher::Json { field, equals } => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => match (v.get(field), equals) {
+                (Some(_), None) => true,
+                (Some(got), Some(want)) => got == want,
+                (None, _) => false,
+            },
+            Err(_) => false,
+        },
+    }
+}
+
+/// Sends a 1000 close and waits briefly for the target's reply, `CLOSE_WAIT` in all: a
+/// target that stopped reading cannot hold the VU (its close frame may never go out).
+pub(super) async fn close_normally(ws: &mut Ws, rec: &mut Recorder) {
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        if ws.close(Some(frame)).await.is_ok() {
+            // Wait for the server's close reply so the close is clean on both sides;
+            // replies still in flight are counted, so our counts match the target's.
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_text() || m.is_binary() {
+                    rec.received(m.len());
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Sends one message. A target that stops reading makes a send wait for socket buffer
+/// space indefinitely, so meanwhile the VU still flushes its recorder (live counts stay
+/// current) and obeys `cancel`: a cancelled send ends the session as ours (`client`),
+/// without a close frame, as none could get through.
+pub(super) async fn send_message(
+    ws: &mut Ws,
+    msg: Message,
+    rec: &mut Recorder,
+    cancel: &CancellationToken,
+) -> Result<(), CloseKind> {
+    let mut flush_timer = Timer::default();
+    let mut send = ws.send(msg);
+    loop {
+        flush_timer.set(rec.next_flush());
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(CloseKind::Client),
+            r = &mut send => return r.map_err(|e| end_of(&e)),
+            _ = flush_timer.wait() => rec.maybe_flush(),
+        }
+    }
+}
+
+pub(super) fn end_of(e: &WsError) -> CloseKind {
+    match e {
+        WsError::Protocol(p) if format!("{p:?}").contains("ResetWithoutClosingHandshake") => {
+            CloseKind::Abnormal
+        }
+        WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_) => CloseKind::Protocol,
+        _ => CloseKind::Abnormal,
+    }
+}
+
+pub(super) async fn session(
+    mut ws: Ws,
+    sh: &Shared,
+    rec: &mut Recorder,
+    cancel: &CancellationToken,
+    vu: u64,
+    attempt: u32,
+    ctx: &Ctx,
+) -> CloseKind {
+    let opened = Instant::now();
+    let mut first = true;
+    let mut pc = 0usize;
+    let mut lp: Option<LoopState> = None;
+    let mut wait = Waiting::Ready;
+    // When the op now running was due (for coordinated-omission-free timing).
+    let mut due = opened;
+    let mut last_send = opened;
+    let mut ping_seq = 0u64;
+    let (mut step_timer, mut flush_timer) = (Timer::default(), Timer::default());
+    loop {
+        while matches!(wait, Waiting::Ready) {
+            match sh.ops.get(pc) {
+                None => wait = Waiting::Hold,
+                Some(Op::Send { tpl, binary }) => {
+                    let text = render(tpl, vu, attempt, ctx);
+                    let msg = if *binary {
+                        Message::binary(hex_decode(&text))
+                    } else {
+                        Message::text(text)
+                    };
+                    let n = msg.len();
+                    // Boxed like the close: its state is on the heap only while sending.
+                    if let Err(end) = Box::pin(send_message(&mut ws, msg, rec, cancel)).await {
+                        return end;
+                    }
+                    rec.sent(n);
+                    last_send = due;
+                    pc += 1;
+                }
+                Some(Op::Expect { timeout, .. }) => {
+                    wait = Waiting::Reply(Instant::now() + *timeout)
+                }
+                Some(Op::Wait { base, jitter }) => {
+                    let j = if jitter.is_zero() {
+                        Duration::ZERO
+                    } else {
+                        jitter.mul_f64(rand::rng().random::<f64>())
+                    };
+                    wait = Waiting::Until(due.max(Instant::now()) + *base + j, pc + 1);
+                }
+                Some(Op::Ping { timeout }) => {
+                    ping_seq += 1;
+                    let ping = Message::Ping(ping_seq.to_be_bytes().to_vec().into());
+                    if let Err(end) = Box::pin(send_message(&mut ws, ping, rec, cancel)).await {
+                        return end;
+                    }
+                    wait = Waiting::Pong(Instant::now() + *timeout, due);
+                }
+                Some(Op::Close) => {
+                    Box::pin(close_normally(&mut ws, rec)).await;
+                    return CloseKind::Client;
+                }
+                Some(Op::LoopStart { every, times }) => {
+                    lp = Some(LoopState {
+                        start_pc: pc + 1,
+                        iter_start: due,
+                        every: *every,
+                        remaining: *times,
+                    });
+                    pc += 1;
+                }
+                Some(Op::LoopEnd) => match lp.as_mut() {
+                    Some(l) => {
+                        if let Some(r) = l.remaining.as_mut() {
+                            *r = r.saturating_sub(1);
+                            if *r == 0 {
+                                lp = None;
+                                pc += 1;
+                                continue;
+                            }
+                        }
+                        l.iter_start += l.every;
+                        wait = Waiting::Until(l.iter_start, l.start_pc);
+                    }
+                    None => pc += 1,
+                },
+            }
+        }
+        let deadline = match wait {
+            Waiting::Until(t, _) | Waiting::Reply(t) | Waiting::Pong(t, _) => Some(t),
+            Waiting::Hold | Waiting::Ready => None,
+        };
+        step_timer.set(deadline);
+        flush_timer.set(rec.next_flush());
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                rec.try_flush();
+                Box::pin(close_normally(&mut ws, rec)).await;
+                return CloseKind::Client;
+            }
+            m = ws.next() => match m {
+                Some(Ok(msg)) => match &msg {
+                    Message::Text(_) | Message::Binary(_) => {
+                        rec.received(msg.len());
+                        if first {
+                            first = false;
+                            rec.sample(Metric::FirstMsg, opened.elapsed());
+                        }
+                        if let (Waiting::Reply(_), Some(Op::Expect { matcher, .. })) = (&wait, sh.ops.get(pc)) {
+                            if matches(matcher, &msg, vu, attempt, ctx) {
+                                rec.sample(Metric::Rtt, last_send.elapsed());
+                                due = Instant::now();
+                                wait = Waiting::Ready;
+                                pc += 1;
+                            }
+                        }
+                    }
+                    Message::Pong(_) => {
+                        if let Waiting::Pong(_, sent) = wait {
+                            rec.sample(Metric::Ping, sent.elapsed());
+                            due = Instant::now();
+                            wait = Waiting::Ready;
+                            pc += 1;
+                        }
+                    }
+                    Message::Close(frame) => {
+                        return CloseKind::Server(frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005));
+                    }
+                    Message::Ping(_) | Message::Frame(_) => {}
+                },
+                Some(Err(e)) => return end_of(&e),
+                None => return CloseKind::Abnormal,
+            },
+            _ = step_timer.wait() => {
+                let now = Instant::now();
+                match wait {
+                    Waiting::Until(t, next) => { due = t; pc = next; }
+                    Waiting::Reply(_) => { rec.expect_timeout(); due = now; pc += 1; }
+                    Waiting::Pong(..) => { rec.ping_timeout(); due = now; pc += 1; }
+                    Waiting::Hold | Waiting::Ready => {}
+                }
+                wait = Waiting::Ready;
+            }
+            _ = flush_timer.wait() => rec.maybe_flush(),
+        }
+    }
+}
+
+/// A timer on the heap only while armed: an idle VU's task carries no timer state
+/// (a task's future is as big as its largest await state).
+#[derive(Default)]
+pub(super) struct Timer(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Timer {
+    fn set(&mut self, at: Option<Instant>) {
+        match (at, &mut self.0) {
+            (None, _) => self.0 = None,
+            (Some(t), Some(s)) => s.as_mut().reset(t.into()),
+            (Some(t), None) => self.0 = Some(Box::pin(sleep_until(t.into()))),
+        }
+    }
+
+    async fn wait(&mut self) {
+        match &mut self.0 {
+            Some(s) => s.as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+pub(super) fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}

@@ -1,0 +1,487 @@
+//! `Plan::validate`: every field checked against the server's `Limits`, each problem a
+//! `FieldError` naming the field, the value and the limit. Pure.
+
+use super::*;
+
+const MAX_STAGES: usize = 64;
+const MAX_STEPS: usize = 256;
+const MAX_HEADERS: usize = 64;
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+const MAX_NAME: usize = 200;
+
+impl Plan {
+    /// Peak number of connections over all stages.
+    pub fn peak_connections(&self) -> u32 {
+        crate::schedule::peak(&self.stages)
+    }
+
+    /// Total planned duration.
+    pub fn duration(&self) -> Duration {
+        crate::schedule::total_duration(&self.stages)
+    }
+
+    /// Checks every field against `limits`; returns all problems together.
+    pub fn validate(&self, limits: &Limits) -> Result<(), Vec<FieldError>> {
+        let mut errs = Vec::new();
+        let mut err = |field: &str, message: String| {
+            errs.push(FieldError {
+                field: field.into(),
+                message,
+            })
+        };
+        if self.name.trim().is_empty() {
+            err("name", "must not be empty".into());
+        } else if self.name.len() > MAX_NAME {
+            err(
+                "name",
+                format!("is {} bytes long; the limit is {MAX_NAME}", self.name.len()),
+            );
+        }
+        match TargetUrl::parse(&self.target) {
+            Ok(_) => {}
+            Err(e) => err("target", e),
+        }
+        if let Err(e) = Template::parse(&self.target) {
+            err("target", e);
+        }
+        if let Some(probe) = &self.probe {
+            for p in probe.validate(limits) {
+                err(&p.field, p.message);
+            }
+        } else if self.stages.is_empty() {
+            err(
+                "stages",
+                "needs at least one stage, e.g. {\"duration\":\"10s\",\"connections\":50}".into(),
+            );
+        }
+        if self.stages.len() > MAX_STAGES {
+            err(
+                "stages",
+                format!(
+                    "has {} stages; the limit is {MAX_STAGES}",
+                    self.stages.len()
+                ),
+            );
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            if s.connections > limits.max_connections {
+                err(
+                    &format!("stages[{i}].connections"),
+                    format!(
+                        "{} is above this server's limit of {} connections per run (one process can hold about 19,900 sockets: its open-file limit). Split the load over several runs/processes.",
+                        s.connections, limits.max_connections
+                    ),
+                );
+            }
+        }
+        let total = self.duration();
+        if !self.stages.is_empty() && total.is_zero() {
+            err(
+                "stages",
+                "total duration is 0s; give at least one stage a duration".into(),
+            );
+        }
+        if total > limits.max_duration.0 {
+            err(
+                "stages",
+                format!(
+                    "total duration {} is above the limit of {}",
+                    Dur(total),
+                    limits.max_duration
+                ),
+            );
+        }
+        let peak = self.peak_connections();
+        let sources = self.source_addrs.len().max(1) as u64;
+        if u64::from(peak) > u64::from(limits.ports_per_source) * sources {
+            err(
+                "source_addrs",
+                format!(
+                    "{peak} connections to one target need more than the ~{} ephemeral ports one source address has; add {} more source addresses (e.g. 127.0.0.2, 127.0.0.3 on loopback)",
+                    limits.ports_per_source,
+                    (u64::from(peak)).div_ceil(u64::from(limits.ports_per_source)) - sources
+                ),
+            );
+        }
+        if let Some(rate) = self.max_connect_rate {
+            if !(rate.is_finite() && rate > 0.0 && rate <= limits.max_connect_rate) {
+                err(
+                    "max_connect_rate",
+                    format!(
+                        "{rate} must be above 0 and at most {} per second",
+                        limits.max_connect_rate
+                    ),
+                );
+            }
+        }
+        if self.connect_timeout.0 < Duration::from_millis(10)
+            || self.connect_timeout.0 > Duration::from_secs(300)
+        {
+            err(
+                "connect_timeout",
+                format!("{} must be between 10ms and 5m", self.connect_timeout),
+            );
+        }
+        if self.headers.len() > MAX_HEADERS {
+            err(
+                "headers",
+                format!(
+                    "has {} headers; the limit is {MAX_HEADERS}",
+                    self.headers.len()
+                ),
+            );
+        }
+        let header_bytes: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            err(
+                "headers",
+                format!("are {header_bytes} bytes in all; the limit is {MAX_HEADER_BYTES}"),
+            );
+        }
+        for (k, v) in &self.headers {
+            let field = format!("headers.{k}");
+            if k.is_empty()
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            {
+                err(
+                    &field,
+                    "header names may only use letters, digits, '-' and '_'".into(),
+                );
+            }
+            if v.bytes().any(|b| b == b'\r' || b == b'\n') {
+                err(&field, "header values must not contain line breaks".into());
+            }
+            if let Err(e) = Template::parse(v) {
+                err(&field, e);
+            }
+            let lower = k.to_ascii_lowercase();
+            if [
+                "host",
+                "upgrade",
+                "connection",
+                "sec-websocket-key",
+                "sec-websocket-version",
+            ]
+            .contains(&lower.as_str())
+            {
+                err(
+                    &field,
+                    "is set by the engine and cannot be overridden".into(),
+                );
+            }
+        }
+        for (i, p) in self.subprotocols.iter().enumerate() {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                err(
+                    &format!("subprotocols[{i}]"),
+                    format!("`{p}` is not a valid subprotocol token"),
+                );
+            }
+        }
+        let mut steps = 0usize;
+        validate_steps(&self.script, "script", limits, &mut steps, &mut errs);
+        if steps > MAX_STEPS {
+            errs.push(FieldError {
+                field: "script".into(),
+                message: format!("has {steps} steps; the limit is {MAX_STEPS}"),
+            });
+        }
+        if let Some(auth) = &self.auth {
+            validate_auth(auth, &mut errs);
+        }
+        validate_http_steps(self, &mut errs);
+        for (metric, expr) in &self.thresholds {
+            if let Err(e) = crate::thresholds::parse(metric, expr) {
+                errs.push(FieldError {
+                    field: format!("thresholds.{metric}"),
+                    message: e,
+                });
+            }
+        }
+        if let Reconnect::Backoff {
+            max_attempts,
+            initial,
+            max,
+            ..
+        } = &self.reconnect
+        {
+            if *max_attempts == 0 || *max_attempts > 1000 {
+                errs.push(FieldError {
+                    field: "reconnect.max_attempts".into(),
+                    message: format!("{max_attempts} must be between 1 and 1000"),
+                });
+            }
+            if initial.0.is_zero() || initial > max {
+                errs.push(FieldError {
+                    field: "reconnect.initial".into(),
+                    message: format!("{initial} must be above 0 and at most reconnect.max ({max})"),
+                });
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+fn validate_http_steps(plan: &Plan, errs: &mut Vec<FieldError>) {
+    let mut captured: Vec<&str> = Vec::new();
+    for (i, step) in plan.http_steps.iter().enumerate() {
+        let f = |x: &str| format!("http_steps[{i}].{x}");
+        if !["GET", "POST", "PUT", "DELETE"].contains(&step.method.as_str()) {
+            errs.push(FieldError {
+                field: f("method"),
+                message: format!("`{}` must be GET, POST, PUT or DELETE", step.method),
+            });
+        }
+        match Template::parse(&step.url) {
+            Err(e) => errs.push(FieldError {
+                field: f("url"),
+                message: e,
+            }),
+            Ok(_) => {
+                let probe = step.url.replace("{{", "x").replace("}}", "x");
+                if !matches!(
+                    url::Url::parse(&probe)
+                        .map(|u| u.scheme().to_string())
+                        .as_deref(),
+                    Ok("http" | "https")
+                ) {
+                    errs.push(FieldError {
+                        field: f("url"),
+                        message: format!("`{}` is not an http(s) URL", step.url),
+                    });
+                }
+            }
+        }
+        for (k, v) in &step.headers {
+            if let Err(e) = Template::parse(v) {
+                errs.push(FieldError {
+                    field: f(&format!("headers.{k}")),
+                    message: e,
+                });
+            }
+        }
+        if let Some(Err(e)) = step.body.as_deref().map(Template::parse) {
+            errs.push(FieldError {
+                field: f("body"),
+                message: e,
+            });
+        }
+        captured.extend(step.capture.keys().map(String::as_str));
+    }
+    // Every {{var.NAME}} must be captured by some step.
+    let mut uses: Vec<(String, Template)> = Vec::new();
+    if let Ok(t) = Template::parse(&plan.target) {
+        uses.push(("target".into(), t));
+    }
+    for (k, v) in &plan.headers {
+        if let Ok(t) = Template::parse(v) {
+            uses.push((format!("headers.{k}"), t));
+        }
+    }
+    for (field, t) in uses {
+        for name in t.var_names() {
+            if !captured.contains(&name) {
+                errs.push(FieldError {
+                    field: field.clone(),
+                    message: format!(
+                        "`{{{{var.{name}}}}}` is not captured by any http_steps[].capture"
+                    ),
+                });
+            }
+        }
+    }
+}
+
+fn validate_auth(auth: &Auth, errs: &mut Vec<FieldError>) {
+    let mut err = |field: &str, message: String| {
+        errs.push(FieldError {
+            field: field.into(),
+            message,
+        })
+    };
+    match &auth.source {
+        TokenSource::Static { tokens } => {
+            if tokens.is_empty() {
+                err("auth.source.tokens", "needs at least one token".into());
+            }
+            for (i, t) in tokens.iter().enumerate() {
+                match t {
+                    Secret::Env { env } if std::env::var(env).is_err() => err(
+                        &format!("auth.source.tokens[{i}]"),
+                        format!("environment variable `{env}` is not set on the server"),
+                    ),
+                    Secret::Value(v) if v == REDACTED => err(
+                        &format!("auth.source.tokens[{i}]"),
+                        "was typed in for an earlier run and not stored; type it again or use {\"env\": \"NAME\"}".into(),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        TokenSource::Oauth2 {
+            token_url,
+            client_id,
+            client_secret,
+            ..
+        } => {
+            match url::Url::parse(token_url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => err(
+                    "auth.source.token_url",
+                    format!("`{token_url}` is not an http(s) URL"),
+                ),
+            }
+            if client_id.is_empty() {
+                err("auth.source.client_id", "must not be empty".into());
+            }
+            match client_secret {
+                Secret::Env { env } if std::env::var(env).is_err() => {
+                    err("auth.source.client_secret", format!("environment variable `{env}` is not set on the server"))
+                }
+                Secret::Value(v) if v == REDACTED => err(
+                    "auth.source.client_secret",
+                    "was typed in for an earlier run and not stored; type it again or use {\"env\": \"NAME\"}".into(),
+                ),
+                _ => {}
+            }
+        }
+    }
+    match auth.policy {
+        TokenPolicy::Pool { size } if size == 0 || size > 100_000 => err(
+            "auth.policy.size",
+            format!("{size} must be between 1 and 100000"),
+        ),
+        TokenPolicy::PerConnections { connections: 0 } => {
+            err("auth.policy.connections", "must be at least 1".into())
+        }
+        _ => {}
+    }
+    if !auth.header.is_empty()
+        && !auth
+            .header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        err(
+            "auth.header",
+            "header names may only use letters, digits, '-' and '_'".into(),
+        );
+    }
+    if let Err(e) = Template::parse(&auth.value) {
+        err("auth.value", e);
+    }
+}
+
+fn validate_steps(
+    steps: &[Step],
+    path: &str,
+    limits: &Limits,
+    count: &mut usize,
+    errs: &mut Vec<FieldError>,
+) {
+    for (i, step) in steps.iter().enumerate() {
+        *count += 1;
+        let field = format!("{path}[{i}]");
+        let mut err = |suffix: &str, message: String| {
+            errs.push(FieldError {
+                field: format!("{field}{suffix}"),
+                message,
+            })
+        };
+        match step {
+            Step::Send(text) | Step::SendBinary(text) => {
+                if text.len() > limits.max_message_bytes {
+                    err(
+                        ".send",
+                        format!(
+                            "message is {} bytes; the limit is {}",
+                            text.len(),
+                            limits.max_message_bytes
+                        ),
+                    );
+                }
+                if let Err(e) = Template::parse(text) {
+                    err(".send", e);
+                }
+                if let Step::SendBinary(hex) = step {
+                    if !hex.contains("{{")
+                        && (hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                    {
+                        err(".send_binary", "must be hex digits, two per byte".into());
+                    }
+                }
+            }
+            Step::Expect(e) => {
+                let n = [
+                    e.contains.is_some(),
+                    e.regex.is_some(),
+                    e.json_field.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
+                if n > 1 {
+                    err(".expect", "use one of contains, regex or json_field".into());
+                }
+                if e.equals.is_some() && e.json_field.is_none() {
+                    err(".expect.equals", "needs json_field".into());
+                }
+                if let Some(c) = &e.contains {
+                    if let Err(m) = Template::parse(c) {
+                        err(".expect.contains", m);
+                    }
+                }
+                #[cfg(feature = "runtime")]
+                if let Some(r) = &e.regex {
+                    if let Err(m) = regex::Regex::new(r) {
+                        err(
+                            ".expect.regex",
+                            format!("is not a valid regular expression: {m}"),
+                        );
+                    }
+                }
+                if e.timeout.0.is_zero() || e.timeout.0 > Duration::from_secs(600) {
+                    err(
+                        ".expect.timeout",
+                        format!("{} must be above 0 and at most 10m", e.timeout),
+                    );
+                }
+            }
+            Step::Wait(_) | Step::Close => {}
+            Step::Ping(t) => {
+                if t.0.is_zero() {
+                    err(".ping", "timeout must be above 0".into());
+                }
+            }
+            Step::Repeat(r) => {
+                if r.every.0 < Duration::from_millis(1) {
+                    err(".repeat.every", format!("{} must be at least 1ms", r.every));
+                }
+                if r.steps.is_empty() {
+                    err(".repeat.steps", "must not be empty".into());
+                }
+                if r.steps.iter().any(|s| matches!(s, Step::Repeat(_))) {
+                    err(".repeat.steps", "repeat blocks cannot be nested".into());
+                } else {
+                    validate_steps(
+                        &r.steps,
+                        &format!("{field}.repeat.steps"),
+                        limits,
+                        count,
+                        errs,
+                    );
+                }
+            }
+        }
+    }
+}
