@@ -584,7 +584,8 @@ mod stall_tests {
             .expect("an error, not the end")
             .unwrap_err();
         assert!(matches!(err, WsError::Capacity(_)), "{err:?}");
-        assert_eq!(end_of(&err), CloseKind::Protocol);
+        assert_eq!(end_of(&err), CloseKind::TooLarge);
+        assert_eq!(end_of(&err).key(), "too_large");
     }
 }
 

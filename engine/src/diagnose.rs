@@ -470,7 +470,9 @@ fn detect_drops(f: &Facts<'_>) -> Option<Finding> {
         .totals
         .iter()
         .filter(|(k, _)| {
-            k.starts_with("server_") || k.starts_with("abnormal") || k.as_str() == "protocol"
+            k.starts_with("server_")
+                || k.starts_with("abnormal")
+                || matches!(k.as_str(), "protocol" | "too_large")
         })
         .map(|(k, v)| format!("{v} × {k}"))
         .collect();

@@ -71,8 +71,10 @@ pub enum CloseKind {
     Abnormal,
     /// The client closed it: end of run, ramp-down or a `close` step.
     Client,
-    /// The peer broke the protocol (bad frame, oversized message).
+    /// The peer broke the protocol (bad frame, invalid UTF-8, bad masking).
     Protocol,
+    /// The peer sent a frame or message over the 16 MiB limit.
+    TooLarge,
 }
 
 impl CloseKind {
@@ -83,6 +85,7 @@ impl CloseKind {
             CloseKind::Abnormal => "abnormal_1006".into(),
             CloseKind::Client => "client".into(),
             CloseKind::Protocol => "protocol".into(),
+            CloseKind::TooLarge => "too_large".into(),
         }
     }
 

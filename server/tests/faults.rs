@@ -291,7 +291,7 @@ async fn a_half_open_target_is_detected_and_a_cancel_still_ends_the_run_promptly
 const MAX_MESSAGE: u64 = 16 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_and_oversized_frames_are_protocol_errors() {
+async fn malformed_and_oversized_frames_are_protocol_and_size_errors() {
     watch_panics();
     let app = spawn_app().await;
     // VU % 3 == 0: garbage right behind a good 101 (same write). == 1: a good 101, then
@@ -347,11 +347,18 @@ async fn malformed_and_oversized_frames_are_protocol_errors() {
     assert_eq!(f.total("opened"), 6);
     assert_eq!(
         f.close("protocol"),
-        n(&fault.counts.faults[0]) + n(&fault.counts.faults[1]),
+        n(&fault.counts.faults[0]),
         "{}",
         f.totals()
     );
-    assert_eq!(f.close("protocol"), 6);
+    assert_eq!(f.close("protocol"), 3, "garbage after the 101");
+    assert_eq!(
+        f.close("too_large"),
+        n(&fault.counts.faults[1]),
+        "{}",
+        f.totals()
+    );
+    assert_eq!(f.close("too_large"), 3, "a frame over 16 MiB announced");
     assert_eq!(
         f.total("bytes_received"),
         0,

@@ -99,7 +99,8 @@ pub(super) fn end_of(e: &WsError) -> CloseKind {
         WsError::Protocol(p) if format!("{p:?}").contains("ResetWithoutClosingHandshake") => {
             CloseKind::Abnormal
         }
-        WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_) => CloseKind::Protocol,
+        WsError::Capacity(_) => CloseKind::TooLarge,
+        WsError::Protocol(_) | WsError::Utf8(_) => CloseKind::Protocol,
         _ => CloseKind::Abnormal,
     }
 }
