@@ -226,7 +226,8 @@ pub fn compare(runs: &[RunFacts<'_>]) -> Comparison {
             let Some(sig) = &ch.significance else {
                 continue;
             };
-            if m.key.ends_with("p95") || sig.significant {
+            let tested = !sig.method.starts_with("too few");
+            if tested && (m.key.ends_with("p95") || sig.significant) {
                 let rel = ch
                     .rel
                     .map(|r| format!("{:+.0} %", r * 100.0))
@@ -344,6 +345,12 @@ fn percentile_row(runs: &[RunFacts<'_>], metric: &str, q: f64, qname: &str) -> M
     for (i, ch) in m.changes.iter_mut().enumerate() {
         let Some(ch) = ch else { continue };
         let (Some(a), Some(b)) = (base_ci, intervals.get(i).copied().flatten()) else {
+            ch.significance = Some(Significance {
+                significant: false,
+                method: format!("too few samples for a {qname} interval"),
+                p_value: None,
+            });
+            ch.verdict = "same".into();
             continue;
         };
         let disjoint = a.1 < b.0 || b.1 < a.0;
@@ -378,10 +385,12 @@ fn value_at_rank(h: &[(u64, u64)], k: u64) -> Option<u64> {
 }
 
 /// Distribution-free 95 % confidence interval of the `q` quantile (order statistics,
-/// normal approximation of the binomial). `None` for fewer than 5 samples.
+/// normal approximation of the binomial). `None` unless at least 5 samples lie on each
+/// side of the quantile (n·min(q, 1−q) ≥ 5: p50 needs 10 samples, p95 100, p99 500) —
+/// below that the approximation does not hold and no claim is made.
 pub fn quantile_ci(h: &[(u64, u64)], q: f64) -> Option<(u64, u64)> {
     let n: u64 = h.iter().map(|x| x.1).sum();
-    if n < 5 {
+    if (n as f64) * q.min(1.0 - q) < 5.0 {
         return None;
     }
     let nf = n as f64;

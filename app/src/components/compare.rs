@@ -23,10 +23,19 @@ fn cell(m: &MetricRow, i: usize) -> impl IntoView {
                     <span class=format!("cmp__delta cmp__delta--{}", c.verdict) data-verdict=c.verdict>
                         {format!(" {}", fmt::change(c.abs, c.rel, &m.unit))}
                     </span>
-                    {sig.map(|s| view! {
-                        <span class=if s.significant { "cmp__sig cmp__sig--yes" } else { "cmp__sig" } title=s.method>
-                            {if s.significant { " significant" } else { " within noise" }}
-                        </span>
+                    {sig.map(|s| {
+                        let word = if s.significant {
+                            " significant"
+                        } else if s.method.starts_with("too few") {
+                            " too few samples"
+                        } else {
+                            " within noise"
+                        };
+                        view! {
+                            <span class=if s.significant { "cmp__sig cmp__sig--yes" } else { "cmp__sig" } title=s.method>
+                                {word}
+                            </span>
+                        }
                     })}
                 }
             })}

@@ -49,6 +49,52 @@ fn quantile_interval_brackets_the_quantile() {
     assert!(lo < 950 && hi > 950, "{lo}..{hi}");
     assert!(hi - lo < 30, "{lo}..{hi}");
     assert!(quantile_ci(&[(1, 3)], 0.5).is_none());
+    // p95 needs 5 samples above it: 100 in all.
+    assert!(quantile_ci(&h[..99], 0.95).is_none());
+    assert!(quantile_ci(&h[..100], 0.95).is_some());
+}
+
+#[test]
+fn small_samples_make_no_claim() {
+    let (sa, sb) = (summary(100, 0), summary(300, 0));
+    // 12 samples each: enough for a p50 interval, not for p95 or p99.
+    let small = |c: u64| BTreeMap::from([("ws_connecting".to_string(), spread(c)[..12].to_vec())]);
+    let (ha, hb) = (small(50), small(80));
+    let (d, series) = (Diagnosis::default(), Series::default());
+    let c = compare(&[
+        RunFacts {
+            name: "a",
+            summary: &sa,
+            diagnosis: &d,
+            histograms: &ha,
+            series: &series,
+        },
+        RunFacts {
+            name: "b",
+            summary: &sb,
+            diagnosis: &d,
+            histograms: &hb,
+            series: &series,
+        },
+    ]);
+    let p95 = c
+        .metrics
+        .iter()
+        .find(|m| m.key == "ws_connecting.p95")
+        .unwrap();
+    let ch = p95.changes[1].as_ref().unwrap();
+    assert_eq!(ch.verdict, "same");
+    assert!(ch
+        .significance
+        .as_ref()
+        .unwrap()
+        .method
+        .starts_with("too few samples"));
+    assert!(
+        !c.headlines.iter().any(|h| h.contains("p95")),
+        "no headline claims anything about p95: {:?}",
+        c.headlines
+    );
 }
 
 fn summary(p95_ms: u64, failed: u64) -> Summary {
