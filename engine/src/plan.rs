@@ -543,6 +543,10 @@ impl fmt::Display for FieldError {
 
 mod validate;
 
+/// A commented plan file: what `socketswarm plan init` writes, the starter plan and
+/// the New-plan editor start from.
+pub const TEMPLATE: &str = include_str!("plan/template.toml");
+
 /// A parsed `ws://` target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetUrl {

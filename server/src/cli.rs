@@ -75,48 +75,9 @@ pub fn schema() -> String {
     serde_json::to_string_pretty(&engine::plan::json_schema()).unwrap_or_default()
 }
 
-/// The commented template `plan init` writes.
-pub const TEMPLATE: &str = r#"# socketswarm plan. Check it with `socketswarm plan check plan.toml`,
-# run it with `socketswarm run plan.toml` (exit 0 = thresholds passed, 99 = failed,
-# 2 = could not run). Every field is documented in the README's "The plan" section.
-
-name = "smoke"
-# ws:// or wss://. The built-in sandbox (`socketswarm target`) takes ?cap=N,
-# ?rate=R&burst=B, ?drop_after=30s, ?delay=50ms, ?auth=bearer ...
-target = "ws://127.0.0.1:9001/echo"
-connect_timeout = "10s"
-# Optional cap on new connections per second (open model):
-# max_connect_rate = 100.0
-
-# Ramp linearly to `connections` over `duration`, then the next stage.
-[[stages]]
-duration = "10s"
-connections = 100
-
-[[stages]]
-duration = "20s"
-connections = 100
-
-# What each connection does: every second, send a message and time the echo.
-[[script]]
-[script.repeat]
-every = "1s"
-steps = [
-  { send = "hello from {{vu}}" },
-  { expect = { contains = "hello from {{vu}}", timeout = "5s" } },
-]
-
-# Retry failed handshakes and drops with backoff (or mode = "never" to measure raw).
-[reconnect]
-mode = "never"
-
-# Pass/fail, evaluated at the end.
-[thresholds]
-handshake_failure_rate = "< 1%"
-"ws_connecting.p95" = "< 300ms"
-"ws_rtt.p99" = "< 1s"
-drops = "== 0"
-"#;
+/// The commented template `plan init` writes (also the starter plan and the New-plan
+/// editor's starting text).
+pub const TEMPLATE: &str = engine::plan::TEMPLATE;
 
 /// `plan init`: writes the template (to stdout with no file).
 pub fn init(path: Option<&Path>) -> i32 {

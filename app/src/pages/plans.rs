@@ -10,35 +10,6 @@ use crate::api::{
 use crate::components::StatusBadge;
 use crate::fmt;
 
-/// What a new plan starts from (the sandbox smoke test).
-const STARTER: &str = r#"# A saved plan, as it would live in git. Edit, then Save.
-name = "smoke"
-target = "ws://127.0.0.1:9001/echo"
-connect_timeout = "10s"
-
-# Ramp linearly to `connections` over `duration`, then the next stage.
-[[stages]]
-duration = "10s"
-connections = 100
-
-[[stages]]
-duration = "20s"
-connections = 100
-
-# What each connection does: every second, send a message and time the echo.
-[[script]]
-[script.repeat]
-every = "1s"
-steps = [
-  { send = "hello from {{vu}}" },
-  { expect = { contains = "hello from {{vu}}", timeout = "5s" } },
-]
-
-[thresholds]
-handshake_failure_rate = "< 1%"
-"ws_connecting.p95" = "< 300ms"
-"#;
-
 #[component]
 pub fn PlansPage() -> impl IntoView {
     let plans = Resource::new(|| (), |_| list_plans());
@@ -101,7 +72,7 @@ pub fn NewPlanPage() -> impl IntoView {
     view! {
         <h1>"New plan"</h1>
         <p class="muted">"Write or paste a plan file (TOML or JSON). Secrets: prefer { env = \"NAME\" }; typed-in values are stored on this server and never shown again."</p>
-        <PlanEditor id=String::new() text=STARTER.to_string() on_saved=None/>
+        <PlanEditor id=String::new() text=engine::plan::TEMPLATE.to_string() on_saved=None/>
     }
 }
 
