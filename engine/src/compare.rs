@@ -112,6 +112,81 @@ const LATENCY_METRICS: [&str; 6] = [
     "token_fetch",
 ];
 
+/// A headline metric of one run: key, label, unit, which way is better, and its value.
+type CountMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Better,
+    fn(&Summary) -> f64,
+);
+
+/// The headline (non-latency) rows, in table order.
+const COUNT_METRICS: [CountMetric; 10] = [
+    ("duration", "Duration", "s", Better::Neither, |s| {
+        s.duration_ms as f64 / 1000.0
+    }),
+    (
+        "peak_open",
+        "Peak open connections",
+        "count",
+        Better::Higher,
+        |s| s.peak_open as f64,
+    ),
+    (
+        "attempted",
+        "Handshakes attempted",
+        "count",
+        Better::Neither,
+        |s| s.totals.attempted as f64,
+    ),
+    (
+        "opened",
+        "Connections opened",
+        "count",
+        Better::Higher,
+        |s| s.totals.opened as f64,
+    ),
+    (
+        "connect_rate",
+        "Opened per second (mean)",
+        "per_s",
+        Better::Higher,
+        |s| s.totals.opened as f64 / (s.duration_ms.max(1) as f64 / 1000.0),
+    ),
+    ("failed", "Handshakes failed", "count", Better::Lower, |s| {
+        s.totals.failed as f64
+    }),
+    (
+        "failure_rate",
+        "Handshake failure rate",
+        "pct",
+        Better::Lower,
+        |s| 100.0 * s.totals.failed as f64 / s.totals.attempted.max(1) as f64,
+    ),
+    (
+        "drops",
+        "Dropped by the target",
+        "count",
+        Better::Lower,
+        |s| s.totals.dropped as f64,
+    ),
+    (
+        "msgs_received",
+        "Messages received",
+        "count",
+        Better::Higher,
+        |s| s.totals.msgs_received as f64,
+    ),
+    (
+        "expect_timeouts",
+        "Reply timeouts",
+        "count",
+        Better::Lower,
+        |s| s.totals.expect_timeouts as f64,
+    ),
+];
+
 /// Smallest relative change called significant.
 const MIN_EFFECT: f64 = 0.05;
 
@@ -121,82 +196,10 @@ pub fn compare(runs: &[RunFacts<'_>]) -> Comparison {
     if runs.is_empty() {
         return c;
     }
-    let count = |key: &str, label: &str, unit: &str, better, f: &dyn Fn(&Summary) -> f64| {
-        row(
-            key,
-            label,
-            unit,
-            better,
-            runs.iter().map(|r| Some(f(r.summary))).collect(),
-        )
-    };
-    c.metrics
-        .push(count("duration", "Duration", "s", Better::Neither, &|s| {
-            s.duration_ms as f64 / 1000.0
-        }));
-    c.metrics.push(count(
-        "peak_open",
-        "Peak open connections",
-        "count",
-        Better::Higher,
-        &|s| s.peak_open as f64,
-    ));
-    c.metrics.push(count(
-        "attempted",
-        "Handshakes attempted",
-        "count",
-        Better::Neither,
-        &|s| s.totals.attempted as f64,
-    ));
-    c.metrics.push(count(
-        "opened",
-        "Connections opened",
-        "count",
-        Better::Higher,
-        &|s| s.totals.opened as f64,
-    ));
-    c.metrics.push(count(
-        "connect_rate",
-        "Opened per second (mean)",
-        "per_s",
-        Better::Higher,
-        &|s| s.totals.opened as f64 / (s.duration_ms.max(1) as f64 / 1000.0),
-    ));
-    c.metrics.push(count(
-        "failed",
-        "Handshakes failed",
-        "count",
-        Better::Lower,
-        &|s| s.totals.failed as f64,
-    ));
-    c.metrics.push(count(
-        "failure_rate",
-        "Handshake failure rate",
-        "pct",
-        Better::Lower,
-        &|s| 100.0 * s.totals.failed as f64 / s.totals.attempted.max(1) as f64,
-    ));
-    c.metrics.push(count(
-        "drops",
-        "Dropped by the target",
-        "count",
-        Better::Lower,
-        &|s| s.totals.dropped as f64,
-    ));
-    c.metrics.push(count(
-        "msgs_received",
-        "Messages received",
-        "count",
-        Better::Higher,
-        &|s| s.totals.msgs_received as f64,
-    ));
-    c.metrics.push(count(
-        "expect_timeouts",
-        "Reply timeouts",
-        "count",
-        Better::Lower,
-        &|s| s.totals.expect_timeouts as f64,
-    ));
+    for (key, label, unit, better, f) in COUNT_METRICS {
+        let values = runs.iter().map(|r| Some(f(r.summary))).collect();
+        c.metrics.push(row(key, label, unit, better, values));
+    }
     for metric in LATENCY_METRICS {
         if runs.iter().all(|r| !r.summary.latency.contains_key(metric)) {
             continue;
