@@ -64,7 +64,7 @@ async fn get_meta(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    let d = st.runs.get(&id).await?;
+    let d = st.runs.detail(&id).await?;
     Ok(Json(RunMeta {
         tags: d.tags,
         note: d.note,
@@ -140,7 +140,7 @@ async fn series_csv(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    let d = st.runs.get(&id).await?;
+    let d = st.runs.detail(&id).await?;
     Ok(csv_response(&id, d.series.to_csv()))
 }
 
@@ -313,6 +313,6 @@ async fn share_csv(
     Path(sid): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
     let id = shared_run(&st, &sid).await?;
-    let d = st.runs.get(&id).await?;
+    let d = st.runs.detail(&id).await?;
     Ok(csv_response(&sid, d.series.to_csv()))
 }

@@ -140,7 +140,7 @@ struct Finished {
 
 /// Loads a run that has finished (409 while it is live or if it never ran).
 async fn finished(st: &AppState, id: &str) -> Result<Finished, AppError> {
-    let run = st.runs.get(id).await?;
+    let run = st.runs.detail(id).await?;
     let Some(summary) = run.summary.clone() else {
         return Err(ApiError::Conflict(format!(
             "run {id} is {} and has no summary yet",
@@ -148,7 +148,10 @@ async fn finished(st: &AppState, id: &str) -> Result<Finished, AppError> {
         ))
         .into());
     };
-    let diagnosis = engine::diagnose::for_run(&run.series, Some(&summary));
+    let diagnosis = run
+        .diagnosis
+        .clone()
+        .unwrap_or_else(|| engine::diagnose::for_run(&run.series, Some(&summary)));
     let thresholds = engine::thresholds::evaluate(&run.plan.thresholds, &summary);
     Ok(Finished {
         run,

@@ -100,7 +100,9 @@ impl Runs {
                         (base.detail.name.clone(), base.detail.created_at_ms);
                     let this = Facts {
                         summary: d.summary.clone().unwrap_or_default(),
-                        diagnosis: engine::diagnose::for_run(&d.series, d.summary.as_ref()),
+                        diagnosis: d.diagnosis.clone().unwrap_or_else(|| {
+                            engine::diagnose::for_run(&d.series, d.summary.as_ref())
+                        }),
                         histograms: d.summary.as_ref().map(decoded).unwrap_or_default(),
                         detail: d.clone(),
                     };
@@ -126,7 +128,10 @@ impl Runs {
                 detail.status.as_str()
             )));
         };
-        let diagnosis = engine::diagnose::for_run(&detail.series, Some(&summary));
+        let diagnosis = detail
+            .diagnosis
+            .clone()
+            .unwrap_or_else(|| engine::diagnose::for_run(&detail.series, Some(&summary)));
         let histograms = decoded(&summary);
         Ok(Facts {
             detail,

@@ -115,7 +115,9 @@ impl Runs {
         Ok(())
     }
 
-    pub(super) async fn detail(&self, id: &str) -> Result<RunDetail, ApiError> {
+    /// The run itself (no saved-plan name, no baseline comparison): what exports,
+    /// CSV and metadata answers need.
+    pub(crate) async fn detail(&self, id: &str) -> Result<RunDetail, ApiError> {
         let row = store::get_run(&self.pool, id)
             .await
             .map_err(|e| internal("get_run", e))?

@@ -225,14 +225,6 @@ pub async fn mark_interrupted(pool: &SqlitePool, now: i64) -> sqlx::Result<u64> 
     Ok(r.rows_affected())
 }
 
-/// Newest first.
-pub async fn list_runs(pool: &SqlitePool, limit: i64) -> sqlx::Result<Vec<RunRow>> {
-    sqlx::query_as::<_, RunRow>("select * from run order by created_at desc, rowid desc limit ?")
-        .bind(limit)
-        .fetch_all(pool)
-        .await
-}
-
 pub async fn get_run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<RunRow>> {
     sqlx::query_as::<_, RunRow>("select * from run where run_id = ?")
         .bind(run_id)
