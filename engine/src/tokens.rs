@@ -197,6 +197,23 @@ mod tests {
     use super::*;
     use crate::plan::Secret;
 
+    /// One shared OAuth2 client-credentials token from `url`.
+    fn shared_oauth(url: String) -> Auth {
+        Auth {
+            source: TokenSource::Oauth2 {
+                token_url: url,
+                client_id: "c".into(),
+                client_secret: Secret::Value("s".into()),
+                scope: None,
+                audience: None,
+            },
+            policy: TokenPolicy::Shared,
+            header: "Authorization".into(),
+            value: "Bearer {{token}}".into(),
+            refresh_before: crate::plan::Dur::secs(30),
+        }
+    }
+
     fn pool(policy: TokenPolicy) -> TokenPool {
         let auth = Auth {
             source: TokenSource::Static {
@@ -230,19 +247,7 @@ mod tests {
             std::future::pending::<()>().await;
             drop(tcp);
         });
-        let auth = Auth {
-            source: TokenSource::Oauth2 {
-                token_url: url,
-                client_id: "c".into(),
-                client_secret: Secret::Value("s".into()),
-                scope: None,
-                audience: None,
-            },
-            policy: TokenPolicy::Shared,
-            header: "Authorization".into(),
-            value: "Bearer {{token}}".into(),
-            refresh_before: crate::plan::Dur::secs(30),
-        };
+        let auth = shared_oauth(url);
         let tls = crate::tls::client_config(false).unwrap();
         let p = TokenPool::new(&auth, 1, &tls, Duration::from_millis(200)).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
@@ -270,19 +275,7 @@ mod tests {
                 held.push(tcp);
             }
         });
-        let auth = Auth {
-            source: TokenSource::Oauth2 {
-                token_url: url,
-                client_id: "c".into(),
-                client_secret: Secret::Value("s".into()),
-                scope: None,
-                audience: None,
-            },
-            policy: TokenPolicy::Shared,
-            header: "Authorization".into(),
-            value: "Bearer {{token}}".into(),
-            refresh_before: crate::plan::Dur::secs(30),
-        };
+        let auth = shared_oauth(url);
         let tls = crate::tls::client_config(false).unwrap();
         let p = TokenPool::new(&auth, 5, &tls, Duration::from_millis(200)).unwrap();
         let (tx, _rx) = tokio::sync::mpsc::channel(16);
