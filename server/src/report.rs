@@ -36,7 +36,8 @@ pub struct Environment<'a> {
     pub finished_at_ms: Option<i64>,
 }
 
-fn esc(s: &str) -> String {
+/// Escapes text for HTML content and attribute values.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

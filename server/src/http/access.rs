@@ -156,11 +156,7 @@ struct LoginQuery {
 }
 
 fn page(next: &str, failed: bool) -> Html<String> {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('"', "&quot;")
-    };
+    let esc = crate::report::esc;
     Html(format!(
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>socketswarm · log in</title><link rel="icon" href="/favicon.svg"><link rel="stylesheet" href="/pkg/socketswarm.css"></head>
