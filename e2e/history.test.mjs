@@ -19,12 +19,14 @@ const planToml = (sandbox, cap) => `# e2e plan
 name = "tenant cap"
 target = "${sandbox}/echo?cap=${cap}"
 
+# 4 connections a second: the rejections span more than one second, so a cap is told
+# apart from a rate limit.
 [[stages]]
-duration = "1s"
+duration = "3s"
 connections = 12
 
 [[stages]]
-duration = "1500ms"
+duration = "1s"
 connections = 12
 `;
 

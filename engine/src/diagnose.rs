@@ -564,17 +564,35 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
         },
         _ => {
             let failed = Facts::total(&f.failed, &f.dt);
+            let rejected = Facts::total(&f.rejected, &f.dt);
+            let rejecting_ticks = rejecting(&f).len();
+            let (headline, evidence) = if failed < 1.0 {
+                (
+                    format!("No limit found up to {:.0} open connections.", f.peak_open),
+                    Vec::new(),
+                )
+            } else if rejected >= 1.0 && rejecting_ticks == 1 {
+                // All rejections fell in one tick: a cap and a rate limit look the same.
+                let open = knee.open_at_first_rejection.unwrap_or(f.peak_open);
+                (
+                    format!("{rejected:.0} handshakes were rejected once {open:.0} connections were open, all within one second: too little to tell a concurrency cap from a handshake rate limit."),
+                    vec![
+                        "Ramp more slowly, or hold the load longer with reconnect on, so the rejections span several seconds.".into(),
+                    ],
+                )
+            } else {
+                (
+                    format!("No clear limit up to {:.0} open connections; {failed:.0} attempts failed without a pattern.", f.peak_open),
+                    Vec::new(),
+                )
+            };
             Diagnosis {
                 kind: LimitKind::None,
                 level: Some(f.peak_open),
                 unit: "connections".into(),
                 confidence: if failed < 1.0 { 0.9 } else { 0.5 },
-                headline: if failed < 1.0 {
-                    format!("No limit found up to {:.0} open connections.", f.peak_open)
-                } else {
-                    format!("No clear limit up to {:.0} open connections; {failed:.0} attempts failed without a pattern.", f.peak_open)
-                },
-                evidence: Vec::new(),
+                headline,
+                evidence,
                 knee,
                 failures: f.totals,
                 alternatives,
@@ -653,6 +671,22 @@ mod tests {
         assert_eq!(d.kind, LimitKind::None);
         assert_eq!(d.level, Some(100.0));
         assert!(d.headline.contains("No limit found up to 100"));
+    }
+
+    #[test]
+    fn rejections_within_one_tick_are_called_ambiguous() {
+        // 12 attempts within the first second against a cap (or a rate) of 8: one tick
+        // cannot tell which.
+        let s = series(&[(8.0, 4.0, 8.0), (0.0, 0.0, 8.0), (0.0, 0.0, 8.0)]);
+        let d = diagnose(&s, None);
+        assert_eq!(d.kind, LimitKind::None, "{d:?}");
+        assert!(
+            d.headline
+                .starts_with("4 handshakes were rejected once 8 connections were open"),
+            "{}",
+            d.headline
+        );
+        assert!(d.evidence[0].contains("Ramp more slowly"));
     }
 
     #[test]
