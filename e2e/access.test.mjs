@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
-import { startServer, browser, artifacts } from './harness.mjs';
+import { startServer, browser, artifacts, cspViolations } from './harness.mjs';
 
 const TOKEN = 'e2e-access-token-0123456789';
 let srv;
@@ -103,4 +103,8 @@ test('a page on another origin cannot launch a run through the browser', async (
   assert.equal(response.status(), 403);
   const list = await (await fetch(`${srv.base}/api/runs?q=csrf`, { headers: auth })).json();
   assert.deepEqual(list, [], 'nothing was launched');
+});
+
+test('no page had anything refused by its Content-Security-Policy', () => {
+  assert.deepEqual(cspViolations, []);
 });

@@ -33,10 +33,13 @@ export async function startServer(extraArgs = []) {
   return { ...found, proc, stop: () => proc.kill('SIGTERM'), log: () => log };
 }
 
-/** A headless chromium with a fresh profile. */
+/** Every Content-Security-Policy refusal any page of any browser here reported. */
+export const cspViolations = [];
+
+/** A headless chromium with a fresh profile; its pages report CSP refusals to `cspViolations`. */
 export async function browser(opts = {}) {
   const profile = mkdtempSync(join(tmpdir(), 'socketswarm-chromium-'));
-  return chromium.launchPersistentContext(profile, {
+  const ctx = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     viewport: { width: 1280, height: 900 },
@@ -44,6 +47,12 @@ export async function browser(opts = {}) {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     ...opts,
   });
+  const watch = (page) => page.on('console', (msg) => {
+    if (/Content Security Policy/i.test(msg.text())) cspViolations.push(`${page.url()}: ${msg.text()}`);
+  });
+  ctx.pages().forEach(watch);
+  ctx.on('page', watch);
+  return ctx;
 }
 
 /** JSON API helper. */

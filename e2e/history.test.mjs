@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { startServer, browser, api, artifacts } from './harness.mjs';
+import { startServer, browser, api, artifacts, cspViolations } from './harness.mjs';
 
 let srv;
 let ctx;
@@ -168,4 +168,8 @@ test('plan, run, baseline, change, run again, compare, share, download, tag, del
   assert.equal((await api(srv.base, `/api/runs/${first}`)).status, 404);
   assert.equal((await api(srv.base, `/api/shares/${comparePath.split('/').pop()}`)).status, 404, 'its share links went with it');
   await page.screenshot({ path: join(artifacts, '17-after-delete.png'), fullPage: true });
+});
+
+test('no page had anything refused by its Content-Security-Policy', () => {
+  assert.deepEqual(cspViolations, []);
 });

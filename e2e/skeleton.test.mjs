@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { startServer, browser, api, artifacts } from './harness.mjs';
+import { startServer, browser, api, artifacts, cspViolations } from './harness.mjs';
 
 let srv;
 let ctx;
@@ -163,4 +163,8 @@ test('a malformed JSON plan gets an error that says where', async () => {
   const err = page.locator('.plan-json__error');
   await err.waitFor();
   assert.match(await err.textContent(), /unknown field `conections`/);
+});
+
+test('no page had anything refused by its Content-Security-Policy', () => {
+  assert.deepEqual(cspViolations, []);
 });

@@ -60,6 +60,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    #[cfg(feature = "ssr")]
+    content_security_policy();
     // `<html data-hydrated>` once the page is interactive (tests wait for it).
     #[cfg(feature = "hydrate")]
     Effect::new(|_| {
@@ -89,6 +91,28 @@ pub fn App() -> impl IntoView {
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// The page's `Content-Security-Policy`: scripts only from this origin or carrying this
+/// response's nonce (Leptos puts it on its own inline hydration scripts), WebAssembly
+/// allowed, connections (server functions, SSE) only to this origin, never framed, forms
+/// post only here. Inline `style` attributes stay allowed (uPlot and the run colours).
+#[cfg(feature = "ssr")]
+fn content_security_policy() {
+    let (Some(nonce), Some(resp)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) else {
+        return;
+    };
+    let csp = format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&csp) {
+        resp.insert_header(http::header::CONTENT_SECURITY_POLICY, v);
     }
 }
 

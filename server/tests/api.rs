@@ -260,6 +260,64 @@ async fn answers_carry_security_headers() {
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
         assert_eq!(h["referrer-policy"], "same-origin", "{path}");
     }
+
+    // A page: its policy names a fresh nonce, and every inline script carries it.
+    let mut pages = Vec::new();
+    for n in 0..2 {
+        let r = app
+            .http
+            .get(format!("{}/runs/new?n={n}", app.base))
+            .send()
+            .await
+            .unwrap();
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        pages.push((csp, r.text().await.unwrap()));
+    }
+    let directive = |csp: &str, name: &str| -> String {
+        csp.split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (csp, html) = &pages[0];
+    assert_eq!(directive(csp, "frame-ancestors"), "frame-ancestors 'none'");
+    assert_eq!(directive(csp, "object-src"), "object-src 'none'");
+    let script_src = directive(csp, "script-src");
+    let nonce = script_src
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no nonce in {csp}"));
+    assert!(nonce.len() >= 16, "{nonce}");
+    assert!(!script_src.contains("unsafe-inline"), "{script_src}");
+    let inline: Vec<&str> = html
+        .split("<script")
+        .skip(1)
+        .map(|tag| tag.split('>').next().unwrap_or(""))
+        .filter(|attrs| !attrs.contains("src="))
+        .collect();
+    assert!(!inline.is_empty(), "the page hydrates with inline scripts");
+    for attrs in inline {
+        assert!(
+            attrs.contains(&format!("nonce=\"{nonce}\"")),
+            "an inline script without the nonce: <script{attrs}>"
+        );
+    }
+    assert_ne!(pages[0].0, pages[1].0, "a new nonce per response");
+
+    // Not a page: no inline script may run at all.
+    let r = app
+        .http
+        .get(format!("{}/api/runs", app.base))
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert_eq!(directive(csp, "script-src"), "script-src 'self'");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,18 @@ use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
+/// The `Content-Security-Policy` of responses that are not app pages: nothing inline runs.
+const CSP_DEFAULT: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
+
+/// The `Content-Security-Policy` of a downloaded HTML report served by us: its inline
+/// scripts and styles run, but it can load and send nothing.
+pub(crate) const CSP_REPORT: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
 /// The whole app.
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
@@ -40,6 +52,12 @@ pub fn router(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            // Pages set their own, with the nonce of their inline scripts (`app::App`);
+            // everything else (login page, API, assets) allows no inline script at all.
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP_DEFAULT),
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::REFERRER_POLICY,

@@ -228,6 +228,10 @@ pub(super) async fn report_download(
                 "text/html; charset=utf-8".to_string(),
             ),
             (axum::http::header::CONTENT_DISPOSITION, disposition),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                super::CSP_REPORT.to_string(),
+            ),
         ],
         html,
     ))
