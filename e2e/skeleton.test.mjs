@@ -56,8 +56,14 @@ test('a bad field gets an error beside it and nothing is launched', async () => 
   const before = (await api(srv.base, '/api/runs')).body.length;
   const page = await ctx.newPage();
   await page.goto(`${srv.base}/runs/new`);
+  await page.locator('html[data-hydrated]').waitFor({ state: 'attached' });
   await page.locator('input[name="form[connections]"]').fill('5o');
-  await page.getByRole('button', { name: 'Launch' }).click();
+  const [answer] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'POST' && r.url().includes('/api/launch_run')),
+    page.getByRole('button', { name: 'Launch' }).click(),
+  ]);
+  assert.equal(answer.status(), 422, 'bad input is a 422, not a server failure');
+  assert.doesNotMatch(srv.log(), /500 Internal Server Error/, 'nor logged as one');
   const err = page.locator('.field__error[data-field="connections"]');
   await err.waitFor();
   assert.match(await err.textContent(), /`5o` is not a whole number/);

@@ -179,10 +179,41 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+impl ApiError {
+    /// The HTTP status that answers it: 422, 400, 404, 409, else 500.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Validation(_) => 422,
+            ApiError::BadRequest(_) => 400,
+            ApiError::NotFound(_) => 404,
+            ApiError::Conflict(_) => 409,
+            ApiError::Internal | ApiError::ServerFn(_) => 500,
+        }
+    }
+}
+
 impl FromServerFnError for ApiError {
     type Encoder = JsonEncoding;
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
-        ApiError::ServerFn(value.to_string())
+        match value {
+            // The request's arguments did not parse: the caller's mistake.
+            ServerFnErrorErr::Args(m) => ApiError::BadRequest(format!("arguments: {m}")),
+            ServerFnErrorErr::MissingArg(m) => {
+                ApiError::BadRequest(format!("missing argument: {m}"))
+            }
+            other => ApiError::ServerFn(other.to_string()),
+        }
+    }
+
+    /// A server fn's error answer, encoded. On the server this is the one place every
+    /// server fn error passes through, so it also sets the answer's status (422 for a bad
+    /// plan, 404 for an unknown id …) instead of server_fn's blanket 500, which logged
+    /// bad input as a server failure.
+    fn ser(&self) -> leptos::server_fn::Bytes {
+        #[cfg(feature = "ssr")]
+        service::set_error_status(self.status());
+        <JsonEncoding as leptos::server_fn::Encodes<ApiError>>::encode(self)
+            .unwrap_or_else(|_| leptos::server_fn::Bytes::from_static(b"\"Internal\""))
     }
 }
 
@@ -256,6 +287,27 @@ mod service {
 
     pub(crate) fn service() -> Result<Service, ApiError> {
         use_context::<Service>().ok_or(ApiError::Internal)
+    }
+
+    /// Sets the status of a server fn's error answer. A plain form post (no JavaScript)
+    /// keeps Leptos's redirect back to the form instead.
+    pub(super) fn set_error_status(status: u16) {
+        let form_post = use_context::<http::request::Parts>().is_some_and(|req| {
+            req.method == http::Method::POST
+                && req
+                    .headers
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("text/html"))
+        });
+        let (false, Some(resp), Ok(status)) = (
+            form_post,
+            use_context::<leptos_axum::ResponseOptions>(),
+            http::StatusCode::from_u16(status),
+        ) else {
+            return;
+        };
+        resp.set_status(status);
     }
 }
 

@@ -33,35 +33,30 @@ pub fn internal(context: &str, e: impl std::fmt::Display) -> ApiError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, body) = match &self {
-            AppError::Api(ApiError::Validation(fields)) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({"error": "validation", "message": self.to_string(), "fields": fields}),
-            ),
-            AppError::Api(ApiError::BadRequest(m)) => (
-                StatusCode::BAD_REQUEST,
-                json!({"error": "bad_request", "message": m}),
-            ),
-            AppError::Api(ApiError::NotFound(what)) => (
-                StatusCode::NOT_FOUND,
-                json!({"error": "not_found", "message": format!("{what} not found")}),
-            ),
-            AppError::Api(ApiError::Conflict(m)) => (
-                StatusCode::CONFLICT,
-                json!({"error": "conflict", "message": m}),
-            ),
+        let body = match &self {
+            AppError::Api(ApiError::Validation(fields)) => {
+                json!({"error": "validation", "message": self.to_string(), "fields": fields})
+            }
+            AppError::Api(ApiError::BadRequest(m)) => json!({"error": "bad_request", "message": m}),
+            AppError::Api(ApiError::NotFound(what)) => {
+                json!({"error": "not_found", "message": format!("{what} not found")})
+            }
+            AppError::Api(ApiError::Conflict(m)) => json!({"error": "conflict", "message": m}),
             AppError::Api(ApiError::Internal | ApiError::ServerFn(_))
             | AppError::Sqlx(_)
             | AppError::Anyhow(_) => {
                 if !matches!(self, AppError::Api(_)) {
                     tracing::error!("{self}");
                 }
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({"error": "internal", "message": "internal error (see the server log)"}),
-                )
+                json!({"error": "internal", "message": "internal error (see the server log)"})
             }
         };
+        // The same statuses the pages' server functions answer with (`ApiError::status`).
+        let status = match &self {
+            AppError::Api(e) => StatusCode::from_u16(e.status()).ok(),
+            AppError::Sqlx(_) | AppError::Anyhow(_) => None,
+        }
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(body)).into_response()
     }
 }

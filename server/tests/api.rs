@@ -361,3 +361,26 @@ async fn message_size_and_body_limits_name_the_limit() {
     let (_, list) = app.get("/api/runs").await;
     assert_eq!(list, json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_answer_with_the_status_of_what_they_show() {
+    let app = spawn_app().await;
+    let unknown = "0123456789abcdef0123456789abcdef";
+    for (path, status, says) in [
+        (format!("/runs/{unknown}"), 404, "not found"),
+        (format!("/share/{unknown}"), 404, "not found"),
+        ("/plans/nope".to_string(), 404, "not found"),
+        ("/compare?runs=a".to_string(), 400, "runs:"),
+        ("/runs".to_string(), 200, "socketswarm"),
+    ] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains(says), "{path}: {html}");
+    }
+}

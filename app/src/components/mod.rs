@@ -2,6 +2,7 @@
 pub mod chart;
 pub mod compare;
 pub mod diagnosis;
+pub mod load_error;
 pub mod run_actions;
 pub mod share_box;
 pub mod status;
@@ -9,6 +10,7 @@ pub mod tiles;
 
 pub use chart::Chart;
 pub use diagnosis::DiagnosisPanel;
+pub use load_error::LoadError;
 pub use share_box::ShareBox;
 pub use status::StatusBadge;
 pub use tiles::{FailureTable, LatencyTable, Tiles, TokenTable};

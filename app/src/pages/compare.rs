@@ -7,7 +7,7 @@ use leptos_router::hooks::use_query_map;
 use crate::api::{compare_runs, CompareView};
 use crate::charts::{self, RUN_COLORS};
 use crate::components::compare::{ChangeSummary, MetricTable, ShiftTable};
-use crate::components::{Chart, ShareBox, StatusBadge};
+use crate::components::{Chart, LoadError, ShareBox, StatusBadge};
 use crate::fmt;
 
 #[component]
@@ -23,7 +23,7 @@ pub fn ComparePage() -> impl IntoView {
                 match view_res.await {
                     Ok(v) => view! { <CompareBody view=v shared=false/> }.into_any(),
                     Err(e) => view! {
-                        <p class="error">{e.to_string()}</p>
+                        <LoadError error=e/>
                         <p><a href="/runs">"Pick 2 to 4 runs in the runs list"</a>" and press “Compare selected”."</p>
                     }.into_any(),
                 }

@@ -7,7 +7,7 @@ use leptos_router::hooks::use_params_map;
 use crate::api::{
     get_plan, list_plans, ApiError, DeletePlan, DuplicatePlan, PlanDetail, RunPlan, SavePlan,
 };
-use crate::components::StatusBadge;
+use crate::components::{LoadError, StatusBadge};
 use crate::fmt;
 
 #[component]
@@ -24,7 +24,7 @@ pub fn PlansPage() -> impl IntoView {
             <Suspense fallback=|| view! { <p>"Loading plans…"</p> }>
                 {move || Suspend::new(async move {
                     match plans.await {
-                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                        Err(e) => view! { <LoadError error=e/> }.into_any(),
                         Ok(list) if list.is_empty() => view! {
                             <p class="runs__empty">"No saved plans yet. "<a href="/plans/new">"Write one"</a>", or open a run and press “Save as plan”."</p>
                         }.into_any(),
@@ -142,7 +142,7 @@ pub fn PlanPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 match plan.await {
                     Ok(p) => view! { <PlanView plan=p on_saved=Callback::new(move |_| plan.refetch())/> }.into_any(),
-                    Err(e) => view! { <h1>"Plan"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Err(e) => view! { <h1>"Plan"</h1><LoadError error=e/> }.into_any(),
                 }
             })}
         </Transition>

@@ -10,7 +10,7 @@ use crate::charts;
 use crate::components::run_actions::{BaselinePanel, Environment, RunActions};
 use crate::components::tiles::TileData;
 use crate::components::{
-    Chart, DiagnosisPanel, FailureTable, LatencyTable, StatusBadge, Tiles, TokenTable,
+    Chart, DiagnosisPanel, FailureTable, LatencyTable, LoadError, StatusBadge, Tiles, TokenTable,
 };
 use crate::fmt;
 
@@ -24,7 +24,7 @@ pub fn RunDetailPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 match run.await {
                     Ok(d) => view! { <RunView detail=d on_done=Callback::new(move |_| run.refetch()) shared=None/> }.into_any(),
-                    Err(e) => view! { <h1>"Run"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Err(e) => view! { <h1>"Run"</h1><LoadError error=e/> }.into_any(),
                 }
             })}
         </Transition>

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::{search_runs, RunPage, RunQuery};
-use crate::components::StatusBadge;
+use crate::components::{LoadError, StatusBadge};
 use crate::fmt;
 
 fn query_from(map: &leptos_router::params::ParamsMap) -> RunQuery {
@@ -39,7 +39,7 @@ pub fn RunsPage() -> impl IntoView {
             <Suspense fallback=|| view! { <p>"Loading runs…"</p> }>
                 {move || Suspend::new(async move {
                     match runs.await {
-                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                        Err(e) => view! { <LoadError error=e/> }.into_any(),
                         Ok(page) => view! { <RunsList page/> }.into_any(),
                     }
                 })}

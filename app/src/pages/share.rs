@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_shared, SharedView};
+use crate::components::LoadError;
 use crate::pages::compare::CompareBody;
 use crate::pages::run_detail::RunView;
 
@@ -26,7 +27,7 @@ pub fn SharePage() -> impl IntoView {
                         <h1>"Comparison"</h1>
                         <CompareBody view=v shared=true/>
                     }.into_any(),
-                    Err(e) => view! { <h1>"Shared report"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Err(e) => view! { <h1>"Shared report"</h1><LoadError error=e/> }.into_any(),
                 }
             })}
         </Transition>

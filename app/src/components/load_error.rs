@@ -1,0 +1,19 @@
+//! What a page shows when its data could not be loaded.
+use leptos::prelude::*;
+
+use crate::api::ApiError;
+
+/// The error, said plainly. Rendered on the server it also sets the page's status
+/// (an unknown run or revoked share link is a 404, a bad comparison a 400).
+#[component]
+pub fn LoadError(error: ApiError) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let (Some(resp), Ok(status)) = (
+        use_context::<leptos_axum::ResponseOptions>(),
+        http::StatusCode::from_u16(error.status()),
+    ) {
+        resp.set_status(status);
+    }
+    let status = error.status();
+    view! { <p class="error" data-status=status>{move || error.to_string()}</p> }
+}
