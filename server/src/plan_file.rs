@@ -9,8 +9,22 @@ pub fn parse(text: &str) -> Result<Plan, String> {
     if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| format!("plan (JSON): {e}"))
     } else {
-        toml::from_str(text).map_err(|e| format!("plan (TOML): {}", e.to_string().trim_end()))
+        toml::from_str(text).map_err(|e| toml_error(text, &e))
     }
+}
+
+/// One line that says where: `plan (TOML): line 50, column 10: unclosed array table,
+/// expected `]``. (The toml crate's own text is a multi-line snippet with a gutter,
+/// which reads as noise once a page or a JSON answer folds it into one line.)
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', "; ");
+    let Some(span) = e.span() else {
+        return format!("plan (TOML): {message}");
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("plan (TOML): line {line}, column {column}: {message}")
 }
 
 /// Comments put above a top-level key or table of the exported file.
@@ -124,7 +138,14 @@ mod tests {
     #[test]
     fn errors_say_where() {
         let e = parse("name = \"x\"\ntarget = 5\n").unwrap_err();
-        assert!(e.contains("line 2"), "{e}");
+        assert!(e.starts_with("plan (TOML): line 2, column 10: "), "{e}");
+        assert!(
+            !e.contains('\n') && !e.contains(" | "),
+            "one line, no gutter: {e}"
+        );
+        let e = parse("name = \"x\"\n\n[[stages]\nbroken\n").unwrap_err();
+        assert!(e.starts_with("plan (TOML): line 3, column 10: "), "{e}");
+        assert!(e.contains("unclosed array table"), "{e}");
         let e = parse("{\"name\": 1}").unwrap_err();
         assert!(e.contains("column"), "{e}");
     }
