@@ -377,12 +377,7 @@ async fn secrets_never_come_back_out() {
         format!("/runs/{id}"),
         "/api/runs".to_string(),
     ] {
-        let r = app
-            .http
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .unwrap();
+        let r = app.fetch(&path).await;
         assert_eq!(r.status(), 200, "{path}");
         let text = r.text().await.unwrap();
         assert!(!text.contains("SECRET"), "{path} leaks a secret");

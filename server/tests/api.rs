@@ -104,12 +104,7 @@ async fn bad_plans_get_errors_naming_the_field_and_store_nothing() {
     assert_eq!(list.as_array().unwrap().len(), 0, "nothing stored");
     let (status, _) = app.get("/api/runs/doesnotexist").await;
     assert_eq!(status, 404);
-    let r = app
-        .http
-        .get(format!("{}/api/runs/doesnotexist/events", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.fetch("/api/runs/doesnotexist/events").await;
     assert_eq!(r.status().as_u16(), 404, "no stream for unknown runs");
     let (status, _) = app.post("/api/runs/doesnotexist/cancel", "").await;
     assert_eq!(status, 404);
@@ -249,12 +244,7 @@ async fn extra_runs_queue_and_then_run() {
 async fn answers_carry_security_headers() {
     let app = spawn_app().await;
     for path in ["/api/runs", "/runs/new"] {
-        let r = app
-            .http
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .unwrap();
+        let r = app.fetch(path).await;
         let h = r.headers();
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
@@ -264,12 +254,7 @@ async fn answers_carry_security_headers() {
     // A page: its policy names a fresh nonce, and every inline script carries it.
     let mut pages = Vec::new();
     for n in 0..2 {
-        let r = app
-            .http
-            .get(format!("{}/runs/new?n={n}", app.base))
-            .send()
-            .await
-            .unwrap();
+        let r = app.fetch(&format!("/runs/new?n={n}")).await;
         let csp = r.headers()["content-security-policy"]
             .to_str()
             .unwrap()
@@ -310,12 +295,7 @@ async fn answers_carry_security_headers() {
     assert_ne!(pages[0].0, pages[1].0, "a new nonce per response");
 
     // Not a page: no inline script may run at all.
-    let r = app
-        .http
-        .get(format!("{}/api/runs", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.fetch("/api/runs").await;
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
     assert_eq!(directive(csp, "script-src"), "script-src 'self'");
 }
@@ -373,12 +353,7 @@ async fn pages_answer_with_the_status_of_what_they_show() {
         ("/compare?runs=a".to_string(), 400, "runs:"),
         ("/runs".to_string(), 200, "socketswarm"),
     ] {
-        let r = app
-            .http
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .unwrap();
+        let r = app.fetch(&path).await;
         assert_eq!(r.status().as_u16(), status, "{path}");
         let html = r.text().await.unwrap();
         assert!(html.contains(says), "{path}: {html}");

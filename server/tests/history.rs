@@ -21,12 +21,7 @@ async fn send(app: &App, method: &str, path: &str, body: &str) -> (u16, Value) {
 }
 
 async fn text(app: &App, path: &str) -> (u16, String, String) {
-    let r = app
-        .http
-        .get(format!("{}{path}", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.fetch(path).await;
     let status = r.status().as_u16();
     let ctype = r
         .headers()
@@ -192,12 +187,7 @@ async fn tags_filters_sort_and_pages() {
         .map(|r| r["peak_open"].as_i64().unwrap())
         .collect();
     assert_eq!(peaks, vec![3, 4, 5]);
-    let r = app
-        .http
-        .get(format!("{}/api/runs?per_page=2&page=2", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.fetch("/api/runs?per_page=2&page=2").await;
     assert_eq!(r.headers()["x-total-count"], "3");
     assert_eq!(r.headers()["x-pages"], "2");
     let l: Value = r.json().await.unwrap();
