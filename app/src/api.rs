@@ -289,6 +289,16 @@ mod service {
         use_context::<Service>().ok_or(ApiError::Internal)
     }
 
+    /// Sets the status of the answer being made (a page or a server fn's).
+    pub(crate) fn set_status(status: u16) {
+        if let (Some(resp), Ok(status)) = (
+            use_context::<leptos_axum::ResponseOptions>(),
+            http::StatusCode::from_u16(status),
+        ) {
+            resp.set_status(status);
+        }
+    }
+
     /// Sets the status of a server fn's error answer. A plain form post (no JavaScript)
     /// keeps Leptos's redirect back to the form instead.
     pub(super) fn set_error_status(status: u16) {
@@ -300,14 +310,9 @@ mod service {
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.contains("text/html"))
         });
-        let (false, Some(resp), Ok(status)) = (
-            form_post,
-            use_context::<leptos_axum::ResponseOptions>(),
-            http::StatusCode::from_u16(status),
-        ) else {
-            return;
-        };
-        resp.set_status(status);
+        if !form_post {
+            set_status(status);
+        }
     }
 }
 

@@ -34,11 +34,10 @@ async fn a_target_killed_mid_run_counts_drops_then_refusals() {
     const OPEN: u64 = 10;
     // The server dies (listener and every connection dropped) once all ten VUs proved
     // they are open: each sends a message as its session starts.
-    let fault = spawn_fault(|mut tcp, cx| async move {
-        if accept_upgrade(&mut tcp, &cx.counts).await.is_none() {
+    let fault = spawn_fault(|tcp, cx| async move {
+        let Some(mut ws) = accept_ws(tcp, &cx.counts).await else {
             return;
-        }
-        let mut ws = WebSocketStream::from_raw_socket(tcp, Role::Server, None).await;
+        };
         if let Some(Ok(Message::Text(_))) = ws.next().await {
             cx.counts.bump(&cx.counts.msgs_in);
             if n(&cx.counts.msgs_in) == OPEN {
@@ -201,11 +200,10 @@ async fn a_half_open_target_is_detected_and_a_cancel_still_ends_the_run_promptly
     let app = spawn_app().await;
     const VUS: u64 = 5;
     // Echoes the first message, then neither reads nor writes again (socket kept open).
-    let fault = spawn_fault(|mut tcp, cx| async move {
-        if accept_upgrade(&mut tcp, &cx.counts).await.is_none() {
+    let fault = spawn_fault(|tcp, cx| async move {
+        let Some(mut ws) = accept_ws(tcp, &cx.counts).await else {
             return;
-        }
-        let mut ws = WebSocketStream::from_raw_socket(tcp, Role::Server, None).await;
+        };
         if let Some(Ok(m @ Message::Text(_))) = ws.next().await {
             cx.counts.bump(&cx.counts.msgs_in);
             if futures_util::SinkExt::send(&mut ws, m).await.is_ok() {

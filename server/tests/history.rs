@@ -8,18 +8,6 @@ mod common;
 use common::{args, plan, spawn_app, spawn_with, App};
 use serde_json::{json, Value};
 
-async fn send(app: &App, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let r = app
-        .http
-        .request(method.parse().unwrap(), format!("{}{path}", app.base))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn text(app: &App, path: &str) -> (u16, String, String) {
     let r = app.fetch(path).await;
     let status = r.status().as_u16();
@@ -58,13 +46,13 @@ async fn a_v1_database_migrates_forward_and_keeps_its_runs() {
     assert_eq!(run["series"]["t"].as_array().unwrap().len(), 5);
     assert_eq!(run["plan"]["auth"]["source"]["tokens"][0], "<redacted>");
     // New columns work on old rows: tag it, filter by the tag.
-    let (s, _) = send(
-        &app,
-        "PUT",
-        &format!("/api/runs/{id}/meta"),
-        r#"{"tags":["old"],"note":"from v1"}"#,
-    )
-    .await;
+    let (s, _) = app
+        .send(
+            "PUT",
+            &format!("/api/runs/{id}/meta"),
+            r#"{"tags":["old"],"note":"from v1"}"#,
+        )
+        .await;
     assert_eq!(s, 200);
     let (_, tagged) = app.get("/api/runs?tag=old").await;
     assert_eq!(tagged[0]["note"], "from v1");
@@ -95,7 +83,7 @@ async fn saved_plans_round_trip_as_toml_run_again_and_keep_their_secrets() {
     assert!(exported.contains("<redacted>"));
     // Saving the exported (redacted) text back keeps the stored secret.
     let edited = exported.replace("connections = 4", "connections = 6");
-    let (s, body) = send(&app, "PUT", &format!("/api/plans/{pid}"), &edited).await;
+    let (s, body) = app.send("PUT", &format!("/api/plans/{pid}"), &edited).await;
     assert_eq!(s, 200, "{body}");
     let (_, detail) = app.get(&format!("/api/plans/{pid}")).await;
     assert_eq!(detail["plan"]["stages"][0]["connections"], 6);
@@ -139,7 +127,7 @@ async fn saved_plans_round_trip_as_toml_run_again_and_keep_their_secrets() {
     let (_, by_plan) = app.get(&format!("/api/runs?plan={pid}")).await;
     assert_eq!(by_plan.as_array().unwrap().len(), 2);
     let cid = copy["id"].as_str().unwrap();
-    let (s, _) = send(&app, "DELETE", &format!("/api/plans/{cid}"), "").await;
+    let (s, _) = app.send("DELETE", &format!("/api/plans/{cid}"), "").await;
     assert_eq!(s, 204);
     let (s, _) = app.get(&format!("/api/plans/{cid}")).await;
     assert_eq!(s, 404);
@@ -164,13 +152,13 @@ async fn tags_filters_sort_and_pages() {
         let p = plan(&format!("run-{i}"), &app.ws("/echo"), *n, "300ms", "300ms");
         ids.push(run_to_end(&app, p).await);
     }
-    let (s, _) = send(
-        &app,
-        "PUT",
-        &format!("/api/runs/{}/meta", ids[1]),
-        r#"{"tags":["after-fix","v2"],"note":"raised the cap"}"#,
-    )
-    .await;
+    let (s, _) = app
+        .send(
+            "PUT",
+            &format!("/api/runs/{}/meta", ids[1]),
+            r#"{"tags":["after-fix","v2"],"note":"raised the cap"}"#,
+        )
+        .await;
     assert_eq!(s, 200);
     let (_, l) = app.get("/api/runs?tag=after-fix").await;
     assert_eq!(l.as_array().unwrap().len(), 1);
@@ -212,17 +200,19 @@ async fn tags_filters_sort_and_pages() {
             "{q}: {body}"
         );
     }
-    let (s, body) = send(
-        &app,
-        "PUT",
-        &format!("/api/runs/{}/meta", ids[0]),
-        r#"{"tags":["has space!"],"note":""}"#,
-    )
-    .await;
+    let (s, body) = app
+        .send(
+            "PUT",
+            &format!("/api/runs/{}/meta", ids[0]),
+            r#"{"tags":["has space!"],"note":""}"#,
+        )
+        .await;
     assert_eq!(s, 422, "{body}");
     assert_eq!(body["fields"][0]["field"], "tags");
     // Delete: the run, its ticks and tags go; others stay.
-    let (s, _) = send(&app, "DELETE", &format!("/api/runs/{}", ids[1]), "").await;
+    let (s, _) = app
+        .send("DELETE", &format!("/api/runs/{}", ids[1]), "")
+        .await;
     assert_eq!(s, 204);
     let (s, _) = app.get(&format!("/api/runs/{}", ids[1])).await;
     assert_eq!(s, 404);
@@ -375,7 +365,7 @@ async fn compare_says_what_changed_and_share_links_reach_only_their_run() {
     assert_eq!(run_a["is_baseline"], true);
 
     // Deleting a run removes its share links; a live run cannot be deleted.
-    let (s, _) = send(&app, "DELETE", &format!("/api/runs/{a}"), "").await;
+    let (s, _) = app.send("DELETE", &format!("/api/runs/{a}"), "").await;
     assert_eq!(s, 204);
     let (s, _) = app.get(&format!("/api/shares/{sid}")).await;
     assert_eq!(s, 404);
@@ -388,7 +378,7 @@ async fn compare_says_what_changed_and_share_links_reach_only_their_run() {
     let live = app
         .launch(plan("live", &app.ws("/echo"), 2, "1s", "2s"))
         .await;
-    let (s, body) = send(&app, "DELETE", &format!("/api/runs/{live}"), "").await;
+    let (s, body) = app.send("DELETE", &format!("/api/runs/{live}"), "").await;
     assert_eq!(s, 409, "{body}");
     assert!(body["message"].as_str().unwrap().contains("cancel it"));
     app.follow(&live).await;

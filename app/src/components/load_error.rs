@@ -7,13 +7,8 @@ use crate::api::ApiError;
 /// (an unknown run or revoked share link is a 404, a bad comparison a 400).
 #[component]
 pub fn LoadError(error: ApiError) -> impl IntoView {
-    #[cfg(feature = "ssr")]
-    if let (Some(resp), Ok(status)) = (
-        use_context::<leptos_axum::ResponseOptions>(),
-        http::StatusCode::from_u16(error.status()),
-    ) {
-        resp.set_status(status);
-    }
     let status = error.status();
+    #[cfg(feature = "ssr")]
+    crate::api::set_status(status);
     view! { <p class="error" data-status=status>{move || error.to_string()}</p> }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use app::api::{parse_ids, ApiError, RunMeta, RunService, ShareKind};
 
-use super::runs::{export_doc, report_download};
+use super::runs::{delete_run, export_doc, report_download};
 use crate::error::AppError;
 use crate::runs::history::MAX_PLAN_TEXT;
 use crate::state::AppState;
@@ -25,6 +25,7 @@ pub(super) fn router() -> Router<AppState> {
             "/api/runs/{id}/meta",
             get(get_meta).put(put_meta).patch(put_meta),
         )
+        // The same as `DELETE /api/runs/{id}`, for clients that only POST.
         .route("/api/runs/{id}/delete", post(delete_run))
         .route("/api/runs/{id}/rerun", post(rerun))
         .route("/api/runs/{id}/plan", post(run_to_plan))
@@ -81,15 +82,6 @@ async fn put_meta(
     meta.tags = RunMeta::from_form(&meta.tags.join(","), String::new()).tags;
     st.runs.update_meta(&id, meta.clone()).await?;
     Ok(Json(meta))
-}
-
-/// `POST /api/runs/{id}/delete` (also `DELETE /api/runs/{id}`, see `runs`).
-async fn delete_run(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, AppError> {
-    st.runs.delete(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn rerun(

@@ -93,7 +93,7 @@ async fn get_run(
 }
 
 /// Deletes a finished run with its ticks, tags and share links (409 while live).
-async fn delete_run(
+pub(super) async fn delete_run(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {

@@ -56,22 +56,36 @@ pub async fn spawn_with(args: ServeArgs, dir: tempfile::TempDir) -> App {
     }
 }
 
+/// Sends the request; its status and JSON answer (`Null` when not JSON).
+async fn json_answer(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 impl App {
     pub fn ws(&self, path_and_query: &str) -> String {
         format!("ws://{}{path_and_query}", self.sandbox)
     }
 
     pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        json_answer(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    /// `method path` with `body` as it is (no content type).
+    pub async fn send(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        json_answer(
+            self.http
+                .request(method.parse().unwrap(), format!("{}{path}", self.base))
+                .body(body.to_string()),
+        )
+        .await
     }
 
     /// `GET path`, the whole answer (status, headers, body to read).
@@ -84,9 +98,7 @@ impl App {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.fetch(path).await;
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        json_answer(self.http.get(format!("{}{path}", self.base))).await
     }
 
     /// Launches a plan and returns its id.

@@ -16,6 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------
@@ -204,6 +206,15 @@ pub(crate) async fn accept_upgrade(tcp: &mut TcpStream, counts: &Counts) -> Opti
         .ok()?;
     counts.bump(&counts.upgraded);
     Some(path)
+}
+
+/// `accept_upgrade`, then the connection as the server's end of a WebSocket.
+pub(crate) async fn accept_ws(
+    mut tcp: TcpStream,
+    counts: &Counts,
+) -> Option<WebSocketStream<TcpStream>> {
+    accept_upgrade(&mut tcp, counts).await?;
+    Some(WebSocketStream::from_raw_socket(tcp, Role::Server, None).await)
 }
 
 /// Holds a connection without writing, reading (and discarding) what arrives, until the
