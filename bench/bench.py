@@ -10,21 +10,19 @@ the live SSE stream, and writes bench/RESULTS.md.
 
 Only loopback traffic; every run is bounded by its plan and stops by itself.
 """
-import json, os, signal, subprocess, sys, tempfile, threading, time, urllib.request
+import functools, os, signal, subprocess, sys, tempfile, threading, time, urllib.request
+
+from benchlib import cpu_secs, drain_time_wait, wait_http
+import benchlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "socketswarm")
 QUICK = "--quick" in sys.argv
 APP, TGT = "127.0.0.1:3190", "127.0.0.1:9190"
 PAGE = os.sysconf("SC_PAGE_SIZE")
-TICKS = os.sysconf("SC_CLK_TCK")
+http = functools.partial(benchlib.http, APP)
 
 
-def http(method, path, body=None):
-    req = urllib.request.Request(f"http://{APP}{path}", method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read() or b"null")
 
 
 def rss_kib(pid):
@@ -32,35 +30,12 @@ def rss_kib(pid):
         return int(f.read().split()[1]) * PAGE // 1024
 
 
-def cpu_secs(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / TICKS
 
 
-def wait_http(url, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except Exception:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up")
 
 
-def time_wait_count():
-    try:
-        out = subprocess.run(["ss", "-Htan", "state", "time-wait"], capture_output=True, text=True).stdout
-        return len(out.splitlines())
-    except FileNotFoundError:
-        return -1
 
 
-def drain_time_wait(limit=90):
-    start = time.time()
-    while time.time() - start < limit and time_wait_count() > 1000:
-        time.sleep(2)
 
 
 class SseWatch(threading.Thread):
@@ -141,19 +116,19 @@ def main():
     sizes = [2000] if QUICK else [10000, 19000]
     results = []
     for n in sizes:
-        drain_time_wait()
+        drain_time_wait(below=1000, limit=90)
         ramp = max(5, n // 2000)
         plan = {"name": f"idle {n}", "target": f"ws://{TGT}/echo?tag=idle{n}",
                 "stages": [{"duration": f"{ramp}s", "connections": n}, {"duration": "20s", "connections": n}]}
         with Processes() as procs:
             results.append(("idle", n, run_plan(f"idle {n}", plan, ramp + 5, procs)))
-    drain_time_wait()
+    drain_time_wait(below=1000, limit=90)
     burst = 2000 if QUICK else 10000
     plan = {"name": f"connect burst {burst}", "target": f"ws://{TGT}/echo?tag=burst",
             "stages": [{"duration": "2s", "connections": burst}, {"duration": "5s", "connections": burst}]}
     with Processes() as procs:
         results.append(("burst", burst, run_plan(plan["name"], plan, 0, procs)))
-    drain_time_wait()
+    drain_time_wait(below=1000, limit=90)
     m = 1000 if QUICK else 5000
     plan = {"name": f"echo {m}", "target": f"ws://{TGT}/echo?tag=echo",
             "stages": [{"duration": "5s", "connections": m}, {"duration": "15s", "connections": m}],

@@ -16,10 +16,12 @@ slope is well resolved; it also makes the watchers 10x busier than in normal use
 Fresh processes for every run; TIME_WAIT sockets drain between runs; only loopback
 traffic; every run is bounded by its plan and every wait by a deadline.
 """
-import argparse, json, os, resource, signal, socket, statistics, subprocess, sys, tempfile, threading, time, urllib.request
+import argparse, functools, os, resource, signal, socket, statistics, subprocess, sys, tempfile, threading, time
+
+from benchlib import cpu_secs, drain_time_wait, wait_http
+import benchlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def parse_args():
@@ -38,20 +40,11 @@ def parse_args():
 
 
 ARGS = parse_args()
+http = functools.partial(benchlib.http, ARGS.app)
 
 
-def http(method, path, body=None):
-    req = urllib.request.Request(f"http://{ARGS.app}{path}", method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read() or b"null")
 
 
-def cpu_secs(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / TICKS
 
 
 def own_cpu():
@@ -59,15 +52,6 @@ def own_cpu():
     return r.ru_utime + r.ru_stime
 
 
-def wait_http(url, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except Exception:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up within {timeout} s")
 
 
 def listen_overflows():
@@ -77,17 +61,8 @@ def listen_overflows():
     return int(dict(zip(rows[0][1:], rows[1][1:])).get("ListenOverflows", 0))
 
 
-def time_wait_count():
-    out = subprocess.run(["ss", "-Htan", "state", "time-wait"], capture_output=True, text=True).stdout
-    return len(out.splitlines())
 
 
-def drain_time_wait(below=500, limit=150):
-    """Waits (at most `limit` s) until few sockets are left in TIME_WAIT."""
-    start = time.time()
-    while time.time() - start < limit and time_wait_count() > below:
-        time.sleep(2)
-    return time_wait_count()
 
 
 class Processes:
