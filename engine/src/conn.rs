@@ -549,7 +549,7 @@ mod stall_tests {
             let mut rec = Recorder::new(tx, Duration::from_millis(1));
             rec.expect_timeout();
             let msg = Message::binary(vec![0u8; 1 << 20]);
-            let end = send_message(&mut ws, msg, &mut rec, &vu_cancel).await;
+            let end = send_message(&mut ws, msg, &mut rec, &mut Timer::default(), &vu_cancel).await;
             // The close cannot get out either: it gives up after CLOSE_WAIT.
             close_normally(&mut ws, &mut rec).await;
             end

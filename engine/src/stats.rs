@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
@@ -295,7 +297,7 @@ impl RunStats {
             }
             let mut bytes = Vec::new();
             if ser.serialize(h, &mut bytes).is_ok() {
-                out.insert(metric::ALL[i].to_string(), base64_encode(&bytes));
+                out.insert(metric::ALL[i].to_string(), BASE64.encode(&bytes));
             }
         }
         out
@@ -306,7 +308,7 @@ impl RunStats {
 /// ascending value order; `None` if it does not decode.
 pub fn histogram_counts(encoded: &str) -> Option<Vec<(u64, u64)>> {
     use hdrhistogram::serialization::Deserializer;
-    let bytes = base64_decode(encoded)?;
+    let bytes = BASE64.decode(encoded).ok()?;
     let h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut std::io::Cursor::new(bytes))
         .ok()?;
@@ -317,65 +319,9 @@ pub fn histogram_counts(encoded: &str) -> Option<Vec<(u64, u64)>> {
     )
 }
 
-/// Inverse of [`base64_encode`]; `None` on any character outside the alphabet.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            b'\n' | b'\r' => continue,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(((acc >> bits) & 0xff) as u8);
-        }
-    }
-    Some(out)
-}
-
-/// Standard base64 with padding (kept here to avoid one more dependency).
-fn base64_encode(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
-            if i <= c.len() {
-                out.push(T[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_known_values() {
-        assert_eq!(base64_encode(b"f"), "Zg==");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(b"foo"), "Zm9v");
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
-        for w in [&b"f"[..], b"fo", b"foo", b"foobar", &[0, 255, 7, 128]] {
-            assert_eq!(base64_decode(&base64_encode(w)).as_deref(), Some(w));
-        }
-        assert_eq!(base64_decode("Zm9v!"), None);
-    }
 
     #[test]
     fn merge_counts_and_percentiles() {
@@ -418,6 +364,12 @@ mod tests {
         assert_eq!(
             counts.iter().map(|c| c.1).sum::<u64>(),
             s.latency()["ws_connecting"].count
+        );
+        assert_eq!(histogram_counts("not base64!"), None);
+        assert_eq!(
+            histogram_counts("Zm9v"),
+            None,
+            "base64, but not a histogram"
         );
     }
 

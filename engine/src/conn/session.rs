@@ -75,13 +75,14 @@ pub(super) async fn close_normally(ws: &mut Ws, rec: &mut Recorder) {
 /// space indefinitely, so meanwhile the VU still flushes its recorder (live counts stay
 /// current) and obeys `cancel`: a cancelled send ends the session as ours (`client`),
 /// without a close frame, as none could get through.
+/// `flush_timer` is the session's own (no timer is made per message).
 pub(super) async fn send_message(
     ws: &mut Ws,
     msg: Message,
     rec: &mut Recorder,
+    flush_timer: &mut Timer,
     cancel: &CancellationToken,
 ) -> Result<(), CloseKind> {
-    let mut flush_timer = Timer::default();
     let mut send = ws.send(msg);
     loop {
         flush_timer.set(rec.next_flush());
@@ -137,7 +138,9 @@ pub(super) async fn session(
                     };
                     let n = msg.len();
                     // Boxed like the close: its state is on the heap only while sending.
-                    if let Err(end) = Box::pin(send_message(&mut ws, msg, rec, cancel)).await {
+                    if let Err(end) =
+                        Box::pin(send_message(&mut ws, msg, rec, &mut flush_timer, cancel)).await
+                    {
                         return end;
                     }
                     rec.sent(n);
@@ -158,7 +161,9 @@ pub(super) async fn session(
                 Some(Op::Ping { timeout }) => {
                     ping_seq += 1;
                     let ping = Message::Ping(ping_seq.to_be_bytes().to_vec().into());
-                    if let Err(end) = Box::pin(send_message(&mut ws, ping, rec, cancel)).await {
+                    if let Err(end) =
+                        Box::pin(send_message(&mut ws, ping, rec, &mut flush_timer, cancel)).await
+                    {
                         return end;
                     }
                     wait = Waiting::Pong(Instant::now() + *timeout, due);
