@@ -168,17 +168,17 @@ async fn runs_survive_a_restart_and_sse_resumes_from_last_event_id() {
     assert_eq!(done["id"], id.as_str());
     // ...and with Last-Event-ID it replays exactly the stored ticks after that id.
     let url = format!("{}/api/runs/{id}/events", again.base);
+    let seqs = |snaps: &[serde_json::Value]| -> Vec<u64> {
+        snaps.iter().map(|s| s["seq"].as_u64().unwrap()).collect()
+    };
+    let after = |n: u64| -> Vec<u64> { seqs(&snaps).into_iter().filter(|s| *s > n).collect() };
     let (replayed, _) = follow_sse(&again.http, &url, Some(1)).await;
-    let seqs: Vec<u64> = replayed
-        .iter()
-        .map(|s| s["seq"].as_u64().unwrap())
-        .collect();
-    let want: Vec<u64> = snaps
-        .iter()
-        .map(|s| s["seq"].as_u64().unwrap())
-        .filter(|s| *s > 1)
-        .collect();
-    assert_eq!(seqs, want);
+    assert_eq!(seqs(&replayed), after(1));
+    // `?after=` does the same on a first connection; a Last-Event-ID (a reconnect) wins.
+    let (by_query, _) = follow_sse(&again.http, &format!("{url}?after=1"), None).await;
+    assert_eq!(seqs(&by_query), after(1));
+    let (both, _) = follow_sse(&again.http, &format!("{url}?after=1"), Some(2)).await;
+    assert_eq!(seqs(&both), after(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -363,6 +363,19 @@ async fn compare_says_what_changed_and_share_links_reach_only_their_run() {
     );
     let (_, run_a) = app.get(&format!("/api/runs/{a}")).await;
     assert_eq!(run_a["is_baseline"], true);
+    // A share of that run names neither its saved plan nor its baseline: not in its JSON
+    // view, nor in the `done` event of its stream.
+    let (_, link_c) = app.post(&format!("/api/runs/{c}/share"), "").await;
+    let sid_c = link_c["id"].as_str().unwrap();
+    let (_, view_c) = app.get(&format!("/api/shares/{sid_c}")).await;
+    let url = format!("{}/share/{sid_c}/events", app.base);
+    let (_, done_c) = common::follow_sse(&app.http, &url, None).await;
+    for shown in [&view_c["Run"], &done_c] {
+        assert_eq!(shown["id"], c.as_str());
+        assert_eq!(shown["plan_id"], Value::Null, "{shown}");
+        assert_eq!(shown["plan_name"], Value::Null);
+        assert_eq!(shown["baseline"], Value::Null);
+    }
 
     // Deleting a run removes its share links; a live run cannot be deleted.
     let (s, _) = app.send("DELETE", &format!("/api/runs/{a}"), "").await;

@@ -84,7 +84,8 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
     #[cfg(feature = "hydrate")]
     {
         if is_live {
-            let url = format!("{downloads}/events");
+            // Only the ticks after those this page was rendered with.
+            let url = format!("{downloads}/events?after={}", detail.series.last_seq);
             Effect::new(move |prev: Option<()>| {
                 if prev.is_none() {
                     crate::live::follow(&url, live, move || on_done.run(()));

@@ -277,7 +277,7 @@ async fn revoke_share(
 }
 
 /// The run a run share names (404 for comparison shares and unknown ids).
-async fn shared_run(st: &AppState, sid: &str) -> Result<String, AppError> {
+pub(super) async fn shared_run(st: &AppState, sid: &str) -> Result<String, AppError> {
     match st.runs.share_target(sid).await? {
         (ShareKind::Run, ids) if ids.len() == 1 => Ok(ids[0].clone()),
         _ => Err(ApiError::NotFound("share link".into()).into()),
