@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::diagnose::{Diagnosis, LimitKind};
-use crate::report::{Series, Summary};
+use crate::report::{metric, LatencyStats, Series, Summary};
 
 /// One run as the comparison sees it.
 pub struct RunFacts<'a> {
@@ -41,6 +41,8 @@ pub enum Better {
 pub struct Significance {
     /// Beyond noise and at least 5 %.
     pub significant: bool,
+    /// False when either side had too few samples for an interval (no test was made).
+    pub tested: bool,
     /// `"95 % CIs disjoint"`, `"95 % CIs overlap"`, `"Mann-Whitney p = 0.003"`...
     pub method: String,
     /// Mann–Whitney two-sided p-value, for distribution rows.
@@ -104,12 +106,20 @@ pub struct Shift {
 
 /// Latency metrics that get percentile rows, in table order.
 const LATENCY_METRICS: [&str; 6] = [
-    "ws_connecting",
-    "tcp_connect",
-    "tls_handshake",
-    "ws_rtt",
-    "ws_ping",
-    "token_fetch",
+    metric::WS_CONNECTING,
+    metric::TCP_CONNECT,
+    metric::TLS_HANDSHAKE,
+    metric::WS_RTT,
+    metric::WS_PING,
+    metric::TOKEN_FETCH,
+];
+
+/// The percentiles compared: quantile, name, and the run's stored value of it.
+type Percentile = (f64, &'static str, fn(&LatencyStats) -> u64);
+const PERCENTILES: [Percentile; 3] = [
+    (0.5, "p50", |l| l.p50_us),
+    (0.95, "p95", |l| l.p95_us),
+    (0.99, "p99", |l| l.p99_us),
 ];
 
 /// A headline metric of one run: key, label, unit, which way is better, and its value.
@@ -204,8 +214,8 @@ pub fn compare(runs: &[RunFacts<'_>]) -> Comparison {
         if runs.iter().all(|r| !r.summary.latency.contains_key(metric)) {
             continue;
         }
-        for (q, qname) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
-            c.metrics.push(percentile_row(runs, metric, q, qname));
+        for p in PERCENTILES {
+            c.metrics.push(percentile_row(runs, metric, p));
         }
         let base = runs[0].histograms.get(metric);
         for (i, r) in runs.iter().enumerate().skip(1) {
@@ -229,8 +239,7 @@ pub fn compare(runs: &[RunFacts<'_>]) -> Comparison {
             let Some(sig) = &ch.significance else {
                 continue;
             };
-            let tested = !sig.method.starts_with("too few");
-            if tested && (m.key.ends_with("p95") || sig.significant) {
+            if sig.tested && (m.key.ends_with("p95") || sig.significant) {
                 let rel = ch
                     .rel
                     .map(|r| format!("{:+.0} %", r * 100.0))
@@ -249,7 +258,7 @@ pub fn compare(runs: &[RunFacts<'_>]) -> Comparison {
             }
         }
     }
-    for (i, r) in runs.iter().enumerate().skip(1) {
+    for r in runs.iter().skip(1) {
         let who = if runs.len() > 2 {
             format!("{}: ", r.name)
         } else {
@@ -258,7 +267,6 @@ pub fn compare(runs: &[RunFacts<'_>]) -> Comparison {
         for s in behaviour(&runs[0], r) {
             c.behaviour.push(format!("{who}{s}"));
         }
-        let _ = i;
     }
     c
 }
@@ -314,18 +322,18 @@ fn row(key: &str, label: &str, unit: &str, better: Better, values: Vec<Option<f6
     }
 }
 
-fn percentile_row(runs: &[RunFacts<'_>], metric: &str, q: f64, qname: &str) -> MetricRow {
+fn percentile_row(
+    runs: &[RunFacts<'_>],
+    metric: &str,
+    (q, qname, stored): Percentile,
+) -> MetricRow {
     let values: Vec<Option<f64>> = runs
         .iter()
         .map(|r| {
-            r.summary.latency.get(metric).map(|l| {
-                let us = match qname {
-                    "p50" => l.p50_us,
-                    "p95" => l.p95_us,
-                    _ => l.p99_us,
-                };
-                us as f64 / 1000.0
-            })
+            r.summary
+                .latency
+                .get(metric)
+                .map(|l| stored(l) as f64 / 1000.0)
         })
         .collect();
     let intervals: Vec<Option<(f64, f64)>> = runs
@@ -350,6 +358,7 @@ fn percentile_row(runs: &[RunFacts<'_>], metric: &str, q: f64, qname: &str) -> M
         let (Some(a), Some(b)) = (base_ci, intervals.get(i).copied().flatten()) else {
             ch.significance = Some(Significance {
                 significant: false,
+                tested: false,
                 method: format!("too few samples for a {qname} interval"),
                 p_value: None,
             });
@@ -360,6 +369,7 @@ fn percentile_row(runs: &[RunFacts<'_>], metric: &str, q: f64, qname: &str) -> M
         let big = ch.rel.is_none_or(|r| r.abs() >= MIN_EFFECT);
         ch.significance = Some(Significance {
             significant: disjoint && big,
+            tested: true,
             method: match (disjoint, big) {
                 (true, true) => "95 % CIs disjoint".into(),
                 (true, false) => "95 % CIs disjoint, but under 5 %".into(),
@@ -599,9 +609,8 @@ fn behaviour(a: &RunFacts<'_>, b: &RunFacts<'_>) -> Vec<String> {
         _ => {}
     }
     // Drops by close kind: appeared, vanished, or moved a lot.
-    let closes = |r: &RunFacts<'_>| r.summary.totals.closes.clone();
-    let (ca, cb) = (closes(a), closes(b));
-    for (k, vb) in &cb {
+    let (ca, cb) = (&a.summary.totals.closes, &b.summary.totals.closes);
+    for (k, vb) in cb {
         if k == "client" || k == "normal_1000" {
             continue;
         }
@@ -615,7 +624,7 @@ fn behaviour(a: &RunFacts<'_>, b: &RunFacts<'_>) -> Vec<String> {
             out.push(format!("drops with {k} gone (were {va})"));
         }
     }
-    for (k, va) in &ca {
+    for (k, va) in ca {
         if k != "client" && k != "normal_1000" && *va > 0 && !cb.contains_key(k) {
             out.push(format!("drops with {k} gone (were {va})"));
         }

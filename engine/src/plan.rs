@@ -355,6 +355,22 @@ impl Secret {
             *v = REDACTED.into();
         }
     }
+    /// A typed-in value that an answer redacted (it was not stored with the run).
+    pub fn is_redacted(&self) -> bool {
+        matches!(self, Secret::Value(v) if v == REDACTED)
+    }
+    /// Why it cannot be used right now, if it cannot (validation's message).
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Secret::Env { env } if std::env::var(env).is_err() => {
+                Some(format!("environment variable `{env}` is not set on the server"))
+            }
+            _ if self.is_redacted() => Some(
+                "was typed in for an earlier run and not stored; type it again or use {\"env\": \"NAME\"}".into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// Where tokens come from.
@@ -465,12 +481,11 @@ impl Plan {
     /// exists in `stored` (same token index, same header name) takes the stored value.
     /// Lets a user edit a saved plan they only ever saw redacted.
     pub fn restore_secrets(&mut self, stored: &Plan) {
-        let is_redacted = |s: &Secret| matches!(s, Secret::Value(v) if v == REDACTED);
         if let (Some(a), Some(b)) = (self.auth.as_mut(), stored.auth.as_ref()) {
             match (&mut a.source, &b.source) {
                 (TokenSource::Static { tokens }, TokenSource::Static { tokens: old }) => {
                     for (t, o) in tokens.iter_mut().zip(old) {
-                        if is_redacted(t) {
+                        if t.is_redacted() {
                             *t = o.clone();
                         }
                     }
@@ -480,7 +495,7 @@ impl Plan {
                     TokenSource::Oauth2 {
                         client_secret: old, ..
                     },
-                ) if is_redacted(client_secret) => *client_secret = old.clone(),
+                ) if client_secret.is_redacted() => *client_secret = old.clone(),
                 _ => {}
             }
         }

@@ -81,23 +81,22 @@ fn parse_rule(entry: &str) -> Result<Rule, String> {
                 .ok_or_else(|| format!("`{entry}`: `{p}` is not a port 1..=65535"))?,
         ),
     };
-    let host = if let Ok((ip, bits)) = parse_net(&host) {
-        Host::Net(ip, bits)
-    } else if host.contains('/') {
-        let m = parse_net(&host).err().unwrap_or_default();
-        return Err(format!("`{entry}`: {m}"));
-    } else {
-        let name = host.strip_prefix("*.").unwrap_or(&host);
-        let ok = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-        if !ok {
-            return Err(format!(
-                "`{entry}`: not a host name, `*.domain`, IP or CIDR"
-            ));
+    let host = match parse_net(&host) {
+        Ok((ip, bits)) => Host::Net(ip, bits),
+        Err(m) if host.contains('/') => return Err(format!("`{entry}`: {m}")),
+        Err(_) => {
+            let name = host.strip_prefix("*.").unwrap_or(&host);
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if !ok {
+                return Err(format!(
+                    "`{entry}`: not a host name, `*.domain`, IP or CIDR"
+                ));
+            }
+            Host::Name(host.clone())
         }
-        Host::Name(host.clone())
     };
     Ok(Rule {
         host,
@@ -137,13 +136,9 @@ fn host_port(url: &str) -> Result<(String, u16), String> {
         Some(url::Host::Ipv6(ip)) => ip.to_string(),
         None => return Err(format!("`{url}` has no host")),
     };
+    // `url` knows ws = 80 and wss = 443 as well as http(s).
     let port = u
         .port_or_known_default()
-        .or(match u.scheme() {
-            "ws" => Some(80),
-            "wss" => Some(443),
-            _ => None,
-        })
         .ok_or_else(|| format!("`{url}` has no port"))?;
     Ok((host, port))
 }

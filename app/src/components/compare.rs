@@ -26,7 +26,7 @@ fn cell(m: &MetricRow, i: usize) -> impl IntoView {
                     {sig.map(|s| {
                         let word = if s.significant {
                             " significant"
-                        } else if s.method.starts_with("too few") {
+                        } else if !s.tested {
                             " too few samples"
                         } else {
                             " within noise"

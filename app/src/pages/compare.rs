@@ -48,12 +48,11 @@ pub fn CompareBody(view: CompareView, shared: bool) -> impl IntoView {
             }
         })
         .collect();
-    let series: Vec<(String, engine::Series)> = labels
+    let refs: Vec<(String, &engine::Series)> = labels
         .iter()
         .cloned()
-        .zip(view.runs.iter().map(|r| r.series.clone()))
+        .zip(view.runs.iter().map(|r| &r.series))
         .collect();
-    let refs: Vec<(String, &engine::Series)> = series.iter().map(|(n, s)| (n.clone(), s)).collect();
     let open = charts::overlay(&refs, "open connections", &|s| {
         s.open.iter().map(|v| Some(*v)).collect()
     });

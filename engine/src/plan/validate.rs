@@ -315,16 +315,8 @@ fn validate_auth(auth: &Auth, errs: &mut Vec<FieldError>) {
                 err("auth.source.tokens", "needs at least one token".into());
             }
             for (i, t) in tokens.iter().enumerate() {
-                match t {
-                    Secret::Env { env } if std::env::var(env).is_err() => err(
-                        &format!("auth.source.tokens[{i}]"),
-                        format!("environment variable `{env}` is not set on the server"),
-                    ),
-                    Secret::Value(v) if v == REDACTED => err(
-                        &format!("auth.source.tokens[{i}]"),
-                        "was typed in for an earlier run and not stored; type it again or use {\"env\": \"NAME\"}".into(),
-                    ),
-                    _ => {}
+                if let Some(problem) = t.problem() {
+                    err(&format!("auth.source.tokens[{i}]"), problem);
                 }
             }
         }
@@ -344,15 +336,8 @@ fn validate_auth(auth: &Auth, errs: &mut Vec<FieldError>) {
             if client_id.is_empty() {
                 err("auth.source.client_id", "must not be empty".into());
             }
-            match client_secret {
-                Secret::Env { env } if std::env::var(env).is_err() => {
-                    err("auth.source.client_secret", format!("environment variable `{env}` is not set on the server"))
-                }
-                Secret::Value(v) if v == REDACTED => err(
-                    "auth.source.client_secret",
-                    "was typed in for an earlier run and not stored; type it again or use {\"env\": \"NAME\"}".into(),
-                ),
-                _ => {}
+            if let Some(problem) = client_secret.problem() {
+                err("auth.source.client_secret", problem);
             }
         }
     }
