@@ -65,11 +65,7 @@ async fn get_meta(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    let d = st.runs.detail(&id).await?;
-    Ok(Json(RunMeta {
-        tags: d.tags,
-        note: d.note,
-    }))
+    Ok(Json(st.runs.meta(&id).await?))
 }
 
 async fn put_meta(

@@ -148,10 +148,8 @@ async fn finished(st: &AppState, id: &str) -> Result<Finished, AppError> {
         ))
         .into());
     };
-    let diagnosis = run
-        .diagnosis
-        .clone()
-        .unwrap_or_else(|| engine::diagnose::for_run(&run.series, Some(&summary)));
+    // `detail` diagnoses every run that has a summary.
+    let diagnosis = run.diagnosis.clone().unwrap_or_default();
     let thresholds = engine::thresholds::evaluate(&run.plan.thresholds, &summary);
     Ok(Finished {
         run,

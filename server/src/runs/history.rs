@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use app::api::{
     date_ms, ApiError, BaselineView, CompareRun, CompareView, Launched, PlanRef, RunDetail,
-    RunMeta, RunPage, RunQuery, RunStatus, ShareKind, ShareLink, SharedView,
+    RunListItem, RunMeta, RunPage, RunQuery, RunStatus, ShareKind, ShareLink, SharedView,
 };
 use engine::compare::{self, HistogramView, RunFacts};
 use engine::{FieldError, Plan, Summary};
@@ -64,18 +64,28 @@ struct Facts {
     histograms: BTreeMap<String, Vec<(u64, u64)>>,
 }
 
+impl Facts {
+    fn run_facts(&self) -> RunFacts<'_> {
+        RunFacts {
+            name: &self.detail.name,
+            summary: &self.summary,
+            diagnosis: &self.diagnosis,
+            series: &self.detail.series,
+            histograms: &self.histograms,
+        }
+    }
+}
+
 fn compare_all(facts: &[Facts]) -> engine::compare::Comparison {
-    let runs: Vec<RunFacts<'_>> = facts
-        .iter()
-        .map(|f| RunFacts {
-            name: &f.detail.name,
-            summary: &f.summary,
-            diagnosis: &f.diagnosis,
-            series: &f.detail.series,
-            histograms: &f.histograms,
-        })
-        .collect();
+    let runs: Vec<RunFacts<'_>> = facts.iter().map(Facts::run_facts).collect();
     compare::compare(&runs)
+}
+
+/// 409 for a run without results (live, failed to start, interrupted early).
+fn no_results(id: &str, status: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "run {id} is {status} and has no results to compare yet"
+    ))
 }
 
 impl Runs {
@@ -95,22 +105,23 @@ impl Runs {
         match p.baseline_run_id {
             Some(b) if b == d.id => d.is_baseline = true,
             Some(b) if d.summary.is_some() => {
-                if let Ok(base) = self.facts(&b).await {
-                    let (name, created_at_ms) =
-                        (base.detail.name.clone(), base.detail.created_at_ms);
-                    let this = Facts {
-                        summary: d.summary.clone().unwrap_or_default(),
-                        diagnosis: d.diagnosis.clone().unwrap_or_else(|| {
-                            engine::diagnose::for_run(&d.series, d.summary.as_ref())
-                        }),
-                        histograms: d.summary.as_ref().map(decoded).unwrap_or_default(),
-                        detail: d.clone(),
+                if let (Ok(base), Some(summary), Some(diagnosis)) =
+                    (self.facts(&b).await, &d.summary, &d.diagnosis)
+                {
+                    let histograms = decoded(summary);
+                    let this = RunFacts {
+                        name: &d.name,
+                        summary,
+                        diagnosis,
+                        series: &d.series,
+                        histograms: &histograms,
                     };
+                    let comparison = compare::compare(&[base.run_facts(), this]);
                     d.baseline = Some(BaselineView {
                         run_id: b,
-                        name,
-                        created_at_ms,
-                        comparison: compare_all(&[base, this]),
+                        name: base.detail.name,
+                        created_at_ms: base.detail.created_at_ms,
+                        comparison,
                     });
                 }
             }
@@ -122,16 +133,10 @@ impl Runs {
     /// A finished run for comparing (409 if it has no summary).
     async fn facts(&self, id: &str) -> Result<Facts, ApiError> {
         let detail = self.detail(id).await?;
-        let Some(summary) = detail.summary.clone() else {
-            return Err(ApiError::Conflict(format!(
-                "run {id} is {} and has no results to compare yet",
-                detail.status.as_str()
-            )));
+        let (Some(summary), Some(diagnosis)) = (detail.summary.clone(), detail.diagnosis.clone())
+        else {
+            return Err(no_results(id, detail.status.as_str()));
         };
-        let diagnosis = detail
-            .diagnosis
-            .clone()
-            .unwrap_or_else(|| engine::diagnose::for_run(&detail.series, Some(&summary)));
         let histograms = decoded(&summary);
         Ok(Facts {
             detail,
@@ -205,9 +210,14 @@ impl Runs {
         })
     }
 
-    pub(super) async fn search_runs(&self, q: RunQuery) -> Result<RunPage, ApiError> {
-        let f = Self::filter(&q)?;
-        let (rows, total) = store::search_runs(&self.pool, &f)
+    /// The runs a query matches (one page of them), without the list page's extras.
+    pub(super) async fn matching_runs(&self, q: &RunQuery) -> Result<Vec<RunListItem>, ApiError> {
+        Ok(self.page_of(&Self::filter(q)?).await?.0)
+    }
+
+    /// One page of runs with their tags, and how many match in all.
+    async fn page_of(&self, f: &RunFilter) -> Result<(Vec<RunListItem>, u64), ApiError> {
+        let (rows, total) = store::search_runs(&self.pool, f)
             .await
             .map_err(|e| internal("search_runs", e))?;
         let ids: Vec<String> = rows.iter().map(|r| r.run.run_id.clone()).collect();
@@ -224,14 +234,18 @@ impl Runs {
                 item
             })
             .collect();
-        let plans = store::list_plans(&self.pool)
+        Ok((runs, total as u64))
+    }
+
+    /// The runs list: a page of matching runs, with the plans and tags to filter by.
+    pub(super) async fn search_runs(&self, q: RunQuery) -> Result<RunPage, ApiError> {
+        let f = Self::filter(&q)?;
+        let (runs, total) = self.page_of(&f).await?;
+        let plans = store::plan_names(&self.pool)
             .await
-            .map_err(|e| internal("list_plans", e))?
+            .map_err(|e| internal("plan_names", e))?
             .into_iter()
-            .map(|p| PlanRef {
-                id: p.plan.plan_id,
-                name: p.plan.name,
-            })
+            .map(|(id, name)| PlanRef { id, name })
             .collect();
         let all_tags = store::all_tags(&self.pool)
             .await
@@ -240,10 +254,10 @@ impl Runs {
         let page = (f.offset / f.limit) as u32 + 1;
         Ok(RunPage {
             runs,
-            total: total as u64,
+            total,
             page,
             per_page,
-            pages: ((total as u64).div_ceil(u64::from(per_page))).max(1) as u32,
+            pages: (total.div_ceil(u64::from(per_page))).max(1) as u32,
             plans,
             tags: all_tags,
             query: q,
@@ -251,21 +265,28 @@ impl Runs {
     }
 
     pub(super) async fn delete_run(&self, id: &str) -> Result<(), ApiError> {
-        let row = store::get_run(&self.pool, id)
+        let deleted = store::delete_run(&self.pool, id)
             .await
-            .map_err(|e| internal("get_run", e))?
-            .ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
-        if matches!(row.status.as_str(), "queued" | "running") {
+            .map_err(|e| internal("delete_run", e))?;
+        if !deleted {
+            // Unknown (404) or live (409: the store never deletes a live run).
+            let row = self.run_row(id).await?;
             return Err(ApiError::Conflict(format!(
                 "run {id} is {}; cancel it before deleting it",
                 row.status
             )));
         }
-        store::delete_run(&self.pool, id)
-            .await
-            .map_err(|e| internal("delete_run", e))?;
         tracing::info!(run = id, "run deleted");
         Ok(())
+    }
+
+    /// A run's tags and note.
+    pub(crate) async fn meta(&self, id: &str) -> Result<RunMeta, ApiError> {
+        let row = self.run_row(id).await?;
+        Ok(RunMeta {
+            tags: self.tags(id).await?,
+            note: row.note,
+        })
     }
 
     pub(super) async fn set_meta(&self, id: &str, meta: RunMeta) -> Result<(), ApiError> {
@@ -312,10 +333,7 @@ impl Runs {
     /// Re-launches a run's exact plan. Secrets that were typed in come back from its
     /// saved plan when it has one; otherwise validation says which one to type again.
     pub(super) async fn run_again(&self, id: &str) -> Result<Launched, ApiError> {
-        let row = store::get_run(&self.pool, id)
-            .await
-            .map_err(|e| internal("get_run", e))?
-            .ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
+        let row = self.run_row(id).await?;
         let mut plan: Plan =
             serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
         let mut plan_id = None;
@@ -389,7 +407,7 @@ impl Runs {
                         format!("a run share names exactly 1 run; got {}", ids.len()),
                     ));
                 }
-                self.detail(&ids[0]).await?;
+                self.run_row(&ids[0]).await?;
                 "run"
             }
             ShareKind::Compare => "compare",
@@ -397,8 +415,18 @@ impl Runs {
         let joined = match kind {
             ShareKind::Run => ids.join(","),
             ShareKind::Compare => {
-                let facts = self.facts_in_order(ids).await?;
-                let ordered: Vec<&str> = facts.iter().map(|f| f.detail.id.as_str()).collect();
+                // The order the comparison shows (oldest first), checked as it would be.
+                Self::check_compare_ids(ids)?;
+                let mut rows = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let row = self.run_row(id).await?;
+                    if row.summary_json.is_none() {
+                        return Err(no_results(id, &row.status));
+                    }
+                    rows.push(row);
+                }
+                rows.sort_by_key(|r| r.created_at);
+                let ordered: Vec<&str> = rows.iter().map(|r| r.run_id.as_str()).collect();
                 ordered.join(",")
             }
         };

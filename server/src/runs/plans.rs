@@ -60,13 +60,12 @@ impl Runs {
         let plan = plan.redacted();
         let toml = plan_file::to_toml(&plan).map_err(|e| internal("plan toml", e))?;
         let runs = self
-            .search_runs(RunQuery {
+            .matching_runs(&RunQuery {
                 plan: Some(id.to_string()),
                 per_page: Some(20),
                 ..Default::default()
             })
-            .await?
-            .runs;
+            .await?;
         Ok(PlanDetail {
             id: row.plan_id,
             name: row.name,
@@ -81,8 +80,9 @@ impl Runs {
 
     /// The plan as a commented TOML file (secrets redacted).
     pub async fn plan_toml(&self, id: &str) -> Result<(String, String), ApiError> {
-        let d = self.plan_detail(id).await?;
-        Ok((d.name, d.toml))
+        let (row, plan) = self.plan_row(id).await?;
+        let toml = plan_file::to_toml(&plan.redacted()).map_err(|e| internal("plan toml", e))?;
+        Ok((row.name, toml))
     }
 
     /// Creates or replaces a saved plan from TOML/JSON text. Redacted secrets keep the

@@ -115,13 +115,27 @@ impl Runs {
         Ok(())
     }
 
+    /// The run's stored row (404 for an unknown id): for answers that need no ticks.
+    pub(crate) async fn run_row(&self, id: &str) -> Result<store::RunRow, ApiError> {
+        store::get_run(&self.pool, id)
+            .await
+            .map_err(|e| internal("get_run", e))?
+            .ok_or_else(|| ApiError::NotFound(format!("run {id}")))
+    }
+
+    /// One run's tags.
+    pub(crate) async fn tags(&self, run_id: &str) -> Result<Vec<String>, ApiError> {
+        Ok(store::tags_of(&self.pool, &[run_id.to_string()])
+            .await
+            .map_err(|e| internal("tags_of", e))?
+            .remove(run_id)
+            .unwrap_or_default())
+    }
+
     /// The run itself (no saved-plan name, no baseline comparison): what exports,
     /// CSV and metadata answers need.
     pub(crate) async fn detail(&self, id: &str) -> Result<RunDetail, ApiError> {
-        let row = store::get_run(&self.pool, id)
-            .await
-            .map_err(|e| internal("get_run", e))?
-            .ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
+        let row = self.run_row(id).await?;
         let plan: Plan =
             serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
         let summary = match &row.summary_json {
@@ -135,8 +149,9 @@ impl Runs {
             .filter_map(|j| serde_json::from_str(j).ok())
             .collect();
         let series = engine::Series::from_snapshots(&ticks);
-        let diagnosis =
-            (!series.t.is_empty()).then(|| engine::diagnose::for_run(&series, summary.as_ref()));
+        // Every finished run has one (callers rely on it), live ones once a tick is in.
+        let diagnosis = (summary.is_some() || !series.t.is_empty())
+            .then(|| engine::diagnose::for_run(&series, summary.as_ref()));
         let last = ticks.into_iter().last();
         let env = row
             .env_json
@@ -146,11 +161,7 @@ impl Runs {
             .as_ref()
             .map(super::history::histogram_views)
             .unwrap_or_default();
-        let tags = store::tags_of(&self.pool, std::slice::from_ref(&row.run_id))
-            .await
-            .map_err(|e| internal("tags_of", e))?
-            .remove(&row.run_id)
-            .unwrap_or_default();
+        let tags = self.tags(&row.run_id).await?;
         Ok(RunDetail {
             plan_id: row.plan_id,
             plan_name: None,
@@ -311,7 +322,7 @@ impl RunService for Runs {
                 per_page: Some(LIST_LIMIT),
                 ..Default::default()
             };
-            Ok(self.search_runs(q).await?.runs)
+            self.matching_runs(&q).await
         })
     }
 

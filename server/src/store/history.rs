@@ -153,17 +153,21 @@ pub async fn set_meta(
 /// there was no finished run with this id.
 pub async fn delete_run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
-    sqlx::query("delete from share where instr(',' || run_ids || ',', ',' || ? || ',') > 0")
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
     let n = sqlx::query("delete from run where run_id = ? and status not in ('queued', 'running')")
         .bind(run_id)
         .execute(&mut *tx)
         .await?
         .rows_affected();
+    if n == 0 {
+        // Unknown or live: nothing changes (the transaction rolls back on drop).
+        return Ok(false);
+    }
+    sqlx::query("delete from share where instr(',' || run_ids || ',', ',' || ? || ',') > 0")
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok(n > 0)
+    Ok(true)
 }
 
 /// Links a run to a saved plan.
@@ -254,6 +258,13 @@ pub async fn list_plans(pool: &SqlitePool) -> sqlx::Result<Vec<PlanListRow>> {
     )
     .fetch_all(pool)
     .await
+}
+
+/// Saved plans' ids and names, in `list_plans` order (the runs list's plan filter).
+pub async fn plan_names(pool: &SqlitePool) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as("select plan_id, name from saved_plan order by updated_at desc, rowid desc")
+        .fetch_all(pool)
+        .await
 }
 
 /// True when the database holds neither runs nor saved plans (a first start).
