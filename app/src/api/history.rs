@@ -131,14 +131,24 @@ pub struct RunMeta {
 impl RunMeta {
     /// From the form: tags comma- or space-separated.
     pub fn from_form(tags: &str, note: String) -> RunMeta {
-        let mut t: Vec<String> = tags
-            .split([',', ' ', '\n'])
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
+        RunMeta {
+            tags: tags.split([',', ' ', '\n']).map(str::to_string).collect(),
+            note,
+        }
+        .normalized()
+    }
+
+    /// Tags trimmed, without empty ones, sorted, each once (how they are stored).
+    pub fn normalized(mut self) -> RunMeta {
+        self.tags = self
+            .tags
+            .iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
             .collect();
-        t.sort();
-        t.dedup();
-        RunMeta { tags: t, note }
+        self.tags.sort();
+        self.tags.dedup();
+        self
     }
 }
 

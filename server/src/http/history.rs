@@ -73,9 +73,9 @@ async fn put_meta(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, AppError> {
-    let mut meta: RunMeta =
+    let meta: RunMeta =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("meta: {e}")))?;
-    meta.tags = RunMeta::from_form(&meta.tags.join(","), String::new()).tags;
+    let meta = meta.normalized();
     st.runs.update_meta(&id, meta.clone()).await?;
     Ok(Json(meta))
 }

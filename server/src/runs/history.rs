@@ -290,6 +290,7 @@ impl Runs {
     }
 
     pub(super) async fn set_meta(&self, id: &str, meta: RunMeta) -> Result<(), ApiError> {
+        let meta = meta.normalized();
         let mut errs = Vec::new();
         if meta.tags.len() > MAX_TAGS {
             errs.push(FieldError {
