@@ -102,6 +102,9 @@ pub struct Shift {
     pub prob_slower: f64,
     pub n_a: u64,
     pub n_b: u64,
+    /// `slower`, `faster` or `same`: shifted when p < 0.01 and P(slower) is at least
+    /// 0.05 away from even.
+    pub verdict: String,
 }
 
 /// Latency metrics that get percentile rows, in table order.
@@ -463,13 +466,21 @@ pub fn mann_whitney(a: &[(u64, u64)], b: &[(u64, u64)]) -> Option<Shift> {
         let z = (u_b - mean).abs() / var.sqrt();
         erfc(z / std::f64::consts::SQRT_2).clamp(0.0, 1.0)
     };
+    let prob_slower = u_b / (naf * nbf);
+    let shifted = p_value < 0.01 && (prob_slower - 0.5).abs() >= 0.05;
+    let verdict = match (shifted, prob_slower > 0.5) {
+        (false, _) => "same",
+        (true, true) => "slower",
+        (true, false) => "faster",
+    };
     Some(Shift {
         metric: String::new(),
         run: 1,
         p_value,
-        prob_slower: u_b / (naf * nbf),
+        prob_slower,
         n_a: na,
         n_b: nb,
+        verdict: verdict.into(),
     })
 }
 

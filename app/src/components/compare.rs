@@ -104,11 +104,10 @@ pub fn ShiftTable(comparison: Comparison, names: Vec<String>) -> impl IntoView {
             <tbody>
                 {comparison.shifts.into_iter().map(move |s| {
                     let name = names.get(s.run).cloned().unwrap_or_default();
-                    let shifted = s.p_value < 0.01 && (s.prob_slower - 0.5).abs() >= 0.05;
-                    let verdict = match (shifted, s.prob_slower > 0.5) {
-                        (false, _) => "no meaningful shift",
-                        (true, true) => "slower",
-                        (true, false) => "faster",
+                    let verdict = match s.verdict.as_str() {
+                        "slower" => "slower",
+                        "faster" => "faster",
+                        _ => "no meaningful shift",
                     };
                     view! {
                         <tr data-metric=s.metric>

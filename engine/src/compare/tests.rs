@@ -170,6 +170,14 @@ fn slower_connects_are_called_significant_and_same_ones_are_not() {
         c.headlines
     );
     assert!(c.shifts.iter().any(|s| s.run == 1 && s.p_value < 0.001));
+    // b is 38 % slower at p95: its connect distribution shifted up; c's did not.
+    let shift = |run| {
+        c.shifts
+            .iter()
+            .find(|s| s.run == run && s.metric == "ws_connecting")
+    };
+    assert_eq!(shift(1).map(|s| s.verdict.as_str()), Some("slower"));
+    assert_eq!(shift(2).map(|s| s.verdict.as_str()), Some("same"));
     assert!(
         c.behaviour
             .iter()
