@@ -27,6 +27,16 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::Cancelled,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",
@@ -38,15 +48,7 @@ impl RunStatus {
         }
     }
     pub fn parse(s: &str) -> Option<RunStatus> {
-        Some(match s {
-            "queued" => RunStatus::Queued,
-            "running" => RunStatus::Running,
-            "completed" => RunStatus::Completed,
-            "cancelled" => RunStatus::Cancelled,
-            "failed" => RunStatus::Failed,
-            "interrupted" => RunStatus::Interrupted,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
     /// Queued or running.
     pub fn is_live(&self) -> bool {

@@ -14,3 +14,10 @@ pub use load_error::LoadError;
 pub use share_box::ShareBox;
 pub use status::StatusBadge;
 pub use tiles::{FailureTable, LatencyTable, Tiles, TokenTable};
+
+/// The first failed action's message, of a view's several actions.
+pub(crate) fn first_error<const N: usize>(
+    errs: [Option<crate::api::ApiError>; N],
+) -> Option<String> {
+    errs.into_iter().flatten().next().map(|e| e.to_string())
+}

@@ -31,14 +31,13 @@ pub fn RunActions(detail: RunDetail, on_change: Callback<()>) -> impl IntoView {
     let finished = !detail.status.is_live();
     let has_summary = detail.summary.is_some();
     let error = move || {
-        let errs = [
+        super::first_error([
             rerun.value().get().and_then(|r| r.err()),
             save_plan.value().get().and_then(|r| r.err()),
             baseline.value().get().and_then(|r| r.err()),
             meta.value().get().and_then(|r| r.err()),
             delete.value().get().and_then(|r| r.err()),
-        ];
-        errs.into_iter().flatten().next().map(|e| e.to_string())
+        ])
     };
     let ticks = detail.series.t.len();
     let tags = detail.tags.join(", ");

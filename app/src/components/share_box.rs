@@ -15,14 +15,10 @@ pub fn ShareBox(kind: &'static str, ids: String) -> impl IntoView {
             && revoke.version().get() >= share.version().get()
     };
     let error = move || {
-        [
+        super::first_error([
             share.value().get().and_then(|r| r.err()),
             revoke.value().get().and_then(|r| r.err()),
-        ]
-        .into_iter()
-        .flatten()
-        .next()
-        .map(|e| e.to_string())
+        ])
     };
     view! {
         <ActionForm action=share attr:class="run-actions__form">

@@ -157,15 +157,11 @@ fn PlanView(plan: PlanDetail, on_saved: Callback<()>) -> impl IntoView {
     let id = StoredValue::new(plan.id.clone());
     let hidden = move || view! { <input type="hidden" name="id" value=id.get_value()/> };
     let error = move || {
-        [
+        crate::components::first_error([
             run.value().get().and_then(|r| r.err()),
             dup.value().get().and_then(|r| r.err()),
             del.value().get().and_then(|r| r.err()),
-        ]
-        .into_iter()
-        .flatten()
-        .next()
-        .map(|e| e.to_string())
+        ])
     };
     let baseline = plan.baseline_run_id.clone();
     let n_runs = plan.runs.len();

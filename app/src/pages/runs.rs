@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use crate::api::{search_runs, RunPage, RunQuery};
+use crate::api::{search_runs, RunPage, RunQuery, RunStatus};
 use crate::components::{LoadError, StatusBadge};
 use crate::fmt;
 
@@ -78,14 +78,6 @@ fn RunsList(page: RunPage) -> impl IntoView {
         || q.from.is_some()
         || q.to.is_some();
     let v = |o: &Option<String>| o.clone().unwrap_or_default();
-    let statuses = [
-        "queued",
-        "running",
-        "completed",
-        "cancelled",
-        "failed",
-        "interrupted",
-    ];
     let prev = (page.page > 1).then(|| format!("/runs?{}", q.to_query_string(page.page - 1)));
     let next =
         (page.page < page.pages).then(|| format!("/runs?{}", q.to_query_string(page.page + 1)));
@@ -102,8 +94,9 @@ fn RunsList(page: RunPage) -> impl IntoView {
             <input name="target" placeholder="target contains" value=v(&q.target)/>
             <select name="status">
                 <option value="">"any status"</option>
-                {statuses.iter().map(|s| view! {
-                    <option value=*s selected=q.status.as_deref() == Some(*s)>{*s}</option>
+                {RunStatus::ALL.iter().map(|st| {
+                    let s = st.as_str();
+                    view! { <option value=s selected=q.status.as_deref() == Some(s)>{s}</option> }
                 }).collect_view()}
             </select>
             <select name="tag">

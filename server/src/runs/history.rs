@@ -154,7 +154,10 @@ impl Runs {
             if RunStatus::parse(s).is_none() {
                 return Err(bad(
                     "status",
-                    format!("`{s}` is not one of queued, running, completed, cancelled, failed, interrupted"),
+                    format!(
+                        "`{s}` is not one of {}",
+                        RunStatus::ALL.map(|st| st.as_str()).join(", ")
+                    ),
                 ));
             }
         }
