@@ -11,7 +11,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqlitePool};
+use sqlx::{FromRow, SqliteExecutor, SqlitePool};
 
 mod history;
 pub use history::*;
@@ -75,7 +75,7 @@ pub struct NewRun<'a> {
 }
 
 /// Inserts a new run as `queued`.
-pub async fn insert_run(pool: &SqlitePool, r: NewRun<'_>) -> sqlx::Result<()> {
+pub async fn insert_run<'e>(db: impl SqliteExecutor<'e>, r: NewRun<'_>) -> sqlx::Result<()> {
     sqlx::query("insert into run (run_id, name, target, status, plan_json, created_at, plan_id, env_json) values (?, ?, ?, 'queued', ?, ?, ?, ?)")
         .bind(r.run_id)
         .bind(r.name)
@@ -84,7 +84,7 @@ pub async fn insert_run(pool: &SqlitePool, r: NewRun<'_>) -> sqlx::Result<()> {
         .bind(r.created_at)
         .bind(r.plan_id)
         .bind(r.env_json)
-        .execute(pool)
+        .execute(db)
         .await?;
     Ok(())
 }
@@ -100,52 +100,37 @@ pub async fn import_run(
     summary_json: &str,
     h: Headline,
 ) -> sqlx::Result<()> {
+    // The same steps as a run made here: inserted, started (at its creation), its
+    // ticks, finished.
     let mut tx = pool.begin().await?;
-    sqlx::query("insert into run (run_id, name, target, status, plan_json, created_at, started_at, finished_at, summary_json, peak_open, opened, failed, duration_ms, plan_id, env_json) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        .bind(r.run_id)
-        .bind(r.name)
-        .bind(r.target)
-        .bind(status)
-        .bind(r.plan_json)
-        .bind(r.created_at)
-        .bind(r.created_at)
-        .bind(finished_at)
-        .bind(summary_json)
-        .bind(h.peak_open)
-        .bind(h.opened)
-        .bind(h.failed)
-        .bind(h.duration_ms)
-        .bind(r.plan_id)
-        .bind(r.env_json)
-        .execute(&mut *tx)
-        .await?;
+    insert_run(&mut *tx, r).await?;
+    mark_running(&mut *tx, r.run_id, r.created_at).await?;
     for (seq, elapsed_ms, json) in ticks {
-        sqlx::query("insert or replace into run_interval (run_id, seq, elapsed_ms, snapshot_json) values (?, ?, ?, ?)")
-            .bind(r.run_id)
-            .bind(seq)
-            .bind(elapsed_ms)
-            .bind(json)
-            .execute(&mut *tx)
-            .await?;
+        insert_interval(&mut *tx, r.run_id, *seq, *elapsed_ms, json).await?;
     }
+    finish_run(&mut *tx, r.run_id, status, finished_at, summary_json, h).await?;
     tx.commit().await
 }
 
 /// `queued` -> `running`.
-pub async fn mark_running(pool: &SqlitePool, run_id: &str, started_at: i64) -> sqlx::Result<()> {
+pub async fn mark_running<'e>(
+    db: impl SqliteExecutor<'e>,
+    run_id: &str,
+    started_at: i64,
+) -> sqlx::Result<()> {
     sqlx::query(
         "update run set status = 'running', started_at = ? where run_id = ? and status = 'queued'",
     )
     .bind(started_at)
     .bind(run_id)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
 
 /// Stores one tick.
-pub async fn insert_interval(
-    pool: &SqlitePool,
+pub async fn insert_interval<'e>(
+    db: impl SqliteExecutor<'e>,
     run_id: &str,
     seq: i64,
     elapsed_ms: i64,
@@ -156,7 +141,7 @@ pub async fn insert_interval(
         .bind(seq)
         .bind(elapsed_ms)
         .bind(snapshot_json)
-        .execute(pool)
+        .execute(db)
         .await?;
     Ok(())
 }
@@ -171,15 +156,14 @@ pub struct Headline {
 }
 
 /// Ends a run: status, summary and list columns together.
-pub async fn finish_run(
-    pool: &SqlitePool,
+pub async fn finish_run<'e>(
+    db: impl SqliteExecutor<'e>,
     run_id: &str,
     status: &str,
     finished_at: i64,
     summary_json: &str,
     h: Headline,
 ) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
     sqlx::query(
         "update run set status = ?, finished_at = ?, summary_json = ?, peak_open = ?, opened = ?, failed = ?, duration_ms = ?
          where run_id = ? and status in ('queued', 'running')",
@@ -192,9 +176,9 @@ pub async fn finish_run(
     .bind(h.failed)
     .bind(h.duration_ms)
     .bind(run_id)
-    .execute(&mut *tx)
+    .execute(db)
     .await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// Ends a run without a summary (failed to start, or cancelled while queued).
