@@ -168,25 +168,6 @@ pub fn latency(s: &Series) -> ChartSpec {
     }
 }
 
-/// Sessions ended by the target per second, by close kind (`None` when there were none).
-pub fn drops(s: &Series) -> Option<ChartSpec> {
-    if s.drop_rate.is_empty() {
-        return None;
-    }
-    let series = s
-        .drop_rate
-        .iter()
-        .map(|(k, v)| line(k, color_of(k), v))
-        .collect();
-    Some(ChartSpec {
-        y_label: "drops / s".into(),
-        height: 180,
-        x: s.t.clone(),
-        series,
-        ..Default::default()
-    })
-}
-
 /// Messages per second.
 pub fn messages(s: &Series) -> ChartSpec {
     ChartSpec {

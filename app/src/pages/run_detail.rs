@@ -64,7 +64,6 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
             series.update(|se| se.push(&s));
         }
     });
-    let has_drops = Signal::derive(move || !series.read().drop_rate.is_empty());
     // The verdict, recomputed as ticks arrive (the same pure function the API uses).
     let summary_for_diag = summary.clone();
     let diagnosis = Memo::new(move |_| {
@@ -117,9 +116,6 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
                 <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::connect_rate(&series.read(), diagnosis.read().as_ref()))/>
                 <Chart title="Latency percentiles per second" id="latency" spec=Signal::derive(move || charts::latency(&series.read()))/>
                 <Chart title="Messages per second" id="messages" spec=Signal::derive(move || charts::messages(&series.read()))/>
-                <Show when=move || has_drops.get()>
-                    <Chart title="Drops per second by close kind" id="drops" spec=Signal::derive(move || charts::drops(&series.read()).unwrap_or_default())/>
-                </Show>
                 <Show when=move || has_failures.get()>
                     <Chart title="Failures per second by class (drops dashed)" id="failures" spec=Signal::derive(move || charts::failures(&series.read()).unwrap_or_default())/>
                 </Show>
