@@ -9,7 +9,7 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== clippy (server + engine, app ssr, frontend wasm)"
 cargo clippy -p engine -p server --all-targets -- -D warnings
-cargo clippy -p app --features ssr -- -D warnings
+cargo clippy -p app --features ssr --all-targets -- -D warnings
 cargo clippy -p frontend --target wasm32-unknown-unknown --profile wasm-release -- -D warnings
 echo "== unit and integration tests"
 cargo test -p engine -p app -p server --features app/ssr

@@ -353,8 +353,19 @@ mod tests {
     }
 
     #[test]
-    fn drops_only_when_present_and_colors_are_stable() {
-        assert!(drops(&series()).is_none());
+    fn failures_only_when_present_with_drops_dashed_and_colors_are_stable() {
+        let mut s = Series {
+            t: vec![1.0],
+            ..Default::default()
+        };
+        assert!(failures(&s).is_none());
+        s.drop_rate.insert("abnormal_1006".into(), vec![2.0]);
+        let c = failures(&s).expect("drops alone make the chart");
+        assert_eq!(c.series.len(), 1);
+        assert_eq!(c.series[0].label, "drop abnormal_1006");
+        assert!(c.series[0].dash);
+        let c = failures(&series()).expect("failures make the chart");
+        assert!(c.series.iter().all(|l| !l.dash), "no drops in this series");
         assert_eq!(color_of("http_503"), color_of("http_502"));
         assert_ne!(color_of("http_429"), color_of("opened"));
     }

@@ -99,7 +99,7 @@ mod tests {
         assert_eq!(timestamp(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(timestamp(1_795_636_201_000), "2026-11-25 19:50:01 UTC");
         assert_eq!(metric(1234.0, "count"), "1,234");
-        assert_eq!(metric(3.14159, "ms"), "3.14 ms");
+        assert_eq!(metric(3.14759, "ms"), "3.15 ms");
         assert_eq!(change(38.0, Some(0.38), "ms"), "+38.0 %");
         assert_eq!(change(4.0, None, "count"), "+4");
     }
