@@ -263,7 +263,7 @@ fn detect_client_limit(f: &Facts<'_>) -> Option<Finding> {
         confidence: 0.95,
         headline: format!("Client-side limit: this machine ran out of ephemeral ports or file descriptors at about {open:.0} open connections; the target is not to blame."),
         evidence: vec![
-            format!("{n:.0} attempts failed with `client_limit` (EADDRNOTAVAIL / EMFILE) from t = {:.0} s.", f.s.t[first]),
+            format!("{} with `client_limit` (EADDRNOTAVAIL / EMFILE) from t = {:.0} s.", plural(n, "attempt failed", "attempts failed"), f.s.t[first]),
             "Fix: add source_addrs (127.0.0.2, 127.0.0.3 …) or split the load over several processes.".into(),
         ],
     })
@@ -340,8 +340,13 @@ fn detect_cap(f: &Facts<'_>) -> Option<Finding> {
     let confidence =
         (flat * plateau * starved).clamp(0.0, 1.0) * if idx.len() >= 2 { 0.95 } else { 0.7 };
     let mut evidence = vec![
-        format!("While rejecting ({} ticks), open connections stayed at {level:.0} ({:.0} % of those ticks within 5 %).", idx.len(), flat * 100.0),
-        format!("Peak open {:.0}; {rejected:.0} rejections while only {opened:.0} new connections got in.", f.peak_open),
+        format!("While rejecting ({}), open connections stayed at {level:.0} ({:.0} % of those seconds within 5 %).", plural(idx.len() as f64, "second", "seconds"), flat * 100.0),
+        format!(
+            "Peak open {:.0}; after the first rejecting second, {} and only {} got in.",
+            f.peak_open,
+            plural(rejected, "more handshake was rejected", "more handshakes were rejected"),
+            plural(opened, "new connection", "new connections"),
+        ),
     ];
     if f.has_retry_after {
         evidence.push("The target sent Retry-After with its 429s.".into());
@@ -503,7 +508,7 @@ fn detect_drops(f: &Facts<'_>) -> Option<Finding> {
         unit: "connections",
         confidence: 0.85,
         headline: format!("Server-side drops: established connections were closed by the target ({}), first at t = {:.0} s with {open:.0} open.", kinds.join(", "), f.s.t[first]),
-        evidence: vec![format!("{n:.0} sessions ended by the target or the network, not by us.")],
+        evidence: vec![format!("{} by the target or the network, not by us.", plural(n, "session ended", "sessions ended"))],
     })
 }
 
@@ -575,7 +580,7 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
                 // All rejections fell in one tick: a cap and a rate limit look the same.
                 let open = knee.open_at_first_rejection.unwrap_or(f.peak_open);
                 (
-                    format!("{rejected:.0} handshakes were rejected once {open:.0} connections were open, all within one second: too little to tell a concurrency cap from a handshake rate limit."),
+                    format!("{} once {open:.0} connections were open, all within one second: too little to tell a concurrency cap from a handshake rate limit.", plural(rejected, "handshake was rejected", "handshakes were rejected")),
                     vec![
                         "Ramp more slowly, or hold the load longer with reconnect on, so the rejections span several seconds.".into(),
                     ],
@@ -602,6 +607,16 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
     }
 }
 
+/// `n` followed by the singular or plural phrase, e.g. "1 new connection", "0 new connections".
+fn plural(n: f64, one: &str, many: &str) -> String {
+    let n = n.round();
+    if n == 1.0 {
+        format!("1 {one}")
+    } else {
+        format!("{n:.0} {many}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,6 +638,22 @@ mod tests {
     }
 
     #[test]
+    fn counts_read_as_words() {
+        assert_eq!(
+            plural(1.0, "new connection", "new connections"),
+            "1 new connection"
+        );
+        assert_eq!(
+            plural(0.0, "new connection", "new connections"),
+            "0 new connections"
+        );
+        assert_eq!(
+            plural(14.6, "new connection", "new connections"),
+            "15 new connections"
+        );
+    }
+
+    #[test]
     fn a_flat_plateau_with_rejections_is_a_cap() {
         // Ramp 50/s to 300 against a cap of 150.
         let s = series(&[
@@ -640,6 +671,12 @@ mod tests {
         assert_eq!(d.knee.first_rejection_s, Some(4.0));
         assert_eq!(d.knee.open_at_first_rejection, Some(150.0));
         assert_eq!(d.knee.pct50_s, Some(4.0));
+        assert!(
+            d.evidence.iter().any(|e| e
+                == "Peak open 150; after the first rejecting second, 100 more handshakes were rejected and only 0 new connections got in."),
+            "{:?}",
+            d.evidence
+        );
     }
 
     #[test]
