@@ -15,6 +15,8 @@ test('fill the form, launch, watch live numbers, see it completed in the list', 
   await page.goto(`${srv.base}/runs/new`);
   const target = page.locator('input[name="form[target]"]');
   assert.equal(await target.inputValue(), `${srv.sandbox}/echo`, 'target is prefilled with the sandbox');
+  const current = () => page.locator('.topbar__nav a[aria-current="page"]').allTextContents();
+  assert.deepEqual(await current(), ['New run'], 'the top bar highlights one section');
   await page.locator('input[name="form[name]"]').fill('e2e smoke');
   await page.locator('input[name="form[connections]"]').fill('30');
   await page.locator('input[name="form[ramp_secs]"]').fill('2');
@@ -44,6 +46,7 @@ test('fill the form, launch, watch live numbers, see it completed in the list', 
   const row = page.locator('tbody tr').first();
   assert.equal(await row.getAttribute('data-run-id'), id);
   assert.equal(await row.getAttribute('data-status'), 'completed');
+  assert.deepEqual(await current(), ['Runs']);
   await page.screenshot({ path: join(artifacts, '04-runs-list.png'), fullPage: true });
 
   // The API agrees with what the page showed.

@@ -23,7 +23,10 @@
         },
         { label: spec.y_label, size: 64, stroke: '#5f6b7d', grid: { stroke: '#eef2f8' } },
       ],
-      series: [{ label: 't (s)' }].concat(spec.series.map(function (s) {
+      series: [labels ? {
+        label: 'bucket',
+        value: function (u, i) { return i == null || labels[i] === undefined ? '--' : labels[i]; },
+      } : { label: 't (s)' }].concat(spec.series.map(function (s) {
         return {
           label: s.label,
           stroke: s.color,

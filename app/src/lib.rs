@@ -117,10 +117,41 @@ fn content_security_policy() {
 }
 
 /// The header: brand and navigation, or just the name on share pages.
+/// The part of the app a page belongs to, for the top bar's highlight: one at a time
+/// (`/runs/new` is "New run", not also "Runs"; a run and a comparison are "Runs").
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Section {
+    Runs,
+    Plans,
+    NewRun,
+}
+
+impl Section {
+    fn of(path: &str) -> Option<Self> {
+        let path = path.trim_end_matches('/');
+        if path == "/runs/new" {
+            Some(Self::NewRun)
+        } else if path.is_empty()
+            || path == "/runs"
+            || path.starts_with("/runs/")
+            || path == "/compare"
+        {
+            Some(Self::Runs)
+        } else if path == "/plans" || path.starts_with("/plans/") {
+            Some(Self::Plans)
+        } else {
+            None
+        }
+    }
+}
+
 #[component]
 fn TopBar() -> impl IntoView {
     let location = leptos_router::hooks::use_location();
     let shared = move || location.pathname.read().starts_with("/share/");
+    let current = move |section: Section| {
+        (Section::of(&location.pathname.read()) == Some(section)).then_some("page")
+    };
     view! {
         <header class="topbar">
             <Show
@@ -129,11 +160,29 @@ fn TopBar() -> impl IntoView {
             >
                 <A href="/" attr:class="topbar__brand">"socketswarm"</A>
                 <nav class="topbar__nav">
-                    <A href="/runs">"Runs"</A>
-                    <A href="/plans">"Plans"</A>
-                    <A href="/runs/new">"New run"</A>
+                    <a href="/runs" aria-current=move || current(Section::Runs)>"Runs"</a>
+                    <a href="/plans" aria-current=move || current(Section::Plans)>"Plans"</a>
+                    <a href="/runs/new" aria-current=move || current(Section::NewRun)>"New run"</a>
                 </nav>
             </Show>
         </header>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Section;
+
+    #[test]
+    fn one_top_bar_section_per_page() {
+        assert_eq!(Section::of("/runs/new"), Some(Section::NewRun));
+        assert_eq!(Section::of("/runs"), Some(Section::Runs));
+        assert_eq!(Section::of("/runs/0d3f"), Some(Section::Runs));
+        assert_eq!(Section::of("/compare"), Some(Section::Runs));
+        assert_eq!(Section::of("/plans/new"), Some(Section::Plans));
+        assert_eq!(Section::of("/plans/"), Some(Section::Plans));
+        assert_eq!(Section::of("/"), Some(Section::Runs));
+        assert_eq!(Section::of("/login"), None);
+        assert_eq!(Section::of("/runsx"), None);
     }
 }
