@@ -167,6 +167,10 @@ test('plan, run, baseline, change, run again, compare, share, download, tag, del
   await page.waitForURL(/\/runs$/);
   assert.equal((await api(srv.base, `/api/runs/${first}`)).status, 404);
   assert.equal((await api(srv.base, `/api/shares/${comparePath.split('/').pop()}`)).status, 404, 'its share links went with it');
+  // The list it lands on (loaded in the browser, no filters) holds the run that is left.
+  await page.locator('tbody tr').first().waitFor();
+  assert.deepEqual(await page.locator('tbody tr').evaluateAll((trs) => trs.map((tr) => tr.dataset.runId)), [second]);
+  assert.equal(await page.locator('.error').count(), 0, 'no error on the runs list');
   await page.screenshot({ path: join(artifacts, '17-after-delete.png'), fullPage: true });
 });
 

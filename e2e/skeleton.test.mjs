@@ -174,6 +174,48 @@ test('a malformed JSON plan gets an error that says where', async () => {
   assert.match(await err.textContent(), /unknown field `conections`/);
 });
 
+test('moving between pages inside the app (no reloads) loads each one without an error', async () => {
+  const plan = { name: 'to browse', target: `${srv.sandbox}/echo`, stages: [{ duration: '1s', connections: 2 }] };
+  const launched = await api(srv.base, '/api/runs', { method: 'POST', body: JSON.stringify(plan) });
+  assert.equal(launched.status, 201);
+  const page = await ctx.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('response', (r) => { if (r.url().includes('/api/') && r.status() >= 400) problems.push(`${r.status()} ${r.url()}`); });
+  await page.goto(`${srv.base}/runs/new`);
+  await page.locator('html[data-hydrated]').waitFor({ state: 'attached' });
+  const loads = [];
+  page.on('request', (r) => { if (r.url().includes('/api/')) loads.push(new URL(r.url()).pathname); });
+  const nav = page.locator('.topbar__nav');
+  const noError = async (where) => assert.equal(await page.locator('.error').count(), 0, `no error on ${where}`);
+
+  await nav.getByRole('link', { name: 'Runs' }).click();
+  await page.waitForURL(/\/runs$/);
+  await page.locator('tbody tr, .error').first().waitFor();
+  await noError('the runs list');
+  await page.locator('a.runs__sort').filter({ hasText: /^Run$/ }).click();
+  await page.waitForURL(/sort=name/);
+  await page.locator('a.runs__sort').filter({ hasText: /^Run ▾$/ }).waitFor();
+  await noError('the sorted runs list');
+  await page.locator('tbody tr a[href^="/runs/"]').first().click();
+  await page.waitForURL(/\/runs\/[0-9a-f]{32}$/);
+  await page.locator('.badge[data-status]').waitFor();
+  await noError('a run');
+  await nav.getByRole('link', { name: 'Plans' }).click();
+  await page.locator('h1', { hasText: 'Plans' }).waitFor();
+  await noError('the plans list');
+  await page.getByRole('link', { name: 'New plan' }).click();
+  await page.locator('textarea[name="text"]').waitFor();
+  await noError('a new plan');
+  await page.locator('.topbar__brand').click();
+  await page.waitForURL(`${srv.base}/`);
+  await page.locator('tbody tr, .error').first().waitFor();
+  await noError('the start page');
+
+  assert.ok(loads.length >= 5, `the pages loaded their data from the browser: ${loads.join(', ')}`);
+  assert.deepEqual(problems, []);
+});
+
 test('no page had anything refused by its Content-Security-Policy', () => {
   assert.deepEqual(cspViolations, []);
 });

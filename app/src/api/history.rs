@@ -255,7 +255,7 @@ pub fn parse_ids(s: &str) -> Vec<String> {
 
 /// A page of runs matching the filters.
 #[server]
-pub async fn search_runs(query: RunQuery) -> Result<RunPage, ApiError> {
+pub async fn search_runs(#[server(default)] query: RunQuery) -> Result<RunPage, ApiError> {
     service()?.search(query).await
 }
 

@@ -164,7 +164,7 @@ fn RunsList(page: RunPage) -> impl IntoView {
         }}
         <nav class="runs__pages">
             {prev.map(|h| view! { <a href=h rel="prev">"← previous"</a> })}
-            <span class="muted">{format!(" page {} of {} · {} runs ", page.page, page.pages, page.total)}</span>
+            <span class="muted">{format!(" page {} of {} · {} run{} ", page.page, page.pages, page.total, if page.total == 1 { "" } else { "s" })}</span>
             {next.map(|h| view! { <a href=h rel="next">"next →"</a> })}
         </nav>
     }
