@@ -174,6 +174,63 @@ test('plan, run, baseline, change, run again, compare, share, download, tag, del
   await page.screenshot({ path: join(artifacts, '17-after-delete.png'), fullPage: true });
 });
 
+test('the other buttons: save as plan, duplicate, run from the list, run again, delete a plan, filter', async () => {
+  const page = await ctx.newPage();
+  const failed = [];
+  page.on('pageerror', (e) => failed.push(`page error: ${e.message}`));
+  page.on('response', (r) => { if (r.url().includes('/api/') && r.status() >= 400) failed.push(`${r.status()} ${r.url()}`); });
+  const plan = { name: 'buttons', target: `${srv.sandbox}/echo`, stages: [{ duration: '1s', connections: 3 }] };
+  const { body: launched } = await api(srv.base, '/api/runs', { method: 'POST', body: JSON.stringify(plan) });
+  await page.goto(`${srv.base}/runs/${launched.id}`);
+  await page.locator('html[data-hydrated]').waitFor({ state: 'attached' });
+  await page.locator('.run-detail .badge[data-status="completed"]').waitFor({ timeout: 30000 });
+
+  // Save as plan: the run's plan becomes a saved plan, opened in the editor.
+  await page.getByRole('button', { name: 'Save as plan' }).click();
+  await page.waitForURL(/\/plans\/[0-9a-f]{32}$/);
+  const saved = page.url().split('/').pop();
+  await page.locator('textarea[name="text"]').waitFor();
+  assert.match(await page.locator('textarea[name="text"]').inputValue(), /name = "buttons"/);
+
+  // Duplicate: a second plan with the same body, opened in turn.
+  await page.getByRole('button', { name: 'Duplicate' }).click();
+  await page.waitForURL((u) => /\/plans\/[0-9a-f]{32}$/.test(u.pathname) && !u.pathname.endsWith(saved));
+  const copy = page.url().split('/').pop();
+  await page.locator('textarea[name="text"]').waitFor();
+  assert.match(await page.locator('textarea[name="text"]').inputValue(), /connections = 3/);
+
+  // Delete the copy behind its confirmation: back on the plans list, without it.
+  await page.locator('summary', { hasText: 'Delete…' }).click();
+  await page.getByRole('button', { name: 'Delete this plan' }).click();
+  await page.waitForURL(/\/plans$/);
+  await page.locator(`tbody tr a[href="/plans/${saved}"]`).waitFor();
+  assert.equal(await page.locator(`a[href="/plans/${copy}"]`).count(), 0);
+  assert.equal((await api(srv.base, `/api/plans/${copy}`)).status, 404);
+
+  // Run from the plans list: a new run of the saved plan.
+  await page.locator('tr', { has: page.locator(`a[href="/plans/${saved}"]`) }).getByRole('button', { name: 'Run' }).click();
+  const fromList = await finished(page);
+  assert.notEqual(fromList, launched.id);
+  assert.equal((await api(srv.base, `/api/runs/${fromList}`)).body.plan_id, saved);
+
+  // Run again on that run: the same plan once more.
+  await page.getByRole('button', { name: 'Run again' }).click();
+  await page.waitForURL((u) => /\/runs\/[0-9a-f]{32}$/.test(u.pathname) && !u.pathname.endsWith(fromList));
+  const again = await finished(page);
+  assert.deepEqual((await api(srv.base, `/api/runs/${again}`)).body.plan, (await api(srv.base, `/api/runs/${fromList}`)).body.plan);
+
+  // Filter the list by plan with the form: the saved plan's runs (the run it was saved
+  // from counts as its first), nothing else.
+  await page.goto(`${srv.base}/runs`);
+  await page.locator('select[name="plan"]').selectOption(saved);
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.waitForURL(new RegExp(`plan=${saved}`));
+  await page.locator('tbody tr').first().waitFor();
+  const ids = await page.locator('tbody tr').evaluateAll((trs) => trs.map((tr) => tr.dataset.runId));
+  assert.deepEqual(ids.sort(), [launched.id, fromList, again].sort());
+  assert.deepEqual(failed, []);
+});
+
 test('no page had anything refused by its Content-Security-Policy', () => {
   assert.deepEqual(cspViolations, []);
 });
