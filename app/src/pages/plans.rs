@@ -88,7 +88,11 @@ fn PlanEditor(id: String, text: String, on_saved: Option<Callback<()>>) -> impl 
     let errors = move || match save.value().get() {
         Some(Err(ApiError::Validation(errs))) => errs
             .into_iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
+            // "text" is the editor itself: its errors already say where (line, column).
+            .map(|e| match e.field.as_str() {
+                "text" => e.message,
+                field => format!("{field}: {}", e.message),
+            })
             .collect(),
         Some(Err(e)) => vec![e.to_string()],
         _ => Vec::new(),
