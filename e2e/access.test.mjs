@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
-import { startServer, browser, artifacts, cspViolations } from './harness.mjs';
+import { startServer, browser, artifacts, cspViolations, pageErrors } from './harness.mjs';
 
 const TOKEN = 'e2e-access-token-0123456789';
 let srv;
@@ -107,4 +107,8 @@ test('a page on another origin cannot launch a run through the browser', async (
 
 test('no page had anything refused by its Content-Security-Policy', () => {
   assert.deepEqual(cspViolations, []);
+});
+
+test('no page hit an uncaught script error or a panic', () => {
+  assert.deepEqual(pageErrors, []);
 });

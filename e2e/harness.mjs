@@ -36,7 +36,11 @@ export async function startServer(extraArgs = []) {
 /** Every Content-Security-Policy refusal any page of any browser here reported. */
 export const cspViolations = [];
 
-/** A headless chromium with a fresh profile; its pages report CSP refusals to `cspViolations`. */
+/** Every uncaught script error (a wasm panic among them) any page of any browser here hit. */
+export const pageErrors = [];
+
+/** A headless chromium with a fresh profile; its pages report CSP refusals to
+ * `cspViolations` and uncaught errors to `pageErrors`. */
 export async function browser(opts = {}) {
   const profile = mkdtempSync(join(tmpdir(), 'socketswarm-chromium-'));
   const ctx = await chromium.launchPersistentContext(profile, {
@@ -47,9 +51,13 @@ export async function browser(opts = {}) {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     ...opts,
   });
-  const watch = (page) => page.on('console', (msg) => {
-    if (/Content Security Policy/i.test(msg.text())) cspViolations.push(`${page.url()}: ${msg.text()}`);
-  });
+  const watch = (page) => {
+    page.on('console', (msg) => {
+      if (/Content Security Policy/i.test(msg.text())) cspViolations.push(`${page.url()}: ${msg.text()}`);
+      if (/panicked at/.test(msg.text())) pageErrors.push(`${page.url()}: ${msg.text()}`);
+    });
+    page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`));
+  };
   ctx.pages().forEach(watch);
   ctx.on('page', watch);
   return ctx;

@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { startServer, browser, api, artifacts, cspViolations } from './harness.mjs';
+import { startServer, browser, api, artifacts, cspViolations, pageErrors } from './harness.mjs';
 
 let srv;
 let ctx;
@@ -177,7 +177,6 @@ test('plan, run, baseline, change, run again, compare, share, download, tag, del
 test('the other buttons: save as plan, duplicate, run from the list, run again, delete a plan, filter', async () => {
   const page = await ctx.newPage();
   const failed = [];
-  page.on('pageerror', (e) => failed.push(`page error: ${e.message}`));
   page.on('response', (r) => { if (r.url().includes('/api/') && r.status() >= 400) failed.push(`${r.status()} ${r.url()}`); });
   const plan = { name: 'buttons', target: `${srv.sandbox}/echo`, stages: [{ duration: '1s', connections: 3 }] };
   const { body: launched } = await api(srv.base, '/api/runs', { method: 'POST', body: JSON.stringify(plan) });
@@ -233,4 +232,8 @@ test('the other buttons: save as plan, duplicate, run from the list, run again, 
 
 test('no page had anything refused by its Content-Security-Policy', () => {
   assert.deepEqual(cspViolations, []);
+});
+
+test('no page hit an uncaught script error or a panic', () => {
+  assert.deepEqual(pageErrors, []);
 });

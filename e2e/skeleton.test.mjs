@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { startServer, browser, api, artifacts, cspViolations } from './harness.mjs';
+import { startServer, browser, api, artifacts, cspViolations, pageErrors } from './harness.mjs';
 
 let srv;
 let ctx;
@@ -180,7 +180,6 @@ test('moving between pages inside the app (no reloads) loads each one without an
   assert.equal(launched.status, 201);
   const page = await ctx.newPage();
   const problems = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('response', (r) => { if (r.url().includes('/api/') && r.status() >= 400) problems.push(`${r.status()} ${r.url()}`); });
   await page.goto(`${srv.base}/runs/new`);
   await page.locator('html[data-hydrated]').waitFor({ state: 'attached' });
@@ -218,4 +217,8 @@ test('moving between pages inside the app (no reloads) loads each one without an
 
 test('no page had anything refused by its Content-Security-Policy', () => {
   assert.deepEqual(cspViolations, []);
+});
+
+test('no page hit an uncaught script error or a panic', () => {
+  assert.deepEqual(pageErrors, []);
 });
