@@ -139,6 +139,26 @@ test('a capped run shows 429s in the stacked connect chart and the failure table
   assert.equal(sandboxStats.profiles['/echo?cap=15&tag=e2e'].rejected['429'], 15);
 });
 
+test('a run that hits a cap and also sees drops gets both named', async () => {
+  // 429s at a cap of 40 while the target drops sessions after 2 s and reconnects refill
+  // the freed slots: the verdict is the cap, the drops are "also found".
+  const plan = { name: 'cap and drops', target: `${srv.sandbox}/echo?cap=40&drop_after=2s&tag=e2e-also`,
+    stages: [{ duration: '3s', connections: 120 }, { duration: '4s', connections: 120 }],
+    reconnect: { mode: 'backoff', initial: '200ms', max: '1s', max_attempts: 1000 },
+    script: [{ repeat: { every: '100ms', steps: [{ send: 'x' }, { expect: {} }] } }] };
+  const { body } = await api(srv.base, '/api/runs', { method: 'POST', body: JSON.stringify(plan) });
+  const page = await ctx.newPage();
+  await page.goto(`${srv.base}${body.url}`);
+  await page.locator('.badge[data-status="completed"]').waitFor({ timeout: 30000 });
+  const diag = page.locator('.diagnosis');
+  assert.equal(await diag.getAttribute('data-kind'), 'concurrency_cap');
+  assert.equal(await diag.getAttribute('data-level'), '40');
+  const also = page.locator('.diagnosis__also li[data-kind]');
+  assert.deepEqual(await also.evaluateAll((lis) => lis.map((li) => li.dataset.kind)), ['server_drops']);
+  assert.match(await also.first().textContent(), /Server-side drops: .*server_1001/);
+  await diag.screenshot({ path: join(artifacts, '20-cap-and-drops.png') });
+});
+
 test('a whole plan as JSON: OAuth tokens against a per-token cap, diagnosed per token', async () => {
   const page = await ctx.newPage();
   await page.goto(`${srv.base}/runs/new`);

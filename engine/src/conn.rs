@@ -216,7 +216,11 @@ pub(crate) async fn run_vu(
                 ra
             }
         };
-        rec.maybe_flush();
+        // Report the session's end or the failed attempt now, as the open above: the VU
+        // may sleep a backoff next, and a drop reported late while its replacement's open
+        // (another VU's) is reported at once makes the open count run ahead of the
+        // target's. One flush per attempt, like the open's.
+        rec.try_flush();
         let Some(delay) = next_delay(&sh.reconnect, streak.max(1), retry_after) else {
             break;
         };

@@ -92,6 +92,10 @@ pub struct Diagnosis {
     /// Probe runs: one verdict per limit found (this struct then sums them up).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<Diagnosis>,
+    /// Other limits hit in the same run, each explaining a different symptom than the
+    /// verdict (e.g. a concurrency cap *and* server-side drops), strongest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<Diagnosis>,
 }
 
 /// Rejections: HTTP statuses that mean "not now" (not auth).
@@ -247,6 +251,46 @@ struct Finding {
     confidence: f64,
     headline: String,
     evidence: Vec<String>,
+}
+
+impl LimitKind {
+    /// The symptom a kind explains. Kinds of one symptom compete (cap, rate and per-token
+    /// limit are readings of the same rejections: the best fit is the explanation); kinds
+    /// of different symptoms add up (a run can hit a cap *and* see drops).
+    fn symptom(self) -> u8 {
+        match self {
+            LimitKind::ConcurrencyCap
+            | LimitKind::HandshakeRateLimit
+            | LimitKind::PerTokenLimit => 0,
+            LimitKind::AuthFailure => 1,
+            LimitKind::ServerDrops => 2,
+            LimitKind::ClientLimit => 3,
+            LimitKind::None => 4,
+        }
+    }
+}
+
+/// Findings this sure are reported; weaker ones only as alternatives.
+const REPORTED: f64 = 0.3;
+/// Another symptom's finding this sure is reported beside the verdict ("also found").
+const ALSO: f64 = 0.5;
+
+impl Finding {
+    fn into_diagnosis(self, knee: Knee, failures: BTreeMap<String, u64>) -> Diagnosis {
+        Diagnosis {
+            kind: self.kind,
+            level: self.level.map(|l| (l * 10.0).round() / 10.0),
+            unit: self.unit.into(),
+            confidence: (self.confidence * 100.0).round() / 100.0,
+            headline: self.headline,
+            evidence: self.evidence,
+            knee,
+            failures,
+            alternatives: Vec::new(),
+            verdicts: Vec::new(),
+            also: Vec::new(),
+        }
+    }
 }
 
 fn detect_client_limit(f: &Facts<'_>) -> Option<Finding> {
@@ -554,19 +598,23 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
         .skip(1)
         .map(|x| (x.kind, (x.confidence * 100.0).round() / 100.0))
         .collect();
-    match findings.into_iter().next() {
-        Some(best) if best.confidence >= 0.3 => Diagnosis {
-            kind: best.kind,
-            level: best.level.map(|l| (l * 10.0).round() / 10.0),
-            unit: best.unit.into(),
-            confidence: (best.confidence * 100.0).round() / 100.0,
-            headline: best.headline,
-            evidence: best.evidence,
-            knee,
-            failures: f.totals,
-            alternatives,
-            verdicts: Vec::new(),
-        },
+    let mut findings = findings.into_iter();
+    match findings.next() {
+        Some(best) if best.confidence >= REPORTED => {
+            // The strongest finding of each other symptom, if sure enough.
+            let mut seen = vec![best.kind.symptom()];
+            let mut also = Vec::new();
+            for x in findings {
+                if x.confidence >= ALSO && !seen.contains(&x.kind.symptom()) {
+                    seen.push(x.kind.symptom());
+                    also.push(x.into_diagnosis(Knee::default(), BTreeMap::new()));
+                }
+            }
+            let mut d = best.into_diagnosis(knee, f.totals);
+            d.alternatives = alternatives;
+            d.also = also;
+            d
+        }
         _ => {
             let failed = Facts::total(&f.failed, &f.dt);
             let rejected = Facts::total(&f.rejected, &f.dt);
@@ -602,6 +650,7 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
                 failures: f.totals,
                 alternatives,
                 verdicts: Vec::new(),
+                also: Vec::new(),
             }
         }
     }
@@ -677,6 +726,52 @@ mod tests {
             "{:?}",
             d.evidence
         );
+    }
+
+    #[test]
+    fn a_cap_with_drops_names_the_cap_and_also_the_drops() {
+        // Cap of 150; from t = 5 the target drops sessions and reconnects refill the slots.
+        let mut s = series(&[
+            (50.0, 0.0, 50.0),
+            (50.0, 0.0, 100.0),
+            (50.0, 0.0, 150.0),
+            (0.0, 50.0, 150.0),
+            (30.0, 60.0, 150.0),
+            (40.0, 70.0, 150.0),
+            (30.0, 60.0, 150.0),
+        ]);
+        s.drop_rate.insert(
+            "server_1001".into(),
+            vec![0.0, 0.0, 0.0, 0.0, 30.0, 40.0, 30.0],
+        );
+        let d = diagnose(&s, None);
+        assert_eq!(d.kind, LimitKind::ConcurrencyCap, "{d:?}");
+        assert_eq!(d.level, Some(150.0));
+        assert_eq!(d.also.len(), 1, "{d:?}");
+        assert_eq!(d.also[0].kind, LimitKind::ServerDrops);
+        assert!(
+            d.also[0].headline.contains("server_1001"),
+            "{:?}",
+            d.also[0]
+        );
+        // A rate-limit reading of the same rejections is an alternative, not "also".
+        assert!(d
+            .also
+            .iter()
+            .all(|x| x.kind != LimitKind::HandshakeRateLimit));
+    }
+
+    #[test]
+    fn one_limit_alone_has_nothing_also() {
+        let s = series(&[
+            (50.0, 0.0, 50.0),
+            (50.0, 0.0, 100.0),
+            (0.0, 50.0, 100.0),
+            (0.0, 50.0, 100.0),
+        ]);
+        let d = diagnose(&s, None);
+        assert_eq!(d.kind, LimitKind::ConcurrencyCap, "{d:?}");
+        assert!(d.also.is_empty(), "{d:?}");
     }
 
     #[test]

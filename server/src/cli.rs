@@ -221,6 +221,17 @@ fn print_summary(
     for e in &d.evidence {
         println!("  - {e}");
     }
+    for x in &d.also {
+        println!(
+            "also: {} (kind {}, confidence {:.0} %)",
+            x.headline,
+            x.kind.key(),
+            x.confidence * 100.0
+        );
+        for e in &x.evidence {
+            println!("  - {e}");
+        }
+    }
     if !results.is_empty() {
         println!("\nthresholds:");
         for r in results {

@@ -117,10 +117,33 @@ pub fn html(r: &ReportInput<'_>) -> String {
         d.kind.key(),
         d.confidence * 100.0
     );
-    for e in &d.evidence {
+    for e in d
+        .evidence
+        .iter()
+        .chain(&app::components::diagnosis::knee_lines(d))
+    {
         let _ = write!(out, "<li>{}</li>", esc(e));
     }
-    out.push_str("</ul></section>");
+    out.push_str("</ul>");
+    if !d.also.is_empty() {
+        out.push_str("<div class=\"diagnosis__also\"><h3>Also found</h3><ul>");
+        for x in &d.also {
+            let _ = write!(
+                out,
+                "<li data-kind=\"{}\"><strong>{}</strong> <span class=\"diagnosis__meta\">kind <code>{}</code> · confidence {:.0} %</span><ul class=\"diagnosis__evidence\">",
+                x.kind.key(),
+                esc(&x.headline),
+                x.kind.key(),
+                x.confidence * 100.0
+            );
+            for e in &x.evidence {
+                let _ = write!(out, "<li>{}</li>", esc(e));
+            }
+            out.push_str("</ul></li>");
+        }
+        out.push_str("</ul></div>");
+    }
+    out.push_str("</section>");
 
     let charts = [
         (

@@ -77,6 +77,52 @@ async fn server_drops_are_named() {
     );
 }
 
+/// The case that started this tool: 429s at a cap *and* drops, with reconnects refilling
+/// the freed slots. The open count must never run ahead of the target's (a drop reported
+/// late while its replacement's open is reported at once did, by up to 20 of 150), and the
+/// cap is still named, and the drops beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_with_drops_and_reconnects_is_still_a_cap() {
+    let app = spawn_app().await;
+    let mut p = plan(
+        "cap and drops",
+        &app.ws("/echo?cap=40&drop_after=2s&tag=capdrop"),
+        120,
+        "3s",
+        "4s",
+    );
+    p["reconnect"] =
+        json!({"mode": "backoff", "initial": "200ms", "max": "1s", "max_attempts": 1000});
+    p["script"] = json!([{"repeat": {"every": "100ms", "steps": [{"send": "x"}, {"expect": {}}]}}]);
+    let id = app.launch(p).await;
+    let (_, done) = app.follow(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, run) = app.get(&format!("/api/runs/{id}")).await;
+    let open: Vec<f64> = run["series"]["open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        open.iter().all(|o| *o <= 40.0),
+        "open ran ahead of the cap of 40: {open:?}"
+    );
+    let dropped = run["summary"]["totals"]["dropped"].as_u64().unwrap_or(0);
+    assert!(
+        dropped >= 40,
+        "the target dropped sessions: {}",
+        run["summary"]["totals"]
+    );
+    let d = &run["diagnosis"];
+    assert_eq!(d["kind"], "concurrency_cap", "{d}");
+    assert!((38.0..=42.0).contains(&level(d)), "{d}");
+    // The drops are a second limit hit in the same run: reported beside the cap.
+    let also = d["also"].as_array().unwrap_or_else(|| panic!("{d}"));
+    assert_eq!(also.len(), 1, "{d}");
+    assert_eq!(also[0]["kind"], "server_drops", "{d}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failures_are_named() {
     let app = spawn_app().await;

@@ -2,7 +2,8 @@
 use engine::diagnose::{Diagnosis, LimitKind};
 use leptos::prelude::*;
 
-fn knee_lines(d: &Diagnosis) -> Vec<String> {
+/// Where the run turned, in words (shown after the evidence, here and in the HTML report).
+pub fn knee_lines(d: &Diagnosis) -> Vec<String> {
     let k = &d.knee;
     let mut out = Vec::new();
     if let (Some(t), Some(open)) = (k.first_rejection_s, k.open_at_first_rejection) {
@@ -46,6 +47,25 @@ pub fn DiagnosisPanel(
                     <ul class="diagnosis__evidence">
                         {evidence.into_iter().map(|e| view! { <li>{e}</li> }).collect_view()}
                     </ul>
+                    {(!d.also.is_empty()).then(|| view! {
+                        <div class="diagnosis__also">
+                            <h3>"Also found"</h3>
+                            <ul>
+                                {d.also.iter().map(|x| view! {
+                                    <li data-kind=x.kind.key()>
+                                        <strong>{x.headline.clone()}</strong>" "
+                                        <span class="diagnosis__meta">
+                                            "kind " <code>{x.kind.key()}</code>
+                                            " · confidence " {format!("{:.0} %", x.confidence * 100.0)}
+                                        </span>
+                                        <ul class="diagnosis__evidence">
+                                            {x.evidence.iter().map(|e| view! { <li>{e.clone()}</li> }).collect_view()}
+                                        </ul>
+                                    </li>
+                                }).collect_view()}
+                            </ul>
+                        </div>
+                    })}
                     {(!d.verdicts.is_empty()).then(|| view! {
                         <ul class="diagnosis__verdicts">
                             {d.verdicts.iter().map(|v| view! {
