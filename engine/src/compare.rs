@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::diagnose::{Diagnosis, LimitKind};
+use crate::diagnose::{first_nonzero, Diagnosis, LimitKind};
 use crate::report::{metric, LatencyStats, Series, Summary};
 
 /// One run as the comparison sees it.
@@ -556,12 +556,6 @@ pub fn histogram_view(metric: &str, h: &[(u64, u64)]) -> HistogramView {
         le_ms: le_ms[first..=last].to_vec(),
         counts: counts[first..=last].to_vec(),
     }
-}
-
-/// Elapsed seconds of the first non-zero value.
-fn first_nonzero(t: &[f64], v: Option<&Vec<f64>>) -> Option<f64> {
-    let v = v?;
-    t.iter().zip(v).find(|(_, x)| **x > 0.0).map(|(t, _)| *t)
 }
 
 /// What changed in behaviour from run `a` to run `b`, in words.

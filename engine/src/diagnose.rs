@@ -7,7 +7,9 @@
 //!   rate; accepted connections plateau there (open stays flat while rejecting).
 //! - `handshake_rate_limit`: rejections track attempts above a rate R; the open count
 //!   still climbs at about R per second.
-//! - `auth_failure`: 401/403 dominate the failures.
+//! - `token_exhaustion`: the OAuth token endpoint refuses token requests (429/503), so
+//!   connections fail before any handshake.
+//! - `auth_failure`: 401/403 or other token-endpoint failures dominate the failures.
 //! - `server_drops`: established sessions are closed by the target (close frames or
 //!   abrupt ends), not by us.
 //! - `client_limit`: our side ran out of ports or file descriptors: never the target.
@@ -31,6 +33,7 @@ pub enum LimitKind {
     ConcurrencyCap,
     HandshakeRateLimit,
     PerTokenLimit,
+    TokenExhaustion,
     AuthFailure,
     ServerDrops,
     ClientLimit,
@@ -45,6 +48,7 @@ impl LimitKind {
             LimitKind::ConcurrencyCap => "concurrency_cap",
             LimitKind::HandshakeRateLimit => "handshake_rate_limit",
             LimitKind::PerTokenLimit => "per_token_limit",
+            LimitKind::TokenExhaustion => "token_exhaustion",
             LimitKind::AuthFailure => "auth_failure",
             LimitKind::ServerDrops => "server_drops",
             LimitKind::ClientLimit => "client_limit",
@@ -262,7 +266,7 @@ impl LimitKind {
             LimitKind::ConcurrencyCap
             | LimitKind::HandshakeRateLimit
             | LimitKind::PerTokenLimit => 0,
-            LimitKind::AuthFailure => 1,
+            LimitKind::AuthFailure | LimitKind::TokenExhaustion => 1,
             LimitKind::ServerDrops => 2,
             LimitKind::ClientLimit => 3,
             LimitKind::None => 4,
@@ -325,11 +329,58 @@ fn detect_auth(f: &Facts<'_>) -> Option<Finding> {
         .filter(|(k, _)| is_auth(k))
         .map(|(k, v)| format!("{v} × {k}"))
         .collect();
+    let confidence = (auth / failed.max(1.0)).min(1.0) * 0.9;
+    // The token endpoint saying "not now" (rate limit or quota): exhaustion, not bad
+    // credentials. Those attempts never reached the WebSocket service.
+    let refused_keys = ["token_http_429", "token_http_503"];
+    let refused: f64 = refused_keys
+        .iter()
+        .filter_map(|k| f.totals.get(*k))
+        .map(|v| *v as f64)
+        .sum();
+    if refused >= 0.5 * auth {
+        let first = refused_keys
+            .iter()
+            .filter_map(|k| first_nonzero(&f.s.t, f.s.failed_rate.get(*k)))
+            .reduce(f64::min);
+        let statuses: Vec<String> = refused_keys
+            .iter()
+            .filter_map(|k| f.totals.get(*k).map(|v| format!("{v} × {k}")))
+            .collect();
+        let mut evidence = vec![format!(
+            "{} at the token endpoint ({}), before any WebSocket handshake.",
+            plural(refused, "attempt failed", "attempts failed"),
+            statuses.join(", ")
+        )];
+        if auth > refused {
+            evidence.push(format!(
+                "{} with other auth or token failures.",
+                plural(
+                    auth - refused,
+                    "more attempt failed",
+                    "more attempts failed"
+                )
+            ));
+        }
+        evidence.push("Fetch fewer tokens (a shared or pooled token policy), or ask for a higher token quota: the WebSocket service itself was not the limit.".into());
+        return Some(Finding {
+            kind: LimitKind::TokenExhaustion,
+            level: None,
+            unit: "",
+            confidence,
+            headline: format!(
+                "OAuth token exhaustion: the token endpoint refused {}{}; those connections never reached the WebSocket service.",
+                plural(refused, "token request", "token requests"),
+                first.map(|t| format!(" from t = {t:.0} s")).unwrap_or_default()
+            ),
+            evidence,
+        });
+    }
     Some(Finding {
         kind: LimitKind::AuthFailure,
         level: None,
         unit: "",
-        confidence: (auth / failed.max(1.0)).min(1.0) * 0.9,
+        confidence,
         headline: format!(
             "Authentication failures: {} (handshakes refused or no token to be had).",
             statuses.join(", ")
@@ -656,6 +707,11 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
     }
 }
 
+/// Elapsed seconds of the first tick where `v` is non-zero.
+pub(crate) fn first_nonzero(t: &[f64], v: Option<&Vec<f64>>) -> Option<f64> {
+    t.iter().zip(v?).find(|(_, x)| **x > 0.0).map(|(t, _)| *t)
+}
+
 /// `n` followed by the singular or plural phrase, e.g. "1 new connection", "0 new connections".
 fn plural(n: f64, one: &str, many: &str) -> String {
     let n = n.round();
@@ -759,6 +815,31 @@ mod tests {
             .also
             .iter()
             .all(|x| x.kind != LimitKind::HandshakeRateLimit));
+    }
+
+    #[test]
+    fn a_refusing_token_endpoint_is_token_exhaustion() {
+        let mut s = series(&[(20.0, 0.0, 20.0), (20.0, 0.0, 40.0), (20.0, 0.0, 60.0)]);
+        s.failed_rate
+            .insert("token_http_429".into(), vec![0.0, 20.0, 20.0]);
+        let summary = Summary {
+            totals: crate::report::Totals {
+                failures: [("token_http_429".to_string(), 40)].into_iter().collect(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let d = diagnose(&s, Some(&summary));
+        assert_eq!(d.kind, LimitKind::TokenExhaustion, "{d:?}");
+        assert_eq!(
+            d.headline,
+            "OAuth token exhaustion: the token endpoint refused 40 token requests from t = 2 s; those connections never reached the WebSocket service."
+        );
+        assert!(
+            d.evidence[0]
+                .starts_with("40 attempts failed at the token endpoint (40 × token_http_429)"),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -281,6 +281,7 @@ pub fn verdicts(s: &Series, phases: &[PhaseSpan]) -> Diagnosis {
                     LimitKind::ConcurrencyCap
                         | LimitKind::PerTokenLimit
                         | LimitKind::AuthFailure
+                        | LimitKind::TokenExhaustion
                         | LimitKind::ServerDrops
                         | LimitKind::ClientLimit
                 ) {

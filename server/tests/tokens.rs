@@ -150,7 +150,15 @@ async fn a_rate_limited_token_endpoint_is_measured() {
             .await["rejected"]["429"],
         4
     );
-    assert_eq!(run["diagnosis"]["kind"], "auth_failure");
+    let d = &run["diagnosis"];
+    assert_eq!(d["kind"], "token_exhaustion", "{d}");
+    assert!(
+        d["headline"]
+            .as_str()
+            .unwrap()
+            .starts_with("OAuth token exhaustion: the token endpoint refused 4 token requests"),
+        "{d}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
