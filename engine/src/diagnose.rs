@@ -403,7 +403,15 @@ fn detect_cap(f: &Facts<'_>) -> Option<Finding> {
     if idx.is_empty() {
         return None;
     }
-    let opens: Vec<f64> = idx.iter().map(|&i| f.s.open[i]).collect();
+    // Open while rejecting: the higher of the tick's two ends. The end alone can be low
+    // when connections closed within the tick (drops, or the run's end draining them).
+    let opens: Vec<f64> = idx
+        .iter()
+        .map(|&i| match i.checked_sub(1) {
+            Some(prev) => f.s.open[prev].max(f.s.open[i]),
+            None => f.s.open[i],
+        })
+        .collect();
     let level = median(opens.clone())?;
     if level < 1.0 {
         return None;
@@ -840,6 +848,21 @@ mod tests {
                 .starts_with("40 attempts failed at the token endpoint (40 × token_http_429)"),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn a_rejection_in_the_draining_last_tick_still_reads_as_the_cap() {
+        // 4 connections a second against a cap of 8; the last rejection falls in the tick
+        // in which the run ended and closed everything (open 0 at its end).
+        let s = series(&[
+            (3.0, 0.0, 3.0),
+            (4.0, 0.0, 7.0),
+            (1.0, 3.0, 8.0),
+            (0.0, 1.0, 0.0),
+        ]);
+        let d = diagnose(&s, None);
+        assert_eq!(d.kind, LimitKind::ConcurrencyCap, "{d:?}");
+        assert_eq!(d.level, Some(8.0));
     }
 
     #[test]
