@@ -89,6 +89,22 @@ test('Cancel stops a running run', async () => {
   assert.equal(run.summary.totals.closes.client, 10);
 });
 
+test('a queued run waits visibly, then its open page follows it running to completed', async () => {
+  // One run at a time (the default): the second waits for the first.
+  const plan = (name) => ({ name, target: `${srv.sandbox}/echo`, stages: [{ duration: '1s', connections: 5 }, { duration: '1s', connections: 5 }] });
+  const first = await api(srv.base, '/api/runs', { method: 'POST', body: JSON.stringify(plan('runs first')) });
+  const second = await api(srv.base, '/api/runs', { method: 'POST', body: JSON.stringify(plan('waits')) });
+  assert.equal(first.status, 201);
+  assert.equal(second.body.status, 'queued');
+  const page = await ctx.newPage();
+  await page.goto(`${srv.base}${second.body.url}`);
+  await page.locator('html[data-hydrated]').waitFor({ state: 'attached' });
+  assert.equal(await page.locator('.run-detail__head .badge').getAttribute('data-status'), 'queued');
+  await page.locator('.run-detail__head .badge[data-status="running"]').waitFor({ timeout: 15000 });
+  await page.locator('.run-detail__head .badge[data-status="completed"]').waitFor({ timeout: 15000 });
+  assert.equal(await page.locator('[data-metric="opened"]').textContent(), '5');
+});
+
 test('a finished run page reads without JavaScript', async () => {
   const list = (await api(srv.base, '/api/runs')).body;
   const done = list.find((r) => r.status === 'completed');

@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use crate::api::{get_run, CancelRun, RunDetail};
+use crate::api::{get_run, CancelRun, RunDetail, RunStatus};
 use crate::charts;
 use crate::components::run_actions::{BaselinePanel, Environment, RunActions};
 use crate::components::tiles::TileData;
@@ -57,6 +57,11 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
         (None, None) => TileData::default(),
     });
     let totals = Signal::derive(move || data.get().totals);
+    // A queued run starts while its page is open: its first tick says it is running.
+    let shown_status = Signal::derive(move || match status {
+        RunStatus::Queued if live.read().is_some() => RunStatus::Running,
+        s => s,
+    });
     // Chart columns: the stored ticks, extended by live ones.
     let series = RwSignal::new(detail.series.clone());
     Effect::new(move |_| {
@@ -126,7 +131,7 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
         <div class="run-detail" data-run-id=detail.id>
             <div class="run-detail__head">
                 <h1>{detail.name.clone()}</h1>
-                <StatusBadge status=status/>
+                <StatusBadge status=shown_status/>
                 {(is_live && !is_shared).then(move || view! {
                     <ActionForm action=cancel attr:class="run-detail__cancel">
                         <input type="hidden" name="id" value=run_id.clone()/>
