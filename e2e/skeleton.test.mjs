@@ -173,6 +173,12 @@ test('a run that hits a cap and also sees drops gets both named', async () => {
   assert.deepEqual(await also.evaluateAll((lis) => lis.map((li) => li.dataset.kind)), ['server_drops']);
   assert.match(await also.first().textContent(), /Server-side drops: .*server_1001/);
   await diag.screenshot({ path: join(artifacts, '20-cap-and-drops.png') });
+  // Compared with the plain capped run, its card says both.
+  const capped = (await api(srv.base, '/api/runs')).body.find((r) => r.name === 'capped');
+  await page.goto(`${srv.base}/compare?runs=${capped.id},${body.id}`);
+  const cards = page.locator('.cmp__run');
+  assert.equal(await cards.nth(0).locator('.cmp__also').count(), 0);
+  assert.match(await cards.nth(1).locator('.cmp__also').textContent(), /^Also: Server-side drops: .*server_1001/);
 });
 
 test('a whole plan as JSON: OAuth tokens against a per-token cap, diagnosed per token', async () => {

@@ -208,6 +208,9 @@ pub struct CompareRun {
     pub tags: Vec<String>,
     /// The diagnosis in one sentence.
     pub verdict: String,
+    /// Other limits hit in the same run, a sentence each (the diagnosis' `also`).
+    #[serde(default)]
+    pub also: Vec<String>,
     pub series: Series,
 }
 

@@ -88,6 +88,7 @@ pub fn CompareBody(view: CompareView, shared: bool) -> impl IntoView {
                             <div><StatusBadge status=r.status/>{format!(" {}", fmt::timestamp(r.created_at_ms))}</div>
                             <div class="mono muted">{r.target.clone()}</div>
                             <div class="cmp__verdict">{r.verdict.clone()}</div>
+                            {r.also.iter().map(|a| view! { <div class="cmp__verdict cmp__also">"Also: " {a.clone()}</div> }).collect_view()}
                         </div>
                     }
                 }).collect_view()}

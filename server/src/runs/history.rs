@@ -391,6 +391,7 @@ impl Runs {
                 created_at_ms: f.detail.created_at_ms,
                 target: f.detail.plan.target,
                 tags: f.detail.tags,
+                also: f.diagnosis.also.into_iter().map(|x| x.headline).collect(),
                 verdict: f.diagnosis.headline,
                 series: f.detail.series,
             })
