@@ -352,6 +352,12 @@ async fn pages_answer_with_the_status_of_what_they_show() {
         ("/plans/nope".to_string(), 404, "not found"),
         ("/compare?runs=a".to_string(), 400, "runs:"),
         ("/runs".to_string(), 200, "socketswarm"),
+        (
+            "/runs?from=2026-13-45".to_string(),
+            400,
+            "from: `2026-13-45` is not a date",
+        ),
+        ("/runs?status=bogus".to_string(), 400, "Clear the filters"),
     ] {
         let r = app.fetch(&path).await;
         assert_eq!(r.status().as_u16(), status, "{path}");

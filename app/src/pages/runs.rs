@@ -39,7 +39,10 @@ pub fn RunsPage() -> impl IntoView {
             <Suspense fallback=|| view! { <p>"Loading runs…"</p> }>
                 {move || Suspend::new(async move {
                     match runs.await {
-                        Err(e) => view! { <LoadError error=e/> }.into_any(),
+                        Err(e) => view! {
+                            <LoadError error=e/>
+                            <p><a href="/runs" class="runs__clear">"Clear the filters"</a></p>
+                        }.into_any(),
                         Ok(page) => view! { <RunsList page/> }.into_any(),
                     }
                 })}
