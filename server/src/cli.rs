@@ -212,18 +212,11 @@ fn print_summary(
             l.count
         );
     }
-    println!(
-        "\ndiagnosis: {} (kind {}, confidence {:.0} %)",
-        d.headline,
-        d.kind.key(),
-        d.confidence * 100.0
-    );
-    for e in &d.evidence {
-        println!("  - {e}");
-    }
-    for x in &d.also {
+    // The verdict, then each other limit the run hit.
+    println!();
+    for (label, x) in std::iter::once(("diagnosis", d)).chain(d.also.iter().map(|x| ("also", x))) {
         println!(
-            "also: {} (kind {}, confidence {:.0} %)",
+            "{label}: {} (kind {}, confidence {:.0} %)",
             x.headline,
             x.kind.key(),
             x.confidence * 100.0
