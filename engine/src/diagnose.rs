@@ -215,6 +215,15 @@ impl<'a> Facts<'a> {
         v.iter().zip(dt).map(|(r, d)| r * d).sum()
     }
 
+    /// Open connections during tick `i`: the higher of its two ends. The end alone can be
+    /// low when connections closed within the tick (drops, or the run's end draining them).
+    fn open_during(&self, i: usize) -> f64 {
+        match i.checked_sub(1) {
+            Some(prev) => self.s.open[prev].max(self.s.open[i]),
+            None => self.s.open[i],
+        }
+    }
+
     fn knee(&self) -> Knee {
         let mut k = Knee::default();
         let s = self.s;
@@ -222,12 +231,7 @@ impl<'a> Facts<'a> {
             let rej = self.rejected[i] + self.auth[i];
             if rej > 0.0 && k.first_rejection_s.is_none() {
                 k.first_rejection_s = Some(s.t[i]);
-                // The open count just before this tick's rejections began.
-                k.open_at_first_rejection = Some(if i > 0 {
-                    s.open[i - 1].max(s.open[i].min(self.peak_open))
-                } else {
-                    s.open[i]
-                });
+                k.open_at_first_rejection = Some(self.open_during(i));
                 k.attempt_rate_at_first_rejection = Some(self.attempts[i]);
             }
             let share = if self.attempts[i] > 0.0 {
@@ -237,11 +241,11 @@ impl<'a> Facts<'a> {
             };
             if share >= 0.01 && k.pct1_s.is_none() {
                 k.pct1_s = Some(s.t[i]);
-                k.open_at_pct1 = Some(s.open[i]);
+                k.open_at_pct1 = Some(self.open_during(i));
             }
             if share >= 0.5 && k.pct50_s.is_none() {
                 k.pct50_s = Some(s.t[i]);
-                k.open_at_pct50 = Some(s.open[i]);
+                k.open_at_pct50 = Some(self.open_during(i));
             }
         }
         k
@@ -403,15 +407,7 @@ fn detect_cap(f: &Facts<'_>) -> Option<Finding> {
     if idx.is_empty() {
         return None;
     }
-    // Open while rejecting: the higher of the tick's two ends. The end alone can be low
-    // when connections closed within the tick (drops, or the run's end draining them).
-    let opens: Vec<f64> = idx
-        .iter()
-        .map(|&i| match i.checked_sub(1) {
-            Some(prev) => f.s.open[prev].max(f.s.open[i]),
-            None => f.s.open[i],
-        })
-        .collect();
+    let opens: Vec<f64> = idx.iter().map(|&i| f.open_during(i)).collect();
     let level = median(opens.clone())?;
     if level < 1.0 {
         return None;
