@@ -181,6 +181,48 @@ test('a run that hits a cap and also sees drops gets both named', async () => {
   assert.match(await cards.nth(1).locator('.cmp__also').textContent(), /^Also: Server-side drops: .*server_1001/);
 });
 
+test('OAuth tokens from the form: a per-token cap is named, the typed secret is stored redacted', async () => {
+  const http = srv.sandbox.replace('ws:', 'http:');
+  const page = await ctx.newPage();
+  await page.goto(`${srv.base}/runs/new`);
+  await page.locator('html[data-hydrated]').waitFor({ state: 'attached' });
+  const fill = (name, v) => page.locator(`input[name="form[${name}]"]`).fill(v);
+  await fill('name', 'form tokens');
+  await fill('target', `${srv.sandbox}/echo?auth=bearer&token_cap=5&tag=form-tokens`);
+  await fill('connections', '30');
+  await fill('ramp_secs', '3');
+  await fill('hold_secs', '1');
+  await fill('message_every_secs', '0');
+  await fill('token_url', `${http}/oauth/token?tag=form-tokens`);
+  await fill('client_id', 'loadtest');
+  await fill('client_secret', 'typed-client-secret');
+  await fill('connections_per_token', '10');
+  assert.equal(await page.locator('input[name="form[client_secret]"]').getAttribute('type'), 'password');
+  await page.screenshot({ path: join(artifacts, '21-form-tokens.png'), fullPage: true });
+  await page.getByRole('button', { name: 'Launch' }).click();
+  await page.waitForURL(/\/runs\/[0-9a-f]{32}$/);
+  await page.locator('.badge[data-status="completed"]').waitFor({ timeout: 30000 });
+  const diag = page.locator('.diagnosis');
+  assert.equal(await diag.getAttribute('data-kind'), 'per_token_limit');
+  assert.equal(await diag.getAttribute('data-level'), '5');
+  const run = (await api(srv.base, `/api/runs/${page.url().split('/').pop()}`)).body;
+  assert.equal(run.summary.totals.opened, 15);
+  assert.deepEqual(run.plan.auth.policy, { mode: 'per_connections', connections: 10 });
+  assert.equal(run.plan.auth.source.client_secret, '<redacted>');
+  assert.doesNotMatch(await page.content(), /typed-client-secret/);
+});
+
+test('a token field that cannot apply gets an error beside it', async () => {
+  const page = await ctx.newPage();
+  await page.goto(`${srv.base}/runs/new`);
+  await page.locator('html[data-hydrated]').waitFor({ state: 'attached' });
+  await page.locator('input[name="form[client_id]"]').fill('loadtest');
+  await page.getByRole('button', { name: 'Launch' }).click();
+  const err = page.locator('.field__error[data-field="client_id"]');
+  await err.waitFor();
+  assert.match(await err.textContent(), /needs a token URL/);
+});
+
 test('a whole plan as JSON: OAuth tokens against a per-token cap, diagnosed per token', async () => {
   const page = await ctx.newPage();
   await page.goto(`${srv.base}/runs/new`);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use engine::plan::{Dur, Expect, Repeat, Step};
+use engine::plan::{Auth, Dur, Expect, Reconnect, Repeat, Secret, Step, TokenPolicy, TokenSource};
 use engine::{FieldError, Plan, Stage};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,22 @@ pub struct RunForm {
     /// Cap on new connections per second; empty = no cap.
     #[serde(default)]
     pub max_connect_rate: String,
+    /// "on" (a checked box): refused handshakes and dropped sessions retry with backoff.
+    #[serde(default)]
+    pub reconnect: String,
+    /// A static bearer token for every connection; empty = none.
+    #[serde(default)]
+    pub bearer_token: String,
+    /// OAuth2 client credentials: the token URL (empty = no OAuth), client id and secret.
+    #[serde(default)]
+    pub token_url: String,
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: String,
+    /// Connections sharing one token: empty = all share one, 1 = a token each, N = every N.
+    #[serde(default)]
+    pub connections_per_token: String,
 }
 
 fn number(field: &str, text: &str, errs: &mut Vec<FieldError>) -> Option<f64> {
@@ -39,7 +55,75 @@ fn number(field: &str, text: &str, errs: &mut Vec<FieldError>) -> Option<f64> {
     }
 }
 
+/// A secret as typed: `env:NAME` reads the server's environment, anything else is the value.
+fn secret(text: &str) -> Secret {
+    match text.trim().strip_prefix("env:") {
+        Some(name) => Secret::Env {
+            env: name.trim().to_string(),
+        },
+        None => Secret::Value(text.trim().to_string()),
+    }
+}
+
 impl RunForm {
+    /// The tokens part of the plan: none, a static bearer token, or OAuth2.
+    fn auth(&self, errs: &mut Vec<FieldError>) -> Option<Auth> {
+        let bearer = self.bearer_token.trim();
+        let token_url = self.token_url.trim();
+        let field = |field: &str, message: &str| FieldError {
+            field: field.into(),
+            message: message.into(),
+        };
+        let source = match (bearer.is_empty(), token_url.is_empty()) {
+            (true, true) => {
+                for (name, text) in [
+                    ("client_id", &self.client_id),
+                    ("client_secret", &self.client_secret),
+                    ("connections_per_token", &self.connections_per_token),
+                ] {
+                    if !text.trim().is_empty() {
+                        errs.push(field(
+                            name,
+                            "needs a token URL (or a bearer token) to apply to",
+                        ));
+                    }
+                }
+                return None;
+            }
+            (false, false) => {
+                errs.push(field(
+                    "bearer_token",
+                    "give either a bearer token or an OAuth token URL, not both",
+                ));
+                return None;
+            }
+            (false, true) => TokenSource::Static {
+                tokens: vec![secret(bearer)],
+            },
+            (true, false) => TokenSource::Oauth2 {
+                token_url: token_url.to_string(),
+                client_id: self.client_id.trim().to_string(),
+                client_secret: secret(&self.client_secret),
+                scope: None,
+                audience: None,
+            },
+        };
+        let per = self.connections_per_token.trim();
+        let policy = match per.parse::<u32>() {
+            _ if per.is_empty() => TokenPolicy::Shared,
+            Ok(1) => TokenPolicy::PerConnection,
+            Ok(n) if n > 1 => TokenPolicy::PerConnections { connections: n },
+            _ => {
+                errs.push(FieldError {
+                    field: "connections_per_token".into(),
+                    message: format!("`{per}` is not a whole number of 1 or more"),
+                });
+                return None;
+            }
+        };
+        Some(Auth::new(source, policy))
+    }
+
     /// Builds the plan; limits are checked afterwards by `Plan::validate`.
     pub fn to_plan(&self) -> Result<Plan, Vec<FieldError>> {
         let mut errs = Vec::new();
@@ -68,6 +152,7 @@ impl RunForm {
         } else {
             number("max_connect_rate", &self.max_connect_rate, &mut errs)
         };
+        let auth = self.auth(&mut errs);
         let (Some(connections), Some(ramp), Some(hold), Some(every)) =
             (connections, ramp, hold, every)
         else {
@@ -116,10 +201,14 @@ impl RunForm {
             headers: Default::default(),
             subprotocols: Vec::new(),
             script,
-            reconnect: Default::default(),
+            reconnect: if self.reconnect.trim().is_empty() {
+                Reconnect::Never
+            } else {
+                Reconnect::backoff()
+            },
             source_addrs: Vec::new(),
             insecure_tls: false,
-            auth: None,
+            auth,
             probe: None,
             http_steps: Vec::new(),
             thresholds: Default::default(),
@@ -131,7 +220,13 @@ impl RunForm {
 
 /// Which form field shows a plan validation error (`stages[1].connections` -> `connections`).
 pub fn form_field_of(plan_field: &str) -> &str {
-    if plan_field.ends_with(".connections") || plan_field == "source_addrs" {
+    if plan_field.starts_with("auth.source.tokens") {
+        "bearer_token"
+    } else if let Some(f) = plan_field.strip_prefix("auth.source.") {
+        f
+    } else if plan_field.starts_with("auth.policy") {
+        "connections_per_token"
+    } else if plan_field.ends_with(".connections") || plan_field == "source_addrs" {
         "connections"
     } else if plan_field == "stages" {
         "hold_secs"
@@ -155,7 +250,91 @@ mod tests {
             hold_secs: "3".into(),
             message_every_secs: "1".into(),
             max_connect_rate: "".into(),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn oauth_fields_become_tokens_and_reconnect_a_backoff() {
+        let mut f = form();
+        f.token_url = "http://127.0.0.1:9001/oauth/token".into();
+        f.client_id = "loadtest".into();
+        f.client_secret = "env:HOME".into();
+        f.connections_per_token = "10".into();
+        f.reconnect = "on".into();
+        let p = f.to_plan().unwrap();
+        let auth = p.auth.clone().unwrap();
+        assert_eq!(
+            auth.source,
+            TokenSource::Oauth2 {
+                token_url: "http://127.0.0.1:9001/oauth/token".into(),
+                client_id: "loadtest".into(),
+                client_secret: Secret::Env { env: "HOME".into() },
+                scope: None,
+                audience: None,
+            }
+        );
+        assert_eq!(auth.policy, TokenPolicy::PerConnections { connections: 10 });
+        assert_eq!(auth.header, "Authorization");
+        assert_eq!(p.reconnect, Reconnect::backoff());
+        assert!(p.validate(&engine::Limits::default()).is_ok());
+        f.connections_per_token = "1".into();
+        assert_eq!(
+            f.to_plan().unwrap().auth.unwrap().policy,
+            TokenPolicy::PerConnection
+        );
+        f.connections_per_token = "".into();
+        assert_eq!(
+            f.to_plan().unwrap().auth.unwrap().policy,
+            TokenPolicy::Shared
+        );
+    }
+
+    #[test]
+    fn a_bearer_token_is_a_pool_of_one_and_no_tokens_no_auth() {
+        let mut f = form();
+        assert_eq!(f.to_plan().unwrap().auth, None);
+        assert_eq!(f.to_plan().unwrap().reconnect, Reconnect::Never);
+        f.bearer_token = "abc".into();
+        let auth = f.to_plan().unwrap().auth.unwrap();
+        assert_eq!(
+            auth.source,
+            TokenSource::Static {
+                tokens: vec![Secret::Value("abc".into())]
+            }
+        );
+    }
+
+    #[test]
+    fn token_fields_that_cannot_apply_name_themselves() {
+        let mut f = form();
+        f.client_id = "x".into();
+        f.connections_per_token = "2".into();
+        let fields: Vec<String> = f
+            .to_plan()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["client_id", "connections_per_token"]);
+        let mut f = form();
+        f.bearer_token = "a".into();
+        f.token_url = "http://127.0.0.1:1/t".into();
+        assert_eq!(f.to_plan().unwrap_err()[0].field, "bearer_token");
+        let mut f = form();
+        f.token_url = "http://127.0.0.1:1/t".into();
+        f.connections_per_token = "0".into();
+        let errs = f.to_plan().unwrap_err();
+        assert_eq!(errs[0].field, "connections_per_token");
+        assert!(errs[0].message.contains("`0`"), "{errs:?}");
+        // Plan validation's auth fields land on the form's.
+        assert_eq!(form_field_of("auth.source.client_id"), "client_id");
+        assert_eq!(form_field_of("auth.source.token_url"), "token_url");
+        assert_eq!(form_field_of("auth.source.tokens[0]"), "bearer_token");
+        assert_eq!(
+            form_field_of("auth.policy.connections"),
+            "connections_per_token"
+        );
     }
 
     #[test]

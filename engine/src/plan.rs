@@ -224,6 +224,18 @@ pub enum Reconnect {
     },
 }
 
+impl Reconnect {
+    /// Backoff with the defaults a plan file gets from `{ mode = "backoff" }`.
+    pub fn backoff() -> Self {
+        Reconnect::Backoff {
+            max_attempts: default_max_attempts(),
+            initial: default_backoff_initial(),
+            max: default_backoff_max(),
+            honor_retry_after: true,
+        }
+    }
+}
+
 fn default_max_attempts() -> u32 {
     5
 }
@@ -437,6 +449,18 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// Tokens from `source` shared by `policy`, with a plan file's defaults for the rest
+    /// (`Authorization: Bearer {{token}}`, refresh 30 s ahead).
+    pub fn new(source: TokenSource, policy: TokenPolicy) -> Self {
+        Auth {
+            source,
+            policy,
+            header: default_auth_header(),
+            value: default_auth_value(),
+            refresh_before: default_refresh_before(),
+        }
+    }
+
     /// Number of token slots for `peak` connections (`None`: one per attempt).
     pub fn slots(&self, peak: u32) -> Option<u32> {
         match self.policy {

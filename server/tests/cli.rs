@@ -286,8 +286,15 @@ fn the_browser_form_and_a_toml_plan_file_are_one_model() {
         hold_secs: "10".into(),
         message_every_secs: "1".into(),
         max_connect_rate: "20".into(),
+        reconnect: "on".into(),
+        token_url: "http://127.0.0.1:9001/oauth/token".into(),
+        client_id: "loadtest".into(),
+        client_secret: "env:HOME".into(),
+        connections_per_token: "10".into(),
+        ..Default::default()
     };
     let plan = form.to_plan().unwrap();
+    assert!(plan.auth.is_some());
     let text = toml::to_string(&plan).unwrap();
     let back: engine::Plan = toml::from_str(&text).unwrap();
     assert_eq!(back, plan, "{text}");

@@ -10,6 +10,9 @@ fn Field(
     value: String,
     errors: Signal<Vec<(String, String)>>,
     #[prop(optional)] hint: &'static str,
+    /// The input's type (default `text`; `password` for secrets).
+    #[prop(optional)]
+    kind: Option<&'static str>,
 ) -> impl IntoView {
     let key = name.to_string();
     let err = move || {
@@ -22,7 +25,7 @@ fn Field(
     view! {
         <label class="field">
             <span class="field__label">{label}</span>
-            <input class="field__input" name=format!("form[{name}]") value=value/>
+            <input class="field__input" type=kind.unwrap_or("text") autocomplete="off" name=format!("form[{name}]") value=value/>
             <span class="field__hint">{hint}</span>
             {move || err().map(|m| view! { <span class="field__error" data-field=name>{m}</span> })}
         </label>
@@ -82,6 +85,19 @@ pub fn NewRunPage() -> impl IntoView {
                         <Field label="Hold (s)" name="hold_secs" value="10".into() errors/>
                         <Field label="Message every (s)" name="message_every_secs" value="1".into() errors hint="each connection sends a message and times the echo; 0 = idle"/>
                         <Field label="Max new connections / s" name="max_connect_rate" value=String::new() errors hint="empty = as fast as the ramp asks"/>
+                        <label class="field field--check">
+                            <span class="field__label">"Reconnect"</span>
+                            <span><input type="checkbox" name="form[reconnect]" value="on"/>
+                            " retry refused handshakes and dropped sessions with backoff (honours Retry-After); off measures raw behaviour"</span>
+                        </label>
+                        <fieldset class="run-form__tokens">
+                            <legend>"Tokens (optional)"</legend>
+                            <Field label="Bearer token" name="bearer_token" value=String::new() errors kind="password" hint="sent as Authorization: Bearer …; env:NAME reads the server's environment"/>
+                            <Field label="OAuth token URL" name="token_url" value=String::new() errors hint="client credentials grant; or leave empty"/>
+                            <Field label="Client id" name="client_id" value=String::new() errors/>
+                            <Field label="Client secret" name="client_secret" value=String::new() errors kind="password" hint="a value (stored redacted) or env:NAME"/>
+                            <Field label="Connections per token" name="connections_per_token" value=String::new() errors hint="empty = one token for all; 1 = a token each; N = a new token every N"/>
+                        </fieldset>
                         <p class="run-form__limit">{format!("Limit: {max} connections per run.")}</p>
                         <button type="submit" class="button">"Launch"</button>
                         {move || other_error().map(|m| view! { <p class="error">{m}</p> })}
