@@ -162,6 +162,37 @@ fn a_failed_threshold_exits_99_with_a_junit_failure() {
 }
 
 #[test]
+fn a_run_that_hits_a_cap_and_drops_prints_both() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = json!({
+        "name": "ci cap and drops",
+        "target": format!("ws://{}/echo?cap=40&drop_after=2s&tag=cli-also", sb.addr),
+        "stages": [{"duration": "3s", "connections": 120}, {"duration": "4s", "connections": 120}],
+        "reconnect": {"mode": "backoff", "initial": "200ms", "max": "1s", "max_attempts": 1000},
+        "script": [{"repeat": {"every": "100ms", "steps": [{"send": "x"}, {"expect": {}}]}}]
+    });
+    let f = write_plan(dir.path(), &plan);
+    let out = bin()
+        .arg("run")
+        .arg(&f)
+        .args(["--tick-ms", "250"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let verdict = stdout
+        .lines()
+        .position(|l| l.starts_with("diagnosis: Concurrency cap ≈ 40 "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let also = stdout
+        .lines()
+        .position(|l| l.starts_with("also: Server-side drops: ") && l.contains("server_1001"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(also > verdict, "{stdout}");
+}
+
+#[test]
 fn a_plan_that_cannot_run_exits_2_and_names_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let f = write_plan(
