@@ -439,7 +439,7 @@ fn detect_cap(f: &Facts<'_>) -> Option<Finding> {
     let confidence =
         (flat * plateau * starved).clamp(0.0, 1.0) * if idx.len() >= 2 { 0.95 } else { 0.7 };
     let mut evidence = vec![
-        format!("While rejecting ({}), open connections stayed at {level:.0} ({:.0} % of those seconds within 5 %).", plural(idx.len() as f64, "second", "seconds"), flat * 100.0),
+        format!("While rejecting ({}), open connections stayed at {level:.0} ({:.0} % of those seconds within 5 %).", plural(idx.iter().map(|&i| f.dt[i]).sum(), "second", "seconds"), flat * 100.0),
         format!(
             "Peak open {:.0}; after the first rejecting second, {} and only {} got in.",
             f.peak_open,
