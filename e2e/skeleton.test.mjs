@@ -203,7 +203,8 @@ test('OAuth tokens from the form: a per-token cap is named, the typed secret is 
   await page.waitForURL(/\/runs\/[0-9a-f]{32}$/);
   await page.locator('.badge[data-status="completed"]').waitFor({ timeout: 30000 });
   const diag = page.locator('.diagnosis');
-  assert.equal(await diag.getAttribute('data-kind'), 'per_token_limit');
+  assert.equal(await diag.getAttribute('data-kind'), 'concurrency_cap');
+  assert.equal(await diag.getAttribute('data-per'), 'token');
   assert.equal(await diag.getAttribute('data-level'), '5');
   const run = (await api(srv.base, `/api/runs/${page.url().split('/').pop()}`)).body;
   assert.equal(run.summary.totals.opened, 15);
@@ -237,7 +238,8 @@ test('a whole plan as JSON: OAuth tokens against a per-token cap, diagnosed per 
   await page.waitForURL(/\/runs\/[0-9a-f]{32}$/);
   await page.locator('.badge[data-status="completed"]').waitFor({ timeout: 30000 });
   const diag = page.locator('.diagnosis');
-  assert.equal(await diag.getAttribute('data-kind'), 'per_token_limit');
+  assert.equal(await diag.getAttribute('data-kind'), 'concurrency_cap');
+  assert.equal(await diag.getAttribute('data-per'), 'token');
   assert.equal(await diag.getAttribute('data-level'), '20');
   assert.equal(await page.locator('table.tokens tbody tr').count(), 2);
   await page.screenshot({ path: join(artifacts, '08-per-token.png'), fullPage: true });

@@ -5,7 +5,7 @@
 //! it on as `Update::Tick`. When the partials channel closes (every VU finished) it
 //! sends a last tick and `Update::Finished(Summary)`, then ends.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::plan::Stage;
 use crate::report::{EndReason, Snapshot, Summary};
 use crate::schedule::phase_at;
-use crate::stats::{Partial, RunStats};
+use crate::stats::{Dimension, Partial, RunStats};
 
 /// What the engine emits for one run.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub(crate) struct Gauges {
     pub(crate) target: AtomicU32,
     /// Set when the run was cancelled rather than completed.
     pub(crate) cancelled: AtomicBool,
+    /// Attempts in flight (VUs between starting an attempt and its outcome).
+    pub(crate) connecting: AtomicU64,
 }
 
 /// `abort_on_fail`: the thresholds, when to start judging, and the token to cancel.
@@ -49,6 +51,7 @@ pub(crate) async fn run(
     started: Instant,
     tick: Duration,
     abort: Option<AbortOnFail>,
+    dims: Vec<Dimension>,
 ) {
     let mut aborted_by: Option<String> = None;
     let mut whole = RunStats::new();
@@ -66,10 +69,12 @@ pub(crate) async fn run(
             target: gauges.target.load(Ordering::Relaxed),
             open: whole.totals.open(),
             peak_open,
+            connecting: gauges.connecting.load(Ordering::Relaxed),
             totals: whole.totals.clone(),
             interval: interval.totals.clone(),
             latency: interval.latency(),
-            tokens: whole.tokens.clone(),
+            identities: whole.identities(&dims),
+            tokens: Default::default(),
         }
     };
     loop {
@@ -123,7 +128,8 @@ pub(crate) async fn run(
         totals: whole.totals.clone(),
         latency: whole.latency(),
         evidence: whole.evidence.clone(),
-        tokens: whole.tokens.clone(),
+        identities: whole.identities(&dims),
+        tokens: Default::default(),
         phases: Vec::new(),
         histograms: whole.encoded_histograms(),
     };

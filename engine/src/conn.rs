@@ -18,12 +18,15 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::aggregate::Gauges;
 use crate::handshake::{upgrade, Rejection, UpgradeError};
-use crate::outcome::{CloseKind, FailKind};
+use crate::outcome::{CloseKind, FailClass, FailKind};
 use crate::plan::Reconnect;
-use crate::stats::{Metric, Partial, Recorder};
+use crate::report::{AT_ONCE_MS, MAX_IDENTITIES};
+use crate::stats::{IdentityKey, Metric, Partial, Recorder};
 use crate::template::{Template, Vars};
 use crate::tls::MaybeTls;
+use std::sync::atomic::Ordering;
 
 /// A compiled reply matcher.
 pub(crate) enum Matcher {
@@ -75,6 +78,57 @@ pub(crate) struct Shared {
         tokio_rustls::TlsConnector,
         rustls::pki_types::ServerName<'static>,
     )>,
+    /// Gauges shared with the aggregator (VUs count their attempts in flight).
+    pub(crate) gauges: Arc<Gauges>,
+    /// The identity dimensions the plan varies, in the order of the aggregator's
+    /// `Dimension`s.
+    pub(crate) identities: Vec<IdentitySource>,
+}
+
+/// How a VU finds its identity along one dimension.
+pub(crate) enum IdentitySource {
+    /// Its token slot.
+    Token,
+    /// Its source address (round-robin by VU, as `connect` binds).
+    Source,
+    /// A header or query value that depends on the connection only (`{{vu % 3}}`):
+    /// rendered once per VU, numbered in order of first use (values never leave here).
+    Rendered(
+        Template,
+        std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    ),
+}
+
+/// The VU's identity along each dimension (bounded: identities past `MAX_IDENTITIES`
+/// are not counted).
+fn identities_of(sh: &Shared, vu: u64) -> Vec<IdentityKey> {
+    let mut out = Vec::new();
+    for (d, src) in sh.identities.iter().enumerate() {
+        let id = match src {
+            IdentitySource::Token => sh.tokens.as_ref().map(|t| t.slot_of(vu)),
+            IdentitySource::Source => {
+                (!sh.sources.is_empty()).then(|| (vu % sh.sources.len() as u64) as u32)
+            }
+            IdentitySource::Rendered(tpl, seen) => {
+                let value = render(tpl, vu, 1, &Ctx::default());
+                seen.lock().ok().and_then(|mut m| {
+                    let n = m.len() as u32;
+                    match m.get(&value) {
+                        Some(i) => Some(*i),
+                        None if (n as usize) < MAX_IDENTITIES => {
+                            m.insert(value, n);
+                            Some(n)
+                        }
+                        None => None,
+                    }
+                })
+            }
+        };
+        if let Some(id) = id {
+            out.push((d as u16, id));
+        }
+    }
+    out
 }
 
 /// Largest frame and message the engine accepts from a target. A longer one ends the
@@ -163,24 +217,28 @@ pub(crate) async fn run_vu(
     let mut attempt = 0u32;
     let mut streak = 0u32;
     let mut sched = scheduled;
-    let slot = sh.tokens.as_ref().map(|t| t.slot_of(vu));
+    let ids = identities_of(&sh, vu);
     loop {
         attempt += 1;
         streak += 1;
         rec.attempt();
+        sh.gauges.connecting.fetch_add(1, Ordering::Relaxed);
         // Boxed: the handshake's buffers live on the heap only while connecting, so an
         // idle VU's task stays small (a future is as big as its largest await state).
         let res = tokio::select! {
             r = Box::pin(token_and_connect(&sh, vu, attempt, sched, &mut rec)) => r,
             _ = cancel.cancelled() => Err((FailKind::Aborted, None)),
         };
-        if let Some(slot) = slot {
-            rec.token(slot, |t| {
+        sh.gauges.connecting.fetch_sub(1, Ordering::Relaxed);
+        for key in &ids {
+            rec.identity(*key, |t| {
                 t.attempted += 1;
                 match &res {
                     Ok(_) => t.opened += 1,
-                    Err((FailKind::Status(429 | 503), _)) => t.rejected += 1,
-                    Err((FailKind::Status(401 | 403), _)) => t.auth_failed += 1,
+                    Err((k, _)) if k.is_refusal() => t.rejected += 1,
+                    Err((k, _)) if matches!(k.class(), FailClass::AuthRefused(_)) => {
+                        t.auth_failed += 1
+                    }
                     Err(_) => t.other_failed += 1,
                 }
             });
@@ -189,15 +247,19 @@ pub(crate) async fn run_vu(
             Ok((ws, ctx)) => {
                 rec.opened();
                 // Report the open now (connects are bounded by the connect rate), so live
-                // counts and per-token levels are not a flush interval behind.
+                // counts and per-identity levels are not a flush interval behind.
                 rec.try_flush();
                 streak = 0;
                 let opened = Instant::now();
                 let end = session(ws, &sh, &mut rec, &cancel, vu, attempt, &ctx).await;
-                rec.sample(Metric::Session, opened.elapsed());
-                rec.closed(end);
-                if let Some(slot) = slot {
-                    rec.token(slot, |t| t.closed += 1);
+                let lived = opened.elapsed();
+                rec.sample(Metric::Session, lived);
+                rec.closed(
+                    end,
+                    end.is_drop() && lived < Duration::from_millis(AT_ONCE_MS),
+                );
+                for key in &ids {
+                    rec.identity(*key, |t| t.closed += 1);
                 }
                 if !end.is_drop() {
                     break;
@@ -409,7 +471,10 @@ async fn connect(
                 rec.sample(Metric::Upgrade, took);
                 Ok((tcp, left))
             }
-            Err(UpgradeError::Rejected(r)) => Err((FailKind::Status(r.status), Some(*r))),
+            Err(UpgradeError::Rejected(r)) => {
+                rec.sample(Metric::Refused, r.waited);
+                Err((FailKind::Status(r.status), Some(*r)))
+            }
             Err(UpgradeError::Protocol) => Err((FailKind::Protocol, None)),
             Err(UpgradeError::Io(e)) => Err((io_kind(&e), None)),
         }
@@ -616,6 +681,8 @@ mod size_tests {
             tokens: None,
             http_steps: Vec::new(),
             http: None,
+            gauges: Default::default(),
+            identities: Vec::new(),
         });
         let fut = run_vu(sh, 0, Instant::now(), CancellationToken::new());
         let size = std::mem::size_of_val(&fut);

@@ -22,6 +22,8 @@ pub(crate) struct Rejection {
     pub(crate) retry_after: Option<String>,
     pub(crate) rate_limit_headers: Vec<(String, String)>,
     pub(crate) body: String,
+    /// Upgrade request sent -> the refusing status line (a queueing target makes it long).
+    pub(crate) waited: Duration,
 }
 
 /// How an upgrade attempt ended, when it did not succeed.
@@ -95,11 +97,9 @@ where
                 let took = sent.elapsed();
                 let status = resp.code.unwrap_or(0);
                 if status != 101 {
-                    return Err(UpgradeError::Rejected(Box::new(rejection(
-                        status,
-                        resp.headers,
-                        &buf[head_len..],
-                    ))));
+                    let mut r = rejection(status, resp.headers, &buf[head_len..]);
+                    r.waited = took;
+                    return Err(UpgradeError::Rejected(Box::new(r)));
                 }
                 let expected = derive_accept_key(key.as_bytes());
                 let header = |name: &str| {

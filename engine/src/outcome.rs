@@ -1,10 +1,17 @@
-//! The closed set of things that can happen to a connection.
+//! The closed set of things that can happen to a connection, and the one place that
+//! classifies them.
 //!
 //! A failed connection is a measurement, not an error: every attempt ends in exactly one
-//! `Outcome`, and every open session ends in exactly one `CloseKind`. Each variant becomes
-//! a JSON key (`key()`), a table row and a chart series, so the set stays small
-//! (k6 warns about metric cardinality). To add a kind: 1. add the variant, 2. give it a
-//! key in `key()`, 3. map it in `conn.rs`, 4. document it in the README's glossary.
+//! `FailKind` (or opens), and every open session ends in exactly one `CloseKind`. Each
+//! variant becomes a JSON key (`key()`), a table row and a chart series, so the set stays
+//! small (k6 warns about metric cardinality). Keys are strings only at the edges (JSON,
+//! SQLite, CSV): every consumer — the diagnosis, the probe, compare, the charts, the
+//! tables, the CLI — turns a key back into its kind with `parse` and asks the kind what
+//! it means (`class()`, `is_drop()`), so no consumer matches key strings of its own.
+//!
+//! To add a kind: 1. add the variant, 2. give it a key in `key()` and in `parse()` (the
+//! round-trip test checks both), 3. give it a class, 4. map it in `conn.rs`,
+//! 5. document it in the README's glossary.
 
 /// Why a connection attempt did not reach an open WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,6 +47,29 @@ pub enum FailKind {
     StepError,
 }
 
+/// What a failed attempt means for the diagnosis: how (or whether) the target said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailClass {
+    /// "Not now": 429 or 503 (the statuses limits answer with).
+    Rejected(u16),
+    /// The handshake refused the credentials: 401 or 403.
+    AuthRefused(u16),
+    /// The token endpoint said "not now" (429/503): token exhaustion.
+    TokenRefused(u16),
+    /// The token endpoint failed otherwise (an error, another 4xx/5xx).
+    TokenFailed,
+    /// No answer within `connect_timeout`: a stall.
+    Stalled,
+    /// TCP refused or reset: the target (or a proxy) turned the connection away.
+    Reset,
+    /// Our own ports or file descriptors ran out.
+    ClientLimit,
+    /// In flight when the run ended: says nothing about the target.
+    Aborted,
+    /// Anything else (other statuses, DNS, TLS, broken upgrades, HTTP steps).
+    Other,
+}
+
 impl FailKind {
     /// Stable key used in JSON, the database and the UI.
     pub fn key(&self) -> String {
@@ -60,6 +90,73 @@ impl FailKind {
             FailKind::StepError => "step_error".into(),
         }
     }
+
+    /// The kind a stored key stands for (`None` for a key no version ever wrote).
+    pub fn parse(key: &str) -> Option<FailKind> {
+        let status = |s: &str| s.parse::<u16>().ok().filter(|c| (100..=999).contains(c));
+        Some(match key {
+            "refused" => FailKind::Refused,
+            "reset" => FailKind::Reset,
+            "timeout" => FailKind::Timeout,
+            "client_limit" => FailKind::ClientLimit,
+            "dns" => FailKind::Dns,
+            "tls" => FailKind::Tls,
+            "protocol" => FailKind::Protocol,
+            "io" => FailKind::Io,
+            "aborted" => FailKind::Aborted,
+            "token_error" => FailKind::TokenError,
+            "step_error" => FailKind::StepError,
+            k => {
+                if let Some(c) = k.strip_prefix("token_http_") {
+                    FailKind::TokenStatus(status(c)?)
+                } else if let Some(c) = k.strip_prefix("step_http_") {
+                    FailKind::StepStatus(status(c)?)
+                } else if let Some(c) = k.strip_prefix("http_") {
+                    FailKind::Status(status(c)?)
+                } else {
+                    return None;
+                }
+            }
+        })
+    }
+
+    /// What this failure means (the one classifier every consumer uses).
+    pub fn class(&self) -> FailClass {
+        match *self {
+            FailKind::Status(s @ (429 | 503)) => FailClass::Rejected(s),
+            FailKind::Status(s @ (401 | 403)) => FailClass::AuthRefused(s),
+            FailKind::TokenStatus(s @ (429 | 503)) => FailClass::TokenRefused(s),
+            FailKind::TokenStatus(_) | FailKind::TokenError => FailClass::TokenFailed,
+            FailKind::Timeout => FailClass::Stalled,
+            FailKind::Refused | FailKind::Reset => FailClass::Reset,
+            FailKind::ClientLimit => FailClass::ClientLimit,
+            FailKind::Aborted => FailClass::Aborted,
+            FailKind::Status(_)
+            | FailKind::Dns
+            | FailKind::Tls
+            | FailKind::Protocol
+            | FailKind::Io
+            | FailKind::StepStatus(_)
+            | FailKind::StepError => FailClass::Other,
+        }
+    }
+
+    /// The target turned the attempt away (a status that means "not now", a stall, or a
+    /// TCP refusal/reset): the symptom caps and rate limits share.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self.class(),
+            FailClass::Rejected(_) | FailClass::Stalled | FailClass::Reset
+        )
+    }
+
+    /// Credentials or tokens were the trouble (handshake 401/403 or the token endpoint).
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self.class(),
+            FailClass::AuthRefused(_) | FailClass::TokenRefused(_) | FailClass::TokenFailed
+        )
+    }
 }
 
 /// How an established session ended.
@@ -78,26 +175,114 @@ pub enum CloseKind {
 }
 
 impl CloseKind {
-    /// Stable key used in JSON, the database and the UI.
+    /// Stable key used in JSON, the database and the UI. A broken session is
+    /// `protocol_violation`, apart from a broken *handshake* (`protocol`, a `FailKind`),
+    /// so the two never share a key.
     pub fn key(&self) -> String {
         match self {
             CloseKind::Server(code) => format!("server_{code}"),
             CloseKind::Abnormal => "abnormal_1006".into(),
             CloseKind::Client => "client".into(),
-            CloseKind::Protocol => "protocol".into(),
+            CloseKind::Protocol => "protocol_violation".into(),
             CloseKind::TooLarge => "too_large".into(),
         }
+    }
+
+    /// The kind a stored key stands for. Runs stored before the rename wrote a broken
+    /// session as `protocol`; it still reads as `Protocol`.
+    pub fn parse(key: &str) -> Option<CloseKind> {
+        Some(match key {
+            "abnormal_1006" => CloseKind::Abnormal,
+            "client" => CloseKind::Client,
+            "protocol_violation" | "protocol" => CloseKind::Protocol,
+            "too_large" => CloseKind::TooLarge,
+            k => CloseKind::Server(
+                k.strip_prefix("server_")?
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|c| (1000..=4999).contains(c))?,
+            ),
+        })
     }
 
     /// True when the target (or the network) ended the session, not us.
     pub fn is_drop(&self) -> bool {
         !matches!(self, CloseKind::Client)
     }
+
+    /// Close codes that mean "your credentials ended" (token expiry), not capacity:
+    /// 4401/4403 (the 4000 range mirroring 401/403) and 1008 (policy violation).
+    pub fn is_auth_end(&self) -> bool {
+        matches!(self, CloseKind::Server(4401 | 4403 | 1008))
+    }
+
+    /// The close code, when the target sent one (1006 for an abrupt end).
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            CloseKind::Server(c) => Some(*c),
+            CloseKind::Abnormal => Some(1006),
+            _ => None,
+        }
+    }
+}
+
+/// Either end of an attempt that did not stay open: every key the series, tables and
+/// charts carry is one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Fail(FailKind),
+    Close(CloseKind),
+}
+
+impl Outcome {
+    pub fn key(&self) -> String {
+        match self {
+            Outcome::Fail(k) => k.key(),
+            Outcome::Close(k) => k.key(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn every_fail_kind() -> Vec<FailKind> {
+        let mut v = vec![
+            FailKind::Refused,
+            FailKind::Reset,
+            FailKind::Timeout,
+            FailKind::ClientLimit,
+            FailKind::Dns,
+            FailKind::Tls,
+            FailKind::Protocol,
+            FailKind::Io,
+            FailKind::Aborted,
+            FailKind::TokenError,
+            FailKind::StepError,
+        ];
+        for s in [200, 400, 401, 403, 404, 429, 500, 502, 503, 599] {
+            v.extend([
+                FailKind::Status(s),
+                FailKind::TokenStatus(s),
+                FailKind::StepStatus(s),
+            ]);
+        }
+        v
+    }
+
+    fn every_close_kind() -> Vec<CloseKind> {
+        let mut v = vec![
+            CloseKind::Abnormal,
+            CloseKind::Client,
+            CloseKind::Protocol,
+            CloseKind::TooLarge,
+        ];
+        for c in [1000, 1001, 1005, 1008, 1011, 1013, 4000, 4401, 4999] {
+            v.push(CloseKind::Server(c));
+        }
+        v
+    }
 
     #[test]
     fn keys_are_stable() {
@@ -107,5 +292,55 @@ mod tests {
         assert_eq!(CloseKind::Abnormal.key(), "abnormal_1006");
         assert!(!CloseKind::Client.is_drop());
         assert!(CloseKind::Server(1011).is_drop());
+    }
+
+    #[test]
+    fn every_key_parses_back_to_its_kind() {
+        for k in every_fail_kind() {
+            assert_eq!(FailKind::parse(&k.key()), Some(k), "{}", k.key());
+        }
+        for k in every_close_kind() {
+            assert_eq!(CloseKind::parse(&k.key()), Some(k), "{}", k.key());
+        }
+        // Failure and session-end keys never collide (`protocol` reads as a session end
+        // only in the closes of runs stored before the rename).
+        for f in every_fail_kind()
+            .into_iter()
+            .filter(|f| *f != FailKind::Protocol)
+        {
+            assert_eq!(CloseKind::parse(&f.key()), None, "{}", f.key());
+        }
+        for c in every_close_kind() {
+            assert_eq!(FailKind::parse(&c.key()), None, "{}", c.key());
+        }
+    }
+
+    #[test]
+    fn old_and_unknown_keys() {
+        // A broken session was stored as `protocol` before the rename.
+        assert_eq!(CloseKind::parse("protocol"), Some(CloseKind::Protocol));
+        assert_eq!(FailKind::parse("normal_1000"), None);
+        assert_eq!(FailKind::parse("http_x"), None);
+        assert_eq!(CloseKind::parse("server_"), None);
+        assert_eq!(CloseKind::parse("server_99999"), None);
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(FailKind::Status(429).class(), FailClass::Rejected(429));
+        assert_eq!(FailKind::Status(503).class(), FailClass::Rejected(503));
+        assert_eq!(FailKind::Status(500).class(), FailClass::Other);
+        assert!(FailKind::Timeout.is_refusal());
+        assert!(FailKind::Reset.is_refusal());
+        assert!(!FailKind::Aborted.is_refusal());
+        assert!(FailKind::TokenStatus(429).is_auth());
+        assert!(FailKind::Status(401).is_auth());
+        assert!(!FailKind::Status(429).is_auth());
+        assert!(CloseKind::Server(4401).is_auth_end());
+        assert_eq!(CloseKind::Abnormal.code(), Some(1006));
+        assert_eq!(
+            Outcome::Close(CloseKind::Protocol).key(),
+            "protocol_violation"
+        );
     }
 }

@@ -1,22 +1,29 @@
 //! "Find my limit": a probe run is a sequence of experiments derived from one plan and
-//! the user's bounds, run back to back as one run, then read phase by phase:
+//! the user's bounds, run back to back as one run. Each experiment is chosen after the
+//! previous ones (`next_phase`, a pure function of what they showed), then the whole
+//! run is read phase by phase (`verdicts`):
 //!
-//! 1. `concurrency` — a slow ramp to `max_connections`, connections held: a plateau
-//!    with rejections is a concurrency cap (or a per-token cap).
+//! 1. `concurrency` — a slow ramp towards `max_connections`, connections held: a
+//!    plateau with refusals (or attempts left hanging) is a cap.
 //! 2. `rate` — short-lived connections (open, 200 ms, close) arriving at 1/8, 1/4, 1/2
-//!    and all of `max_connect_rate`: an accepted rate that stops following the offered
-//!    rate is a handshake rate limit. Concurrency stays low, so a cap cannot interfere.
-//! 3. `one_token` — only when the plan spreads connections over several tokens: the
-//!    ramp again with a single shared token; a lower plateau than in phase 1 is a
-//!    per-token cap.
+//!    and all of `max_connect_rate`: an admitted rate that stays at R while the offer
+//!    grows is a rate limit; admissions that collapse once the offer passes R are a
+//!    lockout rate limiter. Concurrency stays low, so a cap cannot interfere.
+//! 3. `pause_retry` — only when 1 or 2 found something: a burst of attempts, a pause
+//!    with every connection kept, then a second burst. A cap admits nothing the second
+//!    time (nothing was released); a lockout or a rate limiter admits a new batch.
+//! 4. `one_<dimension>` — for every client identity the plan varies (tokens, source
+//!    addresses, per-connection header or query values): the ramp again with a single
+//!    identity. A lower plateau than in 1 is a cap per that identity.
 //!
-//! Everything here is pure: `phases` builds the plans, `verdicts` reads the series.
+//! Everything here is pure: `next_phase` builds the plans, `verdicts` reads the series.
 
 use serde::{Deserialize, Serialize};
 
-use crate::diagnose::{diagnose, Diagnosis, LimitKind};
+use crate::diagnose::{diagnose, per_words, Alternative, Diagnosis, LimitKind};
 use crate::plan::{Dur, FieldError, Limits, Plan, Reconnect, Stage, Step, TokenPolicy, Wait};
-use crate::report::{PhaseSpan, Series};
+use crate::report::{PhaseSpan, Series, DIM_SOURCE, DIM_TOKEN};
+use crate::template::{Template, Vars};
 
 /// The user's bounds for a probe.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -38,9 +45,10 @@ fn default_probe_duration() -> Dur {
 /// One experiment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Phase {
-    pub name: &'static str,
+    pub name: String,
     pub plan: Plan,
-    /// Rate steps as (offset from phase start in ms, length in ms, offered per second).
+    /// Rate steps (or bursts) as (offset from phase start in ms, length in ms, offered
+    /// per second).
     pub steps: Vec<(u64, u64, f64)>,
 }
 
@@ -89,80 +97,122 @@ impl Probe {
     }
 }
 
-/// True when the plan's connections use more than one token.
-fn multi_token(plan: &Plan) -> bool {
-    plan.auth.as_ref().is_some_and(|a| {
-        a.slots(plan.probe.as_ref().map_or(1, |p| p.max_connections))
-            .is_none_or(|n| n > 1)
-    })
-}
-
 fn secs(s: f64) -> Dur {
     Dur(std::time::Duration::from_millis(
         (s * 1000.0).round().max(0.0) as u64,
     ))
 }
 
-/// The experiments for `base` (which carries `probe`).
-pub fn phases(base: &Plan) -> Vec<Phase> {
-    let Some(probe) = &base.probe else {
-        return Vec::new();
-    };
-    let total = probe.max_duration.0.as_secs_f64();
-    let token_phase = multi_token(base);
-    let (conc, rate) = if token_phase {
-        (0.4, 0.3)
-    } else {
-        (0.55, 0.45)
-    };
-    let n = probe.max_connections;
-    let mut template = base.clone();
-    template.probe = None;
-    template.reconnect = Reconnect::Never;
-    template.max_connect_rate = None;
-
-    let ramp_plan = |budget: f64, policy: Option<TokenPolicy>| {
-        let mut p = template.clone();
-        let ramp = budget * 0.8;
-        // Slow enough to stay under the rate bound (and well under most rate limits).
-        let rate = (f64::from(n) / ramp)
-            .min(probe.max_connect_rate / 4.0)
-            .max(0.5);
-        let ramp = f64::from(n) / rate;
-        p.stages = vec![
-            Stage {
-                duration: secs(ramp),
-                connections: n,
-            },
-            Stage {
-                duration: secs((budget - ramp).max(1.0)),
-                connections: n,
-            },
-        ];
-        p.script = Vec::new();
-        if let (Some(policy), Some(auth)) = (policy, p.auth.as_mut()) {
-            auth.policy = policy;
+/// The identity dimensions `plan` varies (as the engine counts them), each with the
+/// plan that uses a single identity along it.
+fn single_identity_plans(plan: &Plan) -> Vec<(String, Plan)> {
+    let mut out = Vec::new();
+    let peak = plan
+        .probe
+        .as_ref()
+        .map_or(plan.peak_connections(), |p| p.max_connections);
+    if let Some(auth) = &plan.auth {
+        if auth.slots(peak).is_none_or(|n| n > 1) {
+            let mut p = plan.clone();
+            if let Some(a) = p.auth.as_mut() {
+                a.policy = TokenPolicy::Shared;
+            }
+            out.push((DIM_TOKEN.to_string(), p));
         }
-        p
+    }
+    if plan.source_addrs.len() > 1 {
+        let mut p = plan.clone();
+        p.source_addrs.truncate(1);
+        out.push((DIM_SOURCE.to_string(), p));
+    }
+    let first = |t: &Template| {
+        let uuid = String::new;
+        t.render(&Vars {
+            vu: 0,
+            attempt: 1,
+            uuid: &uuid,
+            now_ms: 0,
+            token: "",
+            vars: &[],
+        })
     };
+    for (name, value) in &plan.headers {
+        if let Ok(t) = Template::parse(value) {
+            if t.is_per_connection() {
+                let mut p = plan.clone();
+                p.headers.insert(name.clone(), first(&t));
+                out.push((format!("header:{name}"), p));
+            }
+        }
+    }
+    if let Some((base, query)) = plan.target.split_once('?') {
+        let pairs: Vec<&str> = query.split('&').collect();
+        for (k, pair) in pairs.iter().enumerate() {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let Ok(t) = Template::parse(value) else {
+                continue;
+            };
+            if name.is_empty() || !t.is_per_connection() {
+                continue;
+            }
+            let mut fixed: Vec<String> = pairs.iter().map(|s| s.to_string()).collect();
+            fixed[k] = format!("{name}={}", first(&t));
+            let mut p = plan.clone();
+            p.target = format!("{base}?{}", fixed.join("&"));
+            out.push((format!("query:{name}"), p));
+        }
+    }
+    out
+}
 
-    let mut out = vec![Phase {
-        name: "concurrency",
-        plan: ramp_plan(total * conc, None),
-        steps: Vec::new(),
-    }];
+/// The plan every experiment starts from: no probe, no reconnects, no pacing of its
+/// own, and a connect timeout short enough that a target which stops answering shows
+/// within the phase.
+fn template(base: &Plan) -> Plan {
+    let mut t = base.clone();
+    t.probe = None;
+    t.reconnect = Reconnect::Never;
+    t.max_connect_rate = None;
+    t.connect_timeout = Dur(t.connect_timeout.0.min(std::time::Duration::from_secs(3)));
+    t.script = Vec::new();
+    t.thresholds = Default::default();
+    t.abort_on_fail = false;
+    t
+}
 
-    // Rate steps: arrivals at r/8, r/4, r/2, r; each connection lives 200 ms. Each step
-    // lasts at least 3 s so it spans several ticks; a short budget keeps the top steps.
-    let budget = total * rate;
+/// A slow ramp to (at most) `n` within `budget` seconds, then a hold long enough for
+/// hanging upgrades to time out.
+fn ramp(plan: &Plan, probe: &Probe, budget: f64) -> Plan {
+    let mut p = plan.clone();
+    let hold = (p.connect_timeout.0.as_secs_f64() + 1.0).min(budget * 0.4);
+    let room = (budget - hold).max(1.0);
+    let n = f64::from(probe.max_connections);
+    // Slow enough to stay under most rate limits, fast enough to reach n in the budget.
+    let rate = (n / room).clamp(0.5, (probe.max_connect_rate / 2.0).max(0.5));
+    let reach = (rate * room).min(n).max(1.0);
+    p.stages = vec![
+        Stage {
+            duration: secs(reach / rate),
+            connections: reach.round() as u32,
+        },
+        Stage {
+            duration: secs(hold.max(1.0)),
+            connections: reach.round() as u32,
+        },
+    ];
+    p
+}
+
+/// Short-lived connections at 1/8, 1/4, 1/2 and all of the rate bound (the top steps
+/// only, when the budget is short: each step lasts at least 3 s).
+fn rate_steps(plan: &Plan, probe: &Probe, budget: f64) -> Phase {
     let n_steps = ((budget / 3.0).floor() as usize).clamp(1, 4);
     let step = (budget / n_steps as f64).max(1.0);
     let fracs = &[0.125, 0.25, 0.5, 1.0][4 - n_steps..];
-    let mut p = template.clone();
+    let mut p = plan.clone();
     p.script = vec![Step::Wait(Wait::Fixed(Dur::millis(200))), Step::Close];
     let mut cumulative = 0.0;
     let mut steps = Vec::new();
-    p.stages = Vec::new();
     for (k, frac) in fracs.iter().enumerate() {
         let r = (probe.max_connect_rate * frac).max(1.0);
         cumulative += r * step;
@@ -172,32 +222,162 @@ pub fn phases(base: &Plan) -> Vec<Phase> {
         });
         steps.push(((k as f64 * step * 1000.0) as u64, (step * 1000.0) as u64, r));
     }
-    out.push(Phase {
-        name: "rate",
+    Phase {
+        name: "rate".into(),
         plan: p,
         steps,
-    });
+    }
+}
 
-    if token_phase {
-        out.push(Phase {
-            name: "one_token",
-            plan: ramp_plan(total * (1.0 - conc - rate), Some(TokenPolicy::Shared)),
+/// After 2 quiet seconds (so a rate window left full by the phase before empties), a
+/// burst of `burst` attempts at `rate`, a 3 s pause with every connection kept, and a
+/// second burst of as many. The bursts are the phase's `steps`.
+fn pause_retry(plan: &Plan, burst: u32, rate: f64) -> Phase {
+    let mut p = plan.clone();
+    let b = f64::from(burst);
+    let len = (b / rate).max(0.2);
+    let (quiet, pause) = (2.0, 3.0);
+    p.stages = vec![
+        Stage {
+            duration: secs(quiet),
+            connections: 0,
+        },
+        Stage {
+            duration: secs(len),
+            connections: burst,
+        },
+        Stage {
+            duration: secs(pause),
+            connections: burst,
+        },
+        Stage {
+            duration: secs(len),
+            connections: burst * 2,
+        },
+        Stage {
+            duration: secs(2.0),
+            connections: burst * 2,
+        },
+    ];
+    let ms = |s: f64| (s * 1000.0).round() as u64;
+    Phase {
+        name: "pause_retry".into(),
+        plan: p,
+        steps: vec![
+            (ms(quiet), ms(len), rate),
+            (ms(quiet + len + pause), ms(len), rate),
+        ],
+    }
+}
+
+/// Shares of the time bound: (concurrency, rate, identities); the pause-retry bursts
+/// take what is left (their length follows from the plateau found).
+fn shares(dims: usize) -> (f64, f64, f64) {
+    if dims == 0 {
+        (0.4, 0.3, 0.0)
+    } else {
+        (0.3, 0.25, 0.25)
+    }
+}
+
+/// The next experiment after `done` (what ran so far, with `s` its series), or `None`
+/// when the probe is over.
+pub fn next_phase(base: &Plan, done: &[PhaseSpan], s: &Series) -> Option<Phase> {
+    let probe = base.probe.as_ref()?;
+    let total = probe.max_duration.0.as_secs_f64();
+    let tpl = template(base);
+    let dims = single_identity_plans(base);
+    let (conc, rate, ids) = shares(dims.len());
+    let ran = |name: &str| done.iter().any(|d| d.name == name);
+    if !ran("concurrency") {
+        return Some(Phase {
+            name: "concurrency".into(),
+            plan: ramp(&tpl, probe, total * conc),
             steps: Vec::new(),
         });
     }
-    out
+    if !ran("rate") {
+        return Some(rate_steps(&tpl, probe, total * rate));
+    }
+    if !ran("pause_retry") {
+        if let Some(burst) = burst_size(s, done, probe) {
+            return Some(pause_retry(&tpl, burst, probe.max_connect_rate));
+        }
+    }
+    let budget = total * ids / dims.len().max(1) as f64;
+    for (dim, plan) in dims {
+        let name = format!("one_{dim}");
+        if !ran(&name) {
+            return Some(Phase {
+                name,
+                plan: ramp(&template(&plan), probe, budget),
+                steps: Vec::new(),
+            });
+        }
+    }
+    None
+}
+
+/// How big the pause-retry bursts must be to test what phases 1 and 2 found: past the
+/// plateau (×1.5), or twice the first offered rate that was refused; `None` when
+/// nothing was refused.
+fn burst_size(s: &Series, done: &[PhaseSpan], probe: &Probe) -> Option<u32> {
+    let max = probe.max_connections / 2;
+    let mut want = None;
+    if let Some(span) = done.iter().find(|d| d.name == "concurrency") {
+        let d = diagnose(&slice(s, span.start_ms, span.end_ms), None);
+        if matches!(
+            d.kind,
+            LimitKind::ConcurrencyCap | LimitKind::LockoutRateLimit
+        ) {
+            let l = d.level.unwrap_or(0.0) * d.identities.map_or(1.0, f64::from);
+            want = Some((l * 1.5).ceil());
+        }
+    }
+    if want.is_none() {
+        if let Some(span) = done.iter().find(|d| d.name == "rate") {
+            let refused_at = rate_readings(s, span)
+                .into_iter()
+                .find(|r| r.rejected > 0.0)
+                .map(|r| r.offered);
+            want = refused_at.map(|r| (2.0 * r).ceil());
+        }
+    }
+    want.map(|w| (w as u32).clamp(4, max.max(4)))
 }
 
 /// The part of a series between two elapsed times (seconds), re-based to start at 0.
-fn slice(s: &Series, from_ms: u64, to_ms: u64) -> Series {
+pub(crate) fn slice(s: &Series, from_ms: u64, to_ms: u64) -> Series {
     let (a, b) = (from_ms as f64 / 1000.0, to_ms as f64 / 1000.0);
     let idx: Vec<usize> = (0..s.t.len())
         .filter(|&i| s.t[i] > a && s.t[i] <= b + 0.001)
         .collect();
-    let pick = |v: &Vec<f64>| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    let pick = |v: &Vec<f64>| {
+        idx.iter()
+            .filter_map(|&i| v.get(i).copied())
+            .collect::<Vec<f64>>()
+    };
     let pick_map = |m: &std::collections::BTreeMap<String, Vec<f64>>| {
         m.iter().map(|(k, v)| (k.clone(), pick(v))).collect()
     };
+    let pick_dims = |m: &std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, Vec<f64>>,
+    >| { m.iter().map(|(k, v)| (k.clone(), pick_map(v))).collect() };
+    // Cumulative per-identity rejections restart at the phase.
+    let mut identity_rejected: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, Vec<f64>>,
+    > = pick_dims(&s.identity_rejected);
+    let before = idx.first().and_then(|i| i.checked_sub(1));
+    for (dim, ids) in identity_rejected.iter_mut() {
+        for (id, col) in ids.iter_mut() {
+            let base = before
+                .and_then(|b| s.identity_rejected.get(dim)?.get(id)?.get(b).copied())
+                .unwrap_or(0.0);
+            col.iter_mut().for_each(|v| *v = (*v - base).max(0.0));
+        }
+    }
     Series {
         last_seq: s.last_seq,
         t: idx.iter().map(|&i| s.t[i] - a).collect(),
@@ -208,109 +388,264 @@ fn slice(s: &Series, from_ms: u64, to_ms: u64) -> Series {
         drop_rate: pick_map(&s.drop_rate),
         sent_rate: pick(&s.sent_rate),
         received_rate: pick(&s.received_rate),
-        latency_ms: Default::default(),
-        token_open: pick_map(&s.token_open),
-        token_rejected: pick_map(&s.token_rejected),
+        latency_ms: s
+            .latency_ms
+            .iter()
+            .map(|(m, qs)| {
+                let qs = qs
+                    .iter()
+                    .map(|(q, v)| {
+                        (
+                            q.clone(),
+                            idx.iter().map(|&i| v.get(i).copied().flatten()).collect(),
+                        )
+                    })
+                    .collect();
+                (m.clone(), qs)
+            })
+            .collect(),
+        connecting: pick(&s.connecting),
+        closed_at_once_rate: pick(&s.closed_at_once_rate),
+        identity_open: pick_dims(&s.identity_open),
+        identity_rejected,
     }
 }
 
-/// Rate phase: the accepted rate at each offered step; saturated steps (rejections and
-/// accepted clearly below offered) give the limit.
-fn rate_verdict(s: &Series, span: &PhaseSpan) -> Option<Diagnosis> {
-    let mut saturated = Vec::new();
-    let mut lines = Vec::new();
+/// What one offered-rate step of the rate phase got.
+struct RateReading {
+    offered: f64,
+    /// Admitted per second over the step's later part, tick by tick.
+    accepted: Vec<f64>,
+    rejected: f64,
+}
+
+fn rate_readings(s: &Series, span: &PhaseSpan) -> Vec<RateReading> {
+    let mut out = Vec::new();
     for (off, len, offered) in &span.steps {
-        // Skip the first 30 % of each step (the burst allowance drains there), then add
-        // up the ticks that lie wholly inside the rest: their rates cover their own length.
+        // Skip the first 30 % of each step (a burst allowance drains there), then take
+        // the ticks that lie wholly inside the rest.
         let from = (span.start_ms + off + len * 3 / 10) as f64 / 1000.0;
         let to = (span.start_ms + off + len) as f64 / 1000.0 + 0.001;
-        let (mut opened, mut rejected, mut secs) = (0.0, 0.0, 0.0);
+        let mut r = RateReading {
+            offered: *offered,
+            accepted: Vec::new(),
+            rejected: 0.0,
+        };
         for i in 1..s.t.len() {
             let (a, b) = (s.t[i - 1], s.t[i]);
             if a + 0.001 < from || b > to {
                 continue;
             }
             let dt = b - a;
-            opened += s.opened_rate[i] * dt;
-            rejected += s
+            r.accepted.push(s.opened_rate[i]);
+            r.rejected += s
                 .failed_rate
                 .iter()
-                .filter(|(k, _)| k.as_str() == "http_429" || k.as_str() == "http_503")
-                .map(|(_, v)| v[i] * dt)
+                .filter(|(k, _)| crate::outcome::FailKind::parse(k).is_some_and(|f| f.is_refusal()))
+                .map(|(_, v)| v.get(i).copied().unwrap_or(0.0) * dt)
                 .sum::<f64>();
-            secs += dt;
         }
-        if secs <= 0.0 {
-            continue;
+        if !r.accepted.is_empty() {
+            out.push(r);
         }
-        let accepted = opened / secs;
+    }
+    out
+}
+
+/// Rate phase: a steady admitted rate under a growing offer is a rate limit; admissions
+/// that collapse once the offer passes a rate are a lockout (its level comes from the
+/// pause-retry bursts).
+fn rate_verdict(s: &Series, span: &PhaseSpan) -> (Option<Diagnosis>, bool, Vec<String>) {
+    let readings = rate_readings(s, span);
+    let mut lines = Vec::new();
+    let mut saturated = Vec::new();
+    let mut collapsed = false;
+    for r in &readings {
+        let accepted = crate::diagnose::median_of(&r.accepted).unwrap_or(0.0);
         lines.push(format!(
-            "offered {offered:.1}/s → accepted {accepted:.1}/s, {rejected:.0} rejected"
+            "offered {:.1}/s → admitted {accepted:.1}/s, {:.0} refused",
+            r.offered, r.rejected
         ));
-        if rejected > 0.0 && accepted < offered * 0.9 {
-            saturated.push(accepted);
+        if r.rejected > 0.0 && accepted < r.offered * 0.9 {
+            if accepted < 0.2 * r.offered {
+                collapsed = true;
+            } else {
+                saturated.extend(r.accepted.iter().copied());
+            }
         }
     }
-    if saturated.is_empty() {
-        return None;
+    if collapsed || saturated.is_empty() {
+        return (None, collapsed, lines);
     }
-    saturated.sort_by(|a, b| a.total_cmp(b));
-    let level = saturated[saturated.len() / 2];
-    Some(Diagnosis {
+    let (level, u) = crate::diagnose::robust_level(&saturated, 1.0).unwrap_or((0.0, 0.0));
+    let d = Diagnosis {
         kind: LimitKind::HandshakeRateLimit,
         level: Some((level * 10.0).round() / 10.0),
+        uncertainty: Some((u * 10.0).ceil() / 10.0),
         unit: "handshakes_per_second".into(),
         confidence: if saturated.len() >= 2 { 0.9 } else { 0.7 },
         headline: format!("Handshake rate limit ≈ {level:.1}/s"),
-        evidence: lines,
+        evidence: vec![format!("Short-lived connections offered faster than {level:.1}/s were admitted at {level:.1}/s (the median of {} saturated seconds).", saturated.len())],
         ..Default::default()
-    })
+    };
+    (Some(d), false, lines)
+}
+
+/// Pause-retry: what each burst admitted (the open count's rise over it).
+fn burst_admissions(s: &Series, span: &PhaseSpan) -> Option<(f64, f64)> {
+    let open_at = |t_ms: u64| -> f64 {
+        let t = t_ms as f64 / 1000.0;
+        s.t.iter()
+            .zip(&s.open)
+            .filter(|(x, _)| **x <= t + 0.001)
+            .map(|(_, o)| *o)
+            .last()
+            .unwrap_or(0.0)
+    };
+    let peak_in = |from_ms: u64, to_ms: u64| -> f64 {
+        let (a, b) = (from_ms as f64 / 1000.0, to_ms as f64 / 1000.0);
+        s.t.iter()
+            .zip(&s.open)
+            .filter(|(x, _)| **x > a && **x <= b + 0.001)
+            .map(|(_, o)| *o)
+            .fold(0.0, f64::max)
+    };
+    let first_at = span.start_ms + span.steps.first()?.0;
+    let second_at = span.start_ms + span.steps.get(1)?.0;
+    let x1 = peak_in(first_at, second_at) - open_at(first_at);
+    let x2 = peak_in(second_at, span.end_ms) - open_at(second_at);
+    Some((x1.max(0.0), x2.max(0.0)))
 }
 
 /// One verdict per limit found, and a combined headline.
 pub fn verdicts(s: &Series, phases: &[PhaseSpan]) -> Diagnosis {
     let mut found: Vec<Diagnosis> = Vec::new();
-    let mut pooled_cap = None;
+    let mut notes: Vec<String> = Vec::new();
+    let part = |span: &PhaseSpan| slice(s, span.start_ms, span.end_ms);
+    let mut pooled: Option<Diagnosis> = None;
+    let mut collapsed = false;
     for span in phases {
-        let part = slice(s, span.start_ms, span.end_ms);
         match span.name.as_str() {
             "concurrency" => {
-                let d = diagnose(&part, None);
-                if matches!(
-                    d.kind,
-                    LimitKind::ConcurrencyCap
-                        | LimitKind::PerTokenLimit
-                        | LimitKind::AuthFailure
-                        | LimitKind::TokenExhaustion
-                        | LimitKind::ServerDrops
-                        | LimitKind::ClientLimit
-                ) {
-                    if d.kind == LimitKind::ConcurrencyCap {
-                        pooled_cap = d.level;
+                let d = diagnose(&part(span), None);
+                if !matches!(d.kind, LimitKind::None | LimitKind::HandshakeRateLimit) {
+                    if d.kind == LimitKind::ConcurrencyCap || d.kind == LimitKind::LockoutRateLimit
+                    {
+                        pooled = Some(d.clone());
                     }
                     found.push(d);
                 }
             }
-            "rate" => found.extend(rate_verdict(s, span)),
-            "one_token" => {
-                let d = diagnose(&part, None);
-                let already = found.iter().any(|f| f.kind == LimitKind::PerTokenLimit);
-                if let (LimitKind::ConcurrencyCap, Some(one), false) = (d.kind, d.level, already) {
-                    if pooled_cap.is_none_or(|pooled| one < pooled * 0.8) {
-                        found.retain(|f| f.kind != LimitKind::ConcurrencyCap);
-                        found.push(Diagnosis {
-                            kind: LimitKind::PerTokenLimit,
-                            level: Some(one),
-                            unit: "connections".into(),
-                            confidence: 0.85,
-                            headline: format!("cap ≈ {one:.0} concurrent per token"),
-                            evidence: vec![format!(
-                                "With one token the plateau was {one:.0}; spread over tokens it was {}.",
-                                pooled_cap.map_or("higher (no cap found)".to_string(), |p| format!("{p:.0}"))
-                            )],
+            "rate" => {
+                let (rate, lockout, lines) = rate_verdict(s, span);
+                collapsed = lockout;
+                notes.extend(lines.iter().map(|l| format!("Rate steps: {l}.")));
+                found.extend(rate);
+            }
+            "pause_retry" => {
+                let Some((x1, x2)) = burst_admissions(s, span) else {
+                    continue;
+                };
+                let refusals = diagnose(&part(span), None);
+                notes.push(format!("Pause and retry: the first burst got {x1:.0} in; after a 3 s pause with every connection kept, the second got {x2:.0} more."));
+                if x2 <= (0.05 * x1).max(1.0) {
+                    // Nothing released, nothing admitted: a cap. Confirm the one found.
+                    let level = pooled
+                        .as_ref()
+                        .and_then(|p| {
+                            p.level.map(|l| {
+                                l * p
+                                    .identities
+                                    .filter(|_| p.per.is_some())
+                                    .map_or(1.0, f64::from)
+                            })
+                        })
+                        .unwrap_or(x1);
+                    found.retain(|d| {
+                        !matches!(
+                            d.kind,
+                            LimitKind::ConcurrencyCap | LimitKind::LockoutRateLimit
+                        ) || d.per.is_some()
+                    });
+                    found.insert(0, Diagnosis {
+                        kind: LimitKind::ConcurrencyCap,
+                        level: Some(level.round()),
+                        uncertainty: pooled.as_ref().and_then(|p| p.uncertainty).or(Some(1.0)),
+                        unit: "connections".into(),
+                        enforcement: refusals.enforcement.clone().or_else(|| pooled.as_ref().and_then(|p| p.enforcement.clone())),
+                        confidence: 0.92,
+                        headline: format!("cap ≈ {level:.0} concurrent"),
+                        evidence: vec![format!("After a pause with nothing released, a second burst got {x2:.0} in: the limit counts open connections, not attempts.")],
+                        ..Default::default()
+                    });
+                } else if x2 >= 0.5 * x1 {
+                    // Admitted again with nothing released: not a cap.
+                    found.retain(|d| d.kind != LimitKind::ConcurrencyCap || d.per.is_some());
+                    if collapsed
+                        || !found
+                            .iter()
+                            .any(|d| d.kind == LimitKind::HandshakeRateLimit)
+                    {
+                        let (level, u) =
+                            crate::diagnose::robust_level(&[x1, x2], 1.0).unwrap_or((x2, 1.0));
+                        found.retain(|d| d.kind != LimitKind::LockoutRateLimit);
+                        found.insert(0, Diagnosis {
+                            kind: LimitKind::LockoutRateLimit,
+                            level: Some(level.round()),
+                            uncertainty: Some(u.max(0.5).ceil()),
+                            unit: "handshakes_per_second".into(),
+                            enforcement: refusals.enforcement.clone(),
+                            confidence: if collapsed { 0.9 } else { 0.7 },
+                            headline: format!("lockout rate limit ≈ {level:.0} handshakes/s"),
+                            evidence: vec![format!("Each burst got ~{level:.0} in, the second one after a pause with nothing released; {}", if collapsed { "under a steady offer above it, admissions collapsed to ~0 (refused attempts count too)." } else { "the rate steps did not show a steady admitted rate." })],
                             ..Default::default()
                         });
                     }
+                }
+            }
+            name if name.starts_with("one_") => {
+                let dim = &name[4..];
+                let d = diagnose(&part(span), None);
+                let one = match (d.kind, d.level, d.per.as_deref()) {
+                    (LimitKind::ConcurrencyCap, Some(l), None) => l,
+                    _ => continue,
+                };
+                let all = pooled.as_ref().and_then(|p| {
+                    p.level.map(|l| {
+                        l * p
+                            .identities
+                            .filter(|_| p.per.is_some())
+                            .map_or(1.0, f64::from)
+                    })
+                });
+                let words = per_words(dim);
+                let seen = phases
+                    .iter()
+                    .find(|p| p.name == "concurrency")
+                    .and_then(|p| part(p).identity_open.get(dim).map(|ids| ids.len() as u32));
+                if all.is_none_or(|all| one < all * 0.8) {
+                    found.retain(|f| {
+                        !(f.kind == LimitKind::ConcurrencyCap
+                            && (f.per.is_none() || f.per.as_deref() == Some(dim)))
+                    });
+                    found.insert(0, Diagnosis {
+                        kind: LimitKind::ConcurrencyCap,
+                        level: Some(one),
+                        uncertainty: d.uncertainty,
+                        unit: "connections".into(),
+                        per: Some(dim.to_string()),
+                        identities: seen,
+                        enforcement: d.enforcement.clone(),
+                        confidence: 0.88,
+                        headline: format!("cap ≈ {one:.0} concurrent per {words}"),
+                        evidence: vec![format!(
+                            "With one {words} the plateau was {one:.0}; spread over several it was {}.",
+                            all.map_or("higher (no cap found)".to_string(), |p| format!("{p:.0}"))
+                        )],
+                        ..Default::default()
+                    });
+                } else {
+                    notes.push(format!("With a single {words} the plateau was the same ({one:.0}): the cap is not per {words}."));
                 }
             }
             _ => {}
@@ -319,73 +654,63 @@ pub fn verdicts(s: &Series, phases: &[PhaseSpan]) -> Diagnosis {
     let parts: Vec<String> = found
         .iter()
         .map(|d| match (d.kind, d.level) {
-            (LimitKind::ConcurrencyCap, Some(l)) => format!("cap ≈ {l:.0} concurrent"),
-            (LimitKind::PerTokenLimit, Some(l)) => format!("cap ≈ {l:.0} concurrent per token"),
+            (LimitKind::ConcurrencyCap, Some(l)) => match &d.per {
+                Some(p) => format!("cap ≈ {l:.0} concurrent per {}", per_words(p)),
+                None => format!("cap ≈ {l:.0} concurrent"),
+            },
             (LimitKind::HandshakeRateLimit, Some(l)) => format!("handshake limit ≈ {l:.1}/s"),
+            (LimitKind::LockoutRateLimit, Some(l)) => {
+                format!("lockout rate limit ≈ {l:.0} handshakes/s")
+            }
             _ => d.headline.clone(),
         })
+        .map(|p| p.trim_end_matches('.').to_string())
         .collect();
-    let max = phases
-        .first()
-        .map(|_| s.open.iter().copied().fold(0.0, f64::max))
-        .unwrap_or(0.0);
+    let max = s.open.iter().copied().fold(0.0, f64::max);
+    let asked = phases
+        .iter()
+        .find(|p| p.name == "concurrency")
+        .and_then(|p| part(p).target.iter().copied().reduce(f64::max))
+        .unwrap_or(max);
     match found.first().cloned() {
-        None => Diagnosis {
-            kind: LimitKind::None,
-            level: Some(max),
-            unit: "connections".into(),
-            confidence: 0.8,
-            headline: format!(
-                "Probe: no limit found within the bounds (up to {max:.0} open connections)."
-            ),
-            ..Default::default()
-        },
-        Some(first) => Diagnosis {
-            headline: format!("Probe: {}.", parts.join("; ")),
-            verdicts: found,
-            ..first
-        },
+        None => {
+            Diagnosis {
+                kind: LimitKind::None,
+                level: Some(max),
+                unit: "connections".into(),
+                confidence: 0.8,
+                headline: if max + 0.5 < asked {
+                    format!("Probe: no limit found within the bounds (up to {max:.0} open connections of the {asked:.0} the ramp asked for).")
+                } else {
+                    format!("Probe: no limit found within the bounds (up to {max:.0} open connections).")
+                },
+                evidence: notes,
+                ..Default::default()
+            }
+        }
+        Some(first) => {
+            let alternatives = found
+                .iter()
+                .skip(1)
+                .map(|d| Alternative {
+                    kind: d.kind,
+                    confidence: d.confidence,
+                    level: d.level,
+                    per: d.per.clone(),
+                })
+                .collect();
+            let mut evidence = first.evidence.clone();
+            evidence.extend(notes);
+            Diagnosis {
+                headline: format!("Probe: {}.", parts.join("; ")),
+                evidence,
+                alternatives,
+                verdicts: found,
+                ..first
+            }
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn base() -> Plan {
-        serde_json::from_str(r#"{"target":"ws://h/x","stages":[],"probe":{"max_connections":80,"max_connect_rate":40,"max_duration":"20s"}}"#).unwrap()
-    }
-
-    #[test]
-    fn phases_stay_within_bounds() {
-        let ph = phases(&base());
-        assert_eq!(
-            ph.iter().map(|p| p.name).collect::<Vec<_>>(),
-            vec!["concurrency", "rate"]
-        );
-        let total: f64 = ph.iter().map(|p| p.plan.duration().as_secs_f64()).sum();
-        assert!(total <= 21.0, "{total}");
-        assert_eq!(ph[0].plan.peak_connections(), 80);
-        // Slow ramp: at most a quarter of the rate bound.
-        let ramp = ph[0].plan.stages[0].duration.0.as_secs_f64();
-        assert!(80.0 / ramp <= 10.0 + 1e-9, "{ramp}");
-        // 20 s x 45 % = 9 s for rates: three 3 s steps, the top three.
-        let offered: Vec<f64> = ph[1].steps.iter().map(|s| s.2).collect();
-        assert_eq!(offered, vec![10.0, 20.0, 40.0]);
-        assert!(ph
-            .iter()
-            .all(|p| p.plan.probe.is_none() && p.plan.validate(&Limits::default()).is_ok()));
-    }
-
-    #[test]
-    fn a_token_phase_only_with_several_tokens() {
-        let mut p = base();
-        p.auth = Some(serde_json::from_str(r#"{"source":{"type":"static","tokens":["a","b"]},"policy":{"mode":"pool","size":2}}"#).unwrap());
-        let ph = phases(&p);
-        assert_eq!(ph.last().unwrap().name, "one_token");
-        assert_eq!(
-            ph.last().unwrap().plan.auth.as_ref().unwrap().policy,
-            TokenPolicy::Shared
-        );
-    }
-}
+mod tests;

@@ -31,6 +31,9 @@ pub enum EndReason {
     ThresholdFailed,
 }
 
+/// A session the target ends sooner than this after opening was "closed at once".
+pub const AT_ONCE_MS: u64 = 1000;
+
 /// Cumulative counters of a run (or of one interval, in `Interval`).
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -48,6 +51,9 @@ pub struct Totals {
     pub closes: BTreeMap<String, u64>,
     /// Sessions ended by the target or network (every close kind except `client`).
     pub dropped: u64,
+    /// Of those, sessions the target ended within `AT_ONCE_MS` of opening: accepted, then
+    /// closed at once (how some services enforce a cap).
+    pub closed_at_once: u64,
     pub msgs_sent: u64,
     pub msgs_received: u64,
     pub bytes_sent: u64,
@@ -66,6 +72,7 @@ impl Totals {
         self.failed += other.failed;
         self.closed += other.closed;
         self.dropped += other.dropped;
+        self.closed_at_once += other.closed_at_once;
         self.msgs_sent += other.msgs_sent;
         self.msgs_received += other.msgs_received;
         self.bytes_sent += other.bytes_sent;
@@ -86,14 +93,15 @@ impl Totals {
     }
 }
 
-/// Handshake outcomes of one token (slot), cumulative.
+/// Handshake outcomes of one client identity (a token slot, a source address, a header
+/// or query value the plan varies), cumulative.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
-pub struct TokenTotals {
+pub struct IdentityTotals {
     pub attempted: u64,
     pub opened: u64,
-    /// Refused with 429/503.
+    /// Turned away: 429/503, no answer in time, or TCP refused/reset.
     pub rejected: u64,
     /// Refused with 401/403.
     pub auth_failed: u64,
@@ -102,8 +110,8 @@ pub struct TokenTotals {
     pub closed: u64,
 }
 
-impl TokenTotals {
-    pub fn merge(&mut self, o: &TokenTotals) {
+impl IdentityTotals {
+    pub fn merge(&mut self, o: &IdentityTotals) {
         self.attempted += o.attempted;
         self.opened += o.opened;
         self.rejected += o.rejected;
@@ -113,6 +121,46 @@ impl TokenTotals {
     }
     pub fn open(&self) -> u64 {
         self.opened.saturating_sub(self.closed)
+    }
+}
+
+/// Per client identity, by dimension: `token` (slot number), `source_addr` (the
+/// address), `header:NAME` and `query:NAME` (`#1`, `#2`, … in order of first use, so a
+/// key's value never leaves the engine). Each dimension tracks at most
+/// `MAX_IDENTITIES` identities.
+pub type Identities = BTreeMap<String, BTreeMap<String, IdentityTotals>>;
+
+/// Identities tracked per dimension (per-connection values would grow without bound).
+pub const MAX_IDENTITIES: usize = 256;
+
+/// The dimension key of token slots.
+pub const DIM_TOKEN: &str = "token";
+/// The dimension key of local source addresses.
+pub const DIM_SOURCE: &str = "source_addr";
+
+/// Adds `from` into `into`, keeping the per-dimension bound.
+pub fn merge_identities(into: &mut Identities, from: &Identities) {
+    for (dim, ids) in from {
+        let mine = into.entry(dim.clone()).or_default();
+        for (id, t) in ids {
+            if mine.len() < MAX_IDENTITIES || mine.contains_key(id) {
+                mine.entry(id.clone()).or_default().merge(t);
+            }
+        }
+    }
+}
+
+/// Runs stored before identities had dimensions kept per-token totals by slot number:
+/// they read as the `token` dimension.
+fn legacy_tokens(tokens: &BTreeMap<u32, IdentityTotals>, into: &mut Identities) {
+    if !tokens.is_empty() && !into.contains_key(DIM_TOKEN) {
+        into.insert(
+            DIM_TOKEN.into(),
+            tokens
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        );
     }
 }
 
@@ -146,14 +194,35 @@ pub struct Snapshot {
     pub open: u64,
     /// Highest open count seen so far.
     pub peak_open: u64,
+    /// Attempts in flight now (started, neither open nor failed yet): a target that
+    /// stops answering shows here long before `connect_timeout` turns them into
+    /// `timeout`s.
+    pub connecting: u64,
     pub totals: Totals,
     /// What happened during this tick only.
     pub interval: Totals,
     /// Latency percentiles of this tick, by metric (`ws_connecting`, `ws_rtt`, ...).
     pub latency: BTreeMap<String, LatencyStats>,
-    /// Per token slot (plans with `auth`; at most 256 slots are tracked).
+    /// Per client identity, by dimension (only the dimensions the plan varies).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub tokens: BTreeMap<u32, TokenTotals>,
+    pub identities: Identities,
+    /// Read from runs stored before `identities`: per token slot.
+    #[serde(skip_serializing)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub tokens: BTreeMap<u32, IdentityTotals>,
+}
+
+impl Snapshot {
+    /// Identities, including those of a run stored before `identities` existed.
+    pub fn identities(&self) -> std::borrow::Cow<'_, Identities> {
+        if self.tokens.is_empty() {
+            std::borrow::Cow::Borrowed(&self.identities)
+        } else {
+            let mut ids = self.identities.clone();
+            legacy_tokens(&self.tokens, &mut ids);
+            std::borrow::Cow::Owned(ids)
+        }
+    }
 }
 
 /// One experiment of a probe run and when it ran (elapsed ms of the run).
@@ -221,9 +290,13 @@ pub struct Summary {
     /// Whole-run latency percentiles by metric.
     pub latency: BTreeMap<String, LatencyStats>,
     pub evidence: Evidence,
-    /// Per token slot, final (plans with `auth`).
+    /// Per client identity, by dimension, final.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub tokens: BTreeMap<u32, TokenTotals>,
+    pub identities: Identities,
+    /// Read from runs stored before `identities`: per token slot.
+    #[serde(skip_serializing)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub tokens: BTreeMap<u32, IdentityTotals>,
     /// Whole-run HDR histograms (V2 deflate, base64) by metric, so runs can be merged
     /// and compared later.
     pub histograms: BTreeMap<String, String>,
@@ -246,9 +319,14 @@ impl Summary {
             self.end_reason = other.end_reason;
         }
         self.evidence.merge(&other.evidence);
-        for (slot, t) in &other.tokens {
-            self.tokens.entry(*slot).or_default().merge(t);
-        }
+        merge_identities(&mut self.identities, &other.identities);
+    }
+
+    /// Identities, including those of a run stored before `identities` existed.
+    pub fn identities(&self) -> Identities {
+        let mut ids = self.identities.clone();
+        legacy_tokens(&self.tokens, &mut ids);
+        ids
     }
 }
 
@@ -274,8 +352,11 @@ pub mod metric {
     pub const TOKEN_FETCH: &str = "token_fetch";
     /// An HTTP step before the handshake.
     pub const HTTP_STEP: &str = "http_step";
+    /// Refused handshakes: upgrade request sent -> the refusing status line. Long waits
+    /// mean the target queued the upgrade before refusing it.
+    pub const WS_REFUSED: &str = "ws_refused";
     /// Index order matches the engine's internal metric ids.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         WS_CONNECTING,
         TCP_CONNECT,
         WS_UPGRADE,
@@ -286,6 +367,7 @@ pub mod metric {
         TLS_HANDSHAKE,
         TOKEN_FETCH,
         HTTP_STEP,
+        WS_REFUSED,
     ];
 }
 
@@ -339,10 +421,19 @@ pub struct Series {
     pub received_rate: Vec<f64>,
     /// Per-tick percentiles (ms) by metric and quantile name (`p50`, `p95`, `p99`).
     pub latency_ms: BTreeMap<String, BTreeMap<String, Vec<Option<f64>>>>,
-    /// Per token slot (at most 64 slots): open connections and cumulative rejections.
-    pub token_open: BTreeMap<String, Vec<f64>>,
-    pub token_rejected: BTreeMap<String, Vec<f64>>,
+    /// Attempts in flight at each tick (started, not yet open or failed).
+    pub connecting: Vec<f64>,
+    /// Sessions the target closed within `AT_ONCE_MS` of opening, per second.
+    pub closed_at_once_rate: Vec<f64>,
+    /// Per identity dimension (`token`, `source_addr`, `header:NAME`, `query:NAME`) and
+    /// identity (at most `SERIES_IDENTITIES` per dimension): open connections, and
+    /// cumulative rejections.
+    pub identity_open: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    pub identity_rejected: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
 }
+
+/// Identities per dimension kept as series columns (the summary keeps more).
+pub const SERIES_IDENTITIES: usize = 64;
 
 impl Series {
     /// Builds the series of `snaps` (in seq order).
@@ -441,33 +532,47 @@ impl Series {
             }
         };
         grow(&mut self.failed_rate, &snap.interval.failures, &|_| true);
-        if !snap.tokens.is_empty() && snap.tokens.len() <= 64 {
-            for slot in snap.tokens.keys() {
-                let key = slot.to_string();
-                self.token_open
-                    .entry(key.clone())
-                    .or_insert_with(|| vec![0.0; n]);
-                self.token_rejected
-                    .entry(key)
-                    .or_insert_with(|| vec![0.0; n]);
+        self.connecting.push(snap.connecting as f64);
+        self.closed_at_once_rate
+            .push(rate(snap.interval.closed_at_once));
+        let ids = snap.identities();
+        for (dim, by_id) in ids.iter() {
+            let open = self.identity_open.entry(dim.clone()).or_default();
+            for id in by_id.keys() {
+                if open.len() < SERIES_IDENTITIES || open.contains_key(id) {
+                    open.entry(id.clone()).or_insert_with(|| vec![0.0; n]);
+                }
+            }
+            let rejected = self.identity_rejected.entry(dim.clone()).or_default();
+            for id in open.keys() {
+                rejected.entry(id.clone()).or_insert_with(|| vec![0.0; n]);
             }
         }
-        for (key, col) in self.token_open.iter_mut() {
-            let t = key.parse::<u32>().ok().and_then(|s| snap.tokens.get(&s));
-            col.push(t.map(|t| t.open() as f64).unwrap_or(0.0));
+        for (dim, cols) in self.identity_open.iter_mut() {
+            for (id, col) in cols.iter_mut() {
+                let t = ids.get(dim).and_then(|m| m.get(id));
+                col.push(t.map(|t| t.open() as f64).unwrap_or(0.0));
+            }
         }
-        for (key, col) in self.token_rejected.iter_mut() {
-            let t = key.parse::<u32>().ok().and_then(|s| snap.tokens.get(&s));
-            col.push(
-                t.map(|t| t.rejected as f64)
-                    .or_else(|| col.last().copied())
-                    .unwrap_or(0.0),
-            );
+        for (dim, cols) in self.identity_rejected.iter_mut() {
+            for (id, col) in cols.iter_mut() {
+                let t = ids.get(dim).and_then(|m| m.get(id));
+                col.push(
+                    t.map(|t| t.rejected as f64)
+                        .or_else(|| col.last().copied())
+                        .unwrap_or(0.0),
+                );
+            }
         }
         grow(&mut self.drop_rate, &snap.interval.closes, &|k| {
             k != "client"
         });
-        for metric in [metric::WS_CONNECTING, metric::WS_RTT, metric::WS_PING] {
+        for metric in [
+            metric::WS_CONNECTING,
+            metric::WS_RTT,
+            metric::WS_PING,
+            metric::WS_REFUSED,
+        ] {
             let l = snap.latency.get(metric);
             if l.is_none() && !self.latency_ms.contains_key(metric) {
                 continue;

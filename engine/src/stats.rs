@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 
 use crate::handshake::Rejection;
 use crate::outcome::{CloseKind, FailKind};
-use crate::report::{metric, Evidence, LatencyStats, TokenTotals, Totals};
+use crate::report::{
+    metric, Evidence, Identities, IdentityTotals, LatencyStats, Totals, MAX_IDENTITIES,
+};
 
 /// Index of a latency metric in `metric::ALL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,7 @@ pub(crate) enum Metric {
     TlsHandshake = 7,
     TokenFetch = 8,
     HttpStep = 9,
+    Refused = 10,
 }
 
 const METRICS: usize = metric::ALL.len();
@@ -43,6 +46,8 @@ pub(crate) struct Partial {
     pub(crate) opened: u32,
     pub(crate) failures: Vec<(FailKind, u32)>,
     pub(crate) closes: Vec<(CloseKind, u32)>,
+    /// Of `closes`, ended by the target within `AT_ONCE_MS` of opening.
+    pub(crate) closed_at_once: u32,
     pub(crate) msgs_sent: u32,
     pub(crate) msgs_received: u32,
     pub(crate) bytes_sent: u64,
@@ -53,9 +58,13 @@ pub(crate) struct Partial {
     pub(crate) samples: Vec<(Metric, u32)>,
     /// Evidence from rejected handshakes.
     pub(crate) rejections: Vec<Rejection>,
-    /// Per token slot deltas (plans with `auth`).
-    pub(crate) tokens: Vec<(u32, TokenTotals)>,
+    /// Per identity deltas: ((dimension index, identity index), counts).
+    pub(crate) identities: Vec<(IdentityKey, IdentityTotals)>,
 }
+
+/// An identity as the engine counts it: (index into the run's dimensions, identity
+/// index within that dimension). Labels are given once, by the aggregator.
+pub(crate) type IdentityKey = (u16, u32);
 
 fn bump<K: PartialEq>(v: &mut Vec<(K, u32)>, k: K) {
     match v.iter_mut().find(|(x, _)| *x == k) {
@@ -102,18 +111,23 @@ impl Recorder {
             }
         }
     }
-    pub(crate) fn closed(&mut self, kind: CloseKind) {
-        bump(&mut self.p().closes, kind);
-    }
-    /// Counts a handshake event against token slot `slot`.
-    pub(crate) fn token(&mut self, slot: u32, f: impl FnOnce(&mut TokenTotals)) {
+    /// A session ended; `at_once` when the target ended it within `AT_ONCE_MS`.
+    pub(crate) fn closed(&mut self, kind: CloseKind, at_once: bool) {
         let p = self.p();
-        match p.tokens.iter_mut().find(|(s, _)| *s == slot) {
+        bump(&mut p.closes, kind);
+        if at_once {
+            p.closed_at_once += 1;
+        }
+    }
+    /// Counts a handshake event against one identity.
+    pub(crate) fn identity(&mut self, key: IdentityKey, f: impl FnOnce(&mut IdentityTotals)) {
+        let p = self.p();
+        match p.identities.iter_mut().find(|(k, _)| *k == key) {
             Some((_, t)) => f(t),
             None => {
-                let mut t = TokenTotals::default();
+                let mut t = IdentityTotals::default();
                 f(&mut t);
-                p.tokens.push((slot, t));
+                p.identities.push((key, t));
             }
         }
     }
@@ -179,16 +193,40 @@ pub(crate) struct RunStats {
     pub(crate) totals: Totals,
     hist: Vec<Histogram<u64>>,
     pub(crate) evidence: Evidence,
-    /// Per token slot (bounded: slots past `MAX_TOKEN_SLOTS` are not tracked).
-    pub(crate) tokens: BTreeMap<u32, TokenTotals>,
+    /// Per identity (bounded: `MAX_IDENTITIES` per dimension).
+    identities: BTreeMap<IdentityKey, IdentityTotals>,
 }
 
-/// Token slots tracked per run (per-connection tokens would otherwise grow without bound).
-const MAX_TOKEN_SLOTS: usize = 256;
+fn merge_identity(
+    into: &mut BTreeMap<IdentityKey, IdentityTotals>,
+    key: IdentityKey,
+    t: &IdentityTotals,
+) {
+    if let Some(mine) = into.get_mut(&key) {
+        mine.merge(t);
+    } else if (key.1 as usize) < MAX_IDENTITIES {
+        into.insert(key, t.clone());
+    }
+}
 
-fn merge_tokens(into: &mut BTreeMap<u32, TokenTotals>, slot: u32, t: &TokenTotals) {
-    if into.len() < MAX_TOKEN_SLOTS || into.contains_key(&slot) {
-        into.entry(slot).or_default().merge(t);
+/// How the aggregator names identities: per dimension, its key and how identity indices
+/// read (a token's slot, a source address, `#n` for header and query values).
+#[derive(Debug, Clone)]
+pub(crate) struct Dimension {
+    pub(crate) key: String,
+    /// Labels by index, when they are not `#n` (source addresses).
+    pub(crate) labels: Option<Vec<String>>,
+    /// Token slots are numbered from 0 and shown as such.
+    pub(crate) zero_based: bool,
+}
+
+impl Dimension {
+    fn label(&self, i: u32) -> String {
+        match &self.labels {
+            Some(l) => l.get(i as usize).cloned().unwrap_or_else(|| i.to_string()),
+            None if self.zero_based => i.to_string(),
+            None => format!("#{}", i + 1),
+        }
     }
 }
 
@@ -198,8 +236,21 @@ impl RunStats {
             totals: Totals::default(),
             hist: (0..METRICS).map(|_| new_histogram()).collect(),
             evidence: Evidence::default(),
-            tokens: BTreeMap::new(),
+            identities: BTreeMap::new(),
         }
+    }
+
+    /// Identities with their labels.
+    pub(crate) fn identities(&self, dims: &[Dimension]) -> Identities {
+        let mut out = Identities::new();
+        for ((d, i), t) in &self.identities {
+            if let Some(dim) = dims.get(*d as usize) {
+                out.entry(dim.key.clone())
+                    .or_default()
+                    .insert(dim.label(*i), t.clone());
+            }
+        }
+        out
     }
 
     pub(crate) fn merge(&mut self, p: &Partial) {
@@ -217,6 +268,7 @@ impl RunStats {
             }
             *t.closes.entry(k.key()).or_default() += u64::from(*n);
         }
+        t.closed_at_once += u64::from(p.closed_at_once);
         t.msgs_sent += u64::from(p.msgs_sent);
         t.msgs_received += u64::from(p.msgs_received);
         t.bytes_sent += p.bytes_sent;
@@ -227,8 +279,8 @@ impl RunStats {
             let h = &mut self.hist[*m as usize];
             h.saturating_record(u64::from(*us).max(1));
         }
-        for (slot, t) in &p.tokens {
-            merge_tokens(&mut self.tokens, *slot, t);
+        for (key, t) in &p.identities {
+            merge_identity(&mut self.identities, *key, t);
         }
         for r in &p.rejections {
             let ev = &mut self.evidence;
@@ -278,8 +330,8 @@ impl RunStats {
     /// Adds another stats' totals, histograms and evidence into this one.
     pub(crate) fn absorb(&mut self, other: &RunStats) {
         self.totals.merge(&other.totals);
-        for (slot, t) in &other.tokens {
-            merge_tokens(&mut self.tokens, *slot, t);
+        for (key, t) in &other.identities {
+            merge_identity(&mut self.identities, *key, t);
         }
         for (a, b) in self.hist.iter_mut().zip(&other.hist) {
             let _ = a.add(b);

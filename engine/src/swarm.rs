@@ -16,9 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::aggregate::Update;
 use crate::aggregate::{self, Gauges};
-use crate::conn::{run_vu, Matcher, Op, Shared};
+use crate::conn::{run_vu, IdentitySource, Matcher, Op, Shared};
 use crate::plan::{Plan, Step, TargetUrl, Wait};
+use crate::report::{DIM_SOURCE, DIM_TOKEN};
 use crate::schedule::target_at;
+use crate::stats::Dimension;
 use crate::template::Template;
 
 /// Setup failures: the only errors a run can end with before it starts.
@@ -117,6 +119,65 @@ fn raw_resource(target: &str) -> String {
         Some(i) => format!("/{}", &after_scheme[i..]),
         None => "/".to_string(),
     }
+}
+
+/// The identity dimensions `plan` varies, so the diagnosis can tell a limit per client
+/// identity from a global one: token slots (several tokens), source addresses (several),
+/// and every header or query value that depends on the connection alone (`{{vu % 3}}`).
+fn identity_dimensions(plan: &Plan) -> (Vec<IdentitySource>, Vec<Dimension>) {
+    let mut sources = Vec::new();
+    let mut dims = Vec::new();
+    let mut add = |src: IdentitySource, key: String, labels: Option<Vec<String>>, zero: bool| {
+        sources.push(src);
+        dims.push(Dimension {
+            key,
+            labels,
+            zero_based: zero,
+        });
+    };
+    if let Some(auth) = &plan.auth {
+        if auth.slots(plan.peak_connections()).is_none_or(|n| n > 1) {
+            add(IdentitySource::Token, DIM_TOKEN.into(), None, true);
+        }
+    }
+    if plan.source_addrs.len() > 1 {
+        let labels = plan.source_addrs.iter().map(|a| a.to_string()).collect();
+        add(
+            IdentitySource::Source,
+            DIM_SOURCE.into(),
+            Some(labels),
+            false,
+        );
+    }
+    for (name, value) in &plan.headers {
+        if let Ok(t) = Template::parse(value) {
+            if t.is_per_connection() {
+                add(
+                    IdentitySource::Rendered(t, Default::default()),
+                    format!("header:{name}"),
+                    None,
+                    false,
+                );
+            }
+        }
+    }
+    let resource = raw_resource(&plan.target);
+    if let Some((_, query)) = resource.split_once('?') {
+        for pair in query.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if let Ok(t) = Template::parse(value) {
+                if t.is_per_connection() && !name.is_empty() {
+                    add(
+                        IdentitySource::Rendered(t, Default::default()),
+                        format!("query:{name}"),
+                        None,
+                        false,
+                    );
+                }
+            }
+        }
+    }
+    (sources, dims)
 }
 
 /// Starts a run. The plan must already be validated. Returns the update stream; cancel
@@ -226,6 +287,8 @@ pub async fn start(
     // Room for a few flushes from every VU before anyone has to keep data back.
     let (tx, rx) = mpsc::channel(4096);
     let (out_tx, out_rx) = mpsc::channel(64);
+    let gauges = Arc::new(Gauges::default());
+    let (identities, dims) = identity_dimensions(&plan);
     let shared = Arc::new(Shared {
         host_header,
         resource: Template::parse(&raw_resource(&plan.target)).map_err(EngineError::BadTarget)?,
@@ -242,8 +305,9 @@ pub async fn start(
         tokens,
         http_steps,
         http,
+        gauges: gauges.clone(),
+        identities,
     });
-    let gauges = Arc::new(Gauges::default());
     let started = Instant::now();
     rt.spawn(aggregate::run(
         rx,
@@ -257,6 +321,7 @@ pub async fn start(
             grace: plan.abort_grace.0,
             cancel: cancel.clone(),
         }),
+        dims,
     ));
     rt.spawn(control(plan, shared, gauges, started, cancel, cfg.grace));
     Ok(out_rx)
@@ -337,10 +402,11 @@ async fn control(
     }
 }
 
-/// Runs a whole plan: its stages, or for a probe its phases back to back, as one stream
-/// of updates (seq and elapsed continue across phases; the final `Summary` adds them up
-/// and lists the phases). Setup errors of the first phase are returned; a later phase
-/// that cannot start ends the stream early.
+/// Runs a whole plan: its stages, or for a probe its experiments back to back (each
+/// chosen by `probe::next_phase` from what the earlier ones showed), as one stream of
+/// updates (seq and elapsed continue across phases; the final `Summary` adds them up and
+/// lists the phases). Setup errors of the first phase are returned; a later phase that
+/// cannot start ends the stream early.
 pub async fn start_plan(
     plan: Plan,
     cfg: SwarmConfig,
@@ -348,28 +414,26 @@ pub async fn start_plan(
     rt: &tokio::runtime::Handle,
 ) -> Result<mpsc::Receiver<Update>, EngineError> {
     let is_probe = plan.probe.is_some();
-    let mut phases = if is_probe {
-        crate::probe::phases(&plan)
+    let first = if is_probe {
+        crate::probe::next_phase(&plan, &[], &crate::report::Series::default())
+            .ok_or_else(|| EngineError::BadScript("the probe has no phases".into()))?
     } else {
-        vec![crate::probe::Phase {
-            name: "run",
-            plan,
+        crate::probe::Phase {
+            name: "run".into(),
+            plan: plan.clone(),
             steps: Vec::new(),
-        }]
+        }
     };
-    if phases.is_empty() {
-        return Err(EngineError::BadScript("the probe has no phases".into()));
-    }
-    let first = phases.remove(0);
     let first_rx = start(first.plan, cfg, cancel.clone(), rt).await?;
     let (tx, rx) = mpsc::channel(64);
     let handle = rt.clone();
     rt.spawn(async move {
         let (mut seq_off, mut ms_off) = (0u64, 0u64);
         let mut merged: Option<crate::report::Summary> = None;
-        let mut spans = Vec::new();
+        let mut spans: Vec<crate::report::PhaseSpan> = Vec::new();
+        // The run so far, for choosing the next experiment.
+        let mut series = crate::report::Series::default();
         let mut next = Some((first.name, first.steps, first_rx));
-        let mut rest = phases.into_iter();
         while let Some((name, steps, mut updates)) = next.take() {
             let start_ms = ms_off;
             let (mut last_seq, mut last_ms) = (seq_off, ms_off);
@@ -379,6 +443,9 @@ pub async fn start_plan(
                         s.seq += seq_off;
                         s.elapsed_ms += ms_off;
                         (last_seq, last_ms) = (s.seq, s.elapsed_ms);
+                        if is_probe {
+                            series.push(&s);
+                        }
                         if tx.send(Update::Tick(s)).await.is_err() {
                             return;
                         }
@@ -391,15 +458,15 @@ pub async fn start_plan(
             }
             (seq_off, ms_off) = (last_seq, last_ms);
             spans.push(crate::report::PhaseSpan {
-                name: name.into(),
+                name,
                 start_ms,
                 end_ms: ms_off,
                 steps,
             });
-            if cancel.is_cancelled() {
+            if cancel.is_cancelled() || !is_probe {
                 break;
             }
-            if let Some(phase) = rest.next() {
+            if let Some(phase) = crate::probe::next_phase(&plan, &spans, &series) {
                 match start(phase.plan, cfg, cancel.clone(), &handle).await {
                     Ok(rx) => next = Some((phase.name, phase.steps, rx)),
                     Err(e) => tracing::warn!("probe phase {} could not start: {e}", phase.name),

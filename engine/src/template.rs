@@ -1,4 +1,5 @@
-//! Templates in headers, query and messages: `{{vu}}` (connection index), `{{attempt}}`,
+//! Templates in headers, query and messages: `{{vu}}` (connection index), `{{vu % N}}`
+//! (the connection index modulo N: N identities, e.g. `key-{{vu % 3}}`), `{{attempt}}`,
 //! `{{uuid}}`, `{{now_ms}}`, `{{env.NAME}}`. Parsed once (unknown variables are plan
 //! errors), rendered per use.
 
@@ -7,6 +8,8 @@
 pub enum Part {
     Lit(String),
     Vu,
+    /// `{{vu % N}}`: the connection index modulo N (N ≥ 1).
+    VuMod(u64),
     Attempt,
     Uuid,
     NowMs,
@@ -52,6 +55,17 @@ impl Template {
             let name = after[..close].trim();
             parts.push(match name {
                 "vu" => Part::Vu,
+                n if n.starts_with("vu") && n[2..].trim_start().starts_with('%') => {
+                    let m = n[2..].trim_start()[1..].trim();
+                    match m.parse::<u64>() {
+                        Ok(m) if m >= 1 => Part::VuMod(m),
+                        _ => {
+                            return Err(format!(
+                                "`{{{{{n}}}}}`: after `vu %` comes a whole number of at least 1, e.g. `{{{{vu % 3}}}}`"
+                            ))
+                        }
+                    }
+                }
                 "attempt" => Part::Attempt,
                 "uuid" => Part::Uuid,
                 "now_ms" => Part::NowMs,
@@ -60,7 +74,7 @@ impl Template {
                 n if n.starts_with("var.") && n.len() > 4 => Part::Var(n[4..].to_string()),
                 other => {
                     return Err(format!(
-                        "unknown template variable `{{{{{other}}}}}`; known: {{{{vu}}}}, {{{{attempt}}}}, {{{{uuid}}}}, {{{{now_ms}}}}, {{{{token}}}}, {{{{var.NAME}}}}, {{{{env.NAME}}}}"
+                        "unknown template variable `{{{{{other}}}}}`; known: {{{{vu}}}}, {{{{vu % N}}}}, {{{{attempt}}}}, {{{{uuid}}}}, {{{{now_ms}}}}, {{{{token}}}}, {{{{var.NAME}}}}, {{{{env.NAME}}}}"
                     ))
                 }
             });
@@ -80,6 +94,17 @@ impl Template {
         })
     }
 
+    /// True when the text depends on the connection only (`{{vu}}`, `{{vu % N}}`, and
+    /// constants), not on the attempt, time, token or captured values: such a value is an
+    /// identity of the connection (an API key, a tenant) the diagnosis can count by.
+    pub fn is_per_connection(&self) -> bool {
+        !self.is_constant()
+            && self
+                .parts
+                .iter()
+                .all(|p| matches!(p, Part::Lit(_) | Part::Env(_) | Part::Vu | Part::VuMod(_)))
+    }
+
     /// True when rendering always gives the same text.
     pub fn is_constant(&self) -> bool {
         self.parts
@@ -94,6 +119,7 @@ impl Template {
             match p {
                 Part::Lit(s) => out.push_str(s),
                 Part::Vu => out.push_str(&vars.vu.to_string()),
+                Part::VuMod(m) => out.push_str(&(vars.vu % m).to_string()),
                 Part::Attempt => out.push_str(&vars.attempt.to_string()),
                 Part::Uuid => out.push_str(&(vars.uuid)()),
                 Part::NowMs => out.push_str(&vars.now_ms.to_string()),
@@ -133,6 +159,36 @@ mod tests {
         assert_eq!(s, "u7-a2-U-99-sekrit");
         assert!(!t.is_constant());
         assert!(Template::parse("plain").unwrap().is_constant());
+    }
+
+    #[test]
+    fn vu_modulo_names_n_identities() {
+        let t = Template::parse("key-{{vu % 3}}").unwrap();
+        let uuid = || String::new();
+        let at = |vu| {
+            t.render(&Vars {
+                vu,
+                attempt: 1,
+                uuid: &uuid,
+                now_ms: 0,
+                token: "",
+                vars: &[],
+            })
+        };
+        assert_eq!(
+            (at(0), at(4), at(5)),
+            ("key-0".into(), "key-1".into(), "key-2".into())
+        );
+        assert!(t.is_per_connection());
+        assert!(Template::parse("{{vu%2}}").unwrap().is_per_connection());
+        assert!(!Template::parse("{{uuid}}").unwrap().is_per_connection());
+        assert!(!Template::parse("x").unwrap().is_per_connection());
+        for bad in ["{{vu % 0}}", "{{vu % x}}", "{{vu %}}"] {
+            assert!(
+                Template::parse(bad).unwrap_err().contains("whole number"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

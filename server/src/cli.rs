@@ -215,12 +215,17 @@ fn print_summary(
     // The verdict, then each other limit the run hit.
     println!();
     for (label, x) in std::iter::once(("diagnosis", d)).chain(d.also.iter().map(|x| ("also", x))) {
-        println!(
-            "{label}: {} (kind {}, confidence {:.0} %)",
-            x.headline,
-            x.kind.key(),
-            x.confidence * 100.0
-        );
+        println!("{label}: {}", x.headline);
+        println!("  {}", x.meta_line());
+        if let Some(a) = x.alternatives_line() {
+            println!("  also fits: {a}");
+        }
+        if let Some(t) = &x.separate_by {
+            println!("  to tell them apart: {t}");
+        }
+        for v in &x.verdicts {
+            println!("  * {}", v.meta_line());
+        }
         for e in &x.evidence {
             println!("  - {e}");
         }

@@ -111,12 +111,26 @@ pub fn html(r: &ReportInput<'_>) -> String {
     let _ = write!(
         out,
         "<section class=\"diagnosis diagnosis--{tone}\" data-kind=\"{}\"><h2 class=\"diagnosis__title\">Diagnosis</h2><p class=\"diagnosis__headline\">{}</p>\
-         <p class=\"diagnosis__meta\">kind <code>{}</code> · confidence {:.0} %</p><ul class=\"diagnosis__evidence\">",
+         <p class=\"diagnosis__meta\">{}</p>",
         d.kind.key(),
         esc(&d.headline),
-        d.kind.key(),
-        d.confidence * 100.0
+        esc(&d.meta_line()),
     );
+    if let Some(a) = d.alternatives_line() {
+        let _ = write!(
+            out,
+            "<p class=\"diagnosis__alternatives\">Also fits: {}</p>",
+            esc(&a)
+        );
+    }
+    if let Some(t) = &d.separate_by {
+        let _ = write!(
+            out,
+            "<p class=\"diagnosis__separate\"><strong>To tell them apart: </strong>{}</p>",
+            esc(t)
+        );
+    }
+    out.push_str("<ul class=\"diagnosis__evidence\">");
     for e in d
         .evidence
         .iter()
@@ -130,11 +144,10 @@ pub fn html(r: &ReportInput<'_>) -> String {
         for x in &d.also {
             let _ = write!(
                 out,
-                "<li data-kind=\"{}\"><strong>{}</strong> <span class=\"diagnosis__meta\">kind <code>{}</code> · confidence {:.0} %</span><ul class=\"diagnosis__evidence\">",
+                "<li data-kind=\"{}\"><strong>{}</strong> <span class=\"diagnosis__meta\">{}</span><ul class=\"diagnosis__evidence\">",
                 x.kind.key(),
                 esc(&x.headline),
-                x.kind.key(),
-                x.confidence * 100.0
+                esc(&x.meta_line()),
             );
             for e in &x.evidence {
                 let _ = write!(out, "<li>{}</li>", esc(e));
@@ -142,6 +155,18 @@ pub fn html(r: &ReportInput<'_>) -> String {
             out.push_str("</ul></li>");
         }
         out.push_str("</ul></div>");
+    }
+    if !d.verdicts.is_empty() {
+        out.push_str("<ul class=\"diagnosis__verdicts\">");
+        for v in &d.verdicts {
+            let _ = write!(
+                out,
+                "<li data-kind=\"{}\">{}</li>",
+                v.kind.key(),
+                esc(&v.meta_line())
+            );
+        }
+        out.push_str("</ul>");
     }
     out.push_str("</section>");
 

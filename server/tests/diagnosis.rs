@@ -192,11 +192,13 @@ async fn a_probe_with_a_token_pool_finds_a_per_token_cap() {
     let verdicts = d["verdicts"].as_array().unwrap();
     let per_token = verdicts
         .iter()
-        .find(|v| v["kind"] == "per_token_limit")
+        .find(|v| v["kind"] == "concurrency_cap" && v["per"] == "token")
         .unwrap_or_else(|| panic!("{d}"));
     assert!((14.0..=16.0).contains(&level(per_token)), "{d}");
     assert!(
-        !verdicts.iter().any(|v| v["kind"] == "concurrency_cap"),
+        !verdicts
+            .iter()
+            .any(|v| v["kind"] == "concurrency_cap" && v["per"].is_null()),
         "not a global cap: {d}"
     );
 }

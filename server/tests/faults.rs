@@ -344,12 +344,12 @@ async fn malformed_and_oversized_frames_are_protocol_and_size_errors() {
     assert_eq!(f.total("opened"), n(&fault.counts.upgraded));
     assert_eq!(f.total("opened"), 6);
     assert_eq!(
-        f.close("protocol"),
+        f.close("protocol_violation"),
         n(&fault.counts.faults[0]),
         "{}",
         f.totals()
     );
-    assert_eq!(f.close("protocol"), 3, "garbage after the 101");
+    assert_eq!(f.close("protocol_violation"), 3, "garbage after the 101");
     assert_eq!(
         f.close("too_large"),
         n(&fault.counts.faults[1]),

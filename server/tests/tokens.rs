@@ -103,7 +103,8 @@ async fn a_per_token_cap_is_diagnosed_per_token() {
     assert_eq!(sb["per_token"]["static-a"]["accepted"], 5);
     assert_eq!(sb["per_token"]["static-b"]["rejected_429"], 5);
     let d = &run["diagnosis"];
-    assert_eq!(d["kind"], "per_token_limit", "{d}");
+    assert_eq!(d["kind"], "concurrency_cap", "{d}");
+    assert_eq!(d["per"], "token", "{d}");
     assert_eq!(d["level"], 5.0);
 }
 

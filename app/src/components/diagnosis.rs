@@ -34,16 +34,19 @@ pub fn DiagnosisPanel(
         diagnosis.get().map(|d| {
             let kind = d.kind.key();
             let level = d.level.map(|l| l.to_string()).unwrap_or_default();
+            let per = d.per.clone().unwrap_or_default();
+            let how = d.enforcement.as_ref().map_or("", |e| e.how.key());
             let tone = if d.kind == LimitKind::None { "ok" } else { "limit" };
             let evidence: Vec<String> = d.evidence.iter().cloned().chain(knee_lines(&d)).collect();
+            let alternatives = d.alternatives_line();
             view! {
-                <section class=format!("diagnosis diagnosis--{tone}") data-kind=kind data-level=level>
+                <section class=format!("diagnosis diagnosis--{tone}") data-kind=kind data-level=level data-per=per data-enforcement=how
+                    data-confidence=format!("{:.2}", d.confidence)>
                     <h2 class="diagnosis__title">{if live { "Diagnosis (live, so far)" } else { "Diagnosis" }}</h2>
                     <p class="diagnosis__headline">{d.headline.clone()}</p>
-                    <p class="diagnosis__meta">
-                        "kind " <code>{kind}</code>
-                        " · confidence " {format!("{:.0} %", d.confidence * 100.0)}
-                    </p>
+                    <p class="diagnosis__meta">{d.meta_line()}</p>
+                    {alternatives.map(|a| view! { <p class="diagnosis__alternatives">"Also fits: " {a}</p> })}
+                    {d.separate_by.clone().map(|t| view! { <p class="diagnosis__separate"><strong>"To tell them apart: "</strong>{t}</p> })}
                     <ul class="diagnosis__evidence">
                         {evidence.into_iter().map(|e| view! { <li>{e}</li> }).collect_view()}
                     </ul>
@@ -54,10 +57,7 @@ pub fn DiagnosisPanel(
                                 {d.also.iter().map(|x| view! {
                                     <li data-kind=x.kind.key()>
                                         <strong>{x.headline.clone()}</strong>" "
-                                        <span class="diagnosis__meta">
-                                            "kind " <code>{x.kind.key()}</code>
-                                            " · confidence " {format!("{:.0} %", x.confidence * 100.0)}
-                                        </span>
+                                        <span class="diagnosis__meta">{x.meta_line()}</span>
                                         <ul class="diagnosis__evidence">
                                             {x.evidence.iter().map(|e| view! { <li>{e.clone()}</li> }).collect_view()}
                                         </ul>
@@ -69,10 +69,7 @@ pub fn DiagnosisPanel(
                     {(!d.verdicts.is_empty()).then(|| view! {
                         <ul class="diagnosis__verdicts">
                             {d.verdicts.iter().map(|v| view! {
-                                <li data-kind=v.kind.key()>
-                                    <code>{v.kind.key()}</code>" " {v.level.map(|l| format!("{l} {}", v.unit.replace('_', " "))).unwrap_or_default()}
-                                    {format!(" (confidence {:.0} %)", v.confidence * 100.0)}
-                                </li>
+                                <li data-kind=v.kind.key() data-per=v.per.clone().unwrap_or_default()>{v.meta_line()}</li>
                             }).collect_view()}
                         </ul>
                     })}

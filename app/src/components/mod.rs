@@ -13,7 +13,7 @@ pub use diagnosis::DiagnosisPanel;
 pub use load_error::LoadError;
 pub use share_box::ShareBox;
 pub use status::StatusBadge;
-pub use tiles::{FailureTable, LatencyTable, Tiles, TokenTable};
+pub use tiles::{FailureTable, IdentityTable, LatencyTable, Tiles};
 
 /// The first failed action's message, of a view's several actions.
 pub(crate) fn first_error<const N: usize>(

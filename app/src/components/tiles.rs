@@ -110,19 +110,27 @@ pub fn LatencyTable(
     }
 }
 
-/// Handshake outcomes per token slot (plans with `auth`).
+/// Handshake outcomes per client identity along one dimension (token slots, source
+/// addresses, per-connection header or query values).
 #[component]
-pub fn TokenTable(
-    tokens: std::collections::BTreeMap<u32, engine::report::TokenTotals>,
+pub fn IdentityTable(
+    dim: String,
+    ids: std::collections::BTreeMap<String, engine::report::IdentityTotals>,
 ) -> impl IntoView {
+    let class = if dim == engine::report::DIM_TOKEN {
+        "identities tokens".to_string()
+    } else {
+        format!("identities identities--{}", dim.replace(':', "-"))
+    };
+    let head = engine::diagnose::per_words(&dim);
     view! {
-        <table class="tokens">
-            <thead><tr><th>"Token slot"</th><th class="num">"attempted"</th><th class="num">"opened"</th><th class="num">"429/503"</th><th class="num">"401/403"</th><th class="num">"other failures"</th><th class="num">"closed"</th></tr></thead>
+        <table class=class data-dim=dim.clone()>
+            <thead><tr><th>{head}</th><th class="num">"attempted"</th><th class="num">"opened"</th><th class="num">"open at end"</th><th class="num">"refused"</th><th class="num">"401/403"</th><th class="num">"other failures"</th></tr></thead>
             <tbody>
-                {tokens.into_iter().map(|(slot, t)| view! {
-                    <tr data-token=slot.to_string()><td class="mono">{format!("#{slot}")}</td><td class="num">{fmt::count(t.attempted)}</td><td class="num">{fmt::count(t.opened)}</td>
-                    <td class="num">{fmt::count(t.rejected)}</td><td class="num">{fmt::count(t.auth_failed)}</td><td class="num">{fmt::count(t.other_failed)}</td><td class="num">{fmt::count(t.closed)}</td></tr>
-                }).collect_view()}
+                {ids.into_iter().map(|(id, t)| { let label = id.clone(); view! {
+                    <tr data-identity=id><td class="mono">{label}</td><td class="num">{fmt::count(t.attempted)}</td><td class="num">{fmt::count(t.opened)}</td>
+                    <td class="num">{fmt::count(t.open())}</td><td class="num">{fmt::count(t.rejected)}</td><td class="num">{fmt::count(t.auth_failed)}</td><td class="num">{fmt::count(t.other_failed)}</td></tr>
+                }}).collect_view()}
             </tbody>
         </table>
     }

@@ -10,7 +10,7 @@ use crate::charts;
 use crate::components::run_actions::{BaselinePanel, Environment, RunActions};
 use crate::components::tiles::TileData;
 use crate::components::{
-    Chart, DiagnosisPanel, FailureTable, LatencyTable, LoadError, StatusBadge, Tiles, TokenTable,
+    Chart, DiagnosisPanel, FailureTable, IdentityTable, LatencyTable, LoadError, StatusBadge, Tiles,
 };
 use crate::fmt;
 
@@ -201,12 +201,12 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
                     </p>
                 })}
             </section>
-            {summary.as_ref().filter(|s| !s.tokens.is_empty()).map(|s| view! {
+            {summary.as_ref().map(|s| s.identities().into_iter().map(|(dim, ids)| view! {
                 <section class="run-detail__section">
-                    <h2>"Handshakes per token"</h2>
-                    <TokenTable tokens=s.tokens.clone()/>
+                    <h2>{format!("Handshakes per {}", engine::diagnose::per_words(&dim))}</h2>
+                    <IdentityTable dim ids/>
                 </section>
-            })}
+            }).collect_view())}
             <section class="run-detail__section">
                 <h2>{if summary.is_some() { "Latency (whole run)" } else { "Latency (last second)" }}</h2>
                 <LatencyTable latency/>

@@ -2,6 +2,7 @@
 //! close), reply matching and timing, and how the session ended.
 
 use super::*;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 
 /// What the session is waiting for.
 pub(super) enum Waiting {
@@ -97,9 +98,7 @@ pub(super) async fn send_message(
 
 pub(super) fn end_of(e: &WsError) -> CloseKind {
     match e {
-        WsError::Protocol(p) if format!("{p:?}").contains("ResetWithoutClosingHandshake") => {
-            CloseKind::Abnormal
-        }
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => CloseKind::Abnormal,
         WsError::Capacity(_) => CloseKind::TooLarge,
         WsError::Protocol(_) | WsError::Utf8(_) => CloseKind::Protocol,
         _ => CloseKind::Abnormal,

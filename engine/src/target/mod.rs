@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use profile::{DropMode, Profile, TokenBucket};
+use profile::{DropMode, KeySource, Lockout, Profile, TokenBucket};
 
 /// Counters of one profile (or of all of them), as served by `/stats`.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -48,6 +48,9 @@ pub struct Counters {
     /// Sessions ended, by who and how: `server_1001`, `server_abort`, `client`,
     /// `client_abnormal` (EOF without a close frame).
     pub closed: BTreeMap<String, u64>,
+    /// Upgrades left unanswered (`stall_cap`) until the client gave up.
+    #[serde(default)]
+    pub stalled: u64,
     /// Per bearer token (profiles with `auth=bearer`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub per_token: BTreeMap<String, TokenCounters>,
@@ -77,6 +80,13 @@ struct ProfileStats {
     tokens: Mutex<BTreeMap<String, TokenCounters>>,
     /// Handshake-rate bucket, created on first use with this profile's rate.
     bucket: Mutex<Option<TokenBucket>>,
+    /// Lockout window (`lockout=R`), created on first use.
+    lockout: Mutex<Option<Lockout>>,
+    /// Upgrades left unanswered (`stall_cap`).
+    stalled: AtomicU64,
+    /// Open connections per client address (`addr_cap`) and per key (`key_cap`).
+    per_addr: Mutex<HashMap<std::net::IpAddr, u64>>,
+    per_key: Mutex<HashMap<String, u64>>,
 }
 
 impl ProfileStats {
@@ -108,6 +118,40 @@ impl ProfileStats {
                 })
                 .take(Instant::now()),
             Err(_) => Ok(()),
+        }
+    }
+    /// Counts an attempt against the lockout window; true when it may pass.
+    fn lockout_admit(&self, limit: u64, window: Duration) -> bool {
+        match self.lockout.lock() {
+            Ok(mut l) => l
+                .get_or_insert_with(|| Lockout::new(limit, window))
+                .admit(Instant::now()),
+            Err(_) => true,
+        }
+    }
+    /// Takes a slot for `key` in `map` if under `cap`.
+    fn try_take<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u64>>, key: K, cap: u64) -> bool {
+        match map.lock() {
+            Ok(mut m) => {
+                let n = m.entry(key).or_default();
+                if *n >= cap {
+                    false
+                } else {
+                    *n += 1;
+                    true
+                }
+            }
+            Err(_) => true,
+        }
+    }
+    fn give_back<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u64>>, key: &K) {
+        if let Ok(mut m) = map.lock() {
+            if let Some(n) = m.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(key);
+                }
+            }
         }
     }
     /// Takes an open slot for `token` if under `cap`.
@@ -164,6 +208,7 @@ impl ProfileStats {
             rejected,
             open: self.open.load(Ordering::Relaxed),
             peak_open: self.peak_open.load(Ordering::Relaxed),
+            stalled: self.stalled.load(Ordering::Relaxed),
             msgs_in: self.msgs_in.load(Ordering::Relaxed),
             msgs_out: self.msgs_out.load(Ordering::Relaxed),
             closed,
@@ -231,6 +276,7 @@ impl Sandbox {
             t.accepted += c.accepted;
             t.open += c.open;
             t.peak_open += c.peak_open;
+            t.stalled += c.stalled;
             t.msgs_in += c.msgs_in;
             t.msgs_out += c.msgs_out;
             for (s, n) in &c.rejected {
@@ -370,7 +416,7 @@ async fn serve_with(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
-                Ok((tcp, _)) => {
+                Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
                     let (sandbox, shutdown, acceptor) = (sandbox.clone(), shutdown.clone(), acceptor.clone());
                     tokio::spawn(async move {
@@ -381,7 +427,7 @@ async fn serve_with(
                                 _ => return,
                             },
                         };
-                        handle(stream, sandbox, shutdown).await
+                        handle(stream, sandbox, shutdown, peer.ip()).await
                     });
                 }
                 Err(e) => {
@@ -419,6 +465,8 @@ struct Head {
     key: Option<String>,
     /// The bearer token of an `Authorization: Bearer ...` header.
     bearer: Option<String>,
+    /// Every header, names lowercased (for `key=header:NAME`).
+    headers: Vec<(String, String)>,
     content_length: usize,
     head_len: usize,
 }
@@ -446,6 +494,16 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ()> {
                 path: path.to_string(),
                 query: query.to_string(),
                 upgrade: h("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).trim().to_string(),
+                        )
+                    })
+                    .collect(),
                 key: h("sec-websocket-key"),
                 head_len: n,
             }))
@@ -455,7 +513,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ()> {
     }
 }
 
-async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: CancellationToken) {
+async fn handle(
+    mut stream: MaybeTls,
+    sandbox: Arc<Sandbox>,
+    shutdown: CancellationToken,
+    peer: std::net::IpAddr,
+) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let head = loop {
@@ -596,6 +659,20 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
         .await;
     }
     let tok = token.as_ref().map(|(t, _)| t.as_str());
+    if let Some(limit) = profile.lockout {
+        if !stats.lockout_admit(limit, profile.lockout_window) {
+            let limits = format!("X-RateLimit-Limit: {limit}\r\nX-RateLimit-Remaining: 0\r\n");
+            return refuse_429(
+                &mut stream,
+                &stats,
+                tok,
+                profile.lockout_window.as_secs().max(1),
+                &limits,
+                "request rate limit exceeded",
+            )
+            .await;
+        }
+    }
     if let Some(rate) = profile.rate {
         if let Err(wait) = stats.take_rate(rate, profile.burst) {
             let ra = wait.as_secs_f64().ceil().max(1.0) as u64;
@@ -611,7 +688,42 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
             .await;
         }
     }
-    if !stats.try_open(profile.cap) {
+    if let Some(knee) = profile.knee {
+        let over = stats.open.load(Ordering::Relaxed).saturating_sub(knee);
+        if over > 0 {
+            tokio::time::sleep(profile.knee_slope.saturating_mul(over.min(100_000) as u32)).await;
+        }
+    }
+    // The open-count limit, enforced the way the profile says.
+    let mut close_at_once = false;
+    if let Some(n) = profile.stall_cap {
+        if !stats.try_open(Some(n)) {
+            return stall(&mut stream, &stats, &shutdown).await;
+        }
+    } else if let Some(n) = profile.queue_cap {
+        let deadline = tokio::time::Instant::now() + profile.queue_wait;
+        while !stats.try_open(Some(n)) {
+            if tokio::time::Instant::now() >= deadline || shutdown.is_cancelled() {
+                stats.reject(503);
+                return respond(
+                    &mut stream,
+                    503,
+                    "Service Unavailable",
+                    "",
+                    "text/plain",
+                    "no server available: queue timeout",
+                )
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    } else if let Some(n) = profile.close_cap {
+        if !stats.try_open(Some(n)) {
+            // Over the cap: accepted, then closed at once (counted open meanwhile).
+            stats.try_open(None);
+            close_at_once = true;
+        }
+    } else if !stats.try_open(profile.cap) {
         return refuse_429(
             &mut stream,
             &stats,
@@ -622,9 +734,58 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
         )
         .await;
     }
+    if let Some(cap) = profile.addr_cap {
+        if !ProfileStats::try_take(&stats.per_addr, peer, cap) {
+            stats.release_open();
+            return refuse_429(
+                &mut stream,
+                &stats,
+                tok,
+                profile.retry_after,
+                "",
+                "too many connections from this address",
+            )
+            .await;
+        }
+    }
+    let key_value = profile.key.as_ref().map(|k| match k {
+        KeySource::Header(name) => head
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
+        KeySource::Query(name) => url::form_urlencoded::parse(head.query.as_bytes())
+            .find(|(k, _)| k == name.as_str())
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default(),
+    });
+    if let (Some(cap), Some(k)) = (profile.key_cap, &key_value) {
+        if !ProfileStats::try_take(&stats.per_key, k.clone(), cap) {
+            stats.release_open();
+            if profile.addr_cap.is_some() {
+                ProfileStats::give_back(&stats.per_addr, &peer);
+            }
+            return refuse_429(
+                &mut stream,
+                &stats,
+                tok,
+                profile.retry_after,
+                "",
+                "too many connections for this key",
+            )
+            .await;
+        }
+    }
     if let (Some(cap), Some(t)) = (profile.token_cap, tok) {
         if !stats.try_token_open(t, cap) {
             stats.release_open();
+            if profile.addr_cap.is_some() {
+                ProfileStats::give_back(&stats.per_addr, &peer);
+            }
+            if let Some(k) = &key_value {
+                ProfileStats::give_back(&stats.per_key, k);
+            }
             return refuse_429(
                 &mut stream,
                 &stats,
@@ -651,11 +812,52 @@ async fn handle(mut stream: MaybeTls, sandbox: Arc<Sandbox>, shutdown: Cancellat
         .write_buffer_size(0);
     let ws = WebSocketStream::from_partially_read(stream, buf, Role::Server, Some(cfg)).await;
     let expires = token.as_ref().and_then(|(_, e)| *e);
-    let how = session(ws, &profile, &stats, &shutdown, expires).await;
+    let how = if close_at_once {
+        close_now(ws, profile.close_code).await
+    } else {
+        session(ws, &profile, &stats, &shutdown, expires).await
+    };
     stats.closed(how);
+    if profile.addr_cap.is_some() {
+        ProfileStats::give_back(&stats.per_addr, &peer);
+    }
+    if let (Some(_), Some(k)) = (profile.key_cap, &key_value) {
+        ProfileStats::give_back(&stats.per_key, k);
+    }
     if let (Some(_), Some((t, _))) = (profile.token_cap, &token) {
         stats.release_token_open(t);
     }
+}
+
+/// `stall_cap`: the upgrade is read and never answered; the connection stays until the
+/// client gives up (or the sandbox stops).
+async fn stall(stream: &mut MaybeTls, stats: &ProfileStats, shutdown: &CancellationToken) {
+    stats.stalled.fetch_add(1, Ordering::Relaxed);
+    let mut sink = [0u8; 256];
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = async {
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        } => {}
+    }
+}
+
+/// `close_cap`: an upgrade accepted over the cap is closed at once with `code`.
+async fn close_now(mut ws: WebSocketStream<MaybeTls>, code: u16) -> &'static str {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: "over capacity".into(),
+    };
+    let _ = ws.close(Some(frame)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    "server_at_once"
 }
 
 /// Refuses a handshake with 429 + `Retry-After` (and `extra` headers), counted on the

@@ -2,6 +2,13 @@
 //! `/echo`, `?cap=150`, `?rate=20&burst=5`, `?drop_after=30s`, `?drop_prob=0.01`,
 //! `?delay=50ms`, `?reply_delay=20ms`, `?status=503`, combinations allowed. `tag=` only
 //! separates counters. Parsing is strict: an unknown key is a 400 naming it.
+//!
+//! Besides rejecting with a status, limits show themselves in the ways real gateways
+//! enforce them (issue: "right about the limit on gateways we did not write"):
+//! `lockout=R` (a sliding window that counts refused attempts too), `stall_cap=N` (stop
+//! answering), `queue_cap=N&queue_wait=T` (queue the upgrade, then 503), `close_cap=N`
+//! (accept, then close at once), `addr_cap=N` (per client address), `key_cap=N&key=…`
+//! (per header or query value) and `knee=N&knee_slope=D` (handshakes slow down past N).
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +54,33 @@ pub struct Profile {
     pub need_session: bool,
     /// The `session` query value (not part of the counter key).
     pub session: Option<String>,
+    /// A lockout rate limiter: refuse (429) while more than this many handshake attempts
+    /// (refused ones included) arrived within the last `lockout_window`.
+    pub lockout: Option<u64>,
+    pub lockout_window: Duration,
+    /// Past this many open, stop answering: the upgrade hangs until the client gives up.
+    pub stall_cap: Option<u64>,
+    /// Past this many open, queue the upgrade up to `queue_wait` for a free slot, then 503.
+    pub queue_cap: Option<u64>,
+    pub queue_wait: Duration,
+    /// Past this many open, accept the upgrade and close at once with `close_code`.
+    pub close_cap: Option<u64>,
+    pub close_code: u16,
+    /// At most this many open per client address (429 beyond).
+    pub addr_cap: Option<u64>,
+    /// At most this many open per value of `key` (a `header:NAME` or `query:NAME`).
+    pub key_cap: Option<u64>,
+    pub key: Option<KeySource>,
+    /// Past this many open, each handshake waits `knee_slope` per connection over it.
+    pub knee: Option<u64>,
+    pub knee_slope: Duration,
+}
+
+/// Where a per-key limit reads its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Header(String),
+    Query(String),
 }
 
 impl Default for Profile {
@@ -67,6 +101,18 @@ impl Default for Profile {
             ttl: None,
             need_session: false,
             session: None,
+            lockout: None,
+            lockout_window: Duration::from_secs(1),
+            stall_cap: None,
+            queue_cap: None,
+            queue_wait: Duration::from_secs(2),
+            close_cap: None,
+            close_code: 1013,
+            addr_cap: None,
+            key_cap: None,
+            key: None,
+            knee: None,
+            knee_slope: Duration::from_millis(1),
         }
     }
 }
@@ -89,7 +135,16 @@ impl Profile {
             .into_owned()
             .collect();
         pairs.sort();
+        // A per-key limit by a query value: that parameter is the key, not a setting.
+        let key_param = pairs
+            .iter()
+            .find(|(k, _)| k == "key")
+            .and_then(|(_, v)| v.strip_prefix("query:"))
+            .map(str::to_string);
         for (k, v) in &pairs {
+            if Some(k) == key_param.as_ref() {
+                continue;
+            }
             match k.as_str() {
                 "cap" => p.cap = Some(num(k, v)?),
                 "rate" => {
@@ -136,18 +191,53 @@ impl Profile {
                 "ttl" => p.ttl = Some(dur(k, v)?),
                 "need_session" => p.need_session = v == "1" || v == "true",
                 "session" => p.session = Some(v.clone()),
+                "lockout" => p.lockout = Some(num(k, v)?),
+                "lockout_window" => p.lockout_window = dur(k, v)?,
+                "stall_cap" => p.stall_cap = Some(num(k, v)?),
+                "queue_cap" => p.queue_cap = Some(num(k, v)?),
+                "queue_wait" => p.queue_wait = dur(k, v)?,
+                "close_cap" => p.close_cap = Some(num(k, v)?),
+                "close_code" => {
+                    let c: u16 = num(k, v)?;
+                    if !(1000..=4999).contains(&c) {
+                        return Err(format!("query `close_code={v}`: must be 1000-4999"));
+                    }
+                    p.close_code = c
+                }
+                "addr_cap" => p.addr_cap = Some(num(k, v)?),
+                "key_cap" => p.key_cap = Some(num(k, v)?),
+                "key" => {
+                    p.key = Some(match v.split_once(':') {
+                        Some(("header", n)) if !n.is_empty() => KeySource::Header(n.to_ascii_lowercase()),
+                        Some(("query", n)) if !n.is_empty() => KeySource::Query(n.to_string()),
+                        _ => return Err(format!("query `key={v}`: use header:NAME or query:NAME")),
+                    })
+                }
+                "knee" => p.knee = Some(num(k, v)?),
+                "knee_slope" => p.knee_slope = dur(k, v)?,
                 "tag" => {}
                 other => {
                     return Err(format!(
-                        "unknown query parameter `{other}`; known: cap, rate, burst, drop_after, drop_prob, drop_code, drop_mode, delay, reply_delay, status, retry_after, auth, token_cap, ttl, need_session, session, tag"
+                        "unknown query parameter `{other}`; known: cap, rate, burst, drop_after, drop_prob, drop_code, drop_mode, delay, reply_delay, status, retry_after, auth, token_cap, ttl, need_session, session, lockout, lockout_window, stall_cap, queue_cap, queue_wait, close_cap, close_code, addr_cap, key_cap, key, knee, knee_slope, tag"
                     ))
                 }
             }
         }
-        // Per-connection values stay out of the key, so counters group by behaviour.
+        if p.key_cap.is_some() != p.key.is_some() {
+            return Err(
+                "query `key_cap` and `key` go together (e.g. key_cap=50&key=header:X-Api-Key)"
+                    .into(),
+            );
+        }
+        // Per-connection values stay out of the key, so counters group by behaviour: the
+        // session, and the value a per-key limit counts by.
+        let per_key = match &p.key {
+            Some(KeySource::Query(n)) => Some(n.as_str()),
+            _ => None,
+        };
         let sorted: Vec<String> = pairs
             .iter()
-            .filter(|(k, _)| k != "session")
+            .filter(|(k, _)| k != "session" && Some(k.as_str()) != per_key)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let key = if sorted.is_empty() {
@@ -156,6 +246,42 @@ impl Profile {
             format!("{path}?{}", sorted.join("&"))
         };
         Ok((p, key))
+    }
+}
+
+/// A sliding-window limiter that counts every attempt, refused ones too (as proxies
+/// that track a request rate before deciding do): once attempts outrun `limit` per
+/// `window`, every attempt is refused until they slow down.
+#[derive(Debug)]
+pub struct Lockout {
+    limit: u64,
+    window: Duration,
+    seen: std::collections::VecDeque<Instant>,
+}
+
+impl Lockout {
+    pub fn new(limit: u64, window: Duration) -> Self {
+        Lockout {
+            limit,
+            window,
+            seen: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Counts an attempt at `now`; true when it may pass.
+    pub fn admit(&mut self, now: Instant) -> bool {
+        while self
+            .seen
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
+        {
+            self.seen.pop_front();
+        }
+        // Bounded: past 4x the limit nothing more is learnt by remembering more.
+        if (self.seen.len() as u64) < self.limit.saturating_mul(4).max(16) {
+            self.seen.push_back(now);
+        }
+        self.seen.len() as u64 <= self.limit
     }
 }
 
@@ -220,6 +346,48 @@ mod tests {
         assert!(Profile::parse("/", "drop_prob=2")
             .unwrap_err()
             .contains("between 0 and 1"));
+    }
+
+    #[test]
+    fn new_profiles_parse_and_keep_per_connection_values_out_of_the_key() {
+        let (p, key) = Profile::parse("/e", "key_cap=5&key=query:tenant&tenant=7").unwrap();
+        assert_eq!(p.key, Some(KeySource::Query("tenant".into())));
+        assert_eq!(key, "/e?key=query:tenant&key_cap=5");
+        let (p, _) = Profile::parse("/e", "lockout=20&stall_cap=3&queue_cap=4&queue_wait=500ms&close_cap=9&close_code=4008&addr_cap=2&knee=10&knee_slope=2ms").unwrap();
+        assert_eq!(
+            (
+                p.lockout,
+                p.stall_cap,
+                p.queue_cap,
+                p.close_cap,
+                p.addr_cap,
+                p.knee
+            ),
+            (Some(20), Some(3), Some(4), Some(9), Some(2), Some(10))
+        );
+        assert_eq!(p.close_code, 4008);
+        assert_eq!(p.queue_wait, Duration::from_millis(500));
+        assert!(Profile::parse("/e", "key_cap=5")
+            .unwrap_err()
+            .contains("go together"));
+        assert!(Profile::parse("/e", "key=cookie:x&key_cap=1")
+            .unwrap_err()
+            .contains("header:NAME"));
+        assert!(Profile::parse("/e", "close_code=7")
+            .unwrap_err()
+            .contains("1000-4999"));
+    }
+
+    #[test]
+    fn a_lockout_counts_refused_attempts_and_admits_after_a_pause() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut l = Lockout::new(3, Duration::from_secs(1));
+        // 10 attempts/s: the first 3 pass, then every one is refused while they go on.
+        let passed: Vec<bool> = (0..20).map(|i| l.admit(ms(i * 100))).collect();
+        assert_eq!(passed.iter().filter(|p| **p).count(), 3, "{passed:?}");
+        // A pause longer than the window lets attempts in again.
+        assert!(l.admit(ms(3100)));
     }
 
     #[test]

@@ -1,0 +1,129 @@
+use super::*;
+use crate::report::Snapshot;
+
+fn base() -> Plan {
+    serde_json::from_str(r#"{"target":"ws://h/x","stages":[],"probe":{"max_connections":80,"max_connect_rate":40,"max_duration":"20s"}}"#).unwrap()
+}
+
+fn span(name: &str, start_ms: u64, end_ms: u64, steps: Vec<(u64, u64, f64)>) -> PhaseSpan {
+    PhaseSpan {
+        name: name.into(),
+        start_ms,
+        end_ms,
+        steps,
+    }
+}
+
+/// A series from per-second (opened, refused with 429, open) rows, from t = 1 s.
+fn series(rows: &[(u64, u64, u64)]) -> Series {
+    let snaps: Vec<Snapshot> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (opened, refused, open))| {
+            let mut s = Snapshot {
+                seq: i as u64 + 1,
+                elapsed_ms: (i as u64 + 1) * 1000,
+                open: *open,
+                ..Default::default()
+            };
+            s.interval.opened = *opened;
+            if *refused > 0 {
+                s.interval.failures.insert("http_429".into(), *refused);
+            }
+            s
+        })
+        .collect();
+    Series::from_snapshots(&snaps)
+}
+
+#[test]
+fn experiments_follow_each_other_within_bounds() {
+    let p = base();
+    let empty = Series::default();
+    let first = next_phase(&p, &[], &empty).unwrap();
+    assert_eq!(first.name, "concurrency");
+    // A slow ramp: at most half the rate bound, and a hold for hanging upgrades.
+    let ramp = first.plan.stages[0].duration.0.as_secs_f64();
+    assert!(f64::from(first.plan.stages[0].connections) / ramp <= 20.0 + 1e-9);
+    assert!(first.plan.connect_timeout.0 <= std::time::Duration::from_secs(3));
+    assert!(first.plan.validate(&Limits::default()).is_ok());
+    let done = [span("concurrency", 0, 8000, vec![])];
+    let rate = next_phase(&p, &done, &empty).unwrap();
+    assert_eq!(rate.name, "rate");
+    // 20 s x 30 % = 6 s for rates: the top two steps.
+    let offered: Vec<f64> = rate.steps.iter().map(|s| s.2).collect();
+    assert_eq!(offered, vec![20.0, 40.0]);
+    // Nothing was refused: no pause-retry, no identities, done.
+    let done = [
+        done[0].clone(),
+        span("rate", 8000, 14000, rate.steps.clone()),
+    ];
+    assert_eq!(next_phase(&p, &done, &series(&[(1, 0, 1); 14])), None);
+}
+
+#[test]
+fn a_plateau_asks_for_pause_retry_and_identities_for_their_own_phase() {
+    let mut p = base();
+    p.source_addrs = vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+    p.headers.insert("X-Api-Key".into(), "k-{{vu % 4}}".into());
+    // A cap of 20 in the concurrency phase.
+    let s = series(&[
+        (10, 0, 10),
+        (10, 0, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 0, 20),
+    ]);
+    let done = [
+        span("concurrency", 0, 6000, vec![]),
+        span("rate", 6000, 6000, vec![]),
+    ];
+    let pr = next_phase(&p, &done, &s).unwrap();
+    assert_eq!(pr.name, "pause_retry");
+    assert_eq!(pr.plan.stages[0].connections, 0, "quiet first");
+    assert_eq!(pr.plan.stages[1].connections, 30, "1.5 x the plateau");
+    assert_eq!(pr.plan.stages[3].connections, 60);
+    let mut done = done.to_vec();
+    done.push(span("pause_retry", 6000, 6000, pr.steps));
+    let one = next_phase(&p, &done, &s).unwrap();
+    assert_eq!(one.name, "one_source_addr");
+    assert_eq!(one.plan.source_addrs.len(), 1);
+    done.push(span("one_source_addr", 6000, 6000, vec![]));
+    let key = next_phase(&p, &done, &s).unwrap();
+    assert_eq!(key.name, "one_header:X-Api-Key");
+    assert_eq!(key.plan.headers["X-Api-Key"], "k-0");
+}
+
+#[test]
+fn pause_retry_tells_a_cap_from_a_lockout() {
+    // Burst 1 (0-1 s) admits 20 of 30, pause to 4 s, burst 2 (4-5 s).
+    let steps = vec![(0, 1000, 30.0), (4000, 1000, 30.0)];
+    let cap = series(&[
+        (20, 10, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (0, 30, 20),
+        (0, 0, 20),
+    ]);
+    let d = verdicts(&cap, &[span("pause_retry", 0, 6000, steps.clone())]);
+    assert_eq!(d.kind, LimitKind::ConcurrencyCap, "{d:?}");
+    assert_eq!(d.level, Some(20.0));
+    let lockout = series(&[
+        (20, 10, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (20, 10, 40),
+        (0, 0, 40),
+    ]);
+    let d = verdicts(&lockout, &[span("pause_retry", 0, 6000, steps)]);
+    assert_eq!(d.kind, LimitKind::LockoutRateLimit, "{d:?}");
+    assert_eq!(d.level, Some(20.0));
+    assert!(
+        d.headline.contains("lockout rate limit ≈ 20"),
+        "{}",
+        d.headline
+    );
+}
