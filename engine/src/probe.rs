@@ -548,19 +548,23 @@ pub fn verdicts(s: &Series, phases: &[PhaseSpan]) -> Diagnosis {
                 };
                 let refusals = diagnose(&part(span), None);
                 notes.push(format!("Pause and retry: the first burst got {x1:.0} in; after a 3 s pause with every connection kept, the second got {x2:.0} more."));
-                if x2 <= (0.05 * x1).max(1.0) {
-                    // Nothing released, nothing admitted: a cap. Confirm the one found.
-                    let level = pooled
-                        .as_ref()
-                        .and_then(|p| {
-                            p.level.map(|l| {
-                                l * p
-                                    .identities
-                                    .filter(|_| p.per.is_some())
-                                    .map_or(1.0, f64::from)
-                            })
+                // The plateau phase 1 found (in all), if any.
+                let cap = pooled
+                    .as_ref()
+                    .filter(|p| p.kind == LimitKind::ConcurrencyCap)
+                    .and_then(|p| {
+                        p.level.map(|l| {
+                            l * p
+                                .identities
+                                .filter(|_| p.per.is_some())
+                                .map_or(1.0, f64::from)
                         })
-                        .unwrap_or(x1);
+                    });
+                let past_cap = cap.is_none_or(|l| x1 + x2 > l * 1.05 + 1.0);
+                let reached_cap = cap.is_none_or(|l| x1 >= l * 0.95 - 1.0);
+                if x2 <= (0.05 * x1).max(1.0) && reached_cap {
+                    // Nothing released, nothing admitted: a cap. Confirm the one found.
+                    let level = cap.unwrap_or(x1);
                     found.retain(|d| {
                         !matches!(
                             d.kind,
@@ -573,12 +577,12 @@ pub fn verdicts(s: &Series, phases: &[PhaseSpan]) -> Diagnosis {
                         uncertainty: pooled.as_ref().and_then(|p| p.uncertainty).or(Some(1.0)),
                         unit: "connections".into(),
                         enforcement: refusals.enforcement.clone().or_else(|| pooled.as_ref().and_then(|p| p.enforcement.clone())),
-                        confidence: 0.92,
+                        confidence: if cap.is_some() { 0.92 } else { 0.7 },
                         headline: format!("cap ≈ {level:.0} concurrent"),
                         evidence: vec![format!("After a pause with nothing released, a second burst got {x2:.0} in: the limit counts open connections, not attempts.")],
                         ..Default::default()
                     });
-                } else if x2 >= 0.5 * x1 {
+                } else if x2 >= 0.5 * x1 && x2 >= 1.0 && past_cap {
                     // Admitted again with nothing released: not a cap.
                     found.retain(|d| d.kind != LimitKind::ConcurrencyCap || d.per.is_some());
                     if collapsed
@@ -689,22 +693,13 @@ pub fn verdicts(s: &Series, phases: &[PhaseSpan]) -> Diagnosis {
             }
         }
         Some(first) => {
-            let alternatives = found
-                .iter()
-                .skip(1)
-                .map(|d| Alternative {
-                    kind: d.kind,
-                    confidence: d.confidence,
-                    level: d.level,
-                    per: d.per.clone(),
-                })
-                .collect();
             let mut evidence = first.evidence.clone();
             evidence.extend(notes);
             Diagnosis {
                 headline: format!("Probe: {}.", parts.join("; ")),
                 evidence,
-                alternatives,
+                // Each limit found is a verdict of its own, not a rival reading.
+                alternatives: Vec::new(),
                 verdicts: found,
                 ..first
             }

@@ -56,22 +56,24 @@ pub(super) fn detect(f: &Facts<'_>) -> Vec<Finding> {
     out
 }
 
-/// Full seconds before the first refusal, at (about) the attempt rate of that first
-/// refusal, with everything admitted. One is enough to rule out a lockout or rate
-/// limiter with a window of a second: it would have refused them too.
-fn clean_seconds(f: &Facts<'_>, pressed: &[usize]) -> usize {
+/// Seconds before the first refusal, at (about) the attempt rate of that first refusal,
+/// with everything admitted (the longest unbroken stretch). One second is enough to rule
+/// out a lockout or rate limiter with a window of a second: it would have refused them.
+fn clean_seconds(f: &Facts<'_>, pressed: &[usize]) -> f64 {
     let Some(&p0) = pressed.first() else {
-        return 0;
+        return 0.0;
     };
     let a0 = f.demand[p0];
-    (0..p0)
-        .filter(|&i| {
-            f.full(i)
-                && f.refused[i] * f.dt[i] < 0.5
-                && !f.stalling(i)
-                && f.attempts[i] >= (0.7 * a0).max(1.0)
-        })
-        .count()
+    let (mut best, mut run) = (0.0f64, 0.0);
+    for i in 0..p0 {
+        let clean = f.full(i)
+            && f.refused[i] * f.dt[i] < 0.5
+            && !f.stalling(i)
+            && f.attempts[i] >= (0.7 * a0).max(1.0 / f.dt[i]);
+        run = if clean { run + f.dt[i] } else { 0.0 };
+        best = best.max(run);
+    }
+    best
 }
 
 /// How the refusals were made, over the pressed ticks: the dominant way wins.
@@ -210,7 +212,7 @@ const PAUSE_TEST: &str = "Pause the attempts for a few seconds without closing a
 fn detect_cap(
     f: &Facts<'_>,
     pressed: &[usize],
-    clean: usize,
+    clean: f64,
     enforcement: Option<Enforcement>,
 ) -> Option<Finding> {
     if pressed.len() < 2 {
@@ -253,9 +255,9 @@ fn detect_cap(
         admitted >= 2.0 && released >= 2.0 && (admitted - released).abs() <= 0.3 * released + 2.0;
     let sureness = if readmitted {
         0.95
-    } else if clean >= 2 {
+    } else if clean >= 1.95 {
         0.88
-    } else if clean == 1 {
+    } else if clean >= 0.95 {
         0.8
     } else {
         0.55
@@ -278,8 +280,8 @@ fn detect_cap(
     let a0 = f.demand[pressed[0]];
     if readmitted {
         evidence.push(format!("Slots freed by {} were filled again ({admitted:.0} admitted) and the open count came back to {level:.0}: a cap, not a quota or a rate limit.", plural(released, "close", "closes")));
-    } else if clean >= 1 {
-        evidence.push(format!("Before that, {} at the same attempt rate (~{a0:.0}/s) were admitted in full: a rate limiter would have refused them too.", plural(clean as f64, "full second", "full seconds")));
+    } else if clean >= 0.95 {
+        evidence.push(format!("Before that, {} at the same attempt rate (~{a0:.0}/s) were admitted in full: a rate limiter would have refused them too.", plural(clean, "second", "seconds")));
     } else {
         evidence.push(format!("The open count reached {level:.0} within the first second of attempts at ~{a0:.0}/s: a lockout rate limiter of about {level:.0} per second would look the same."));
     }
@@ -413,7 +415,7 @@ fn detect_rate(
 fn detect_lockout(
     f: &Facts<'_>,
     pressed: &[usize],
-    clean: usize,
+    clean: f64,
     enforcement: Option<Enforcement>,
 ) -> Option<Finding> {
     if pressed.len() < 2 {
@@ -470,7 +472,7 @@ fn detect_lockout(
     }
     let confidence = if again {
         0.88
-    } else if clean >= 1 {
+    } else if clean >= 0.95 {
         // Full seconds at that rate were admitted first: only a long-window quota fits.
         0.15
     } else {

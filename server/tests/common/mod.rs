@@ -193,3 +193,39 @@ pub fn plan(name: &str, target: &str, n: u32, ramp: &str, hold: &str) -> Value {
         "stages": [{"duration": ramp, "connections": n}, {"duration": hold, "connections": n}]
     })
 }
+
+/// What a labelled run truly hit (the corpus's answer key).
+pub struct Label<'a> {
+    pub kind: &'a str,
+    pub level: Option<f64>,
+    pub per: Option<&'a str>,
+    pub how: Option<&'a str>,
+}
+
+/// With `SOCKETSWARM_RECORD_FIXTURES=DIR`, stores the run as a labelled fixture for the
+/// diagnosis corpus (`engine/tests/corpus.rs`): its summary and ticks (as exported) with
+/// the true answer and where it came from. Without the variable it does nothing.
+pub async fn record_fixture(app: &App, id: &str, name: &str, source: &str, label: Label<'_>) {
+    let Ok(dir) = std::env::var("SOCKETSWARM_RECORD_FIXTURES") else {
+        return;
+    };
+    let (status, export) = app.get(&format!("/api/runs/{id}/export.json")).await;
+    assert_eq!(status, 200, "{export}");
+    let mut summary = export["summary"].clone();
+    // Histograms are not read by the diagnosis; they would triple the fixture's size.
+    summary["histograms"] = serde_json::json!({});
+    let doc = serde_json::json!({
+        "name": name,
+        "source": source,
+        "label": {"kind": label.kind, "level": label.level, "per": label.per, "how": label.how},
+        "plan": export["plan"],
+        "summary": summary,
+        "ticks": export["ticks"],
+    });
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        std::path::Path::new(&dir).join(format!("{name}.json")),
+        serde_json::to_string(&doc).unwrap(),
+    )
+    .unwrap();
+}
