@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing socketswarm needs, skipping what is already there:
 # the wasm32 Rust target, wasm-bindgen-cli (same version as Cargo.lock), node packages
-# (uPlot, binaryen's wasm-opt, playwright-core) and, with --browser, Debian's chromium.
+# (uPlot, binaryen's wasm-opt, playwright-core) and, with --test (or --browser), what the
+# tests start: Debian's chromium, nginx and haproxy (the real gateways the diagnosis is
+# tested against; installed without starting their system services).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +39,23 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null; then
-  say "installing chromium (Debian package) for the browser tests"
-  apt_install chromium
-fi
+case "${1:-}" in
+  --test|--browser)
+    if ! command -v chromium >/dev/null; then
+      say "installing chromium (Debian package) for the browser tests"
+      apt_install chromium
+    fi
+    if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
+      say "installing nginx and haproxy (Debian packages) for the real-gateway tests"
+      # Only the binaries are wanted: keep the packages' services from starting (and
+      # from taking port 80) while they install.
+      policy=/usr/sbin/policy-rc.d
+      if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod +x "$policy"
+        trap 'as_root rm -f "$policy"' EXIT
+      fi
+      apt_install nginx haproxy
+    fi
+    ;;
+esac

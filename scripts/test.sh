@@ -3,7 +3,7 @@
 # then the browser end-to-end tests against a freshly built server in headless chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --browser
+scripts/setup.sh --test
 # A one-off build on CI gains nothing from incremental caches (~2.5 GB on disk).
 if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
 

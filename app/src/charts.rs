@@ -84,13 +84,34 @@ pub fn connections(s: &Series, d: Option<&Diagnosis>) -> ChartSpec {
     let mut target = line("target", "#1b2433", &s.target);
     target.dash = true;
     let mut series = vec![open, target];
-    if let Some(Diagnosis {
-        kind: LimitKind::ConcurrencyCap,
-        level: Some(l),
-        ..
-    }) = d
-    {
-        series.push(level_line(format!("cap ≈ {l:.0}"), *l, s.t.len()));
+    match d {
+        Some(Diagnosis {
+            kind: LimitKind::ConcurrencyCap,
+            level: Some(l),
+            per: None,
+            ..
+        }) => series.push(level_line(format!("cap ≈ {l:.0}"), *l, s.t.len())),
+        // A cap per identity: the plateau it makes in all.
+        Some(Diagnosis {
+            kind: LimitKind::ConcurrencyCap,
+            level: Some(l),
+            per: Some(per),
+            identities: Some(n),
+            ..
+        }) => series.push(level_line(
+            format!(
+                "{n} × cap ≈ {l:.0} per {}",
+                engine::diagnose::per_words(per)
+            ),
+            l * f64::from(*n),
+            s.t.len(),
+        )),
+        Some(Diagnosis {
+            kind: LimitKind::Saturation,
+            level: Some(l),
+            ..
+        }) => series.push(level_line(format!("knee ≈ {l:.0}"), *l, s.t.len())),
+        _ => {}
     }
     ChartSpec {
         y_label: "connections".into(),
@@ -118,13 +139,18 @@ pub fn connect_rate(s: &Series, d: Option<&Diagnosis>) -> ChartSpec {
         out.push(l);
     }
     out.reverse();
-    if let Some(Diagnosis {
-        kind: LimitKind::HandshakeRateLimit,
-        level: Some(l),
-        ..
-    }) = d
-    {
-        out.push(level_line(format!("limit ≈ {l:.1}/s"), *l, s.t.len()));
+    match d {
+        Some(Diagnosis {
+            kind: LimitKind::HandshakeRateLimit,
+            level: Some(l),
+            ..
+        }) => out.push(level_line(format!("limit ≈ {l:.1}/s"), *l, s.t.len())),
+        Some(Diagnosis {
+            kind: LimitKind::LockoutRateLimit,
+            level: Some(l),
+            ..
+        }) => out.push(level_line(format!("lockout ≈ {l:.0}/s"), *l, s.t.len())),
+        _ => {}
     }
     ChartSpec {
         y_label: "connects / s".into(),

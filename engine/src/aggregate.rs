@@ -43,16 +43,33 @@ pub(crate) struct AbortOnFail {
     pub(crate) cancel: tokio_util::sync::CancellationToken,
 }
 
+/// What the aggregator knows of the run it aggregates.
+pub(crate) struct Setup {
+    /// The plan's stages (for the phase of each snapshot).
+    pub(crate) stages: Vec<Stage>,
+    /// When the run started (elapsed times count from here).
+    pub(crate) started: Instant,
+    /// Snapshot period.
+    pub(crate) tick: Duration,
+    /// With `abort_on_fail`: the thresholds judged each tick.
+    pub(crate) abort: Option<AbortOnFail>,
+    /// How identities are named (the plan's identity dimensions, in order).
+    pub(crate) dims: Vec<Dimension>,
+}
+
 pub(crate) async fn run(
     mut rx: mpsc::Receiver<Partial>,
     out: mpsc::Sender<Update>,
     gauges: Arc<Gauges>,
-    stages: Vec<Stage>,
-    started: Instant,
-    tick: Duration,
-    abort: Option<AbortOnFail>,
-    dims: Vec<Dimension>,
+    setup: Setup,
 ) {
+    let Setup {
+        stages,
+        started,
+        tick,
+        abort,
+        dims,
+    } = setup;
     let mut aborted_by: Option<String> = None;
     let mut whole = RunStats::new();
     let mut interval = RunStats::new();

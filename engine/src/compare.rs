@@ -562,18 +562,20 @@ pub fn histogram_view(metric: &str, h: &[(u64, u64)]) -> HistogramView {
 fn behaviour(a: &RunFacts<'_>, b: &RunFacts<'_>) -> Vec<String> {
     let mut out = Vec::new();
     let (da, db) = (a.diagnosis, b.diagnosis);
-    if da.kind != db.kind {
-        let name = |k: LimitKind| match k {
-            LimitKind::None => "no limit".to_string(),
-            k => k.key().replace('_', " "),
-        };
-        out.push(format!("verdict: {} → {}", name(da.kind), name(db.kind)));
+    // A verdict in words, with the identity it counts: "concurrency cap per token".
+    let name = |d: &Diagnosis| match (d.kind, &d.per) {
+        (LimitKind::None, _) => "no limit".to_string(),
+        (k, Some(p)) => format!("{} per {}", k.words(), crate::diagnose::per_words(p)),
+        (k, None) => k.words().to_string(),
+    };
+    if name(da) != name(db) {
+        out.push(format!("verdict: {} → {}", name(da), name(db)));
     } else if da.kind != LimitKind::None {
         if let (Some(x), Some(y)) = (da.level, db.level) {
             if (x - y).abs() > f64::max(1.0, 0.02 * x) {
                 out.push(format!(
                     "{} level {} → {} {}",
-                    da.kind.key().replace('_', " "),
+                    name(da),
                     fmt_n(x),
                     fmt_n(y),
                     db.unit.replace('_', " ")
@@ -586,7 +588,12 @@ fn behaviour(a: &RunFacts<'_>, b: &RunFacts<'_>) -> Vec<String> {
     let first_kind = |d: &Diagnosis| {
         d.failures
             .iter()
-            .filter(|(k, _)| k.starts_with("http_"))
+            .filter(|(k, _)| {
+                matches!(
+                    crate::outcome::FailKind::parse(k),
+                    Some(crate::outcome::FailKind::Status(_))
+                )
+            })
             .max_by_key(|(_, v)| **v)
             .map(|(k, _)| k.trim_start_matches("http_").to_string())
             .unwrap_or_else(|| "rejection".into())
@@ -615,8 +622,9 @@ fn behaviour(a: &RunFacts<'_>, b: &RunFacts<'_>) -> Vec<String> {
     }
     // Drops by close kind: appeared, vanished, or moved a lot.
     let (ca, cb) = (&a.summary.totals.closes, &b.summary.totals.closes);
+    let is_drop = |k: &str| crate::outcome::CloseKind::parse(k).is_some_and(|c| c.is_drop());
     for (k, vb) in cb {
-        if k == "client" || k == "normal_1000" {
+        if !is_drop(k) {
             continue;
         }
         let va = ca.get(k).copied().unwrap_or(0);
@@ -630,7 +638,7 @@ fn behaviour(a: &RunFacts<'_>, b: &RunFacts<'_>) -> Vec<String> {
         }
     }
     for (k, va) in ca {
-        if k != "client" && k != "normal_1000" && *va > 0 && !cb.contains_key(k) {
+        if is_drop(k) && *va > 0 && !cb.contains_key(k) {
             out.push(format!("drops with {k} gone (were {va})"));
         }
     }

@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::diagnose::{diagnose, per_words, Alternative, Diagnosis, LimitKind};
+use crate::diagnose::{diagnose, per_words, Diagnosis, LimitKind};
 use crate::plan::{Dur, FieldError, Limits, Plan, Reconnect, Stage, Step, TokenPolicy, Wait};
 use crate::report::{PhaseSpan, Series, DIM_SOURCE, DIM_TOKEN};
 use crate::template::{Template, Vars};
@@ -497,10 +497,8 @@ fn burst_admissions(s: &Series, span: &PhaseSpan) -> Option<(f64, f64)> {
         let t = t_ms as f64 / 1000.0;
         s.t.iter()
             .zip(&s.open)
-            .filter(|(x, _)| **x <= t + 0.001)
-            .map(|(_, o)| *o)
-            .last()
-            .unwrap_or(0.0)
+            .rfind(|(x, _)| **x <= t + 0.001)
+            .map_or(0.0, |(_, o)| *o)
     };
     let peak_in = |from_ms: u64, to_ms: u64| -> f64 {
         let (a, b) = (from_ms as f64 / 1000.0, to_ms as f64 / 1000.0);
@@ -537,7 +535,10 @@ pub fn verdicts(s: &Series, phases: &[PhaseSpan]) -> Diagnosis {
                 }
             }
             "rate" => {
-                let (rate, lockout, lines) = rate_verdict(s, span);
+                let (mut rate, lockout, lines) = rate_verdict(s, span);
+                if let Some(r) = rate.as_mut() {
+                    r.enforcement = crate::diagnose::enforcement_of(&part(span));
+                }
                 collapsed = lockout;
                 notes.extend(lines.iter().map(|l| format!("Rate steps: {l}.")));
                 found.extend(rate);
@@ -546,7 +547,6 @@ pub fn verdicts(s: &Series, phases: &[PhaseSpan]) -> Diagnosis {
                 let Some((x1, x2)) = burst_admissions(s, span) else {
                     continue;
                 };
-                let refusals = diagnose(&part(span), None);
                 notes.push(format!("Pause and retry: the first burst got {x1:.0} in; after a 3 s pause with every connection kept, the second got {x2:.0} more."));
                 // The plateau phase 1 found (in all), if any.
                 let cap = pooled
@@ -576,7 +576,7 @@ pub fn verdicts(s: &Series, phases: &[PhaseSpan]) -> Diagnosis {
                         level: Some(level.round()),
                         uncertainty: pooled.as_ref().and_then(|p| p.uncertainty).or(Some(1.0)),
                         unit: "connections".into(),
-                        enforcement: refusals.enforcement.clone().or_else(|| pooled.as_ref().and_then(|p| p.enforcement.clone())),
+                        enforcement: crate::diagnose::enforcement_of(&part(span)).or_else(|| pooled.as_ref().and_then(|p| p.enforcement.clone())),
                         confidence: if cap.is_some() { 0.92 } else { 0.7 },
                         headline: format!("cap ≈ {level:.0} concurrent"),
                         evidence: vec![format!("After a pause with nothing released, a second burst got {x2:.0} in: the limit counts open connections, not attempts.")],
@@ -598,7 +598,7 @@ pub fn verdicts(s: &Series, phases: &[PhaseSpan]) -> Diagnosis {
                             level: Some(level.round()),
                             uncertainty: Some(u.max(0.5).ceil()),
                             unit: "handshakes_per_second".into(),
-                            enforcement: refusals.enforcement.clone(),
+                            enforcement: crate::diagnose::enforcement_of(&part(span)),
                             confidence: if collapsed { 0.9 } else { 0.7 },
                             headline: format!("lockout rate limit ≈ {level:.0} handshakes/s"),
                             evidence: vec![format!("Each burst got ~{level:.0} in, the second one after a pause with nothing released; {}", if collapsed { "under a steady offer above it, admissions collapsed to ~0 (refused attempts count too)." } else { "the rate steps did not show a steady admitted rate." })],

@@ -313,15 +313,17 @@ pub async fn start(
         rx,
         out_tx,
         gauges.clone(),
-        plan.stages.clone(),
-        started,
-        cfg.tick,
-        plan.abort_on_fail.then(|| aggregate::AbortOnFail {
-            thresholds: plan.thresholds.clone(),
-            grace: plan.abort_grace.0,
-            cancel: cancel.clone(),
-        }),
-        dims,
+        aggregate::Setup {
+            stages: plan.stages.clone(),
+            started,
+            tick: cfg.tick,
+            abort: plan.abort_on_fail.then(|| aggregate::AbortOnFail {
+                thresholds: plan.thresholds.clone(),
+                grace: plan.abort_grace.0,
+                cancel: cancel.clone(),
+            }),
+            dims,
+        },
     ));
     rt.spawn(control(plan, shared, gauges, started, cancel, cfg.grace));
     Ok(out_rx)

@@ -65,11 +65,14 @@ fn level(d: &Value) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrency_cap_is_named_with_its_level() {
     let app = spawn_app().await;
-    let d = diagnosis_of(
-        &app,
-        plan("cap", &app.ws("/echo?cap=60&tag=d"), 120, "4s", "2s"),
-    )
-    .await;
+    let label = Label {
+        kind: "concurrency_cap",
+        level: Some(60.0),
+        per: None,
+        how: Some("rejected"),
+    };
+    let p = plan("cap", &app.ws("/echo?cap=60&tag=d"), 120, "4s", "2s");
+    let d = labelled(&app, "sandbox-cap-60", p, label).await;
     assert_eq!(d["kind"], "concurrency_cap", "{d}");
     assert!((57.0..=63.0).contains(&level(&d)), "{d}");
     assert!(d["confidence"].as_f64().unwrap() >= 0.7, "{d}");
@@ -83,17 +86,20 @@ async fn a_concurrency_cap_is_named_with_its_level() {
 async fn a_handshake_rate_limit_is_named_with_its_rate() {
     let app = spawn_app().await;
     // 30 attempts/s against 20/s.
-    let d = diagnosis_of(
-        &app,
-        plan(
-            "rate",
-            &app.ws("/echo?rate=20&burst=5&tag=d"),
-            150,
-            "5s",
-            "1s",
-        ),
-    )
-    .await;
+    let label = Label {
+        kind: "handshake_rate_limit",
+        level: Some(20.0),
+        per: None,
+        how: Some("rejected"),
+    };
+    let p = plan(
+        "rate",
+        &app.ws("/echo?rate=20&burst=5&tag=d"),
+        150,
+        "5s",
+        "1s",
+    );
+    let d = labelled(&app, "sandbox-rate-20-30s", p, label).await;
     assert_eq!(d["kind"], "handshake_rate_limit", "{d}");
     assert!((19.0..=21.0).contains(&level(&d)), "{d}");
     assert_eq!(d["unit"], "handshakes_per_second");
@@ -102,17 +108,20 @@ async fn a_handshake_rate_limit_is_named_with_its_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_drops_are_named() {
     let app = spawn_app().await;
-    let d = diagnosis_of(
-        &app,
-        plan(
-            "drops",
-            &app.ws("/echo?drop_after=1s&tag=d"),
-            20,
-            "500ms",
-            "3s",
-        ),
-    )
-    .await;
+    let label = Label {
+        kind: "server_drops",
+        level: None,
+        per: None,
+        how: None,
+    };
+    let p = plan(
+        "drops",
+        &app.ws("/echo?drop_after=1s&tag=d"),
+        20,
+        "500ms",
+        "3s",
+    );
+    let d = labelled(&app, "sandbox-drops", p, label).await;
     assert_eq!(d["kind"], "server_drops", "{d}");
     assert!(
         d["headline"].as_str().unwrap().contains("server_1001"),
@@ -140,6 +149,20 @@ async fn a_cap_with_drops_and_reconnects_is_still_a_cap() {
     let id = app.launch(p).await;
     let (_, done) = app.follow(&id).await;
     assert_eq!(done["status"], "completed", "{done}");
+    let label = Label {
+        kind: "concurrency_cap",
+        level: Some(40.0),
+        per: None,
+        how: Some("rejected"),
+    };
+    record_fixture(
+        &app,
+        &id,
+        "sandbox-cap-40-with-drops",
+        "sandbox cap=40, drop_after=2s, reconnects",
+        label,
+    )
+    .await;
     let (_, run) = app.get(&format!("/api/runs/{id}")).await;
     let open: Vec<f64> = run["series"]["open"]
         .as_array()
@@ -169,17 +192,20 @@ async fn a_cap_with_drops_and_reconnects_is_still_a_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failures_are_named() {
     let app = spawn_app().await;
-    let d = diagnosis_of(
-        &app,
-        plan(
-            "auth",
-            &app.ws("/echo?status=401&tag=d"),
-            10,
-            "500ms",
-            "500ms",
-        ),
-    )
-    .await;
+    let label = Label {
+        kind: "auth_failure",
+        level: None,
+        per: None,
+        how: None,
+    };
+    let p = plan(
+        "auth",
+        &app.ws("/echo?status=401&tag=d"),
+        10,
+        "500ms",
+        "500ms",
+    );
+    let d = labelled(&app, "sandbox-auth-401", p, label).await;
     assert_eq!(d["kind"], "auth_failure", "{d}");
 }
 
@@ -188,7 +214,13 @@ async fn plain_echo_gets_no_false_verdict() {
     let app = spawn_app().await;
     let mut p = plan("echo", &app.ws("/echo?tag=d"), 80, "2s", "2s");
     p["script"] = json!([{"repeat": {"every": "200ms", "steps": [{"send": "x"}, {"expect": {}}]}}]);
-    let d = diagnosis_of(&app, p).await;
+    let label = Label {
+        kind: "none",
+        level: None,
+        per: None,
+        how: None,
+    };
+    let d = labelled(&app, "sandbox-echo", p, label).await;
     assert_eq!(d["kind"], "none", "{d}");
     assert_eq!(level(&d), 80.0);
 }

@@ -48,11 +48,11 @@ async fn oauth_tokens_are_fetched_once_per_slot_and_secrets_are_not_stored() {
     assert_eq!(sb["accepted"], 12);
     assert_eq!(sb["per_token"].as_object().unwrap().len(), 3);
     assert_eq!(
-        s["tokens"].as_object().unwrap().len(),
+        s["identities"]["token"].as_object().unwrap().len(),
         3,
         "handshakes counted per token"
     );
-    assert_eq!(s["tokens"]["0"]["opened"], 4);
+    assert_eq!(s["identities"]["token"]["0"]["opened"], 4);
     // The typed-in secret ran the test but was never stored.
     assert_eq!(run["plan"]["auth"]["source"]["client_secret"], "<redacted>");
 }

@@ -124,7 +124,7 @@ pub fn IdentityTable(
     };
     let head = engine::diagnose::per_words(&dim);
     view! {
-        <table class=class data-dim=dim.clone()>
+        <table class=class data-dim=dim>
             <thead><tr><th>{head}</th><th class="num">"attempted"</th><th class="num">"opened"</th><th class="num">"open at end"</th><th class="num">"refused"</th><th class="num">"401/403"</th><th class="num">"other failures"</th></tr></thead>
             <tbody>
                 {ids.into_iter().map(|(id, t)| { let label = id.clone(); view! {

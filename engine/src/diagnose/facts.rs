@@ -100,6 +100,8 @@ impl<'a> Facts<'a> {
         let (mut auth, mut client_limit, mut failed) = (vec![], vec![], vec![]);
         let (mut drops, mut late_drops, mut attempts, mut own_closes) =
             (vec![], vec![], vec![], vec![]);
+        // One pass over the ticks fills every column (several per tick).
+        #[allow(clippy::needless_range_loop)]
         for i in 0..n {
             let at_once = col(&s.closed_at_once_rate, i);
             let mut r = Refusals {

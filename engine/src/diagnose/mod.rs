@@ -407,6 +407,13 @@ impl Finding {
     }
 }
 
+/// How the target turned attempts away in `s` (the dominant way over the seconds it
+/// did), whatever the verdict: the probe asks this of each experiment.
+pub fn enforcement_of(s: &Series) -> Option<Enforcement> {
+    let f = Facts::new(s, None);
+    refusals::enforcement_over(&f, &f.pressed())
+}
+
 /// The verdict for a run: probe runs get one verdict per limit found (`probe::verdicts`),
 /// other runs `diagnose`.
 pub fn for_run(s: &Series, summary: Option<&Summary>) -> Diagnosis {
@@ -433,6 +440,16 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
             let alternatives: Vec<Alternative> = rest.iter().map(Finding::alternative).collect();
             // The strongest finding of each other symptom, if sure enough.
             let mut seen = vec![best.kind.symptom()];
+            // Sessions closed at once are how a cap enforced by accept-then-close says
+            // no: not drops of their own, unless later ones happened too.
+            let closes_are_the_cap = best
+                .enforcement
+                .as_ref()
+                .is_some_and(|e| e.how == How::AcceptedThenClosed)
+                && f.total(&f.late_drops) < 1.0;
+            if closes_are_the_cap {
+                seen.push(LimitKind::ServerDrops.symptom());
+            }
             let mut also = Vec::new();
             for x in &rest {
                 if x.confidence >= ALSO && !seen.contains(&x.kind.symptom()) {
@@ -445,7 +462,7 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
                 .find(|x| x.kind.symptom() == best.kind.symptom())
                 .filter(|x| x.confidence >= RIVAL)
                 .cloned();
-            let mut d = best.into_diagnosis(knee, f.totals.clone());
+            let mut d = best.into_diagnosis(knee, f.totals);
             if let Some(r) = rival {
                 // Evidence that fits two readings is never stated with confidence.
                 d.confidence = d.confidence.min(AMBIGUOUS_MAX);
@@ -468,7 +485,7 @@ pub fn diagnose(s: &Series, summary: Option<&Summary>) -> Diagnosis {
             let mut d = other::no_clear_limit(&f, &knee);
             d.alternatives = alternatives;
             d.knee = knee;
-            d.failures = f.totals.clone();
+            d.failures = f.totals;
             d
         }
     }

@@ -129,11 +129,11 @@ pub(super) fn detect_auth(f: &Facts<'_>) -> Option<Finding> {
 }
 
 pub(super) fn detect_drops(f: &Facts<'_>) -> Option<Finding> {
-    let n = f.total(&f.late_drops);
+    let n = f.total(&f.drops);
     if n < 1.0 {
         return None;
     }
-    let first = f.late_drops.iter().position(|v| *v > 0.0)?;
+    let first = f.drops.iter().position(|v| *v > 0.0)?;
     let open = if first > 0 {
         f.s.open[first - 1]
     } else {

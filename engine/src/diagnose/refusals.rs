@@ -30,7 +30,7 @@ pub(super) fn detect(f: &Facts<'_>) -> Vec<Finding> {
     let mut cap = detect_cap(f, &pressed, clean, enforcement.clone());
     let mut rate = detect_rate(f, &pressed, enforcement.clone());
     let mut lockout = detect_lockout(f, &pressed, clean, enforcement.clone());
-    let (per, consistent) = detect_per_identity(f, &pressed, enforcement);
+    let (per, consistent) = detect_per_identity(f, &pressed, &enforcement);
     if consistent {
         // Several identities each stopped at the same open count while the run grew: a
         // global rate limiter refuses whoever comes next, not whoever is at L.
@@ -77,7 +77,7 @@ fn clean_seconds(f: &Facts<'_>, pressed: &[usize]) -> f64 {
 }
 
 /// How the refusals were made, over the pressed ticks: the dominant way wins.
-fn enforcement_over(f: &Facts<'_>, idx: &[usize]) -> Option<Enforcement> {
+pub(super) fn enforcement_over(f: &Facts<'_>, idx: &[usize]) -> Option<Enforcement> {
     if idx.is_empty() {
         return None;
     }
@@ -514,7 +514,7 @@ fn detect_lockout(
 fn detect_per_identity(
     f: &Facts<'_>,
     pressed: &[usize],
-    enforcement: Option<Enforcement>,
+    enforcement: &Option<Enforcement>,
 ) -> (Vec<Finding>, bool) {
     let s = f.s;
     let mut out = Vec::new();
@@ -604,7 +604,7 @@ fn detect_per_identity(
             identities: Some(n as u32),
             headline: format!(
                 "Concurrency cap ≈ {level:.0} open connections per {words} ({n} seen, {total:.0} in all){}.",
-                enforced(&enforcement)
+                enforced(enforcement)
             ),
             enforcement: enforcement.clone(),
             confidence,

@@ -54,10 +54,7 @@ fn experiments_follow_each_other_within_bounds() {
     let offered: Vec<f64> = rate.steps.iter().map(|s| s.2).collect();
     assert_eq!(offered, vec![20.0, 40.0]);
     // Nothing was refused: no pause-retry, no identities, done.
-    let done = [
-        done[0].clone(),
-        span("rate", 8000, 14000, rate.steps.clone()),
-    ];
+    let done = [done[0].clone(), span("rate", 8000, 14000, rate.steps)];
     assert_eq!(next_phase(&p, &done, &series(&[(1, 0, 1); 14])), None);
 }
 

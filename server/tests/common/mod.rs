@@ -195,6 +195,7 @@ pub fn plan(name: &str, target: &str, n: u32, ramp: &str, hold: &str) -> Value {
 }
 
 /// What a labelled run truly hit (the corpus's answer key).
+#[derive(Clone, Copy)]
 pub struct Label<'a> {
     pub kind: &'a str,
     pub level: Option<f64>,
