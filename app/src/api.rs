@@ -238,6 +238,9 @@ mod service {
         fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<RunDetail, ApiError>>;
         fn launch(&self, plan: Plan) -> BoxFuture<'_, Result<Launched, ApiError>>;
         fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+        /// Every check a plan must pass on this server (the environment it may read,
+        /// then its fields against the limits).
+        fn validate(&self, plan: &Plan) -> Result<(), Vec<FieldError>>;
         fn defaults(&self) -> FormDefaults;
 
         // History (see `history`): the filtered list, run metadata, saved plans,
@@ -351,7 +354,7 @@ pub async fn launch_run(form: crate::form::RunForm) -> Result<Launched, ApiError
         )
     };
     let plan = form.to_plan().map_err(on_form)?;
-    plan.validate(&svc.defaults().limits).map_err(on_form)?;
+    svc.validate(&plan).map_err(on_form)?;
     let launched = svc.launch(plan).await?;
     leptos_axum::redirect(&launched.url);
     Ok(launched)

@@ -71,6 +71,11 @@ pub(crate) struct Shared {
     /// HTTP steps before each handshake, and the client that makes them (and is shared).
     pub(crate) http_steps: Vec<HttpCall>,
     pub(crate) http: Option<reqwest::Client>,
+    /// The hosts HTTP requests may go to, pinned to allowed addresses.
+    pub(crate) pinned: crate::outbound::Pinned,
+    /// Secret values the run knows, scrubbed from evidence a target sends back (a body
+    /// may echo a header or a query value).
+    pub(crate) secrets: crate::secrets::Secrets,
     /// Tokens, when the plan has `auth` (its header is in `headers`).
     pub(crate) tokens: Option<crate::tokens::TokenPool>,
     /// For `wss://`: the connector and the server name to present and verify.
@@ -377,7 +382,12 @@ async fn run_http_step(
     let Some(http) = &sh.http else {
         return Err(FailKind::StepError);
     };
-    let mut req = http.request(step.method.clone(), render(&step.url, vu, attempt, ctx));
+    let url = render(&step.url, vu, attempt, ctx);
+    // Its host was checked and pinned at the start; a rendered value cannot move it.
+    if !sh.pinned.covers(&url) {
+        return Err(FailKind::StepError);
+    }
+    let mut req = http.request(step.method.clone(), url);
     for (k, v) in &step.headers {
         req = req.header(k.as_str(), render(v, vu, attempt, ctx));
     }
@@ -458,6 +468,12 @@ async fn connect(
             .map(|(k, t)| (k.clone(), render(t, vu, attempt, ctx)))
             .collect();
         let resource = render(&sh.resource, vu, attempt, ctx);
+        // A line break in a rendered value (a token or a captured value from a peer)
+        // would add header lines of its own: such a request is not sent.
+        let broken = |v: &str| v.contains(['\r', '\n']);
+        if broken(&resource) || headers.iter().any(|(_, v)| broken(v)) {
+            return Err((FailKind::BadValue, None));
+        }
         match upgrade(
             &mut tcp,
             &sh.host_header,
@@ -471,8 +487,9 @@ async fn connect(
                 rec.sample(Metric::Upgrade, took);
                 Ok((tcp, left))
             }
-            Err(UpgradeError::Rejected(r)) => {
+            Err(UpgradeError::Rejected(mut r)) => {
                 rec.sample(Metric::Refused, r.waited);
+                scrub_rejection(&mut r, &sh.secrets, &ctx.token);
                 Err((FailKind::Status(r.status), Some(*r)))
             }
             Err(UpgradeError::Protocol) => Err((FailKind::Protocol, None)),
@@ -489,6 +506,24 @@ async fn connect(
                 WebSocketStream::from_partially_read(tcp, left, Role::Client, Some(ws_config()))
                     .await,
             )
+        }
+    }
+}
+
+/// Evidence is kept only once the run's secrets (and this attempt's token) are out of it.
+fn scrub_rejection(r: &mut Rejection, secrets: &crate::secrets::Secrets, token: &str) {
+    let mut this = crate::secrets::Secrets::default();
+    this.add(token);
+    for known in [secrets, &this] {
+        if known.is_empty() {
+            continue;
+        }
+        r.body = known.scrub(&r.body);
+        if let Some(ra) = r.retry_after.as_mut() {
+            *ra = known.scrub(ra);
+        }
+        for (_, v) in r.rate_limit_headers.iter_mut() {
+            *v = known.scrub(v);
         }
     }
 }
@@ -681,6 +716,8 @@ mod size_tests {
             tokens: None,
             http_steps: Vec::new(),
             http: None,
+            pinned: Default::default(),
+            secrets: Default::default(),
             gauges: Default::default(),
             identities: Vec::new(),
         });

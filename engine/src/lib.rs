@@ -8,6 +8,7 @@
 //!   `validate(&Limits)` returning field errors. Pure.
 //! - [`probe`]     "find my limit": the experiments of a probe run and their verdicts. Pure.
 //! - [`schedule`]  how many connections should have been started at time `t`. Pure.
+//! - [`secrets`]   the one redaction rule (by name and by value) every way out uses. Pure.
 //! - [`template`]  `{{vu}}`, `{{attempt}}`, `{{uuid}}`, `{{now_ms}}`, `{{env.NAME}}`. Pure.
 //! - [`thresholds`] pass/fail thresholds on a finished run (k6 style). Pure.
 //! - [`report`]    wire types that leave the engine: `Snapshot`, `Summary`, `Totals`. Pure.
@@ -23,6 +24,8 @@
 //! - `aggregate`   the aggregator task: partials in, one `Snapshot` per tick out.
 //! - [`swarm`]     the controller that paces VUs along the schedule; `swarm::start`.
 //! - `tokens`      token pools and OAuth2 client credentials (reqwest), per-slot caching.
+//! - [`outbound`]  the operator's allowlist enforced on the addresses a run connects to
+//!   (resolved once per run, pinned, no redirects).
 //! - `tls`         rustls for `wss://` targets and the sandbox's TLS listener.
 //! - [`target`]    the sandbox WebSocket target (echo, caps, rate limits, drops) and
 //!   its `/stats` counters.
@@ -34,6 +37,7 @@ pub mod plan;
 pub mod probe;
 pub mod report;
 pub mod schedule;
+pub mod secrets;
 pub mod template;
 pub mod thresholds;
 
@@ -43,6 +47,8 @@ mod aggregate;
 mod conn;
 #[cfg(feature = "runtime")]
 mod handshake;
+#[cfg(feature = "runtime")]
+pub mod outbound;
 #[cfg(feature = "runtime")]
 mod stats;
 #[cfg(feature = "runtime")]

@@ -45,6 +45,9 @@ pub enum FailKind {
     StepStatus(u16),
     /// An HTTP step failed otherwise (unreachable, not JSON, a captured field missing).
     StepError,
+    /// A rendered header or URL value held a line break (CR/LF, e.g. from a token or a
+    /// captured value): the request was not sent.
+    BadValue,
 }
 
 /// What a failed attempt means for the diagnosis: how (or whether) the target said no.
@@ -88,6 +91,7 @@ impl FailKind {
             FailKind::TokenError => "token_error".into(),
             FailKind::StepStatus(code) => format!("step_http_{code}"),
             FailKind::StepError => "step_error".into(),
+            FailKind::BadValue => "bad_value".into(),
         }
     }
 
@@ -106,6 +110,7 @@ impl FailKind {
             "aborted" => FailKind::Aborted,
             "token_error" => FailKind::TokenError,
             "step_error" => FailKind::StepError,
+            "bad_value" => FailKind::BadValue,
             k => {
                 if let Some(c) = k.strip_prefix("token_http_") {
                     FailKind::TokenStatus(status(c)?)
@@ -137,7 +142,8 @@ impl FailKind {
             | FailKind::Protocol
             | FailKind::Io
             | FailKind::StepStatus(_)
-            | FailKind::StepError => FailClass::Other,
+            | FailKind::StepError
+            | FailKind::BadValue => FailClass::Other,
         }
     }
 
@@ -260,6 +266,7 @@ mod tests {
             FailKind::Aborted,
             FailKind::TokenError,
             FailKind::StepError,
+            FailKind::BadValue,
         ];
         for s in [200, 400, 401, 403, 404, 429, 500, 502, 503, 599] {
             v.extend([

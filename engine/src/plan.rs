@@ -362,7 +362,7 @@ impl Secret {
             Secret::Value(v) => Some(v.clone()),
         }
     }
-    fn redact(&mut self) {
+    pub(crate) fn redact(&mut self) {
         if let Secret::Value(v) = self {
             *v = REDACTED.into();
         }
@@ -478,57 +478,65 @@ impl Plan {
     /// The plan as stored: typed-in secrets replaced by `"<redacted>"`, env references
     /// kept. Headers whose name suggests a credential are redacted too.
     pub fn redacted(&self) -> Plan {
+        let secrets = crate::secrets::Secrets::of_plan(self);
         let mut p = self.clone();
-        if let Some(auth) = p.auth.as_mut() {
-            match &mut auth.source {
-                TokenSource::Static { tokens } => tokens.iter_mut().for_each(Secret::redact),
-                TokenSource::Oauth2 { client_secret, .. } => client_secret.redact(),
-            }
+        crate::secrets::redact_by_name(&mut p);
+        if secrets.is_empty() {
+            return p;
         }
-        for (k, v) in p.headers.iter_mut() {
-            let k = k.to_ascii_lowercase();
-            if (k == "authorization"
-                || k.contains("token")
-                || k.contains("secret")
-                || k.contains("api-key"))
-                && !v.contains("{{")
-            {
-                *v = REDACTED.into();
+        // By value: a secret typed into a field of its own is also found wherever else
+        // it was repeated (a script message, a name).
+        match serde_json::to_value(&p) {
+            Ok(mut v) => {
+                crate::secrets::scrub_json(&mut v, &secrets);
+                serde_json::from_value(v).unwrap_or(p)
             }
+            Err(_) => p,
         }
-        p
     }
 }
 
 impl Plan {
-    /// Puts back secrets that an answer redacted: every `<redacted>` value whose place
-    /// exists in `stored` (same token index, same header name) takes the stored value.
-    /// Lets a user edit a saved plan they only ever saw redacted.
+    /// Puts back secrets that an answer redacted: every field still as `stored` reads
+    /// once redacted takes `stored`'s value (same token index, same header name, the
+    /// same target with its credentials). Lets a user edit (or run again) a plan they
+    /// only ever saw redacted.
     pub fn restore_secrets(&mut self, stored: &Plan) {
-        if let (Some(a), Some(b)) = (self.auth.as_mut(), stored.auth.as_ref()) {
-            match (&mut a.source, &b.source) {
-                (TokenSource::Static { tokens }, TokenSource::Static { tokens: old }) => {
-                    for (t, o) in tokens.iter_mut().zip(old) {
-                        if t.is_redacted() {
-                            *t = o.clone();
+        fn restore(
+            mine: &mut serde_json::Value,
+            shown: &serde_json::Value,
+            real: &serde_json::Value,
+        ) {
+            use serde_json::Value as V;
+            match (mine, shown, real) {
+                (V::String(m), V::String(s), V::String(r)) if m.contains(REDACTED) && m == s => {
+                    *m = r.clone();
+                }
+                (V::Array(m), V::Array(s), V::Array(r)) => {
+                    for ((m, s), r) in m.iter_mut().zip(s).zip(r) {
+                        restore(m, s, r);
+                    }
+                }
+                (V::Object(m), V::Object(s), V::Object(r)) => {
+                    for (k, m) in m.iter_mut() {
+                        if let (Some(s), Some(r)) = (s.get(k), r.get(k)) {
+                            restore(m, s, r);
                         }
                     }
                 }
-                (
-                    TokenSource::Oauth2 { client_secret, .. },
-                    TokenSource::Oauth2 {
-                        client_secret: old, ..
-                    },
-                ) if client_secret.is_redacted() => *client_secret = old.clone(),
                 _ => {}
             }
         }
-        for (k, v) in self.headers.iter_mut() {
-            if v == REDACTED {
-                if let Some(old) = stored.headers.get(k) {
-                    *v = old.clone();
-                }
-            }
+        let (Ok(mut mine), Ok(shown), Ok(real)) = (
+            serde_json::to_value(&*self),
+            serde_json::to_value(stored.redacted()),
+            serde_json::to_value(stored),
+        ) else {
+            return;
+        };
+        restore(&mut mine, &shown, &real);
+        if let Ok(p) = serde_json::from_value(mine) {
+            *self = p;
         }
     }
 }

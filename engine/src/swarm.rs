@@ -36,6 +36,10 @@ pub enum EngineError {
     Tls(String),
     #[error("auth: {0}")]
     Auth(String),
+    /// An address the run would use is outside the operator's allowlist (checked on the
+    /// addresses it resolves to now, when the run starts).
+    #[error("{0}")]
+    Blocked(String),
 }
 
 /// Engine tuning (from the server's configuration).
@@ -181,28 +185,44 @@ fn identity_dimensions(plan: &Plan) -> (Vec<IdentitySource>, Vec<Dimension>) {
 }
 
 /// Starts a run. The plan must already be validated. Returns the update stream; cancel
-/// `cancel` to stop early (VUs close with 1000 and flush).
+/// `cancel` to stop early (VUs close with 1000 and flush). `policy` is where the run may
+/// connect (checked on the addresses it resolves to now, and pinned for the run).
 pub async fn start(
     plan: Plan,
     cfg: SwarmConfig,
     cancel: CancellationToken,
     rt: &tokio::runtime::Handle,
+    policy: crate::outbound::Policy,
 ) -> Result<mpsc::Receiver<Update>, EngineError> {
     crate::install_crypto_provider();
     let url = TargetUrl::parse(&plan.target).map_err(EngineError::BadTarget)?;
-    let addrs: Vec<_> = tokio::net::lookup_host((url.host.as_str(), url.port))
+    // Resolved once for the whole run, and only to addresses the policy allows.
+    let addrs = crate::outbound::pin("target", &url.host, url.port, &policy)
         .await
-        .map_err(|e| EngineError::Dns {
-            host: url.host.clone(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| {
+            if policy.is_some() && !e.contains("could not resolve") && !e.contains("no address") {
+                EngineError::Blocked(e)
+            } else {
+                EngineError::Dns {
+                    host: url.host.clone(),
+                    reason: e,
+                }
+            }
+        })?;
+    let mut http_urls: Vec<(String, String)> = plan
+        .http_steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("http_steps[{i}].url"), s.url.clone()))
         .collect();
-    if addrs.is_empty() {
-        return Err(EngineError::Dns {
-            host: url.host.clone(),
-            reason: "no addresses".into(),
-        });
+    if let Some(crate::plan::TokenSource::Oauth2 { token_url, .. }) =
+        plan.auth.as_ref().map(|a| &a.source)
+    {
+        http_urls.push(("auth.source.token_url".into(), token_url.clone()));
     }
+    let pinned = crate::outbound::Pinned::resolve(&http_urls, &policy)
+        .await
+        .map_err(EngineError::Blocked)?;
     let mut ops = Vec::new();
     compile(&plan.script, &mut ops).map_err(EngineError::BadScript)?;
     let mut headers = plan
@@ -226,6 +246,7 @@ pub async fn start(
                     plan.peak_connections(),
                     &tls_cfg,
                     plan.connect_timeout.0,
+                    &pinned,
                 )
                 .map_err(EngineError::Auth)?,
             )
@@ -263,9 +284,12 @@ pub async fn start(
     } else {
         let tls_cfg = crate::tls::client_config(plan.insecure_tls).map_err(EngineError::Tls)?;
         Some(
-            reqwest::Client::builder()
-                .use_preconfigured_tls((*tls_cfg).clone())
-                .timeout(plan.connect_timeout.0)
+            pinned
+                .client(
+                    reqwest::Client::builder()
+                        .use_preconfigured_tls((*tls_cfg).clone())
+                        .timeout(plan.connect_timeout.0),
+                )
                 .build()
                 .map_err(|e| EngineError::BadScript(format!("http_steps: {e}")))?,
         )
@@ -305,6 +329,8 @@ pub async fn start(
         tokens,
         http_steps,
         http,
+        pinned,
+        secrets: crate::secrets::Secrets::of_plan(&plan),
         gauges: gauges.clone(),
         identities,
     });
@@ -414,6 +440,7 @@ pub async fn start_plan(
     cfg: SwarmConfig,
     cancel: CancellationToken,
     rt: &tokio::runtime::Handle,
+    policy: crate::outbound::Policy,
 ) -> Result<mpsc::Receiver<Update>, EngineError> {
     let is_probe = plan.probe.is_some();
     let first = if is_probe {
@@ -426,7 +453,7 @@ pub async fn start_plan(
             steps: Vec::new(),
         }
     };
-    let first_rx = start(first.plan, cfg, cancel.clone(), rt).await?;
+    let first_rx = start(first.plan, cfg, cancel.clone(), rt, policy.clone()).await?;
     let (tx, rx) = mpsc::channel(64);
     let handle = rt.clone();
     rt.spawn(async move {
@@ -469,7 +496,7 @@ pub async fn start_plan(
                 break;
             }
             if let Some(phase) = crate::probe::next_phase(&plan, &spans, &series) {
-                match start(phase.plan, cfg, cancel.clone(), &handle).await {
+                match start(phase.plan, cfg, cancel.clone(), &handle, policy.clone()).await {
                     Ok(rx) => next = Some((phase.name, phase.steps, rx)),
                     Err(e) => tracing::warn!("probe phase {} could not start: {e}", phase.name),
                 }

@@ -86,6 +86,14 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// Names of the `{{env.NAME}}` variables used.
+    pub fn env_names(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Env(n) => Some(n.as_str()),
+            _ => None,
+        })
+    }
+
     /// Names of the `{{var.NAME}}` variables used.
     pub fn var_names(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {

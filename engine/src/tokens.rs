@@ -64,6 +64,7 @@ impl TokenPool {
         peak: u32,
         tls: &rustls::ClientConfig,
         timeout: Duration,
+        pinned: &crate::outbound::Pinned,
     ) -> Result<TokenPool, String> {
         let source = match &auth.source {
             TokenSource::Static { tokens } => {
@@ -102,9 +103,14 @@ impl TokenPool {
             }
         };
         let n = auth.slots(peak).unwrap_or(0) as usize;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls.clone())
-            .timeout(timeout)
+        // Pinned to the allowed addresses, and no redirects: a token endpoint answering
+        // 307 must not make us send the client secret elsewhere.
+        let http = pinned
+            .client(
+                reqwest::Client::builder()
+                    .use_preconfigured_tls(tls.clone())
+                    .timeout(timeout),
+            )
             .build()
             .map_err(|e| format!("could not build the token HTTP client: {e}"))?;
         Ok(TokenPool {
@@ -233,6 +239,7 @@ mod tests {
             10,
             &crate::tls::client_config(false).unwrap(),
             Duration::from_secs(10),
+            &Default::default(),
         )
         .unwrap()
     }
@@ -249,7 +256,14 @@ mod tests {
         });
         let auth = shared_oauth(url);
         let tls = crate::tls::client_config(false).unwrap();
-        let p = TokenPool::new(&auth, 1, &tls, Duration::from_millis(200)).unwrap();
+        let p = TokenPool::new(
+            &auth,
+            1,
+            &tls,
+            Duration::from_millis(200),
+            &Default::default(),
+        )
+        .unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         let mut rec = Recorder::new(tx, Duration::from_secs(1));
         let got = tokio::time::timeout(Duration::from_secs(5), p.get(0, &mut rec))
@@ -277,7 +291,14 @@ mod tests {
         });
         let auth = shared_oauth(url);
         let tls = crate::tls::client_config(false).unwrap();
-        let p = TokenPool::new(&auth, 5, &tls, Duration::from_millis(200)).unwrap();
+        let p = TokenPool::new(
+            &auth,
+            5,
+            &tls,
+            Duration::from_millis(200),
+            &Default::default(),
+        )
+        .unwrap();
         let (tx, _rx) = tokio::sync::mpsc::channel(16);
         let mut recs: Vec<Recorder> = (0..5)
             .map(|_| Recorder::new(tx.clone(), Duration::from_secs(1)))

@@ -174,6 +174,25 @@ impl Allowlist {
         self.0.iter().map(|r| r.text.clone()).collect()
     }
 
+    /// May a connection for `host` (as a plan names it) go to `addr`? A name entry
+    /// trusts the name (and its port); a network entry must contain the address itself.
+    /// This is the engine's check on the address it actually connects to.
+    fn allows_addr(&self, host: &str, addr: std::net::SocketAddr) -> bool {
+        let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+        let is_ip = host.parse::<IpAddr>().is_ok();
+        self.0
+            .iter()
+            .filter(|r| r.port.is_none_or(|p| p == addr.port()))
+            .any(|r| match &r.host {
+                Host::Name(n) if !is_ip => match n.strip_prefix("*.") {
+                    Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                    None => &host == n,
+                },
+                Host::Name(_) => false,
+                Host::Net(net, bits) => in_net(addr.ip(), *net, *bits),
+            })
+    }
+
     /// Is `host:port` allowed? Names not matched by a name entry are resolved and must
     /// land inside network entries with every address.
     async fn allows(&self, host: &str, port: u16) -> bool {
@@ -252,9 +271,116 @@ impl Allowlist {
     }
 }
 
+impl engine::outbound::Outbound for Allowlist {
+    fn allows(&self, host: &str, addr: std::net::SocketAddr) -> bool {
+        self.allows_addr(host, addr)
+    }
+    fn describe(&self) -> String {
+        self.entries().join(", ")
+    }
+}
+
+/// Which server environment variables plans may read (`--allow-env`): `{{env.NAME}}`
+/// in templates and `{"env": "NAME"}` secrets. Entries are names or prefixes ending in
+/// `*` (`LOADTEST_*`). Empty = none: a plan cannot read the server's environment unless
+/// the operator says which part of it is meant for plans. The server's own settings
+/// (`SOCKETSWARM_*`, the access token among them) are never readable.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnvAllow(Vec<String>);
+
+impl EnvAllow {
+    pub fn parse(entries: &[String]) -> Result<EnvAllow, String> {
+        let mut out = Vec::new();
+        for e in entries.iter().flat_map(|e| e.split(',')).map(str::trim) {
+            if e.is_empty() {
+                continue;
+            }
+            let name = e.strip_suffix('*').unwrap_or(e);
+            let ok =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(format!(
+                    "--allow-env: `{e}` is not a variable name or a prefix ending in `*` (e.g. LOADTEST_*)"
+                ));
+            }
+            out.push(e.to_string());
+        }
+        Ok(EnvAllow(out))
+    }
+
+    fn allows(&self, name: &str) -> bool {
+        !name.starts_with("SOCKETSWARM_")
+            && self.0.iter().any(|e| match e.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => e == name,
+            })
+    }
+
+    /// Every environment variable `plan` reads must be allowed; errors name the field.
+    pub fn check_plan(&self, plan: &Plan) -> Result<(), Vec<FieldError>> {
+        let errs: Vec<FieldError> = plan
+            .env_names()
+            .into_iter()
+            .filter(|(_, name)| !self.allows(name))
+            .map(|(field, name)| FieldError {
+                field,
+                message: if name.starts_with("SOCKETSWARM_") {
+                    format!("`{name}`: the server's own settings cannot be read by plans")
+                } else if self.0.is_empty() {
+                    format!("`{name}`: this server lets plans read no environment variables; its operator can allow some with --allow-env {name} (or a prefix such as LOADTEST_*)")
+                } else {
+                    format!("`{name}` is not among the environment variables this server lets plans read ({}); its operator can add it with --allow-env", self.0.join(", "))
+                },
+            })
+            .collect();
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plans_read_only_the_environment_the_operator_allows() {
+        let plan: Plan = serde_json::from_str(
+            r#"{"target":"ws://127.0.0.1:9/echo?cap={{env.SECRET}}","stages":[{"duration":"1s","connections":1}],
+                "headers":{"X-K":"{{env.LOADTEST_KEY}}","X-T":"{{env.SOCKETSWARM_ACCESS_TOKEN}}"}}"#,
+        )
+        .unwrap();
+        let none = EnvAllow::default().check_plan(&plan).unwrap_err();
+        assert_eq!(none.len(), 3);
+        assert!(none[0].message.contains("--allow-env SECRET"), "{none:?}");
+        let some = EnvAllow::parse(&["LOADTEST_*".into(), "SOCKETSWARM_*".into()]).unwrap();
+        let errs = some.check_plan(&plan).unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["target", "headers.X-T"], "{errs:?}");
+        assert!(errs[1].message.contains("own settings"));
+        assert!(EnvAllow::parse(&["A B".into()]).is_err());
+    }
+
+    #[test]
+    fn the_engine_checks_the_address_it_connects_to() {
+        let a = list(&[
+            "127.0.0.1:9001",
+            "localhost",
+            "*.staging.example.com",
+            "10.1.2.0/24",
+        ]);
+        let at = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(a.allows_addr("127.0.0.1", at("127.0.0.1:9001")));
+        assert!(!a.allows_addr("127.0.0.1", at("127.0.0.1:9002")));
+        // A name allowed by a network entry is judged by the address it resolved to.
+        assert!(!a.allows_addr("rebind.test", at("127.0.0.2:9001")));
+        assert!(a.allows_addr("rebind.test", at("10.1.2.3:80")));
+        // Name entries trust the name.
+        assert!(a.allows_addr("localhost", at("127.0.0.1:1")));
+        assert!(a.allows_addr("ws.staging.example.com", at("192.0.2.1:443")));
+    }
 
     fn list(e: &[&str]) -> Allowlist {
         Allowlist::parse(&e.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()

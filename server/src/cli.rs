@@ -394,6 +394,8 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
         cfg,
         cancel,
         &tokio::runtime::Handle::current(),
+        // The CLI runs the user's own plan from their own shell: no allowlist.
+        None,
     )
     .await
     {

@@ -121,6 +121,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_target: Vec<String>,
+    /// Server environment variables plans may read (`{{env.NAME}}`, `{"env": "NAME"}`):
+    /// names or prefixes ending in `*`, separated with commas. Empty = none.
+    /// `SOCKETSWARM_*` (this server's own settings) is never readable.
+    #[arg(
+        long = "allow-env",
+        env = "SOCKETSWARM_ALLOW_ENV",
+        value_delimiter = ','
+    )]
+    pub allow_env: Vec<String>,
     /// On a first start (empty database) with the sandbox on, save a starter plan aimed
     /// at it.
     #[arg(long, env = "SOCKETSWARM_STARTER_PLAN", default_value_t = true, action = clap::ArgAction::Set)]
@@ -152,6 +161,7 @@ pub struct Settings {
     pub sandbox_tls: Option<SocketAddr>,
     pub max_duration: std::time::Duration,
     pub allowlist: crate::allow::Allowlist,
+    pub env_allow: crate::allow::EnvAllow,
 }
 
 impl ServeArgs {
@@ -212,6 +222,10 @@ impl ServeArgs {
             problems.push(p);
             crate::allow::Allowlist::default()
         });
+        let env_allow = crate::allow::EnvAllow::parse(&self.allow_env).unwrap_or_else(|p| {
+            problems.push(p);
+            crate::allow::EnvAllow::default()
+        });
         if !(50..=60_000).contains(&self.tick_ms) {
             problems.push(format!(
                 "--tick-ms: {} must be between 50 and 60000",
@@ -224,6 +238,7 @@ impl ServeArgs {
                 sandbox_tls,
                 max_duration,
                 allowlist,
+                env_allow,
             })
         } else {
             Err(problems.join("\n"))

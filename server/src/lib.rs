@@ -185,6 +185,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         ManagerConfig {
             max_concurrent: args.max_concurrent_runs,
             swarm,
+            policy: (!settings.allowlist.is_empty()).then(|| {
+                std::sync::Arc::new(settings.allowlist.clone())
+                    as std::sync::Arc<dyn engine::outbound::Outbound>
+            }),
         },
         engine_rt,
         shutdown.clone(),
@@ -196,6 +200,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         sandbox,
         nofile,
         settings.allowlist.clone(),
+        settings.env_allow.clone(),
     );
     let service: app::api::Service = runs.clone();
     if args.starter_plan {

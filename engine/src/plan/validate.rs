@@ -43,6 +43,8 @@ impl Plan {
         }
         if let Err(e) = Template::parse(&self.target) {
             err("target", e);
+        } else if let Some(e) = template_in_authority(&self.target) {
+            err("target", e);
         }
         if let Some(probe) = &self.probe {
             for p in probe.validate(limits) {
@@ -232,6 +234,88 @@ impl Plan {
     }
 }
 
+/// Where templates may not go in a URL: everything before the path (scheme, userinfo,
+/// host, port). `None` when the URL keeps its templates in the path and query.
+fn template_in_authority(url: &str) -> Option<String> {
+    let i = url.find("{{")?;
+    let after_scheme = url.find("://").map(|s| s + 3).unwrap_or(0);
+    let authority_end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map(|e| e + after_scheme)
+        .unwrap_or(url.len());
+    (i < authority_end).then(|| {
+        format!("`{url}`: templates may only appear in the path and query, not in the scheme, user, host or port")
+    })
+}
+
+impl Plan {
+    /// Every templated text of the plan with its field (target, headers, script
+    /// messages and matchers, HTTP steps, the auth header value).
+    pub fn templated_texts(&self) -> Vec<(String, &str)> {
+        fn steps<'a>(prefix: &str, list: &'a [Step], out: &mut Vec<(String, &'a str)>) {
+            for (i, s) in list.iter().enumerate() {
+                let f = format!("{prefix}[{i}]");
+                match s {
+                    Step::Send(t) | Step::SendBinary(t) => out.push((f, t.as_str())),
+                    Step::Expect(e) => {
+                        if let Some(c) = &e.contains {
+                            out.push((format!("{f}.expect.contains"), c.as_str()));
+                        }
+                    }
+                    Step::Repeat(r) => steps(&format!("{f}.repeat.steps"), &r.steps, out),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = vec![("target".to_string(), self.target.as_str())];
+        for (k, v) in &self.headers {
+            out.push((format!("headers.{k}"), v.as_str()));
+        }
+        steps("script", &self.script, &mut out);
+        for (i, h) in self.http_steps.iter().enumerate() {
+            out.push((format!("http_steps[{i}].url"), h.url.as_str()));
+            for (k, v) in &h.headers {
+                out.push((format!("http_steps[{i}].headers.{k}"), v.as_str()));
+            }
+            if let Some(b) = &h.body {
+                out.push((format!("http_steps[{i}].body"), b.as_str()));
+            }
+        }
+        if let Some(a) = &self.auth {
+            out.push(("auth.value".into(), a.value.as_str()));
+        }
+        out
+    }
+
+    /// Every server environment variable the plan reads, with the field that reads it:
+    /// `{{env.NAME}}` in templates and `{"env": "NAME"}` secrets.
+    pub fn env_names(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (field, text) in self.templated_texts() {
+            if let Ok(t) = Template::parse(text) {
+                out.extend(t.env_names().map(|n| (field.clone(), n.to_string())));
+            }
+        }
+        if let Some(a) = &self.auth {
+            match &a.source {
+                TokenSource::Static { tokens } => {
+                    for (i, t) in tokens.iter().enumerate() {
+                        if let Secret::Env { env } = t {
+                            out.push((format!("auth.source.tokens[{i}]"), env.clone()));
+                        }
+                    }
+                }
+                TokenSource::Oauth2 { client_secret, .. } => {
+                    if let Secret::Env { env } = client_secret {
+                        out.push(("auth.source.client_secret".into(), env.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 fn validate_http_steps(plan: &Plan, errs: &mut Vec<FieldError>) {
     let mut captured: Vec<&str> = Vec::new();
     for (i, step) in plan.http_steps.iter().enumerate() {
@@ -246,6 +330,10 @@ fn validate_http_steps(plan: &Plan, errs: &mut Vec<FieldError>) {
             Err(e) => errs.push(FieldError {
                 field: f("url"),
                 message: e,
+            }),
+            Ok(_) if template_in_authority(&step.url).is_some() => errs.push(FieldError {
+                field: f("url"),
+                message: template_in_authority(&step.url).unwrap_or_default(),
             }),
             Ok(_) => {
                 let probe = step.url.replace("{{", "x").replace("}}", "x");
@@ -317,6 +405,12 @@ fn validate_auth(auth: &Auth, errs: &mut Vec<FieldError>) {
             for (i, t) in tokens.iter().enumerate() {
                 if let Some(problem) = t.problem() {
                     err(&format!("auth.source.tokens[{i}]"), problem);
+                } else if t.resolve().is_some_and(|v| v.contains(['\r', '\n'])) {
+                    // A token goes into a header line: a line break would add headers.
+                    err(
+                        &format!("auth.source.tokens[{i}]"),
+                        "must not contain a line break (CR or LF)".into(),
+                    );
                 }
             }
         }
@@ -327,6 +421,10 @@ fn validate_auth(auth: &Auth, errs: &mut Vec<FieldError>) {
             ..
         } => {
             match url::Url::parse(token_url) {
+                _ if token_url.contains("{{") => err(
+                    "auth.source.token_url",
+                    format!("`{token_url}`: templates are not allowed in the token URL"),
+                ),
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
                 _ => err(
                     "auth.source.token_url",
@@ -468,5 +566,62 @@ fn validate_steps(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn templates_stay_out_of_the_authority() {
+        assert!(template_in_authority("http://{{token}}@127.0.0.1:9/x").is_some());
+        assert!(template_in_authority("http://127.0.0.1:{{vu}}/x").is_some());
+        assert!(template_in_authority("http://h{{var.x}}/x").is_some());
+        assert!(template_in_authority("{{var.u}}/x").is_some());
+        assert!(template_in_authority("http://127.0.0.1:9/x/{{vu}}?a={{token}}").is_none());
+        assert!(template_in_authority("ws://h:1?x={{uuid}}").is_none());
+        assert!(template_in_authority("http://h:1").is_none());
+    }
+
+    #[test]
+    fn every_env_read_is_listed_with_its_field() {
+        let plan: Plan = serde_json::from_str(
+            r#"{"target":"ws://h:1/x?k={{env.A}}","stages":[{"duration":"1s","connections":1}],
+                "headers":{"X-K":"{{env.B}}"},
+                "script":[{"repeat":{"every":"1s","steps":[{"send":"{{env.C}}"}]}}],
+                "http_steps":[{"method":"POST","url":"http://h:2/s","body":"{{env.D}}"}],
+                "auth":{"source":{"type":"oauth2","token_url":"http://h:3/t","client_id":"c","client_secret":{"env":"E"}}}}"#,
+        )
+        .unwrap();
+        let names: Vec<(String, String)> = plan.env_names();
+        let expect = [
+            ("target", "A"),
+            ("headers.X-K", "B"),
+            ("script[0].repeat.steps[0]", "C"),
+            ("http_steps[0].body", "D"),
+            ("auth.source.client_secret", "E"),
+        ];
+        for (f, n) in expect {
+            assert!(
+                names.contains(&(f.to_string(), n.to_string())),
+                "{f} {n}: {names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn plans_keep_templates_out_of_hosts_and_line_breaks_out_of_tokens() {
+        let plan: Plan = serde_json::from_str(
+            r#"{"target":"ws://{{env.H}}:1/x","stages":[{"duration":"1s","connections":1}],
+                "http_steps":[{"method":"GET","url":"http://{{token}}@127.0.0.1:9/x"}],
+                "auth":{"source":{"type":"static","tokens":["abc\r\nX-Injected: 1"]}}}"#,
+        )
+        .unwrap();
+        let errs = plan.validate(&Limits::default()).unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"target"), "{errs:?}");
+        assert!(fields.contains(&"http_steps[0].url"), "{errs:?}");
+        assert!(fields.contains(&"auth.source.tokens[0]"), "{errs:?}");
     }
 }

@@ -107,10 +107,13 @@ struct LiveRun {
 }
 
 /// Manager settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ManagerConfig {
     pub max_concurrent: usize,
     pub swarm: SwarmConfig,
+    /// Where runs may connect (`--allow-target`), enforced by the engine on the
+    /// addresses each run resolves when it starts.
+    pub policy: engine::outbound::Policy,
 }
 
 struct Manager {
@@ -270,6 +273,7 @@ impl Manager {
             self.pool.clone(),
             self.engine_rt.clone(),
             self.cfg.swarm,
+            self.cfg.policy.clone(),
             self.tx.clone(),
         ));
     }
@@ -300,13 +304,14 @@ async fn drive(
     pool: SqlitePool,
     rt: tokio::runtime::Handle,
     swarm_cfg: SwarmConfig,
+    policy: engine::outbound::Policy,
     manager: mpsc::Sender<Command>,
 ) {
     if let Err(e) = store::mark_running(&pool, &run_id, now_ms()).await {
         tracing::error!(%run_id, "could not mark run running: {e}");
     }
     let mut merged: Option<Summary> = None;
-    match swarm::start_plan(plan, swarm_cfg, cancel, &rt).await {
+    match swarm::start_plan(plan, swarm_cfg, cancel, &rt, policy).await {
         Err(e) => {
             tracing::warn!(%run_id, "run failed to start: {e}");
             if let Err(e2) = store::end_run_without_summary(

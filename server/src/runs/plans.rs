@@ -106,7 +106,7 @@ impl Runs {
         if let Some((_, stored)) = &existing {
             plan.restore_secrets(stored);
         }
-        plan.validate(&self.limits).map_err(ApiError::Validation)?;
+        self.validate_plan(&plan).map_err(ApiError::Validation)?;
         let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
         let now = now_ms();
         let id = match existing {

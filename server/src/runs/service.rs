@@ -33,6 +33,8 @@ pub struct Runs {
     pub env: RunEnv,
     /// Where runs may send traffic (`--allow-target`).
     pub allowlist: crate::allow::Allowlist,
+    /// Which environment variables plans may read (`--allow-env`).
+    pub env_allow: crate::allow::EnvAllow,
 }
 
 /// Runs `GET /api/runs` without a `per_page` answers.
@@ -64,6 +66,7 @@ impl Runs {
         sandbox: Option<SocketAddr>,
         nofile: u64,
         allowlist: crate::allow::Allowlist,
+        env_allow: crate::allow::EnvAllow,
     ) -> Arc<Runs> {
         let env = RunEnv {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -85,7 +88,16 @@ impl Runs {
             nofile,
             env,
             allowlist,
+            env_allow,
         })
+    }
+
+    /// Every check a plan passes before it is stored or run: the environment it may
+    /// read first (so validation's "variable not set" cannot probe the server's
+    /// environment), then the plan itself against this server's limits.
+    pub(crate) fn validate_plan(&self, plan: &Plan) -> Result<(), Vec<FieldError>> {
+        self.env_allow.check_plan(plan)?;
+        plan.validate(&self.limits)
     }
 
     /// Checks that only apply on this server: the embedded sandbox shares our
@@ -193,22 +205,23 @@ impl Runs {
         plan: Plan,
         plan_id: Option<&str>,
     ) -> Result<Launched, ApiError> {
-        plan.validate(&self.limits).map_err(ApiError::Validation)?;
+        self.validate_plan(&plan).map_err(ApiError::Validation)?;
         self.check_local(&plan)?;
         self.allowlist
             .check_plan(&plan)
             .await
             .map_err(ApiError::Validation)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let json =
-            serde_json::to_string(&plan.redacted()).map_err(|e| internal("encode plan", e))?;
+        // Only the redacted plan is stored: its name and target are what lists show.
+        let shown = plan.redacted();
+        let json = serde_json::to_string(&shown).map_err(|e| internal("encode plan", e))?;
         let env = serde_json::to_string(&self.env).map_err(|e| internal("encode env", e))?;
         store::insert_run(
             &self.pool,
             store::NewRun {
                 run_id: &id,
-                name: &plan.name,
-                target: &plan.target,
+                name: &shown.name,
+                target: &shown.target,
                 plan_json: &json,
                 created_at: now_ms(),
                 plan_id,
@@ -415,6 +428,10 @@ impl RunService for Runs {
     }
     fn unshare<'a>(&'a self, share_id: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(self.revoke_share(share_id))
+    }
+
+    fn validate(&self, plan: &Plan) -> Result<(), Vec<FieldError>> {
+        self.validate_plan(plan)
     }
 
     fn defaults(&self) -> FormDefaults {

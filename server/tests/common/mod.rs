@@ -32,6 +32,7 @@ pub fn args(db: PathBuf) -> ServeArgs {
         max_message_bytes: 1 << 20,
         access_token: None,
         allow_target: Vec::new(),
+        allow_env: Vec::new(),
         starter_plan: false,
     }
 }
