@@ -13,9 +13,11 @@ mkdirSync(artifacts, { recursive: true });
 export async function startServer(extraArgs = []) {
   const dir = mkdtempSync(join(tmpdir(), 'socketswarm-e2e-'));
   const bin = process.env.SOCKETSWARM_BIN || 'target/debug/socketswarm';
-  const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--sandbox', '127.0.0.1:0', '--sandbox-tls', '127.0.0.1:0', '--database', join(dir, 'e2e.db'), '--log', 'info', ...extraArgs], {
+  // Plans may read LOADTEST_* from the server's environment (--allow-env): the token
+  // tests keep their client secret there.
+  const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--sandbox', '127.0.0.1:0', '--sandbox-tls', '127.0.0.1:0', '--database', join(dir, 'e2e.db'), '--log', 'info', '--allow-env', 'LOADTEST_*', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'info' },
+    env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'info', LOADTEST_CLIENT_SECRET: 'e2e-sandbox-secret' },
   });
   let log = '';
   const found = await new Promise((resolve, reject) => {

@@ -232,6 +232,8 @@ test('a whole plan as JSON: OAuth tokens against a per-token cap, diagnosed per 
   const plan = JSON.parse(await text.inputValue());
   assert.equal(plan.auth.source.type, 'oauth2', 'the example uses the mock OAuth endpoint');
   plan.name = 'e2e tokens';
+  // A secret kept in the server's environment, which this server lets plans read.
+  plan.auth.source.client_secret = { env: 'LOADTEST_CLIENT_SECRET' };
   plan.stages = [{ duration: '3s', connections: 60 }, { duration: '2s', connections: 60 }];
   await text.fill(JSON.stringify(plan, null, 2));
   await page.getByRole('button', { name: 'Launch this plan' }).click();
@@ -246,7 +248,7 @@ test('a whole plan as JSON: OAuth tokens against a per-token cap, diagnosed per 
   // The secret reference is stored, never a value.
   const id = page.url().split('/').pop();
   const run = (await api(srv.base, `/api/runs/${id}`)).body;
-  assert.deepEqual(run.plan.auth.source.client_secret, { env: 'HOME' });
+  assert.deepEqual(run.plan.auth.source.client_secret, { env: 'LOADTEST_CLIENT_SECRET' });
 });
 
 test('a malformed JSON plan gets an error that says where', async () => {

@@ -41,7 +41,7 @@ fn example_plan(target: &str) -> String {
         "target": format!("{base}/echo?auth=bearer&token_cap=20"),
         "stages": [{"duration": "10s", "connections": 60}, {"duration": "10s", "connections": 60}],
         "auth": {
-            "source": {"type": "oauth2", "token_url": format!("{http}/oauth/token?ttl=5m"), "client_id": "loadtest", "client_secret": {"env": "HOME"}},
+            "source": {"type": "oauth2", "token_url": format!("{http}/oauth/token?ttl=5m"), "client_id": "loadtest", "client_secret": "the sandbox accepts any secret"},
             "policy": {"mode": "per_connections", "connections": 30}
         },
         "script": [{"repeat": {"every": "1s", "steps": [{"send": "ping {{vu}}"}, {"expect": {"contains": "ping {{vu}}"}}]}}]
