@@ -19,7 +19,7 @@ use crate::aggregate::{self, Gauges};
 use crate::conn::{run_vu, IdentitySource, Matcher, Op, Shared};
 use crate::plan::{Plan, Step, TargetUrl, Wait};
 use crate::report::{DIM_SOURCE, DIM_TOKEN};
-use crate::schedule::target_at;
+use crate::schedule::{target_at, Pacer};
 use crate::stats::Dimension;
 use crate::template::Template;
 
@@ -365,26 +365,25 @@ async fn control(
     grace: Duration,
 ) {
     let total = plan.duration();
-    let interval = plan
+    // The connect-rate cap: starts paced along the clock by the one pure pacer.
+    let mut pacer = plan
         .max_connect_rate
-        .map(|r| Duration::from_secs_f64(1.0 / r));
+        .map(|r| Pacer::new(r, Duration::from_millis(20)));
     // Every VU's token is a child: cancelling `all` ends every VU.
     let all = CancellationToken::new();
     let mut vus = JoinSet::new();
     // Tokens of started, not yet retired VU slots, oldest first.
     let mut live: Vec<CancellationToken> = Vec::new();
     let mut next_id = 0u64;
-    // Earliest time the next start is allowed under the connect-rate cap.
-    let mut next_slot = started;
-    let mut ticker = tokio::time::interval(Duration::from_millis(5));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The next wake-up: every 5 ms, sooner when the pacer has a start due.
+    let mut wake = started;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
                 gauges.cancelled.store(true, Ordering::Relaxed);
                 break;
             }
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
             Some(_) = vus.join_next(), if !vus.is_empty() => continue,
         }
         let now = Instant::now();
@@ -399,22 +398,24 @@ async fn control(
                 t.cancel();
             }
         }
-        while live.len() < want {
-            let scheduled = match interval {
-                Some(iv) => {
-                    let s = next_slot.max(now - iv.min(now - started));
-                    if s > now {
-                        break;
-                    }
-                    next_slot = s + iv;
-                    s
-                }
-                None => now,
-            };
+        let missing = want - live.len();
+        let starts: Vec<Instant> = match pacer.as_mut() {
+            Some(p) => p
+                .take(elapsed, missing as u64)
+                .into_iter()
+                .map(|at| started + at)
+                .collect(),
+            None => vec![now; missing],
+        };
+        for scheduled in starts {
             let token = all.child_token();
             live.push(token.clone());
             vus.spawn(run_vu(shared.clone(), next_id, scheduled, token));
             next_id += 1;
+        }
+        wake = now + Duration::from_millis(5);
+        if let (Some(p), true) = (&pacer, live.len() < want) {
+            wake = wake.min((started + p.next_due()).max(now + Duration::from_millis(1)));
         }
     }
     drop(shared);

@@ -185,6 +185,22 @@ async fn connect_rate_cap_paces_arrivals() {
     assert!((9..=12).contains(&opened), "paced to ~10/s, got {opened}");
 }
 
+/// Above the ~400/s the old inline pacing topped out at (two starts per 5 ms tick): the
+/// cap is the asked rate, not the controller's tick. Counts, not timings: 3,000 wanted at
+/// once, at most 2,000 new per second for 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_rate_cap_holds_well_above_400_per_second() {
+    let app = spawn_app().await;
+    let mut p = plan("paced fast", &app.ws("/echo?tag=paced2k"), 3000, "0s", "1s");
+    p["max_connect_rate"] = json!(2000.0);
+    let s = run(&app, p).await;
+    let attempted = s["totals"]["attempted"].as_u64().unwrap();
+    assert!(
+        (1800..=2200).contains(&attempted),
+        "paced to ~2,000 in 1 s, got {attempted}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_connects_over_tls_and_unknown_certificates_are_tls_failures() {
     let app = spawn_app().await;
