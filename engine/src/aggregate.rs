@@ -1,97 +1,79 @@
-//! The aggregator task: the one place where results become snapshots.
+//! An agent's aggregator task: its VUs' partial results become one `AgentTick` per tick.
 //!
-//! It `select!`s over the partials channel and a ticker. Each tick it turns what arrived
-//! into a `Snapshot` (cumulative totals, this tick's interval and percentiles) and sends
-//! it on as `Update::Tick`. When the partials channel closes (every VU finished) it
-//! sends a last tick and `Update::Finished(Summary)`, then ends.
+//! It `select!`s over the partials channel and a ticker. Each tick it sends what arrived
+//! during the tick as deltas (counters, identities, evidence, this tick's histograms),
+//! with the agent's gauges (its share of the target, open, in flight); the coordinator
+//! (`merge.rs`) turns tick k of every agent into the run's snapshot k. When the partials
+//! channel closes (every VU finished) it sends a last tick marked `last`, then ends.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::plan::Stage;
-use crate::report::{EndReason, Snapshot, Summary};
-use crate::schedule::phase_at;
+use crate::report::AgentTick;
 use crate::stats::{Dimension, Partial, RunStats};
-
-/// What the engine emits for one run.
-#[derive(Debug, Clone)]
-pub enum Update {
-    /// About once per tick while the run is live.
-    Tick(Snapshot),
-    /// Exactly once, last.
-    Finished(Summary),
-}
 
 /// Values the controller publishes for the aggregator.
 #[derive(Debug, Default)]
 pub(crate) struct Gauges {
     /// Connections the schedule wants open now.
     pub(crate) target: AtomicU32,
-    /// Set when the run was cancelled rather than completed.
-    pub(crate) cancelled: AtomicBool,
     /// Attempts in flight (VUs between starting an attempt and its outcome).
     pub(crate) connecting: AtomicU64,
 }
 
-/// `abort_on_fail`: the thresholds, when to start judging, and the token to cancel.
-pub(crate) struct AbortOnFail {
-    pub(crate) thresholds: std::collections::BTreeMap<String, String>,
-    pub(crate) grace: Duration,
-    pub(crate) cancel: tokio_util::sync::CancellationToken,
-}
-
-/// What the aggregator knows of the run it aggregates.
+/// What the aggregator knows of the agent it aggregates.
 pub(crate) struct Setup {
-    /// The plan's stages (for the phase of each snapshot).
-    pub(crate) stages: Vec<Stage>,
-    /// When the run started (elapsed times count from here).
+    /// Which agent this is (its ticks carry it).
+    pub(crate) agent: u32,
+    /// When the agent started (elapsed times count from here).
     pub(crate) started: Instant,
-    /// Snapshot period.
+    /// Tick period.
     pub(crate) tick: Duration,
-    /// With `abort_on_fail`: the thresholds judged each tick.
-    pub(crate) abort: Option<AbortOnFail>,
     /// How identities are named (the plan's identity dimensions, in order).
     pub(crate) dims: Vec<Dimension>,
 }
 
 pub(crate) async fn run(
     mut rx: mpsc::Receiver<Partial>,
-    out: mpsc::Sender<Update>,
+    out: mpsc::Sender<AgentTick>,
     gauges: Arc<Gauges>,
     setup: Setup,
 ) {
     let Setup {
-        stages,
+        agent,
         started,
         tick,
-        abort,
         dims,
     } = setup;
-    let mut aborted_by: Option<String> = None;
-    let mut whole = RunStats::new();
     let mut interval = RunStats::new();
-    let mut peak_open = 0u64;
+    // Opened and closed before this tick, for the open count.
+    let (mut opened, mut closed) = (0u64, 0u64);
+    let mut peak_in_tick = 0u64;
     let mut seq = 0u64;
     let mut ticker = tokio::time::interval_at((started + tick).into(), tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let snapshot = |seq: u64, whole: &RunStats, interval: &RunStats, peak_open: u64| {
-        let elapsed = started.elapsed();
-        Snapshot {
+    let open_now = |opened: u64, closed: u64, i: &RunStats| {
+        (opened + i.totals.opened).saturating_sub(closed + i.totals.closed)
+    };
+    let mut emit = |interval: &RunStats, opened: u64, closed: u64, peak: u64, last: bool| {
+        seq += 1;
+        AgentTick {
+            agent,
             seq,
-            elapsed_ms: elapsed.as_millis() as u64,
-            phase: phase_at(&stages, elapsed),
-            target: gauges.target.load(Ordering::Relaxed),
-            open: whole.totals.open(),
-            peak_open,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            target: if last {
+                0
+            } else {
+                gauges.target.load(Ordering::Relaxed)
+            },
+            open: open_now(opened, closed, interval),
+            peak_in_tick: peak,
             connecting: gauges.connecting.load(Ordering::Relaxed),
-            totals: whole.totals.clone(),
-            interval: interval.totals.clone(),
-            latency: interval.latency(),
-            identities: whole.identities(&dims),
-            tokens: Default::default(),
+            last,
+            ..interval.tick(&dims)
         }
     };
     loop {
@@ -99,56 +81,24 @@ pub(crate) async fn run(
             p = rx.recv() => match p {
                 Some(p) => {
                     interval.merge(&p);
-                    // Open count as of the data merged so far.
-                    let open = (whole.totals.opened + interval.totals.opened).saturating_sub(whole.totals.closed + interval.totals.closed);
-                    peak_open = peak_open.max(open);
+                    peak_in_tick = peak_in_tick.max(open_now(opened, closed, &interval));
                 }
                 None => break,
             },
             _ = ticker.tick() => {
-                whole.absorb(&interval);
-                seq += 1;
-                let snap = snapshot(seq, &whole, &interval, peak_open);
+                let t = emit(&interval, opened, closed, peak_in_tick, false);
+                opened += interval.totals.opened;
+                closed += interval.totals.closed;
+                peak_in_tick = t.open;
                 interval = RunStats::new();
-                if let (Some(a), None) = (&abort, &aborted_by) {
-                    if started.elapsed() >= a.grace {
-                        // Judge the run so far, with whole-run percentiles.
-                        let so_far = Summary { totals: whole.totals.clone(), peak_open, latency: whole.latency(), ..Summary::default() };
-                        if let Some(r) = crate::thresholds::evaluate(&a.thresholds, &so_far).into_iter().find(|r| r.actual.is_some() && !r.passed) {
-                            aborted_by = Some(format!("{} {}", r.metric, r.expression));
-                            a.cancel.cancel();
-                        }
-                    }
-                }
-                if out.send(Update::Tick(snap)).await.is_err() {
+                if out.send(t).await.is_err() {
                     return;
                 }
             }
         }
     }
-    whole.absorb(&interval);
-    seq += 1;
     gauges.target.store(0, Ordering::Relaxed);
-    let last = snapshot(seq, &whole, &interval, peak_open);
-    let _ = out.send(Update::Tick(last)).await;
-    let summary = Summary {
-        duration_ms: started.elapsed().as_millis() as u64,
-        end_reason: Some(if aborted_by.is_some() {
-            EndReason::ThresholdFailed
-        } else if gauges.cancelled.load(Ordering::Relaxed) {
-            EndReason::Cancelled
-        } else {
-            EndReason::Completed
-        }),
-        aborted_by,
-        peak_open,
-        totals: whole.totals.clone(),
-        latency: whole.latency(),
-        evidence: whole.evidence.clone(),
-        identities: whole.identities(&dims),
-        tokens: Default::default(),
-        phases: Vec::new(),
-        histograms: whole.encoded_histograms(),
-    };
-    let _ = out.send(Update::Finished(summary)).await;
+    let _ = out
+        .send(emit(&interval, opened, closed, peak_in_tick, true))
+        .await;
 }

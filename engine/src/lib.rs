@@ -21,7 +21,8 @@
 //! - `handshake`   a hand-written client upgrade (times the phases, keeps 429 evidence).
 //! - `conn`        one virtual user's life: connect, script, reconnect policy.
 //! - `stats`       mergeable partial results and HDR histograms.
-//! - `aggregate`   the aggregator task: partials in, one `Snapshot` per tick out.
+//! - `aggregate`   an agent's aggregator task: partials in, one `AgentTick` per tick out.
+//! - [`merge`]     the coordinator: tick k of every agent -> the run's snapshot k; the summary.
 //! - [`swarm`]     the controller that paces VUs along the schedule; `swarm::start`.
 //! - `tokens`      token pools and OAuth2 client credentials (reqwest), per-slot caching.
 //! - [`outbound`]  the operator's allowlist enforced on the addresses a run connects to
@@ -46,7 +47,11 @@ mod aggregate;
 #[cfg(feature = "runtime")]
 mod conn;
 #[cfg(feature = "runtime")]
+pub mod coordinate;
+#[cfg(feature = "runtime")]
 mod handshake;
+#[cfg(feature = "runtime")]
+pub mod merge;
 #[cfg(feature = "runtime")]
 pub mod outbound;
 #[cfg(feature = "runtime")]

@@ -29,6 +29,27 @@ pub enum EndReason {
     Cancelled,
     /// A threshold failed and the plan says `abort_on_fail`.
     ThresholdFailed,
+    /// An agent stopped reporting (its process died, its connection broke for good).
+    AgentLost,
+}
+
+impl EndReason {
+    /// The run status it stands for (the one mapping every consumer uses).
+    pub fn status(&self) -> &'static str {
+        match self {
+            EndReason::Completed => "completed",
+            EndReason::Cancelled | EndReason::ThresholdFailed => "cancelled",
+            EndReason::AgentLost => "failed",
+        }
+    }
+}
+
+/// An agent the coordinator gave up on, and why.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LostAgent {
+    pub agent: u32,
+    pub reason: String,
 }
 
 /// A session the target ends sooner than this after opening was "closed at once".
@@ -225,6 +246,42 @@ impl Snapshot {
     }
 }
 
+/// What one agent sends each tick: that tick's deltas, never running totals, so a
+/// resent tick is recognised by `(agent, seq)` and late data adds up wherever it lands.
+/// The coordinator (`merge::Merger`) turns tick k of every agent into one `Snapshot`.
+/// Histograms travel as HdrHistogram V2 (deflate, base64): merging them is exact.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AgentTick {
+    /// Which agent (0-based index of the run's agents).
+    pub agent: u32,
+    /// 1, 2, 3, ... one per tick of this agent.
+    pub seq: u64,
+    /// Since the agent's start (the run's start barrier).
+    pub elapsed_ms: u64,
+    /// This agent's share of the schedule's target now.
+    pub target: u32,
+    /// Connections this agent holds open at the tick's end, and the most it held within
+    /// the tick.
+    pub open: u64,
+    pub peak_in_tick: u64,
+    /// Attempts in flight now.
+    pub connecting: u64,
+    /// What happened during this tick.
+    pub interval: Totals,
+    /// Handshakes per identity during this tick (labelled, deltas).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub identities: Identities,
+    /// Evidence first seen during this tick.
+    pub evidence: Evidence,
+    /// This tick's latency samples by metric.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub histograms: BTreeMap<String, String>,
+    /// The agent's last tick: all its connections have ended.
+    pub last: bool,
+}
+
 /// One experiment of a probe run and when it ran (elapsed ms of the run).
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -306,6 +363,9 @@ pub struct Summary {
     /// Probe runs: the experiments, in order, with their time spans.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<PhaseSpan>,
+    /// Agents that stopped reporting before the end (the run then ends `agent_lost`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lost_agents: Vec<LostAgent>,
 }
 
 impl Summary {
@@ -315,9 +375,13 @@ impl Summary {
     pub fn absorb_phase(&mut self, other: &Summary) {
         self.totals.merge(&other.totals);
         self.peak_open = self.peak_open.max(other.peak_open);
-        if other.end_reason == Some(EndReason::Cancelled) {
+        if matches!(
+            other.end_reason,
+            Some(EndReason::Cancelled | EndReason::AgentLost)
+        ) {
             self.end_reason = other.end_reason;
         }
+        self.lost_agents.extend(other.lost_agents.iter().cloned());
         self.evidence.merge(&other.evidence);
         merge_identities(&mut self.identities, &other.identities);
     }

@@ -57,6 +57,36 @@ pub fn phase_at(stages: &[Stage], elapsed: Duration) -> Phase {
     Phase::Draining
 }
 
+/// Which part of a run an agent makes: agent `index` of `of`. Agent i holds the global
+/// connection slots j with j mod N = i (so the shares sum to the target exactly, never
+/// shrink while it grows, and differ by at most one), takes the arrivals n ≡ i (mod N)
+/// of the connect-rate schedule, and numbers its connections with their global slot,
+/// so `{{vu}}` stays unique across agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Share {
+    pub index: u32,
+    pub of: u32,
+}
+
+impl Share {
+    /// The whole run in one agent.
+    pub const ALL: Share = Share { index: 0, of: 1 };
+
+    /// This agent's part of a global target.
+    pub fn target(&self, global: u32) -> u32 {
+        if global > self.index {
+            (global - 1 - self.index) / self.of.max(1) + 1
+        } else {
+            0
+        }
+    }
+
+    /// The global slot of this agent's `k`-th connection (its `{{vu}}`).
+    pub fn slot(&self, k: u64) -> u64 {
+        u64::from(self.index) + k * u64::from(self.of.max(1))
+    }
+}
+
 /// Paces new connections along the clock at `rate` per second (open model): the n-th
 /// start (0-based, counted from the pacer's origin) is due at n / rate. The swarm's
 /// controller asks it on every wake-up how many starts are due now; it never lets more
@@ -67,8 +97,10 @@ pub fn phase_at(stages: &[Stage], elapsed: Duration) -> Phase {
 /// `swarm.rs` is its only production caller (vegeta's attacker calls `Pacer.Pace`).
 #[derive(Debug, Clone)]
 pub struct Pacer {
-    /// Starts per second.
+    /// Starts per second (of the whole run).
     rate: f64,
+    /// This agent's share of the arrivals.
+    share: Share,
     /// Starts let through so far (on the clock's scale: may be advanced past idle time).
     taken: u64,
     /// How much unused allowance may accumulate, as time.
@@ -78,16 +110,28 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer at `rate` per second (must be > 0) whose allowance never exceeds `slack`.
     pub fn new(rate: f64, slack: Duration) -> Pacer {
+        Pacer::sharded(rate, slack, Share::ALL)
+    }
+
+    /// The pacer of one agent: the arrivals n ≡ i (mod N) of a run paced at `rate`.
+    pub fn sharded(rate: f64, slack: Duration, share: Share) -> Pacer {
         Pacer {
             rate,
+            share,
             taken: 0,
             slack,
         }
     }
 
-    /// Starts due by `elapsed` since the origin, in all.
+    /// This agent's arrival k is the run's arrival i + kN.
+    fn at(&self, k: u64) -> Duration {
+        Duration::from_secs_f64(self.share.slot(k) as f64 / self.rate)
+    }
+
+    /// This agent's starts due by `elapsed` since the origin, in all.
     fn due(&self, elapsed: Duration) -> u64 {
-        (elapsed.as_secs_f64() * self.rate).floor() as u64 + 1
+        let global = (elapsed.as_secs_f64() * self.rate).floor() as u64 + 1;
+        u64::from(self.share.target(u32::try_from(global).unwrap_or(u32::MAX)))
     }
 
     /// Lets through up to `want` starts due by `elapsed`; returns the scheduled offsets
@@ -97,21 +141,20 @@ impl Pacer {
     pub fn take(&mut self, elapsed: Duration, want: u64) -> Vec<Duration> {
         let due = self.due(elapsed);
         // Allowance unused for longer than `slack` is forfeit.
-        let cap = ((self.slack.as_secs_f64() * self.rate).ceil() as u64).max(1);
+        let per_agent = self.rate / f64::from(self.share.of.max(1));
+        let cap = ((self.slack.as_secs_f64() * per_agent).ceil() as u64).max(1);
         if due > self.taken + cap {
             self.taken = due - cap;
         }
         let n = (due - self.taken.min(due)).min(want);
-        let out = (self.taken..self.taken + n)
-            .map(|k| Duration::from_secs_f64(k as f64 / self.rate))
-            .collect();
+        let out = (self.taken..self.taken + n).map(|k| self.at(k)).collect();
         self.taken += n;
         out
     }
 
     /// When the next start is due, as an offset from the origin.
     pub fn next_due(&self) -> Duration {
-        Duration::from_secs_f64(self.taken as f64 / self.rate)
+        self.at(self.taken)
     }
 }
 
@@ -175,6 +218,48 @@ mod tests {
         // Nothing asked for a while: no burst afterwards.
         let late = p.take(Duration::from_secs(10), 1000);
         assert_eq!(late.len(), 1, "{late:?}");
+    }
+
+    #[test]
+    fn shares_add_up_to_the_target_and_differ_by_at_most_one() {
+        for of in 1..=7u32 {
+            let mut last = vec![0u32; of as usize];
+            for global in 0..200u32 {
+                let parts: Vec<u32> = (0..of)
+                    .map(|index| Share { index, of }.target(global))
+                    .collect();
+                assert_eq!(parts.iter().sum::<u32>(), global, "{of} agents at {global}");
+                let (lo, hi) = (parts.iter().min().unwrap(), parts.iter().max().unwrap());
+                assert!(hi - lo <= 1);
+                assert!(parts.iter().zip(&last).all(|(p, l)| p >= l), "never shrink");
+                last = parts;
+            }
+            // Slots are globally unique and cover 0..n.
+            let mut slots: Vec<u64> = (0..of)
+                .flat_map(|index| (0..5).map(move |k| Share { index, of }.slot(k)))
+                .collect();
+            slots.sort_unstable();
+            assert_eq!(slots, (0..u64::from(of) * 5).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn sharded_pacers_take_their_arrivals_of_one_schedule() {
+        let rate = 1000.0;
+        let mut all: Vec<Duration> = Vec::new();
+        for index in 0..3 {
+            let mut p = Pacer::sharded(rate, Duration::from_millis(5), Share { index, of: 3 });
+            let mut now = Duration::ZERO;
+            while now < Duration::from_secs(1) {
+                all.extend(p.take(now, u64::MAX));
+                now += Duration::from_millis(1);
+            }
+        }
+        all.sort();
+        let one: Vec<Duration> = (0..all.len() as u64)
+            .map(|n| Duration::from_secs_f64(n as f64 / rate))
+            .collect();
+        assert_eq!(all, one, "three agents together = one pacer");
     }
 
     /// The controller's loop on a simulated clock: woken every `tick` (or sooner, when the

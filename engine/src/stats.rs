@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::handshake::Rejection;
 use crate::outcome::{CloseKind, FailKind};
 use crate::report::{
-    metric, Evidence, Identities, IdentityTotals, LatencyStats, Totals, MAX_IDENTITIES,
+    metric, AgentTick, Evidence, Identities, IdentityTotals, LatencyStats, Totals, MAX_IDENTITIES,
 };
 
 /// Index of a latency metric in `metric::ALL`.
@@ -304,66 +304,135 @@ impl RunStats {
     }
 
     /// Percentiles of every metric that has samples.
+    #[cfg(test)]
     pub(crate) fn latency(&self) -> BTreeMap<String, LatencyStats> {
-        let mut out = BTreeMap::new();
-        for (i, h) in self.hist.iter().enumerate() {
-            if h.is_empty() {
-                continue;
-            }
-            out.insert(
-                metric::ALL[i].to_string(),
-                LatencyStats {
-                    count: h.len(),
-                    mean_us: h.mean(),
-                    p50_us: h.value_at_quantile(0.50),
-                    p90_us: h.value_at_quantile(0.90),
-                    p95_us: h.value_at_quantile(0.95),
-                    p99_us: h.value_at_quantile(0.99),
-                    p999_us: h.value_at_quantile(0.999),
-                    max_us: h.max(),
-                },
-            );
-        }
-        out
-    }
-
-    /// Adds another stats' totals, histograms and evidence into this one.
-    pub(crate) fn absorb(&mut self, other: &RunStats) {
-        self.totals.merge(&other.totals);
-        for (key, t) in &other.identities {
-            merge_identity(&mut self.identities, *key, t);
-        }
-        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
-            let _ = a.add(b);
-        }
-        self.evidence.merge(&other.evidence);
+        latency_of(&self.hist)
     }
 
     /// Whole histograms, V2-deflate serialized and base64-encoded, by metric.
     pub(crate) fn encoded_histograms(&self) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        let mut ser = V2DeflateSerializer::new();
-        for (i, h) in self.hist.iter().enumerate() {
-            if h.is_empty() {
+        encode_histograms(&self.hist)
+    }
+
+    /// This tick's deltas as agent `agent` sends them (see `report::AgentTick`).
+    pub(crate) fn tick(&self, dims: &[Dimension]) -> AgentTick {
+        AgentTick {
+            interval: self.totals.clone(),
+            identities: self.identities(dims),
+            evidence: self.evidence.clone(),
+            histograms: self.encoded_histograms(),
+            ..AgentTick::default()
+        }
+    }
+}
+
+/// Percentiles of every metric (in `metric::ALL` order) that has samples.
+fn latency_of(hist: &[Histogram<u64>]) -> BTreeMap<String, LatencyStats> {
+    let mut out = BTreeMap::new();
+    for (i, h) in hist.iter().enumerate() {
+        if h.is_empty() {
+            continue;
+        }
+        out.insert(
+            metric::ALL[i].to_string(),
+            LatencyStats {
+                count: h.len(),
+                mean_us: h.mean(),
+                p50_us: h.value_at_quantile(0.50),
+                p90_us: h.value_at_quantile(0.90),
+                p95_us: h.value_at_quantile(0.95),
+                p99_us: h.value_at_quantile(0.99),
+                p999_us: h.value_at_quantile(0.999),
+                max_us: h.max(),
+            },
+        );
+    }
+    out
+}
+
+/// Histograms (in `metric::ALL` order), V2-deflate serialized and base64-encoded, by
+/// metric; empty ones are left out.
+fn encode_histograms(hist: &[Histogram<u64>]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut ser = V2DeflateSerializer::new();
+    for (i, h) in hist.iter().enumerate() {
+        if h.is_empty() {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        if ser.serialize(h, &mut bytes).is_ok() {
+            out.insert(metric::ALL[i].to_string(), BASE64.encode(&bytes));
+        }
+    }
+    out
+}
+
+fn decode_histogram(encoded: &str) -> Option<Histogram<u64>> {
+    use hdrhistogram::serialization::Deserializer;
+    let bytes = BASE64.decode(encoded).ok()?;
+    Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .ok()
+}
+
+/// What the coordinator has merged of all agents' ticks: totals, exact histograms,
+/// evidence and identities, as one process would have recorded them.
+pub(crate) struct Merged {
+    pub(crate) totals: Totals,
+    hist: Vec<Histogram<u64>>,
+    pub(crate) evidence: Evidence,
+    pub(crate) identities: Identities,
+}
+
+impl Merged {
+    pub(crate) fn new() -> Self {
+        Merged {
+            totals: Totals::default(),
+            hist: (0..METRICS).map(|_| new_histogram()).collect(),
+            evidence: Evidence::default(),
+            identities: Identities::new(),
+        }
+    }
+
+    /// Adds one agent tick's deltas. A histogram that does not decode (or a metric this
+    /// version does not know) is skipped, not fatal: counters still add up.
+    pub(crate) fn add(&mut self, t: &AgentTick) {
+        self.totals.merge(&t.interval);
+        self.evidence.merge(&t.evidence);
+        crate::report::merge_identities(&mut self.identities, &t.identities);
+        for (name, enc) in &t.histograms {
+            let Some(i) = metric::ALL.iter().position(|m| m == name) else {
                 continue;
-            }
-            let mut bytes = Vec::new();
-            if ser.serialize(h, &mut bytes).is_ok() {
-                out.insert(metric::ALL[i].to_string(), BASE64.encode(&bytes));
+            };
+            if let Some(h) = decode_histogram(enc) {
+                let _ = self.hist[i].add(&h);
             }
         }
-        out
+    }
+
+    /// Adds another merged interval (a tick into the whole run).
+    pub(crate) fn absorb(&mut self, other: &Merged) {
+        self.totals.merge(&other.totals);
+        self.evidence.merge(&other.evidence);
+        crate::report::merge_identities(&mut self.identities, &other.identities);
+        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
+            let _ = a.add(b);
+        }
+    }
+
+    pub(crate) fn latency(&self) -> BTreeMap<String, LatencyStats> {
+        latency_of(&self.hist)
+    }
+
+    pub(crate) fn encoded_histograms(&self) -> BTreeMap<String, String> {
+        encode_histograms(&self.hist)
     }
 }
 
 /// A stored histogram (`Summary::histograms` value) as `(value_us, count)` pairs in
 /// ascending value order; `None` if it does not decode.
 pub fn histogram_counts(encoded: &str) -> Option<Vec<(u64, u64)>> {
-    use hdrhistogram::serialization::Deserializer;
-    let bytes = BASE64.decode(encoded).ok()?;
-    let h: Histogram<u64> = Deserializer::new()
-        .deserialize(&mut std::io::Cursor::new(bytes))
-        .ok()?;
+    let h = decode_histogram(encoded)?;
     Some(
         h.iter_recorded()
             .map(|v| (v.value_iterated_to(), v.count_at_value()))

@@ -14,11 +14,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::aggregate::Update;
 use crate::aggregate::{self, Gauges};
 use crate::conn::{run_vu, IdentitySource, Matcher, Op, Shared};
+use crate::coordinate::{coordinate, Coordination};
+pub use crate::coordinate::{AgentMsg, Update};
 use crate::plan::{Plan, Step, TargetUrl, Wait};
 use crate::report::{DIM_SOURCE, DIM_TOKEN};
+pub use crate::schedule::Share;
 use crate::schedule::{target_at, Pacer};
 use crate::stats::Dimension;
 use crate::template::Template;
@@ -184,9 +186,11 @@ fn identity_dimensions(plan: &Plan) -> (Vec<IdentitySource>, Vec<Dimension>) {
     (sources, dims)
 }
 
-/// Starts a run. The plan must already be validated. Returns the update stream; cancel
-/// `cancel` to stop early (VUs close with 1000 and flush). `policy` is where the run may
-/// connect (checked on the addresses it resolves to now, and pinned for the run).
+/// Starts a run (one phase) in this process: the coordinator and one agent making the
+/// whole load — the same path as a run split over agents in other processes. The plan
+/// must already be validated. Returns the update stream; cancel `cancel` to stop early
+/// (VUs close with 1000 and flush). `policy` is where the run may connect (checked on
+/// the addresses it resolves to now, and pinned for the run).
 pub async fn start(
     plan: Plan,
     cfg: SwarmConfig,
@@ -194,6 +198,52 @@ pub async fn start(
     rt: &tokio::runtime::Handle,
     policy: crate::outbound::Policy,
 ) -> Result<mpsc::Receiver<Update>, EngineError> {
+    let (tx, rx) = mpsc::channel(256);
+    let (ticks_tx, mut ticks) = mpsc::channel(256);
+    run_agent(
+        plan.clone(),
+        Share::ALL,
+        cfg,
+        cancel.child_token(),
+        rt,
+        policy,
+        ticks_tx,
+    )
+    .await?;
+    // The in-process agent's ticks go straight to the coordinator.
+    rt.spawn(async move {
+        while let Some(t) = ticks.recv().await {
+            if tx.send(AgentMsg::Tick(Box::new(t))).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(coordinate(
+        rx,
+        Coordination {
+            agents: 1,
+            plan,
+            tick: cfg.tick,
+            silence: Duration::from_secs(3600),
+            started: Instant::now(),
+        },
+        cancel,
+        rt,
+    ))
+}
+
+/// Starts one agent: its share of `plan` (agent `share.index` of `share.of`), sending a
+/// tick of deltas to `out` every `cfg.tick` and a last one when all its connections
+/// ended. Errors are setup errors (nothing started).
+pub async fn run_agent(
+    plan: Plan,
+    share: Share,
+    cfg: SwarmConfig,
+    cancel: CancellationToken,
+    rt: &tokio::runtime::Handle,
+    policy: crate::outbound::Policy,
+    out: mpsc::Sender<crate::report::AgentTick>,
+) -> Result<(), EngineError> {
     crate::install_crypto_provider();
     let url = TargetUrl::parse(&plan.target).map_err(EngineError::BadTarget)?;
     // Resolved once for the whole run, and only to addresses the policy allows.
@@ -310,7 +360,6 @@ pub async fn start(
     };
     // Room for a few flushes from every VU before anyone has to keep data back.
     let (tx, rx) = mpsc::channel(4096);
-    let (out_tx, out_rx) = mpsc::channel(64);
     let gauges = Arc::new(Gauges::default());
     let (identities, dims) = identity_dimensions(&plan);
     let shared = Arc::new(Shared {
@@ -337,27 +386,25 @@ pub async fn start(
     let started = Instant::now();
     rt.spawn(aggregate::run(
         rx,
-        out_tx,
+        out,
         gauges.clone(),
         aggregate::Setup {
-            stages: plan.stages.clone(),
+            agent: share.index,
             started,
             tick: cfg.tick,
-            abort: plan.abort_on_fail.then(|| aggregate::AbortOnFail {
-                thresholds: plan.thresholds.clone(),
-                grace: plan.abort_grace.0,
-                cancel: cancel.clone(),
-            }),
             dims,
         },
     ));
-    rt.spawn(control(plan, shared, gauges, started, cancel, cfg.grace));
-    Ok(out_rx)
+    rt.spawn(control(
+        plan, share, shared, gauges, started, cancel, cfg.grace,
+    ));
+    Ok(())
 }
 
 /// Paces VU starts along the schedule; retires the newest VUs on ramp-down; ends the run.
 async fn control(
     plan: Plan,
+    share: Share,
     shared: Arc<Shared>,
     gauges: Arc<Gauges>,
     started: Instant,
@@ -368,21 +415,19 @@ async fn control(
     // The connect-rate cap: starts paced along the clock by the one pure pacer.
     let mut pacer = plan
         .max_connect_rate
-        .map(|r| Pacer::new(r, Duration::from_millis(20)));
+        .map(|r| Pacer::sharded(r, Duration::from_millis(20), share));
     // Every VU's token is a child: cancelling `all` ends every VU.
     let all = CancellationToken::new();
     let mut vus = JoinSet::new();
     // Tokens of started, not yet retired VU slots, oldest first.
     let mut live: Vec<CancellationToken> = Vec::new();
-    let mut next_id = 0u64;
+    // This agent's k-th connection is the run's slot `share.slot(k)` (its `{{vu}}`).
+    let mut next_k = 0u64;
     // The next wake-up: every 5 ms, sooner when the pacer has a start due.
     let mut wake = started;
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => {
-                gauges.cancelled.store(true, Ordering::Relaxed);
-                break;
-            }
+            _ = cancel.cancelled() => break,
             _ = tokio::time::sleep_until(wake.into()) => {}
             Some(_) = vus.join_next(), if !vus.is_empty() => continue,
         }
@@ -391,7 +436,7 @@ async fn control(
         if elapsed >= total {
             break;
         }
-        let want = target_at(&plan.stages, elapsed) as usize;
+        let want = share.target(target_at(&plan.stages, elapsed)) as usize;
         gauges.target.store(want as u32, Ordering::Relaxed);
         while live.len() > want {
             if let Some(t) = live.pop() {
@@ -410,8 +455,8 @@ async fn control(
         for scheduled in starts {
             let token = all.child_token();
             live.push(token.clone());
-            vus.spawn(run_vu(shared.clone(), next_id, scheduled, token));
-            next_id += 1;
+            vus.spawn(run_vu(shared.clone(), share.slot(next_k), scheduled, token));
+            next_k += 1;
         }
         wake = now + Duration::from_millis(5);
         if let (Some(p), true) = (&pacer, live.len() < want) {

@@ -282,12 +282,7 @@ pub fn export_json(
         schema_version: SCHEMA_VERSION,
         generated_by: format!("socketswarm {}", env!("CARGO_PKG_VERSION")),
         plan: plan.redacted(),
-        status: match s.end_reason {
-            Some(engine::EndReason::Cancelled | engine::EndReason::ThresholdFailed) => {
-                "cancelled".into()
-            }
-            _ => "completed".into(),
-        },
+        status: s.end_reason.map_or("completed", |r| r.status()).into(),
         summary: s.clone(),
         diagnosis: d.clone(),
         thresholds: results.to_vec(),
@@ -448,10 +443,7 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
         println!("\naborted early (abort_on_fail): {why}");
     }
     let export = export_json(&plan, &summary, &diagnosis, &results, &series, &ticks);
-    let status = match summary.end_reason {
-        Some(engine::EndReason::Cancelled | engine::EndReason::ThresholdFailed) => "cancelled",
-        _ => "completed",
-    };
+    let status = summary.end_reason.map_or("completed", |r| r.status());
     let input = crate::report::ReportInput {
         plan: &plan,
         status,

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use engine::swarm::{self, SwarmConfig, Update};
-use engine::{EndReason, Plan, Snapshot, Summary};
+use engine::{Plan, Snapshot, Summary};
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -339,10 +339,7 @@ async fn drive(
         }
     }
     if let Some(summary) = merged {
-        let status = match summary.end_reason {
-            Some(EndReason::Cancelled | EndReason::ThresholdFailed) => "cancelled",
-            _ => "completed",
-        };
+        let status = summary.end_reason.map_or("completed", |r| r.status());
         let h = store::Headline {
             peak_open: summary.peak_open as i64,
             opened: summary.totals.opened as i64,
