@@ -1,0 +1,129 @@
+//! The web surface under attack (holes 4, 5, 8b–8d and 8f–8j of the attack report,
+//! `/work/scratch/attacks/RESULTS.md`): stored markup, DNS rebinding, token guessing,
+//! weak tokens, open redirects, CSV and report injection, dot-segment paths and a sandbox
+//! bound beyond loopback. Every test sends what the attacker sent and asserts it fails.
+
+use serde_json::{json, Value};
+
+use crate::common::{spawn_app, App};
+
+/// An export (`POST /api/runs/import`) of a finished 3-second run whose ticks carry
+/// `names` as failure classes.
+fn export_with_failures(names: &[&str]) -> String {
+    let failures = |k: u64| -> Value {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), json!(k + i as u64)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let ticks: Vec<Value> = (1..=3u64)
+        .map(|s| {
+            json!({"seq": s, "elapsed_ms": s * 1000, "target": 10, "open": 5,
+                   "totals": {"attempted": 10 * s, "failures": failures(s)},
+                   "interval": {"attempted": 10, "failures": failures(1)}})
+        })
+        .collect();
+    json!({
+        "schema_version": 1,
+        "status": "completed",
+        "plan": {"name": "imported", "target": "ws://127.0.0.1:9/echo",
+                 "stages": [{"duration": "3s", "connections": 10}]},
+        "summary": {"duration_ms": 3000, "peak_open": 5,
+                    "totals": {"attempted": 30, "failures": failures(3)}},
+        "ticks": ticks,
+    })
+    .to_string()
+}
+
+/// Imports `names` as failure classes; returns the run id and a share id for it.
+async fn import_with_failures(app: &App, names: &[&str]) -> (String, String) {
+    let (status, run) = app
+        .post("/api/runs/import", &export_with_failures(names))
+        .await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let (status, share) = app.post(&format!("/api/runs/{id}/share"), "").await;
+    assert_eq!(status, 201, "{share}");
+    (id, share["id"].as_str().unwrap().to_string())
+}
+
+/// `GET path`, which must answer 200; its body.
+async fn text(app: &App, path: &str) -> String {
+    let r = app.fetch(path).await;
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().await.unwrap()
+}
+
+// ---- 8f: CSV injection -------------------------------------------------------------------
+
+/// Parses RFC 4180 CSV (quoted cells, `""` escapes, CRLF or LF rows).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let (mut row, mut cell) = (Vec::new(), String::new());
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => cell.push(c),
+            (false, '"') if cell.is_empty() => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut cell)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut cell));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => cell.push(c),
+        }
+    }
+    if !cell.is_empty() || !row.is_empty() {
+        row.push(cell);
+        rows.push(row);
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_cells_stay_in_their_column_and_never_start_a_formula() {
+    let app = spawn_app().await;
+    let names = [
+        "a,=HYPERLINK(\"http://127.0.0.1:1/?leak\"),b",
+        "c,+1+2,d",
+        "e,-1+2,f",
+        "g,@SUM(1+1),h",
+        "i\n=2+3\nj",
+    ];
+    let (id, sid) = import_with_failures(&app, &names).await;
+    for path in [
+        format!("/api/runs/{id}/series.csv"),
+        format!("/share/{sid}/series.csv"),
+    ] {
+        let csv = text(&app, &path).await;
+        let rows = parse_csv(&csv);
+        assert_eq!(rows.len(), 4, "{path}: a header and 3 ticks:\n{csv}");
+        let width = rows[0].len();
+        assert!(
+            rows.iter().all(|r| r.len() == width),
+            "{path}: every row has {width} cells:\n{csv}"
+        );
+        for name in names {
+            let head = format!("failed_{name}_per_s");
+            assert!(
+                rows[0].contains(&head),
+                "{path}: no column {head:?}:\n{csv}"
+            );
+        }
+        let formulas: Vec<&String> = rows
+            .iter()
+            .flatten()
+            .filter(|c| c.starts_with(['=', '+', '-', '@', '\t', '\r']))
+            .collect();
+        assert!(formulas.is_empty(), "{path}: formula cells {formulas:?}");
+    }
+}
