@@ -127,3 +127,42 @@ async fn csv_cells_stay_in_their_column_and_never_start_a_formula() {
         assert!(formulas.is_empty(), "{path}: formula cells {formulas:?}");
     }
 }
+
+// ---- 8g: the HTML report's inline data ----------------------------------------------------
+
+/// Up to 80 characters either side of `needle` in `hay`, for failure messages.
+fn around(hay: &str, needle: &str) -> String {
+    let at = hay.find(needle).unwrap_or(0);
+    let from = hay.floor_char_boundary(at.saturating_sub(80));
+    let to = hay.ceil_char_boundary((at + needle.len() + 80).min(hay.len()));
+    hay[from..to].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_data_cannot_open_markup_inside_its_script() {
+    let app = spawn_app().await;
+    let (id, sid) = import_with_failures(&app, &["<!--<script>", "x</script><b>&\u{2028}"]).await;
+    for path in [
+        format!("/api/runs/{id}/report.html"),
+        format!("/share/{sid}/report.html"),
+    ] {
+        let html = text(&app, &path).await;
+        // The data script is the report's last element; find it by its known ends, not
+        // by `<script>` (the injected name holds one).
+        let start = html.find("<script>window.addEventListener('load'").unwrap();
+        let end = html.rfind("</script></body>").unwrap();
+        let data = &html[start + "<script>".len()..end];
+        assert!(data.contains("socketswarmCharts.render"), "{path}: {data}");
+        for bad in ["<!--", "<script", "</", "<b>", "&", "\u{2028}"] {
+            assert!(
+                !data.contains(bad),
+                "{path}: the chart data holds {bad:?} raw: …{}…",
+                around(data, bad)
+            );
+        }
+        assert!(
+            data.contains(r"\u003c!--\u003cscript\u003e"),
+            "{path}: the name is kept, escaped"
+        );
+    }
+}
