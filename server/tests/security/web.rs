@@ -166,3 +166,54 @@ async fn report_data_cannot_open_markup_inside_its_script() {
         );
     }
 }
+
+// ---- 4: stored HTML injection through <textarea> ------------------------------------
+
+/// Markup that closes a `<textarea>` and adds a heading and a redirect, tagged `tag`.
+fn markup(tag: &str) -> String {
+    format!(
+        "</textarea><h1 id={tag}>INJECTED-{tag}</h1><meta http-equiv=refresh content='0;url=http://127.0.0.1:1/'>"
+    )
+}
+
+fn common_plan(app: &App) -> Value {
+    crate::common::plan("p", &app.ws("/echo"), 1, "1s", "1s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_markup_in_a_note_or_a_plan_stays_text() {
+    let app = spawn_app().await;
+    let (id, _) = import_with_failures(&app, &["http_429"]).await;
+    let note = json!({"tags": ["x"], "note": markup("RUNNOTE")}).to_string();
+    let (status, body) = app
+        .send("PUT", &format!("/api/runs/{id}/meta"), &note)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut plan = common_plan(&app);
+    plan["name"] = markup("PLANNAME").into();
+    plan["script"] = json!([{"send": markup("PLANBODY")}]);
+    let (status, saved) = app.post("/api/plans", &plan.to_string()).await;
+    assert_eq!(status, 201, "{saved}");
+    let pid = saved["id"].as_str().unwrap();
+
+    for (path, tag) in [
+        (format!("/runs/{id}"), "RUNNOTE"),
+        (format!("/plans/{pid}"), "PLANNAME"),
+        (format!("/plans/{pid}"), "PLANBODY"),
+    ] {
+        let html = text(&app, &path).await;
+        assert!(
+            !html.contains(&format!("<h1 id={tag}>")),
+            "{path}: the stored `{tag}` markup is live: …{}…",
+            around(&html, &format!("<h1 id={tag}>"))
+        );
+        assert!(
+            html.contains(&format!("&lt;/textarea&gt;&lt;h1 id={tag}&gt;")),
+            "{path}: the `{tag}` text is shown, escaped"
+        );
+    }
+    // Defence in depth: markup that gets through anyway cannot style the page.
+    let r = app.fetch(&format!("/plans/{pid}")).await;
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("style-src 'self';"), "{csp}");
+}
