@@ -140,12 +140,26 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
     Redirect::to(&format!("/login?next={}", app::api::encode(&next_path))).into_response()
 }
 
-/// Only same-site relative paths (no `//host`, no scheme) are followed after login.
+/// Where to go after login: a path on this server, else `/`.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n) if is_local_path(n) => n.to_string(),
         _ => "/".into(),
     }
+}
+
+/// `/` alone or `/` then a character that is neither `/` nor `\`, with no control
+/// character, whitespace or backslash anywhere. Browsers parse `Location` leniently
+/// (WHATWG URL): they drop tabs and newlines anywhere and read `\` as `/`, so
+/// `/\t/evil.example/` or `/\evil.example` become `//evil.example/`, another host
+/// (attack 8d). Percent-encoded characters are fine: they stay in the path.
+fn is_local_path(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next() == Some('/')
+        && !matches!(chars.next(), Some('/' | '\\'))
+        && !n
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
 }
 
 #[derive(Deserialize)]
@@ -299,6 +313,19 @@ mod tests {
         assert_eq!(safe_next(Some("/runs?tag=a")), "/runs?tag=a");
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        for evil in [
+            "/\t/evil.example/",
+            "/\\evil",
+            "/x\\y",
+            "/\n/e",
+            "/ /e",
+            "/\u{0}",
+            "/\u{a0}/e",
+        ] {
+            assert_eq!(safe_next(Some(evil)), "/", "{evil:?}");
+        }
+        assert_eq!(safe_next(Some("/")), "/");
+        assert_eq!(safe_next(Some("/runs/a%20b?q=%09")), "/runs/a%20b?q=%09");
         assert_eq!(safe_next(None), "/");
         let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
         assert!(is_public(&get, "/share/abc") && is_public(&get, "/pkg/socketswarm.wasm"));

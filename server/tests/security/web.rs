@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{spawn_app, App};
+use crate::common::{args, spawn_app, spawn_with, App};
 
 /// An export (`POST /api/runs/import`) of a finished 3-second run whose ticks carry
 /// `names` as failure classes.
@@ -216,4 +216,71 @@ async fn stored_markup_in_a_note_or_a_plan_stays_text() {
     let r = app.fetch(&format!("/plans/{pid}")).await;
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("style-src 'self';"), "{csp}");
+}
+
+// ---- 8d: open redirect after login -------------------------------------------------------
+
+/// A token that passes the startup rules (24+ characters, varied).
+const TOKEN: &str = "Sw4rm-attack-tests-9QzK2xLv";
+
+async fn app_with(f: impl FnOnce(&mut server::config::ServeArgs)) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path().join("t.db"));
+    f(&mut a);
+    spawn_with(a, dir).await
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_sends_nobody_off_site() {
+    let app = app_with(|a| a.access_token = Some(TOKEN.into())).await;
+    let http = no_redirects();
+    for next in [
+        "/\t/evil.example/",
+        "/\n/evil.example/",
+        "/ /evil.example/",
+        "/\\evil.example/",
+        "/\u{0}/evil.example/",
+        "//evil.example/",
+        "/runs\\..\\\\evil.example",
+        "https://evil.example/",
+    ] {
+        let r = http
+            .post(format!("{}/login", app.base))
+            .form(&[("token", TOKEN), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{next:?}");
+        assert_eq!(r.headers()["location"], "/", "next = {next:?}");
+        let page = text(&app, &format!("/login?next={}", app::api::encode(next))).await;
+        assert!(
+            page.contains(r#"name="next" value="/""#),
+            "the login form keeps {next:?}"
+        );
+    }
+    let r = http
+        .post(format!("{}/login", app.base))
+        .form(&[("token", TOKEN), ("next", "/runs?tag=a b")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/", "a space is refused too");
+    let r = http
+        .post(format!("{}/login", app.base))
+        .form(&[("token", TOKEN), ("next", "/runs?tag=a")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["location"],
+        "/runs?tag=a",
+        "local paths are kept"
+    );
 }
