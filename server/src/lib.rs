@@ -128,6 +128,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let settings = args
         .validate()
         .map_err(|p| anyhow::anyhow!("invalid settings:\n{p}"))?;
+    for (flag, addr) in settings.exposed_sandboxes() {
+        tracing::warn!(%addr, "SANDBOX TARGET ON A NON-LOOPBACK ADDRESS ({flag}, --allow-remote): anyone who can reach it can hold connections on this machine and read its /stats; it has no access token");
+    }
     let nofile = raise_nofile();
     let max_connections = args.max_connections.min(nofile.saturating_sub(200) as u32);
     let limits = Limits {

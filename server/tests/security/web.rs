@@ -284,3 +284,68 @@ async fn login_sends_nobody_off_site() {
         "local paths are kept"
     );
 }
+
+// ---- 8c: weak access tokens --------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weak_access_token_is_refused_at_startup() {
+    for weak in [
+        "aaaaaaaaaaaaaaaa",
+        "0123456789abcdef0123",
+        "abcabcabcabcabcabcabcabcabcabc",
+        "0123456789012345678901234567",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path().join("t.db"));
+        a.access_token = Some(weak.into());
+        match server::start(a).await {
+            Ok(running) => {
+                running.stop().await;
+                panic!("started with the weak token {weak:?}");
+            }
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("--access-token"), "{e}");
+                assert!(e.contains("SOCKETSWARM_ACCESS_TOKEN"), "{e}");
+                assert!(e.contains("openssl rand -hex 24"), "{e}");
+                assert!(!e.contains(weak), "the error repeats the token: {e}");
+            }
+        }
+    }
+    let mut a = args("x.db".into());
+    a.access_token = Some(TOKEN.into());
+    assert!(a.validate().is_ok(), "a strong token passes");
+}
+
+// ---- 8j: the sandbox beyond loopback ------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_stays_on_loopback_unless_allowed() {
+    for (flag, set) in [
+        (
+            "--sandbox",
+            (|a: &mut server::config::ServeArgs| a.sandbox = "0.0.0.0:0".into())
+                as fn(&mut server::config::ServeArgs),
+        ),
+        ("--sandbox-tls", |a| a.sandbox_tls = "0.0.0.0:0".into()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path().join("t.db"));
+        set(&mut a);
+        match server::start(a).await {
+            Ok(running) => {
+                let at = (running.sandbox, running.sandbox_tls);
+                running.stop().await;
+                panic!("{flag} 0.0.0.0:0 started the sandbox on {at:?} without a word");
+            }
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains(flag) && e.contains("--allow-remote"), "{e}");
+            }
+        }
+        let mut a = args(dir.path().join("t.db"));
+        set(&mut a);
+        a.allow_remote = true;
+        assert!(a.validate().is_ok(), "{flag}: --allow-remote accepts it");
+    }
+}
