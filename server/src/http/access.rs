@@ -35,19 +35,61 @@ pub(super) fn router() -> Router<AppState> {
 
 /// Requests anyone may make, token or not: reads of the login page, static assets,
 /// health and share links; the login form; and the share links' own server fn (it
-/// answers only for a valid share id). Nothing else that changes state.
+/// answers only for a valid share id). Nothing else that changes state. Routes match
+/// whole segments (a share id is one segment, its downloads are named), never a prefix,
+/// and only paths that passed [`unroutable`] get here.
 fn is_public(method: &Method, path: &str) -> bool {
     if *method == Method::POST {
-        return path == "/login" || path.starts_with("/api/share_view");
+        return path == "/login" || path == "/api/share_view";
     }
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
     matches!(*method, Method::GET | Method::HEAD)
-        && (path == "/login"
-            || path == "/api/health"
-            || path == "/favicon.svg"
-            || path == "/charts.js"
-            || path.starts_with("/pkg/")
-            || path.starts_with("/share/")
-            || path.starts_with("/api/shares/"))
+        && match segments.as_slice() {
+            ["login"] | ["api", "health"] | ["favicon.svg"] | ["charts.js"] => true,
+            // The built site's files (the file server refuses traversal on its own).
+            ["pkg", files @ ..] => !files.is_empty() && files.iter().all(|f| !f.is_empty()),
+            ["share", sid]
+            | ["share", sid, "report.html" | "export.json" | "series.csv" | "events"]
+            | ["api", "shares", sid] => !sid.is_empty(),
+            _ => false,
+        }
+}
+
+/// Why the request path cannot be taken as it is written (`None` = fine): it does not
+/// start with `/`, or has a `.` or `..` segment (raw or percent-encoded, `%2e`), an
+/// empty segment (`//`), or a separator hidden in a segment (`%2f`, `%5c`, `\`). The
+/// guard and the router read the path as written while browsers, proxies and file
+/// servers would resolve it, so the two could disagree about which route it is:
+/// `/share/../runs` passed the guard as a share link and rendered the private Runs page
+/// (attack 8h). No link of the app has such a path, so they are refused outright.
+fn unroutable(path: &str) -> Option<&'static str> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Some("the path does not start with `/`");
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, raw) in segments.iter().enumerate() {
+        let seg = raw.to_ascii_lowercase();
+        if seg.is_empty() && i < last {
+            return Some("the path has an empty segment (`//`)");
+        }
+        if matches!(seg.replace("%2e", ".").as_str(), "." | "..") {
+            return Some("the path has a `.` or `..` segment");
+        }
+        if seg.contains("%2f") || seg.contains("%5c") || seg.contains('\\') {
+            return Some("a path segment holds an encoded `/` or a `\\`");
+        }
+    }
+    None
+}
+
+/// 400 for a path that [`unroutable`] refused.
+fn bad_path(why: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "bad_request", "message": format!("{why}: not routed")})),
+    )
+        .into_response()
 }
 
 /// Equal without an early exit (no timing hint about how much of a guess was right).
@@ -110,6 +152,10 @@ fn forbidden(why: &str) -> Response {
 
 /// The middleware (see the module docs).
 pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(why) = unroutable(req.uri().path()) {
+        tracing::warn!(path = req.uri().path(), "{why}: refused");
+        return bad_path(why);
+    }
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if unsafe_method {
         if let Some(why) = cross_site(req.headers()) {
@@ -336,5 +382,43 @@ mod tests {
             "revoking a link needs the token"
         );
         assert!(!is_public(&post, "/api/runs"));
+        assert!(is_public(&get, "/share/abc/series.csv") && is_public(&get, "/api/shares/abc"));
+        for private in [
+            "/share/abc/runs",
+            "/share/",
+            "/api/shares/a/b",
+            "/pkg/",
+            "/loginx",
+        ] {
+            assert!(!is_public(&get, private), "{private}");
+        }
+    }
+
+    #[test]
+    fn paths_with_dot_segments_are_not_routed() {
+        for bad in [
+            "/share/../runs",
+            "/share/%2e%2E/runs",
+            "/share/.%2e",
+            "/./runs",
+            "/share//runs",
+            "//runs",
+            "/share/a%2f..%2fruns",
+            "/share/a%5Cb",
+            "/share/a\\b",
+            "*",
+        ] {
+            assert!(unroutable(bad).is_some(), "{bad}");
+        }
+        for good in [
+            "/",
+            "/runs",
+            "/runs/",
+            "/share/abc/report.html",
+            "/pkg/a.b.js",
+            "/x/..y",
+        ] {
+            assert_eq!(unroutable(good), None, "{good}");
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{args, spawn_app, spawn_with, App};
+use crate::common::{args, raw, spawn_app, spawn_with, App};
 
 /// An export (`POST /api/runs/import`) of a finished 3-second run whose ticks carry
 /// `names` as failure classes.
@@ -348,4 +348,44 @@ async fn the_sandbox_stays_on_loopback_unless_allowed() {
         a.allow_remote = true;
         assert!(a.validate().is_ok(), "{flag}: --allow-remote accepts it");
     }
+}
+
+// ---- 8h: dot segments past the token guard -------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segment_paths_are_refused_before_routing() {
+    let app = app_with(|a| a.access_token = Some(TOKEN.into())).await;
+    for path in [
+        "/share/../runs",
+        "/share/../runs/new",
+        "/share/../plans",
+        "/pkg/../runs",
+        "/api/shares/../../runs",
+        "/api/shares/../../api/runs",
+        "/share/%2e%2e/runs",
+        "/share/%2E./runs",
+        "/share/.%2e/api/runs",
+        "/share/./x",
+        "/share/abc/./report.html",
+        "/share//runs",
+        "//runs",
+        "/share/..",
+    ] {
+        let (status, answer) = raw(&app, "GET", path, &[], "").await;
+        assert_eq!(status, 400, "GET {path}: {answer}");
+        assert!(
+            !answer.contains("<h1>"),
+            "GET {path} renders a page: {answer}"
+        );
+    }
+    // Public routes match exactly: a share id is one segment, downloads are named.
+    let (status, _) = raw(&app, "GET", "/share/abc/runs", &[], "").await;
+    assert_eq!(
+        status, 303,
+        "/share/abc/runs is not a share route: to the login"
+    );
+    let (status, _) = raw(&app, "GET", "/api/shares/abc/x", &[], "").await;
+    assert_eq!(status, 401);
+    let (status, _) = raw(&app, "GET", "/runs", &[], "").await;
+    assert_eq!(status, 303);
 }
