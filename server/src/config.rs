@@ -126,6 +126,12 @@ pub struct ServeArgs {
     /// at it.
     #[arg(long, env = "SOCKETSWARM_STARTER_PLAN", default_value_t = true, action = clap::ArgAction::Set)]
     pub starter_plan: bool,
+    /// The URL people and proxies reach this server at, e.g.
+    /// `https://socketswarm.example.com` (scheme, host, optional port; no path). Its
+    /// host and port are accepted in `Host` besides the listen address: requests naming
+    /// any other host get 421 (DNS rebinding guard).
+    #[arg(long, env = "SOCKETSWARM_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Listen on a non-loopback address WITHOUT an access token, or put the sandbox
     /// target on one (it has no token at all). Anyone who can reach the port can aim
     /// load anywhere the allowlist permits, or use the sandbox. Logged loudly.
@@ -214,6 +220,8 @@ pub struct Settings {
     pub sandbox_tls: Option<SocketAddr>,
     pub max_duration: std::time::Duration,
     pub allowlist: crate::allow::Allowlist,
+    /// `--public-url`, checked.
+    pub public_url: Option<url::Url>,
 }
 
 impl Settings {
@@ -294,6 +302,11 @@ impl ServeArgs {
             problems.push(p);
             crate::allow::Allowlist::default()
         });
+        let public_url = self.public_url.as_deref().and_then(|u| {
+            crate::http::hosts::parse_public_url(u)
+                .map_err(|e| problems.push(format!("--public-url (SOCKETSWARM_PUBLIC_URL): {e}")))
+                .ok()
+        });
         if !(50..=60_000).contains(&self.tick_ms) {
             problems.push(format!(
                 "--tick-ms: {} must be between 50 and 60000",
@@ -306,6 +319,7 @@ impl ServeArgs {
                 sandbox_tls,
                 max_duration,
                 allowlist,
+                public_url,
             })
         } else {
             Err(problems.join("\n"))

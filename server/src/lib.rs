@@ -213,6 +213,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let hosts = http::hosts::HostAllowlist::new(addr, settings.public_url.as_ref());
+    tracing::info!("answering to Host: {}", hosts.describe());
     let leptos_options = LeptosOptions::builder()
         .output_name("socketswarm")
         .site_root(args.site_root.clone())
@@ -231,6 +233,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             .access_token
             .clone()
             .map(|t| std::sync::Arc::from(t.trim())),
+        hosts: Arc::new(hosts),
     };
     let app = http::router(state);
     let stop = shutdown.clone();

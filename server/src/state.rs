@@ -23,6 +23,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// `--access-token`, when set (see `http::access`).
     pub access_token: Option<Arc<str>>,
+    /// The `Host` values requests may name (listen address, `--public-url`).
+    pub hosts: Arc<crate::http::hosts::HostAllowlist>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -1,5 +1,8 @@
 //! Who may do what, as one middleware in front of every route:
 //!
+//! 0. Names and paths, before anything else: a request must name this server in `Host`
+//!    (see [`super::hosts`]; else 421, against DNS rebinding), and its path must be
+//!    routable as written (no `.`/`..`/empty segments; else 400, see [`unroutable`]).
 //! 1. Cross-site request forgery: a state-changing request (anything but GET, HEAD,
 //!    OPTIONS) whose `Origin` is not this server, or whose `Sec-Fetch-Site` is not
 //!    `same-origin`/`none`, is refused with 403 — with or without an access token, so a
@@ -22,6 +25,7 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::hosts::HostAllowlist;
 use crate::state::AppState;
 
 /// Name of the session cookie.
@@ -81,6 +85,42 @@ fn unroutable(path: &str) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// The first name in the request that is not this server's, if any: its `Host` header
+/// and the authority of its URI (absolute-form requests, HTTP/2) must both be ours, and
+/// a request with neither is refused too (`None` = fine).
+fn misdirected(req: &Request, hosts: &HostAllowlist) -> Option<String> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let authority = req.uri().authority().map(|a| a.as_str());
+    if host.is_none() && authority.is_none() {
+        return Some("(none)".into());
+    }
+    host.into_iter()
+        .chain(authority)
+        .find(|h| !hosts.allows(h))
+        .map(str::to_string)
+}
+
+/// 421 for a request naming another host, in one line that says what to do.
+fn misdirected_answer(host: &str, hosts: &HostAllowlist) -> Response {
+    let shown: String = host
+        .chars()
+        .take(100)
+        .flat_map(char::escape_default)
+        .collect();
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "421 Misdirected Request: this server does not answer to the host `{shown}`, only to {}; if it is reached by that name, start it with --public-url (SOCKETSWARM_PUBLIC_URL).\n",
+            hosts.describe()
+        ),
+    )
+        .into_response()
 }
 
 /// 400 for a path that [`unroutable`] refused.
@@ -152,6 +192,10 @@ fn forbidden(why: &str) -> Response {
 
 /// The middleware (see the module docs).
 pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(host) = misdirected(&req, &st.hosts) {
+        tracing::warn!(host, path = req.uri().path(), "foreign Host: refused (421)");
+        return misdirected_answer(&host, &st.hosts);
+    }
     if let Some(why) = unroutable(req.uri().path()) {
         tracing::warn!(path = req.uri().path(), "{why}: refused");
         return bad_path(why);

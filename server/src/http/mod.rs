@@ -3,6 +3,7 @@
 mod access;
 mod events;
 mod history;
+pub mod hosts;
 mod runs;
 
 use axum::http::{header, HeaderValue};

@@ -33,6 +33,7 @@ pub fn args(db: PathBuf) -> ServeArgs {
         access_token: None,
         allow_target: Vec::new(),
         starter_plan: false,
+        public_url: None,
     }
 }
 

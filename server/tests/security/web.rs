@@ -389,3 +389,64 @@ async fn dot_segment_paths_are_refused_before_routing() {
     let (status, _) = raw(&app, "GET", "/runs", &[], "").await;
     assert_eq!(status, 303);
 }
+
+// ---- 5: DNS rebinding of the UI -------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_host_name_is_misdirected_on_every_route() {
+    let app = spawn_app().await;
+    let port = app.base.rsplit(':').next().unwrap().to_string();
+    let evil_host = format!("rebind.example:{port}");
+    let evil_origin = format!("http://{evil_host}");
+    let plan = common_plan(&app).to_string();
+    let evil = [
+        ("Host", evil_host.as_str()),
+        ("Origin", evil_origin.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, answer) = raw(&app, "POST", "/api/runs", &evil, &plan).await;
+    assert_eq!(status, 421, "a rebound page launched a run: {answer}");
+    assert!(answer.contains("--public-url"), "{answer}");
+    for path in [
+        "/api/runs",
+        "/runs",
+        "/api/health",
+        "/api/runs/x/events",
+        "/share/0123456789abcdef",
+        "/pkg/socketswarm.css",
+        "/login",
+    ] {
+        let (status, answer) = raw(&app, "GET", path, &evil[..1], "").await;
+        assert_eq!(status, 421, "GET {path} with Host {evil_host}: {answer}");
+    }
+    let (_, list) = app.get("/api/runs").await;
+    assert_eq!(list, json!([]), "nothing was launched");
+    // The names this server is reachable as still work.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, answer) = raw(&app, "GET", "/api/health", &[("Host", &host)], "").await;
+        assert_eq!(status, 200, "Host {host}: {answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_url_is_one_more_name_and_is_checked_at_startup() {
+    let app = app_with(|a| a.public_url = Some("http://Swarm.example:8080".into())).await;
+    for (host, want) in [
+        ("swarm.example:8080", 200),
+        ("SWARM.EXAMPLE:8080", 200),
+        ("swarm.example", 421),
+        ("rebind.example:8080", 421),
+    ] {
+        let (status, answer) = raw(&app, "GET", "/api/health", &[("Host", host)], "").await;
+        assert_eq!(status, want, "Host {host}: {answer}");
+    }
+    let mut a = args("x.db".into());
+    a.public_url = Some("https://swarm.example/app".into());
+    let e = a.validate().unwrap_err();
+    assert!(e.contains("--public-url (SOCKETSWARM_PUBLIC_URL)"), "{e}");
+}
