@@ -234,12 +234,17 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             .clone()
             .map(|t| std::sync::Arc::from(t.trim())),
         hosts: Arc::new(hosts),
+        throttle: Arc::default(),
     };
     let app = http::router(state);
     let stop = shutdown.clone();
     let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
+        // The peer address goes into each request: wrong tokens are counted per client.
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!("http server: {e}");
         }

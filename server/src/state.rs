@@ -25,6 +25,9 @@ pub struct AppState {
     pub access_token: Option<Arc<str>>,
     /// The `Host` values requests may name (listen address, `--public-url`).
     pub hosts: Arc<crate::http::hosts::HostAllowlist>,
+    /// Wrong-token records per client address, shared by every request (`/login`, and
+    /// the guard for Bearer and cookie tokens).
+    pub throttle: Arc<crate::http::throttle::LoginThrottle>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

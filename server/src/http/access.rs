@@ -14,10 +14,15 @@
 //!    the API answers 401. Open without a token: the login page, static assets,
 //!    `/api/health`, and share links (`/share/{id}`, their downloads, `/api/shares/{id}`
 //!    and the `share_view` server fn), each of which reaches only what it names.
+//!    Wrong tokens are throttled per client address (see [`super::throttle`]): after a
+//!    few, 429 with `Retry-After` and a lockout that doubles with each failure.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{header, request::Parts, Extensions, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -157,6 +162,51 @@ fn presented(headers: &HeaderMap, token: &str) -> bool {
         || cookie_token(headers).is_some_and(|c| same(c.as_bytes(), token.as_bytes()))
 }
 
+/// Whether the request offers a token at all: an `Authorization` header (of any kind)
+/// or the session cookie. Only those count as login attempts.
+fn offers_token(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || cookie_token(headers).is_some()
+}
+
+/// The client's address (the TCP peer) that login attempts are counted under. Requests
+/// that did not come through the listener (router tests) share the unspecified address.
+fn client_ip(extensions: &Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// [`client_ip`] as an extractor, for the login form.
+struct ClientIp(IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_ip(&parts.extensions)))
+    }
+}
+
+/// A lockout as `Retry-After` seconds (rounded up, at least 1).
+fn retry_secs(wait: Duration) -> u64 {
+    wait.as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// 429 for a token offered while its address is locked out.
+fn locked_out(wait: Duration) -> Response {
+    let secs = retry_secs(wait);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.to_string())],
+        Json(json!({"error": "too_many_attempts", "message": format!("too many wrong access tokens from this address: try again in {secs} s")})),
+    )
+        .into_response()
+}
+
 /// Why a state-changing request looks cross-site (`None` = fine). Browsers set
 /// `Sec-Fetch-Site` themselves (pages cannot forge it), so when it is present it decides;
 /// otherwise a present `Origin` must be this server.
@@ -211,8 +261,25 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
         return next.run(req).await;
     };
     let path = req.uri().path();
-    if is_public(req.method(), path) || presented(req.headers(), token) {
+    if is_public(req.method(), path) {
         return next.run(req).await;
+    }
+    let client = client_ip(req.extensions());
+    let offered = offers_token(req.headers());
+    if offered {
+        if let Some(wait) = st.throttle.locked(client, Instant::now()) {
+            return locked_out(wait);
+        }
+    }
+    if presented(req.headers(), token) {
+        st.throttle.succeeded(client);
+        return next.run(req).await;
+    }
+    if offered {
+        tracing::warn!(%client, path, "wrong access token");
+        if let Some(wait) = st.throttle.failed(client, Instant::now()) {
+            return locked_out(wait);
+        }
     }
     if path.starts_with("/api/") || unsafe_method {
         return (
@@ -259,7 +326,11 @@ struct LoginQuery {
     failed: bool,
 }
 
-fn page(next: &str, failed: bool) -> Html<String> {
+/// The login form's message after a wrong token.
+const WRONG_TOKEN: &str = "That is not this server's token.";
+
+/// The login form, going back to `next`, with an error line if any.
+fn page(next: &str, error: Option<&str>) -> Html<String> {
     let esc = crate::report::esc;
     Html(format!(
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -272,16 +343,17 @@ fn page(next: &str, failed: bool) -> Html<String> {
 <label class="field"><span class="field__label">Token</span><input class="field__input" type="password" name="token" autocomplete="current-password" autofocus></label>
 {err}<button class="button" type="submit">Log in</button></form></main></body></html>"#,
         next = esc(next),
-        err = if failed {
-            r#"<p class="error">That is not this server's token.</p>"#
-        } else {
-            ""
-        }
+        err = error
+            .map(|e| format!(r#"<p class="error">{}</p>"#, esc(e)))
+            .unwrap_or_default()
     ))
 }
 
 async fn login_page(q: axum::extract::Query<LoginQuery>) -> Html<String> {
-    page(&safe_next(q.next.as_deref()), q.failed)
+    page(
+        &safe_next(q.next.as_deref()),
+        q.failed.then_some(WRONG_TOKEN),
+    )
 }
 
 #[derive(Deserialize)]
@@ -290,19 +362,42 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+/// The login form again, with 429 and `Retry-After`, while the address is locked out.
+fn login_locked_out(next: &str, wait: Duration) -> Response {
+    let secs = retry_secs(wait);
+    let why = format!("Too many wrong tokens from this address: try again in {secs} s.");
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.to_string())],
+        page(next, Some(&why)),
+    )
+        .into_response()
+}
+
+async fn login(
+    State(st): State<AppState>,
+    ClientIp(client): ClientIp,
+    Form(f): Form<LoginForm>,
+) -> Response {
     let next = safe_next(f.next.as_deref());
     let Some(token) = st.access_token.as_deref() else {
         return Redirect::to(&next).into_response();
     };
+    if let Some(wait) = st.throttle.locked(client, Instant::now()) {
+        return login_locked_out(&next, wait);
+    }
     if !same(f.token.trim().as_bytes(), token.as_bytes()) {
-        tracing::warn!("login with a wrong access token");
+        tracing::warn!(%client, "login with a wrong access token");
+        if let Some(wait) = st.throttle.failed(client, Instant::now()) {
+            return login_locked_out(&next, wait);
+        }
         return Redirect::to(&format!(
             "/login?failed=true&next={}",
             app::api::encode(&next)
         ))
         .into_response();
     }
+    st.throttle.succeeded(client);
     Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header(header::LOCATION, next)

@@ -5,6 +5,7 @@ mod events;
 mod history;
 pub mod hosts;
 mod runs;
+pub mod throttle;
 
 use axum::http::{header, HeaderValue};
 use axum::Router;

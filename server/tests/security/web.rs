@@ -450,3 +450,76 @@ async fn the_public_url_is_one_more_name_and_is_checked_at_startup() {
     let e = a.validate().unwrap_err();
     assert!(e.contains("--public-url (SOCKETSWARM_PUBLIC_URL)"), "{e}");
 }
+
+// ---- 8b: token guessing ----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_lock_the_address_out_for_a_while() {
+    let app = app_with(|a| a.access_token = Some(TOKEN.into())).await;
+    let http = no_redirects();
+    let login = |token: String| {
+        http.post(format!("{}/login", app.base))
+            .form(&[("token", token.as_str()), ("next", "/runs")])
+            .send()
+    };
+    let mut seen = Vec::new();
+    let mut locked = None;
+    for i in 0..20 {
+        let r = login(format!("wrong-guess-{i:06}-xxxxxxxxxxxx"))
+            .await
+            .unwrap();
+        seen.push(r.status().as_u16());
+        if r.status() == 429 {
+            locked = Some((std::time::Instant::now(), r));
+            break;
+        }
+    }
+    let Some((since, r)) = locked else {
+        panic!("20 wrong tokens, never a 429: {seen:?}");
+    };
+    assert!(seen.len() <= 6, "locked only after {seen:?}");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry), "Retry-After: {retry}");
+    // The lockout holds for Bearer guesses too, and even the right token waits.
+    let bearer = |token: &str| {
+        http.get(format!("{}/api/runs", app.base))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+    let wrong = bearer("wrong-guess-bearer-xxxxxxxxxx").await.unwrap();
+    let right = bearer(TOKEN).await.unwrap();
+    if since.elapsed().as_secs() < retry {
+        assert_eq!(wrong.status(), 429, "a Bearer guess while locked out");
+        assert_eq!(right.status(), 429, "no answer tells a guess is right");
+    }
+    // Another address (127.0.0.2 is loopback too) is not locked out.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = elsewhere
+        .get(format!("{}/api/runs", app.base))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the right token from another address");
+    // Once the lockout ends, the right token works again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(retry + 10);
+    loop {
+        let r = bearer(TOKEN).await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 429);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still locked out after {retry} s + 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
