@@ -262,7 +262,9 @@ pub fn histogram(h: &engine::compare::HistogramView) -> ChartSpec {
     }
 }
 
-/// Colours of the runs in a comparison, in order.
+/// Colours of the runs in a comparison, in order. The run cards repeat them as CSS
+/// classes (`.cmp__run--0` … `--3` in `style/main.css`): the page CSP allows no `style`
+/// attribute.
 pub const RUN_COLORS: [&str; 4] = ["#2b6cb0", "#dd6b20", "#38a169", "#805ad5"];
 
 /// One line per run on a shared elapsed-time axis (the union of the runs' ticks, to

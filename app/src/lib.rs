@@ -97,7 +97,10 @@ pub fn App() -> impl IntoView {
 /// The page's `Content-Security-Policy`: scripts only from this origin or carrying this
 /// response's nonce (Leptos puts it on its own inline hydration scripts), WebAssembly
 /// allowed, connections (server functions, SSE) only to this origin, never framed, forms
-/// post only here. Inline `style` attributes stay allowed (uPlot and the run colours).
+/// post only here. Styles only from this origin's stylesheets: no `<style>` element or
+/// `style` attribute in the markup works, so injected markup cannot restyle the page or
+/// read it out through CSS selectors. uPlot sizes its charts through the CSSOM
+/// (`el.style.width = …`), which CSP does not govern, and the run colours are classes.
 #[cfg(feature = "ssr")]
 fn content_security_policy() {
     let (Some(nonce), Some(resp)) = (
@@ -108,7 +111,7 @@ fn content_security_policy() {
     };
     let csp = format!(
         "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; \
-         style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+         style-src 'self'; img-src 'self' data:; connect-src 'self'; \
          object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     );
     if let Ok(v) = http::HeaderValue::from_str(&csp) {

@@ -511,7 +511,9 @@ impl Series {
 
     /// The series as CSV, one row per tick: `t_s,target,open,opened_per_s`, then
     /// `failed_<kind>_per_s`, `dropped_<kind>_per_s`, `sent_per_s`, `received_per_s`
-    /// and `<metric>_<q>_ms` columns (empty cell = no sample that second).
+    /// and `<metric>_<q>_ms` columns (empty cell = no sample that second). Header cells
+    /// carry outcome names, which an imported run can set to anything, so each goes
+    /// through [`csv_cell`]; the other cells are numbers we format.
     pub fn to_csv(&self) -> String {
         let mut head = vec![
             "t_s".to_string(),
@@ -543,6 +545,7 @@ impl Series {
                 cols.push(v.clone());
             }
         }
+        let head: Vec<String> = head.iter().map(|h| csv_cell(h).into_owned()).collect();
         let mut out = head.join(",");
         out.push('\n');
         for i in 0..self.t.len() {
@@ -654,6 +657,28 @@ impl Series {
     }
 }
 
+/// One CSV cell (RFC 4180): quoted when it holds `,`, `"`, CR or LF (quotes doubled),
+/// so a name never spills into other cells or rows; and a cell that a spreadsheet would
+/// read as a formula (starting with `=`, `+`, `-`, `@`, tab or CR) gets a leading `'`
+/// (OWASP "CSV injection"). Only for text cells: numbers stay as they are.
+pub fn csv_cell(text: &str) -> std::borrow::Cow<'_, str> {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quote = text.contains([',', '"', '\n', '\r']);
+    if !formula && !quote {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let cell = if formula {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    if quote {
+        std::borrow::Cow::Owned(format!("\"{}\"", cell.replace('"', "\"\"")))
+    } else {
+        std::borrow::Cow::Owned(cell)
+    }
+}
+
 #[cfg(test)]
 mod series_tests {
     use super::*;
@@ -685,6 +710,36 @@ mod series_tests {
         assert_eq!(lines[1], "1,10,5,5,0,0,0");
         assert_eq!(lines[2], "2,10,3,3,4,0,0");
         assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn csv_quotes_header_cells_so_names_stay_in_their_column() {
+        let mut a = snap(1, 1000, 5, 0);
+        for name in ["a,=HYPERLINK(\"x\"),b", "i\n=2+3\nj", "plain"] {
+            a.interval.failures.insert(name.into(), 1);
+        }
+        a.interval.closes.insert("=1+2".into(), 1);
+        assert_eq!(
+            Series::from_snapshots(&[a]).to_csv(),
+            "t_s,target,open,opened_per_s,\"failed_a,=HYPERLINK(\"\"x\"\"),b_per_s\",\
+             \"failed_i\n=2+3\nj_per_s\",failed_plain_per_s,\
+             dropped_=1+2_per_s,sent_per_s,received_per_s\n1,10,5,5,1,1,1,1,0,0\n"
+        );
+    }
+
+    #[test]
+    fn csv_cells_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_cell("t_s"), "t_s");
+        assert_eq!(csv_cell("=1+2"), "'=1+2");
+        assert_eq!(csv_cell("+1"), "'+1");
+        assert_eq!(csv_cell("-1"), "'-1");
+        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_cell("\tx"), "'\tx");
+        assert_eq!(csv_cell("\r=x"), "\"'\r=x\"");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("=a,b"), "\"'=a,b\"");
+        assert_eq!(csv_cell("a\nb"), "\"a\nb\"");
     }
 
     #[test]

@@ -107,9 +107,10 @@ pub struct ServeArgs {
     /// Largest message a plan may send, in bytes.
     #[arg(long, env = "SOCKETSWARM_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
-    /// Access token (16+ characters): required for every page and API call except
-    /// share links (browser: asked once, kept in a cookie; API: `Authorization: Bearer`).
-    /// Required to listen on a non-loopback address.
+    /// Access token (24+ characters, 10+ different ones, e.g. `openssl rand -hex 24`):
+    /// required for every page and API call except share links (browser: asked once,
+    /// kept in a cookie; API: `Authorization: Bearer`). Required to listen on a
+    /// non-loopback address.
     #[arg(long, env = "SOCKETSWARM_ACCESS_TOKEN", hide_env_values = true)]
     pub access_token: Option<String>,
     /// Where runs may send traffic: host names (`localhost`, `*.staging.example.com`),
@@ -134,8 +135,15 @@ pub struct ServeArgs {
     /// at it.
     #[arg(long, env = "SOCKETSWARM_STARTER_PLAN", default_value_t = true, action = clap::ArgAction::Set)]
     pub starter_plan: bool,
-    /// Listen on a non-loopback address WITHOUT an access token. Anyone who can reach
-    /// the port can aim load anywhere the allowlist permits. Logged loudly.
+    /// The URL people and proxies reach this server at, e.g.
+    /// `https://socketswarm.example.com` (scheme, host, optional port; no path). Its
+    /// host and port are accepted in `Host` besides the listen address: requests naming
+    /// any other host get 421 (DNS rebinding guard).
+    #[arg(long, env = "SOCKETSWARM_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Listen on a non-loopback address WITHOUT an access token, or put the sandbox
+    /// target on one (it has no token at all). Anyone who can reach the port can aim
+    /// load anywhere the allowlist permits, or use the sandbox. Logged loudly.
     #[arg(long, env = "SOCKETSWARM_ALLOW_REMOTE", default_value_t = false)]
     pub allow_remote: bool,
 }
@@ -154,6 +162,66 @@ pub struct TargetArgs {
     pub tls_listen: Option<SocketAddr>,
 }
 
+/// Shortest access token accepted (characters).
+const TOKEN_MIN_CHARS: usize = 24;
+/// Fewest different characters an access token must have.
+const TOKEN_MIN_DISTINCT: usize = 10;
+
+/// Why `token` is too weak to guard a load generator (`None` = strong enough). The
+/// rules refuse what a person types when asked for a password (`aaaaaaaaaaaaaaaa`,
+/// `abcabcabc…`, `0123456789…`) and accept anything `openssl rand -hex 24` prints. Login
+/// attempts are throttled too (see `http::throttle`), but a token that can be guessed
+/// in a few thousand tries must not get that far.
+fn weak_token(token: &str) -> Option<&'static str> {
+    let chars: Vec<char> = token.chars().collect();
+    let mut distinct = chars.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if chars.len() < TOKEN_MIN_CHARS {
+        Some("it is shorter than 24 characters")
+    } else if chars
+        .iter()
+        .any(|c| c.is_whitespace() || c.is_control() || *c == ';' || *c == ',')
+    {
+        Some("it holds whitespace, a control character, `;` or `,`")
+    } else if distinct.len() < TOKEN_MIN_DISTINCT {
+        Some("it has fewer than 10 different characters")
+    } else if repeats_a_pattern(&chars) {
+        Some("it repeats a shorter pattern")
+    } else if mostly_a_run(&chars) {
+        Some("it is mostly a run like `abcd…` or `1234…`")
+    } else {
+        None
+    }
+}
+
+/// True when the text is a shorter pattern over and over (`abcabcab`): some period of
+/// at most half its length predicts every character.
+fn repeats_a_pattern(chars: &[char]) -> bool {
+    (1..=chars.len() / 2).any(|p| (p..chars.len()).all(|i| chars[i] == chars[i - p]))
+}
+
+/// True when more than half of the steps between neighbours go up or down by one code
+/// point (`abcdef…`, `98765…`). Random hex does that about one step in eight.
+fn mostly_a_run(chars: &[char]) -> bool {
+    let steps = chars
+        .windows(2)
+        .filter(|w| u32::from(w[0]).abs_diff(u32::from(w[1])) == 1)
+        .count();
+    steps * 2 > chars.len().saturating_sub(1)
+}
+
+/// The problem with a sandbox listener on `addr`, if any: like the UI, it stays on
+/// loopback unless `--allow-remote` says otherwise. No access token helps here: the
+/// sandbox has none (anyone who reaches it can hold connections and read `/stats`).
+fn sandbox_problem(flag: &str, env: &str, addr: SocketAddr, allow_remote: bool) -> Option<String> {
+    (!addr.ip().is_loopback() && !allow_remote).then(|| {
+        format!(
+            "{flag} ({env}): {addr} is not a loopback address, and the sandbox target has no access token: anyone who reaches it can hold connections on this machine and read its /stats. Use 127.0.0.1, `off`, or pass --allow-remote to accept that risk."
+        )
+    })
+}
+
 /// Validated settings derived from `ServeArgs`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -162,6 +230,22 @@ pub struct Settings {
     pub max_duration: std::time::Duration,
     pub allowlist: crate::allow::Allowlist,
     pub env_allow: crate::allow::EnvAllow,
+    /// `--public-url`, checked.
+    pub public_url: Option<url::Url>,
+}
+
+impl Settings {
+    /// Sandbox listeners reachable from other machines (only with `--allow-remote`):
+    /// `(flag, address)`, for the loud warning at every start.
+    pub fn exposed_sandboxes(&self) -> Vec<(&'static str, SocketAddr)> {
+        [
+            ("--sandbox", self.sandbox),
+            ("--sandbox-tls", self.sandbox_tls),
+        ]
+        .into_iter()
+        .filter_map(|(flag, a)| a.filter(|a| !a.ip().is_loopback()).map(|a| (flag, a)))
+        .collect()
+    }
 }
 
 impl ServeArgs {
@@ -192,6 +276,14 @@ impl ServeArgs {
                 }
             },
         };
+        for (flag, env, addr) in [
+            ("--sandbox", "SOCKETSWARM_SANDBOX", sandbox),
+            ("--sandbox-tls", "SOCKETSWARM_SANDBOX_TLS", sandbox_tls),
+        ] {
+            if let Some(p) = addr.and_then(|a| sandbox_problem(flag, env, a, self.allow_remote)) {
+                problems.push(p);
+            }
+        }
         let max_duration = engine::plan::parse_duration(&self.max_duration).unwrap_or_else(|e| {
             problems.push(format!("--max-duration: {e}"));
             std::time::Duration::from_secs(3600)
@@ -205,12 +297,10 @@ impl ServeArgs {
                 self.listen
             ));
         }
-        if let Some(t) = &self.access_token {
-            if t.trim().chars().count() < 16
-                || t.chars().any(|c| c.is_whitespace() || c == ';' || c == ',')
-            {
-                problems.push("--access-token: use at least 16 characters, without spaces, `;` or `,` (e.g. `openssl rand -hex 16`)".into());
-            }
+        if let Some(why) = self.access_token.as_deref().and_then(weak_token) {
+            problems.push(format!(
+                "--access-token (SOCKETSWARM_ACCESS_TOKEN) is too weak: {why}. Use at least {TOKEN_MIN_CHARS} characters with at least {TOKEN_MIN_DISTINCT} different ones, no repeated pattern or run like `abcd…`, and no whitespace, `;` or `,`: e.g. `openssl rand -hex 24`."
+            ));
         }
         if !(16..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
             problems.push(format!(
@@ -226,6 +316,11 @@ impl ServeArgs {
             problems.push(p);
             crate::allow::EnvAllow::default()
         });
+        let public_url = self.public_url.as_deref().and_then(|u| {
+            crate::http::hosts::parse_public_url(u)
+                .map_err(|e| problems.push(format!("--public-url (SOCKETSWARM_PUBLIC_URL): {e}")))
+                .ok()
+        });
         if !(50..=60_000).contains(&self.tick_ms) {
             problems.push(format!(
                 "--tick-ms: {} must be between 50 and 60000",
@@ -239,9 +334,39 @@ impl ServeArgs {
                 max_duration,
                 allowlist,
                 env_allow,
+                public_url,
             })
         } else {
             Err(problems.join("\n"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::weak_token;
+
+    #[test]
+    fn guessable_tokens_are_weak_and_random_ones_are_not() {
+        for weak in [
+            "aaaaaaaaaaaaaaaa",
+            "short-but-varied-123",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "abcabcabcabcabcabcabcabcabcabcabc",
+            "0123456789012345678901234567",
+            "abcdefghijklmnopqrstuvwxyz",
+            "zyxwvutsrqponmlkjihgfedcba98",
+            "has a space in it 0123456789",
+            "semi;colon-0123456789abcdefgh",
+        ] {
+            assert!(weak_token(weak).is_some(), "{weak:?} passed");
+        }
+        for strong in [
+            "3f9a1c07be52d8e46a0b9c3d17f25e8a4b6c0d9e2f7a1b3c",
+            "t0k3n-for-the-tests-0123",
+            "e2e-access-token-0123456789",
+        ] {
+            assert_eq!(weak_token(strong), None, "{strong:?}");
         }
     }
 }

@@ -128,6 +128,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let settings = args
         .validate()
         .map_err(|p| anyhow::anyhow!("invalid settings:\n{p}"))?;
+    for (flag, addr) in settings.exposed_sandboxes() {
+        tracing::warn!(%addr, "SANDBOX TARGET ON A NON-LOOPBACK ADDRESS ({flag}, --allow-remote): anyone who can reach it can hold connections on this machine and read its /stats; it has no access token");
+    }
     let nofile = raise_nofile();
     let max_connections = args.max_connections.min(nofile.saturating_sub(200) as u32);
     let limits = Limits {
@@ -215,6 +218,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let hosts = http::hosts::HostAllowlist::new(addr, settings.public_url.as_ref());
+    tracing::info!("answering to Host: {}", hosts.describe());
     let leptos_options = LeptosOptions::builder()
         .output_name("socketswarm")
         .site_root(args.site_root.clone())
@@ -233,12 +238,18 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             .access_token
             .clone()
             .map(|t| std::sync::Arc::from(t.trim())),
+        hosts: Arc::new(hosts),
+        throttle: Arc::default(),
     };
     let app = http::router(state);
     let stop = shutdown.clone();
     let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
+        // The peer address goes into each request: wrong tokens are counted per client.
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!("http server: {e}");
         }

@@ -44,11 +44,25 @@ pub(crate) fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// JSON safe to embed in a `<script>` (no `</script>` breakout).
+/// JSON safe to embed in a `<script>`. Escaping `</` alone is not enough: `<!--` then
+/// `<script` switches the HTML parser into the "script data double escaped" state, where
+/// the next `</script>` no longer ends the element and the rest of the page becomes
+/// script (an imported outcome named `<!--<script>` blanked every chart). So every `<`,
+/// `>` and `&` becomes a `\uXXXX` escape, which means the same inside a JSON string and
+/// can never start markup; U+2028/U+2029 too, for JavaScript engines older than ES2019.
+/// Characters outside strings are JSON punctuation, so escaping the whole text is safe.
 fn script_json(v: &impl serde::Serialize) -> String {
-    serde_json::to_string(v)
-        .unwrap_or_else(|_| "null".into())
-        .replace("</", "<\\/")
+    let json = serde_json::to_string(v).unwrap_or_else(|_| "null".into());
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Renders the report.
@@ -259,4 +273,20 @@ pub fn html(r: &ReportInput<'_>) -> String {
         esc(&serde_json::to_string_pretty(&r.plan.redacted()).unwrap_or_default())
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::script_json;
+
+    #[test]
+    fn script_json_cannot_open_or_close_markup() {
+        let j = script_json(&["<!--<script>", "</script>&", "\u{2028}\u{2029}"]);
+        assert_eq!(
+            j,
+            r#"["\u003c!--\u003cscript\u003e","\u003c/script\u003e\u0026","\u2028\u2029"]"#
+        );
+        let back: Vec<String> = serde_json::from_str(&j).unwrap_or_default();
+        assert_eq!(back, ["<!--<script>", "</script>&", "\u{2028}\u{2029}"]);
+    }
 }

@@ -23,6 +23,11 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// `--access-token`, when set (see `http::access`).
     pub access_token: Option<Arc<str>>,
+    /// The `Host` values requests may name (listen address, `--public-url`).
+    pub hosts: Arc<crate::http::hosts::HostAllowlist>,
+    /// Wrong-token records per client address, shared by every request (`/login`, and
+    /// the guard for Bearer and cookie tokens).
+    pub throttle: Arc<crate::http::throttle::LoginThrottle>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -335,7 +335,7 @@ fn listening_beyond_loopback_needs_a_token_or_an_explicit_opt_out() {
     let e = a.validate().unwrap_err();
     assert!(e.contains("--access-token"), "{e}");
     a.access_token = Some("short".into());
-    assert!(a.validate().unwrap_err().contains("at least 16 characters"));
+    assert!(a.validate().unwrap_err().contains("at least 24 characters"));
     a.access_token = Some(TOKEN.into());
     assert!(a.validate().is_ok());
     a.access_token = None;

@@ -9,3 +9,5 @@ mod security_support;
 mod canary;
 #[path = "security/outbound.rs"]
 mod outbound;
+#[path = "security/web.rs"]
+mod web;

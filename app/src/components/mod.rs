@@ -6,6 +6,7 @@ pub mod load_error;
 pub mod run_actions;
 pub mod share_box;
 pub mod status;
+pub mod text_area;
 pub mod tiles;
 
 pub use chart::Chart;
@@ -13,6 +14,7 @@ pub use diagnosis::DiagnosisPanel;
 pub use load_error::LoadError;
 pub use share_box::ShareBox;
 pub use status::StatusBadge;
+pub use text_area::TextArea;
 pub use tiles::{FailureTable, IdentityTable, LatencyTable, Tiles};
 
 /// The first failed action's message, of a view's several actions.

@@ -8,7 +8,7 @@ use crate::api::{
     BaselineView, DeleteRun, Rerun, RunDetail, RunEnv, SaveRunAsPlan, SetBaseline, UpdateRunMeta,
 };
 use crate::components::compare::{ChangeSummary, MetricTable};
-use crate::components::ShareBox;
+use crate::components::{ShareBox, TextArea};
 use crate::fmt;
 
 /// `on_change` runs after an action that stays on this page (baseline, tags and note)
@@ -77,7 +77,7 @@ pub fn RunActions(detail: RunDetail, on_change: Callback<()>) -> impl IntoView {
                         <input class="field__input" name="tags" value=tags placeholder="baseline, after-fix, v2.3"/>
                     </label>
                     <label class="field"><span class="field__label">"Note"</span>
-                        <textarea class="field__input" name="note" rows="3">{note}</textarea>
+                        <TextArea class="field__input" name="note" rows=3 text=note/>
                     </label>
                     <button type="submit" class="button button--quiet" data-action="save-meta">"Save"</button>
                 </ActionForm>

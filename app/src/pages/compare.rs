@@ -76,7 +76,7 @@ pub fn CompareBody(view: CompareView, shared: bool) -> impl IntoView {
                 {view.runs.iter().enumerate().map(|(i, r)| {
                     let label = labels[i].clone();
                     view! {
-                        <div class="cmp__run" style=format!("border-top-color: {}", RUN_COLORS[i % RUN_COLORS.len()])>
+                        <div class=format!("cmp__run cmp__run--{}", i % RUN_COLORS.len())>
                             <div class="cmp__run-name">
                                 {if shared {
                                     view! { <strong>{label}</strong> }.into_any()

@@ -7,7 +7,7 @@ use leptos_router::hooks::use_params_map;
 use crate::api::{
     get_plan, list_plans, ApiError, DeletePlan, DuplicatePlan, PlanDetail, RunPlan, SavePlan,
 };
-use crate::components::{LoadError, StatusBadge};
+use crate::components::{LoadError, StatusBadge, TextArea};
 use crate::fmt;
 
 #[component]
@@ -127,7 +127,7 @@ fn PlanEditor(id: String, text: String, on_saved: Option<Callback<()>>) -> impl 
             <label class="plan-editor__file">"Load a plan file (.toml or .json): "
                 <input type="file" accept=".toml,.json,application/toml,application/json" on:change=on_file data-action="load-file"/>
             </label>
-            <textarea node_ref=area name="text" class="plan-json__text plan-editor__text" rows="26" spellcheck="false">{text}</textarea>
+            <TextArea field_ref=area name="text" class="plan-json__text plan-editor__text" rows=26 no_spellcheck=true text=text/>
             <button type="submit" class="button" data-action="save-plan">"Save plan"</button>
             <ul class="plan-editor__errors">
                 {move || errors().into_iter().map(|e| view! { <li class="error field__error">{e}</li> }).collect_view()}

@@ -2,6 +2,7 @@
 use leptos::prelude::*;
 
 use crate::api::{get_form_defaults, ApiError, LaunchPlanJson, LaunchRun};
+use crate::components::TextArea;
 
 #[component]
 fn Field(
@@ -106,7 +107,7 @@ pub fn NewRunPage() -> impl IntoView {
                     <details class="plan-json">
                         <summary>"Advanced: the whole plan as JSON (scripts, tokens, TLS, probes)"</summary>
                         <ActionForm action=launch_json attr:class="run-form run-form--json">
-                            <textarea name="plan_json" class="plan-json__text" rows="18" spellcheck="false">{example_plan(&target_for_json)}</textarea>
+                            <TextArea name="plan_json" class="plan-json__text" rows=18 no_spellcheck=true text=example_plan(&target_for_json)/>
                             <button type="submit" class="button">"Launch this plan"</button>
                             {move || json_error().map(|m| view! { <p class="error plan-json__error">{m}</p> })}
                         </ActionForm>

@@ -1,5 +1,8 @@
 //! Who may do what, as one middleware in front of every route:
 //!
+//! 0. Names and paths, before anything else: a request must name this server in `Host`
+//!    (see [`super::hosts`]; else 421, against DNS rebinding), and its path must be
+//!    routable as written (no `.`/`..`/empty segments; else 400, see [`unroutable`]).
 //! 1. Cross-site request forgery: a state-changing request (anything but GET, HEAD,
 //!    OPTIONS) whose `Origin` is not this server, or whose `Sec-Fetch-Site` is not
 //!    `same-origin`/`none`, is refused with 403 — with or without an access token, so a
@@ -11,10 +14,15 @@
 //!    the API answers 401. Open without a token: the login page, static assets,
 //!    `/api/health`, and share links (`/share/{id}`, their downloads, `/api/shares/{id}`
 //!    and the `share_view` server fn), each of which reaches only what it names.
+//!    Wrong tokens are throttled per client address (see [`super::throttle`]): after a
+//!    few, 429 with `Retry-After` and a lockout that doubles with each failure.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{header, request::Parts, Extensions, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -22,6 +30,7 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::hosts::HostAllowlist;
 use crate::state::AppState;
 
 /// Name of the session cookie.
@@ -35,19 +44,97 @@ pub(super) fn router() -> Router<AppState> {
 
 /// Requests anyone may make, token or not: reads of the login page, static assets,
 /// health and share links; the login form; and the share links' own server fn (it
-/// answers only for a valid share id). Nothing else that changes state.
+/// answers only for a valid share id). Nothing else that changes state. Routes match
+/// whole segments (a share id is one segment, its downloads are named), never a prefix,
+/// and only paths that passed [`unroutable`] get here.
 fn is_public(method: &Method, path: &str) -> bool {
     if *method == Method::POST {
-        return path == "/login" || path.starts_with("/api/share_view");
+        return path == "/login" || path == "/api/share_view";
     }
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
     matches!(*method, Method::GET | Method::HEAD)
-        && (path == "/login"
-            || path == "/api/health"
-            || path == "/favicon.svg"
-            || path == "/charts.js"
-            || path.starts_with("/pkg/")
-            || path.starts_with("/share/")
-            || path.starts_with("/api/shares/"))
+        && match segments.as_slice() {
+            ["login"] | ["api", "health"] | ["favicon.svg"] | ["charts.js"] => true,
+            // The built site's files (the file server refuses traversal on its own).
+            ["pkg", files @ ..] => !files.is_empty() && files.iter().all(|f| !f.is_empty()),
+            ["share", sid]
+            | ["share", sid, "report.html" | "export.json" | "series.csv" | "events"]
+            | ["api", "shares", sid] => !sid.is_empty(),
+            _ => false,
+        }
+}
+
+/// Why the request path cannot be taken as it is written (`None` = fine): it does not
+/// start with `/`, or has a `.` or `..` segment (raw or percent-encoded, `%2e`), an
+/// empty segment (`//`), or a separator hidden in a segment (`%2f`, `%5c`, `\`). The
+/// guard and the router read the path as written while browsers, proxies and file
+/// servers would resolve it, so the two could disagree about which route it is:
+/// `/share/../runs` passed the guard as a share link and rendered the private Runs page
+/// (attack 8h). No link of the app has such a path, so they are refused outright.
+fn unroutable(path: &str) -> Option<&'static str> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Some("the path does not start with `/`");
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, raw) in segments.iter().enumerate() {
+        let seg = raw.to_ascii_lowercase();
+        if seg.is_empty() && i < last {
+            return Some("the path has an empty segment (`//`)");
+        }
+        if matches!(seg.replace("%2e", ".").as_str(), "." | "..") {
+            return Some("the path has a `.` or `..` segment");
+        }
+        if seg.contains("%2f") || seg.contains("%5c") || seg.contains('\\') {
+            return Some("a path segment holds an encoded `/` or a `\\`");
+        }
+    }
+    None
+}
+
+/// The first name in the request that is not this server's, if any: its `Host` header
+/// and the authority of its URI (absolute-form requests, HTTP/2) must both be ours, and
+/// a request with neither is refused too (`None` = fine).
+fn misdirected(req: &Request, hosts: &HostAllowlist) -> Option<String> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let authority = req.uri().authority().map(|a| a.as_str());
+    if host.is_none() && authority.is_none() {
+        return Some("(none)".into());
+    }
+    host.into_iter()
+        .chain(authority)
+        .find(|h| !hosts.allows(h))
+        .map(str::to_string)
+}
+
+/// 421 for a request naming another host, in one line that says what to do.
+fn misdirected_answer(host: &str, hosts: &HostAllowlist) -> Response {
+    let shown: String = host
+        .chars()
+        .take(100)
+        .flat_map(char::escape_default)
+        .collect();
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "421 Misdirected Request: this server does not answer to the host `{shown}`, only to {}; if it is reached by that name, start it with --public-url (SOCKETSWARM_PUBLIC_URL).\n",
+            hosts.describe()
+        ),
+    )
+        .into_response()
+}
+
+/// 400 for a path that [`unroutable`] refused.
+fn bad_path(why: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "bad_request", "message": format!("{why}: not routed")})),
+    )
+        .into_response()
 }
 
 /// Equal without an early exit (no timing hint about how much of a guess was right).
@@ -73,6 +160,51 @@ fn presented(headers: &HeaderMap, token: &str) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "));
     bearer.is_some_and(|b| same(b.trim().as_bytes(), token.as_bytes()))
         || cookie_token(headers).is_some_and(|c| same(c.as_bytes(), token.as_bytes()))
+}
+
+/// Whether the request offers a token at all: an `Authorization` header (of any kind)
+/// or the session cookie. Only those count as login attempts.
+fn offers_token(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || cookie_token(headers).is_some()
+}
+
+/// The client's address (the TCP peer) that login attempts are counted under. Requests
+/// that did not come through the listener (router tests) share the unspecified address.
+fn client_ip(extensions: &Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// [`client_ip`] as an extractor, for the login form.
+struct ClientIp(IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_ip(&parts.extensions)))
+    }
+}
+
+/// A lockout as `Retry-After` seconds (rounded up, at least 1).
+fn retry_secs(wait: Duration) -> u64 {
+    wait.as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// 429 for a token offered while its address is locked out.
+fn locked_out(wait: Duration) -> Response {
+    let secs = retry_secs(wait);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.to_string())],
+        Json(json!({"error": "too_many_attempts", "message": format!("too many wrong access tokens from this address: try again in {secs} s")})),
+    )
+        .into_response()
 }
 
 /// Why a state-changing request looks cross-site (`None` = fine). Browsers set
@@ -110,6 +242,14 @@ fn forbidden(why: &str) -> Response {
 
 /// The middleware (see the module docs).
 pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(host) = misdirected(&req, &st.hosts) {
+        tracing::warn!(host, path = req.uri().path(), "foreign Host: refused (421)");
+        return misdirected_answer(&host, &st.hosts);
+    }
+    if let Some(why) = unroutable(req.uri().path()) {
+        tracing::warn!(path = req.uri().path(), "{why}: refused");
+        return bad_path(why);
+    }
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if unsafe_method {
         if let Some(why) = cross_site(req.headers()) {
@@ -121,8 +261,25 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
         return next.run(req).await;
     };
     let path = req.uri().path();
-    if is_public(req.method(), path) || presented(req.headers(), token) {
+    if is_public(req.method(), path) {
         return next.run(req).await;
+    }
+    let client = client_ip(req.extensions());
+    let offered = offers_token(req.headers());
+    if offered {
+        if let Some(wait) = st.throttle.locked(client, Instant::now()) {
+            return locked_out(wait);
+        }
+    }
+    if presented(req.headers(), token) {
+        st.throttle.succeeded(client);
+        return next.run(req).await;
+    }
+    if offered {
+        tracing::warn!(%client, path, "wrong access token");
+        if let Some(wait) = st.throttle.failed(client, Instant::now()) {
+            return locked_out(wait);
+        }
     }
     if path.starts_with("/api/") || unsafe_method {
         return (
@@ -140,12 +297,26 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
     Redirect::to(&format!("/login?next={}", app::api::encode(&next_path))).into_response()
 }
 
-/// Only same-site relative paths (no `//host`, no scheme) are followed after login.
+/// Where to go after login: a path on this server, else `/`.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n) if is_local_path(n) => n.to_string(),
         _ => "/".into(),
     }
+}
+
+/// `/` alone or `/` then a character that is neither `/` nor `\`, with no control
+/// character, whitespace or backslash anywhere. Browsers parse `Location` leniently
+/// (WHATWG URL): they drop tabs and newlines anywhere and read `\` as `/`, so
+/// `/\t/evil.example/` or `/\evil.example` become `//evil.example/`, another host
+/// (attack 8d). Percent-encoded characters are fine: they stay in the path.
+fn is_local_path(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next() == Some('/')
+        && !matches!(chars.next(), Some('/' | '\\'))
+        && !n
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
 }
 
 #[derive(Deserialize)]
@@ -155,7 +326,11 @@ struct LoginQuery {
     failed: bool,
 }
 
-fn page(next: &str, failed: bool) -> Html<String> {
+/// The login form's message after a wrong token.
+const WRONG_TOKEN: &str = "That is not this server's token.";
+
+/// The login form, going back to `next`, with an error line if any.
+fn page(next: &str, error: Option<&str>) -> Html<String> {
     let esc = crate::report::esc;
     Html(format!(
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -168,16 +343,17 @@ fn page(next: &str, failed: bool) -> Html<String> {
 <label class="field"><span class="field__label">Token</span><input class="field__input" type="password" name="token" autocomplete="current-password" autofocus></label>
 {err}<button class="button" type="submit">Log in</button></form></main></body></html>"#,
         next = esc(next),
-        err = if failed {
-            r#"<p class="error">That is not this server's token.</p>"#
-        } else {
-            ""
-        }
+        err = error
+            .map(|e| format!(r#"<p class="error">{}</p>"#, esc(e)))
+            .unwrap_or_default()
     ))
 }
 
 async fn login_page(q: axum::extract::Query<LoginQuery>) -> Html<String> {
-    page(&safe_next(q.next.as_deref()), q.failed)
+    page(
+        &safe_next(q.next.as_deref()),
+        q.failed.then_some(WRONG_TOKEN),
+    )
 }
 
 #[derive(Deserialize)]
@@ -186,19 +362,42 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+/// The login form again, with 429 and `Retry-After`, while the address is locked out.
+fn login_locked_out(next: &str, wait: Duration) -> Response {
+    let secs = retry_secs(wait);
+    let why = format!("Too many wrong tokens from this address: try again in {secs} s.");
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.to_string())],
+        page(next, Some(&why)),
+    )
+        .into_response()
+}
+
+async fn login(
+    State(st): State<AppState>,
+    ClientIp(client): ClientIp,
+    Form(f): Form<LoginForm>,
+) -> Response {
     let next = safe_next(f.next.as_deref());
     let Some(token) = st.access_token.as_deref() else {
         return Redirect::to(&next).into_response();
     };
+    if let Some(wait) = st.throttle.locked(client, Instant::now()) {
+        return login_locked_out(&next, wait);
+    }
     if !same(f.token.trim().as_bytes(), token.as_bytes()) {
-        tracing::warn!("login with a wrong access token");
+        tracing::warn!(%client, "login with a wrong access token");
+        if let Some(wait) = st.throttle.failed(client, Instant::now()) {
+            return login_locked_out(&next, wait);
+        }
         return Redirect::to(&format!(
             "/login?failed=true&next={}",
             app::api::encode(&next)
         ))
         .into_response();
     }
+    st.throttle.succeeded(client);
     Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header(header::LOCATION, next)
@@ -299,6 +498,19 @@ mod tests {
         assert_eq!(safe_next(Some("/runs?tag=a")), "/runs?tag=a");
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        for evil in [
+            "/\t/evil.example/",
+            "/\\evil",
+            "/x\\y",
+            "/\n/e",
+            "/ /e",
+            "/\u{0}",
+            "/\u{a0}/e",
+        ] {
+            assert_eq!(safe_next(Some(evil)), "/", "{evil:?}");
+        }
+        assert_eq!(safe_next(Some("/")), "/");
+        assert_eq!(safe_next(Some("/runs/a%20b?q=%09")), "/runs/a%20b?q=%09");
         assert_eq!(safe_next(None), "/");
         let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
         assert!(is_public(&get, "/share/abc") && is_public(&get, "/pkg/socketswarm.wasm"));
@@ -309,5 +521,43 @@ mod tests {
             "revoking a link needs the token"
         );
         assert!(!is_public(&post, "/api/runs"));
+        assert!(is_public(&get, "/share/abc/series.csv") && is_public(&get, "/api/shares/abc"));
+        for private in [
+            "/share/abc/runs",
+            "/share/",
+            "/api/shares/a/b",
+            "/pkg/",
+            "/loginx",
+        ] {
+            assert!(!is_public(&get, private), "{private}");
+        }
+    }
+
+    #[test]
+    fn paths_with_dot_segments_are_not_routed() {
+        for bad in [
+            "/share/../runs",
+            "/share/%2e%2E/runs",
+            "/share/.%2e",
+            "/./runs",
+            "/share//runs",
+            "//runs",
+            "/share/a%2f..%2fruns",
+            "/share/a%5Cb",
+            "/share/a\\b",
+            "*",
+        ] {
+            assert!(unroutable(bad).is_some(), "{bad}");
+        }
+        for good in [
+            "/",
+            "/runs",
+            "/runs/",
+            "/share/abc/report.html",
+            "/pkg/a.b.js",
+            "/x/..y",
+        ] {
+            assert_eq!(unroutable(good), None, "{good}");
+        }
     }
 }

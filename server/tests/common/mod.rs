@@ -34,6 +34,7 @@ pub fn args(db: PathBuf) -> ServeArgs {
         allow_target: Vec::new(),
         allow_env: Vec::new(),
         starter_plan: false,
+        public_url: None,
     }
 }
 
@@ -230,4 +231,47 @@ pub async fn record_fixture(app: &App, id: &str, name: &str, source: &str, label
         serde_json::to_string(&doc).unwrap(),
     )
     .unwrap();
+}
+
+/// Sends one request by hand on a fresh TCP connection and reads the answer to its end:
+/// `(status, head and body as text)`. For what reqwest refuses or repairs: raw paths with
+/// `..` or `//`, a foreign `Host`. `headers` may set `Host`; the app's own address is used
+/// otherwise. The connection is closed after the answer (`Connection: close`).
+pub async fn raw(
+    app: &App,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://");
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers and closes within 20 s")
+    .unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    (status, text)
 }
