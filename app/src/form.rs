@@ -207,6 +207,7 @@ impl RunForm {
                 Reconnect::backoff()
             },
             source_addrs: Vec::new(),
+            agents: None,
             insecure_tls: false,
             auth,
             probe: None,

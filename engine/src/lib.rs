@@ -7,6 +7,7 @@
 //! - [`plan`]      the `Plan` model (UI form, JSON API and plan file are one model) and
 //!   `validate(&Limits)` returning field errors. Pure.
 //! - [`probe`]     "find my limit": the experiments of a probe run and their verdicts. Pure.
+//! - [`protocol`]  the coordinator–agent frames (JSON over one WebSocket). Pure.
 //! - [`schedule`]  how many connections should have been started at time `t`. Pure.
 //! - [`secrets`]   the one redaction rule (by name and by value) every way out uses. Pure.
 //! - [`template`]  `{{vu}}`, `{{attempt}}`, `{{uuid}}`, `{{now_ms}}`, `{{env.NAME}}`. Pure.
@@ -36,6 +37,7 @@ pub mod diagnose;
 pub mod outcome;
 pub mod plan;
 pub mod probe;
+pub mod protocol;
 pub mod report;
 pub mod schedule;
 pub mod secrets;

@@ -285,6 +285,10 @@ pub struct Plan {
     /// target address and port).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_addrs: Vec<std::net::IpAddr>,
+    /// Split the run over this many agent processes (each holds its share; results are
+    /// merged exactly). Without it a run uses one process, or as many as its size needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<u32>,
     /// `wss://` only: accept any server certificate (test rigs with self-signed certs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_tls: bool,

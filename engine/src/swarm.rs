@@ -42,6 +42,9 @@ pub enum EngineError {
     /// addresses it resolves to now, when the run starts).
     #[error("{0}")]
     Blocked(String),
+    /// Agents could not be started, did not join, or one could not set up its share.
+    #[error("agents: {0}")]
+    Agents(String),
 }
 
 /// Engine tuning (from the server's configuration).
@@ -186,46 +189,109 @@ fn identity_dimensions(plan: &Plan) -> (Vec<IdentitySource>, Vec<Dimension>) {
     (sources, dims)
 }
 
-/// Starts a run (one phase) in this process: the coordinator and one agent making the
-/// whole load — the same path as a run split over agents in other processes. The plan
-/// must already be validated. Returns the update stream; cancel `cancel` to stop early
-/// (VUs close with 1000 and flush). `policy` is where the run may connect (checked on
-/// the addresses it resolves to now, and pinned for the run).
+/// Where a run's agents are: they make the load, each its share, and send their ticks
+/// to the coordinator. In this process (`InProcess`), in local agent processes or on
+/// other machines (the server's fleets): one interface, one coordinator.
+pub trait Fleet: Send + Sync {
+    /// How many agents share the run.
+    fn agents(&self) -> usize;
+    /// Starts every agent on its share of `plan` (one phase of the run), all at once;
+    /// their messages go to `tx`. Returns once they started, or with the setup error.
+    /// Cancelling `cancel` stops every agent (they then send their last ticks).
+    fn start_phase<'a>(
+        &'a self,
+        plan: Plan,
+        cfg: SwarmConfig,
+        cancel: CancellationToken,
+        tx: mpsc::Sender<AgentMsg>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 'a>>;
+}
+
+/// Agents in this process (one for a plain run: a second one here would share its
+/// open-file limit, so other processes are where a run grows).
+pub struct InProcess {
+    pub agents: u32,
+    pub policy: crate::outbound::Policy,
+    pub rt: tokio::runtime::Handle,
+}
+
+impl InProcess {
+    /// The whole run in one agent here.
+    pub fn one(policy: crate::outbound::Policy, rt: &tokio::runtime::Handle) -> InProcess {
+        InProcess {
+            agents: 1,
+            policy,
+            rt: rt.clone(),
+        }
+    }
+}
+
+impl Fleet for InProcess {
+    fn agents(&self) -> usize {
+        self.agents.max(1) as usize
+    }
+
+    fn start_phase<'a>(
+        &'a self,
+        plan: Plan,
+        cfg: SwarmConfig,
+        cancel: CancellationToken,
+        tx: mpsc::Sender<AgentMsg>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let of = self.agents.max(1);
+            for index in 0..of {
+                let (ticks_tx, mut ticks) = mpsc::channel(256);
+                run_agent(
+                    plan.clone(),
+                    Share { index, of },
+                    cfg,
+                    cancel.child_token(),
+                    &self.rt,
+                    self.policy.clone(),
+                    ticks_tx,
+                )
+                .await?;
+                let tx = tx.clone();
+                // The agent's ticks go straight to the coordinator.
+                self.rt.spawn(async move {
+                    while let Some(t) = ticks.recv().await {
+                        if tx.send(AgentMsg::Tick(Box::new(t))).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Starts one phase of a run on `fleet`: its agents make the load, the coordinator here
+/// merges their ticks. The plan must already be validated. Returns the update stream;
+/// cancel `cancel` to stop early (VUs close with 1000 and flush).
 pub async fn start(
     plan: Plan,
     cfg: SwarmConfig,
     cancel: CancellationToken,
     rt: &tokio::runtime::Handle,
-    policy: crate::outbound::Policy,
+    fleet: &dyn Fleet,
 ) -> Result<mpsc::Receiver<Update>, EngineError> {
-    let (tx, rx) = mpsc::channel(256);
-    let (ticks_tx, mut ticks) = mpsc::channel(256);
-    run_agent(
-        plan.clone(),
-        Share::ALL,
-        cfg,
-        cancel.child_token(),
-        rt,
-        policy,
-        ticks_tx,
-    )
-    .await?;
-    // The in-process agent's ticks go straight to the coordinator.
-    rt.spawn(async move {
-        while let Some(t) = ticks.recv().await {
-            if tx.send(AgentMsg::Tick(Box::new(t))).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (tx, rx) = mpsc::channel(1024);
+    let started = Instant::now();
+    fleet
+        .start_phase(plan.clone(), cfg, cancel.clone(), tx)
+        .await?;
     Ok(coordinate(
         rx,
         Coordination {
-            agents: 1,
+            agents: fleet.agents(),
             plan,
             tick: cfg.tick,
-            silence: Duration::from_secs(3600),
-            started: Instant::now(),
+            // Ticks are the heartbeat: an agent silent for many of them is gone.
+            silence: (cfg.tick * 10).max(Duration::from_secs(10)),
+            started,
         },
         cancel,
         rt,
@@ -486,7 +552,7 @@ pub async fn start_plan(
     cfg: SwarmConfig,
     cancel: CancellationToken,
     rt: &tokio::runtime::Handle,
-    policy: crate::outbound::Policy,
+    fleet: std::sync::Arc<dyn Fleet>,
 ) -> Result<mpsc::Receiver<Update>, EngineError> {
     let is_probe = plan.probe.is_some();
     let first = if is_probe {
@@ -499,7 +565,7 @@ pub async fn start_plan(
             steps: Vec::new(),
         }
     };
-    let first_rx = start(first.plan, cfg, cancel.clone(), rt, policy.clone()).await?;
+    let first_rx = start(first.plan, cfg, cancel.clone(), rt, fleet.as_ref()).await?;
     let (tx, rx) = mpsc::channel(64);
     let handle = rt.clone();
     rt.spawn(async move {
@@ -542,7 +608,7 @@ pub async fn start_plan(
                 break;
             }
             if let Some(phase) = crate::probe::next_phase(&plan, &spans, &series) {
-                match start(phase.plan, cfg, cancel.clone(), &handle, policy.clone()).await {
+                match start(phase.plan, cfg, cancel.clone(), &handle, fleet.as_ref()).await {
                     Ok(rx) => next = Some((phase.name, phase.steps, rx)),
                     Err(e) => tracing::warn!("probe phase {} could not start: {e}", phase.name),
                 }

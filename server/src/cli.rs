@@ -390,7 +390,10 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
         cancel,
         &tokio::runtime::Handle::current(),
         // The CLI runs the user's own plan from their own shell: no allowlist.
-        None,
+        std::sync::Arc::new(engine::swarm::InProcess::one(
+            None,
+            &tokio::runtime::Handle::current(),
+        )),
     )
     .await
     {

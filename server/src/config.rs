@@ -30,6 +30,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// The sandbox target alone, to measure against another process.
     Target(TargetArgs),
+    /// One agent of a run split over processes or machines: dials its coordinator.
+    Agent(crate::agents::agent::AgentArgs),
     /// Run a plan file headless (CI): progress, summary, diagnosis, thresholds.
     /// Exit 0 = passed, 99 = a threshold failed, 2 = could not run.
     Run(RunArgs),
@@ -95,8 +97,9 @@ pub struct ServeArgs {
     /// Runs allowed at once; more are queued.
     #[arg(long, env = "SOCKETSWARM_MAX_CONCURRENT_RUNS", default_value_t = 1)]
     pub max_concurrent_runs: usize,
-    /// Most connections per run (capped below the open-file limit at startup).
-    #[arg(long, env = "SOCKETSWARM_MAX_CONNECTIONS", default_value_t = 19_000)]
+    /// Most connections per run, in all. A run larger than one process can hold (its
+    /// open-file limit) is split over local agent processes automatically.
+    #[arg(long, env = "SOCKETSWARM_MAX_CONNECTIONS", default_value_t = 200_000)]
     pub max_connections: u32,
     /// Longest run, e.g. `1h`.
     #[arg(long, env = "SOCKETSWARM_MAX_DURATION", default_value = "1h")]

@@ -18,6 +18,7 @@
 //! as `cancelled` with a final flush, SSE streams end), wait for the manager to drain,
 //! then for the HTTP server.
 
+pub mod agents;
 pub mod allow;
 pub mod cli;
 pub mod config;
@@ -119,6 +120,16 @@ fn engine_runtime(
     Ok((handle, thread))
 }
 
+/// How agents on this machine reach a listener: an unspecified address (`0.0.0.0`) is
+/// reached on loopback.
+fn loopback_of(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    }
+}
+
 /// Starts everything and returns once the HTTP listener is bound.
 pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     engine::install_crypto_provider();
@@ -183,6 +194,12 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         tick: Duration::from_millis(args.tick_ms),
         ..SwarmConfig::default()
     };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // Agents of runs split over processes dial in here (on the app's own listener).
+    let hub = Arc::new(agents::hub::Hub::default());
     let manager = manager::spawn(
         pool.clone(),
         ManagerConfig {
@@ -191,6 +208,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             policy: (!settings.allowlist.is_empty()).then(|| {
                 std::sync::Arc::new(settings.allowlist.clone())
                     as std::sync::Arc<dyn engine::outbound::Outbound>
+            }),
+            agents: Some(manager::AgentsSetup {
+                hub: hub.clone(),
+                base: format!("ws://{}", loopback_of(addr)),
+                allow_targets: settings.allowlist.entries(),
             }),
         },
         engine_rt,
@@ -214,10 +236,6 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         }
     }
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("could not listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     let hosts = http::hosts::HostAllowlist::new(addr, settings.public_url.as_ref());
     tracing::info!("answering to Host: {}", hosts.describe());
     let leptos_options = LeptosOptions::builder()
@@ -239,6 +257,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             .clone()
             .map(|t| std::sync::Arc::from(t.trim())),
         hosts: Arc::new(hosts),
+        hub,
         throttle: Arc::default(),
     };
     let app = http::router(state);

@@ -25,6 +25,8 @@ pub struct AppState {
     pub access_token: Option<Arc<str>>,
     /// The `Host` values requests may name (listen address, `--public-url`).
     pub hosts: Arc<crate::http::hosts::HostAllowlist>,
+    /// Where agents of runs split over processes dial in (`/api/agents/join/{key}`).
+    pub hub: Arc<crate::agents::hub::Hub>,
     /// Wrong-token records per client address, shared by every request (`/login`, and
     /// the guard for Bearer and cookie tokens).
     pub throttle: Arc<crate::http::throttle::LoginThrottle>,

@@ -8,6 +8,7 @@ const MAX_STEPS: usize = 256;
 const MAX_HEADERS: usize = 64;
 const MAX_HEADER_BYTES: usize = 8 * 1024;
 const MAX_NAME: usize = 200;
+const MAX_AGENTS: u32 = 64;
 
 impl Plan {
     /// Peak number of connections over all stages.
@@ -94,7 +95,17 @@ impl Plan {
             );
         }
         let peak = self.peak_connections();
-        let sources = self.source_addrs.len().max(1) as u64;
+        // Agents on loopback each get a source address of their own.
+        let sources = self
+            .source_addrs
+            .len()
+            .max(self.agents.unwrap_or(1) as usize)
+            .max(1) as u64;
+        if let Some(n) = self.agents {
+            if !(1..=MAX_AGENTS).contains(&n) {
+                err("agents", format!("{n} must be between 1 and {MAX_AGENTS}"));
+            }
+        }
         if u64::from(peak) > u64::from(limits.ports_per_source) * sources {
             err(
                 "source_addrs",

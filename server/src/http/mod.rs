@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(access::router())
         .merge(history::router())
+        .merge(state.hub.clone().router())
         .leptos_routes_with_context(
             &state,
             routes,

@@ -114,6 +114,25 @@ pub struct ManagerConfig {
     /// Where runs may connect (`--allow-target`), enforced by the engine on the
     /// addresses each run resolves when it starts.
     pub policy: engine::outbound::Policy,
+    /// Runs split over agent processes (`plan.agents` > 1) get them from here.
+    pub agents: Option<AgentsSetup>,
+}
+
+/// What local agent fleets need: where agents dial in, and the allowlist to pass on.
+#[derive(Clone)]
+pub struct AgentsSetup {
+    pub hub: std::sync::Arc<crate::agents::hub::Hub>,
+    /// The coordinator as agents reach it (`ws://127.0.0.1:PORT`).
+    pub base: String,
+    pub allow_targets: Vec<String>,
+}
+
+impl std::fmt::Debug for AgentsSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentsSetup")
+            .field("base", &self.base)
+            .finish()
+    }
 }
 
 struct Manager {
@@ -274,6 +293,7 @@ impl Manager {
             self.engine_rt.clone(),
             self.cfg.swarm,
             self.cfg.policy.clone(),
+            self.cfg.agents.clone(),
             self.tx.clone(),
         ));
     }
@@ -305,13 +325,22 @@ async fn drive(
     rt: tokio::runtime::Handle,
     swarm_cfg: SwarmConfig,
     policy: engine::outbound::Policy,
+    agents: Option<AgentsSetup>,
     manager: mpsc::Sender<Command>,
 ) {
     if let Err(e) = store::mark_running(&pool, &run_id, now_ms()).await {
         tracing::error!(%run_id, "could not mark run running: {e}");
     }
     let mut merged: Option<Summary> = None;
-    match swarm::start_plan(plan, swarm_cfg, cancel, &rt, policy).await {
+    // One process, or the agent processes its size asked for.
+    let fleet: std::sync::Arc<dyn swarm::Fleet> =
+        match (plan.agents, agents) {
+            (Some(n), Some(a)) if n > 1 => std::sync::Arc::new(
+                crate::agents::local::LocalFleet::new(n, a.hub, &a.base, a.allow_targets, &rt),
+            ),
+            _ => std::sync::Arc::new(swarm::InProcess::one(policy, &rt)),
+        };
+    match swarm::start_plan(plan, swarm_cfg, cancel, &rt, fleet).await {
         Err(e) => {
             tracing::warn!(%run_id, "run failed to start: {e}");
             if let Err(e2) = store::end_run_without_summary(

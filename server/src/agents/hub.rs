@@ -1,0 +1,169 @@
+//! Where agents dial in: `GET /api/agents/join/{key}` upgraded to a WebSocket, with the
+//! run's secret as `Authorization: Bearer …`. A fleet registers a key and a secret for
+//! its run and receives each agent that joins as an `AgentConn` (its `hello`, and two
+//! channels standing for the socket). The access token does not apply here: the
+//! per-run secret does (random, 128 bits, compared in constant time).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use engine::protocol::{FromAgent, ToAgent, PROTOCOL};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+/// An agent that joined: what it said first, and its socket as channels.
+pub struct AgentConn {
+    pub hello: FromAgent,
+    pub tx: mpsc::Sender<ToAgent>,
+    pub rx: mpsc::Receiver<FromAgent>,
+}
+
+impl AgentConn {
+    /// The index it asked for, if any.
+    pub fn index(&self) -> Option<u32> {
+        match &self.hello {
+            FromAgent::Hello { index, .. } => *index,
+            _ => None,
+        }
+    }
+}
+
+struct Registration {
+    secret: String,
+    joined: mpsc::Sender<AgentConn>,
+}
+
+/// The registry of runs expecting agents.
+#[derive(Default)]
+pub struct Hub {
+    runs: Mutex<HashMap<String, Registration>>,
+}
+
+/// Largest frame an agent may send (a tick with histograms is a few KiB).
+const MAX_FRAME: usize = 4 << 20;
+
+impl Hub {
+    /// Expects agents for `key` with `secret`; they arrive on the returned channel.
+    pub fn register(&self, key: &str, secret: &str) -> mpsc::Receiver<AgentConn> {
+        let (tx, rx) = mpsc::channel(64);
+        if let Ok(mut m) = self.runs.lock() {
+            m.insert(
+                key.to_string(),
+                Registration {
+                    secret: secret.to_string(),
+                    joined: tx,
+                },
+            );
+        }
+        rx
+    }
+
+    pub fn unregister(&self, key: &str) {
+        if let Ok(mut m) = self.runs.lock() {
+            m.remove(key);
+        }
+    }
+
+    fn joined(&self, key: &str, bearer: &str) -> Option<mpsc::Sender<AgentConn>> {
+        let m = self.runs.lock().ok()?;
+        let r = m.get(key)?;
+        same(r.secret.as_bytes(), bearer.as_bytes()).then(|| r.joined.clone())
+    }
+
+    /// `/api/agents/join/{key}`, for any app state.
+    pub fn router<S: Clone + Send + Sync + 'static>(self: Arc<Self>) -> Router<S> {
+        Router::new()
+            .route("/api/agents/join/{key}", get(join))
+            .with_state(self)
+    }
+}
+
+/// Constant-time comparison.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn join(
+    State(hub): State<Arc<Hub>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let Some(joined) = hub.joined(&key, bearer) else {
+        return (StatusCode::UNAUTHORIZED, "unknown run or wrong secret").into_response();
+    };
+    ws.max_message_size(MAX_FRAME)
+        .on_upgrade(move |socket| pump(socket, joined))
+}
+
+/// Reads the agent's `hello`, then relays frames both ways until either side ends.
+async fn pump(socket: WebSocket, joined: mpsc::Sender<AgentConn>) {
+    let (mut sink, mut stream) = socket.split();
+    let hello = match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<FromAgent>(&t).ok(),
+        _ => None,
+    };
+    let Some(hello @ FromAgent::Hello { protocol, .. }) = hello else {
+        return;
+    };
+    if protocol != PROTOCOL {
+        let _ = sink
+            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                code: 1002,
+                reason: format!("protocol {protocol}; this coordinator speaks {PROTOCOL}").into(),
+            })))
+            .await;
+        return;
+    }
+    let (to_tx, mut to_rx) = mpsc::channel::<ToAgent>(256);
+    let (from_tx, from_rx) = mpsc::channel::<FromAgent>(1024);
+    if joined
+        .send(AgentConn {
+            hello,
+            tx: to_tx,
+            rx: from_rx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let writer = async move {
+        while let Some(m) = to_rx.recv().await {
+            if sink.send(Message::Text(m.to_text().into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    };
+    let reader = async move {
+        while let Some(Ok(m)) = stream.next().await {
+            let Message::Text(t) = m else { continue };
+            match serde_json::from_str::<FromAgent>(&t) {
+                Ok(f) => {
+                    if from_tx.send(f).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("agent sent a frame that does not parse: {e}"),
+            }
+        }
+    };
+    // Either side ending ends the connection; the fleet sees its channel close.
+    tokio::select! {
+        _ = writer => {}
+        _ = reader => {}
+    }
+}

@@ -1,0 +1,388 @@
+//! Local agents: one box, many processes. The fleet starts N `socketswarm agent`
+//! processes (this same binary), each with its own loopback source address when the
+//! plan names none, lets them dial in through the hub with a per-run secret, and
+//! bridges their frames to the engine's coordinator: assign → ready (every agent) →
+//! start (all at once, after a short barrier) → ticks (acknowledged, so a reconnecting
+//! agent resends only what is missing) → done. Cancelling the run cancels every agent.
+//! An agent whose connection breaks and does not come back within the grace period,
+//! or whose process exits before the end, is lost: the coordinator ends the run and
+//! says why. Dropping the fleet says `bye` and ends the processes.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use engine::protocol::{FromAgent, ToAgent};
+use engine::swarm::{AgentMsg, EngineError, Fleet, Share, SwarmConfig};
+use engine::Plan;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{AgentConn, Hub};
+
+/// Where the current phase's frames go.
+#[derive(Default)]
+struct Route {
+    phase: u32,
+    /// The coordinator's channel while a phase runs.
+    ticks: Option<mpsc::Sender<AgentMsg>>,
+    /// Ready / failed answers to an `assign`.
+    ready: Option<mpsc::Sender<(u32, Result<(), String>)>>,
+    /// The run is over (no more loss reports).
+    over: bool,
+}
+
+/// The fleet's shared state (tasks per agent read and write it).
+struct State {
+    route: Mutex<Route>,
+    /// Each agent's current connection.
+    links: Mutex<HashMap<u32, mpsc::Sender<ToAgent>>>,
+    /// Bumped on every new connection of an agent, so a stale reader's close is ignored.
+    generation: Mutex<HashMap<u32, u64>>,
+}
+
+/// N agent processes on this machine.
+pub struct LocalFleet {
+    n: u32,
+    hub: Arc<Hub>,
+    key: String,
+    join: String,
+    secret: String,
+    allow: Vec<String>,
+    /// Loopback source addresses, one per agent (used when the plan names none).
+    sources: Vec<IpAddr>,
+    grace: Duration,
+    rt: tokio::runtime::Handle,
+    state: Arc<State>,
+    /// The processes (ended when the fleet and its watcher are gone).
+    children: Arc<tokio::sync::Mutex<Vec<Option<tokio::process::Child>>>>,
+    phase: Mutex<u32>,
+}
+
+/// How long agents get to start and join, and to set up each phase.
+const JOIN_WAIT: Duration = Duration::from_secs(30);
+/// The start barrier: every agent starts this long after the `start` frame.
+const BARRIER_MS: u64 = 300;
+
+impl LocalFleet {
+    /// A fleet of `n` agents joining through `hub`, reachable at `base` (the
+    /// coordinator's `ws://host:port`).
+    pub fn new(
+        n: u32,
+        hub: Arc<Hub>,
+        base: &str,
+        allow: Vec<String>,
+        rt: &tokio::runtime::Handle,
+    ) -> LocalFleet {
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        LocalFleet {
+            n: n.max(1),
+            join: format!("{base}/api/agents/join/{key}"),
+            hub,
+            key,
+            secret,
+            allow,
+            sources: (0..n)
+                .map(|i| IpAddr::from([127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8]))
+                .collect(),
+            grace: Duration::from_secs(5),
+            rt: rt.clone(),
+            state: Arc::new(State {
+                route: Mutex::new(Route::default()),
+                links: Mutex::new(HashMap::new()),
+                generation: Mutex::new(HashMap::new()),
+            }),
+            children: Arc::new(tokio::sync::Mutex::new(Vec::new())),
+            phase: Mutex::new(0),
+        }
+    }
+
+    fn send(&self, agent: u32, m: ToAgent) {
+        let tx = self
+            .state
+            .links
+            .lock()
+            .ok()
+            .and_then(|l| l.get(&agent).cloned());
+        if let Some(tx) = tx {
+            let _ = tx.try_send(m);
+        }
+    }
+
+    fn send_all(&self, m: &ToAgent) {
+        for i in 0..self.n {
+            self.send(i, m.clone());
+        }
+    }
+
+    /// Starts the processes and waits until every agent has joined.
+    async fn spawn(&self) -> Result<(), EngineError> {
+        let mut joined = self.hub.register(&self.key, &self.secret);
+        let exe = std::env::current_exe().map_err(|e| {
+            EngineError::Agents(format!("cannot find this program to start agents: {e}"))
+        })?;
+        let mut children = self.children.lock().await;
+        for i in 0..self.n {
+            let mut cmd = tokio::process::Command::new(&exe);
+            cmd.arg("agent")
+                .args(["--join", &self.join])
+                .args(["--index", &i.to_string()])
+                .args(["--source", &self.sources[i as usize].to_string()])
+                .env("SOCKETSWARM_AGENT_TOKEN", &self.secret)
+                .env("NO_COLOR", "1")
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true);
+            let child = cmd
+                .spawn()
+                .map_err(|e| EngineError::Agents(format!("agent {i} could not start: {e}")))?;
+            children.push(Some(child));
+        }
+        drop(children);
+        let deadline = tokio::time::Instant::now() + JOIN_WAIT;
+        let mut have = 0u32;
+        while have < self.n {
+            let conn = tokio::time::timeout_at(deadline, joined.recv())
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    EngineError::Agents(format!(
+                        "{have} of {} agents joined within {} s",
+                        self.n,
+                        JOIN_WAIT.as_secs()
+                    ))
+                })?;
+            if let Some(i) = conn.index().filter(|i| *i < self.n) {
+                if self.attach(i, conn) {
+                    have += 1;
+                }
+            }
+        }
+        // Later joins are reconnects: the agent takes its place again.
+        let state = self.state.clone();
+        let (n, grace) = (self.n, self.grace);
+        self.rt.spawn(async move {
+            while let Some(conn) = joined.recv().await {
+                if let Some(i) = conn.index().filter(|i| *i < n) {
+                    attach(&state, i, conn, grace);
+                }
+            }
+        });
+        self.watch_processes();
+        Ok(())
+    }
+
+    fn attach(&self, i: u32, conn: AgentConn) -> bool {
+        let first = !self
+            .state
+            .links
+            .lock()
+            .map(|l| l.contains_key(&i))
+            .unwrap_or(true);
+        attach(&self.state, i, conn, self.grace);
+        first
+    }
+
+    /// A process that exits before the run is over loses its agent.
+    fn watch_processes(&self) {
+        let state = self.state.clone();
+        let children = self.children.clone();
+        self.rt.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if state.route.lock().map(|r| r.over).unwrap_or(true) {
+                    return;
+                }
+                let mut list = children.lock().await;
+                for (i, slot) in list.iter_mut().enumerate() {
+                    let exited = match slot.as_mut().map(|c| c.try_wait()) {
+                        Some(Ok(Some(status))) => Some(status),
+                        _ => None,
+                    };
+                    if let Some(status) = exited {
+                        lose(&state, i as u32, format!("its process exited ({status})"));
+                        *slot = None;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Makes `conn` agent `i`'s connection and relays its frames to the current phase.
+fn attach(state: &Arc<State>, i: u32, mut conn: AgentConn, grace: Duration) {
+    let gen = {
+        let mut g = state.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let e = g.entry(i).or_default();
+        *e += 1;
+        *e
+    };
+    if let Ok(mut l) = state.links.lock() {
+        l.insert(i, conn.tx.clone());
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        while let Some(f) = conn.rx.recv().await {
+            let (phase, ticks, ready) = match state.route.lock() {
+                Ok(r) => (r.phase, r.ticks.clone(), r.ready.clone()),
+                Err(_) => return,
+            };
+            match f {
+                FromAgent::Ready { phase: p } if p == phase => {
+                    if let Some(r) = ready {
+                        let _ = r.send((i, Ok(()))).await;
+                    }
+                }
+                FromAgent::Failed { phase: p, message } if p == phase => {
+                    if let Some(r) = ready {
+                        let _ = r.send((i, Err(message))).await;
+                    }
+                }
+                FromAgent::Tick { phase: p, mut tick } if p == phase => {
+                    tick.agent = i;
+                    let seq = tick.seq;
+                    if let Some(t) = ticks {
+                        let _ = t.send(AgentMsg::Tick(tick)).await;
+                    }
+                    let _ = conn.tx.try_send(ToAgent::Ack { phase, seq });
+                }
+                _ => {}
+            }
+        }
+        // The connection ended: lost, unless the agent comes back in time (or the run
+        // is over).
+        tokio::time::sleep(grace).await;
+        let current = state
+            .generation
+            .lock()
+            .map(|g| g.get(&i).copied())
+            .ok()
+            .flatten();
+        let over = state.route.lock().map(|r| r.over).unwrap_or(true);
+        if current == Some(gen) && !over {
+            lose(
+                &state,
+                i,
+                format!(
+                    "its connection broke and it did not come back within {} s",
+                    grace.as_secs()
+                ),
+            );
+        }
+    });
+}
+
+fn lose(state: &State, agent: u32, reason: String) {
+    let ticks = state.route.lock().ok().and_then(|r| r.ticks.clone());
+    if let Some(t) = ticks {
+        let _ = t.try_send(AgentMsg::Lost { agent, reason });
+    }
+}
+
+impl Fleet for LocalFleet {
+    fn agents(&self) -> usize {
+        self.n as usize
+    }
+
+    fn start_phase<'a>(
+        &'a self,
+        plan: Plan,
+        cfg: SwarmConfig,
+        cancel: CancellationToken,
+        tx: mpsc::Sender<AgentMsg>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let first = self
+                .state
+                .links
+                .lock()
+                .map(|l| l.is_empty())
+                .unwrap_or(true);
+            let (ready_tx, mut ready_rx) = mpsc::channel(self.n as usize * 2);
+            let phase = {
+                let mut p = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+                *p += 1;
+                *p
+            };
+            if let Ok(mut r) = self.state.route.lock() {
+                r.phase = phase;
+                r.ticks = Some(tx);
+                r.ready = Some(ready_tx);
+            }
+            if first {
+                self.spawn().await?;
+            }
+            for i in 0..self.n {
+                self.send(
+                    i,
+                    ToAgent::Assign {
+                        phase,
+                        plan: Box::new(plan.clone()),
+                        share: Share {
+                            index: i,
+                            of: self.n,
+                        },
+                        tick_ms: cfg.tick.as_millis() as u64,
+                        allow_targets: self.allow.clone(),
+                    },
+                );
+            }
+            let deadline = tokio::time::Instant::now() + JOIN_WAIT;
+            let mut ready = 0;
+            while ready < self.n {
+                match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
+                    Ok(Some((_, Ok(())))) => ready += 1,
+                    Ok(Some((i, Err(message)))) => {
+                        self.send_all(&ToAgent::Cancel);
+                        return Err(EngineError::Agents(format!("agent {i}: {message}")));
+                    }
+                    _ => {
+                        self.send_all(&ToAgent::Cancel);
+                        return Err(EngineError::Agents(format!(
+                            "{ready} of {} agents were ready within {} s",
+                            self.n,
+                            JOIN_WAIT.as_secs()
+                        )));
+                    }
+                }
+            }
+            self.send_all(&ToAgent::Start {
+                phase,
+                in_ms: BARRIER_MS,
+            });
+            // Cancelling the run cancels every agent.
+            let state = self.state.clone();
+            let n = self.n;
+            self.rt.spawn(async move {
+                cancel.cancelled().await;
+                let links: Vec<mpsc::Sender<ToAgent>> = state
+                    .links
+                    .lock()
+                    .map(|l| (0..n).filter_map(|i| l.get(&i).cloned()).collect())
+                    .unwrap_or_default();
+                for l in links {
+                    let _ = l.try_send(ToAgent::Cancel);
+                }
+            });
+            Ok(())
+        })
+    }
+}
+
+impl Drop for LocalFleet {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.state.route.lock() {
+            r.over = true;
+            r.ticks = None;
+        }
+        self.send_all(&ToAgent::Bye);
+        self.hub.unregister(&self.key);
+    }
+}
