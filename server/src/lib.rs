@@ -96,6 +96,32 @@ fn raise_nofile() -> u64 {
     }
 }
 
+/// File descriptors kept for the process itself: the database, logs, the sandbox's
+/// listeners, token and HTTP-step clients.
+const FD_RESERVE: u64 = 200;
+
+/// How the open-file limit is shared between HTTP connections and runs.
+struct FdBudget {
+    /// HTTP connections served at once: `--max-http-connections`, at most a quarter of
+    /// the limit.
+    http_connections: usize,
+    /// Connections one run may open: `--max-connections`, at most what is left after the
+    /// HTTP connections and `FD_RESERVE`, so a flood of HTTP clients never takes a live
+    /// run's sockets.
+    run_connections: u32,
+}
+
+fn fd_budget(nofile: u64, args: &ServeArgs) -> FdBudget {
+    let http = (args.max_http_connections as u64).min(nofile / 4).max(1);
+    let runs = nofile.saturating_sub(FD_RESERVE + http);
+    FdBudget {
+        http_connections: usize::try_from(http).unwrap_or(usize::MAX),
+        run_connections: args
+            .max_connections
+            .min(u32::try_from(runs).unwrap_or(u32::MAX)),
+    }
+}
+
 /// A dedicated multi-thread runtime for swarms, so thousands of sockets never starve
 /// the UI's runtime. Lives on its own thread until `shutdown`.
 fn engine_runtime(
@@ -129,14 +155,19 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .validate()
         .map_err(|p| anyhow::anyhow!("invalid settings:\n{p}"))?;
     let nofile = raise_nofile();
-    let max_connections = args.max_connections.min(nofile.saturating_sub(200) as u32);
+    let fds = fd_budget(nofile, &args);
     let limits = Limits {
-        max_connections,
+        max_connections: fds.run_connections,
         max_duration: engine::plan::Dur(settings.max_duration),
         max_message_bytes: args.max_message_bytes,
         ..Limits::default()
     };
-    tracing::info!(nofile, max_connections, "limits");
+    tracing::info!(
+        nofile,
+        max_connections = fds.run_connections,
+        max_http_connections = fds.http_connections,
+        "limits"
+    );
     if args.access_token.is_some() {
         tracing::info!("access token required (share links stay open, read-only)");
     }
@@ -230,14 +261,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             .map(|t| std::sync::Arc::from(t.trim())),
     };
     let app = http::router(state);
-    let stop = shutdown.clone();
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!("http server: {e}");
-        }
-    });
+    let serve_limits = http::ServeLimits {
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        max_connections: fds.http_connections,
+    };
+    let http = tokio::spawn(http::serve(listener, app, serve_limits, shutdown.clone()));
     tracing::info!("socketswarm on http://{addr}");
     Ok(Running {
         addr,

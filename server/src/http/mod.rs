@@ -4,6 +4,9 @@ mod access;
 mod events;
 mod history;
 mod runs;
+mod serve;
+
+pub use serve::{serve, ServeLimits};
 
 use axum::http::{header, HeaderValue};
 use axum::Router;
