@@ -259,6 +259,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             .access_token
             .clone()
             .map(|t| std::sync::Arc::from(t.trim())),
+        limits: Arc::new(http::HttpLimits::new(&args)),
     };
     let app = http::router(state);
     let serve_limits = http::ServeLimits {

@@ -23,6 +23,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// `--access-token`, when set (see `http::access`).
     pub access_token: Option<Arc<str>>,
+    /// Caps on event streams and downloads at once (see `http::HttpLimits`).
+    pub limits: Arc<crate::http::HttpLimits>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

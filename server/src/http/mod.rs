@@ -3,9 +3,11 @@
 mod access;
 mod events;
 mod history;
+mod limits;
 mod runs;
 mod serve;
 
+pub use limits::HttpLimits;
 pub use serve::{serve, ServeLimits};
 
 use axum::http::{header, HeaderValue};
