@@ -7,14 +7,25 @@
 //!   ran out of memory or sockets (attack report 6b: 1,800 accepted). A slot is a guard
 //!   owned by the stream: it is given back when the stream ends or its client goes away.
 //!   Past a cap: 429 with `Retry-After`.
+//! - **Downloads.** An export, HTML report or CSV reads and encodes a whole run (tens
+//!   of MB for a long one). Each takes a slot of `downloads` while it is built *and sent*,
+//!   so at most `--max-concurrent-exports` such documents are in memory however slowly
+//!   their clients read (attack report 6c: 20 parallel exports took 2.5 GB and every
+//!   pool connection). Others wait up to `DOWNLOAD_WAIT`, then get 503 with
+//!   `Retry-After`. A client that stops reading keeps its slot until its connection
+//!   ends: downloads then wait or answer 503, the rest of the server is unaffected.
 //!
 //! Invariant: `share_streams` holds an entry only for links with at least one stream
 //! (the guard removes it when its count reaches 0), so it stays as small as the number
 //! of watched links.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use axum::body::{Body, Bytes};
+use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ServeArgs;
@@ -22,6 +33,15 @@ use crate::error::AppError;
 
 /// Seconds a refused viewer is told to wait (`Retry-After`).
 const STREAM_RETRY_SECS: u64 = 5;
+
+/// How long a download waits for a free slot before it is refused.
+const DOWNLOAD_WAIT: Duration = Duration::from_secs(10);
+
+/// Seconds a refused download is told to wait (`Retry-After`).
+const DOWNLOAD_RETRY_SECS: u64 = 10;
+
+/// Bytes handed to hyper at a time when a download is sent.
+const DOWNLOAD_CHUNK: usize = 64 * 1024;
 
 /// The caps, built once from the settings.
 pub struct HttpLimits {
@@ -34,6 +54,30 @@ pub struct HttpLimits {
     /// Live streams per share id. A `std` mutex: held only to count, never across
     /// `.await`.
     share_streams: Arc<Mutex<HashMap<String, usize>>>,
+    /// One permit per download being built or sent.
+    downloads: Arc<Semaphore>,
+    /// `--max-concurrent-exports`, for messages.
+    max_downloads: usize,
+}
+
+/// A download's slot: kept by the response body until it is sent.
+pub struct DownloadSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl DownloadSlot {
+    /// `bytes` as a response body that keeps this slot until the last byte has been
+    /// handed to the connection or the client has gone.
+    pub fn body(self, bytes: Vec<u8>) -> Body {
+        let bytes = Bytes::from(bytes);
+        let chunks = (0..bytes.len())
+            .step_by(DOWNLOAD_CHUNK)
+            .map(move |at| bytes.slice(at..(at + DOWNLOAD_CHUNK).min(bytes.len())));
+        Body::from_stream(futures_util::stream::iter(chunks).map(move |chunk| {
+            let _held = &self;
+            Ok::<_, Infallible>(chunk)
+        }))
+    }
 }
 
 /// A live event stream's slot; dropping it gives the slot back.
@@ -64,6 +108,26 @@ impl HttpLimits {
             max_streams: args.max_event_streams,
             per_share: args.max_streams_per_share,
             share_streams: Arc::default(),
+            downloads: Arc::new(Semaphore::new(args.max_concurrent_exports)),
+            max_downloads: args.max_concurrent_exports,
+        }
+    }
+
+    /// A slot to build and send one whole-run download, waiting up to `DOWNLOAD_WAIT`
+    /// for one; then 503.
+    pub async fn download_slot(&self) -> Result<DownloadSlot, AppError> {
+        let wait = tokio::time::timeout(DOWNLOAD_WAIT, self.downloads.clone().acquire_owned());
+        match wait.await {
+            Ok(Ok(permit)) => Ok(DownloadSlot { _permit: permit }),
+            _ => Err(AppError::busy(
+                "busy",
+                format!(
+                    "{} exports, reports or CSVs are being built, the most at once (--max-concurrent-exports); none finished within {} s",
+                    self.max_downloads,
+                    DOWNLOAD_WAIT.as_secs()
+                ),
+                DOWNLOAD_RETRY_SECS,
+            )),
         }
     }
 

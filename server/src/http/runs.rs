@@ -4,8 +4,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -13,7 +13,8 @@ use serde_json::json;
 use app::api::{ApiError, RunService};
 use engine::Plan;
 
-use crate::error::AppError;
+use crate::error::{internal, AppError};
+use crate::runs::blocking;
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
@@ -138,12 +139,12 @@ struct Finished {
     thresholds: Vec<engine::thresholds::ThresholdResult>,
 }
 
-/// Loads a run that has finished (409 while it is live or if it never ran).
-async fn finished(st: &AppState, id: &str) -> Result<Finished, AppError> {
-    let run = st.runs.detail(id).await?;
+/// The run if it has finished (409 while it is live or if it never ran).
+fn finished(run: app::api::RunDetail) -> Result<Finished, AppError> {
     let Some(summary) = run.summary.clone() else {
         return Err(ApiError::Conflict(format!(
-            "run {id} is {} and has no summary yet",
+            "run {} is {} and has no summary yet",
+            run.id,
             run.status.as_str()
         ))
         .into());
@@ -164,45 +165,71 @@ async fn finished(st: &AppState, id: &str) -> Result<Finished, AppError> {
 async fn get_export(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(export_doc(&st, &id).await?))
+) -> Result<Response, AppError> {
+    export_download(&st, &id).await
 }
 
-/// The JSON export document of a finished run.
-pub(super) async fn export_doc(st: &AppState, id: &str) -> Result<serde_json::Value, AppError> {
-    let id = id.to_string();
-    let f = finished(st, &id).await?;
-    let ticks: Vec<engine::Snapshot> = crate::store::intervals_after(&st.pool, &id, 0)
+/// The JSON export of a finished run, in a download slot: every tick is read once, and
+/// the document is built and encoded off the async workers, straight to bytes.
+pub(super) async fn export_download(st: &AppState, id: &str) -> Result<Response, AppError> {
+    let slot = st.limits.download_slot().await?;
+    let (run, ticks) = st.runs.detail_with_ticks(id).await?;
+    let f = finished(run)?;
+    let json = blocking(move || encode_export(f, ticks))
         .await?
-        .iter()
-        .filter_map(|j| serde_json::from_str(j).ok())
-        .collect();
-    let mut export = crate::cli::export_json(
+        .map_err(|e| internal("encode export", e))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        slot.body(json),
+    )
+        .into_response())
+}
+
+/// The export document of `f` with its ticks, as JSON bytes.
+fn encode_export(f: Finished, ticks: Vec<engine::Snapshot>) -> serde_json::Result<Vec<u8>> {
+    let status = f.run.status.as_str().to_string();
+    let mut doc = crate::cli::export_document(
         &f.run.plan,
-        &f.summary,
-        &f.diagnosis,
-        &f.thresholds,
-        &f.run.series,
-        &ticks,
+        f.summary,
+        f.diagnosis,
+        f.thresholds,
+        f.run.series,
+        ticks,
     );
-    export["status"] = serde_json::Value::from(f.run.status.as_str());
-    Ok(export)
+    doc.status = status;
+    serde_json::to_vec(&doc)
 }
 
 /// The self-contained HTML report of a finished run, as a download.
 async fn get_report(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Response, AppError> {
     report_download(&st, &id).await
 }
 
-/// The HTML report of a finished run as an attachment.
-pub(super) async fn report_download(
-    st: &AppState,
-    id: &str,
-) -> Result<impl IntoResponse + use<>, AppError> {
-    let f = finished(st, id).await?;
+/// The HTML report of a finished run as an attachment, in a download slot.
+pub(super) async fn report_download(st: &AppState, id: &str) -> Result<Response, AppError> {
+    let slot = st.limits.download_slot().await?;
+    let f = finished(st.runs.detail(id).await?)?;
+    let html = blocking(move || report_html(&f)).await?;
+    let disposition = format!("attachment; filename=\"socketswarm-{id}.html\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                super::CSP_REPORT.to_string(),
+            ),
+        ],
+        slot.body(html.into_bytes()),
+    )
+        .into_response())
+}
+
+/// The HTML report of `f`.
+fn report_html(f: &Finished) -> String {
     let input = crate::report::ReportInput {
         plan: &f.run.plan,
         status: f.run.status.as_str(),
@@ -217,22 +244,7 @@ pub(super) async fn report_download(
             finished_at_ms: f.run.finished_at_ms,
         }),
     };
-    let html = crate::report::html(&input);
-    let disposition = format!("attachment; filename=\"socketswarm-{id}.html\"");
-    Ok((
-        [
-            (
-                axum::http::header::CONTENT_TYPE,
-                "text/html; charset=utf-8".to_string(),
-            ),
-            (axum::http::header::CONTENT_DISPOSITION, disposition),
-            (
-                axum::http::header::CONTENT_SECURITY_POLICY,
-                super::CSP_REPORT.to_string(),
-            ),
-        ],
-        html,
-    ))
+    crate::report::html(&input)
 }
 
 async fn get_config(State(st): State<AppState>) -> impl IntoResponse {

@@ -12,3 +12,13 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// Runs CPU-heavy work (parsing, diagnosing or encoding a whole run) on the blocking
+/// pool, so the async workers keep answering other requests meanwhile.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, app::api::ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| crate::error::internal("blocking task", e))
+}

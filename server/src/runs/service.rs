@@ -11,7 +11,7 @@ use app::api::{
     ShareLink, SharedView,
 };
 use engine::plan::TargetUrl;
-use engine::{FieldError, Limits, Plan};
+use engine::{FieldError, Limits, Plan, Snapshot};
 use sqlx::SqlitePool;
 
 use super::manager::{CancelOutcome, ManagerHandle, Placement};
@@ -135,55 +135,40 @@ impl Runs {
     /// The run itself (no saved-plan name, no baseline comparison): what exports,
     /// CSV and metadata answers need.
     pub(crate) async fn detail(&self, id: &str) -> Result<RunDetail, ApiError> {
+        Ok(self.detail_with_ticks(id).await?.0)
+    }
+
+    /// The run and every stored tick, each tick read once (an export needs both).
+    pub(crate) async fn detail_with_ticks(
+        &self,
+        id: &str,
+    ) -> Result<(RunDetail, Vec<Snapshot>), ApiError> {
         let row = self.run_row(id).await?;
-        let plan: Plan =
-            serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
-        let summary = match &row.summary_json {
-            Some(s) => Some(serde_json::from_str(s).map_err(|e| internal("stored summary", e))?),
-            None => None,
-        };
-        let ticks: Vec<engine::Snapshot> = store::intervals_after(&self.pool, id, 0)
-            .await
-            .map_err(|e| internal("intervals_after", e))?
-            .iter()
-            .filter_map(|j| serde_json::from_str(j).ok())
-            .collect();
-        let series = engine::Series::from_snapshots(&ticks);
-        // Every finished run has one (callers rely on it), live ones once a tick is in.
-        let diagnosis = (summary.is_some() || !series.t.is_empty())
-            .then(|| engine::diagnose::for_run(&series, summary.as_ref()));
-        let last = ticks.into_iter().last();
-        let env = row
-            .env_json
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok());
-        let histograms = summary
-            .as_ref()
-            .map(super::history::histogram_views)
-            .unwrap_or_default();
         let tags = self.tags(&row.run_id).await?;
-        Ok(RunDetail {
-            plan_id: row.plan_id,
-            plan_name: None,
-            tags,
-            note: row.note,
-            env,
-            histograms,
-            baseline: None,
-            is_baseline: false,
-            id: row.run_id,
-            name: row.name,
-            status: RunStatus::parse(&row.status).unwrap_or(RunStatus::Failed),
-            plan,
-            created_at_ms: row.created_at,
-            started_at_ms: row.started_at,
-            finished_at_ms: row.finished_at,
-            error: row.error,
-            summary,
-            last,
-            series,
-            diagnosis,
-        })
+        let ticks = self.ticks(id).await?;
+        super::blocking(move || build_detail(row, tags, ticks)).await?
+    }
+
+    /// Every stored tick of a run, in order: read `TICK_PAGE` at a time (one pool
+    /// connection at a time, none held between pages), parsed off the async workers.
+    pub(crate) async fn ticks(&self, id: &str) -> Result<Vec<Snapshot>, ApiError> {
+        let mut ticks = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store::intervals_page(&self.pool, id, after, TICK_PAGE)
+                .await
+                .map_err(|e| internal("intervals_page", e))?;
+            let Some(&(last, _)) = page.last() else {
+                break;
+            };
+            let full = page.len() as i64 == TICK_PAGE;
+            after = last;
+            ticks.extend(super::blocking(move || parse_ticks(page)).await?);
+            if !full {
+                break;
+            }
+        }
+        Ok(ticks)
     }
 
     /// Validates, stores the plan (secrets redacted) and hands the real plan to the
@@ -238,6 +223,67 @@ impl Runs {
             status,
         })
     }
+}
+
+/// Stored ticks read per query.
+const TICK_PAGE: i64 = 1000;
+
+/// Stored tick JSON to ticks (a tick that no longer parses is skipped, as before).
+fn parse_ticks(page: Vec<(i64, String)>) -> Vec<Snapshot> {
+    page.iter()
+        .filter_map(|(_, j)| serde_json::from_str(j).ok())
+        .collect()
+}
+
+/// The CPU part of `Runs::detail`: plan and summary decoded, series built, the run
+/// diagnosed. Gives the ticks back for callers that need them too.
+fn build_detail(
+    row: RunRow,
+    tags: Vec<String>,
+    ticks: Vec<Snapshot>,
+) -> Result<(RunDetail, Vec<Snapshot>), ApiError> {
+    let plan: Plan =
+        serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
+    let summary: Option<engine::Summary> = match &row.summary_json {
+        Some(s) => Some(serde_json::from_str(s).map_err(|e| internal("stored summary", e))?),
+        None => None,
+    };
+    let series = engine::Series::from_snapshots(&ticks);
+    // Every finished run has one (callers rely on it), live ones once a tick is in.
+    let diagnosis = (summary.is_some() || !series.t.is_empty())
+        .then(|| engine::diagnose::for_run(&series, summary.as_ref()));
+    let last = ticks.last().cloned();
+    let env = row
+        .env_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let histograms = summary
+        .as_ref()
+        .map(super::history::histogram_views)
+        .unwrap_or_default();
+    let detail = RunDetail {
+        plan_id: row.plan_id,
+        plan_name: None,
+        tags,
+        note: row.note,
+        env,
+        histograms,
+        baseline: None,
+        is_baseline: false,
+        id: row.run_id,
+        name: row.name,
+        status: RunStatus::parse(&row.status).unwrap_or(RunStatus::Failed),
+        plan,
+        created_at_ms: row.created_at,
+        started_at_ms: row.started_at,
+        finished_at_ms: row.finished_at,
+        error: row.error,
+        summary,
+        last,
+        series,
+        diagnosis,
+    };
+    Ok((detail, ticks))
 }
 
 /// A run exported by `socketswarm run --out json=FILE` (schema version 1).

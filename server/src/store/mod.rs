@@ -242,3 +242,21 @@ pub async fn intervals_after(
     .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
+
+/// At most `limit` stored ticks with `seq > after`, in order, as `(seq, snapshot_json)`:
+/// whole runs are read a page at a time, so no read holds a pool connection for long.
+pub async fn intervals_page(
+    pool: &SqlitePool,
+    run_id: &str,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as(
+        "select seq, snapshot_json from run_interval where run_id = ? and seq > ? order by seq limit ?",
+    )
+    .bind(run_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

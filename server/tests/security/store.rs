@@ -281,7 +281,7 @@ async fn event_streams_are_capped_per_share_link_and_in_total() {
     .await;
 }
 
-/// Ticks of the import in the export test: ~4.5 MB (the attack used 34,500, 60 MB).
+/// Ticks of the import in the export test: ~15 MB (the attack used 34,500, 60 MB).
 const EXPORT_TICKS: u64 = 10_000;
 
 /// 6c: parallel exports, reports and CSVs of a large run (some through a share link,
