@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use config::ServeArgs;
 use runs::manager::{self, ManagerConfig, ManagerHandle};
-use runs::service::Runs;
+use runs::service::{Runs, RunsConfig};
 use state::AppState;
 
 /// A started server.
@@ -178,6 +178,15 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     }
 
     let pool = store::open(&args.database).await?;
+    let discarded = store::discard_unfinished_imports(&pool)
+        .await
+        .context("could not remove unfinished imports")?;
+    if discarded > 0 {
+        tracing::warn!(
+            discarded,
+            "imports left half-way by an earlier process were removed"
+        );
+    }
     let interrupted = store::mark_interrupted(&pool, runs::now_ms())
         .await
         .context("could not mark interrupted runs")?;
@@ -223,10 +232,14 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let runs = Runs::new(
         pool.clone(),
         manager.clone(),
-        limits,
-        sandbox,
-        nofile,
-        settings.allowlist.clone(),
+        RunsConfig {
+            limits,
+            sandbox,
+            nofile,
+            http_connections: fds.http_connections as u64,
+            allowlist: settings.allowlist.clone(),
+            max_import_ticks: args.max_import_ticks,
+        },
     );
     let service: app::api::Service = runs.clone();
     if args.starter_plan {

@@ -15,6 +15,9 @@
 //!   `Retry-After`. A client that stops reading keeps its slot until its connection
 //!   ends: downloads then wait or answer 503, the rest of the server is unaffected.
 //!
+//! - **Bodies.** `read_body` stops at a route's limit while reading (413), so a body is
+//!   never buffered past it.
+//!
 //! Invariant: `share_streams` holds an entry only for links with at least one stream
 //! (the guard removes it when its count reaches 0), so it stays as small as the number
 //! of watched links.
@@ -24,7 +27,9 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use app::api::ApiError;
 use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap};
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -58,6 +63,8 @@ pub struct HttpLimits {
     downloads: Arc<Semaphore>,
     /// `--max-concurrent-exports`, for messages.
     max_downloads: usize,
+    /// Largest body `POST /api/runs/import` reads (`--max-import-bytes`).
+    pub max_import_bytes: usize,
 }
 
 /// A download's slot: kept by the response body until it is sent.
@@ -110,6 +117,7 @@ impl HttpLimits {
             share_streams: Arc::default(),
             downloads: Arc::new(Semaphore::new(args.max_concurrent_exports)),
             max_downloads: args.max_concurrent_exports,
+            max_import_bytes: args.max_import_bytes,
         }
     }
 
@@ -171,4 +179,31 @@ impl HttpLimits {
             share: Some((sid.to_string(), self.share_streams.clone())),
         })
     }
+}
+
+/// Reads a request body of at most `limit` bytes. Refused with 413 naming the limit as
+/// soon as its `Content-Length` says it is larger, or while it is read once it grows
+/// past the limit: nothing larger is ever buffered.
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, AppError> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(AppError::too_large(limit));
+    }
+    let mut read = Vec::with_capacity(announced.map_or(0, |n| n as usize));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+        if read.len() + chunk.len() > limit {
+            return Err(AppError::too_large(limit));
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(read))
 }

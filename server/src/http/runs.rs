@@ -2,9 +2,9 @@
 //! a malformed plan gets a 400 that says where (`unknown field `conections` at line 1
 //! column 80`), not a generic rejection.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,6 +13,7 @@ use serde_json::json;
 use app::api::{ApiError, RunService};
 use engine::Plan;
 
+use super::limits::read_body;
 use crate::error::{internal, AppError};
 use crate::runs::blocking;
 use crate::state::AppState;
@@ -28,11 +29,8 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/runs/{id}", get(get_run).delete(delete_run))
         .route("/api/runs/{id}/cancel", post(cancel_run))
         .route("/api/runs/{id}/report.html", get(get_report))
-        // A long run's export is tens of MB: lift axum's 2 MB default for this route only.
-        .route(
-            "/api/runs/import",
-            post(import_run).layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT)),
-        )
+        // A long run's export is tens of MB: its own limit, `--max-import-bytes`.
+        .route("/api/runs/import", post(import_run))
         .route("/api/runs/{id}/export.json", get(get_export))
         .route("/api/config", get(get_config))
         .route(
@@ -113,20 +111,17 @@ async fn cancel_run(
     ))
 }
 
-/// Stores a run exported by `socketswarm run --out json=...` (or uploaded with `--server`).
+/// Stores a run exported by `socketswarm run --out json=...` (or uploaded with
+/// `--server`); the body is read up to `--max-import-bytes`.
 async fn import_run(
     State(st): State<AppState>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, AppError> {
-    if body.len() > MAX_IMPORT {
-        return Err(ApiError::BadRequest(format!(
-            "body is {} bytes; the limit is {MAX_IMPORT}",
-            body.len()
-        ))
-        .into());
-    }
-    let export: crate::runs::service::Export =
+    let body = read_body(&headers, body, st.limits.max_import_bytes).await?;
+    let export: crate::runs::import::Export =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("export: {e}")))?;
+    drop(body);
     let launched = st.runs.import(export).await?;
     Ok((StatusCode::CREATED, Json(launched)))
 }

@@ -1,6 +1,7 @@
 //! Runs: the manager actor that owns live runs, and the `RunService` the pages and the
 //! JSON API share.
 pub(crate) mod history;
+pub mod import;
 pub mod manager;
 mod plans;
 pub mod service;

@@ -33,6 +33,20 @@ pub struct Runs {
     pub env: RunEnv,
     /// Where runs may send traffic (`--allow-target`).
     pub allowlist: crate::allow::Allowlist,
+    /// File descriptors kept for HTTP connections (out of `nofile`).
+    pub http_connections: u64,
+    /// Most ticks an imported run may hold (`--max-import-ticks`).
+    pub max_import_ticks: usize,
+}
+
+/// What `Runs` is built from (settled at startup).
+pub struct RunsConfig {
+    pub limits: Limits,
+    pub sandbox: Option<SocketAddr>,
+    pub nofile: u64,
+    pub http_connections: u64,
+    pub allowlist: crate::allow::Allowlist,
+    pub max_import_ticks: usize,
 }
 
 /// Runs `GET /api/runs` without a `per_page` answers.
@@ -57,14 +71,8 @@ pub(super) fn to_item(r: RunRow) -> RunListItem {
 }
 
 impl Runs {
-    pub fn new(
-        pool: SqlitePool,
-        manager: ManagerHandle,
-        limits: Limits,
-        sandbox: Option<SocketAddr>,
-        nofile: u64,
-        allowlist: crate::allow::Allowlist,
-    ) -> Arc<Runs> {
+    pub fn new(pool: SqlitePool, manager: ManagerHandle, cfg: RunsConfig) -> Arc<Runs> {
+        let nofile = cfg.nofile;
         let env = RunEnv {
             version: env!("CARGO_PKG_VERSION").into(),
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -80,11 +88,13 @@ impl Runs {
         Arc::new(Runs {
             pool,
             manager,
-            limits,
-            sandbox,
+            limits: cfg.limits,
+            sandbox: cfg.sandbox,
             nofile,
             env,
-            allowlist,
+            allowlist: cfg.allowlist,
+            http_connections: cfg.http_connections,
+            max_import_ticks: cfg.max_import_ticks,
         })
     }
 
@@ -100,7 +110,8 @@ impl Runs {
         let same_port = url.port == sb.port();
         let local = matches!(url.host.as_str(), "127.0.0.1" | "localhost" | "::1")
             || url.host == sb.ip().to_string();
-        let max = (self.nofile.saturating_sub(200) / 2) as u32;
+        // What is left after the fixed reserve and the HTTP connections, for both ends.
+        let max = (self.nofile.saturating_sub(200 + self.http_connections) / 2) as u32;
         if same_port && local && plan.peak_connections() > max {
             return Err(ApiError::Validation(vec![FieldError {
                 field: "stages".into(),
@@ -284,81 +295,6 @@ fn build_detail(
         diagnosis,
     };
     Ok((detail, ticks))
-}
-
-/// A run exported by `socketswarm run --out json=FILE` (schema version 1).
-#[derive(serde::Deserialize)]
-pub struct Export {
-    pub schema_version: u32,
-    pub plan: Plan,
-    pub status: String,
-    pub summary: engine::Summary,
-    #[serde(default)]
-    pub ticks: Vec<engine::Snapshot>,
-}
-
-impl Runs {
-    /// Stores a run made elsewhere (a CI job's `--server` upload) as a finished run.
-    pub async fn import(&self, export: Export) -> Result<Launched, ApiError> {
-        if export.schema_version != 1 {
-            return Err(ApiError::BadRequest(format!(
-                "schema_version {} is not supported; this server reads 1",
-                export.schema_version
-            )));
-        }
-        let status = match export.status.as_str() {
-            "completed" | "cancelled" => export.status.clone(),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "status `{other}` cannot be imported; use completed or cancelled"
-                )))
-            }
-        };
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let plan = export.plan.redacted();
-        let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
-        let now = now_ms();
-        let started = now - export.summary.duration_ms as i64;
-        let mut ticks = Vec::with_capacity(export.ticks.len());
-        for t in &export.ticks {
-            let tick = serde_json::to_string(t).map_err(|e| internal("encode tick", e))?;
-            ticks.push((t.seq as i64, t.elapsed_ms as i64, tick));
-        }
-        let s = &export.summary;
-        let h = store::Headline {
-            peak_open: s.peak_open as i64,
-            opened: s.totals.opened as i64,
-            failed: s.totals.failed as i64,
-            duration_ms: s.duration_ms as i64,
-        };
-        let summary = serde_json::to_string(s).map_err(|e| internal("encode summary", e))?;
-        // One transaction: an import is stored whole or not at all.
-        store::import_run(
-            &self.pool,
-            store::NewRun {
-                run_id: &id,
-                name: &plan.name,
-                target: &plan.target,
-                plan_json: &json,
-                created_at: started,
-                plan_id: None,
-                env_json: None,
-            },
-            &ticks,
-            &status,
-            now,
-            &summary,
-            h,
-        )
-        .await
-        .map_err(|e| internal("import_run", e))?;
-        let status = RunStatus::parse(&status).unwrap_or(RunStatus::Completed);
-        Ok(Launched {
-            url: format!("/runs/{id}"),
-            id,
-            status,
-        })
-    }
 }
 
 impl RunService for Runs {

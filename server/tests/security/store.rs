@@ -375,16 +375,20 @@ async fn parallel_exports_leave_the_server_responsive() {
     );
 }
 
-/// Ticks of the big import: the attack's 100,000 (3.6 MB here), the most an import may
-/// hold.
-const BIG_IMPORT_TICKS: u64 = 100_000;
+/// Ticks of the big import (5.5 MB): more than the attack's 100,000 so that the old
+/// single transaction clearly outlasts SQLite's 5 s busy timeout on a debug build too.
+const BIG_IMPORT_TICKS: u64 = 150_000;
 
 /// 7a/7b: while a big import is stored, a live run keeps every tick its viewer saw,
 /// and smaller imports are not refused with 500 (the old server held the write lock for
 /// the whole import: `database is locked`, a lost tick the viewer had seen).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_run_keeps_every_tick_its_viewers_saw_while_imports_run() {
-    let app = spawn_tuned(|a| a.access_token = Some(TOKEN.into())).await;
+    let app = spawn_tuned(|a| {
+        a.access_token = Some(TOKEN.into());
+        a.max_import_ticks = BIG_IMPORT_TICKS as usize;
+    })
+    .await;
     let owner = bearer_client(TOKEN);
     let id = live_run(&app, &owner).await;
     let viewer = {
@@ -400,8 +404,21 @@ async fn a_live_run_keeps_every_tick_its_viewers_saw_while_imports_run() {
     imports.push(tokio::spawn(async move {
         ("big", post(&client, url, big).await)
     }));
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+    // Small imports all along the big one (it takes several seconds).
+    for k in 0..8 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        if k == 0 {
+            // Well before its last tick is in, the big run is not listed yet.
+            let listed: Value = owner
+                .get(format!("{}/api/runs?q=big", app.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(listed, json!([]), "a run still being imported is hidden");
+        }
         let (client, url) = (owner.clone(), import.clone());
         let small = export(2).to_string();
         imports.push(tokio::spawn(async move {
