@@ -93,6 +93,7 @@ impl IntoResponse for AppError {
                 json!({"error": "not_found", "message": format!("{what} not found")})
             }
             AppError::Api(ApiError::Conflict(m)) => json!({"error": "conflict", "message": m}),
+            AppError::Api(ApiError::Busy(m)) => json!({"error": "busy", "message": m}),
             AppError::Api(ApiError::Internal | ApiError::ServerFn(_))
             | AppError::Sqlx(_)
             | AppError::Anyhow(_)

@@ -224,6 +224,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         pool.clone(),
         ManagerConfig {
             max_concurrent: args.max_concurrent_runs,
+            max_queued: args.max_queued_runs,
             swarm,
         },
         engine_rt,

@@ -3,7 +3,8 @@
 //! Commands arrive on an mpsc channel, each answered over a oneshot. For a launched run
 //! the manager creates a cancel token (a child of the server's shutdown token, so
 //! SIGTERM ends runs as `cancelled`) and a `watch` channel for the latest snapshot, then
-//! either starts it or queues it (`max_concurrent` runs at once). A per-run task drives
+//! either starts it or queues it (`max_concurrent` runs at once, at most `max_queued`
+//! waiting; past that the launch is refused). A per-run task drives
 //! the engine and persists every tick *before* publishing it (retrying while the
 //! database is busy; a tick that cannot be stored is not published), so what a browser
 //! saw is always in the database; it drops the `watch` sender only after the final summary is
@@ -31,6 +32,8 @@ pub enum Placement {
     Started,
     /// Waiting; `0` is next.
     Queued(usize),
+    /// Not taken: `max_queued` runs are already waiting.
+    QueueFull(usize),
 }
 
 /// Result of a cancel request.
@@ -113,6 +116,9 @@ struct LiveRun {
 #[derive(Debug, Clone, Copy)]
 pub struct ManagerConfig {
     pub max_concurrent: usize,
+    /// Runs that may wait for a slot. Each holds its plan (up to ~2 MB) in memory, so
+    /// the queue must not grow without bound (attack report 8a: 200 queued, +450 MB).
+    pub max_queued: usize,
     pub swarm: SwarmConfig,
 }
 
@@ -164,6 +170,12 @@ impl Manager {
                     plan,
                     reply,
                 } => {
+                    let must_wait =
+                        self.running >= self.cfg.max_concurrent || self.shutdown.is_cancelled();
+                    if must_wait && self.queue.len() >= self.cfg.max_queued {
+                        let _ = reply.send(Placement::QueueFull(self.cfg.max_queued));
+                        continue;
+                    }
                     let (ptx, prx) = watch::channel(None);
                     let cancel = self.shutdown.child_token();
                     self.live.insert(
@@ -175,7 +187,7 @@ impl Manager {
                             plan: Some(*plan),
                         },
                     );
-                    if self.running < self.cfg.max_concurrent && !self.shutdown.is_cancelled() {
+                    if !must_wait {
                         self.start(&run_id);
                         let _ = reply.send(Placement::Started);
                     } else {

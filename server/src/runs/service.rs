@@ -216,6 +216,14 @@ impl Runs {
         let status = match self.manager.launch(id.clone(), plan).await {
             Some(Placement::Started) => RunStatus::Running,
             Some(Placement::Queued(_)) => RunStatus::Queued,
+            Some(Placement::QueueFull(max)) => {
+                if let Err(e) = store::discard_run(&self.pool, &id).await {
+                    tracing::error!(run_id = %id, "could not remove a refused run: {e}");
+                }
+                return Err(ApiError::Busy(format!(
+                    "{max} runs are already waiting to start, the most this server queues (--max-queued-runs); try again when one has started"
+                )));
+            }
             None => {
                 let _ = store::end_run_without_summary(
                     &self.pool,

@@ -191,6 +191,16 @@ pub async fn discard_unfinished_imports(pool: &SqlitePool) -> sqlx::Result<usize
     Ok(ids.len())
 }
 
+/// Removes a run stored as `queued` whose launch was then refused (the queue was
+/// full): it never ran and nothing refers to it yet.
+pub async fn discard_run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<()> {
+    sqlx::query("delete from run where run_id = ? and status = 'queued'")
+        .bind(run_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// True for the errors worth retrying: the database is locked by another writer
 /// (SQLITE_BUSY, SQLITE_LOCKED, also as extended codes) or no pool connection was free.
 pub fn is_busy(e: &sqlx::Error) -> bool {
