@@ -55,7 +55,9 @@ impl AppError {
         AppError::Refused {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             error: "too_large",
-            message: format!("the body is larger than this route's limit of {limit} bytes"),
+            message: format!(
+                "the body is larger than this route allows; the limit is {limit} bytes"
+            ),
             retry_after: None,
         }
     }

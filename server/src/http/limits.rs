@@ -16,7 +16,8 @@
 //!   ends: downloads then wait or answer 503, the rest of the server is unaffected.
 //!
 //! - **Bodies.** `read_body` stops at a route's limit while reading (413), so a body is
-//!   never buffered past it.
+//!   never buffered past it; the rest is read and dropped for a moment (16 MiB, 5 s)
+//!   so a client still sending gets the 413, not a reset.
 //!
 //! Invariant: `share_streams` holds an entry only for links with at least one stream
 //! (the guard removes it when its count reaches 0), so it stays as small as the number
@@ -28,7 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use app::api::ApiError;
-use axum::body::{Body, Bytes};
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::http::{header, HeaderMap};
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -181,6 +182,11 @@ impl HttpLimits {
     }
 }
 
+/// How much of a refused body is still read (and dropped), and for how long, so that
+/// a client still sending it reads the 413 instead of a reset.
+const DISCARD_BYTES: usize = 16 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+
 /// Reads a request body of at most `limit` bytes. Refused with 413 naming the limit as
 /// soon as its `Content-Length` says it is larger, or while it is read once it grows
 /// past the limit: nothing larger is ever buffered.
@@ -193,17 +199,38 @@ pub(super) async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut chunks = body.into_data_stream();
     if announced.is_some_and(|n| n > limit as u64) {
+        discard_rest(chunks);
         return Err(AppError::too_large(limit));
     }
     let mut read = Vec::with_capacity(announced.map_or(0, |n| n as usize));
-    let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
         if read.len() + chunk.len() > limit {
+            discard_rest(chunks);
             return Err(AppError::too_large(limit));
         }
         read.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(read))
+}
+
+/// Reads and drops the rest of a refused body in the background, at most
+/// `DISCARD_BYTES` for at most `DISCARD_TIME`, while the 413 is sent: a socket closed
+/// with unread data is reset, and a client still sending would see the reset instead
+/// of the answer. Nothing read is kept.
+fn discard_rest(mut rest: BodyDataStream) {
+    tokio::spawn(async move {
+        let drain = async {
+            let mut left = DISCARD_BYTES;
+            while let Some(Ok(chunk)) = rest.next().await {
+                left = left.saturating_sub(chunk.len());
+                if left == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+    });
 }

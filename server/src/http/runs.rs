@@ -1,8 +1,10 @@
 //! `/api/runs`: create, list, read, cancel. Bodies are read as bytes and parsed here so
 //! a malformed plan gets a 400 that says where (`unknown field `conections` at line 1
-//! column 80`), not a generic rejection.
+//! column 80`), not a generic rejection. Each route that takes a body has its own
+//! limit, applied while the body is read (`limits::read_body`): a launch about 2 MB,
+//! an import `--max-import-bytes`.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,12 +22,7 @@ use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/runs",
-            get(list_runs)
-                .post(create_run)
-                .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT)),
-        )
+        .route("/api/runs", get(list_runs).post(create_run))
         .route("/api/runs/{id}", get(get_run).delete(delete_run))
         .route("/api/runs/{id}/cancel", post(cancel_run))
         .route("/api/runs/{id}/report.html", get(get_report))
@@ -39,25 +36,19 @@ pub(super) fn router() -> Router<AppState> {
         )
 }
 
-/// Largest accepted run export (`/api/runs/import`).
-const MAX_IMPORT: usize = 64 * 1024 * 1024;
-
-/// Largest accepted plan body.
+/// Largest accepted plan body, unless the message limit needs more.
 const MAX_BODY: usize = 256 * 1024;
 
+/// Launches a plan. Its body is refused (413) once it passes room for the largest
+/// message a plan may send (`--max-message-bytes`) twice plus 64 KiB, while it is read:
+/// a launch never buffers more than that (it used to buffer up to 64 MiB).
 async fn create_run(
     State(st): State<AppState>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, AppError> {
-    // Room for the largest message a plan may send (`--max-message-bytes`), twice.
     let max = MAX_BODY.max(2 * st.runs.limits.max_message_bytes + 64 * 1024);
-    if body.len() > max {
-        return Err(ApiError::BadRequest(format!(
-            "body is {} bytes; the limit is {max}",
-            body.len()
-        ))
-        .into());
-    }
+    let body = read_body(&headers, body, max).await?;
     let plan: Plan =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("plan: {e}")))?;
     let launched = st.runs.launch(plan).await?;
