@@ -136,8 +136,10 @@ pub struct ServeArgs {
     /// requests would otherwise hold a socket forever).
     #[arg(long, env = "SOCKETSWARM_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
-    /// Most HTTP connections at once (also capped at a quarter of the open-file limit, so
-    /// runs keep their sockets); past it new connections are answered 503 and closed.
+    /// Most HTTP connections at once; past it new connections are answered 503 and
+    /// closed. At most what `--max-connections` leaves of the open-file limit (but at
+    /// least 256, or a quarter of a smaller limit), so HTTP clients never take the
+    /// sockets a run needs.
     #[arg(long, env = "SOCKETSWARM_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
     pub max_http_connections: usize,
     /// Most live event streams (SSE) at once, all runs and share links together.

@@ -100,25 +100,33 @@ fn raise_nofile() -> u64 {
 /// listeners, token and HTTP-step clients.
 const FD_RESERVE: u64 = 200;
 
+/// HTTP connections always kept, however many a run may hold (or a quarter of a
+/// smaller open-file limit).
+const HTTP_FLOOR: u64 = 256;
+
 /// How the open-file limit is shared between HTTP connections and runs.
 struct FdBudget {
-    /// HTTP connections served at once: `--max-http-connections`, at most a quarter of
-    /// the limit.
+    /// HTTP connections served at once: what runs leave, but at least `HTTP_FLOOR`
+    /// (or a quarter of the limit) and at most `--max-http-connections`.
     http_connections: usize,
-    /// Connections one run may open: `--max-connections`, at most what is left after the
-    /// HTTP connections and `FD_RESERVE`, so a flood of HTTP clients never takes a live
-    /// run's sockets.
+    /// Connections one run may open: `--max-connections`, at most what is left after
+    /// `FD_RESERVE` and the HTTP connections, so a flood of HTTP clients never takes a
+    /// live run's sockets.
     run_connections: u32,
 }
 
 fn fd_budget(nofile: u64, args: &ServeArgs) -> FdBudget {
-    let http = (args.max_http_connections as u64).min(nofile / 4).max(1);
-    let runs = nofile.saturating_sub(FD_RESERVE + http);
+    let usable = nofile.saturating_sub(FD_RESERVE);
+    let left_by_runs = usable.saturating_sub(u64::from(args.max_connections));
+    let http = left_by_runs
+        .max(HTTP_FLOOR.min(nofile / 4))
+        .min(args.max_http_connections as u64)
+        .max(1);
     FdBudget {
         http_connections: usize::try_from(http).unwrap_or(usize::MAX),
         run_connections: args
             .max_connections
-            .min(u32::try_from(runs).unwrap_or(u32::MAX)),
+            .min(u32::try_from(usable.saturating_sub(http)).unwrap_or(u32::MAX)),
     }
 }
 
