@@ -49,6 +49,9 @@ const DOWNLOAD_RETRY_SECS: u64 = 10;
 /// Bytes handed to hyper at a time when a download is sent.
 const DOWNLOAD_CHUNK: usize = 64 * 1024;
 
+/// Live streams per share id, shared by the limits and every stream's slot.
+type ShareCounts = Arc<Mutex<HashMap<String, usize>>>;
+
 /// The caps, built once from the settings.
 pub struct HttpLimits {
     /// One permit per live event stream, all runs and share links together.
@@ -59,7 +62,7 @@ pub struct HttpLimits {
     per_share: usize,
     /// Live streams per share id. A `std` mutex: held only to count, never across
     /// `.await`.
-    share_streams: Arc<Mutex<HashMap<String, usize>>>,
+    share_streams: ShareCounts,
     /// One permit per download being built or sent.
     downloads: Arc<Semaphore>,
     /// `--max-concurrent-exports`, for messages.
@@ -92,7 +95,7 @@ impl DownloadSlot {
 pub struct StreamSlot {
     _total: OwnedSemaphorePermit,
     /// The share link's count to decrement, for streams through a share link.
-    share: Option<(String, Arc<Mutex<HashMap<String, usize>>>)>,
+    share: Option<(String, ShareCounts)>,
 }
 
 impl Drop for StreamSlot {

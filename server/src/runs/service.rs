@@ -174,7 +174,7 @@ impl Runs {
             };
             let full = page.len() as i64 == TICK_PAGE;
             after = last;
-            ticks.extend(super::blocking(move || parse_ticks(page)).await?);
+            ticks.extend(super::blocking(move || parse_ticks(&page)).await?);
             if !full {
                 break;
             }
@@ -248,7 +248,7 @@ impl Runs {
 const TICK_PAGE: i64 = 1000;
 
 /// Stored tick JSON to ticks (a tick that no longer parses is skipped, as before).
-fn parse_ticks(page: Vec<(i64, String)>) -> Vec<Snapshot> {
+fn parse_ticks(page: &[(i64, String)]) -> Vec<Snapshot> {
     page.iter()
         .filter_map(|(_, j)| serde_json::from_str(j).ok())
         .collect()
