@@ -157,6 +157,9 @@ pub enum ApiError {
     NotFound(String),
     /// The request conflicts with the run's state (e.g. cancelling a finished run).
     Conflict(String),
+    /// A limit on how much may wait was reached (e.g. the run queue is full); says which.
+    /// Trying again later can work.
+    Busy(String),
     /// Something failed on our side; details are in the server log.
     Internal,
     /// Transport-level server fn failure (browser side).
@@ -172,7 +175,7 @@ impl fmt::Display for ApiError {
             }
             ApiError::BadRequest(m) => write!(f, "bad request: {m}"),
             ApiError::NotFound(what) => write!(f, "{what} not found"),
-            ApiError::Conflict(m) => write!(f, "{m}"),
+            ApiError::Conflict(m) | ApiError::Busy(m) => write!(f, "{m}"),
             ApiError::Internal => write!(f, "internal error (see the server log)"),
             ApiError::ServerFn(m) => write!(f, "{m}"),
         }
@@ -182,13 +185,14 @@ impl fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl ApiError {
-    /// The HTTP status that answers it: 422, 400, 404, 409, else 500.
+    /// The HTTP status that answers it: 422, 400, 404, 409, 429, else 500.
     pub fn status(&self) -> u16 {
         match self {
             ApiError::Validation(_) => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::NotFound(_) => 404,
             ApiError::Conflict(_) => 409,
+            ApiError::Busy(_) => 429,
             ApiError::Internal | ApiError::ServerFn(_) => 500,
         }
     }

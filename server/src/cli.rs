@@ -278,18 +278,41 @@ pub fn export_json(
     series: &Series,
     ticks: &[Snapshot],
 ) -> serde_json::Value {
-    let doc = ExportDoc {
+    let doc = export_document(
+        plan,
+        s.clone(),
+        d.clone(),
+        results.to_vec(),
+        series.clone(),
+        ticks.to_vec(),
+    );
+    serde_json::to_value(doc).unwrap_or_default()
+}
+
+/// The export document, taking what it holds (no copies: a long run's ticks are tens
+/// of MB, and the server encodes the document straight to bytes).
+pub fn export_document(
+    plan: &Plan,
+    summary: Summary,
+    diagnosis: engine::diagnose::Diagnosis,
+    thresholds: Vec<ThresholdResult>,
+    series: Series,
+    ticks: Vec<Snapshot>,
+) -> ExportDoc {
+    ExportDoc {
         schema_version: SCHEMA_VERSION,
         generated_by: format!("socketswarm {}", env!("CARGO_PKG_VERSION")),
         plan: plan.redacted(),
-        status: s.end_reason.map_or("completed", |r| r.status()).into(),
-        summary: s.clone(),
-        diagnosis: d.clone(),
-        thresholds: results.to_vec(),
-        series: series.clone(),
-        ticks: ticks.to_vec(),
-    };
-    serde_json::to_value(doc).unwrap_or_default()
+        status: summary
+            .end_reason
+            .map_or("completed", |r| r.status())
+            .into(),
+        summary,
+        diagnosis,
+        thresholds,
+        series,
+        ticks,
+    }
 }
 
 /// The export's JSON Schema, pretty-printed (`plan export-schema`, docs/export.schema.json).

@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The web app: UI + JSON API + embedded sandbox target (default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The sandbox target alone, to measure against another process.
     Target(TargetArgs),
     /// One agent of a run split over processes or machines: dials its coordinator.
@@ -149,6 +149,38 @@ pub struct ServeArgs {
     /// load anywhere the allowlist permits, or use the sandbox. Logged loudly.
     #[arg(long, env = "SOCKETSWARM_ALLOW_REMOTE", default_value_t = false)]
     pub allow_remote: bool,
+    // --- Limits against exhaustion (security: "holds when attacked"). Each bounds one
+    // resource an outsider (or a share link) could otherwise take without limit.
+    /// Milliseconds a client may take to send a request's headers, and to send the next
+    /// request on a kept-alive connection; then the connection is closed (half-sent
+    /// requests would otherwise hold a socket forever).
+    #[arg(long, env = "SOCKETSWARM_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Most HTTP connections at once; past it new connections are answered 503 and
+    /// closed. At most what `--max-connections` leaves of the open-file limit (but at
+    /// least 256, or a quarter of a smaller limit), so HTTP clients never take the
+    /// sockets a run needs.
+    #[arg(long, env = "SOCKETSWARM_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
+    /// Most live event streams (SSE) at once, all runs and share links together.
+    #[arg(long, env = "SOCKETSWARM_MAX_EVENT_STREAMS", default_value_t = 256)]
+    pub max_event_streams: usize,
+    /// Most live event streams at once through one share link.
+    #[arg(long, env = "SOCKETSWARM_MAX_STREAMS_PER_SHARE", default_value_t = 8)]
+    pub max_streams_per_share: usize,
+    /// Exports, HTML reports and CSVs built at once (each reads a whole run); others
+    /// wait up to 10 s, then get 503 with `Retry-After`.
+    #[arg(long, env = "SOCKETSWARM_MAX_CONCURRENT_EXPORTS", default_value_t = 2)]
+    pub max_concurrent_exports: usize,
+    /// Runs waiting for a free slot at most; past it launching answers 429.
+    #[arg(long, env = "SOCKETSWARM_MAX_QUEUED_RUNS", default_value_t = 32)]
+    pub max_queued_runs: usize,
+    /// Largest body `POST /api/runs/import` reads, in bytes.
+    #[arg(long, env = "SOCKETSWARM_MAX_IMPORT_BYTES", default_value_t = 64 << 20)]
+    pub max_import_bytes: usize,
+    /// Most ticks one imported run may hold.
+    #[arg(long, env = "SOCKETSWARM_MAX_IMPORT_TICKS", default_value_t = 100_000)]
+    pub max_import_ticks: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -324,6 +356,7 @@ impl ServeArgs {
                 .map_err(|e| problems.push(format!("--public-url (SOCKETSWARM_PUBLIC_URL): {e}")))
                 .ok()
         });
+        self.check_exhaustion_limits(&mut problems);
         if !(50..=60_000).contains(&self.tick_ms) {
             problems.push(format!(
                 "--tick-ms: {} must be between 50 and 60000",
@@ -342,6 +375,56 @@ impl ServeArgs {
         } else {
             Err(problems.join("\n"))
         }
+    }
+}
+
+impl ServeArgs {
+    /// The limits against exhaustion: each must leave the server usable (0 would refuse
+    /// everything, a huge value would be no limit).
+    fn check_exhaustion_limits(&self, problems: &mut Vec<String>) {
+        let mut within = |flag: &str, value: u64, min: u64, max: u64| {
+            if !(min..=max).contains(&value) {
+                problems.push(format!("--{flag}: {value} must be between {min} and {max}"));
+            }
+        };
+        within("header-timeout-ms", self.header_timeout_ms, 100, 600_000);
+        within(
+            "max-http-connections",
+            self.max_http_connections as u64,
+            4,
+            1 << 20,
+        );
+        within(
+            "max-event-streams",
+            self.max_event_streams as u64,
+            1,
+            1 << 16,
+        );
+        within(
+            "max-streams-per-share",
+            self.max_streams_per_share as u64,
+            1,
+            1 << 16,
+        );
+        within(
+            "max-concurrent-exports",
+            self.max_concurrent_exports as u64,
+            1,
+            64,
+        );
+        within("max-queued-runs", self.max_queued_runs as u64, 0, 10_000);
+        within(
+            "max-import-bytes",
+            self.max_import_bytes as u64,
+            1024,
+            1 << 30,
+        );
+        within(
+            "max-import-ticks",
+            self.max_import_ticks as u64,
+            1,
+            10_000_000,
+        );
     }
 }
 

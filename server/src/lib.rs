@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use config::ServeArgs;
 use runs::manager::{self, ManagerConfig, ManagerHandle};
-use runs::service::Runs;
+use runs::service::{Runs, RunsConfig};
 use state::AppState;
 
 /// A started server.
@@ -97,6 +97,40 @@ fn raise_nofile() -> u64 {
     }
 }
 
+/// File descriptors kept for the process itself: the database, logs, the sandbox's
+/// listeners, token and HTTP-step clients.
+const FD_RESERVE: u64 = 200;
+
+/// HTTP connections always kept, however many a run may hold (or a quarter of a
+/// smaller open-file limit).
+const HTTP_FLOOR: u64 = 256;
+
+/// How the open-file limit is shared between HTTP connections and runs.
+struct FdBudget {
+    /// HTTP connections served at once: what runs leave, but at least `HTTP_FLOOR`
+    /// (or a quarter of the limit) and at most `--max-http-connections`.
+    http_connections: usize,
+    /// Connections one run may open: `--max-connections`, at most what is left after
+    /// `FD_RESERVE` and the HTTP connections, so a flood of HTTP clients never takes a
+    /// live run's sockets.
+    run_connections: u32,
+}
+
+fn fd_budget(nofile: u64, args: &ServeArgs) -> FdBudget {
+    let usable = nofile.saturating_sub(FD_RESERVE);
+    let left_by_runs = usable.saturating_sub(u64::from(args.max_connections));
+    let http = left_by_runs
+        .max(HTTP_FLOOR.min(nofile / 4))
+        .min(args.max_http_connections as u64)
+        .max(1);
+    FdBudget {
+        http_connections: usize::try_from(http).unwrap_or(usize::MAX),
+        run_connections: args
+            .max_connections
+            .min(u32::try_from(usable.saturating_sub(http)).unwrap_or(u32::MAX)),
+    }
+}
+
 /// A dedicated multi-thread runtime for swarms, so thousands of sockets never starve
 /// the UI's runtime. Lives on its own thread until `shutdown`.
 fn engine_runtime(
@@ -143,14 +177,19 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         tracing::warn!(%addr, "SANDBOX TARGET ON A NON-LOOPBACK ADDRESS ({flag}, --allow-remote): anyone who can reach it can hold connections on this machine and read its /stats; it has no access token");
     }
     let nofile = raise_nofile();
-    let max_connections = args.max_connections.min(nofile.saturating_sub(200) as u32);
+    let fds = fd_budget(nofile, &args);
     let limits = Limits {
-        max_connections,
+        max_connections: fds.run_connections,
         max_duration: engine::plan::Dur(settings.max_duration),
         max_message_bytes: args.max_message_bytes,
         ..Limits::default()
     };
-    tracing::info!(nofile, max_connections, "limits");
+    tracing::info!(
+        nofile,
+        max_connections = fds.run_connections,
+        max_http_connections = fds.http_connections,
+        "limits"
+    );
     if args.access_token.is_some() {
         tracing::info!("access token required (share links stay open, read-only)");
     }
@@ -161,6 +200,15 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     }
 
     let pool = store::open(&args.database).await?;
+    let discarded = store::discard_unfinished_imports(&pool)
+        .await
+        .context("could not remove unfinished imports")?;
+    if discarded > 0 {
+        tracing::warn!(
+            discarded,
+            "imports left half-way by an earlier process were removed"
+        );
+    }
     let interrupted = store::mark_interrupted(&pool, runs::now_ms())
         .await
         .context("could not mark interrupted runs")?;
@@ -204,6 +252,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         pool.clone(),
         ManagerConfig {
             max_concurrent: args.max_concurrent_runs,
+            max_queued: args.max_queued_runs,
             swarm,
             policy: (!settings.allowlist.is_empty()).then(|| {
                 std::sync::Arc::new(settings.allowlist.clone())
@@ -221,11 +270,15 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let runs = Runs::new(
         pool.clone(),
         manager.clone(),
-        limits,
-        sandbox,
-        nofile,
-        settings.allowlist.clone(),
-        settings.env_allow.clone(),
+        RunsConfig {
+            limits,
+            sandbox,
+            nofile,
+            http_connections: fds.http_connections as u64,
+            allowlist: settings.allowlist.clone(),
+            env_allow: settings.env_allow.clone(),
+            max_import_ticks: args.max_import_ticks,
+        },
     );
     let service: app::api::Service = runs.clone();
     if args.starter_plan {
@@ -259,20 +312,14 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         hosts: Arc::new(hosts),
         hub,
         throttle: Arc::default(),
+        limits: Arc::new(http::HttpLimits::new(&args)),
     };
     let app = http::router(state);
-    let stop = shutdown.clone();
-    let http = tokio::spawn(async move {
-        // The peer address goes into each request: wrong tokens are counted per client.
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!("http server: {e}");
-        }
-    });
+    let serve_limits = http::ServeLimits {
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        max_connections: fds.http_connections,
+    };
+    let http = tokio::spawn(http::serve(listener, app, serve_limits, shutdown.clone()));
     tracing::info!("socketswarm on http://{addr}");
     Ok(Running {
         addr,

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Target(args)) => server::target(args).await,
         Some(Command::Agent(args)) => std::process::exit(server::agents::agent::run(args).await),
-        Some(Command::Serve(args)) => server::serve(args).await,
+        Some(Command::Serve(args)) => server::serve(*args).await,
         Some(Command::Run(args)) => {
             let outputs = match server::cli::Outputs::parse(&args.out) {
                 Ok(o) => server::cli::Outputs {

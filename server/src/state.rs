@@ -30,6 +30,8 @@ pub struct AppState {
     /// Wrong-token records per client address, shared by every request (`/login`, and
     /// the guard for Bearer and cookie tokens).
     pub throttle: Arc<crate::http::throttle::LoginThrottle>,
+    /// Caps on event streams and downloads at once (see `http::HttpLimits`).
+    pub limits: Arc<crate::http::HttpLimits>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -327,10 +327,10 @@ async fn message_size_and_body_limits_name_the_limit() {
         .as_str()
         .unwrap()
         .contains("1048576"));
-    // Past the body limit: 400 naming it, before any parsing.
+    // Past the body limit: 413 naming it, before the body is read.
     p["script"] = json!([{"send": "a".repeat(3_000_000)}]);
     let (status, body) = app.post("/api/runs", &p.to_string()).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 413);
     assert!(
         body["message"]
             .as_str()

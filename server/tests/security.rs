@@ -9,5 +9,7 @@ mod security_support;
 mod canary;
 #[path = "security/outbound.rs"]
 mod outbound;
+#[path = "security/store.rs"]
+mod store;
 #[path = "security/web.rs"]
 mod web;

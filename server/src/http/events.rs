@@ -5,7 +5,8 @@
 //! connecting with `?after=SEQ`, as the run page does with the ticks it was rendered
 //! with) first gets the stored ticks it lacks; one with neither gets every stored tick; a reader that falls behind the live ticks gets the
 //! skipped ones from the database, so every seq arrives exactly once, in order. Streams
-//! end on server shutdown so they never hold graceful shutdown open.
+//! end on server shutdown so they never hold graceful shutdown open. Each stream holds a
+//! slot of `HttpLimits` (per share link and in all) while it lives: past the caps, 429.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use app::api::{ApiError, RunDetail, RunService, SharedView};
 use serde::Deserialize;
 use sqlx::SqlitePool;
 
+use super::limits::StreamSlot;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store;
@@ -60,9 +62,10 @@ async fn run_events(
     if store::get_run(&st.pool, &id).await?.is_none() {
         return Err(ApiError::NotFound(format!("run {id}")).into());
     }
+    let slot = st.limits.stream_slot(None)?;
     let (runs, done_id) = (st.runs.clone(), id.clone());
     let done = async move { done_event(runs.get(&done_id).await) };
-    events(&st, id, resume_point(&headers, &q), done).await
+    events(&st, id, resume_point(&headers, &q), done, slot).await
 }
 
 /// The same stream for a run share link; its `done` event carries the run as the share
@@ -74,6 +77,7 @@ async fn share_events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let id = super::history::shared_run(&st, &sid).await?;
+    let slot = st.limits.stream_slot(Some(&sid))?;
     let runs = st.runs.clone();
     let done = async move {
         done_event(runs.shared(&sid).await.and_then(|v| match v {
@@ -81,7 +85,7 @@ async fn share_events(
             SharedView::Compare(_) => Err(ApiError::NotFound("share link".into())),
         }))
     };
-    events(&st, id, resume_point(&headers, &q), done).await
+    events(&st, id, resume_point(&headers, &q), done, slot).await
 }
 
 fn snapshot_event(s: &engine::Snapshot) -> Event {
@@ -117,12 +121,14 @@ async fn stored_ticks(
         .collect())
 }
 
-/// The stored ticks after `resume`, then the live ones, then `done`.
+/// The stored ticks after `resume`, then the live ones, then `done`. The stream owns
+/// `slot`, so the slot is free again as soon as the stream ends or its client leaves.
 async fn events(
     st: &AppState,
     id: String,
     resume: Option<u64>,
     done: impl std::future::Future<Output = Event> + Send + 'static,
+    slot: StreamSlot,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let live = st.manager.subscribe(id.clone()).await;
     // Ticks stored before this connection, when resuming (no gaps, no repeats).
@@ -168,7 +174,10 @@ async fn events(
         .chain(live_stream)
         .map(|s| snapshot_event(&s))
         .chain(stream::once(done))
-        .map(Ok)
+        .map(move |event| {
+            let _held = &slot;
+            Ok(event)
+        })
         .take_until(st.shutdown.clone().cancelled_owned());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

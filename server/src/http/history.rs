@@ -14,8 +14,9 @@ use serde::Deserialize;
 
 use app::api::{parse_ids, ApiError, RunMeta, RunService, ShareKind};
 
-use super::runs::{delete_run, export_doc, report_download};
+use super::runs::{delete_run, export_download, report_download};
 use crate::error::AppError;
+use crate::runs::blocking;
 use crate::runs::history::MAX_PLAN_TEXT;
 use crate::state::AppState;
 
@@ -110,8 +111,13 @@ async fn clear_baseline(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn csv_response(name: &str, csv: String) -> Response {
-    (
+/// The run's per-second series as a CSV attachment named after `name`, in a download
+/// slot (the series is built from every tick).
+async fn csv_download(st: &AppState, id: &str, name: &str) -> Result<Response, AppError> {
+    let slot = st.limits.download_slot().await?;
+    let d = st.runs.detail(id).await?;
+    let csv = blocking(move || d.series.to_csv()).await?;
+    Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (
@@ -119,17 +125,16 @@ fn csv_response(name: &str, csv: String) -> Response {
                 format!("attachment; filename=\"socketswarm-{name}.csv\""),
             ),
         ],
-        csv,
+        slot.body(csv.into_bytes()),
     )
-        .into_response()
+        .into_response())
 }
 
 async fn series_csv(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, AppError> {
-    let d = st.runs.detail(&id).await?;
-    Ok(csv_response(&id, d.series.to_csv()))
+) -> Result<Response, AppError> {
+    csv_download(&st, &id, &id).await
 }
 
 async fn share_run(
@@ -283,7 +288,7 @@ pub(super) async fn shared_run(st: &AppState, sid: &str) -> Result<String, AppEr
 async fn share_report(
     State(st): State<AppState>,
     Path(sid): Path<String>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Response, AppError> {
     let id = shared_run(&st, &sid).await?;
     report_download(&st, &id).await
 }
@@ -291,16 +296,15 @@ async fn share_report(
 async fn share_export(
     State(st): State<AppState>,
     Path(sid): Path<String>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Response, AppError> {
     let id = shared_run(&st, &sid).await?;
-    Ok(Json(export_doc(&st, &id).await?))
+    export_download(&st, &id).await
 }
 
 async fn share_csv(
     State(st): State<AppState>,
     Path(sid): Path<String>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Response, AppError> {
     let id = shared_run(&st, &sid).await?;
-    let d = st.runs.detail(&id).await?;
-    Ok(csv_response(&sid, d.series.to_csv()))
+    csv_download(&st, &id, &sid).await
 }

@@ -4,8 +4,13 @@ mod access;
 mod events;
 mod history;
 pub mod hosts;
+mod limits;
 mod runs;
+mod serve;
 pub mod throttle;
+
+pub use limits::HttpLimits;
+pub use serve::{serve, ServeLimits};
 
 use axum::http::{header, HeaderValue};
 use axum::Router;

@@ -1,11 +1,13 @@
 //! `/api/runs`: create, list, read, cancel. Bodies are read as bytes and parsed here so
 //! a malformed plan gets a 400 that says where (`unknown field `conections` at line 1
-//! column 80`), not a generic rejection.
+//! column 80`), not a generic rejection. Each route that takes a body has its own
+//! limit, applied while the body is read (`limits::read_body`): a launch about 2 MB,
+//! an import `--max-import-bytes`.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -13,25 +15,19 @@ use serde_json::json;
 use app::api::{ApiError, RunService};
 use engine::Plan;
 
-use crate::error::AppError;
+use super::limits::read_body;
+use crate::error::{internal, AppError};
+use crate::runs::blocking;
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/runs",
-            get(list_runs)
-                .post(create_run)
-                .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT)),
-        )
+        .route("/api/runs", get(list_runs).post(create_run))
         .route("/api/runs/{id}", get(get_run).delete(delete_run))
         .route("/api/runs/{id}/cancel", post(cancel_run))
         .route("/api/runs/{id}/report.html", get(get_report))
-        // A long run's export is tens of MB: lift axum's 2 MB default for this route only.
-        .route(
-            "/api/runs/import",
-            post(import_run).layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT)),
-        )
+        // A long run's export is tens of MB: its own limit, `--max-import-bytes`.
+        .route("/api/runs/import", post(import_run))
         .route("/api/runs/{id}/export.json", get(get_export))
         .route("/api/config", get(get_config))
         .route(
@@ -40,25 +36,19 @@ pub(super) fn router() -> Router<AppState> {
         )
 }
 
-/// Largest accepted run export (`/api/runs/import`).
-const MAX_IMPORT: usize = 64 * 1024 * 1024;
-
-/// Largest accepted plan body.
+/// Largest accepted plan body, unless the message limit needs more.
 const MAX_BODY: usize = 256 * 1024;
 
+/// Launches a plan. Its body is refused (413) once it passes room for the largest
+/// message a plan may send (`--max-message-bytes`) twice plus 64 KiB, while it is read:
+/// a launch never buffers more than that (it used to buffer up to 64 MiB).
 async fn create_run(
     State(st): State<AppState>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, AppError> {
-    // Room for the largest message a plan may send (`--max-message-bytes`), twice.
     let max = MAX_BODY.max(2 * st.runs.limits.max_message_bytes + 64 * 1024);
-    if body.len() > max {
-        return Err(ApiError::BadRequest(format!(
-            "body is {} bytes; the limit is {max}",
-            body.len()
-        ))
-        .into());
-    }
+    let body = read_body(&headers, body, max).await?;
     let plan: Plan =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("plan: {e}")))?;
     let launched = st.runs.launch(plan).await?;
@@ -112,20 +102,17 @@ async fn cancel_run(
     ))
 }
 
-/// Stores a run exported by `socketswarm run --out json=...` (or uploaded with `--server`).
+/// Stores a run exported by `socketswarm run --out json=...` (or uploaded with
+/// `--server`); the body is read up to `--max-import-bytes`.
 async fn import_run(
     State(st): State<AppState>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, AppError> {
-    if body.len() > MAX_IMPORT {
-        return Err(ApiError::BadRequest(format!(
-            "body is {} bytes; the limit is {MAX_IMPORT}",
-            body.len()
-        ))
-        .into());
-    }
-    let export: crate::runs::service::Export =
+    let body = read_body(&headers, body, st.limits.max_import_bytes).await?;
+    let export: crate::runs::import::Export =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("export: {e}")))?;
+    drop(body);
     let launched = st.runs.import(export).await?;
     Ok((StatusCode::CREATED, Json(launched)))
 }
@@ -138,12 +125,12 @@ struct Finished {
     thresholds: Vec<engine::thresholds::ThresholdResult>,
 }
 
-/// Loads a run that has finished (409 while it is live or if it never ran).
-async fn finished(st: &AppState, id: &str) -> Result<Finished, AppError> {
-    let run = st.runs.detail(id).await?;
+/// The run if it has finished (409 while it is live or if it never ran).
+fn finished(run: app::api::RunDetail) -> Result<Finished, AppError> {
     let Some(summary) = run.summary.clone() else {
         return Err(ApiError::Conflict(format!(
-            "run {id} is {} and has no summary yet",
+            "run {} is {} and has no summary yet",
+            run.id,
             run.status.as_str()
         ))
         .into());
@@ -164,45 +151,71 @@ async fn finished(st: &AppState, id: &str) -> Result<Finished, AppError> {
 async fn get_export(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(export_doc(&st, &id).await?))
+) -> Result<Response, AppError> {
+    export_download(&st, &id).await
 }
 
-/// The JSON export document of a finished run.
-pub(super) async fn export_doc(st: &AppState, id: &str) -> Result<serde_json::Value, AppError> {
-    let id = id.to_string();
-    let f = finished(st, &id).await?;
-    let ticks: Vec<engine::Snapshot> = crate::store::intervals_after(&st.pool, &id, 0)
+/// The JSON export of a finished run, in a download slot: every tick is read once, and
+/// the document is built and encoded off the async workers, straight to bytes.
+pub(super) async fn export_download(st: &AppState, id: &str) -> Result<Response, AppError> {
+    let slot = st.limits.download_slot().await?;
+    let (run, ticks) = st.runs.detail_with_ticks(id).await?;
+    let f = finished(run)?;
+    let json = blocking(move || encode_export(f, ticks))
         .await?
-        .iter()
-        .filter_map(|j| serde_json::from_str(j).ok())
-        .collect();
-    let mut export = crate::cli::export_json(
+        .map_err(|e| internal("encode export", e))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        slot.body(json),
+    )
+        .into_response())
+}
+
+/// The export document of `f` with its ticks, as JSON bytes.
+fn encode_export(f: Finished, ticks: Vec<engine::Snapshot>) -> serde_json::Result<Vec<u8>> {
+    let status = f.run.status.as_str().to_string();
+    let mut doc = crate::cli::export_document(
         &f.run.plan,
-        &f.summary,
-        &f.diagnosis,
-        &f.thresholds,
-        &f.run.series,
-        &ticks,
+        f.summary,
+        f.diagnosis,
+        f.thresholds,
+        f.run.series,
+        ticks,
     );
-    export["status"] = serde_json::Value::from(f.run.status.as_str());
-    Ok(export)
+    doc.status = status;
+    serde_json::to_vec(&doc)
 }
 
 /// The self-contained HTML report of a finished run, as a download.
 async fn get_report(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Response, AppError> {
     report_download(&st, &id).await
 }
 
-/// The HTML report of a finished run as an attachment.
-pub(super) async fn report_download(
-    st: &AppState,
-    id: &str,
-) -> Result<impl IntoResponse + use<>, AppError> {
-    let f = finished(st, id).await?;
+/// The HTML report of a finished run as an attachment, in a download slot.
+pub(super) async fn report_download(st: &AppState, id: &str) -> Result<Response, AppError> {
+    let slot = st.limits.download_slot().await?;
+    let f = finished(st.runs.detail(id).await?)?;
+    let html = blocking(move || report_html(&f)).await?;
+    let disposition = format!("attachment; filename=\"socketswarm-{id}.html\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                super::CSP_REPORT.to_string(),
+            ),
+        ],
+        slot.body(html.into_bytes()),
+    )
+        .into_response())
+}
+
+/// The HTML report of `f`.
+fn report_html(f: &Finished) -> String {
     let input = crate::report::ReportInput {
         plan: &f.run.plan,
         status: f.run.status.as_str(),
@@ -217,22 +230,7 @@ pub(super) async fn report_download(
             finished_at_ms: f.run.finished_at_ms,
         }),
     };
-    let html = crate::report::html(&input);
-    let disposition = format!("attachment; filename=\"socketswarm-{id}.html\"");
-    Ok((
-        [
-            (
-                axum::http::header::CONTENT_TYPE,
-                "text/html; charset=utf-8".to_string(),
-            ),
-            (axum::http::header::CONTENT_DISPOSITION, disposition),
-            (
-                axum::http::header::CONTENT_SECURITY_POLICY,
-                super::CSP_REPORT.to_string(),
-            ),
-        ],
-        html,
-    ))
+    crate::report::html(&input)
 }
 
 async fn get_config(State(st): State<AppState>) -> impl IntoResponse {

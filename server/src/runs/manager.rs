@@ -3,17 +3,21 @@
 //! Commands arrive on an mpsc channel, each answered over a oneshot. For a launched run
 //! the manager creates a cancel token (a child of the server's shutdown token, so
 //! SIGTERM ends runs as `cancelled`) and a `watch` channel for the latest snapshot, then
-//! either starts it or queues it (`max_concurrent` runs at once). A per-run task drives
-//! the engine and persists every tick *before* publishing it, so what a browser saw is
-//! always in the database; it drops the `watch` sender only after the final summary is
+//! either starts it or queues it (`max_concurrent` runs at once, at most `max_queued`
+//! waiting; past that the launch is refused). A per-run task drives
+//! the engine and persists every tick *before* publishing it (retrying while the
+//! database is busy; a tick that cannot be stored is not published), so what a browser
+//! saw is always in the database; it drops the `watch` sender only after the final summary is
 //! stored, which is what ends the SSE streams.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use engine::swarm::{self, SwarmConfig, Update};
 use engine::{Plan, Snapshot, Summary};
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::now_ms;
@@ -28,6 +32,8 @@ pub enum Placement {
     Started,
     /// Waiting; `0` is next.
     Queued(usize),
+    /// Not taken: `max_queued` runs are already waiting.
+    QueueFull(usize),
 }
 
 /// Result of a cancel request.
@@ -110,6 +116,9 @@ struct LiveRun {
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
     pub max_concurrent: usize,
+    /// Runs that may wait for a slot. Each holds its plan (up to ~2 MB) in memory, so
+    /// the queue must not grow without bound (attack report 8a: 200 queued, +450 MB).
+    pub max_queued: usize,
     pub swarm: SwarmConfig,
     /// Where runs may connect (`--allow-target`), enforced by the engine on the
     /// addresses each run resolves when it starts.
@@ -183,6 +192,12 @@ impl Manager {
                     plan,
                     reply,
                 } => {
+                    let must_wait =
+                        self.running >= self.cfg.max_concurrent || self.shutdown.is_cancelled();
+                    if must_wait && self.queue.len() >= self.cfg.max_queued {
+                        let _ = reply.send(Placement::QueueFull(self.cfg.max_queued));
+                        continue;
+                    }
                     let (ptx, prx) = watch::channel(None);
                     let cancel = self.shutdown.child_token();
                     self.live.insert(
@@ -194,7 +209,7 @@ impl Manager {
                             plan: Some(*plan),
                         },
                     );
-                    if self.running < self.cfg.max_concurrent && !self.shutdown.is_cancelled() {
+                    if !must_wait {
                         self.start(&run_id);
                         let _ = reply.send(Placement::Started);
                     } else {
@@ -299,17 +314,43 @@ impl Manager {
     }
 }
 
-/// Stores one tick (before it is published, so what a browser saw is in the database).
-async fn store_tick(pool: &SqlitePool, run_id: &str, s: &Snapshot) {
-    match serde_json::to_string(s) {
-        Ok(json) => {
-            if let Err(e) =
-                store::insert_interval(pool, run_id, s.seq as i64, s.elapsed_ms as i64, &json).await
-            {
-                tracing::error!(%run_id, "could not store tick {}: {e}", s.seq);
+/// How long a tick write is retried while another writer holds the database (an import
+/// between two chunks, a burst of launches). Far past the busy timeout: giving up loses
+/// data, waiting only delays the live view.
+const TICK_STORE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The pause between tries starts here and doubles up to `MAX_TICK_BACKOFF`.
+const FIRST_TICK_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_TICK_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Stores one tick, retrying with backoff while the database is busy, for up to
+/// `TICK_STORE_DEADLINE`. Returns whether it was stored: the caller publishes only
+/// stored ticks, so what a browser saw is always in the database.
+async fn store_tick(pool: &SqlitePool, run_id: &str, s: &Snapshot) -> bool {
+    let json = match serde_json::to_string(s) {
+        Ok(json) => json,
+        Err(e) => {
+            tracing::error!(%run_id, "could not encode tick: {e}");
+            return false;
+        }
+    };
+    let deadline = Instant::now() + TICK_STORE_DEADLINE;
+    let mut backoff = FIRST_TICK_BACKOFF;
+    loop {
+        let stored =
+            store::insert_interval(pool, run_id, s.seq as i64, s.elapsed_ms as i64, &json).await;
+        match stored {
+            Ok(()) => return true,
+            Err(e) if store::is_busy(&e) && Instant::now() + backoff < deadline => {
+                tracing::debug!(%run_id, seq = s.seq, "database busy, retrying the tick: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_TICK_BACKOFF);
+            }
+            Err(e) => {
+                tracing::error!(%run_id, "could not store tick {} (not published): {e}", s.seq);
+                return false;
             }
         }
-        Err(e) => tracing::error!(%run_id, "could not encode tick: {e}"),
     }
 }
 
@@ -359,8 +400,9 @@ async fn drive(
             while let Some(u) = updates.recv().await {
                 match u {
                     Update::Tick(s) => {
-                        store_tick(&pool, &run_id, &s).await;
-                        publisher.send_replace(Some(s));
+                        if store_tick(&pool, &run_id, &s).await {
+                            publisher.send_replace(Some(s));
+                        }
                     }
                     Update::Finished(summary) => merged = Some(summary),
                 }

@@ -1,6 +1,7 @@
 //! Runs: the manager actor that owns live runs, and the `RunService` the pages and the
 //! JSON API share.
 pub(crate) mod history;
+pub mod import;
 pub mod manager;
 mod plans;
 pub mod service;
@@ -11,4 +12,14 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Runs CPU-heavy work (parsing, diagnosing or encoding a whole run) on the blocking
+/// pool, so the async workers keep answering other requests meanwhile.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, app::api::ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| crate::error::internal("blocking task", e))
 }

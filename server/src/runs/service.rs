@@ -11,7 +11,7 @@ use app::api::{
     ShareLink, SharedView,
 };
 use engine::plan::TargetUrl;
-use engine::{FieldError, Limits, Plan};
+use engine::{FieldError, Limits, Plan, Snapshot};
 use sqlx::SqlitePool;
 
 use super::manager::{CancelOutcome, ManagerHandle, Placement};
@@ -35,6 +35,21 @@ pub struct Runs {
     pub allowlist: crate::allow::Allowlist,
     /// Which environment variables plans may read (`--allow-env`).
     pub env_allow: crate::allow::EnvAllow,
+    /// File descriptors kept for HTTP connections (out of `nofile`).
+    pub http_connections: u64,
+    /// Most ticks an imported run may hold (`--max-import-ticks`).
+    pub max_import_ticks: usize,
+}
+
+/// What `Runs` is built from (settled at startup).
+pub struct RunsConfig {
+    pub limits: Limits,
+    pub sandbox: Option<SocketAddr>,
+    pub nofile: u64,
+    pub http_connections: u64,
+    pub allowlist: crate::allow::Allowlist,
+    pub env_allow: crate::allow::EnvAllow,
+    pub max_import_ticks: usize,
 }
 
 /// Runs `GET /api/runs` without a `per_page` answers.
@@ -59,15 +74,8 @@ pub(super) fn to_item(r: RunRow) -> RunListItem {
 }
 
 impl Runs {
-    pub fn new(
-        pool: SqlitePool,
-        manager: ManagerHandle,
-        limits: Limits,
-        sandbox: Option<SocketAddr>,
-        nofile: u64,
-        allowlist: crate::allow::Allowlist,
-        env_allow: crate::allow::EnvAllow,
-    ) -> Arc<Runs> {
+    pub fn new(pool: SqlitePool, manager: ManagerHandle, cfg: RunsConfig) -> Arc<Runs> {
+        let nofile = cfg.nofile;
         let env = RunEnv {
             version: env!("CARGO_PKG_VERSION").into(),
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -83,12 +91,14 @@ impl Runs {
         Arc::new(Runs {
             pool,
             manager,
-            limits,
-            sandbox,
+            limits: cfg.limits,
+            sandbox: cfg.sandbox,
             nofile,
             env,
-            allowlist,
-            env_allow,
+            allowlist: cfg.allowlist,
+            env_allow: cfg.env_allow,
+            http_connections: cfg.http_connections,
+            max_import_ticks: cfg.max_import_ticks,
         })
     }
 
@@ -112,7 +122,8 @@ impl Runs {
         let same_port = url.port == sb.port();
         let local = matches!(url.host.as_str(), "127.0.0.1" | "localhost" | "::1")
             || url.host == sb.ip().to_string();
-        let max = (self.nofile.saturating_sub(200) / 2) as u32;
+        // What is left after the fixed reserve and the HTTP connections, for both ends.
+        let max = (self.nofile.saturating_sub(200 + self.http_connections) / 2) as u32;
         if same_port && local && plan.peak_connections() > max {
             return Err(ApiError::Validation(vec![FieldError {
                 field: "stages".into(),
@@ -147,55 +158,40 @@ impl Runs {
     /// The run itself (no saved-plan name, no baseline comparison): what exports,
     /// CSV and metadata answers need.
     pub(crate) async fn detail(&self, id: &str) -> Result<RunDetail, ApiError> {
+        Ok(self.detail_with_ticks(id).await?.0)
+    }
+
+    /// The run and every stored tick, each tick read once (an export needs both).
+    pub(crate) async fn detail_with_ticks(
+        &self,
+        id: &str,
+    ) -> Result<(RunDetail, Vec<Snapshot>), ApiError> {
         let row = self.run_row(id).await?;
-        let plan: Plan =
-            serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
-        let summary = match &row.summary_json {
-            Some(s) => Some(serde_json::from_str(s).map_err(|e| internal("stored summary", e))?),
-            None => None,
-        };
-        let ticks: Vec<engine::Snapshot> = store::intervals_after(&self.pool, id, 0)
-            .await
-            .map_err(|e| internal("intervals_after", e))?
-            .iter()
-            .filter_map(|j| serde_json::from_str(j).ok())
-            .collect();
-        let series = engine::Series::from_snapshots(&ticks);
-        // Every finished run has one (callers rely on it), live ones once a tick is in.
-        let diagnosis = (summary.is_some() || !series.t.is_empty())
-            .then(|| engine::diagnose::for_run(&series, summary.as_ref()));
-        let last = ticks.into_iter().last();
-        let env = row
-            .env_json
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok());
-        let histograms = summary
-            .as_ref()
-            .map(super::history::histogram_views)
-            .unwrap_or_default();
         let tags = self.tags(&row.run_id).await?;
-        Ok(RunDetail {
-            plan_id: row.plan_id,
-            plan_name: None,
-            tags,
-            note: row.note,
-            env,
-            histograms,
-            baseline: None,
-            is_baseline: false,
-            id: row.run_id,
-            name: row.name,
-            status: RunStatus::parse(&row.status).unwrap_or(RunStatus::Failed),
-            plan,
-            created_at_ms: row.created_at,
-            started_at_ms: row.started_at,
-            finished_at_ms: row.finished_at,
-            error: row.error,
-            summary,
-            last,
-            series,
-            diagnosis,
-        })
+        let ticks = self.ticks(id).await?;
+        super::blocking(move || build_detail(row, tags, ticks)).await?
+    }
+
+    /// Every stored tick of a run, in order: read `TICK_PAGE` at a time (one pool
+    /// connection at a time, none held between pages), parsed off the async workers.
+    pub(crate) async fn ticks(&self, id: &str) -> Result<Vec<Snapshot>, ApiError> {
+        let mut ticks = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store::intervals_page(&self.pool, id, after, TICK_PAGE)
+                .await
+                .map_err(|e| internal("intervals_page", e))?;
+            let Some(&(last, _)) = page.last() else {
+                break;
+            };
+            let full = page.len() as i64 == TICK_PAGE;
+            after = last;
+            ticks.extend(super::blocking(move || parse_ticks(&page)).await?);
+            if !full {
+                break;
+            }
+        }
+        Ok(ticks)
     }
 
     /// Validates, stores the plan (secrets redacted) and hands the real plan to the
@@ -233,6 +229,14 @@ impl Runs {
         let status = match self.manager.launch(id.clone(), plan).await {
             Some(Placement::Started) => RunStatus::Running,
             Some(Placement::Queued(_)) => RunStatus::Queued,
+            Some(Placement::QueueFull(max)) => {
+                if let Err(e) = store::discard_run(&self.pool, &id).await {
+                    tracing::error!(run_id = %id, "could not remove a refused run: {e}");
+                }
+                return Err(ApiError::Busy(format!(
+                    "{max} runs are already waiting to start, the most this server queues (--max-queued-runs); try again when one has started"
+                )));
+            }
             None => {
                 let _ = store::end_run_without_summary(
                     &self.pool,
@@ -253,79 +257,65 @@ impl Runs {
     }
 }
 
-/// A run exported by `socketswarm run --out json=FILE` (schema version 1).
-#[derive(serde::Deserialize)]
-pub struct Export {
-    pub schema_version: u32,
-    pub plan: Plan,
-    pub status: String,
-    pub summary: engine::Summary,
-    #[serde(default)]
-    pub ticks: Vec<engine::Snapshot>,
+/// Stored ticks read per query.
+const TICK_PAGE: i64 = 1000;
+
+/// Stored tick JSON to ticks (a tick that no longer parses is skipped, as before).
+fn parse_ticks(page: &[(i64, String)]) -> Vec<Snapshot> {
+    page.iter()
+        .filter_map(|(_, j)| serde_json::from_str(j).ok())
+        .collect()
 }
 
-impl Runs {
-    /// Stores a run made elsewhere (a CI job's `--server` upload) as a finished run.
-    pub async fn import(&self, export: Export) -> Result<Launched, ApiError> {
-        if export.schema_version != 1 {
-            return Err(ApiError::BadRequest(format!(
-                "schema_version {} is not supported; this server reads 1",
-                export.schema_version
-            )));
-        }
-        let status = match export.status.as_str() {
-            "completed" | "cancelled" => export.status.clone(),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "status `{other}` cannot be imported; use completed or cancelled"
-                )))
-            }
-        };
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let plan = export.plan.redacted();
-        let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
-        let now = now_ms();
-        let started = now - export.summary.duration_ms as i64;
-        let mut ticks = Vec::with_capacity(export.ticks.len());
-        for t in &export.ticks {
-            let tick = serde_json::to_string(t).map_err(|e| internal("encode tick", e))?;
-            ticks.push((t.seq as i64, t.elapsed_ms as i64, tick));
-        }
-        let s = &export.summary;
-        let h = store::Headline {
-            peak_open: s.peak_open as i64,
-            opened: s.totals.opened as i64,
-            failed: s.totals.failed as i64,
-            duration_ms: s.duration_ms as i64,
-        };
-        let summary = serde_json::to_string(s).map_err(|e| internal("encode summary", e))?;
-        // One transaction: an import is stored whole or not at all.
-        store::import_run(
-            &self.pool,
-            store::NewRun {
-                run_id: &id,
-                name: &plan.name,
-                target: &plan.target,
-                plan_json: &json,
-                created_at: started,
-                plan_id: None,
-                env_json: None,
-            },
-            &ticks,
-            &status,
-            now,
-            &summary,
-            h,
-        )
-        .await
-        .map_err(|e| internal("import_run", e))?;
-        let status = RunStatus::parse(&status).unwrap_or(RunStatus::Completed);
-        Ok(Launched {
-            url: format!("/runs/{id}"),
-            id,
-            status,
-        })
-    }
+/// The CPU part of `Runs::detail`: plan and summary decoded, series built, the run
+/// diagnosed. Gives the ticks back for callers that need them too.
+fn build_detail(
+    row: RunRow,
+    tags: Vec<String>,
+    ticks: Vec<Snapshot>,
+) -> Result<(RunDetail, Vec<Snapshot>), ApiError> {
+    let plan: Plan =
+        serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
+    let summary: Option<engine::Summary> = match &row.summary_json {
+        Some(s) => Some(serde_json::from_str(s).map_err(|e| internal("stored summary", e))?),
+        None => None,
+    };
+    let series = engine::Series::from_snapshots(&ticks);
+    // Every finished run has one (callers rely on it), live ones once a tick is in.
+    let diagnosis = (summary.is_some() || !series.t.is_empty())
+        .then(|| engine::diagnose::for_run(&series, summary.as_ref()));
+    let last = ticks.last().cloned();
+    let env = row
+        .env_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let histograms = summary
+        .as_ref()
+        .map(super::history::histogram_views)
+        .unwrap_or_default();
+    let detail = RunDetail {
+        plan_id: row.plan_id,
+        plan_name: None,
+        tags,
+        note: row.note,
+        env,
+        histograms,
+        baseline: None,
+        is_baseline: false,
+        id: row.run_id,
+        name: row.name,
+        status: RunStatus::parse(&row.status).unwrap_or(RunStatus::Failed),
+        plan,
+        created_at_ms: row.created_at,
+        started_at_ms: row.started_at,
+        finished_at_ms: row.finished_at,
+        error: row.error,
+        summary,
+        last,
+        series,
+        diagnosis,
+    };
+    Ok((detail, ticks))
 }
 
 impl RunService for Runs {

@@ -37,7 +37,7 @@ pub struct ListRow {
 }
 
 fn push_where(qb: &mut QueryBuilder<Sqlite>, f: &RunFilter) {
-    qb.push(" where 1 = 1");
+    qb.push(" where r.importing = 0");
     if let Some(p) = &f.plan_id {
         qb.push(" and r.plan_id = ").push_bind(p.clone());
     }
@@ -153,7 +153,7 @@ pub async fn set_meta(
 /// there was no finished run with this id.
 pub async fn delete_run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
-    let n = sqlx::query("delete from run where run_id = ? and status not in ('queued', 'running')")
+    let n = sqlx::query("delete from run where run_id = ? and status not in ('queued', 'running') and importing = 0")
         .bind(run_id)
         .execute(&mut *tx)
         .await?

@@ -5,13 +5,17 @@
 //!
 //! Invariants: a run row is inserted whole (`insert_run`) before anything refers to it;
 //! per-tick rows are one short statement each; finishing a run writes status, summary
-//! and the list columns in one transaction, so a reader never sees half of it.
+//! and the list columns in one transaction, so a reader never sees half of it. An
+//! imported run is written in short transactions while it is hidden (`importing = 1`:
+//! no read of runs returns it) and shown by the one that finishes it; no transaction
+//! holds the write lock for more than a few hundred ticks, so a live run's tick never
+//! waits long (SQLite has one writer at a time).
 
 use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqliteExecutor, SqlitePool};
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteExecutor, SqlitePool};
 
 mod history;
 pub use history::*;
@@ -89,27 +93,125 @@ pub async fn insert_run<'e>(db: impl SqliteExecutor<'e>, r: NewRun<'_>) -> sqlx:
     Ok(())
 }
 
-/// Stores a finished run made elsewhere, whole, in one transaction.
-#[allow(clippy::too_many_arguments)]
-pub async fn import_run(
+/// Starts an import: the run row as a run started at its creation, hidden
+/// (`importing = 1`) until `finish_import`.
+pub async fn begin_import(pool: &SqlitePool, r: NewRun<'_>) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    insert_run(&mut *tx, r).await?;
+    mark_running(&mut *tx, r.run_id, r.created_at).await?;
+    sqlx::query("update run set importing = 1 where run_id = ?")
+        .bind(r.run_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// Rows per `insert` statement when storing imported ticks (4 parameters each).
+const ROWS_PER_INSERT: usize = 100;
+
+/// Stores some of an import's ticks, `(seq, elapsed_ms, snapshot_json)`, in one short
+/// transaction of multi-row inserts. Callers keep chunks to a few hundred ticks, so the
+/// write lock is held for milliseconds, not for the whole import.
+pub async fn insert_ticks(
     pool: &SqlitePool,
-    r: NewRun<'_>,
+    run_id: &str,
     ticks: &[(i64, i64, String)],
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    for rows in ticks.chunks(ROWS_PER_INSERT) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "insert or replace into run_interval (run_id, seq, elapsed_ms, snapshot_json) ",
+        );
+        qb.push_values(rows, |mut b, (seq, elapsed_ms, json)| {
+            b.push_bind(run_id)
+                .push_bind(*seq)
+                .push_bind(*elapsed_ms)
+                .push_bind(json.as_str());
+        });
+        qb.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+/// Ends an import: status, summary and list columns written and the run made visible,
+/// in one transaction.
+pub async fn finish_import(
+    pool: &SqlitePool,
+    run_id: &str,
     status: &str,
     finished_at: i64,
     summary_json: &str,
     h: Headline,
 ) -> sqlx::Result<()> {
-    // The same steps as a run made here: inserted, started (at its creation), its
-    // ticks, finished.
     let mut tx = pool.begin().await?;
-    insert_run(&mut *tx, r).await?;
-    mark_running(&mut *tx, r.run_id, r.created_at).await?;
-    for (seq, elapsed_ms, json) in ticks {
-        insert_interval(&mut *tx, r.run_id, *seq, *elapsed_ms, json).await?;
-    }
-    finish_run(&mut *tx, r.run_id, status, finished_at, summary_json, h).await?;
+    finish_run(&mut *tx, run_id, status, finished_at, summary_json, h).await?;
+    sqlx::query("update run set importing = 0 where run_id = ?")
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await
+}
+
+/// Ticks deleted per transaction when an unfinished import is removed.
+const DELETE_PAGE: i64 = 500;
+
+/// Removes an import that did not finish, with its ticks: a page of ticks per statement,
+/// so removing a large one never holds the write lock for long either.
+pub async fn discard_import(pool: &SqlitePool, run_id: &str) -> sqlx::Result<()> {
+    loop {
+        let gone = sqlx::query(
+            "delete from run_interval where run_id = ? and seq in
+             (select seq from run_interval where run_id = ? order by seq limit ?)",
+        )
+        .bind(run_id)
+        .bind(run_id)
+        .bind(DELETE_PAGE)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if gone == 0 {
+            break;
+        }
+    }
+    sqlx::query("delete from run where run_id = ? and importing = 1")
+        .bind(run_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// At startup: imports that a crash left half-way are removed. Returns how many.
+pub async fn discard_unfinished_imports(pool: &SqlitePool) -> sqlx::Result<usize> {
+    let ids: Vec<(String,)> = sqlx::query_as("select run_id from run where importing = 1")
+        .fetch_all(pool)
+        .await?;
+    for (id,) in &ids {
+        discard_import(pool, id).await?;
+    }
+    Ok(ids.len())
+}
+
+/// Removes a run stored as `queued` whose launch was then refused (the queue was
+/// full): it never ran and nothing refers to it yet.
+pub async fn discard_run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<()> {
+    sqlx::query("delete from run where run_id = ? and status = 'queued'")
+        .bind(run_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// True for the errors worth retrying: the database is locked by another writer
+/// (SQLITE_BUSY, SQLITE_LOCKED, also as extended codes) or no pool connection was free.
+pub fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
 }
 
 /// `queued` -> `running`.
@@ -210,7 +312,7 @@ pub async fn mark_interrupted(pool: &SqlitePool, now: i64) -> sqlx::Result<u64> 
 }
 
 pub async fn get_run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<RunRow>> {
-    sqlx::query_as::<_, RunRow>("select * from run where run_id = ?")
+    sqlx::query_as::<_, RunRow>("select * from run where run_id = ? and importing = 0")
         .bind(run_id)
         .fetch_optional(pool)
         .await
@@ -241,4 +343,22 @@ pub async fn intervals_after(
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// At most `limit` stored ticks with `seq > after`, in order, as `(seq, snapshot_json)`:
+/// whole runs are read a page at a time, so no read holds a pool connection for long.
+pub async fn intervals_page(
+    pool: &SqlitePool,
+    run_id: &str,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as(
+        "select seq, snapshot_json from run_interval where run_id = ? and seq > ? order by seq limit ?",
+    )
+    .bind(run_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }

@@ -35,6 +35,14 @@ pub fn args(db: PathBuf) -> ServeArgs {
         allow_env: Vec::new(),
         starter_plan: false,
         public_url: None,
+        header_timeout_ms: 10_000,
+        max_http_connections: 1024,
+        max_event_streams: 256,
+        max_streams_per_share: 8,
+        max_concurrent_exports: 2,
+        max_queued_runs: 32,
+        max_import_bytes: 64 << 20,
+        max_import_ticks: 100_000,
     }
 }
 
@@ -274,4 +282,52 @@ pub async fn raw(
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
     (status, text)
+}
+
+/// A whole socketswarm with the test settings changed by `tune` (small limits).
+pub async fn spawn_tuned(tune: impl FnOnce(&mut ServeArgs)) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path().join("test.db"));
+    tune(&mut a);
+    spawn_with(a, dir).await
+}
+
+/// An HTTP client that sends `token` as a bearer token on every request.
+pub fn bearer_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// A raw TCP connection to the app that has sent `bytes` (and nothing more).
+pub async fn raw_connection(app: &App, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = app.base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
+
+/// Reads until the server closes the connection (`Ok` with what it sent; a reset counts
+/// as closed) or `deadline` passes (`Err` with what arrived so far: still open).
+pub async fn read_until_closed(
+    s: &mut tokio::net::TcpStream,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<u8>, Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return Err(got),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
 }
