@@ -73,6 +73,7 @@ pub(crate) async fn run(
             peak_in_tick: peak,
             connecting: gauges.connecting.load(Ordering::Relaxed),
             last,
+            process: process_stats(),
             ..interval.tick(&dims)
         }
     };
@@ -101,4 +102,25 @@ pub(crate) async fn run(
     let _ = out
         .send(emit(&interval, opened, closed, peak_in_tick, true))
         .await;
+}
+
+/// This process's id, CPU time and open files, from `/proc` (zeros where there is none).
+fn process_stats() -> crate::report::ProcessStats {
+    let cpu_ms = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command (which may hold spaces) are space-separated:
+            // utime and stime are the 14th and 15th fields, in clock ticks (100/s).
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 10)
+        })
+        .unwrap_or(0);
+    let open_files = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    crate::report::ProcessStats {
+        pid: std::process::id(),
+        cpu_ms,
+        open_files,
+    }
 }

@@ -15,13 +15,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::plan::Stage;
-use crate::report::{AgentTick, EndReason, Snapshot, Summary};
+use crate::report::{AgentStatus, AgentTick, EndReason, Snapshot, Summary};
 use crate::schedule::phase_at;
 use crate::stats::Merged;
 
 /// What the coordinator knows of one agent.
 #[derive(Debug, Default, Clone)]
 struct AgentState {
+    /// What it reported, for the run page.
+    status: AgentStatus,
+    /// When its newest tick arrived.
+    heard: Option<std::time::Instant>,
+    /// Its CPU time and elapsed at the tick before, for the CPU share.
+    cpu_at: (u64, u64),
     /// Ticks taken (for resends).
     seen: BTreeSet<u64>,
     /// As of its newest tick.
@@ -77,13 +83,27 @@ impl Merger {
         if !a.seen.insert(t.seq) {
             return Vec::new();
         }
-        if a.done.is_none_or(|last| t.seq >= last) {
+        a.status.totals.merge(&t.interval);
+        if a.done.is_none_or(|last| t.seq >= last) && t.seq >= a.status.last_seq {
             a.target = t.target;
             a.open = t.open;
             a.connecting = t.connecting;
+            let (cpu0, ms0) = a.cpu_at;
+            let dt = t.elapsed_ms.saturating_sub(ms0).max(1);
+            a.status.cpu_pct =
+                (t.process.cpu_ms.saturating_sub(cpu0) as f64 * 100.0 / dt as f64 * 10.0).round()
+                    / 10.0;
+            a.cpu_at = (t.process.cpu_ms, t.elapsed_ms);
+            a.status.open = t.open;
+            a.status.target = t.target;
+            a.status.open_files = t.process.open_files;
+            a.status.pid = t.process.pid;
+            a.status.last_seq = t.seq;
+            a.heard = Some(std::time::Instant::now());
         }
         if t.last {
             a.done = Some(t.seq);
+            a.status.done = true;
         }
         if t.seq <= self.emitted {
             self.late.get_or_insert_with(Merged::new).add(&t);
@@ -97,6 +117,7 @@ impl Merger {
     pub fn lose(&mut self, agent: usize) -> Vec<Snapshot> {
         if let Some(a) = self.agents.get_mut(agent) {
             a.lost = true;
+            a.status.lost = true;
         }
         self.ready()
     }
@@ -189,7 +210,24 @@ impl Merger {
             latency: interval.latency(),
             identities: self.whole.identities.clone(),
             tokens: Default::default(),
+            agents: self.statuses(),
         })
+    }
+
+    /// Each agent as last heard from (nothing for a run in one process).
+    pub fn statuses(&self) -> Vec<AgentStatus> {
+        if self.agents.len() < 2 {
+            return Vec::new();
+        }
+        self.agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| AgentStatus {
+                agent: i as u32,
+                last_tick_age_ms: a.heard.map_or(0, |h| h.elapsed().as_millis() as u64),
+                ..a.status.clone()
+            })
+            .collect()
     }
 
     /// The summary of the whole run (call once `finished`, or after giving up).
@@ -215,6 +253,7 @@ impl Merger {
             histograms: self.whole.encoded_histograms(),
             phases: Vec::new(),
             lost_agents: Vec::new(),
+            agents: self.statuses(),
         }
     }
 }

@@ -22,9 +22,11 @@ use crate::schedule::Share;
 /// Bumped on any incompatible change; both ends refuse a different one.
 pub const PROTOCOL: u32 = 1;
 
-/// What an agent sends.
+/// What an agent sends. Externally tagged (`{"tick": {...}}`): an internally tagged
+/// enum buffers its content, and buffered maps with number keys (evidence bodies by
+/// status) do not read back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum FromAgent {
     /// First frame on every connection.
     Hello {
@@ -60,9 +62,9 @@ pub enum FromAgent {
     },
 }
 
-/// What the coordinator sends.
+/// What the coordinator sends (externally tagged, as `FromAgent`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ToAgent {
     /// The agent's index (answer to a `hello` without one).
     Welcome { index: u32 },
@@ -125,16 +127,20 @@ mod tests {
             let back: ToAgent = serde_json::from_str(&f.to_text()).unwrap();
             assert_eq!(back, f);
         }
+        let mut tick = AgentTick {
+            agent: 1,
+            seq: 7,
+            ..Default::default()
+        };
+        tick.interval.failures.insert("http_429".into(), 3);
+        // Evidence keeps bodies by status: a map with number keys must read back.
+        tick.evidence.bodies.insert(429, vec!["busy".into()]);
         let t = FromAgent::Tick {
             phase: 2,
-            tick: Box::new(AgentTick {
-                agent: 1,
-                seq: 7,
-                ..Default::default()
-            }),
+            tick: Box::new(tick),
         };
         let text = t.to_text();
-        assert!(text.starts_with(r#"{"type":"tick""#), "{text}");
+        assert!(text.starts_with(r#"{"tick":"#), "{text}");
         assert_eq!(serde_json::from_str::<FromAgent>(&text).unwrap(), t);
     }
 }

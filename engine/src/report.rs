@@ -231,6 +231,9 @@ pub struct Snapshot {
     #[serde(skip_serializing)]
     #[cfg_attr(feature = "schema", schemars(skip))]
     pub tokens: BTreeMap<u32, IdentityTotals>,
+    /// The agents of a run split over processes (empty for one process).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentStatus>,
 }
 
 impl Snapshot {
@@ -280,6 +283,41 @@ pub struct AgentTick {
     pub histograms: BTreeMap<String, String>,
     /// The agent's last tick: all its connections have ended.
     pub last: bool,
+    /// The agent's process: its id, CPU time used so far, files open now.
+    pub process: ProcessStats,
+}
+
+/// What an agent's process uses (read from `/proc` on Linux; zeros elsewhere).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ProcessStats {
+    pub pid: u32,
+    /// User + system CPU time since the process started.
+    pub cpu_ms: u64,
+    pub open_files: u64,
+}
+
+/// One agent as the coordinator last heard from it (shown on the run page).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AgentStatus {
+    pub agent: u32,
+    pub open: u64,
+    pub target: u32,
+    /// CPU used over its last tick, in % of one core.
+    pub cpu_pct: f64,
+    pub open_files: u64,
+    pub pid: u32,
+    /// Its newest tick, and how long ago it arrived.
+    pub last_seq: u64,
+    pub last_tick_age_ms: u64,
+    /// Its share ended, or the coordinator gave up on it.
+    pub done: bool,
+    pub lost: bool,
+    /// Everything it sent (the merged totals are the sum of these).
+    pub totals: Totals,
 }
 
 /// One experiment of a probe run and when it ran (elapsed ms of the run).
@@ -366,6 +404,9 @@ pub struct Summary {
     /// Agents that stopped reporting before the end (the run then ends `agent_lost`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lost_agents: Vec<LostAgent>,
+    /// The agents of a run split over processes, as they ended (empty for one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentStatus>,
 }
 
 impl Summary {

@@ -125,6 +125,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_target: Vec<String>,
+    /// The program local agents run (`socketswarm agent`); default: this one. For tests
+    /// whose process is not `socketswarm`.
+    #[arg(long, env = "SOCKETSWARM_AGENT_EXE", hide = true)]
+    pub agent_exe: Option<PathBuf>,
     /// Server environment variables plans may read (`{{env.NAME}}`, `{"env": "NAME"}`):
     /// names or prefixes ending in `*`, separated with commas. Empty = none.
     /// `SOCKETSWARM_*` (this server's own settings) is never readable.

@@ -262,6 +262,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
                 hub: hub.clone(),
                 base: format!("ws://{}", loopback_of(addr)),
                 allow_targets: settings.allowlist.entries(),
+                exe: args.agent_exe.clone(),
             }),
         },
         engine_rt,

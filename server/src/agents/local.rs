@@ -50,6 +50,8 @@ pub struct LocalFleet {
     join: String,
     secret: String,
     allow: Vec<String>,
+    /// The program to run (`socketswarm agent`); `None`: this one.
+    exe: Option<std::path::PathBuf>,
     /// Loopback source addresses, one per agent (used when the plan names none).
     sources: Vec<IpAddr>,
     grace: Duration,
@@ -73,6 +75,7 @@ impl LocalFleet {
         hub: Arc<Hub>,
         base: &str,
         allow: Vec<String>,
+        exe: Option<std::path::PathBuf>,
         rt: &tokio::runtime::Handle,
     ) -> LocalFleet {
         let key = uuid::Uuid::new_v4().simple().to_string();
@@ -83,6 +86,7 @@ impl LocalFleet {
         );
         LocalFleet {
             n: n.max(1),
+            exe,
             join: format!("{base}/api/agents/join/{key}"),
             hub,
             key,
@@ -124,9 +128,12 @@ impl LocalFleet {
     /// Starts the processes and waits until every agent has joined.
     async fn spawn(&self) -> Result<(), EngineError> {
         let mut joined = self.hub.register(&self.key, &self.secret);
-        let exe = std::env::current_exe().map_err(|e| {
-            EngineError::Agents(format!("cannot find this program to start agents: {e}"))
-        })?;
+        let exe = match &self.exe {
+            Some(e) => e.clone(),
+            None => std::env::current_exe().map_err(|e| {
+                EngineError::Agents(format!("cannot find this program to start agents: {e}"))
+            })?,
+        };
         let mut children = self.children.lock().await;
         for i in 0..self.n {
             let mut cmd = tokio::process::Command::new(&exe);

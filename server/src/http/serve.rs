@@ -109,7 +109,9 @@ async fn serve_connection(
     _permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) {
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    // With upgrades: agents join over a WebSocket on this listener.
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app));
     let mut conn = std::pin::pin!(conn);
     let ended = tokio::select! {
         ended = conn.as_mut() => ended,

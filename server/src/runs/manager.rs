@@ -134,6 +134,8 @@ pub struct AgentsSetup {
     /// The coordinator as agents reach it (`ws://127.0.0.1:PORT`).
     pub base: String,
     pub allow_targets: Vec<String>,
+    /// The program agents run (`socketswarm agent`).
+    pub exe: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for AgentsSetup {
@@ -374,13 +376,17 @@ async fn drive(
     }
     let mut merged: Option<Summary> = None;
     // One process, or the agent processes its size asked for.
-    let fleet: std::sync::Arc<dyn swarm::Fleet> =
-        match (plan.agents, agents) {
-            (Some(n), Some(a)) if n > 1 => std::sync::Arc::new(
-                crate::agents::local::LocalFleet::new(n, a.hub, &a.base, a.allow_targets, &rt),
-            ),
-            _ => std::sync::Arc::new(swarm::InProcess::one(policy, &rt)),
-        };
+    let fleet: std::sync::Arc<dyn swarm::Fleet> = match (plan.agents, agents) {
+        (Some(n), Some(a)) if n > 1 => std::sync::Arc::new(crate::agents::local::LocalFleet::new(
+            n,
+            a.hub,
+            &a.base,
+            a.allow_targets,
+            a.exe,
+            &rt,
+        )),
+        _ => std::sync::Arc::new(swarm::InProcess::one(policy, &rt)),
+    };
     match swarm::start_plan(plan, swarm_cfg, cancel, &rt, fleet).await {
         Err(e) => {
             tracing::warn!(%run_id, "run failed to start: {e}");

@@ -33,6 +33,7 @@ pub fn args(db: PathBuf) -> ServeArgs {
         access_token: None,
         allow_target: Vec::new(),
         allow_env: Vec::new(),
+        agent_exe: Some(env!("CARGO_BIN_EXE_socketswarm").into()),
         starter_plan: false,
         public_url: None,
         header_timeout_ms: 10_000,
