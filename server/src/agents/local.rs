@@ -1,7 +1,6 @@
-//! Local agents: one box, many processes. The fleet starts N `socketswarm agent`
-//! processes (this same binary), each with its own loopback source address when the
-//! plan names none, lets them dial in through the hub with a per-run secret, and
-//! bridges their frames to the engine's coordinator: assign → ready (every agent) →
+//! A fleet of agents that join: a `Launcher` brings N agents to life (local processes
+//! here; pods of a Kubernetes Job in `k8s`), they dial in through the hub with the
+//! run's secret, and the fleet bridges their frames to the engine's coordinator: assign → ready (every agent) →
 //! start (all at once, after a short barrier) → ticks (acknowledged, so a reconnecting
 //! agent resends only what is missing) → done. Cancelling the run cancels every agent.
 //! An agent whose connection breaks and does not come back within the grace period,
@@ -42,24 +41,106 @@ struct State {
     generation: Mutex<HashMap<u32, u64>>,
 }
 
-/// N agent processes on this machine.
-pub struct LocalFleet {
+/// How a fleet's agents come to be, and how their deaths are noticed.
+pub trait Launcher: Send + Sync {
+    /// Starts `n` agents that join at `join` with `secret`, agent i with index i.
+    fn launch<'a>(
+        &'a self,
+        n: u32,
+        join: &'a str,
+        secret: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+    /// Agents that died since the last call: (index, why).
+    fn casualties(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<(u32, String)>> + Send + '_>>;
+}
+
+/// N agents that join this coordinator.
+pub struct JoinedFleet {
     n: u32,
     hub: Arc<Hub>,
     key: String,
     join: String,
     secret: String,
     allow: Vec<String>,
-    /// The program to run (`socketswarm agent`); `None`: this one.
-    exe: Option<std::path::PathBuf>,
-    /// Loopback source addresses, one per agent (used when the plan names none).
-    sources: Vec<IpAddr>,
+    launcher: Arc<dyn Launcher>,
     grace: Duration,
     rt: tokio::runtime::Handle,
     state: Arc<State>,
-    /// The processes (ended when the fleet and its watcher are gone).
-    children: Arc<tokio::sync::Mutex<Vec<Option<tokio::process::Child>>>>,
     phase: Mutex<u32>,
+}
+
+/// Agent processes on this machine, each with its own loopback source address (used
+/// when the plan names none).
+pub struct LocalProcesses {
+    /// The program to run (`socketswarm agent`); `None`: this one.
+    exe: Option<std::path::PathBuf>,
+    /// The processes (ended when the launcher is dropped).
+    children: tokio::sync::Mutex<Vec<Option<tokio::process::Child>>>,
+}
+
+impl LocalProcesses {
+    pub fn new(exe: Option<std::path::PathBuf>) -> LocalProcesses {
+        LocalProcesses {
+            exe,
+            children: tokio::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Agent i's own loopback source address.
+    fn source(i: u32) -> IpAddr {
+        IpAddr::from([127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8])
+    }
+}
+
+impl Launcher for LocalProcesses {
+    fn launch<'a>(
+        &'a self,
+        n: u32,
+        join: &'a str,
+        secret: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let exe = match &self.exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe()
+                    .map_err(|e| format!("cannot find this program to start agents: {e}"))?,
+            };
+            let mut children = self.children.lock().await;
+            for i in 0..n {
+                let child = tokio::process::Command::new(&exe)
+                    .arg("agent")
+                    .args(["--join", join])
+                    .args(["--index", &i.to_string()])
+                    .args(["--source", &Self::source(i).to_string()])
+                    .env("SOCKETSWARM_AGENT_TOKEN", secret)
+                    .env("NO_COLOR", "1")
+                    .stdin(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| format!("agent {i} could not start: {e}"))?;
+                children.push(Some(child));
+            }
+            Ok(())
+        })
+    }
+
+    fn casualties(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<(u32, String)>> + Send + '_>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            let mut list = self.children.lock().await;
+            for (i, slot) in list.iter_mut().enumerate() {
+                if let Some(Ok(Some(status))) = slot.as_mut().map(|c| c.try_wait()) {
+                    out.push((i as u32, format!("its process exited ({status})")));
+                    *slot = None;
+                }
+            }
+            out
+        })
+    }
 }
 
 /// How long agents get to start and join, and to set up each phase.
@@ -67,34 +148,31 @@ const JOIN_WAIT: Duration = Duration::from_secs(30);
 /// The start barrier: every agent starts this long after the `start` frame.
 const BARRIER_MS: u64 = 300;
 
-impl LocalFleet {
-    /// A fleet of `n` agents joining through `hub`, reachable at `base` (the
-    /// coordinator's `ws://host:port`).
+impl JoinedFleet {
+    /// A fleet of `n` agents brought up by `launcher`, joining through `hub` at `base`
+    /// (the coordinator's `ws://host:port` as the agents reach it).
     pub fn new(
         n: u32,
+        launcher: Arc<dyn Launcher>,
         hub: Arc<Hub>,
         base: &str,
         allow: Vec<String>,
-        exe: Option<std::path::PathBuf>,
         rt: &tokio::runtime::Handle,
-    ) -> LocalFleet {
+    ) -> JoinedFleet {
         let key = uuid::Uuid::new_v4().simple().to_string();
         let secret = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        LocalFleet {
+        JoinedFleet {
             n: n.max(1),
-            exe,
+            launcher,
             join: format!("{base}/api/agents/join/{key}"),
             hub,
             key,
             secret,
             allow,
-            sources: (0..n)
-                .map(|i| IpAddr::from([127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8]))
-                .collect(),
             grace: Duration::from_secs(5),
             rt: rt.clone(),
             state: Arc::new(State {
@@ -102,7 +180,6 @@ impl LocalFleet {
                 links: Mutex::new(HashMap::new()),
                 generation: Mutex::new(HashMap::new()),
             }),
-            children: Arc::new(tokio::sync::Mutex::new(Vec::new())),
             phase: Mutex::new(0),
         }
     }
@@ -125,32 +202,13 @@ impl LocalFleet {
         }
     }
 
-    /// Starts the processes and waits until every agent has joined.
+    /// Launches the agents and waits until every one has joined.
     async fn spawn(&self) -> Result<(), EngineError> {
         let mut joined = self.hub.register(&self.key, &self.secret);
-        let exe = match &self.exe {
-            Some(e) => e.clone(),
-            None => std::env::current_exe().map_err(|e| {
-                EngineError::Agents(format!("cannot find this program to start agents: {e}"))
-            })?,
-        };
-        let mut children = self.children.lock().await;
-        for i in 0..self.n {
-            let mut cmd = tokio::process::Command::new(&exe);
-            cmd.arg("agent")
-                .args(["--join", &self.join])
-                .args(["--index", &i.to_string()])
-                .args(["--source", &self.sources[i as usize].to_string()])
-                .env("SOCKETSWARM_AGENT_TOKEN", &self.secret)
-                .env("NO_COLOR", "1")
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true);
-            let child = cmd
-                .spawn()
-                .map_err(|e| EngineError::Agents(format!("agent {i} could not start: {e}")))?;
-            children.push(Some(child));
-        }
-        drop(children);
+        self.launcher
+            .launch(self.n, &self.join, &self.secret)
+            .await
+            .map_err(EngineError::Agents)?;
         let deadline = tokio::time::Instant::now() + JOIN_WAIT;
         let mut have = 0u32;
         while have < self.n {
@@ -181,7 +239,7 @@ impl LocalFleet {
                 }
             }
         });
-        self.watch_processes();
+        self.watch_casualties();
         Ok(())
     }
 
@@ -196,26 +254,19 @@ impl LocalFleet {
         first
     }
 
-    /// A process that exits before the run is over loses its agent.
-    fn watch_processes(&self) {
+    /// An agent that dies (its process exits, its pod fails) before the run is over is
+    /// lost.
+    fn watch_casualties(&self) {
         let state = self.state.clone();
-        let children = self.children.clone();
+        let launcher = self.launcher.clone();
         self.rt.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 if state.route.lock().map(|r| r.over).unwrap_or(true) {
                     return;
                 }
-                let mut list = children.lock().await;
-                for (i, slot) in list.iter_mut().enumerate() {
-                    let exited = match slot.as_mut().map(|c| c.try_wait()) {
-                        Some(Ok(Some(status))) => Some(status),
-                        _ => None,
-                    };
-                    if let Some(status) = exited {
-                        lose(&state, i as u32, format!("its process exited ({status})"));
-                        *slot = None;
-                    }
+                for (i, why) in launcher.casualties().await {
+                    lose(&state, i, why);
                 }
             }
         });
@@ -292,7 +343,7 @@ fn lose(state: &State, agent: u32, reason: String) {
     }
 }
 
-impl Fleet for LocalFleet {
+impl Fleet for JoinedFleet {
     fn agents(&self) -> usize {
         self.n as usize
     }
@@ -383,7 +434,7 @@ impl Fleet for LocalFleet {
     }
 }
 
-impl Drop for LocalFleet {
+impl Drop for JoinedFleet {
     fn drop(&mut self) {
         if let Ok(mut r) = self.state.route.lock() {
             r.over = true;

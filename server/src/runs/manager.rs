@@ -377,12 +377,12 @@ async fn drive(
     let mut merged: Option<Summary> = None;
     // One process, or the agent processes its size asked for.
     let fleet: std::sync::Arc<dyn swarm::Fleet> = match (plan.agents, agents) {
-        (Some(n), Some(a)) if n > 1 => std::sync::Arc::new(crate::agents::local::LocalFleet::new(
+        (Some(n), Some(a)) if n > 1 => std::sync::Arc::new(crate::agents::local::JoinedFleet::new(
             n,
+            std::sync::Arc::new(crate::agents::local::LocalProcesses::new(a.exe)),
             a.hub,
             &a.base,
             a.allow_targets,
-            a.exe,
             &rt,
         )),
         _ => std::sync::Arc::new(swarm::InProcess::one(policy, &rt)),
