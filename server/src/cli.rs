@@ -33,13 +33,53 @@ pub fn read_plan(path: &Path) -> Result<Plan, String> {
     }
 }
 
-/// The limits a headless run is checked against (this process's open-file limit).
+/// The limits a headless run is checked against: as the server's defaults (a run past
+/// what one process holds is split over local agent processes).
 pub fn local_limits() -> Limits {
-    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     Limits {
-        max_connections: (nofile.saturating_sub(200) as u32).min(Limits::default().max_connections),
+        max_connections: 200_000,
         ..Limits::default()
     }
+}
+
+/// Where a headless run makes its load: in this process, or — when the plan asks for
+/// agents or is larger than this process can hold — in local agent processes that join
+/// a coordinator endpoint this process opens on loopback.
+async fn headless_fleet(
+    plan: &mut Plan,
+) -> Result<std::sync::Arc<dyn engine::swarm::Fleet>, String> {
+    let rt = tokio::runtime::Handle::current();
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let per_process = crate::agents::per_process(nofile);
+    if plan.agents.is_none() && plan.peak_connections() > per_process {
+        plan.agents = Some(plan.agents_needed(per_process).max(2));
+    }
+    let n = plan.agents.unwrap_or(1);
+    if n <= 1 {
+        // The user's own plan from their own shell: no allowlist.
+        return Ok(std::sync::Arc::new(engine::swarm::InProcess::one(
+            None, &rt,
+        )));
+    }
+    let hub = std::sync::Arc::new(crate::agents::hub::Hub::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("could not open the agents' endpoint: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("could not open the agents' endpoint: {e}"))?;
+    let app: axum::Router = hub.clone().router();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(std::sync::Arc::new(crate::agents::local::JoinedFleet::new(
+        n,
+        std::sync::Arc::new(crate::agents::local::LocalProcesses::new(None)),
+        hub,
+        &format!("ws://{addr}"),
+        Vec::new(),
+        &rt,
+    )))
 }
 
 /// `plan check`: parse and validate; prints what is wrong, field by field.
@@ -383,8 +423,15 @@ pub fn junit(plan: &Plan, s: &Summary, results: &[ThresholdResult]) -> String {
 /// `run`: the whole headless run; returns the exit code.
 pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
     engine::install_crypto_provider();
-    let plan = match read_plan(path) {
+    let mut plan = match read_plan(path) {
         Ok(p) => p,
+        Err(e) => {
+            eprintln!("could not run: {e}");
+            return EXIT_CANNOT_RUN;
+        }
+    };
+    let fleet = match headless_fleet(&mut plan).await {
+        Ok(f) => f,
         Err(e) => {
             eprintln!("could not run: {e}");
             return EXIT_CANNOT_RUN;
@@ -412,11 +459,7 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
         cfg,
         cancel,
         &tokio::runtime::Handle::current(),
-        // The CLI runs the user's own plan from their own shell: no allowlist.
-        std::sync::Arc::new(engine::swarm::InProcess::one(
-            None,
-            &tokio::runtime::Handle::current(),
-        )),
+        fleet,
     )
     .await
     {

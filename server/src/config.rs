@@ -125,6 +125,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_target: Vec<String>,
+    /// Connections one process holds before a run is split over local agent processes
+    /// (default: what its open-file limit allows). For tests and benchmarks.
+    #[arg(long, env = "SOCKETSWARM_MAX_PROCESS_CONNECTIONS", hide = true)]
+    pub max_process_connections: Option<u32>,
     /// The program local agents run (`socketswarm agent`); default: this one. For tests
     /// whose process is not `socketswarm`.
     #[arg(long, env = "SOCKETSWARM_AGENT_EXE", hide = true)]

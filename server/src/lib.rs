@@ -178,15 +178,21 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     }
     let nofile = raise_nofile();
     let fds = fd_budget(nofile, &args);
+    // A run holds up to `--max-connections` in all; past what this process can hold it
+    // is split over local agent processes.
+    let in_process = args
+        .max_process_connections
+        .map_or(fds.run_connections, |n| n.min(fds.run_connections));
     let limits = Limits {
-        max_connections: fds.run_connections,
+        max_connections: args.max_connections,
         max_duration: engine::plan::Dur(settings.max_duration),
         max_message_bytes: args.max_message_bytes,
         ..Limits::default()
     };
     tracing::info!(
         nofile,
-        max_connections = fds.run_connections,
+        max_connections = args.max_connections,
+        in_process,
         max_http_connections = fds.http_connections,
         "limits"
     );
@@ -279,6 +285,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             allowlist: settings.allowlist.clone(),
             env_allow: settings.env_allow.clone(),
             max_import_ticks: args.max_import_ticks,
+            in_process,
+            per_agent: args
+                .max_process_connections
+                .unwrap_or_else(|| agents::per_process(nofile)),
         },
     );
     let service: app::api::Service = runs.clone();

@@ -117,3 +117,32 @@ async fn a_killed_agent_ends_the_run_and_says_why() {
     // It ended long before its 31 s: the other agent stopped its load.
     assert!(s["duration_ms"].as_u64().unwrap() < 20_000, "{s}");
 }
+
+/// A run larger than one process may hold is split over local agents without being
+/// asked (local mode); here one "process" holds 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_larger_than_a_process_is_split_over_agents() {
+    let app = common::spawn_tuned(|a| a.max_process_connections = Some(50)).await;
+    let p = plan(
+        "too big for one",
+        &app.ws("/echo?tag=autosplit"),
+        120,
+        "1s",
+        "1s",
+    );
+    let id = app.launch(p).await;
+    let (_, done) = app.follow(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, run) = app.get(&format!("/api/runs/{id}")).await;
+    assert_eq!(
+        run["plan"]["agents"], 3,
+        "120 connections over agents of 50"
+    );
+    let s = &run["summary"];
+    assert_eq!(s["agents"].as_array().map(Vec::len), Some(3), "{s}");
+    assert_eq!(s["totals"]["opened"], 120, "{s}");
+    assert_eq!(
+        app.sandbox_profile("/echo?tag=autosplit").await["accepted"],
+        120
+    );
+}

@@ -376,3 +376,42 @@ fn abort_on_fail_stops_the_run_early_with_99() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("aborted early"));
 }
+
+/// `run` splits a plan over local agent processes too (`agents = N`): merged totals
+/// equal what the sandbox counted.
+#[test]
+fn a_headless_run_over_agents_merges_exactly() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = json!({
+        "name": "cli agents",
+        "target": format!("ws://{}/echo?tag=cli-agents", sb.addr),
+        "agents": 2,
+        "stages": [{"duration": "1s", "connections": 30}, {"duration": "1s", "connections": 30}]
+    });
+    let file = write_plan(dir.path(), &plan);
+    let json_out = dir.path().join("out.json");
+    let out = bin()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(format!("json={}", json_out.display()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let export: Value = serde_json::from_str(&std::fs::read_to_string(&json_out).unwrap()).unwrap();
+    assert_eq!(export["summary"]["totals"]["opened"], 30);
+    assert_eq!(
+        export["summary"]["agents"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(
+        sb.sandbox.report().profiles["/echo?tag=cli-agents"].accepted,
+        30
+    );
+}

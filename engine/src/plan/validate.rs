@@ -11,9 +11,17 @@ const MAX_NAME: usize = 200;
 const MAX_AGENTS: u32 = 64;
 
 impl Plan {
-    /// Peak number of connections over all stages.
+    /// Peak number of connections over all stages (a probe's bound for probe runs).
     pub fn peak_connections(&self) -> u32 {
         crate::schedule::peak(&self.stages)
+            .max(self.probe.as_ref().map_or(0, |p| p.max_connections))
+    }
+
+    /// How many agents this plan runs on where one process holds `per_process`
+    /// connections: what it asks for, else as many as its size needs (1 when it fits).
+    pub fn agents_needed(&self, per_process: u32) -> u32 {
+        self.agents
+            .unwrap_or_else(|| self.peak_connections().div_ceil(per_process.max(1)).max(1))
     }
 
     /// Total planned duration.

@@ -41,6 +41,9 @@ struct State {
     generation: Mutex<HashMap<u32, u64>>,
 }
 
+/// A boxed future, as the launcher's methods return them.
+pub type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// How a fleet's agents come to be, and how their deaths are noticed.
 pub trait Launcher: Send + Sync {
     /// Starts `n` agents that join at `join` with `secret`, agent i with index i.
@@ -49,11 +52,9 @@ pub trait Launcher: Send + Sync {
         n: u32,
         join: &'a str,
         secret: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+    ) -> Boxed<'a, Result<(), String>>;
     /// Agents that died since the last call: (index, why).
-    fn casualties(
-        &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<(u32, String)>> + Send + '_>>;
+    fn casualties(&self) -> Boxed<'_, Vec<(u32, String)>>;
 }
 
 /// N agents that join this coordinator.
@@ -100,7 +101,7 @@ impl Launcher for LocalProcesses {
         n: u32,
         join: &'a str,
         secret: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Boxed<'a, Result<(), String>> {
         Box::pin(async move {
             let exe = match &self.exe {
                 Some(e) => e.clone(),

@@ -8,3 +8,11 @@
 pub mod agent;
 pub mod hub;
 pub mod local;
+
+/// Connections one process holds: its open-file limit, less a reserve for everything
+/// else it opens (listeners, the database, HTTP clients).
+pub fn per_process(nofile: u64) -> u32 {
+    u32::try_from(nofile.saturating_sub(300))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}

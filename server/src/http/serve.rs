@@ -68,7 +68,14 @@ pub async fn serve(
                 let app = app
                     .clone()
                     .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-                let conn = serve_connection(builder.clone(), stream, app, permit, shutdown.clone());
+                let conn = serve_connection(
+                    builder.clone(),
+                    stream,
+                    app,
+                    limits.header_timeout,
+                    permit,
+                    shutdown.clone(),
+                );
                 tokio::spawn(conn);
             }
             Err(_) => {
@@ -106,9 +113,18 @@ async fn serve_connection(
     builder: Builder<TokioExecutor>,
     stream: TcpStream,
     app: Router,
+    header_timeout: Duration,
     _permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) {
+    // A client that connects and says nothing is closed after the header timeout:
+    // hyper's header timer (with upgrades on) only starts with the first byte.
+    // (`peek` waits for a byte; tokio's `readable` may answer at once for a new socket.)
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
     // With upgrades: agents join over a WebSocket on this listener.
     let conn =
         builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app));

@@ -39,6 +39,10 @@ pub struct Runs {
     pub http_connections: u64,
     /// Most ticks an imported run may hold (`--max-import-ticks`).
     pub max_import_ticks: usize,
+    /// Connections a run may hold in this process; a larger one is split over agents.
+    pub in_process: u32,
+    /// Connections one agent process holds.
+    pub per_agent: u32,
 }
 
 /// What `Runs` is built from (settled at startup).
@@ -50,6 +54,10 @@ pub struct RunsConfig {
     pub allowlist: crate::allow::Allowlist,
     pub env_allow: crate::allow::EnvAllow,
     pub max_import_ticks: usize,
+    /// Connections a run may hold in this process; a larger one is split over agents.
+    pub in_process: u32,
+    /// Connections one agent process holds.
+    pub per_agent: u32,
 }
 
 /// Runs `GET /api/runs` without a `per_page` answers.
@@ -99,7 +107,17 @@ impl Runs {
             env_allow: cfg.env_allow,
             http_connections: cfg.http_connections,
             max_import_ticks: cfg.max_import_ticks,
+            in_process: cfg.in_process,
+            per_agent: cfg.per_agent,
         })
+    }
+
+    /// A run larger than this process can hold is split over local agent processes
+    /// (local mode): as many as its size needs, unless the plan says how many.
+    fn split(&self, plan: &mut Plan) {
+        if plan.agents.is_none() && plan.peak_connections() > self.in_process {
+            plan.agents = Some(plan.agents_needed(self.per_agent).max(2));
+        }
     }
 
     /// Every check a plan passes before it is stored or run: the environment it may
@@ -198,9 +216,10 @@ impl Runs {
     /// manager: typed-in secrets live only in memory, for this run.
     pub(super) async fn do_launch(
         &self,
-        plan: Plan,
+        mut plan: Plan,
         plan_id: Option<&str>,
     ) -> Result<Launched, ApiError> {
+        self.split(&mut plan);
         self.validate_plan(&plan).map_err(ApiError::Validation)?;
         self.check_local(&plan)?;
         self.allowlist

@@ -34,6 +34,7 @@ pub fn args(db: PathBuf) -> ServeArgs {
         allow_target: Vec::new(),
         allow_env: Vec::new(),
         agent_exe: Some(env!("CARGO_BIN_EXE_socketswarm").into()),
+        max_process_connections: None,
         starter_plan: false,
         public_url: None,
         header_timeout_ms: 10_000,
