@@ -203,6 +203,19 @@ pub struct TargetArgs {
     /// Also serve `wss://` (self-signed certificate) here.
     #[arg(long, env = "SOCKETSWARM_TARGET_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
+    /// Serve the port from this many processes (`SO_REUSEPORT`; the kernel spreads
+    /// connections over them), so one process's open-file limit is not the wall. Limits
+    /// such as `cap=` then count per process.
+    #[arg(long, env = "SOCKETSWARM_TARGET_PROCESSES", default_value_t = 1)]
+    pub processes: u32,
+    /// With `--processes`: where the counters of all of them are served as one
+    /// (`GET /stats`); each process's own port answers with its own.
+    #[arg(long, env = "SOCKETSWARM_TARGET_STATS_LISTEN")]
+    pub stats_listen: Option<SocketAddr>,
+    /// Internal: a helper process of `--processes` (shares the port, prints its own
+    /// counters' address).
+    #[arg(long, hide = true)]
+    pub helper: bool,
 }
 
 /// Shortest access token accepted (characters).

@@ -357,15 +357,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Runs the sandbox target alone until Ctrl-C or SIGTERM.
 pub async fn target(args: config::TargetArgs) -> anyhow::Result<()> {
     let nofile = raise_nofile();
-    let listener = engine::target::listen(args.listen)
+    let shared = args.processes > 1 || args.helper;
+    let listener = engine::target::listen_with(args.listen, shared)
         .with_context(|| format!("could not listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(
-        nofile,
-        "sandbox target on ws://{addr}/echo (stats: http://{addr}/stats)"
-    );
     let sandbox = Arc::new(engine::target::Sandbox::default());
     let stop = CancellationToken::new();
+    if args.helper {
+        // A helper's own counters, for the first process to add up.
+        let own = engine::target::listen("127.0.0.1:0".parse()?)?;
+        println!("helper counters on http://{}", own.local_addr()?);
+        tokio::spawn(engine::target::serve(own, sandbox.clone(), stop.clone()));
+    } else {
+        tracing::info!(
+            nofile,
+            processes = args.processes,
+            "sandbox target on ws://{addr}/echo (stats: http://{addr}/stats)"
+        );
+    }
     if let Some(tls) = args.tls_listen {
         let l =
             engine::target::listen(tls).with_context(|| format!("could not listen on {tls}"))?;
@@ -380,11 +389,98 @@ pub async fn target(args: config::TargetArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let helpers = if args.processes > 1 {
+        target_helpers(
+            addr,
+            args.processes - 1,
+            args.stats_listen,
+            sandbox.clone(),
+            stop.clone(),
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
     let task = tokio::spawn(engine::target::serve(listener, sandbox, stop.clone()));
     wait_for_signal().await;
     stop.cancel();
+    drop(helpers);
     let _ = task.await;
     Ok(())
+}
+
+/// Starts `n` helper target processes sharing `addr`, and serves the counters of all of
+/// them as one on `stats` (`GET /stats`). The helpers end with the returned handles.
+async fn target_helpers(
+    addr: SocketAddr,
+    n: u32,
+    stats: Option<SocketAddr>,
+    own: Arc<engine::target::Sandbox>,
+    stop: CancellationToken,
+) -> anyhow::Result<Vec<tokio::process::Child>> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().context("could not find this program")?;
+    let mut children = Vec::new();
+    let mut counters = Vec::new();
+    for _ in 0..n {
+        let mut child = tokio::process::Command::new(&exe)
+            .args(["target", "--listen", &addr.to_string(), "--helper"])
+            .stdout(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("could not start a helper target process")?;
+        let out = child.stdout.take().context("helper output")?;
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        let at = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Some(a) = l.strip_prefix("helper counters on ") {
+                    return Some(a.to_string());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .context("a helper target process did not start")?;
+        counters.push(format!("{at}/stats"));
+        children.push(child);
+    }
+    let stats = stats.unwrap_or_else(|| SocketAddr::new(addr.ip(), 0));
+    let listener = tokio::net::TcpListener::bind(stats)
+        .await
+        .with_context(|| format!("could not listen on {stats}"))?;
+    tracing::info!(
+        helpers = n,
+        "all {} processes' counters on http://{}/stats",
+        n + 1,
+        listener.local_addr()?
+    );
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().route(
+        "/stats",
+        axum::routing::get(move || {
+            let (own, http, counters) = (own.clone(), http.clone(), counters.clone());
+            async move {
+                let mut all = own.report();
+                for url in &counters {
+                    if let Ok(r) = http.get(url).send().await {
+                        if let Ok(rep) = r.json::<engine::target::StatsReport>().await {
+                            all.merge(&rep);
+                        }
+                    }
+                }
+                axum::Json(all)
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    });
+    Ok(children)
 }
 
 async fn wait_for_signal() {

@@ -415,3 +415,69 @@ fn a_headless_run_over_agents_merges_exactly() {
         30
     );
 }
+
+/// `target --processes 3`: three processes share one port (the kernel spreads the
+/// connections) and the stats address adds their counters up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_in_three_processes_counts_as_one() {
+    use std::io::{BufRead, BufReader};
+    let mut target = bin()
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .args([
+            "target",
+            "--listen",
+            "127.0.0.1:0",
+            "--processes",
+            "3",
+            "--stats-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(target.stdout.take().unwrap()).lines();
+    let (mut ws, mut stats) = (None, None);
+    while ws.is_none() || stats.is_none() {
+        let line = lines.next().expect("the target started").unwrap();
+        if let Some(i) = line.find("sandbox target on ws://") {
+            ws = Some(
+                line[i + "sandbox target on ws://".len()..]
+                    .split("/echo")
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        if let Some(i) = line.find("counters on http://") {
+            stats = Some(line[i + "counters on http://".len()..].trim().to_string());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let dir = tempfile::tempdir().unwrap();
+    let plan = json!({
+        "name": "shared port",
+        "target": format!("ws://{}/echo?tag=shared", ws.unwrap()),
+        "stages": [{"duration": "1s", "connections": 300}, {"duration": "1s", "connections": 300}]
+    });
+    let file = write_plan(dir.path(), &plan);
+    let out = bin().arg("run").arg(&file).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = reqwest::get(format!("http://{}", stats.unwrap()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = target.kill();
+    let _ = target.wait();
+    assert_eq!(
+        report["profiles"]["/echo?tag=shared"]["accepted"], 300,
+        "{report}"
+    );
+}

@@ -311,15 +311,23 @@ async fn runs_beyond_our_own_limits_are_refused_up_front() {
         msg.contains("open-file limit") && msg.contains("socketswarm target"),
         "{msg}"
     );
-    // Past one source address's ephemeral ports (checked before the open-file limit here).
+    // One agent cannot hold what one process cannot (larger runs are split over agents
+    // unless the plan pins their number).
+    let mut p = plan("one agent", "ws://127.0.0.1:1/", 60_000, "1s", "1s");
+    p["agents"] = json!(1);
+    let (status, body) = app.post("/api/runs", &p.to_string()).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["fields"][0]["field"], "agents", "{body}");
+    assert!(body.to_string().contains("ask for 4 agents"), "{body}");
+    // Above the server's total.
     let (status, body) = app
         .post(
             "/api/runs",
-            &plan("ports", "ws://127.0.0.1:1/", 60_000, "1s", "1s").to_string(),
+            &plan("too many", "ws://127.0.0.1:1/", 300_000, "1s", "1s").to_string(),
         )
         .await;
     assert_eq!(status, 422, "{body}");
-    assert!(body.to_string().contains("source_addrs"), "{body}");
+    assert!(body.to_string().contains("--max-connections"), "{body}");
     let (_, list) = app.get("/api/runs").await;
     assert_eq!(list.as_array().unwrap().len(), 0, "nothing stored");
 }

@@ -15,7 +15,7 @@ pub use load_error::LoadError;
 pub use share_box::ShareBox;
 pub use status::StatusBadge;
 pub use text_area::TextArea;
-pub use tiles::{FailureTable, IdentityTable, LatencyTable, Tiles};
+pub use tiles::{AgentTable, FailureTable, IdentityTable, LatencyTable, Tiles};
 
 /// The first failed action's message, of a view's several actions.
 pub(crate) fn first_error<const N: usize>(

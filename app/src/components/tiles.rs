@@ -135,3 +135,41 @@ pub fn IdentityTable(
         </table>
     }
 }
+
+/// The agents of a run split over processes: each one's share now (live) or at its end,
+/// and a lost one with the reason.
+#[component]
+pub fn AgentTable(
+    #[prop(into)] agents: Signal<Vec<engine::report::AgentStatus>>,
+    lost: Vec<engine::report::LostAgent>,
+) -> impl IntoView {
+    view! {
+        <table class="agents">
+            <thead><tr><th>"Agent"</th><th class="num">"pid"</th><th class="num">"open / target"</th><th class="num">"CPU"</th><th class="num">"open files"</th><th class="num">"last tick"</th><th>"state"</th></tr></thead>
+            <tbody>
+                {move || agents.get().into_iter().map(|a| {
+                    let why = lost.iter().find(|l| l.agent == a.agent).map(|l| l.reason.clone());
+                    let state = if a.lost {
+                        format!("lost: {}", why.unwrap_or_default())
+                    } else if a.done {
+                        "done".to_string()
+                    } else {
+                        "running".to_string()
+                    };
+                    let class = if a.lost { "agents__row agents__row--lost" } else { "agents__row" };
+                    view! {
+                        <tr class=class data-agent=a.agent.to_string()>
+                            <td class="mono">{format!("#{}", a.agent)}</td>
+                            <td class="num mono">{a.pid.to_string()}</td>
+                            <td class="num">{format!("{} / {}", fmt::count(a.open), fmt::count(u64::from(a.target)))}</td>
+                            <td class="num">{format!("{:.0} %", a.cpu_pct)}</td>
+                            <td class="num">{fmt::count(a.open_files)}</td>
+                            <td class="num">{format!("#{} · {:.1} s ago", a.last_seq, a.last_tick_age_ms as f64 / 1000.0)}</td>
+                            <td>{state}</td>
+                        </tr>
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+}

@@ -10,7 +10,8 @@ use crate::charts;
 use crate::components::run_actions::{BaselinePanel, Environment, RunActions};
 use crate::components::tiles::TileData;
 use crate::components::{
-    Chart, DiagnosisPanel, FailureTable, IdentityTable, LatencyTable, LoadError, StatusBadge, Tiles,
+    AgentTable, Chart, DiagnosisPanel, FailureTable, IdentityTable, LatencyTable, LoadError,
+    StatusBadge, Tiles,
 };
 use crate::fmt;
 
@@ -105,6 +106,29 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
     let histograms = detail.histograms.clone();
     let env = detail.env.clone();
     let baseline = detail.baseline.clone();
+    // The agents of a run split over processes: live from the newest tick, or as they
+    // ended.
+    let final_agents = summary
+        .as_ref()
+        .map(|s| s.agents.clone())
+        .unwrap_or_default();
+    let lost_agents = summary
+        .as_ref()
+        .map(|s| s.lost_agents.clone())
+        .unwrap_or_default();
+    let last_agents = detail
+        .last
+        .as_ref()
+        .map(|s| s.agents.clone())
+        .unwrap_or_default();
+    let agents = Signal::derive(move || {
+        if !final_agents.is_empty() {
+            return final_agents.clone();
+        }
+        live.get()
+            .map(|s| s.agents)
+            .unwrap_or_else(|| last_agents.clone())
+    });
     let has_failures = Signal::derive(move || {
         let s = series.read();
         !s.failed_rate.is_empty() || !s.drop_rate.is_empty()
@@ -172,6 +196,12 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
             <Tiles data/>
             {baseline.map(|b| view! { <BaselinePanel baseline=b run_name=detail.name.clone() run_id=detail.id.clone()/> }.into_any())}
             <DiagnosisPanel diagnosis live=is_live/>
+            <Show when=move || !agents.read().is_empty()>
+                <section class="run-detail__section">
+                    <h2>"Agents"</h2>
+                    <AgentTable agents lost=lost_agents.clone()/>
+                </section>
+            </Show>
             {charts_section}
             {(!histograms.is_empty()).then(|| view! {
                 <section class="run-detail__section run-detail__histograms">

@@ -79,7 +79,7 @@ impl Plan {
                 err(
                     &format!("stages[{i}].connections"),
                     format!(
-                        "{} is above this server's limit of {} connections per run (one process can hold about 19,900 sockets: its open-file limit). Split the load over several runs/processes.",
+                        "{} is above this server's limit of {} connections per run (its --max-connections; a run larger than one process holds is split over agent processes up to it).",
                         s.connections, limits.max_connections
                     ),
                 );

@@ -224,6 +224,41 @@ pub struct StatsReport {
     pub profiles: BTreeMap<String, Counters>,
 }
 
+impl Counters {
+    /// Adds another process's counters (peaks add up too: an upper bound of the whole).
+    pub fn merge(&mut self, o: &Counters) {
+        self.accepted += o.accepted;
+        self.open += o.open;
+        self.peak_open += o.peak_open;
+        self.msgs_in += o.msgs_in;
+        self.msgs_out += o.msgs_out;
+        self.stalled += o.stalled;
+        for (k, v) in &o.rejected {
+            *self.rejected.entry(*k).or_default() += v;
+        }
+        for (k, v) in &o.closed {
+            *self.closed.entry(k.clone()).or_default() += v;
+        }
+        for (k, t) in &o.per_token {
+            let mine = self.per_token.entry(k.clone()).or_default();
+            mine.accepted += t.accepted;
+            mine.rejected_401 += t.rejected_401;
+            mine.rejected_429 += t.rejected_429;
+            mine.open += t.open;
+        }
+    }
+}
+
+impl StatsReport {
+    /// The counters of several target processes sharing one port, as one.
+    pub fn merge(&mut self, o: &StatsReport) {
+        self.total.merge(&o.total);
+        for (k, c) in &o.profiles {
+            self.profiles.entry(k.clone()).or_default().merge(c);
+        }
+    }
+}
+
 /// Shared state of one sandbox server.
 #[derive(Debug, Default)]
 pub struct Sandbox {
@@ -322,12 +357,24 @@ impl Drop for TargetHandle {
 /// opening 10,000 connections a second overflows tokio's usual 1,024 and the kernel
 /// drops SYNs, each costing the client a 1 s retry. Call inside a tokio runtime.
 pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    listen_with(addr, false)
+}
+
+/// As [`listen`]; with `shared`, several processes listen on the same port
+/// (`SO_REUSEPORT`) and the kernel spreads new connections over them.
+pub fn listen_with(addr: SocketAddr, shared: bool) -> std::io::Result<tokio::net::TcpListener> {
     let sock = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     sock.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if shared {
+        sock.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = shared;
     sock.bind(addr)?;
     sock.listen(8192)
 }

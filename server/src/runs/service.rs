@@ -114,10 +114,25 @@ impl Runs {
 
     /// A run larger than this process can hold is split over local agent processes
     /// (local mode): as many as its size needs, unless the plan says how many.
-    fn split(&self, plan: &mut Plan) {
-        if plan.agents.is_none() && plan.peak_connections() > self.in_process {
-            plan.agents = Some(plan.agents_needed(self.per_agent).max(2));
+    fn split(&self, plan: &mut Plan) -> Result<(), ApiError> {
+        let peak = plan.peak_connections();
+        match plan.agents {
+            None if peak > self.in_process => {
+                plan.agents = Some(plan.agents_needed(self.per_agent).max(2));
+            }
+            Some(n) if peak > self.in_process.max(self.per_agent.saturating_mul(n)) => {
+                return Err(ApiError::Validation(vec![FieldError {
+                    field: "agents".into(),
+                    message: format!(
+                        "{n} agent(s) cannot hold {peak} connections: one process holds {} here; ask for {} agents or leave `agents` out",
+                        self.per_agent,
+                        peak.div_ceil(self.per_agent.max(1))
+                    ),
+                }]))
+            }
+            _ => {}
         }
+        Ok(())
     }
 
     /// Every check a plan passes before it is stored or run: the environment it may
@@ -219,7 +234,7 @@ impl Runs {
         mut plan: Plan,
         plan_id: Option<&str>,
     ) -> Result<Launched, ApiError> {
-        self.split(&mut plan);
+        self.split(&mut plan)?;
         self.validate_plan(&plan).map_err(ApiError::Validation)?;
         self.check_local(&plan)?;
         self.allowlist

@@ -25,7 +25,7 @@ pub fn args(db: PathBuf) -> ServeArgs {
         sandbox_tls: "127.0.0.1:0".into(),
         site_root: "target/site".into(),
         max_concurrent_runs: 2,
-        max_connections: 19_000,
+        max_connections: 200_000,
         max_duration: "1h".into(),
         tick_ms: 250,
         allow_remote: false,
