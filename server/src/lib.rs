@@ -402,11 +402,30 @@ pub async fn target(args: config::TargetArgs) -> anyhow::Result<()> {
         Vec::new()
     };
     let task = tokio::spawn(engine::target::serve(listener, sandbox, stop.clone()));
-    wait_for_signal().await;
+    if args.helper {
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = parent_gone() => tracing::info!("the first target process ended: stopping"),
+        }
+    } else {
+        wait_for_signal().await;
+    }
     stop.cancel();
     drop(helpers);
     let _ = task.await;
     Ok(())
+}
+
+/// Resolves when standard input closes: a helper's parent holds the other end.
+async fn parent_gone() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 /// Starts `n` helper target processes sharing `addr`, and serves the counters of all of
@@ -426,7 +445,8 @@ async fn target_helpers(
         let mut child = tokio::process::Command::new(&exe)
             .args(["target", "--listen", &addr.to_string(), "--helper"])
             .stdout(std::process::Stdio::piped())
-            .stdin(std::process::Stdio::null())
+            // The helper ends when this pipe closes: when this process ends, however.
+            .stdin(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .context("could not start a helper target process")?;

@@ -437,6 +437,15 @@ async fn a_target_in_three_processes_counts_as_one() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(target.stdout.take().unwrap()).lines();
+    // Ends the target (and so its helpers) also when an assertion below fails.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _target = Kill(target);
     let (mut ws, mut stats) = (None, None);
     while ws.is_none() || stats.is_none() {
         let line = lines.next().expect("the target started").unwrap();
@@ -450,7 +459,10 @@ async fn a_target_in_three_processes_counts_as_one() {
             );
         }
         if let Some(i) = line.find("counters on http://") {
-            stats = Some(line[i + "counters on http://".len()..].trim().to_string());
+            stats = line[i + "counters on http://".len()..]
+                .split_whitespace()
+                .next()
+                .map(str::to_string);
         }
     }
     std::thread::spawn(move || for _ in lines {});
@@ -468,14 +480,13 @@ async fn a_target_in_three_processes_counts_as_one() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    engine::install_crypto_provider();
     let report: Value = reqwest::get(format!("http://{}", stats.unwrap()))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let _ = target.kill();
-    let _ = target.wait();
     assert_eq!(
         report["profiles"]["/echo?tag=shared"]["accepted"], 300,
         "{report}"
