@@ -12,7 +12,8 @@
 //! and deletes its Job; an OOMKilled pod ends it as agent_lost; an image that cannot be
 //! pulled fails it at once).
 //!
-//! Run: `cargo test -p server --test k8s`. No real cluster is used or needed.
+//! Run: `cargo test -p server --test k8s`. No real cluster is used or needed; one test
+//! for a real cluster is `#[ignore]`d (see its doc).
 #![allow(clippy::unwrap_used)]
 mod common;
 mod k8s_fake;
@@ -486,4 +487,44 @@ async fn an_image_that_cannot_be_pulled_fails_the_run_at_once() {
         started.elapsed()
     );
     job_deleted(&fake).await;
+}
+
+/// Against a real cluster, skipped by default: `SOCKETSWARM_K8S_E2E_NAMESPACE=load
+/// SOCKETSWARM_K8S_E2E_IMAGE=registry/socketswarm:0.1.0 cargo test -p server --test k8s
+/// -- --ignored` (kube's `Config::infer`: KUBECONFIG or ~/.kube/config, with the RBAC of
+/// docs/k8s-rbac.yaml). One agent dials a coordinator that does not exist: its pod must
+/// fail and come back as a casualty with its log tail; then the Job is deleted.
+#[tokio::test]
+#[ignore = "needs a real cluster"]
+async fn real_cluster_a_pod_that_cannot_reach_its_coordinator_is_a_casualty() {
+    let (Ok(ns), Ok(image)) = (
+        std::env::var("SOCKETSWARM_K8S_E2E_NAMESPACE"),
+        std::env::var("SOCKETSWARM_K8S_E2E_IMAGE"),
+    ) else {
+        eprintln!("set SOCKETSWARM_K8S_E2E_NAMESPACE and SOCKETSWARM_K8S_E2E_IMAGE");
+        return;
+    };
+    let mut s = settings("");
+    s.api_url = None;
+    s.namespace = Some(ns);
+    s.image = image;
+    let l = KubeLauncher::new(Arc::new(s), "real-cluster-test", &plan());
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let join = format!("ws://127.0.0.1:9/api/agents/join/{key}");
+    l.launch(1, &join, SECRET).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let found = loop {
+        let c = l.casualties().await;
+        if !c.is_empty() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "{:?}", l.status());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    l.stop().await;
+    assert_eq!(found[0].0, 0, "{found:?}");
+    assert!(
+        found[0].1.contains("could not reach the coordinator"),
+        "{found:?}"
+    );
 }
