@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod k8s;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "socketswarm",
@@ -189,6 +191,10 @@ pub struct ServeArgs {
     /// Most ticks one imported run may hold.
     #[arg(long, env = "SOCKETSWARM_MAX_IMPORT_TICKS", default_value_t = 100_000)]
     pub max_import_ticks: usize,
+    /// Where runs split over agents get them (`--agents-on`), and the `--k8s-*` flags
+    /// for agent pods (`config::k8s`).
+    #[command(flatten)]
+    pub k8s: k8s::K8sArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -288,6 +294,8 @@ pub struct Settings {
     pub env_allow: crate::allow::EnvAllow,
     /// `--public-url`, checked.
     pub public_url: Option<url::Url>,
+    /// Agent pods' settings with `--agents-on kubernetes`.
+    pub kube: Option<crate::agents::k8s::KubeSettings>,
 }
 
 impl Settings {
@@ -378,6 +386,7 @@ impl ServeArgs {
                 .ok()
         });
         self.check_exhaustion_limits(&mut problems);
+        let kube = self.k8s.settings(&mut problems);
         if !(50..=60_000).contains(&self.tick_ms) {
             problems.push(format!(
                 "--tick-ms: {} must be between 50 and 60000",
@@ -392,6 +401,7 @@ impl ServeArgs {
                 allowlist,
                 env_allow,
                 public_url,
+                kube,
             })
         } else {
             Err(problems.join("\n"))

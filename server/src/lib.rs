@@ -269,6 +269,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
                 base: format!("ws://{}", loopback_of(addr)),
                 allow_targets: settings.allowlist.entries(),
                 exe: args.agent_exe.clone(),
+                kube: settings.kube.clone().map(Arc::new),
             }),
         },
         engine_rt,

@@ -5,7 +5,8 @@
 //! agent resends only what is missing) → done. Cancelling the run cancels every agent.
 //! An agent whose connection breaks and does not come back within the grace period,
 //! or whose process exits before the end, is lost: the coordinator ends the run and
-//! says why. Dropping the fleet says `bye` and ends the processes.
+//! says why. Dropping the fleet says `bye`, ends the processes and asks the launcher to
+//! `stop` (a Kubernetes Job is deleted), on a spawned task so the drop never blocks.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -41,8 +42,8 @@ struct State {
     generation: Mutex<HashMap<u32, u64>>,
 }
 
-/// A boxed future, as the launcher's methods return them.
-pub type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+/// A boxed future, as the object-safe traits here return.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// How a fleet's agents come to be, and how their deaths are noticed.
 pub trait Launcher: Send + Sync {
@@ -52,9 +53,23 @@ pub trait Launcher: Send + Sync {
         n: u32,
         join: &'a str,
         secret: &'a str,
-    ) -> Boxed<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), String>>;
     /// Agents that died since the last call: (index, why).
-    fn casualties(&self) -> Boxed<'_, Vec<(u32, String)>>;
+    fn casualties(&self) -> BoxFuture<'_, Vec<(u32, String)>>;
+    /// Releases what `launch` made elsewhere (a Kubernetes Job). Called once the fleet
+    /// is dropped, on a spawned task: what lives in this process ends on drop anyway.
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+    /// One line on how the launch is going, for errors and logs (`pods: 2 running,
+    /// 1 pending (Unschedulable: …)`).
+    fn status(&self) -> Option<String> {
+        None
+    }
+    /// How long agents get to start and join: pods may first pull an image.
+    fn join_wait(&self) -> Duration {
+        JOIN_WAIT
+    }
 }
 
 /// N agents that join this coordinator.
@@ -101,7 +116,7 @@ impl Launcher for LocalProcesses {
         n: u32,
         join: &'a str,
         secret: &'a str,
-    ) -> Boxed<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let exe = match &self.exe {
                 Some(e) => e.clone(),
@@ -127,9 +142,7 @@ impl Launcher for LocalProcesses {
         })
     }
 
-    fn casualties(
-        &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<(u32, String)>> + Send + '_>> {
+    fn casualties(&self) -> BoxFuture<'_, Vec<(u32, String)>> {
         Box::pin(async move {
             let mut out = Vec::new();
             let mut list = self.children.lock().await;
@@ -146,6 +159,8 @@ impl Launcher for LocalProcesses {
 
 /// How long agents get to start and join, and to set up each phase.
 const JOIN_WAIT: Duration = Duration::from_secs(30);
+/// How often the launcher is asked for casualties while agents join.
+const CASUALTY_CHECK: Duration = Duration::from_millis(200);
 /// The start barrier: every agent starts this long after the `start` frame.
 const BARRIER_MS: u64 = 300;
 
@@ -203,27 +218,32 @@ impl JoinedFleet {
         }
     }
 
-    /// Launches the agents and waits until every one has joined.
+    /// Launches the agents and waits until every one has joined. An agent that dies
+    /// before it joins (its pod cannot pull the image, its process exits) fails the
+    /// launch at once, with the launcher's reason.
     async fn spawn(&self) -> Result<(), EngineError> {
         let mut joined = self.hub.register(&self.key, &self.secret);
         self.launcher
             .launch(self.n, &self.join, &self.secret)
             .await
             .map_err(EngineError::Agents)?;
-        let deadline = tokio::time::Instant::now() + JOIN_WAIT;
+        let wait = self.launcher.join_wait();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut check = tokio::time::interval(CASUALTY_CHECK);
         let mut have = 0u32;
         while have < self.n {
-            let conn = tokio::time::timeout_at(deadline, joined.recv())
-                .await
-                .ok()
-                .flatten()
-                .ok_or_else(|| {
-                    EngineError::Agents(format!(
-                        "{have} of {} agents joined within {} s",
-                        self.n,
-                        JOIN_WAIT.as_secs()
-                    ))
-                })?;
+            let conn = tokio::select! {
+                conn = tokio::time::timeout_at(deadline, joined.recv()) => conn.ok().flatten(),
+                _ = check.tick() => {
+                    if let Some((i, why)) = self.launcher.casualties().await.into_iter().next() {
+                        return Err(EngineError::Agents(format!("agent {i} did not join: {why}")));
+                    }
+                    continue;
+                }
+            };
+            let Some(conn) = conn else {
+                return Err(EngineError::Agents(self.join_timeout(have, wait)));
+            };
             if let Some(i) = conn.index().filter(|i| *i < self.n) {
                 if self.attach(i, conn) {
                     have += 1;
@@ -242,6 +262,19 @@ impl JoinedFleet {
         });
         self.watch_casualties();
         Ok(())
+    }
+
+    /// Why the join failed: how many came, and how the launch looks (pods pending…).
+    fn join_timeout(&self, have: u32, wait: Duration) -> String {
+        let mut m = format!(
+            "{have} of {} agents joined within {} s",
+            self.n,
+            wait.as_secs()
+        );
+        if let Some(status) = self.launcher.status() {
+            m.push_str(&format!(" ({status})"));
+        }
+        m
     }
 
     fn attach(&self, i: u32, conn: AgentConn) -> bool {
@@ -443,5 +476,8 @@ impl Drop for JoinedFleet {
         }
         self.send_all(&ToAgent::Bye);
         self.hub.unregister(&self.key);
+        // Deleting a Job takes a request: done on the runtime, never blocking the drop.
+        let launcher = self.launcher.clone();
+        self.rt.spawn(async move { launcher.stop().await });
     }
 }

@@ -2,11 +2,14 @@
 //! and the coordinator merges their ticks exactly.
 //!
 //! - [`hub`]    the coordinator's endpoint agents dial in to, per-run secrets.
-//! - [`local`]  a fleet of agent processes on this machine (local mode).
+//! - [`local`]  a fleet of joining agents (`JoinedFleet`), the `Launcher` that brings
+//!   them to life, and agent processes on this machine (local mode).
+//! - [`k8s`]    agents as pods of a Kubernetes Indexed Job (`--agents-on kubernetes`).
 //! - [`agent`]  the agent process itself.
 
 pub mod agent;
 pub mod hub;
+pub mod k8s;
 pub mod local;
 
 /// Connections one process holds: its open-file limit, less a reserve for everything

@@ -136,6 +136,8 @@ pub struct AgentsSetup {
     pub allow_targets: Vec<String>,
     /// The program agents run (`socketswarm agent`).
     pub exe: Option<std::path::PathBuf>,
+    /// Agents as Kubernetes pods instead (`--agents-on kubernetes`).
+    pub kube: Option<std::sync::Arc<crate::agents::k8s::KubeSettings>>,
 }
 
 impl std::fmt::Debug for AgentsSetup {
@@ -376,7 +378,28 @@ async fn drive(
     }
     let mut merged: Option<Summary> = None;
     // One process, or the agent processes its size asked for.
+    // With `--agents-on kubernetes`, any plan naming agents gets pods.
     let fleet: std::sync::Arc<dyn swarm::Fleet> = match (plan.agents, agents) {
+        (
+            Some(n),
+            Some(AgentsSetup {
+                kube: Some(kube),
+                hub,
+                allow_targets,
+                ..
+            }),
+        ) if n >= 1 => std::sync::Arc::new(crate::agents::local::JoinedFleet::new(
+            n,
+            std::sync::Arc::new(crate::agents::k8s::KubeLauncher::new(
+                kube.clone(),
+                &run_id,
+                &plan,
+            )),
+            hub,
+            &kube.coordinator_url,
+            allow_targets,
+            &rt,
+        )),
         (Some(n), Some(a)) if n > 1 => std::sync::Arc::new(crate::agents::local::JoinedFleet::new(
             n,
             std::sync::Arc::new(crate::agents::local::LocalProcesses::new(a.exe)),

@@ -45,6 +45,7 @@ pub fn args(db: PathBuf) -> ServeArgs {
         max_queued_runs: 32,
         max_import_bytes: 64 << 20,
         max_import_ticks: 100_000,
+        k8s: Default::default(),
     }
 }
 
