@@ -93,7 +93,7 @@ def run(binary, plan, tick_ms, sample=None):
 
 def rate_case(binary, r, n):
     plan = {"name": f"rate {r}", "target": f"ws://{WS}/echo?tag=rate{r}",
-            "max_connect_rate": r, "reconnect": {"enabled": False},
+            "max_connect_rate": r, "reconnect": {"mode": "never"},
             "stages": [{"duration": "1s", "connections": n},
                        {"duration": f"{int(n / r) + 3}s", "connections": n}]}
     with Target(binary, 4) as t:
@@ -112,7 +112,7 @@ def rate_case(binary, r, n):
 
 
 def cross_case(binary, n=25_000):
-    plan = {"name": "cross", "target": f"ws://{WS}/echo?tag=cross", "reconnect": {"enabled": False},
+    plan = {"name": "cross", "target": f"ws://{WS}/echo?tag=cross", "reconnect": {"mode": "never"},
             "stages": [{"duration": "10s", "connections": n}, {"duration": "5s", "connections": n}]}
     with Target(binary, 3) as t:
         export, _ = run(binary, plan, 1000)
@@ -127,7 +127,7 @@ def cross_case(binary, n=25_000):
 
 
 def idle_case(binary, n=100_000, ramp=20, hold=30):
-    plan = {"name": "idle 100k", "target": f"ws://{WS}/echo?tag=idle", "reconnect": {"enabled": False},
+    plan = {"name": "idle 100k", "target": f"ws://{WS}/echo?tag=idle", "reconnect": {"mode": "never"},
             "stages": [{"duration": f"{ramp}s", "connections": n},
                        {"duration": f"{hold}s", "connections": n}]}
 

@@ -92,6 +92,8 @@ struct Work {
     unacked: Vec<AgentTick>,
     totals: Totals,
     ticks: u64,
+    /// Its last tick is out: `done` is (re)sent after a reconnect too.
+    finished: bool,
 }
 
 fn hello(args: &AgentArgs, index: Option<u32>) -> FromAgent {
@@ -106,6 +108,15 @@ fn hello(args: &AgentArgs, index: Option<u32>) -> FromAgent {
             .map(|(soft, _)| soft)
             .unwrap_or(0),
         source_addrs: args.source.clone(),
+    }
+}
+
+/// Its share of the phase is over: cumulative totals and how many ticks carried them.
+fn done(w: &Work) -> FromAgent {
+    FromAgent::Done {
+        phase: w.phase,
+        totals: w.totals.clone(),
+        ticks: w.ticks,
     }
 }
 
@@ -139,6 +150,9 @@ pub async fn run(args: AgentArgs) -> i32 {
                 )
                 .await;
             }
+            if w.finished {
+                ok &= send(&mut ws, &done(w)).await;
+            }
         }
         while ok {
             tokio::select! {
@@ -163,7 +177,7 @@ pub async fn run(args: AgentArgs) -> i32 {
                                 }
                             };
                             index = Some(share.index);
-                            work = Some(Work { phase, plan: *plan, share, tick: Duration::from_millis(tick_ms.max(50)), policy, unacked: Vec::new(), totals: Totals::default(), ticks: 0 });
+                            work = Some(Work { phase, plan: *plan, share, tick: Duration::from_millis(tick_ms.max(50)), policy, unacked: Vec::new(), totals: Totals::default(), ticks: 0, finished: false });
                             ok = send(&mut ws, &FromAgent::Ready { phase }).await;
                         }
                         ToAgent::Start { phase, in_ms } => {
@@ -195,8 +209,11 @@ pub async fn run(args: AgentArgs) -> i32 {
                     let last = t.last;
                     ok = send(&mut ws, &FromAgent::Tick { phase: w.phase, tick: Box::new(t.clone()) }).await;
                     w.unacked.push(t);
-                    if last && ok {
-                        ok = send(&mut ws, &FromAgent::Done { phase: w.phase, totals: w.totals.clone(), ticks: w.ticks }).await;
+                    if last {
+                        w.finished = true;
+                        if ok {
+                            ok = send(&mut ws, &done(w)).await;
+                        }
                     }
                 }
             }
