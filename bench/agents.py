@@ -91,11 +91,16 @@ def run(binary, plan, tick_ms, sample=None):
             return json.load(f), samples
 
 
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 def rate_case(binary, r, n):
     plan = {"name": f"rate {r}", "target": f"ws://{WS}/echo?tag=rate{r}",
             "max_connect_rate": r, "reconnect": {"mode": "never"},
             "stages": [{"duration": "1s", "connections": n},
-                       {"duration": f"{int(n / r) + 3}s", "connections": n}]}
+                       {"duration": f"{int(n / r) + 10}s", "connections": n}]}
     with Target(binary, 4) as t:
         export, _ = run(binary, plan, 100)
         accepted = t.stats()["profiles"].get(f"/echo?tag=rate{r}", {}).get("accepted", 0)
@@ -188,15 +193,18 @@ def main():
         for r, n in [(1, 5), (100, 500), (1000, 10_000), (10_000, 30_000), (50_000, 50_000)]:
             drain_time_wait()
             res = rate_case(a.bin, r, n)
+            res["loadavg_1m"] = loadavg()
             print(json.dumps(res), flush=True)
             results["rate"].append(res)
     if a.only in (None, "cross"):
         drain_time_wait()
         results["cross"] = cross_case(a.bin)
+        results["cross"]["loadavg_1m"] = loadavg()
         print(json.dumps(results["cross"]), flush=True)
     if a.only in (None, "idle"):
         drain_time_wait()
         results["idle"] = idle_case(a.bin)
+        results["idle"]["loadavg_1m"] = loadavg()
         print(json.dumps(results["idle"]), flush=True)
     results["machine"] = {"cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     with open(a.json, "w") as f:

@@ -572,7 +572,7 @@ impl Default for Limits {
             max_connections: 19_000,
             max_duration: Dur::secs(3600),
             max_message_bytes: 1 << 20,
-            max_connect_rate: 20_000.0,
+            max_connect_rate: 50_000.0,
             ports_per_source: 28_000,
         }
     }
