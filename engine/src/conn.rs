@@ -211,6 +211,21 @@ pub(crate) fn io_kind(e: &std::io::Error) -> FailKind {
 
 type Ws = WebSocketStream<MaybeTls>;
 
+/// An open connection and what its attempt gathered. Boxed where it is returned, so the
+/// VU's task future holds a pointer to it rather than a copy of the stream in every
+/// state that could hold one (a future is as big as its largest await state, and moved
+/// values keep their slots).
+pub(crate) struct Conn {
+    ws: Ws,
+    ctx: Ctx,
+    /// When the session started.
+    opened: Instant,
+}
+
+/// A failed attempt: its kind and, for a refused handshake, the evidence (boxed: the
+/// attempt's result is small either way).
+type Failed = (FailKind, Option<Box<Rejection>>);
+
 /// Runs one VU until its script ends, it gives up, or `cancel` fires.
 pub(crate) async fn run_vu(
     sh: Arc<Shared>,
@@ -222,7 +237,8 @@ pub(crate) async fn run_vu(
     let mut attempt = 0u32;
     let mut streak = 0u32;
     let mut sched = scheduled;
-    let ids = identities_of(&sh, vu);
+    // A boxed slice: 8 bytes less than a `Vec` in every VU's future.
+    let ids = identities_of(&sh, vu).into_boxed_slice();
     loop {
         attempt += 1;
         streak += 1;
@@ -249,15 +265,17 @@ pub(crate) async fn run_vu(
             });
         }
         let retry_after = match res {
-            Ok((ws, ctx)) => {
+            Ok(mut conn) => {
                 rec.opened();
                 // Report the open now (connects are bounded by the connect rate), so live
                 // counts and per-identity levels are not a flush interval behind.
                 rec.try_flush();
                 streak = 0;
-                let opened = Instant::now();
-                let end = session(ws, &sh, &mut rec, &cancel, vu, attempt, &ctx).await;
-                let lived = opened.elapsed();
+                conn.opened = Instant::now();
+                let Conn { ws, ctx, .. } = &mut *conn;
+                let end = session(ws, &sh, &mut rec, &cancel, vu, attempt, ctx).await;
+                let lived = conn.opened.elapsed();
+                drop(conn);
                 rec.sample(Metric::Session, lived);
                 rec.closed(
                     end,
@@ -276,7 +294,7 @@ pub(crate) async fn run_vu(
                     .as_ref()
                     .and_then(|r| r.retry_after.as_deref())
                     .and_then(parse_retry_after);
-                rec.failed(kind, rejection);
+                rec.failed(kind, rejection.map(|r| *r));
                 if kind == FailKind::Aborted {
                     break;
                 }
@@ -298,7 +316,8 @@ pub(crate) async fn run_vu(
         }
         sched = wake;
     }
-    rec.finish().await;
+    // Boxed: the final send's state (a whole partial) is on the heap only while it waits.
+    Box::pin(rec.finish()).await;
 }
 
 /// `Retry-After` as seconds (HTTP dates are not honoured; they are rare on 429s).
@@ -347,7 +366,7 @@ async fn token_and_connect(
     attempt: u32,
     sched: Instant,
     rec: &mut Recorder,
-) -> Result<(Ws, Ctx), (FailKind, Option<Rejection>)> {
+) -> Result<Box<Conn>, Failed> {
     let mut ctx = Ctx::default();
     if let Some(pool) = &sh.tokens {
         ctx.token = pool.get(vu, rec).await.map_err(|k| (k, None))?;
@@ -358,7 +377,11 @@ async fn token_and_connect(
             .map_err(|k| (k, None))?;
     }
     let ws = connect(sh, vu, attempt, sched, rec, &ctx).await?;
-    Ok((ws, ctx))
+    Ok(Box::new(Conn {
+        ws,
+        ctx,
+        opened: Instant::now(),
+    }))
 }
 
 /// A compiled `HttpStep`.
@@ -431,7 +454,7 @@ async fn connect(
     sched: Instant,
     rec: &mut Recorder,
     ctx: &Ctx,
-) -> Result<Ws, (FailKind, Option<Rejection>)> {
+) -> Result<Ws, Failed> {
     let addr = sh.addrs[(vu as usize) % sh.addrs.len()];
     let deadline = Instant::now() + sh.connect_timeout;
     let fut = async {
@@ -490,7 +513,7 @@ async fn connect(
             Err(UpgradeError::Rejected(mut r)) => {
                 rec.sample(Metric::Refused, r.waited);
                 scrub_rejection(&mut r, &sh.secrets, &ctx.token);
-                Err((FailKind::Status(r.status), Some(*r)))
+                Err((FailKind::Status(r.status), Some(r)))
             }
             Err(UpgradeError::Protocol) => Err((FailKind::Protocol, None)),
             Err(UpgradeError::Io(e)) => Err((io_kind(&e), None)),

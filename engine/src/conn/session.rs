@@ -105,8 +105,10 @@ pub(super) fn end_of(e: &WsError) -> CloseKind {
     }
 }
 
+/// Runs the script on an open connection until it ends. `ws` is borrowed: the VU owns
+/// the (boxed) connection, so the session's future holds no copy of the stream.
 pub(super) async fn session(
-    mut ws: Ws,
+    ws: &mut Ws,
     sh: &Shared,
     rec: &mut Recorder,
     cancel: &CancellationToken,
@@ -138,7 +140,7 @@ pub(super) async fn session(
                     let n = msg.len();
                     // Boxed like the close: its state is on the heap only while sending.
                     if let Err(end) =
-                        Box::pin(send_message(&mut ws, msg, rec, &mut flush_timer, cancel)).await
+                        Box::pin(send_message(ws, msg, rec, &mut flush_timer, cancel)).await
                     {
                         return end;
                     }
@@ -161,14 +163,14 @@ pub(super) async fn session(
                     ping_seq += 1;
                     let ping = Message::Ping(ping_seq.to_be_bytes().to_vec().into());
                     if let Err(end) =
-                        Box::pin(send_message(&mut ws, ping, rec, &mut flush_timer, cancel)).await
+                        Box::pin(send_message(ws, ping, rec, &mut flush_timer, cancel)).await
                     {
                         return end;
                     }
                     wait = Waiting::Pong(Instant::now() + *timeout, due);
                 }
                 Some(Op::Close) => {
-                    Box::pin(close_normally(&mut ws, rec)).await;
+                    Box::pin(close_normally(ws, rec)).await;
                     return CloseKind::Client;
                 }
                 Some(Op::LoopStart { every, times }) => {
@@ -207,7 +209,7 @@ pub(super) async fn session(
             biased;
             _ = cancel.cancelled() => {
                 rec.try_flush();
-                Box::pin(close_normally(&mut ws, rec)).await;
+                Box::pin(close_normally(ws, rec)).await;
                 return CloseKind::Client;
             }
             m = ws.next() => match m {
