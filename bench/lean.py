@@ -41,8 +41,9 @@ def rss_anon_bytes(pid):
     return 0
 
 
-def one_run(binary, n, ramp, hold, base_s=3.0):
-    """One repetition: returns a dict of readings (bytes)."""
+def one_run(binary, n, ramp, hold, base_s=3.0, preload=None):
+    """One repetition: returns a dict of readings (bytes). `preload`: a malloc library
+    LD_PRELOADed into the run (not the target), to compare allocators without a build."""
     tmp = tempfile.mkdtemp(prefix="socketswarm-lean-")
     plan = {"name": f"lean idle {n}", "target": f"ws://{TGT}/echo?tag=lean",
             "stages": [{"duration": f"{base_s:g}s", "connections": 0},
@@ -56,7 +57,8 @@ def one_run(binary, n, ramp, hold, base_s=3.0):
     target = start_target(binary, env)
     try:
         t0 = time.time()
-        run = subprocess.Popen([binary, "run", plan_path, "--out", f"json={out_json}"], env=env,
+        run_env = dict(env, LD_PRELOAD=preload) if preload else env
+        run = subprocess.Popen([binary, "run", plan_path, "--out", f"json={out_json}"], env=run_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base, held = [], []
         ramp_end = base_s + ramp
@@ -136,6 +138,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "socketswarm"))
     ap.add_argument("--label", default="")
     ap.add_argument("--json", help="append the readings to this JSON-lines file")
+    ap.add_argument("--preload", help="LD_PRELOAD this malloc library into the run")
     ap.add_argument("--tcpkali", action="store_true", help="measure tcpkali instead (see above)")
     a = ap.parse_args()
     if a.tcpkali:
@@ -143,7 +146,7 @@ def main():
     rows = []
     for rep in range(a.reps):
         drain_time_wait(below=1000, limit=120)
-        r = one_run(a.bin, a.n, a.ramp, a.hold)
+        r = one_run(a.bin, a.n, a.ramp, a.hold, preload=a.preload)
         r["per_conn"] = (r["held_rss"] - r["base_rss"]) / a.n
         r["per_conn_anon"] = (r["held_anon"] - r["base_anon"]) / a.n
         rows.append(r)
