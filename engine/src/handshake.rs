@@ -82,14 +82,17 @@ where
     let req = request_head(host_header, resource, &key, extra, protocols);
     let sent = Instant::now();
     stream.write_all(req.as_bytes()).await?;
+    // Read straight into `buf` (no stack chunk: a 1 KiB array would live in every
+    // connecting VU's future, and its freed hole fragments the heap of held ones).
     let mut buf: Vec<u8> = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
     loop {
-        let n = stream.read(&mut chunk).await?;
+        if buf.capacity() - buf.len() < 256 {
+            buf.reserve(512);
+        }
+        let n = stream.read_buf(&mut buf).await?;
         if n == 0 {
             return Err(UpgradeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 48];
         let mut resp = httparse::Response::new(&mut headers);
         match resp.parse(&buf) {

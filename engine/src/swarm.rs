@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{self, Gauges};
-use crate::conn::{run_vu, IdentitySource, Matcher, Op, Shared};
+use crate::conn::{run_vu, IdentitySource, Matcher, Op, Shared, Stop};
 use crate::coordinate::{coordinate, Coordination};
 pub use crate::coordinate::{AgentMsg, Update};
 use crate::plan::{Plan, Step, TargetUrl, Wait};
@@ -482,11 +482,9 @@ async fn control(
     let mut pacer = plan
         .max_connect_rate
         .map(|r| Pacer::sharded(r, Duration::from_millis(20), share));
-    // Every VU's token is a child: cancelling `all` ends every VU.
-    let all = CancellationToken::new();
     let mut vus = JoinSet::new();
-    // Tokens of started, not yet retired VU slots, oldest first.
-    let mut live: Vec<CancellationToken> = Vec::new();
+    // Stop signals of started, not yet retired VU slots, oldest first.
+    let mut live: Vec<Stop> = Vec::new();
     // This agent's k-th connection is the run's slot `share.slot(k)` (its `{{vu}}`).
     let mut next_k = 0u64;
     // The next wake-up: every 5 ms, sooner when the pacer has a start due.
@@ -506,7 +504,7 @@ async fn control(
         gauges.target.store(want as u32, Ordering::Relaxed);
         while live.len() > want {
             if let Some(t) = live.pop() {
-                t.cancel();
+                t.stop();
             }
         }
         let missing = want - live.len();
@@ -519,7 +517,7 @@ async fn control(
             None => vec![now; missing],
         };
         for scheduled in starts {
-            let token = all.child_token();
+            let token = Stop::default();
             live.push(token.clone());
             vus.spawn(run_vu(shared.clone(), share.slot(next_k), scheduled, token));
             next_k += 1;
@@ -530,7 +528,10 @@ async fn control(
         }
     }
     drop(shared);
-    all.cancel();
+    // Retired VUs were stopped when they were retired; stop the rest.
+    for t in live.drain(..) {
+        t.stop();
+    }
     let drained =
         tokio::time::timeout(grace, async { while vus.join_next().await.is_some() {} }).await;
     if drained.is_err() {

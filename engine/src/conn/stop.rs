@@ -1,0 +1,78 @@
+//! A VU's stop signal: set by the controller (ramp-down retires the newest VUs; the
+//! run's end stops them all), awaited by the VU's own task only.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
+
+/// Tells one VU to close and end. It replaces a child `CancellationToken` per VU (a
+/// 112-byte tree node, and a 64-byte wait future in every `select!` awaiting it): this is
+/// one 48-byte allocation and an 8-byte wait. One waker is enough because a VU is one
+/// task and every wait on its `Stop` is that task's; do not wait on it from another task.
+#[derive(Clone, Default)]
+pub(crate) struct Stop(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    stopped: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Stop {
+    /// Stops the VU (idempotent).
+    pub(crate) fn stop(&self) {
+        self.0.stopped.store(true, Ordering::Release);
+        self.0.waker.wake();
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.0.stopped.load(Ordering::Acquire)
+    }
+
+    /// Resolves once `stop` has been called.
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.is_stopped() {
+                return Poll::Ready(());
+            }
+            self.0.waker.register(cx.waker());
+            // A stop between the check and the registration woke the old waker.
+            if self.is_stopped() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_stop_wakes_the_waiting_task_and_stays_set() {
+        let stop = Stop::default();
+        let theirs = stop.clone();
+        let waiter = tokio::spawn(async move {
+            theirs.stopped().await;
+            theirs.is_stopped()
+        });
+        // The waiter is parked (nothing else wakes it) until `stop`.
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        stop.stop();
+        let seen = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by stop")
+            .unwrap();
+        assert!(seen);
+        // Already stopped: resolves at once, however often it is awaited.
+        stop.stopped().await;
+        stop.stopped().await;
+    }
+}
