@@ -10,6 +10,7 @@
 //! - [`plan_file`] plans as TOML/JSON text; the commented TOML export.
 //! - [`report`]   the self-contained HTML report.
 //! - [`runs`]     the manager actor (live runs, queue, cancel) and the `RunService`.
+//! - [`site`]     the built site (wasm, CSS, JS) embedded in the binary, served from memory.
 //! - [`store`]    all SQL.
 //!
 //! Start-up order ([`start`]): settings -> open-file limit -> database (migrations,
@@ -27,6 +28,7 @@ pub mod http;
 pub mod plan_file;
 pub mod report;
 pub mod runs;
+pub mod site;
 pub mod state;
 pub mod store;
 
@@ -302,15 +304,25 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
 
     let hosts = http::hosts::HostAllowlist::new(addr, settings.public_url.as_ref());
     tracing::info!("answering to Host: {}", hosts.describe());
+    let site = site::Site::new(args.site_root.as_deref());
+    if site.is_built() {
+        tracing::info!("site {}", site.describe());
+    } else {
+        tracing::warn!(
+            "NO BUILT SITE ({}): pages are served without CSS, JavaScript or wasm; build with scripts/build.sh (or pass --site-root DIR)",
+            site.describe()
+        );
+    }
     let leptos_options = LeptosOptions::builder()
-        .output_name("socketswarm")
-        .site_root(args.site_root.clone())
+        .output_name(site.output_name())
+        .site_root(site.root())
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .env(Env::PROD)
         .build();
     let state = AppState {
         leptos_options,
+        site,
         pool,
         runs,
         service,
