@@ -41,7 +41,7 @@ put node_modules/uplot/dist/uPlot.iife.min.js "$site/pkg/uplot.js"
 put node_modules/uplot/dist/uPlot.min.css "$site/pkg/uplot.css"
 (cd public && find . -type f) | while read -r f; do put "public/$f" "$site/$f"; done
 
-export SOCKETSWARM_SITE_DIR="$PWD/$site"
+case "$site" in /*) export SOCKETSWARM_SITE_DIR="$site" ;; *) export SOCKETSWARM_SITE_DIR="$PWD/$site" ;; esac
 case "$mode" in
   --release) cargo build -p server --release ;;
   --dist) cargo build -p server --profile dist ;;

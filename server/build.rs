@@ -67,7 +67,7 @@ fn main() {
         );
     }
     code.push_str("];\n");
-    if !files.iter().any(|f| *f == wasm) {
+    if !files.contains(&wasm) {
         println!(
             "cargo:warning=no built site in {} (run scripts/build.sh first): this binary serves pages without CSS, JavaScript or wasm",
             site.display()
