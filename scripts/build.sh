@@ -4,6 +4,7 @@
 #   scripts/build.sh            debug server, optimized wasm
 #   scripts/build.sh --release  release server (target/release/socketswarm), wasm-opt'd wasm
 #   scripts/build.sh --dist     the shipping build: fat LTO (target/dist/socketswarm)
+#   --release builds the wasm with wasm-opt when node_modules has it (scripts/setup.sh).
 # Plain cargo + wasm-bindgen; no cargo-leptos needed. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,8 +43,11 @@ put node_modules/uplot/dist/uPlot.min.css "$site/pkg/uplot.css"
 (cd public && find . -type f) | while read -r f; do put "public/$f" "$site/$f"; done
 
 case "$site" in /*) export SOCKETSWARM_SITE_DIR="$site" ;; *) export SOCKETSWARM_SITE_DIR="$PWD/$site" ;; esac
+# SERVER_TARGET=<triple> builds the server for another target (scripts/image.sh: musl).
+target_args=()
+if [ -n "${SERVER_TARGET:-}" ]; then target_args=(--target "$SERVER_TARGET"); fi
 case "$mode" in
-  --release) cargo build -p server --release ;;
-  --dist) cargo build -p server --profile dist ;;
-  *) cargo build -p server ;;
+  --release) cargo build -p server --release "${target_args[@]}" ;;
+  --dist) cargo build -p server --profile dist "${target_args[@]}" ;;
+  *) cargo build -p server "${target_args[@]}" ;;
 esac
