@@ -9,14 +9,19 @@ import { chromium } from 'playwright-core';
 export const artifacts = join(process.cwd(), 'e2e', 'artifacts');
 mkdirSync(artifacts, { recursive: true });
 
-/** Starts the server (port 0, sandbox port 0) and resolves with its URLs once it listens. */
-export async function startServer(extraArgs = []) {
+/** The binary under test: $SOCKETSWARM_BIN, else the debug build scripts/build.sh makes. */
+export const serverBin = process.env.SOCKETSWARM_BIN || 'target/debug/socketswarm';
+
+/** Starts the server (port 0, sandbox port 0) and resolves with its URLs once it listens.
+ * `opts.bin` and `opts.cwd` start another copy of the binary, from another directory. */
+export async function startServer(extraArgs = [], opts = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'socketswarm-e2e-'));
-  const bin = process.env.SOCKETSWARM_BIN || 'target/debug/socketswarm';
+  const bin = opts.bin || serverBin;
   // Plans may read LOADTEST_* from the server's environment (--allow-env): the token
   // tests keep their client secret there.
   const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--sandbox', '127.0.0.1:0', '--sandbox-tls', '127.0.0.1:0', '--database', join(dir, 'e2e.db'), '--log', 'info', '--allow-env', 'LOADTEST_*', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: opts.cwd,
     env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'info', LOADTEST_CLIENT_SECRET: 'e2e-sandbox-secret' },
   });
   let log = '';

@@ -1,33 +1,53 @@
 #!/usr/bin/env bash
-# Builds the site (wasm + js + css + assets into target/site) and the server binary.
+# Builds the site (wasm + js + css + assets into $TARGET/site), then the server binary,
+# which embeds that site (server/build.rs): the binary runs from any directory.
 #   scripts/build.sh            debug server, optimized wasm
 #   scripts/build.sh --release  release server (target/release/socketswarm), wasm-opt'd wasm
-# Plain cargo + wasm-bindgen; no cargo-leptos needed.
+#   scripts/build.sh --dist     the shipping build: fat LTO (target/dist/socketswarm)
+#   --release builds the wasm with wasm-opt when node_modules has it (scripts/setup.sh).
+# Plain cargo + wasm-bindgen; no cargo-leptos needed. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-release="${1:-}"
-site=target/site
-wasm=target/wasm32-unknown-unknown/wasm-release/frontend.wasm
+mode="${1:-}"
+target="${CARGO_TARGET_DIR:-target}"
+site="$target/site"
+wasm="$target/wasm32-unknown-unknown/wasm-release/frontend.wasm"
+
+# Copies $1 to $2 only when the content differs: the server's build script watches the
+# site, and an unchanged site must not recompile the server.
+put() { cmp -s "$1" "$2" 2>/dev/null || { mkdir -p "$(dirname "$2")"; cp "$1" "$2"; }; }
 
 cargo build -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release
 mkdir -p "$site/pkg"
-if [ ! -f "$site/pkg/socketswarm.wasm" ] || [ "$wasm" -nt "$site/pkg/socketswarm.wasm" ] || [ "$release" = "--release" -a ! -f "$site/pkg/.optimized" ]; then
-  wasm-bindgen --target web --no-typescript --out-dir "$site/pkg" --out-name socketswarm "$wasm"
-  mv "$site/pkg/socketswarm_bg.wasm" "$site/pkg/socketswarm.wasm"
+optimize=""
+if [ "$mode" = "--release" ] || [ "$mode" = "--dist" ]; then optimize=1; fi
+if [ ! -f "$site/pkg/socketswarm.wasm" ] || [ "$wasm" -nt "$site/pkg/socketswarm.wasm" ] || [ -n "$optimize" -a ! -f "$site/pkg/.optimized" ]; then
+  out=$(mktemp -d)
+  wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name socketswarm "$wasm"
+  mv "$out/socketswarm_bg.wasm" "$out/socketswarm.wasm"
   rm -f "$site/pkg/.optimized"
-  if [ "$release" = "--release" ] && [ -x node_modules/.bin/wasm-opt ]; then
+  if [ -n "$optimize" ] && [ -x node_modules/.bin/wasm-opt ]; then
     node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-      "$site/pkg/socketswarm.wasm" -o "$site/pkg/socketswarm.wasm"
+      "$out/socketswarm.wasm" -o "$out/socketswarm.wasm"
     touch "$site/pkg/.optimized"
   fi
+  put "$out/socketswarm.js" "$site/pkg/socketswarm.js"
+  put "$out/socketswarm.wasm" "$site/pkg/socketswarm.wasm"
+  # A fresh marker even when the content did not change, so the test above holds.
+  touch -r "$wasm" "$site/pkg/socketswarm.wasm" 2>/dev/null || true
+  rm -rf "$out"
 fi
-cp style/main.css "$site/pkg/socketswarm.css"
-cp node_modules/uplot/dist/uPlot.iife.min.js "$site/pkg/uplot.js"
-cp node_modules/uplot/dist/uPlot.min.css "$site/pkg/uplot.css"
-cp -r public/. "$site/"
+put style/main.css "$site/pkg/socketswarm.css"
+put node_modules/uplot/dist/uPlot.iife.min.js "$site/pkg/uplot.js"
+put node_modules/uplot/dist/uPlot.min.css "$site/pkg/uplot.css"
+(cd public && find . -type f) | while read -r f; do put "public/$f" "$site/$f"; done
 
-if [ "$release" = "--release" ]; then
-  cargo build -p server --release
-else
-  cargo build -p server
-fi
+case "$site" in /*) export SOCKETSWARM_SITE_DIR="$site" ;; *) export SOCKETSWARM_SITE_DIR="$PWD/$site" ;; esac
+# SERVER_TARGET=<triple> builds the server for another target (scripts/image.sh: musl).
+target_args=()
+if [ -n "${SERVER_TARGET:-}" ]; then target_args=(--target "$SERVER_TARGET"); fi
+case "$mode" in
+  --release) cargo build -p server --release "${target_args[@]}" ;;
+  --dist) cargo build -p server --profile dist "${target_args[@]}" ;;
+  *) cargo build -p server "${target_args[@]}" ;;
+esac

@@ -27,27 +27,64 @@ mod live;
 pub mod pages;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
-/// The HTML document around the app (server side).
+/// Where the shell links the site's files. The server provides it as context from the
+/// site it serves: content-hashed URLs when the site is embedded in the binary, the
+/// plain paths otherwise (the default).
+#[derive(Clone, Debug, Default)]
+pub struct SiteUrls {
+    /// Plain path (`/pkg/socketswarm.css`) -> the URL to link it by.
+    pub hashed: std::sync::Arc<std::collections::HashMap<String, String>>,
+    /// The server has no built site (no CSS, JavaScript or wasm): pages say so.
+    pub missing: bool,
+}
+
+impl SiteUrls {
+    /// The URL of the site file at plain `path`.
+    pub fn of(&self, path: &str) -> String {
+        self.hashed
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| path.to_string())
+    }
+}
+
+/// The HTML document around the app (server side). Links come from the `SiteUrls` in
+/// context (the stylesheet is linked here, not by `App`: only the server knows its URL).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let urls = use_context::<SiteUrls>().unwrap_or_default();
+    let missing = urls.missing.then(|| {
+        view! {
+            <p class="site-missing" role="alert">
+                "This socketswarm binary was built without its site (no CSS, JavaScript or \
+                 wasm), so pages are neither styled nor live. Build it with scripts/build.sh, \
+                 or start it with --site-root DIR."
+            </p>
+        }
+    });
     view! {
         <!DOCTYPE html>
         <html lang="en">
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
-                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
-                <link rel="stylesheet" href="/pkg/uplot.css"/>
-                <script src="/pkg/uplot.js"></script>
-                <script src="/charts.js"></script>
+                <link rel="icon" href=urls.of("/favicon.svg") type="image/svg+xml"/>
+                <link rel="stylesheet" href=urls.of("/pkg/uplot.css")/>
+                // After uPlot's, as before: the app's rules win.
+                <link rel="stylesheet" id="leptos" href=urls.of("/pkg/socketswarm.css")/>
+                <script src=urls.of("/pkg/uplot.js")></script>
+                <script src=urls.of("/charts.js")></script>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
+            // The notice goes after the app: hydration starts at the body's first node,
+            // and even an absent notice leaves a placeholder node where it would be.
             <body>
                 <App/>
+                {missing}
             </body>
         </html>
     }
@@ -73,7 +110,6 @@ pub fn App() -> impl IntoView {
         }
     });
     view! {
-        <Stylesheet id="leptos" href="/pkg/socketswarm.css"/>
         <Title text="socketswarm"/>
         <Router>
             <TopBar/>

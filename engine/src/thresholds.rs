@@ -83,22 +83,104 @@ pub fn parse(metric: &str, expr: &str) -> Result<Threshold, String> {
     .iter()
     .find_map(|(s, op)| e.strip_prefix(s).map(|r| (*op, r.trim())))
     .ok_or_else(|| format!("`{expr}` must start with <, <=, >, >= or =="))?;
-    let value = if let Some(p) = rest.strip_suffix('%') {
-        p.trim()
+    let value = match Unit::of(rest) {
+        Unit::Percent => rest
+            .trim_end_matches('%')
+            .trim()
             .parse::<f64>()
             .map(|v| v / 100.0)
-            .map_err(|_| format!("`{rest}` is not a percentage"))?
-    } else if rest.ends_with("ms") || rest.ends_with('s') || rest.ends_with('m') {
-        crate::plan::parse_duration(rest)?.as_secs_f64()
-    } else {
-        rest.parse::<f64>()
-            .map_err(|_| format!("`{rest}` is not a number (units: %, ms, s, m)"))?
+            .map_err(|_| format!("`{rest}` is not a percentage"))?,
+        Unit::Millis | Unit::Seconds | Unit::Minutes => {
+            crate::plan::parse_duration(rest)?.as_secs_f64()
+        }
+        Unit::Plain => rest
+            .parse::<f64>()
+            .map_err(|_| format!("`{rest}` is not a number (units: %, ms, s, m)"))?,
     };
     Ok(Threshold {
         metric: metric.to_string(),
         op,
         value,
     })
+}
+
+/// The unit a threshold's limit is written in; its measured value is shown in the same
+/// unit (`ws_connecting.p95 < 300ms` -> `actual 0.9ms`, not `0.0009`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// `< 1%`: a ratio, shown as a percentage.
+    Percent,
+    /// `< 300ms`.
+    Millis,
+    /// `< 2s`.
+    Seconds,
+    /// `< 1m`.
+    Minutes,
+    /// `== 0`: a count (or a bare ratio/seconds value), shown as it is.
+    Plain,
+}
+
+impl Unit {
+    /// The unit of a limit as written (`300ms`, `1%`, `0`), by its suffix.
+    pub fn of(limit: &str) -> Self {
+        let l = limit.trim();
+        if l.ends_with('%') {
+            Self::Percent
+        } else if l.ends_with("ms") {
+            Self::Millis
+        } else if l.ends_with('s') {
+            Self::Seconds
+        } else if l.ends_with('m') {
+            Self::Minutes
+        } else {
+            Self::Plain
+        }
+    }
+
+    /// A value in base units (ratio, seconds, count) written in this unit, to about
+    /// three significant digits: `0.0009` s as `0.9ms`, `0.005` as `0.5%`.
+    pub fn format(self, base: f64) -> String {
+        let (v, suffix) = match self {
+            Self::Percent => (base * 100.0, "%"),
+            Self::Millis => (base * 1e3, "ms"),
+            Self::Seconds => (base, "s"),
+            Self::Minutes => (base / 60.0, "m"),
+            Self::Plain => (base, ""),
+        };
+        format!("{}{suffix}", significant(v))
+    }
+}
+
+/// `v` with about three significant digits and no trailing zeros (`0.9`, `12.3`, `300`).
+fn significant(v: f64) -> String {
+    let a = v.abs();
+    let decimals = if a == 0.0 || a >= 100.0 {
+        0
+    } else if a >= 10.0 {
+        1
+    } else if a >= 1.0 {
+        2
+    } else {
+        // Enough decimals for three significant digits of a small value, at most 6.
+        (2 - a.log10().floor() as i32).clamp(2, 6) as usize
+    };
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+impl ThresholdResult {
+    /// The measured value in the unit of the threshold's limit (`0.9ms`), or `no data`.
+    pub fn actual_text(&self) -> String {
+        let limit = self.expression.trim().trim_start_matches(['<', '>', '=']);
+        match self.actual {
+            Some(a) => Unit::of(limit).format(a),
+            None => "no data".into(),
+        }
+    }
 }
 
 /// The metric's value in a summary (seconds for latencies, ratios for rates).
@@ -190,6 +272,42 @@ mod tests {
         assert!(parse("drops", "about 3")
             .unwrap_err()
             .contains("must start with"));
+    }
+
+    #[test]
+    fn actual_values_read_in_the_unit_of_their_limit() {
+        let shown = |expression: &str, actual: f64| {
+            ThresholdResult {
+                metric: "m".into(),
+                expression: expression.into(),
+                actual: Some(actual),
+                passed: true,
+            }
+            .actual_text()
+        };
+        // The case of issue 15: `actual 0.0009` for a limit of 300ms.
+        assert_eq!(shown("< 300ms", 0.0009), "0.9ms");
+        assert_eq!(shown("<300ms", 0.01234), "12.3ms");
+        assert_eq!(shown("< 1s", 0.25), "0.25s");
+        assert_eq!(shown("<= 2s", 1.5), "1.5s");
+        assert_eq!(shown("< 1m", 90.0), "1.5m");
+        assert_eq!(shown("< 1%", 0.005), "0.5%");
+        assert_eq!(shown("< 1%", 0.0), "0%");
+        assert_eq!(shown("< 1%", 1.0 / 3.0), "33.3%");
+        assert_eq!(shown("== 0", 3.0), "3");
+        assert_eq!(shown(">= 100", 12000.0), "12000");
+        assert_eq!(shown("< 1500ms", 1.2346), "1235ms");
+        assert_eq!(shown("< 1ms", 0.000_012_34), "0.0123ms");
+        let none = ThresholdResult {
+            metric: "m".into(),
+            expression: "< 1s".into(),
+            actual: None,
+            passed: false,
+        };
+        assert_eq!(none.actual_text(), "no data");
+        // Parsing reads the same units.
+        assert_eq!(Unit::of("300ms"), Unit::Millis);
+        assert_eq!(parse("ws_rtt.p99", "< 1m").unwrap().value, 60.0);
     }
 
     #[test]

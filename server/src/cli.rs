@@ -273,10 +273,7 @@ fn print_summary(
     if !results.is_empty() {
         println!("\nthresholds:");
         for r in results {
-            let actual = r
-                .actual
-                .map(|a| format!("{a:.4}"))
-                .unwrap_or_else(|| "no data".into());
+            let actual = r.actual_text();
             println!(
                 "  {} {} {}  (actual {actual})",
                 if r.passed { "✓" } else { "✗" },
@@ -405,10 +402,7 @@ pub fn junit(plan: &Plan, s: &Summary, results: &[ThresholdResult]) -> String {
             xml_escape(&r.expression)
         ));
         if !r.passed {
-            let actual = r
-                .actual
-                .map(|a| format!("{a}"))
-                .unwrap_or_else(|| "no data".into());
+            let actual = r.actual_text();
             out.push_str(&format!(
                 "<failure message=\"actual {}\"/>",
                 xml_escape(&actual)

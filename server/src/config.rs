@@ -93,9 +93,11 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:9443"
     )]
     pub sandbox_tls: String,
-    /// Directory with the built site (`pkg/` with wasm, js, css).
-    #[arg(long, env = "SOCKETSWARM_SITE_ROOT", default_value = "target/site")]
-    pub site_root: String,
+    /// Development override: serve the site (`pkg/` with wasm, js, css) from this
+    /// directory, as it changes, instead of the copy embedded in the binary at build
+    /// time (e.g. `--site-root target/site` after `scripts/build.sh`).
+    #[arg(long, env = "SOCKETSWARM_SITE_ROOT")]
+    pub site_root: Option<PathBuf>,
     /// Runs allowed at once; more are queued.
     #[arg(long, env = "SOCKETSWARM_MAX_CONCURRENT_RUNS", default_value_t = 1)]
     pub max_concurrent_runs: usize,
@@ -352,6 +354,12 @@ impl ServeArgs {
             problems.push(format!("--max-duration: {e}"));
             std::time::Duration::from_secs(3600)
         });
+        if let Some(dir) = self.site_root.as_ref().filter(|d| !d.is_dir()) {
+            problems.push(format!(
+                "--site-root: `{}` is not a directory (leave it out to serve the site built into the binary)",
+                dir.display()
+            ));
+        }
         if self.max_concurrent_runs == 0 {
             problems.push("--max-concurrent-runs: must be at least 1".into());
         }

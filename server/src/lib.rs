@@ -10,6 +10,7 @@
 //! - [`plan_file`] plans as TOML/JSON text; the commented TOML export.
 //! - [`report`]   the self-contained HTML report.
 //! - [`runs`]     the manager actor (live runs, queue, cancel) and the `RunService`.
+//! - [`site`]     the built site (wasm, CSS, JS) embedded in the binary, served from memory.
 //! - [`store`]    all SQL.
 //!
 //! Start-up order ([`start`]): settings -> open-file limit -> database (migrations,
@@ -27,6 +28,7 @@ pub mod http;
 pub mod plan_file;
 pub mod report;
 pub mod runs;
+pub mod site;
 pub mod state;
 pub mod store;
 
@@ -164,6 +166,38 @@ fn loopback_of(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Why a listener could not bind, for a person: the flag, the address and what to do
+/// (issue 15: every listener's busy port is a clear error, never a panic). `off` is
+/// offered for listeners that can be turned off.
+pub fn listen_error(
+    flag: &str,
+    addr: SocketAddr,
+    can_be_off: bool,
+    e: &std::io::Error,
+) -> anyhow::Error {
+    use std::io::ErrorKind;
+    let free_port = SocketAddr::new(addr.ip(), 0);
+    let off = if can_be_off {
+        format!(", or `{flag} off` to go without it")
+    } else {
+        String::new()
+    };
+    let why = match e.kind() {
+        ErrorKind::AddrInUse => format!(
+            "the address is already in use (another socketswarm, or another program?). Stop that program, or pass another address: `{flag} {free_port}` takes any free port{off}"
+        ),
+        ErrorKind::AddrNotAvailable => format!(
+            "this machine has no such address. Pass one of its addresses, e.g. `{flag} 127.0.0.1:{}`{off}",
+            addr.port()
+        ),
+        ErrorKind::PermissionDenied => format!(
+            "permission denied (ports below 1024 need privileges). Pass a port above 1024, e.g. `{flag} {free_port}`{off}"
+        ),
+        _ => format!("{e}. Pass another address{off}"),
+    };
+    anyhow::anyhow!("{flag} {addr}: could not listen: {why}")
+}
+
 /// Starts everything and returns once the HTTP listener is bound.
 pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     engine::install_crypto_provider();
@@ -227,8 +261,16 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
 
     let target = match settings.sandbox {
         Some(addr) => Some(
-            engine::target::spawn_thread(addr, settings.sandbox_tls)
-                .with_context(|| format!("could not start the sandbox target on {addr} (in use? pass --sandbox off or another address)"))?,
+            engine::target::spawn_thread(addr, settings.sandbox_tls).map_err(|e| match e {
+                engine::target::SpawnError::Listen { kind, addr, source } => {
+                    let flag = match kind {
+                        engine::target::ListenerKind::Plain => "--sandbox",
+                        engine::target::ListenerKind::Tls => "--sandbox-tls",
+                    };
+                    listen_error(flag, addr, true, &source)
+                }
+                other => anyhow::Error::new(other),
+            })?,
         ),
         None => None,
     };
@@ -250,7 +292,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("could not listen on {}", args.listen))?;
+        .map_err(|e| listen_error("--listen", args.listen, false, &e))?;
     let addr = listener.local_addr()?;
     // Agents of runs split over processes dial in here (on the app's own listener).
     let hub = Arc::new(agents::hub::Hub::default());
@@ -303,15 +345,25 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
 
     let hosts = http::hosts::HostAllowlist::new(addr, settings.public_url.as_ref());
     tracing::info!("answering to Host: {}", hosts.describe());
+    let site = site::Site::new(args.site_root.as_deref());
+    if site.is_built() {
+        tracing::info!("site {}", site.describe());
+    } else {
+        tracing::warn!(
+            "NO BUILT SITE ({}): pages are served without CSS, JavaScript or wasm; build with scripts/build.sh (or pass --site-root DIR)",
+            site.describe()
+        );
+    }
     let leptos_options = LeptosOptions::builder()
-        .output_name("socketswarm")
-        .site_root(args.site_root.clone())
+        .output_name(site.output_name())
+        .site_root(site.root())
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .env(Env::PROD)
         .build();
     let state = AppState {
         leptos_options,
+        site,
         pool,
         runs,
         service,
@@ -360,7 +412,7 @@ pub async fn target(args: config::TargetArgs) -> anyhow::Result<()> {
     let nofile = raise_nofile();
     let shared = args.processes > 1 || args.helper;
     let listener = engine::target::listen_with(args.listen, shared)
-        .with_context(|| format!("could not listen on {}", args.listen))?;
+        .map_err(|e| listen_error("--listen", args.listen, false, &e))?;
     let addr = listener.local_addr()?;
     let sandbox = Arc::new(engine::target::Sandbox::default());
     let stop = CancellationToken::new();
@@ -377,8 +429,8 @@ pub async fn target(args: config::TargetArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(tls) = args.tls_listen {
-        let l =
-            engine::target::listen(tls).with_context(|| format!("could not listen on {tls}"))?;
+        let l = engine::target::listen(tls)
+            .map_err(|e| listen_error("--tls-listen", tls, false, &e))?;
         tracing::info!(
             "sandbox TLS target on wss://{}/echo (self-signed)",
             l.local_addr()?
@@ -471,7 +523,7 @@ async fn target_helpers(
     let stats = stats.unwrap_or_else(|| SocketAddr::new(addr.ip(), 0));
     let listener = tokio::net::TcpListener::bind(stats)
         .await
-        .with_context(|| format!("could not listen on {stats}"))?;
+        .map_err(|e| listen_error("--stats-listen", stats, false, &e))?;
     tracing::info!(
         helpers = n,
         "all {} processes' counters on http://{}/stats",

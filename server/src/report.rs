@@ -245,7 +245,7 @@ pub fn html(r: &ReportInput<'_>) -> String {
                 if th.passed { "✓ passed" } else { "✗ failed" },
                 esc(&th.metric),
                 esc(&th.expression),
-                th.actual.map(|a| format!("{a:.4}")).unwrap_or_else(|| "no data".into())
+                esc(&th.actual_text())
             );
         }
         out.push_str("</tbody></table></section>");

@@ -13,6 +13,9 @@ use crate::runs::service::Runs;
 #[derive(Clone)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
+    /// The built site (embedded, or `--site-root`): what `/pkg/...` serves and the
+    /// shell links.
+    pub site: crate::site::Site,
     pub pool: SqlitePool,
     /// The run service (concrete, for the API handlers).
     pub runs: Arc<Runs>,

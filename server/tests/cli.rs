@@ -57,7 +57,7 @@ fn a_passing_run_exits_0_and_writes_json_and_junit() {
         "target": format!("ws://{}/echo?tag=cli", sb.addr),
         "stages": [{"duration": "500ms", "connections": 10}, {"duration": "1s", "connections": 10}],
         "script": [{"send": "hi"}, {"expect": {"contains": "hi"}}],
-        "thresholds": {"handshake_failure_rate": "< 1%", "drops": "== 0", "ws_rtt.p99": "< 2s"}
+        "thresholds": {"handshake_failure_rate": "< 1%", "drops": "== 0", "ws_rtt.p99": "< 2s", "ws_connecting.p95": "< 300ms"}
     });
     let f = write_plan(dir.path(), &plan);
     let (json_out, junit_out) = (dir.path().join("out.json"), dir.path().join("junit.xml"));
@@ -90,7 +90,39 @@ fn a_passing_run_exits_0_and_writes_json_and_junit() {
         sb.sandbox.report().profiles["/echo?tag=cli"].accepted
     );
     assert_eq!(export["diagnosis"]["kind"], "none");
-    assert_eq!(export["thresholds"].as_array().unwrap().len(), 3);
+    assert_eq!(export["thresholds"].as_array().unwrap().len(), 4);
+    // Each actual value is printed in the unit of its limit (issue 15: not `0.0009`).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |metric: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(metric) && l.contains("(actual "))
+            .unwrap_or_else(|| panic!("no threshold line for {metric}: {stdout}"))
+            .to_string()
+    };
+    let actual = |l: &str| {
+        l.rsplit_once("(actual ")
+            .unwrap()
+            .1
+            .trim_end_matches(')')
+            .to_string()
+    };
+    let connecting = actual(&line("ws_connecting.p95 < 300ms"));
+    let ms: f64 = connecting
+        .strip_suffix("ms")
+        .unwrap_or_else(|| panic!("not in ms: {connecting}"))
+        .parse()
+        .unwrap();
+    let stored = export["summary"]["latency"]["ws_connecting"]["p95_us"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (ms - stored / 1000.0).abs() <= stored / 1000.0 * 0.01 + 0.001,
+        "{connecting} is the stored p95 of {stored}us"
+    );
+    assert!(actual(&line("ws_rtt.p99 < 2s")).ends_with('s'));
+    assert_eq!(actual(&line("handshake_failure_rate < 1%")), "0%");
+    assert_eq!(actual(&line("drops == 0")), "0");
     // The export validates against its committed, documented schema.
     let schema: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
@@ -118,13 +150,13 @@ fn a_passing_run_exits_0_and_writes_json_and_junit() {
         .descendants()
         .find(|n| n.has_tag_name("testsuite"))
         .unwrap();
-    assert_eq!(suite.attribute("tests"), Some("3"));
+    assert_eq!(suite.attribute("tests"), Some("4"));
     assert_eq!(suite.attribute("failures"), Some("0"));
     assert_eq!(
         doc.descendants()
             .filter(|n| n.has_tag_name("testcase"))
             .count(),
-        3
+        4
     );
 }
 
@@ -158,7 +190,12 @@ fn a_failed_threshold_exits_99_with_a_junit_failure() {
         .filter(|n| n.has_tag_name("failure"))
         .collect();
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].attribute("message"), Some("actual 0.5"));
+    // 5 of 10 handshakes failed, shown as the limit (`< 1%`) is written.
+    assert_eq!(failed[0].attribute("message"), Some("actual 50%"));
+    assert!(
+        stdout.contains("✗ handshake_failure_rate < 1%  (actual 50%)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -459,6 +496,7 @@ async fn a_target_in_three_processes_counts_as_one() {
             );
         }
         if let Some(i) = line.find("counters on http://") {
+            // The line goes on with the log's fields (` helpers=2`).
             stats = line[i + "counters on http://".len()..]
                 .split_whitespace()
                 .next()

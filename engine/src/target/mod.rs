@@ -379,61 +379,122 @@ pub fn listen_with(addr: SocketAddr, shared: bool) -> std::io::Result<tokio::net
     sock.listen(8192)
 }
 
-/// Binds `addr` and serves the sandbox on a dedicated thread with its own runtime.
+/// Which of the sandbox's listeners a [`SpawnError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// The plain `ws://` listener.
+    Plain,
+    /// The `wss://` listener.
+    Tls,
+}
+
+/// Why [`spawn_thread`] could not start the sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// A listener could not bind (address in use, not on this machine, privileged port).
+    #[error("could not listen on {addr}: {source}")]
+    Listen {
+        kind: ListenerKind,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime, thread or TLS certificate could not be set up.
+    #[error("could not start the sandbox target: {0}")]
+    Setup(#[source] std::io::Error),
+}
+
+/// Binds `addr` (and `tls_addr`) and serves the sandbox on a dedicated thread with its
+/// own runtime. Returns once both listen, or fails without panicking when one cannot
+/// bind; the error names which. The runtime is built, used and dropped on that thread
+/// only: dropping a runtime from async code (as `serve` calls this) panics.
 pub fn spawn_thread(
     addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
-) -> std::io::Result<TargetHandle> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    // Bind inside the new runtime (the listeners register with its reactor).
-    let guard = rt.enter();
-    let bind = |a: SocketAddr| -> std::io::Result<std::net::TcpListener> {
-        let l = listen(a)?.into_std()?;
-        l.set_nonblocking(true)?;
-        Ok(l)
-    };
-    let plain = bind(addr)?;
-    let addr = plain.local_addr()?;
-    let tls = match tls_addr {
-        Some(a) => {
-            let l = bind(a)?;
-            let config = crate::tls::self_signed_server().map_err(std::io::Error::other)?;
-            Some((l.local_addr()?, l, tokio_rustls::TlsAcceptor::from(config)))
-        }
-        None => None,
-    };
-    let tls_addr = tls.as_ref().map(|t| t.0);
-    drop(guard);
+) -> Result<TargetHandle, SpawnError> {
     let sandbox = Arc::new(Sandbox::default());
     let shutdown = CancellationToken::new();
     let (sb, sd) = (sandbox.clone(), shutdown.clone());
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("sandbox-target".into())
         .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(SpawnError::Setup(e)));
+                    return;
+                }
+            };
             rt.block_on(async move {
-                if let Some((_, l, acceptor)) = tls {
-                    match TcpListener::from_std(l) {
-                        Ok(l) => {
-                            tokio::spawn(serve_with(l, Some(acceptor), sb.clone(), sd.clone()));
-                        }
-                        Err(e) => tracing::error!("sandbox TLS listener could not start: {e}"),
+                let (plain, tls) = match bind_sandbox(addr, tls_addr) {
+                    Ok(bound) => bound,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
                     }
+                };
+                let addrs = plain
+                    .local_addr()
+                    .map(|a| (a, tls.as_ref().map(|t| t.0)))
+                    .map_err(SpawnError::Setup);
+                let _ = ready_tx.send(addrs);
+                if let Some((_, l, acceptor)) = tls {
+                    tokio::spawn(serve_with(l, Some(acceptor), sb.clone(), sd.clone()));
                 }
-                match TcpListener::from_std(plain) {
-                    Ok(l) => serve(l, sb, sd).await,
-                    Err(e) => tracing::error!("sandbox target could not start: {e}"),
-                }
-            })
-        })?;
-    Ok(TargetHandle {
-        addr,
-        tls_addr,
-        sandbox,
-        shutdown,
-        thread: Some(thread),
-    })
+                serve(plain, sb, sd).await;
+            });
+        })
+        .map_err(SpawnError::Setup)?;
+    match ready_rx.recv() {
+        Ok(Ok((addr, tls_addr))) => Ok(TargetHandle {
+            addr,
+            tls_addr,
+            sandbox,
+            shutdown,
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            // The thread has sent its error and is ending.
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err(SpawnError::Setup(std::io::Error::other(
+            "the sandbox thread ended before it listened",
+        ))),
+    }
+}
+
+/// A bound `wss://` listener, with the address it got, and its TLS acceptor.
+type TlsListener = (SocketAddr, TcpListener, tokio_rustls::TlsAcceptor);
+
+/// Binds the sandbox's listeners (inside the runtime that will serve them).
+fn bind_sandbox(
+    addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+) -> Result<(TcpListener, Option<TlsListener>), SpawnError> {
+    let bind = |kind: ListenerKind, a: SocketAddr| {
+        listen(a).map_err(|source| SpawnError::Listen {
+            kind,
+            addr: a,
+            source,
+        })
+    };
+    let plain = bind(ListenerKind::Plain, addr)?;
+    let tls = match tls_addr {
+        Some(a) => {
+            let l = bind(ListenerKind::Tls, a)?;
+            let config = crate::tls::self_signed_server()
+                .map_err(|e| SpawnError::Setup(std::io::Error::other(e)))?;
+            let at = l.local_addr().map_err(SpawnError::Setup)?;
+            Some((at, l, tokio_rustls::TlsAcceptor::from(config)))
+        }
+        None => None,
+    };
+    Ok((plain, tls))
 }
 
 /// Accepts plain connections until `shutdown` fires.

@@ -19,6 +19,7 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::site::{self, Site};
 use crate::state::AppState;
 
 /// The `Content-Security-Policy` of responses that are not app pages: nothing inline runs
@@ -37,22 +38,37 @@ pub(crate) const CSP_REPORT: &str = "default-src 'none'; script-src 'unsafe-inli
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let service = state.service.clone();
+    let urls = state.site.urls();
+    let context = move || {
+        provide_context(service.clone());
+        provide_context(urls.clone());
+    };
     let leptos_options = state.leptos_options.clone();
-    Router::new()
+    let shell = move || app::shell(leptos_options.clone());
+    let pages = Router::new()
         .merge(runs::router())
         .merge(events::router())
         .merge(access::router())
         .merge(history::router())
         .merge(state.hub.clone().router())
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            move || provide_context(service.clone()),
-            move || app::shell(leptos_options.clone()),
-        )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
-            app::shell,
-        ))
+        .leptos_routes_with_context(&state, routes, context.clone(), shell.clone());
+    // Unknown paths get the app's 404 page. The embedded site answers before the router
+    // (from memory, see `site`); `--site-root` is served from disk by Leptos' handler.
+    let pages = match &state.site {
+        Site::Embedded(index) => pages
+            .fallback(leptos_axum::render_app_to_stream_with_context(
+                context, shell,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                index.clone(),
+                site::serve_embedded,
+            )),
+        Site::Dir(_) => pages.fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(context, app::shell)),
+    };
+    pages
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

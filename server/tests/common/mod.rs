@@ -23,7 +23,7 @@ pub fn args(db: PathBuf) -> ServeArgs {
         database: db,
         sandbox: "127.0.0.1:0".into(),
         sandbox_tls: "127.0.0.1:0".into(),
-        site_root: "target/site".into(),
+        site_root: None,
         max_concurrent_runs: 2,
         max_connections: 200_000,
         max_duration: "1h".into(),
