@@ -178,19 +178,28 @@ def idle_case(binary, n=100_000, ramp=20, hold=30):
             "ticks": len(ticks)}
 
 
+RATES = [(1, 5), (100, 500), (1000, 10_000), (10_000, 30_000), (50_000, 50_000)]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/socketswarm"))
     ap.add_argument("--only", choices=["rate", "cross", "idle"])
     ap.add_argument("--json", default=os.path.join(ROOT, "bench/agents.json"))
+    ap.add_argument("--idle-ramp", type=int, default=20, help="seconds to open the 100,000")
+    ap.add_argument("--rates", help="comma-separated rates to run (default: all)")
     a = ap.parse_args()
+    global RATES
+    if a.rates:
+        want = {int(x) for x in a.rates.split(",")}
+        RATES = [(r, n) for r, n in RATES if r in want]
     results = {}
     if os.path.exists(a.json):
         with open(a.json) as f:
             results = json.load(f)
     if a.only in (None, "rate"):
         results["rate"] = []
-        for r, n in [(1, 5), (100, 500), (1000, 10_000), (10_000, 30_000), (50_000, 50_000)]:
+        for r, n in RATES:
             drain_time_wait()
             res = rate_case(a.bin, r, n)
             res["loadavg_1m"] = loadavg()
@@ -203,7 +212,7 @@ def main():
         print(json.dumps(results["cross"]), flush=True)
     if a.only in (None, "idle"):
         drain_time_wait()
-        results["idle"] = idle_case(a.bin)
+        results["idle"] = idle_case(a.bin, ramp=a.idle_ramp)
         results["idle"]["loadavg_1m"] = loadavg()
         print(json.dumps(results["idle"]), flush=True)
     results["machine"] = {"cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
