@@ -120,13 +120,56 @@ async fn assign(ws: &mut Ws, target: &str, tag: &str, n: u32, hold: &str) {
     assert_eq!(ready, FromAgent::Ready { phase: 0 });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ticks_are_resent_after_a_broken_connection_and_none_is_lost() {
-    let (target, sb, _stop) = sandbox().await;
+/// A sandbox, this test listening as the coordinator, and a real agent dialled in
+/// (its connection accepted).
+struct Rig {
+    target: String,
+    sb: Arc<engine::target::Sandbox>,
+    _stop: CancellationToken,
+    coord: TcpListener,
+    child: tokio::process::Child,
+}
+
+async fn rig(grace_ms: u64) -> (Rig, Ws) {
+    let (target, sb, stop) = sandbox().await;
     let coord = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let join = format!("ws://{}/api/agents/join/k", coord.local_addr().unwrap());
-    let mut child = agent(&join, 10_000);
-    let mut ws = accept(&coord).await;
+    let child = agent(&join, grace_ms);
+    let ws = accept(&coord).await;
+    let rig = Rig {
+        target,
+        sb,
+        _stop: stop,
+        coord,
+        child,
+    };
+    (rig, ws)
+}
+
+/// Reads ticks (acknowledging them when `ack`) until the agent holds `n` open.
+async fn until_open(ws: &mut Ws, n: u64, ack: bool) {
+    let mut last_open = 0;
+    while last_open < n {
+        if let Some(FromAgent::Tick { phase, tick }) = recv(ws).await {
+            last_open = tick.open;
+            if ack {
+                send(
+                    ws,
+                    ToAgent::Ack {
+                        phase,
+                        seq: tick.seq,
+                    },
+                )
+                .await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_are_resent_after_a_broken_connection_and_none_is_lost() {
+    let (mut rig, mut ws) = rig(10_000).await;
+    let (target, sb) = (rig.target.clone(), rig.sb.clone());
     assign(&mut ws, &target, "resend", 30, "2s").await;
     // The barrier: set up and ready, but no load before `start`.
     assert_eq!(open(&sb, "resend"), (0, 0));
@@ -142,7 +185,7 @@ async fn ticks_are_resent_after_a_broken_connection_and_none_is_lost() {
     }
     drop(ws);
     // It comes back, says hello with its index and resends every unacknowledged tick.
-    let mut ws = accept(&coord).await;
+    let mut ws = accept(&rig.coord).await;
     let hello = recv(&mut ws).await.unwrap();
     assert!(matches!(hello, FromAgent::Hello { index: Some(0), .. }));
     let mut resent = Vec::new();
@@ -182,7 +225,7 @@ async fn ticks_are_resent_after_a_broken_connection_and_none_is_lost() {
     assert_eq!(sum.opened, totals.opened);
     assert_eq!(open(&sb, "resend").0, sum.opened);
     send(&mut ws, ToAgent::Bye).await;
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(20), rig.child.wait())
         .await
         .unwrap()
         .unwrap();
@@ -191,29 +234,13 @@ async fn ticks_are_resent_after_a_broken_connection_and_none_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_the_load_mid_hold() {
-    let (target, sb, _stop) = sandbox().await;
-    let coord = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let join = format!("ws://{}/api/agents/join/k", coord.local_addr().unwrap());
-    let _child = agent(&join, 10_000);
-    let mut ws = accept(&coord).await;
+    let (rig, mut ws) = rig(10_000).await;
+    let sb = &rig.sb;
     // A hold of 10 minutes: only `cancel` can end it within the test.
-    assign(&mut ws, &target, "cancel", 20, "600s").await;
+    assign(&mut ws, &rig.target, "cancel", 20, "600s").await;
     send(&mut ws, ToAgent::Start { phase: 0, in_ms: 0 }).await;
-    let mut last_open = 0;
-    while last_open < 20 {
-        if let Some(FromAgent::Tick { phase, tick }) = recv(&mut ws).await {
-            last_open = tick.open;
-            send(
-                &mut ws,
-                ToAgent::Ack {
-                    phase,
-                    seq: tick.seq,
-                },
-            )
-            .await;
-        }
-    }
-    assert_eq!(open(&sb, "cancel"), (20, 20));
+    until_open(&mut ws, 20, true).await;
+    assert_eq!(open(sb, "cancel"), (20, 20));
     send(&mut ws, ToAgent::Cancel).await;
     // The agent ends its share: a last tick with nothing open, then `done`.
     let totals = loop {
@@ -237,26 +264,24 @@ async fn cancel_stops_the_load_mid_hold() {
     };
     assert_eq!(totals.opened, 20);
     until("the target saw every connection close", || {
-        open(&sb, "cancel").1 == 0
+        open(sb, "cancel").1 == 0
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_whose_coordinator_vanished_stops_its_load() {
-    let (target, sb, _stop) = sandbox().await;
-    let coord = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let join = format!("ws://{}/api/agents/join/k", coord.local_addr().unwrap());
-    let mut child = agent(&join, 500);
-    let mut ws = accept(&coord).await;
+    let (rig, mut ws) = rig(500).await;
+    let Rig {
+        target,
+        sb,
+        _stop,
+        coord,
+        mut child,
+    } = rig;
     assign(&mut ws, &target, "vanish", 20, "600s").await;
     send(&mut ws, ToAgent::Start { phase: 0, in_ms: 0 }).await;
-    let mut last_open = 0;
-    while last_open < 20 {
-        if let Some(FromAgent::Tick { tick, .. }) = recv(&mut ws).await {
-            last_open = tick.open;
-        }
-    }
+    until_open(&mut ws, 20, false).await;
     // The coordinator disappears: its connection and its listener.
     drop(ws);
     drop(coord);

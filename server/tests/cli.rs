@@ -475,14 +475,7 @@ async fn a_target_in_three_processes_counts_as_one() {
         .unwrap();
     let mut lines = BufReader::new(target.stdout.take().unwrap()).lines();
     // Ends the target (and so its helpers) also when an assertion below fails.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _target = Kill(target);
+    let _target = common::KillOnDrop(target);
     let (mut ws, mut stats) = (None, None);
     while ws.is_none() || stats.is_none() {
         let line = lines.next().expect("the target started").unwrap();

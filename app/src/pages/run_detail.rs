@@ -125,8 +125,7 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
         if !final_agents.is_empty() {
             return final_agents.clone();
         }
-        live.get()
-            .map(|s| s.agents)
+        live.with(|s| s.as_ref().map(|s| s.agents.clone()))
             .unwrap_or_else(|| last_agents.clone())
     });
     let has_failures = Signal::derive(move || {

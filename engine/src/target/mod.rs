@@ -307,19 +307,7 @@ impl Sandbox {
         let mut out = StatsReport::default();
         for (k, p) in profiles {
             let c = p.snapshot();
-            let t = &mut out.total;
-            t.accepted += c.accepted;
-            t.open += c.open;
-            t.peak_open += c.peak_open;
-            t.stalled += c.stalled;
-            t.msgs_in += c.msgs_in;
-            t.msgs_out += c.msgs_out;
-            for (s, n) in &c.rejected {
-                *t.rejected.entry(*s).or_default() += n;
-            }
-            for (s, n) in &c.closed {
-                *t.closed.entry(s.clone()).or_default() += n;
-            }
+            out.total.merge(&c);
             out.profiles.insert(k, c);
         }
         out

@@ -7,6 +7,17 @@ use std::path::PathBuf;
 use serde_json::Value;
 use server::config::ServeArgs;
 
+/// A child process ended (killed and reaped) when dropped: a test never leaves one
+/// behind, even when an assertion fails half-way.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct App {
     pub base: String,
     pub sandbox: String,

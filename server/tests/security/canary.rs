@@ -4,7 +4,7 @@
 //! log line. Runs the real binary so its log is searched too.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -12,17 +12,10 @@ use serde_json::{json, Value};
 const CANARY: &str = "CANARY-c4n4ry-9f1e77";
 
 struct Proc {
-    child: Child,
+    _child: crate::common::KillOnDrop,
     base: String,
     sandbox: String,
     log: Arc<Mutex<String>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(db: &std::path::Path) -> Proc {
@@ -75,7 +68,7 @@ fn start(db: &std::path::Path) -> Proc {
         }
     });
     Proc {
-        child,
+        _child: crate::common::KillOnDrop(child),
         base: base.unwrap(),
         sandbox: sandbox.unwrap(),
         log,
