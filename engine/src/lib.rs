@@ -23,6 +23,8 @@
 //! - `conn`        one virtual user's life: connect, script, reconnect policy.
 //! - `stats`       mergeable partial results and HDR histograms.
 //! - `aggregate`   an agent's aggregator task: partials in, one `AgentTick` per tick out.
+//! - [`load_runtime`] the runtime VUs run on, apart from the ticks' (a connect burst
+//!   never starves the heartbeat).
 //! - [`merge`]     the coordinator: tick k of every agent -> the run's snapshot k; the summary.
 //! - [`swarm`]     the controller that paces VUs along the schedule; `swarm::start`.
 //! - `tokens`      token pools and OAuth2 client credentials (reqwest), per-slot caching.
@@ -52,6 +54,8 @@ mod conn;
 pub mod coordinate;
 #[cfg(feature = "runtime")]
 mod handshake;
+#[cfg(feature = "runtime")]
+pub mod load_runtime;
 #[cfg(feature = "runtime")]
 pub mod merge;
 #[cfg(feature = "runtime")]

@@ -254,8 +254,9 @@ impl Fleet for InProcess {
                 )
                 .await?;
                 let tx = tx.clone();
-                // The agent's ticks go straight to the coordinator.
-                self.rt.spawn(async move {
+                // The agent's ticks go straight to the coordinator (on the control
+                // runtime, like the ticks themselves).
+                crate::load_runtime::control_runtime(&self.rt).spawn(async move {
                     while let Some(t) = ticks.recv().await {
                         if tx.send(AgentMsg::Tick(Box::new(t))).await.is_err() {
                             return;
@@ -294,7 +295,7 @@ pub async fn start(
             started,
         },
         cancel,
-        rt,
+        &crate::load_runtime::control_runtime(rt),
     ))
 }
 
@@ -450,7 +451,9 @@ pub async fn run_agent(
         identities,
     });
     let started = Instant::now();
-    rt.spawn(aggregate::run(
+    // The ticks (also the heartbeat) run on the caller's runtime, the load on `rt`: a
+    // connect burst on `rt` never delays them (see `load_runtime`).
+    crate::load_runtime::control_runtime(rt).spawn(aggregate::run(
         rx,
         out,
         gauges.clone(),
@@ -569,7 +572,7 @@ pub async fn start_plan(
     let first_rx = start(first.plan, cfg, cancel.clone(), rt, fleet.as_ref()).await?;
     let (tx, rx) = mpsc::channel(64);
     let handle = rt.clone();
-    rt.spawn(async move {
+    crate::load_runtime::control_runtime(rt).spawn(async move {
         let (mut seq_off, mut ms_off) = (0u64, 0u64);
         let mut merged: Option<crate::report::Summary> = None;
         let mut spans: Vec<crate::report::PhaseSpan> = Vec::new();

@@ -47,8 +47,8 @@ pub fn local_limits() -> Limits {
 /// a coordinator endpoint this process opens on loopback.
 async fn headless_fleet(
     plan: &mut Plan,
+    rt: &tokio::runtime::Handle,
 ) -> Result<std::sync::Arc<dyn engine::swarm::Fleet>, String> {
-    let rt = tokio::runtime::Handle::current();
     let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let per_process = crate::agents::per_process(nofile);
     if plan.agents.is_none() && plan.peak_connections() > per_process {
@@ -57,9 +57,7 @@ async fn headless_fleet(
     let n = plan.agents.unwrap_or(1);
     if n <= 1 {
         // The user's own plan from their own shell: no allowlist.
-        return Ok(std::sync::Arc::new(engine::swarm::InProcess::one(
-            None, &rt,
-        )));
+        return Ok(std::sync::Arc::new(engine::swarm::InProcess::one(None, rt)));
     }
     let hub = std::sync::Arc::new(crate::agents::hub::Hub::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -78,7 +76,7 @@ async fn headless_fleet(
         hub,
         &format!("ws://{addr}"),
         Vec::new(),
-        &rt,
+        rt,
     )))
 }
 
@@ -424,7 +422,15 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
             return EXIT_CANNOT_RUN;
         }
     };
-    let fleet = match headless_fleet(&mut plan).await {
+    // The load on its own runtime, the ticks on this one (engine::load_runtime).
+    let load = match engine::load_runtime::LoadRuntime::start("load", 2) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("could not run: could not start the load runtime: {e}");
+            return EXIT_CANNOT_RUN;
+        }
+    };
+    let fleet = match headless_fleet(&mut plan, load.handle()).await {
         Ok(f) => f,
         Err(e) => {
             eprintln!("could not run: {e}");
@@ -448,21 +454,14 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
         tick,
         ..SwarmConfig::default()
     };
-    let mut updates = match engine::swarm::start_plan(
-        plan.clone(),
-        cfg,
-        cancel,
-        &tokio::runtime::Handle::current(),
-        fleet,
-    )
-    .await
-    {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("could not run: {e}");
-            return EXIT_CANNOT_RUN;
-        }
-    };
+    let mut updates =
+        match engine::swarm::start_plan(plan.clone(), cfg, cancel, load.handle(), fleet).await {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("could not run: {e}");
+                return EXIT_CANNOT_RUN;
+            }
+        };
     let tty = std::io::stderr().is_terminal();
     let planned_ms = match &plan.probe {
         Some(p) => p.max_duration.0.as_millis() as u64,

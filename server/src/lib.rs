@@ -60,8 +60,7 @@ pub struct Running {
     http: tokio::task::JoinHandle<()>,
     target: Option<engine::target::TargetHandle>,
     /// Stops the engine runtime: only after every live run has stored its summary.
-    engine_stop: CancellationToken,
-    engine_thread: Option<std::thread::JoinHandle<()>>,
+    engine: Option<engine::load_runtime::LoadRuntime>,
 }
 
 impl Running {
@@ -75,12 +74,12 @@ impl Running {
             tracing::warn!("runs did not finish within 20 s of shutdown");
         }
         // Only now may the engine runtime go: the runs' final flushes ran on it.
-        self.engine_stop.cancel();
+        let engine_thread = self.engine.take().and_then(|e| e.stop());
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http).await;
         if let Some(t) = self.target.take() {
             t.stop();
         }
-        if let Some(t) = self.engine_thread.take() {
+        if let Some(t) = engine_thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
@@ -131,29 +130,6 @@ fn fd_budget(nofile: u64, args: &ServeArgs) -> FdBudget {
             .max_connections
             .min(u32::try_from(usable.saturating_sub(http)).unwrap_or(u32::MAX)),
     }
-}
-
-/// A dedicated multi-thread runtime for swarms, so thousands of sockets never starve
-/// the UI's runtime. Lives on its own thread until `shutdown`.
-fn engine_runtime(
-    shutdown: CancellationToken,
-) -> anyhow::Result<(tokio::runtime::Handle, std::thread::JoinHandle<()>)> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("swarm")
-        .enable_all()
-        .build()
-        .context("could not build the engine runtime")?;
-    let handle = rt.handle().clone();
-    let thread = std::thread::Builder::new()
-        .name("swarm-runtime".into())
-        .spawn(move || {
-            rt.block_on(shutdown.cancelled());
-            // Give run tasks a moment to flush before the runtime goes away.
-            rt.shutdown_timeout(Duration::from_secs(10));
-        })
-        .context("could not start the engine thread")?;
-    Ok((handle, thread))
 }
 
 /// How agents on this machine reach a listener: an unspecified address (`0.0.0.0`) is
@@ -284,8 +260,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     }
 
     let shutdown = CancellationToken::new();
-    let engine_stop = CancellationToken::new();
-    let (engine_rt, engine_thread) = engine_runtime(engine_stop.clone())?;
+    // Swarms run on their own runtime, so thousands of sockets never starve the UI's
+    // (nor the runs' ticks, which stay on this one: see engine::load_runtime).
+    let engine = engine::load_runtime::LoadRuntime::start("swarm", 2)
+        .context("could not start the engine runtime")?;
+    let engine_rt = engine.handle().clone();
     let swarm = SwarmConfig {
         tick: Duration::from_millis(args.tick_ms),
         ..SwarmConfig::default()
@@ -393,8 +372,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         manager,
         http,
         target,
-        engine_stop,
-        engine_thread: Some(engine_thread),
+        engine: Some(engine),
     })
 }
 

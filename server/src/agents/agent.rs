@@ -127,7 +127,16 @@ async fn send(ws: &mut Ws, f: &FromAgent) -> bool {
 /// Runs the agent until its coordinator says `bye` (exit 0), or cannot be reached
 /// (exit 1, load stopped).
 pub async fn run(args: AgentArgs) -> i32 {
-    let rt = tokio::runtime::Handle::current();
+    // The load on a runtime of its own; this loop and the aggregator (the ticks, also
+    // the heartbeat) stay on this one, so a connect burst never silences the agent.
+    let load_rt = match engine::load_runtime::LoadRuntime::start("agent-load", 2) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agent: could not start its load runtime: {e}");
+            return 1;
+        }
+    };
+    let rt = load_rt.handle().clone();
     let grace = Duration::from_millis(args.grace_ms);
     let mut index = args.index;
     let mut work: Option<Work> = None;
