@@ -361,6 +361,7 @@ pub async fn run_agent(
                 crate::tokens::TokenPool::new(
                     auth,
                     plan.peak_connections(),
+                    share,
                     &tls_cfg,
                     plan.connect_timeout.0,
                     &pinned,

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::outcome::FailKind;
 use crate::plan::{Auth, TokenPolicy, TokenSource};
+use crate::schedule::Share;
 use crate::stats::{Metric, Recorder};
 
 enum Source {
@@ -41,7 +42,11 @@ struct Slot {
 pub(crate) struct TokenPool {
     source: Source,
     policy: TokenPolicy,
-    /// One cache per slot (empty for `PerConnection`, which never reuses a token).
+    /// The run's slots (0 for `PerConnection`) and this agent's part of them.
+    total: u32,
+    share: Share,
+    /// One cache per slot this agent owns (none for `PerConnection`, which never
+    /// reuses a token).
     slots: Vec<tokio::sync::Mutex<Slot>>,
     http: reqwest::Client,
     refresh_before: Duration,
@@ -62,6 +67,7 @@ impl TokenPool {
     pub(crate) fn new(
         auth: &Auth,
         peak: u32,
+        share: Share,
         tls: &rustls::ClientConfig,
         timeout: Duration,
         pinned: &crate::outbound::Pinned,
@@ -102,7 +108,13 @@ impl TokenPool {
                 }
             }
         };
-        let n = auth.slots(peak).unwrap_or(0) as usize;
+        let total = auth.slots(peak).unwrap_or(0);
+        // This agent caches only the slots it owns (see `sharded_slot`).
+        let n = if total == 0 {
+            0
+        } else {
+            share.target(total).max(1) as usize
+        };
         // Pinned to the allowed addresses, and no redirects: a token endpoint answering
         // 307 must not make us send the client secret elsewhere.
         let http = pinned
@@ -116,6 +128,8 @@ impl TokenPool {
         Ok(TokenPool {
             source,
             policy: auth.policy.clone(),
+            total,
+            share,
             slots: (0..n)
                 .map(|_| tokio::sync::Mutex::new(Slot::default()))
                 .collect(),
@@ -126,22 +140,27 @@ impl TokenPool {
 
     /// The slot (token identity) connection `vu` uses; per-connection tokens use the VU.
     pub(crate) fn slot_of(&self, vu: u64) -> u32 {
-        let slot = match self.policy {
-            TokenPolicy::Shared => 0,
-            TokenPolicy::Pool { size } => vu % u64::from(size.max(1)),
-            TokenPolicy::PerConnections { connections } => vu / u64::from(connections.max(1)),
-            TokenPolicy::PerConnection => vu,
-        };
-        u32::try_from(slot).unwrap_or(u32::MAX)
+        u32::try_from(self.place(vu).0).unwrap_or(u32::MAX)
+    }
+
+    /// Where `vu`'s token comes from: its slot (the identity the diagnosis sees) and,
+    /// for fetched tokens, the index of this agent's cache for it.
+    fn place(&self, vu: u64) -> (u64, Option<usize>) {
+        if let Source::Static(_) = self.source {
+            // Given, not fetched: the single-process mapping, whichever agent holds vu.
+            return (plain_slot(&self.policy, vu), None);
+        }
+        let (slot, local) = sharded_slot(&self.policy, self.total, self.share, vu);
+        (slot, local.filter(|&l| l < self.slots.len()))
     }
 
     /// The token for `vu`'s next attempt, fetching (and measuring) it if needed.
     pub(crate) async fn get(&self, vu: u64, rec: &mut Recorder) -> Result<String, FailKind> {
-        let slot = self.slot_of(vu);
+        let (slot, local) = self.place(vu);
         if let Source::Static(list) = &self.source {
-            return Ok(list[slot as usize % list.len()].clone());
+            return Ok(list[(slot % list.len().max(1) as u64) as usize].clone());
         }
-        let Some(cache) = self.slots.get(slot as usize) else {
+        let Some(cache) = local.and_then(|l| self.slots.get(l)) else {
             return self.fetch(rec).await.map(|c| c.token);
         };
         let asked = Instant::now();
@@ -198,6 +217,51 @@ impl TokenPool {
     }
 }
 
+/// The slot of connection `vu` in one process: the policy as written.
+fn plain_slot(policy: &TokenPolicy, vu: u64) -> u64 {
+    match policy {
+        TokenPolicy::Shared => 0,
+        TokenPolicy::Pool { size } => vu % u64::from((*size).max(1)),
+        TokenPolicy::PerConnections { connections } => vu / u64::from((*connections).max(1)),
+        TokenPolicy::PerConnection => vu,
+    }
+}
+
+/// The slot of connection `vu` (a global slot, `vu ≡ i (mod N)`) of agent `share` when
+/// the run's `total` fetched token slots are split among its agents, and the index of
+/// the agent's own cache for it. Agent i owns the slots s ≡ i (mod N) below `total`
+/// (the connections' own split, `Share::target`), so N agents fetch the tokens one
+/// process would — not N times them; an agent that owns none (fewer slots than agents,
+/// e.g. one shared token) fetches one of its own, slot i, so its identity is not
+/// confused with another agent's token. Its k-th connection takes its owned slots as
+/// the policy takes the run's: round robin (`Pool`) or `connections` at a time
+/// (`PerConnections`). With one agent this is `plain_slot` for every connection of the
+/// run's peak. Pure; `PerConnection` tokens are never cached.
+pub(crate) fn sharded_slot(
+    policy: &TokenPolicy,
+    total: u32,
+    share: Share,
+    vu: u64,
+) -> (u64, Option<usize>) {
+    let of = u64::from(share.of.max(1));
+    let k = vu.saturating_sub(u64::from(share.index)) / of;
+    let owned = u64::from(share.target(total));
+    if matches!(policy, TokenPolicy::PerConnection) {
+        return (vu, None);
+    }
+    if owned == 0 {
+        return (u64::from(share.index), Some(0));
+    }
+    let local = match policy {
+        TokenPolicy::Pool { .. } => k % owned,
+        TokenPolicy::PerConnections { connections } => {
+            (k / u64::from((*connections).max(1))) % owned
+        }
+        TokenPolicy::Shared | TokenPolicy::PerConnection => 0,
+    };
+    (share.slot(local), usize::try_from(local).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +301,7 @@ mod tests {
         TokenPool::new(
             &auth,
             10,
+            Share::ALL,
             &crate::tls::client_config(false).unwrap(),
             Duration::from_secs(10),
             &Default::default(),
@@ -259,6 +324,7 @@ mod tests {
         let p = TokenPool::new(
             &auth,
             1,
+            Share::ALL,
             &tls,
             Duration::from_millis(200),
             &Default::default(),
@@ -294,6 +360,7 @@ mod tests {
         let p = TokenPool::new(
             &auth,
             5,
+            Share::ALL,
             &tls,
             Duration::from_millis(200),
             &Default::default(),
@@ -340,6 +407,71 @@ mod tests {
             vec![0, 0, 0, 1, 1, 1, 2]
         );
         assert_eq!(pool(TokenPolicy::PerConnection).slot_of(5), 5);
+    }
+
+    /// Every split of every run size: no slot is fetched by two agents, N agents fetch
+    /// what one process would (plus one each for agents owning none), and one agent is
+    /// the policy as written.
+    #[test]
+    fn split_token_slots_are_fetched_once_across_agents() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let policies = [
+            TokenPolicy::Shared,
+            TokenPolicy::Pool { size: 1 },
+            TokenPolicy::Pool { size: 3 },
+            TokenPolicy::Pool { size: 10 },
+            TokenPolicy::PerConnections { connections: 1 },
+            TokenPolicy::PerConnections { connections: 4 },
+            TokenPolicy::PerConnections { connections: 7 },
+        ];
+        for policy in &policies {
+            for peak in [1u32, 2, 5, 12, 40, 97] {
+                let auth = Auth::new(TokenSource::Static { tokens: vec![] }, policy.clone());
+                let total = auth.slots(peak).unwrap();
+                let single: BTreeSet<u64> = (0..u64::from(peak))
+                    .map(|vu| sharded_slot(policy, total, Share::ALL, vu).0)
+                    .collect();
+                for vu in 0..u64::from(peak) {
+                    assert_eq!(
+                        sharded_slot(policy, total, Share::ALL, vu).0,
+                        plain_slot(policy, vu),
+                        "{policy:?} peak {peak} vu {vu}"
+                    );
+                }
+                for of in 1..=8u32 {
+                    let mut owner: BTreeMap<u64, u32> = BTreeMap::new();
+                    for index in 0..of {
+                        let share = Share { index, of };
+                        let mut uses: BTreeMap<u64, u64> = BTreeMap::new();
+                        for k in 0..u64::from(share.target(peak)) {
+                            let vu = share.slot(k);
+                            let (slot, local) = sharded_slot(policy, total, share, vu);
+                            assert!(local.is_some());
+                            *uses.entry(slot).or_default() += 1;
+                            let o = *owner.entry(slot).or_insert(index);
+                            assert_eq!(o, index, "{policy:?} peak {peak}: slot {slot} fetched by agents {o} and {index} of {of}");
+                        }
+                        if let TokenPolicy::Pool { .. } = policy {
+                            let (lo, hi) = (uses.values().min(), uses.values().max());
+                            if let (Some(lo), Some(hi)) = (lo, hi) {
+                                assert!(
+                                    hi - lo <= 1,
+                                    "{policy:?} peak {peak} agent {index}/{of}: {uses:?}"
+                                );
+                            }
+                        }
+                    }
+                    let agents_with_connections = of.min(peak) as usize;
+                    let bound = single.len().max(agents_with_connections);
+                    assert!(
+                        owner.len() <= bound,
+                        "{policy:?} peak {peak} over {of}: {} tokens fetched, one process fetches {}",
+                        owner.len(),
+                        single.len()
+                    );
+                }
+            }
+        }
     }
 
     #[tokio::test]

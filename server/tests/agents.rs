@@ -146,3 +146,48 @@ async fn a_run_larger_than_a_process_is_split_over_agents() {
         120
     );
 }
+
+/// Token pools are sharded: three agent processes fetch the tokens one process would
+/// (10 for a pool of 10), not three times them, and every connection still carries a
+/// token its agent owns (the sandbox counts 10 distinct tokens over 30 handshakes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_fetch_a_token_pool_once_not_three_times() {
+    let app = spawn_app().await;
+    let mut p = plan(
+        "sharded tokens",
+        &app.ws("/echo?auth=bearer&tag=shard"),
+        30,
+        "1s",
+        "1s",
+    );
+    p["agents"] = json!(3);
+    p["auth"] = json!({
+        "source": {"type": "oauth2", "token_url": format!("http://{}/oauth/token?ttl=60s&tag=shard", app.sandbox), "client_id": "loadtest", "client_secret": "s3cret"},
+        "policy": {"mode": "pool", "size": 10}
+    });
+    let id = app.launch(p).await;
+    let (_, done) = app.follow(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, run) = app.get(&format!("/api/runs/{id}")).await;
+    let s = &run["summary"];
+    assert_eq!(s["totals"]["opened"], 30, "{s}");
+    assert_eq!(
+        app.sandbox_profile("/oauth/token?tag=shard&ttl=60s").await["accepted"],
+        10,
+        "ten tokens minted for a pool of ten, across three agents"
+    );
+    assert_eq!(s["latency"]["token_fetch"]["count"], 10, "{s}");
+    let sb = app.sandbox_profile("/echo?auth=bearer&tag=shard").await;
+    assert_eq!(sb["accepted"], 30);
+    assert_eq!(sb["per_token"].as_object().unwrap().len(), 10, "{sb}");
+    // The per-token identities are the run's ten slots; each agent spreads its ten
+    // connections over the slots it owns (4 or 3 of them), so 2 to 4 handshakes each.
+    let ids = s["identities"]["token"].as_object().unwrap();
+    assert_eq!(ids.len(), 10, "{ids:?}");
+    let opened: Vec<u64> = ids
+        .values()
+        .map(|v| v["opened"].as_u64().unwrap())
+        .collect();
+    assert_eq!(opened.iter().sum::<u64>(), 30, "{ids:?}");
+    assert!(opened.iter().all(|o| (2..=4).contains(o)), "{ids:?}");
+}
