@@ -286,9 +286,11 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_addrs: Vec<std::net::IpAddr>,
     /// Split the run over this many agent processes (each holds its share; results are
-    /// merged exactly). Without it a run uses one process, or as many as its size needs.
+    /// merged exactly), or `"all"`: every agent joined to the server's pool when the run
+    /// starts (`serve --agents-on joined`). Without it a run uses one process, or as many
+    /// as its size needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agents: Option<u32>,
+    pub agents: Option<Agents>,
     /// `wss://` only: accept any server certificate (test rigs with self-signed certs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_tls: bool,
@@ -432,6 +434,35 @@ fn default_auth_value() -> String {
 }
 fn default_refresh_before() -> Dur {
     Dur::secs(30)
+}
+
+/// How many agents a run is split over.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Agents {
+    /// This many.
+    Count(u32),
+    /// `"all"`: every agent in the server's pool when the run starts.
+    All(AllJoined),
+}
+
+/// The word `"all"`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllJoined {
+    All,
+}
+
+impl Agents {
+    /// The number asked for (`None` for `"all"`, known only when the run starts).
+    pub fn count(self) -> Option<u32> {
+        match self {
+            Agents::Count(n) => Some(n),
+            Agents::All(_) => None,
+        }
+    }
 }
 
 /// Tokens for the handshake.

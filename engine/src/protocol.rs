@@ -85,6 +85,13 @@ pub enum ToAgent {
     Ack { phase: u32, seq: u64 },
     /// The run is over.
     Bye,
+    /// To an agent waiting in a server's pool: join the run at `path` (on the server
+    /// it reached the pool through) with the run's `secret`, as agent `index`.
+    Invite {
+        path: String,
+        secret: String,
+        index: u32,
+    },
 }
 
 impl FromAgent {

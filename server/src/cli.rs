@@ -9,6 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use engine::plan::Agents;
 use engine::swarm::{SwarmConfig, Update};
 use engine::thresholds::ThresholdResult;
 use engine::{Limits, Plan, Series, Snapshot, Summary};
@@ -52,9 +53,13 @@ async fn headless_fleet(
     let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let per_process = crate::agents::per_process(nofile);
     if plan.agents.is_none() && plan.peak_connections() > per_process {
-        plan.agents = Some(plan.agents_needed(per_process).max(2));
+        plan.agents = Some(Agents::Count(plan.agents_needed(per_process).max(2)));
     }
-    let n = plan.agents.unwrap_or(1);
+    let n = match plan.agents {
+        None => 1,
+        Some(Agents::Count(n)) => n,
+        Some(Agents::All(_)) => return Err("agents: `\"all\"` means every agent joined to a server's pool; a headless run has none (give a number, or run it on `socketswarm serve --agents-on joined`)".into()),
+    };
     if n <= 1 {
         // The user's own plan from their own shell: no allowlist.
         return Ok(std::sync::Arc::new(engine::swarm::InProcess::one(None, rt)));

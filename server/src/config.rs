@@ -298,6 +298,8 @@ pub struct Settings {
     pub public_url: Option<url::Url>,
     /// Agent pods' settings with `--agents-on kubernetes`.
     pub kube: Option<crate::agents::k8s::KubeSettings>,
+    /// The agent pool's token with `--agents-on joined`.
+    pub pool_token: Option<String>,
 }
 
 impl Settings {
@@ -395,6 +397,7 @@ impl ServeArgs {
         });
         self.check_exhaustion_limits(&mut problems);
         let kube = self.k8s.settings(&mut problems);
+        let pool_token = self.k8s.pool_token(&mut problems);
         if !(50..=60_000).contains(&self.tick_ms) {
             problems.push(format!(
                 "--tick-ms: {} must be between 50 and 60000",
@@ -410,6 +413,7 @@ impl ServeArgs {
                 env_allow,
                 public_url,
                 kube,
+                pool_token,
             })
         } else {
             Err(problems.join("\n"))

@@ -274,7 +274,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .map_err(|e| listen_error("--listen", args.listen, false, &e))?;
     let addr = listener.local_addr()?;
     // Agents of runs split over processes dial in here (on the app's own listener).
-    let hub = Arc::new(agents::hub::Hub::default());
+    let hub = Arc::new(agents::hub::Hub::with_pool(settings.pool_token.clone()));
     let manager = manager::spawn(
         pool.clone(),
         ManagerConfig {
@@ -291,6 +291,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
                 allow_targets: settings.allowlist.entries(),
                 exe: args.agent_exe.clone(),
                 kube: settings.kube.clone().map(Arc::new),
+                joined: settings.pool_token.is_some(),
             }),
         },
         engine_rt,
@@ -311,6 +312,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             per_agent: args
                 .max_process_connections
                 .unwrap_or_else(|| agents::per_process(nofile)),
+            joined: settings.pool_token.is_some(),
         },
     );
     let service: app::api::Service = runs.clone();

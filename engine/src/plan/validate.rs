@@ -21,6 +21,7 @@ impl Plan {
     /// connections: what it asks for, else as many as its size needs (1 when it fits).
     pub fn agents_needed(&self, per_process: u32) -> u32 {
         self.agents
+            .and_then(Agents::count)
             .unwrap_or_else(|| self.peak_connections().div_ceil(per_process.max(1)).max(1))
     }
 
@@ -107,9 +108,9 @@ impl Plan {
         let sources = self
             .source_addrs
             .len()
-            .max(self.agents.unwrap_or(1) as usize)
+            .max(self.agents.and_then(Agents::count).unwrap_or(1) as usize)
             .max(1) as u64;
-        if let Some(n) = self.agents {
+        if let Some(n) = self.agents.and_then(Agents::count) {
             if !(1..=MAX_AGENTS).contains(&n) {
                 err("agents", format!("{n} must be between 1 and {MAX_AGENTS}"));
             }

@@ -21,10 +21,20 @@ use tokio_util::sync::CancellationToken;
 /// `socketswarm agent` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
-    /// The coordinator's join URL (`ws://HOST:PORT/api/agents/join/KEY`).
-    #[arg(long, env = "SOCKETSWARM_AGENT_JOIN")]
-    pub join: String,
-    /// The run's secret.
+    /// The coordinator's join URL (`ws://HOST:PORT/api/agents/join/KEY`): make one
+    /// run's load and exit.
+    #[arg(
+        long,
+        env = "SOCKETSWARM_AGENT_JOIN",
+        required_unless_present = "pool",
+        conflicts_with = "pool"
+    )]
+    pub join: Option<String>,
+    /// A server to wait at for runs (`ws://HOST:PORT`, its `serve --agents-on joined`):
+    /// join its pool and make each run's load it is invited to, until stopped.
+    #[arg(long, env = "SOCKETSWARM_AGENT_POOL")]
+    pub pool: Option<String>,
+    /// The run's secret (with --join) or the server's pool token (with --pool).
     #[arg(long, env = "SOCKETSWARM_AGENT_TOKEN")]
     pub token: String,
     /// This agent's index (a Kubernetes Job sets `JOB_COMPLETION_INDEX`).
@@ -67,10 +77,10 @@ async fn connect(join: &str, token: &str) -> Result<Ws, String> {
 }
 
 /// Tries to (re)connect until `grace` has passed.
-async fn reconnect(args: &AgentArgs, grace: Duration) -> Option<Ws> {
+async fn reconnect(join: &str, args: &AgentArgs, grace: Duration) -> Option<Ws> {
     let deadline = tokio::time::Instant::now() + grace;
     loop {
-        match connect(&args.join, &args.token).await {
+        match connect(join, &args.token).await {
             Ok(ws) => return Some(ws),
             Err(e) => tracing::debug!("agent: could not reach the coordinator: {e}"),
         }
@@ -124,9 +134,82 @@ async fn send(ws: &mut Ws, f: &FromAgent) -> bool {
     ws.send(Message::Text(f.to_text().into())).await.is_ok()
 }
 
-/// Runs the agent until its coordinator says `bye` (exit 0), or cannot be reached
-/// (exit 1, load stopped).
+/// Runs the agent: one run (`--join`), or the runs a server's pool invites it to
+/// (`--pool`). Returns the exit code.
 pub async fn run(args: AgentArgs) -> i32 {
+    match (&args.join, &args.pool) {
+        (Some(join), None) => run_one(join.clone(), &args).await,
+        (None, Some(pool)) => run_pooled(pool.clone(), args).await,
+        _ => {
+            eprintln!("agent: give either --join (one run) or --pool (wait for runs)");
+            2
+        }
+    }
+}
+
+/// Waits in the pool at `base` (`ws://HOST:PORT`) and makes the load of each run it is
+/// invited to, one at a time; after a run it is back in the pool. A lost pool
+/// connection is dialled again (every 1 to 5 s) while a run it makes goes on.
+async fn run_pooled(base: String, args: AgentArgs) -> i32 {
+    let base = base.trim_end_matches('/').to_string();
+    let lobby = format!("{base}/api/agents/pool");
+    let mut busy: Option<tokio::task::JoinHandle<i32>> = None;
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let mut ws = match connect(&lobby, &args.token).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                eprintln!(
+                    "agent: could not join the pool at {base}: {e} (again in {} s)",
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        wait = Duration::from_secs(1);
+        if !send(&mut ws, &hello(&args, None)).await {
+            continue;
+        }
+        eprintln!("agent: in the pool at {base}");
+        loop {
+            let finished = async {
+                match busy.as_mut() {
+                    Some(h) => h.await.unwrap_or(1),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                code = finished => {
+                    busy = None;
+                    eprintln!("agent: run over (exit {code}); back in the pool");
+                }
+                frame = ws.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                        Some(Ok(_)) => continue,
+                    };
+                    if let Ok(ToAgent::Invite { path, secret, index }) = serde_json::from_str::<ToAgent>(&text) {
+                        if busy.is_some() {
+                            continue;
+                        }
+                        let join = format!("{base}{path}");
+                        let one = AgentArgs { join: Some(join.clone()), pool: None, token: secret, index: Some(index), ..args.clone() };
+                        busy = Some(tokio::spawn(async move { run_one(join, &one).await }));
+                    }
+                }
+            }
+        }
+        eprintln!("agent: lost the pool connection to {base}; dialling again");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Makes one run's load: until its coordinator says `bye` (0), or cannot be reached
+/// (1, load stopped).
+async fn run_one(join: String, args: &AgentArgs) -> i32 {
     // The load on a runtime of its own; this loop and the aggregator (the ticks, also
     // the heartbeat) stay on this one, so a connect burst never silences the agent.
     let load_rt = match engine::load_runtime::LoadRuntime::start("agent-load", 2) {
@@ -142,12 +225,12 @@ pub async fn run(args: AgentArgs) -> i32 {
     let mut work: Option<Work> = None;
     let mut load = CancellationToken::new();
     let (ticks_tx, mut ticks_rx) = mpsc::channel::<AgentTick>(256);
-    let Some(mut ws) = reconnect(&args, Duration::from_secs(10)).await else {
-        eprintln!("agent: could not reach the coordinator at {}", args.join);
+    let Some(mut ws) = reconnect(&join, args, Duration::from_secs(10)).await else {
+        eprintln!("agent: could not reach the coordinator at {join}");
         return 1;
     };
     'conn: loop {
-        let mut ok = send(&mut ws, &hello(&args, index)).await;
+        let mut ok = send(&mut ws, &hello(args, index)).await;
         if let Some(w) = &work {
             for t in &w.unacked {
                 ok &= send(
@@ -204,6 +287,8 @@ pub async fn run(args: AgentArgs) -> i32 {
                                 w.unacked.retain(|t| t.seq > seq);
                             }
                         }
+                        // For agents waiting in a pool (`run_pooled`), not in a run.
+                        ToAgent::Invite { .. } => {}
                         ToAgent::Bye => {
                             load.cancel();
                             let _ = ws.close(None).await;
@@ -228,7 +313,7 @@ pub async fn run(args: AgentArgs) -> i32 {
             }
         }
         // The connection broke: reach the coordinator again, or stop.
-        match reconnect(&args, grace).await {
+        match reconnect(&join, args, grace).await {
             Some(again) => {
                 ws = again;
                 continue 'conn;

@@ -40,16 +40,25 @@ struct Registration {
     joined: mpsc::Sender<AgentConn>,
 }
 
-/// The registry of runs expecting agents.
+/// The registry of runs expecting agents, and the pool of agents waiting for runs.
 #[derive(Default)]
 pub struct Hub {
     runs: Mutex<HashMap<String, Registration>>,
+    pub pool: Arc<super::pool::Pool>,
 }
 
 /// Largest frame an agent may send (a tick with histograms is a few KiB).
 const MAX_FRAME: usize = 4 << 20;
 
 impl Hub {
+    /// A hub whose pool agents join with `pool_token` (`None`: no pool).
+    pub fn with_pool(pool_token: Option<String>) -> Hub {
+        Hub {
+            pool: Arc::new(super::pool::Pool::new(pool_token)),
+            ..Hub::default()
+        }
+    }
+
     /// Expects agents for `key` with `secret`; they arrive on the returned channel.
     pub fn register(&self, key: &str, secret: &str) -> mpsc::Receiver<AgentConn> {
         let (tx, rx) = mpsc::channel(64);
@@ -79,9 +88,11 @@ impl Hub {
 
     /// `/api/agents/join/{key}`, for any app state.
     pub fn router<S: Clone + Send + Sync + 'static>(self: Arc<Self>) -> Router<S> {
+        let pool = self.pool.clone().router();
         Router::new()
             .route("/api/agents/join/{key}", get(join))
             .with_state(self)
+            .merge(pool)
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`hub`]    the coordinator's endpoint agents dial in to, per-run secrets.
 //! - [`local`]  a fleet of joining agents (`JoinedFleet`), the `Launcher` that brings
 //!   them to life, and agent processes on this machine (local mode).
+//! - [`pool`]   the standing pool of remote agents (`agent --pool`, `--agents-on joined`).
 //! - [`k8s`]    agents as pods of a Kubernetes Indexed Job (`--agents-on kubernetes`).
 //! - [`agent`]  the agent process itself.
 
@@ -11,6 +12,7 @@ pub mod agent;
 pub mod hub;
 pub mod k8s;
 pub mod local;
+pub mod pool;
 
 /// Connections one process holds: its open-file limit, less a reserve for everything
 /// else it opens (listeners, the database, HTTP clients).

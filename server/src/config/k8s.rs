@@ -16,6 +16,9 @@ pub enum AgentsOn {
     Local,
     /// Pods of a Kubernetes Job.
     Kubernetes,
+    /// Agents that joined this server's pool (`socketswarm agent --pool URL --token T`
+    /// on any machine; needs --agent-pool-token).
+    Joined,
 }
 
 /// The default agent image: this version of the project's image.
@@ -29,6 +32,11 @@ pub struct K8sArgs {
     /// With `kubernetes`, every plan that names `agents` (even 1) runs in pods.
     #[arg(long, env = "SOCKETSWARM_AGENTS_ON", value_enum, default_value_t = AgentsOn::Local)]
     pub agents_on: AgentsOn,
+    /// The token agents show to join this server's pool (`--agents-on joined`): at
+    /// least 16 characters; give it through the environment rather than the command
+    /// line, where other users of the machine can read it.
+    #[arg(long, env = "SOCKETSWARM_AGENT_POOL_TOKEN", hide_env_values = true)]
+    pub agent_pool_token: Option<String>,
     /// This server as agent pods reach it, `ws://HOST:PORT` (a Service in front of
     /// it, e.g. `ws://socketswarm.load.svc:3000`). Required with `--agents-on kubernetes`.
     #[arg(long, env = "SOCKETSWARM_K8S_COORDINATOR_URL")]
@@ -83,6 +91,7 @@ impl Default for K8sArgs {
     fn default() -> K8sArgs {
         K8sArgs {
             agents_on: AgentsOn::Local,
+            agent_pool_token: None,
             k8s_coordinator_url: None,
             k8s_namespace: None,
             k8s_image: DEFAULT_IMAGE.into(),
@@ -100,6 +109,34 @@ impl Default for K8sArgs {
     }
 }
 
+impl K8sArgs {
+    /// The pool token with `--agents-on joined` (`None` otherwise); problems go to
+    /// `problems`.
+    pub fn pool_token(&self, problems: &mut Vec<String>) -> Option<String> {
+        let token = self
+            .agent_pool_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        match (self.agents_on, token) {
+            (AgentsOn::Joined, Some(t)) if t.len() >= 16 => Some(t.to_string()),
+            (AgentsOn::Joined, Some(t)) => {
+                problems.push(format!("--agent-pool-token (SOCKETSWARM_AGENT_POOL_TOKEN): {} characters; at least 16 (anyone holding it can make load from this server's runs)", t.len()));
+                None
+            }
+            (AgentsOn::Joined, None) => {
+                problems.push("--agents-on joined needs --agent-pool-token (SOCKETSWARM_AGENT_POOL_TOKEN): the token agents show to join, at least 16 characters".into());
+                None
+            }
+            (_, Some(_)) => {
+                problems.push("--agent-pool-token: only used with --agents-on joined".into());
+                None
+            }
+            (_, None) => None,
+        }
+    }
+}
+
 /// `Some(value)` unless empty.
 fn given(v: &str) -> Option<String> {
     let v = v.trim();
@@ -110,7 +147,7 @@ impl K8sArgs {
     /// The pod settings when agents run in Kubernetes (`None` for local agents); every
     /// problem goes to `problems`.
     pub fn settings(&self, problems: &mut Vec<String>) -> Option<KubeSettings> {
-        if self.agents_on == AgentsOn::Local {
+        if self.agents_on != AgentsOn::Kubernetes {
             return None;
         }
         let mut duration = |flag: &str, text: &str| {

@@ -138,6 +138,8 @@ pub struct AgentsSetup {
     pub exe: Option<std::path::PathBuf>,
     /// Agents as Kubernetes pods instead (`--agents-on kubernetes`).
     pub kube: Option<std::sync::Arc<crate::agents::k8s::KubeSettings>>,
+    /// Agents from the hub's pool instead (`--agents-on joined`).
+    pub joined: bool,
 }
 
 impl std::fmt::Debug for AgentsSetup {
@@ -358,6 +360,68 @@ async fn store_tick(pool: &SqlitePool, run_id: &str, s: &Snapshot) -> bool {
     }
 }
 
+/// Where a run's load is made: in this process, or by the agents its plan asks for —
+/// local processes, Kubernetes pods (`--agents-on kubernetes`, any plan naming agents)
+/// or agents of the pool (`--agents-on joined`; `"all"`: every idle one now).
+fn fleet_for(
+    run_id: &str,
+    plan: &Plan,
+    agents: Option<AgentsSetup>,
+    policy: engine::outbound::Policy,
+    rt: &tokio::runtime::Handle,
+) -> Result<std::sync::Arc<dyn swarm::Fleet>, String> {
+    use crate::agents::local::{JoinedFleet, LocalProcesses};
+    use engine::plan::Agents;
+    let Some((asked, a)) = plan.agents.zip(agents) else {
+        return Ok(std::sync::Arc::new(swarm::InProcess::one(policy, rt)));
+    };
+    if a.joined {
+        let n = match asked {
+            Agents::Count(n) => n,
+            Agents::All(_) => match a.hub.pool.idle() {
+                0 => return Err("agents: \"all\": no agent is idle in the pool (see GET /api/agents; start one with `socketswarm agent --pool ws://THIS_SERVER --token …`)".into()),
+                n => n,
+            },
+        };
+        let launcher = crate::agents::pool::PoolLauncher::new(a.hub.pool.clone(), run_id);
+        return Ok(std::sync::Arc::new(JoinedFleet::new(
+            n,
+            std::sync::Arc::new(launcher),
+            a.hub,
+            &a.base,
+            a.allow_targets,
+            rt,
+        )));
+    }
+    let n = match asked {
+        Agents::Count(n) => n,
+        Agents::All(_) => return Err("agents: \"all\" means every agent joined to this server's pool; this server has none (start it with --agents-on joined --agent-pool-token …)".into()),
+    };
+    match a.kube {
+        Some(kube) if n >= 1 => Ok(std::sync::Arc::new(JoinedFleet::new(
+            n,
+            std::sync::Arc::new(crate::agents::k8s::KubeLauncher::new(
+                kube.clone(),
+                run_id,
+                plan,
+            )),
+            a.hub,
+            &kube.coordinator_url,
+            a.allow_targets,
+            rt,
+        ))),
+        None if n > 1 => Ok(std::sync::Arc::new(JoinedFleet::new(
+            n,
+            std::sync::Arc::new(LocalProcesses::new(a.exe)),
+            a.hub,
+            &a.base,
+            a.allow_targets,
+            rt,
+        ))),
+        _ => Ok(std::sync::Arc::new(swarm::InProcess::one(policy, rt))),
+    }
+}
+
 /// Drives one run: engine updates -> database -> watch channel (a probe's phases arrive
 /// as one continuous stream, see `swarm::start_plan`).
 #[allow(clippy::too_many_arguments)]
@@ -377,38 +441,18 @@ async fn drive(
         tracing::error!(%run_id, "could not mark run running: {e}");
     }
     let mut merged: Option<Summary> = None;
-    // One process, or the agent processes its size asked for.
-    // With `--agents-on kubernetes`, any plan naming agents gets pods.
-    let fleet: std::sync::Arc<dyn swarm::Fleet> = match (plan.agents, agents) {
-        (
-            Some(n),
-            Some(AgentsSetup {
-                kube: Some(kube),
-                hub,
-                allow_targets,
-                ..
-            }),
-        ) if n >= 1 => std::sync::Arc::new(crate::agents::local::JoinedFleet::new(
-            n,
-            std::sync::Arc::new(crate::agents::k8s::KubeLauncher::new(
-                kube.clone(),
-                &run_id,
-                &plan,
-            )),
-            hub,
-            &kube.coordinator_url,
-            allow_targets,
-            &rt,
-        )),
-        (Some(n), Some(a)) if n > 1 => std::sync::Arc::new(crate::agents::local::JoinedFleet::new(
-            n,
-            std::sync::Arc::new(crate::agents::local::LocalProcesses::new(a.exe)),
-            a.hub,
-            &a.base,
-            a.allow_targets,
-            &rt,
-        )),
-        _ => std::sync::Arc::new(swarm::InProcess::one(policy, &rt)),
+    let fleet = match fleet_for(&run_id, &plan, agents, policy, &rt) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(%run_id, "run failed to start: {e}");
+            if let Err(e2) =
+                store::end_run_without_summary(&pool, &run_id, "failed", now_ms(), Some(&e)).await
+            {
+                tracing::error!(%run_id, "could not mark run failed: {e2}");
+            }
+            let _ = manager.send(Command::Finished { run_id }).await;
+            return;
+        }
     };
     match swarm::start_plan(plan, swarm_cfg, cancel, &rt, fleet).await {
         Err(e) => {

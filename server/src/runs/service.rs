@@ -10,7 +10,7 @@ use app::api::{
     RunDetail, RunEnv, RunListItem, RunMeta, RunPage, RunQuery, RunService, RunStatus, ShareKind,
     ShareLink, SharedView,
 };
-use engine::plan::TargetUrl;
+use engine::plan::{Agents, TargetUrl};
 use engine::{FieldError, Limits, Plan, Snapshot};
 use sqlx::SqlitePool;
 
@@ -43,6 +43,8 @@ pub struct Runs {
     pub in_process: u32,
     /// Connections one agent process holds.
     pub per_agent: u32,
+    /// Agents come from the pool (`--agents-on joined`): `agents: "all"` is allowed.
+    pub joined: bool,
 }
 
 /// What `Runs` is built from (settled at startup).
@@ -58,6 +60,8 @@ pub struct RunsConfig {
     pub in_process: u32,
     /// Connections one agent process holds.
     pub per_agent: u32,
+    /// Agents come from the pool (`--agents-on joined`): `agents: "all"` is allowed.
+    pub joined: bool,
 }
 
 /// Runs `GET /api/runs` without a `per_page` answers.
@@ -109,6 +113,7 @@ impl Runs {
             max_import_ticks: cfg.max_import_ticks,
             in_process: cfg.in_process,
             per_agent: cfg.per_agent,
+            joined: cfg.joined,
         })
     }
 
@@ -118,9 +123,15 @@ impl Runs {
         let peak = plan.peak_connections();
         match plan.agents {
             None if peak > self.in_process => {
-                plan.agents = Some(plan.agents_needed(self.per_agent).max(2));
+                plan.agents = Some(Agents::Count(plan.agents_needed(self.per_agent).max(2)));
             }
-            Some(n) if peak > self.in_process.max(self.per_agent.saturating_mul(n)) => {
+            Some(Agents::All(_)) if !self.joined => {
+                return Err(ApiError::Validation(vec![FieldError {
+                    field: "agents".into(),
+                    message: "\"all\" means every agent joined to this server's pool, and this server has no pool (start it with --agents-on joined --agent-pool-token …), so give a number".into(),
+                }]))
+            }
+            Some(Agents::Count(n)) if peak > self.in_process.max(self.per_agent.saturating_mul(n)) => {
                 return Err(ApiError::Validation(vec![FieldError {
                     field: "agents".into(),
                     message: format!(
