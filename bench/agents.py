@@ -91,6 +91,19 @@ def run(binary, plan, tick_ms, sample=None):
             return json.load(f), samples
 
 
+def outcome(export):
+    """How the run ended and what it concluded: the status, end reason, lost agents,
+    failures by kind, the verdict, and the merged progress's largest gap between ticks
+    (the live page's cadence)."""
+    s, d, ticks = export["summary"], export.get("diagnosis") or {}, export["ticks"]
+    gaps = [b["elapsed_ms"] - a["elapsed_ms"] for a, b in zip(ticks, ticks[1:])]
+    return {"status": export.get("status"), "end_reason": s.get("end_reason"),
+            "lost_agents": s.get("lost_agents") or [],
+            "failures": s["totals"].get("failures", {}),
+            "verdict": {k: d.get(k) for k in ("kind", "level", "confidence")},
+            "max_tick_gap_ms": max(gaps) if gaps else None}
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
@@ -113,7 +126,7 @@ def rate_case(binary, r, n):
     return {"asked": r, "n": n, "agents": len(export["summary"].get("agents") or []) or 1,
             "achieved": round(done / span, 1) if span > 0 else None, "span_s": span,
             "attempted": tot["attempted"], "opened": tot["opened"], "failed": tot["failed"],
-            "target_accepted": accepted}
+            "target_accepted": accepted, **outcome(export)}
 
 
 def cross_case(binary, n=25_000):
@@ -175,7 +188,7 @@ def idle_case(binary, n=100_000, ramp=20, hold=30):
             "bytes_per_conn": round((rss_hold - base) / n) if held else None,
             "cpu_hold_pct": round(100 * cpu_hold, 1) if cpu_hold is not None else None,
             "tick_gap_ms": {"median": statistics.median(gaps), "max": max(gaps)} if gaps else None,
-            "ticks": len(ticks)}
+            "ticks": len(ticks), **outcome(export)}
 
 
 RATES = [(1, 5), (100, 500), (1000, 10_000), (10_000, 30_000), (50_000, 50_000)]

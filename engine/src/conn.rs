@@ -57,8 +57,11 @@ pub(crate) struct Shared {
     pub(crate) resource: Template,
     /// Resolved target addresses (resolved once at start; DNS is not per connection).
     pub(crate) addrs: Vec<SocketAddr>,
-    /// Local addresses to bind, round-robin by VU.
+    /// Local addresses to bind, round-robin over this agent's connections.
     pub(crate) sources: Vec<IpAddr>,
+    /// This agent's part of the run: its connections' `{{vu}}` are global slots, and
+    /// round robins (sources, target addresses) go by its own ordinal of them.
+    pub(crate) share: crate::schedule::Share,
     pub(crate) headers: Vec<(String, Template)>,
     pub(crate) protocols: Vec<String>,
     pub(crate) connect_timeout: Duration,
@@ -110,9 +113,8 @@ fn identities_of(sh: &Shared, vu: u64) -> Vec<IdentityKey> {
     for (d, src) in sh.identities.iter().enumerate() {
         let id = match src {
             IdentitySource::Token => sh.tokens.as_ref().map(|t| t.slot_of(vu)),
-            IdentitySource::Source => {
-                (!sh.sources.is_empty()).then(|| (vu % sh.sources.len() as u64) as u32)
-            }
+            IdentitySource::Source => (!sh.sources.is_empty())
+                .then(|| (sh.share.ordinal(vu) % sh.sources.len() as u64) as u32),
             IdentitySource::Rendered(tpl, seen) => {
                 let value = render(tpl, vu, 1, &Ctx::default());
                 seen.lock().ok().and_then(|mut m| {
@@ -461,7 +463,10 @@ async fn connect(
     rec: &mut Recorder,
     ctx: &Ctx,
 ) -> Result<Ws, Failed> {
-    let addr = sh.addrs[(vu as usize) % sh.addrs.len()];
+    // By this agent's own ordinal: by `{{vu}}` (i + kN), an agent of an even-sized run
+    // would bind one of two sources only.
+    let k = sh.share.ordinal(vu) as usize;
+    let addr = sh.addrs[k % sh.addrs.len()];
     let deadline = Instant::now() + sh.connect_timeout;
     let fut = async {
         let sock = if addr.is_ipv4() {
@@ -471,7 +476,7 @@ async fn connect(
         }
         .map_err(|e| (io_kind(&e), None))?;
         if !sh.sources.is_empty() {
-            let src = sh.sources[(vu as usize) % sh.sources.len()];
+            let src = sh.sources[k % sh.sources.len()];
             sock.bind(SocketAddr::new(src, 0))
                 .map_err(|e| (io_kind(&e), None))?;
         }
@@ -736,6 +741,7 @@ mod size_tests {
             resource: Template::parse("/").unwrap(),
             addrs: vec!["127.0.0.1:1".parse().unwrap()],
             sources: Vec::new(),
+            share: crate::schedule::Share::ALL,
             headers: Vec::new(),
             protocols: Vec::new(),
             connect_timeout: Duration::from_secs(1),

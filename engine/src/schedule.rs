@@ -85,6 +85,11 @@ impl Share {
     pub fn slot(&self, k: u64) -> u64 {
         u64::from(self.index) + k * u64::from(self.of.max(1))
     }
+
+    /// Which of this agent's connections global slot `slot` is (`slot`'s inverse).
+    pub fn ordinal(&self, slot: u64) -> u64 {
+        slot.saturating_sub(u64::from(self.index)) / u64::from(self.of.max(1))
+    }
 }
 
 /// Paces new connections along the clock at `rate` per second (open model): the n-th
@@ -167,6 +172,18 @@ mod tests {
         Stage {
             duration: Dur::secs(secs),
             connections: c,
+        }
+    }
+
+    #[test]
+    fn an_agents_ordinal_inverts_its_slots() {
+        for of in 1..=7u32 {
+            for index in 0..of {
+                let share = Share { index, of };
+                for k in 0..50u64 {
+                    assert_eq!(share.ordinal(share.slot(k)), k);
+                }
+            }
         }
     }
 

@@ -435,6 +435,7 @@ pub async fn run_agent(
         resource: Template::parse(&raw_resource(&plan.target)).map_err(EngineError::BadTarget)?,
         addrs,
         sources: plan.source_addrs.clone(),
+        share,
         headers,
         protocols: plan.subprotocols.clone(),
         connect_timeout: plan.connect_timeout.0,

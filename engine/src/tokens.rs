@@ -243,8 +243,7 @@ pub(crate) fn sharded_slot(
     share: Share,
     vu: u64,
 ) -> (u64, Option<usize>) {
-    let of = u64::from(share.of.max(1));
-    let k = vu.saturating_sub(u64::from(share.index)) / of;
+    let k = share.ordinal(vu);
     let owned = u64::from(share.target(total));
     if matches!(policy, TokenPolicy::PerConnection) {
         return (vu, None);

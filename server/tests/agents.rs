@@ -191,3 +191,39 @@ async fn three_agents_fetch_a_token_pool_once_not_three_times() {
     assert_eq!(opened.iter().sum::<u64>(), 30, "{ids:?}");
     assert!(opened.iter().all(|o| (2..=4).contains(o)), "{ids:?}");
 }
+
+/// Local agents each connect from two loopback addresses of their own (one address
+/// stalls past ~14,100 connections to one port: connect() takes ports of one parity
+/// first), and use both: round robins go by the agent's own ordinal of its connections,
+/// not by `{{vu}}` (= i + kN, always one parity in an even-sized run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_agents_spread_over_both_their_source_addresses() {
+    let app = spawn_app().await;
+    let mut p = plan("sources", &app.ws("/echo?tag=src2"), 40, "1s", "1s");
+    p["agents"] = json!(2);
+    p["reconnect"] = json!({"mode": "never"});
+    let id = app.launch(p).await;
+    let (_, done) = app.follow(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, run) = app.get(&format!("/api/runs/{id}")).await;
+    let s = &run["summary"];
+    assert_eq!(s["totals"]["opened"], 40, "{s}");
+    let by_source = s["identities"]["source_addr"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{s}"));
+    let mut seen: Vec<(String, u64)> = by_source
+        .iter()
+        .map(|(a, c)| (a.clone(), c["opened"].as_u64().unwrap()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("127.0.1.1".to_string(), 10),
+            ("127.0.1.2".to_string(), 10),
+            ("127.1.1.1".to_string(), 10),
+            ("127.1.1.2".to_string(), 10)
+        ],
+        "{by_source:?}"
+    );
+}

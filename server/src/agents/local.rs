@@ -104,9 +104,19 @@ impl LocalProcesses {
         }
     }
 
-    /// Agent i's own loopback source address.
-    fn source(i: u32) -> IpAddr {
-        IpAddr::from([127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8])
+    /// Agent i's own loopback source addresses: two, because Linux hands `connect()`
+    /// the ports of one parity first (even ones are left for `bind()`): past ~14,100
+    /// connections from one address to one target port, every connect scans the whole
+    /// range before it takes an even port, and opening slows to a crawl with the agent's
+    /// CPU in the kernel. One address per agent was the wall at 6 × ~14,100 ≈ 84,600 of
+    /// 100,000 in bench/AGENTS.md; an agent holds at most ~19,700 (its open files), which
+    /// two addresses carry on the fast path.
+    fn sources(i: u32) -> [IpAddr; 2] {
+        let (hi, lo) = (1 + (i / 250) as u8, 1 + (i % 250) as u8);
+        [
+            IpAddr::from([127, 0, hi, lo]),
+            IpAddr::from([127, 1, hi, lo]),
+        ]
     }
 }
 
@@ -129,7 +139,11 @@ impl Launcher for LocalProcesses {
                     .arg("agent")
                     .args(["--join", join])
                     .args(["--index", &i.to_string()])
-                    .args(["--source", &Self::source(i).to_string()])
+                    .args(
+                        Self::sources(i)
+                            .iter()
+                            .flat_map(|a| ["--source".to_string(), a.to_string()]),
+                    )
                     .env("SOCKETSWARM_AGENT_TOKEN", secret)
                     .env("NO_COLOR", "1")
                     .stdin(std::process::Stdio::null())
