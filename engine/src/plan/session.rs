@@ -521,6 +521,30 @@ mod tests {
     }
 
     #[test]
+    fn the_template_s_commented_examples_work_when_uncommented() {
+        let text = TEMPLATE.replace(
+            "# [[responders]]\n# text = \"2\"\n# reply = \"3\"",
+            "[[responders]]\ntext = \"2\"\nreply = \"3\"",
+        );
+        assert_ne!(text, TEMPLATE, "the template shows a responder");
+        let p: Plan = toml::from_str(&text).unwrap();
+        assert_eq!(p.responders[0].reply.as_deref(), Some("3"));
+        assert!(p.vars.contains_key("guest"));
+        assert_eq!(p.validate(&Limits::default()), Ok(()));
+        // The capture example in its comment, as written there.
+        let line = TEMPLATE
+            .lines()
+            .find_map(|l| l.split_once("capture = "))
+            .map(|(_, c)| c.trim_end_matches('.'))
+            .unwrap();
+        let e: Expect = toml::from_str(&format!("capture = {line}")).unwrap();
+        assert_eq!(e.capture["n"].regex.as_deref(), Some(r"n=(\d+)"));
+        let mut errs = Vec::new();
+        validate_captures(&e.capture, "x", &mut errs);
+        assert_eq!(errs, Vec::new());
+    }
+
+    #[test]
     fn the_target_and_headers_may_use_vars_but_not_message_captures() {
         let ok = plan(r#","vars":{"g":"{{uuid}}"},"headers":{"X-G":"{{var.g}}"}"#);
         assert_eq!(errors(&ok), Vec::<String>::new());
