@@ -130,7 +130,9 @@ pub fn as_text(v: &Value) -> String {
 pub fn equals_text(got: &Value, want: &str) -> bool {
     match got {
         Value::String(s) => s == want,
-        Value::Number(_) | Value::Bool(_) | Value::Null => got.to_string() == want,
+        Value::Number(_) | Value::Bool(_) | Value::Null => {
+            serde_json::from_str::<Value>(want).is_ok_and(|w| w == *got)
+        }
         Value::Array(_) | Value::Object(_) => false,
     }
 }

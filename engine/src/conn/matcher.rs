@@ -184,10 +184,10 @@ pub(crate) fn respond(
 mod tests {
     use super::*;
 
-    fn spec_json(path: &str, equals: Option<serde_json::Value>) -> Matcher {
+    fn spec_json(path: &str, equals: Option<&serde_json::Value>) -> Matcher {
         Matcher::compile(&MatchSpec {
             json_field: Some(path),
-            equals: equals.as_ref(),
+            equals,
             ..MatchSpec::default()
         })
         .unwrap()
@@ -261,7 +261,7 @@ mod tests {
     fn json_fields_correlate_with_the_session_s_values() {
         let ctx = ctx_with(&[("guest", "g-1"), ("n", "5")]);
         let is = |m: &Matcher, t: &str| matches(m, &Message::text(t), 0, 1, &ctx);
-        let mine = spec_json("[1].from", Some(serde_json::json!("{{var.guest}}")));
+        let mine = spec_json("[1].from", Some(&serde_json::json!("{{var.guest}}")));
         assert!(is(&mine, r#"42["chat",{"from":"g-1"}]"#));
         assert!(
             !is(&mine, r#"42["chat",{"from":"g-2"}]"#),
@@ -269,15 +269,15 @@ mod tests {
         );
         assert!(!is(&mine, r#"431[{"from":"g-1"}]"#), "path not there");
         assert!(!is(&mine, "2"));
-        let num = spec_json("$.n", Some(serde_json::json!("{{var.n}}")));
+        let num = spec_json("$.n", Some(&serde_json::json!("{{var.n}}")));
         assert!(
             is(&num, r#"{"n":5}"#),
             "a captured number matches the number"
         );
-        let exact = spec_json("type", Some(serde_json::json!("pong")));
+        let exact = spec_json("type", Some(&serde_json::json!("pong")));
         assert!(is(&exact, r#"{"type":"pong"}"#));
         assert!(!is(&exact, r#"{"type":"ping"}"#));
-        let typed = spec_json("ok", Some(serde_json::json!(true)));
+        let typed = spec_json("ok", Some(&serde_json::json!(true)));
         assert!(is(&typed, r#"{"ok":true}"#));
         assert!(
             !is(&typed, r#"{"ok":"true"}"#),
