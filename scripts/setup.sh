@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing socketswarm needs, skipping what is already there:
 # the wasm32 Rust target, wasm-bindgen-cli (same version as Cargo.lock), node packages
-# (uPlot, binaryen's wasm-opt, playwright-core) and, with --test (or --browser), what the
+# (uPlot, binaryen's wasm-opt, playwright-core, socket.io) and, with --test (or --browser), what the
 # tests start: Debian's chromium, nginx and haproxy (the real gateways the diagnosis is
 # tested against; installed without starting their system services).
 set -euo pipefail

@@ -200,7 +200,9 @@ impl RunForm {
             connect_timeout: Dur::secs(10),
             headers: Default::default(),
             subprotocols: Vec::new(),
+            vars: Default::default(),
             script,
+            responders: Vec::new(),
             reconnect: if self.reconnect.trim().is_empty() {
                 Reconnect::Never
             } else {

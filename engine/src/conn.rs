@@ -27,25 +27,29 @@ use crate::template::{Template, Vars};
 use crate::tls::MaybeTls;
 use std::sync::atomic::Ordering;
 
-/// A compiled reply matcher.
-pub(crate) enum Matcher {
-    Any,
-    Contains(Template),
-    Regex(regex::Regex),
-    Json {
-        field: String,
-        equals: Option<serde_json::Value>,
-    },
-}
-
 /// A compiled script instruction (repeat blocks flattened into `LoopStart..LoopEnd`).
 pub(crate) enum Op {
-    Send { tpl: Template, binary: bool },
-    Expect { matcher: Matcher, timeout: Duration },
-    Wait { base: Duration, jitter: Duration },
-    Ping { timeout: Duration },
+    Send {
+        tpl: Template,
+        binary: bool,
+    },
+    Expect {
+        matcher: Matcher,
+        timeout: Duration,
+        captures: Vec<CaptureRule>,
+    },
+    Wait {
+        base: Duration,
+        jitter: Duration,
+    },
+    Ping {
+        timeout: Duration,
+    },
     Close,
-    LoopStart { every: Duration, times: Option<u32> },
+    LoopStart {
+        every: Duration,
+        times: Option<u32>,
+    },
     LoopEnd,
 }
 
@@ -66,6 +70,10 @@ pub(crate) struct Shared {
     pub(crate) protocols: Vec<String>,
     pub(crate) connect_timeout: Duration,
     pub(crate) ops: Vec<Op>,
+    /// Per-session variables, rendered once per attempt (after its token).
+    pub(crate) vars: Vec<(String, Template)>,
+    /// Responders, offered every received message in order.
+    pub(crate) responders: Vec<AutoReply>,
     pub(crate) reconnect: Reconnect,
     pub(crate) flush_every: Duration,
     /// Partials channel to the aggregator; it closes when the last VU drops its `Shared`.
@@ -162,11 +170,35 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// What one attempt has gathered before its handshake: its token and captured values.
+/// A session's values: its token, its variables (`vars`, then captures from HTTP steps
+/// and messages) and a responder's reply waiting to go out. Lives in the boxed `Conn`,
+/// so it costs the VU's future nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Ctx {
     pub(crate) token: String,
     pub(crate) vars: Vec<(String, String)>,
+    /// A responder's reply and when the message it answers arrived (sent right after
+    /// the message is handled).
+    pub(crate) reply: Option<(String, Instant)>,
+}
+
+impl Ctx {
+    /// Sets a variable; a later value replaces an earlier one (a capture in a repeat
+    /// block does not grow the session's state).
+    pub(crate) fn set(&mut self, name: &str, value: String) {
+        match self.vars.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => *v = value,
+            None => self.vars.push((name.to_string(), value)),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 fn render(t: &Template, vu: u64, attempt: u32, ctx: &Ctx) -> String {
@@ -379,6 +411,11 @@ async fn token_and_connect(
     if let Some(pool) = &sh.tokens {
         ctx.token = pool.get(vu, rec).await.map_err(|k| (k, None))?;
     }
+    // Per-session variables: rendered once, before anything that may use them.
+    for (name, tpl) in &sh.vars {
+        let value = render(tpl, vu, attempt, &ctx);
+        ctx.set(name, value);
+    }
     for step in &sh.http_steps {
         run_http_step(sh, step, vu, attempt, &mut ctx, rec)
             .await
@@ -398,7 +435,7 @@ pub(crate) struct HttpCall {
     pub(crate) url: Template,
     pub(crate) headers: Vec<(String, Template)>,
     pub(crate) body: Option<Template>,
-    pub(crate) capture: Vec<(String, String)>,
+    pub(crate) capture: Vec<(String, crate::capture::JsonPath)>,
 }
 
 /// Makes one request and captures values from its JSON reply into `ctx.vars`.
@@ -442,15 +479,8 @@ async fn run_http_step(
     rec.sample(Metric::HttpStep, t0.elapsed());
     let json = outcome?;
     for (var, path) in &step.capture {
-        let value = path
-            .split('.')
-            .try_fold(&json, |v, key| v.get(key))
-            .ok_or(FailKind::StepError)?;
-        let text = match value {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        ctx.vars.push((var.clone(), text));
+        let text = crate::capture::capture_json(&json, path).ok_or(FailKind::StepError)?;
+        ctx.set(var, text);
     }
     Ok(())
 }
@@ -562,8 +592,10 @@ fn scrub_rejection(r: &mut Rejection, secrets: &crate::secrets::Secrets, token: 
     }
 }
 
+mod matcher;
 mod session;
 mod stop;
+pub(crate) use matcher::{AutoReply, CaptureRule, Matcher};
 use session::*;
 pub(crate) use stop::Stop;
 
@@ -587,50 +619,6 @@ mod tests {
         assert!(next_delay(&p, 4, None).is_none());
         assert!(next_delay(&p, 1, Some(Duration::from_secs(2))).unwrap() >= Duration::from_secs(2));
         assert!(next_delay(&Reconnect::Never, 1, None).is_none());
-    }
-
-    #[test]
-    fn matchers() {
-        let m = Matcher::Json {
-            field: "type".into(),
-            equals: Some(serde_json::json!("pong")),
-        };
-        assert!(matches(
-            &m,
-            &Message::text(r#"{"type":"pong"}"#),
-            0,
-            1,
-            &Ctx::default()
-        ));
-        assert!(!matches(
-            &m,
-            &Message::text(r#"{"type":"ping"}"#),
-            0,
-            1,
-            &Ctx::default()
-        ));
-        let c = Matcher::Contains(Template::parse("hi {{vu}}").unwrap());
-        assert!(matches(
-            &c,
-            &Message::text("say hi 3!"),
-            3,
-            1,
-            &Ctx::default()
-        ));
-        assert!(!matches(
-            &c,
-            &Message::text("say hi 4!"),
-            3,
-            1,
-            &Ctx::default()
-        ));
-        assert!(matches(
-            &Matcher::Regex(regex::Regex::new("^a+$").unwrap()),
-            &Message::text("aaa"),
-            0,
-            1,
-            &Ctx::default()
-        ));
     }
 
     #[test]
@@ -746,6 +734,8 @@ mod size_tests {
             protocols: Vec::new(),
             connect_timeout: Duration::from_secs(1),
             ops: Vec::new(),
+            vars: Vec::new(),
+            responders: Vec::new(),
             reconnect: Reconnect::Never,
             flush_every: Duration::from_millis(250),
             tx,

@@ -6,6 +6,7 @@
 //! Module map:
 //! - [`plan`]      the `Plan` model (UI form, JSON API and plan file are one model) and
 //!   `validate(&Limits)` returning field errors. Pure.
+//! - [`capture`]   reading messages: a small JSON path, framed JSON, captured text. Pure.
 //! - [`probe`]     "find my limit": the experiments of a probe run and their verdicts. Pure.
 //! - [`protocol`]  the coordinator–agent frames (JSON over one WebSocket). Pure.
 //! - [`schedule`]  how many connections should have been started at time `t`. Pure.
@@ -34,6 +35,7 @@
 //! - [`target`]    the sandbox WebSocket target (echo, caps, rate limits, drops) and
 //!   its `/stats` counters.
 
+pub mod capture;
 pub mod compare;
 pub mod diagnose;
 pub mod outcome;

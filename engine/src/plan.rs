@@ -139,20 +139,35 @@ pub struct Stage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
+    /// The reply is exactly this text (templated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The reply starts with this text (templated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
     /// The reply contains this text (templated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contains: Option<String>,
     /// The reply matches this regular expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
-    /// The reply is JSON and this top-level field ...
+    /// The reply is JSON (or framed JSON such as Socket.IO's `42["chat",{…}]`, read from
+    /// its first `{` or `[`) with a value at this path (`type`, `$.body.id`,
+    /// `[1].from`) ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json_field: Option<String>,
-    /// ... equals this value.
+    /// ... equal to this value. A string is a template (`{{var.guest}}`: correlate the
+    /// reply with what this session sent) and also matches a number or boolean written
+    /// that way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equals: Option<serde_json::Value>,
+    /// Variables to keep from the matching reply for later steps (`{{var.NAME}}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capture: BTreeMap<String, Capture>,
     /// How long to wait for the reply (default 5s). A timeout is counted, then the
-    /// script goes on.
+    /// script goes on. Messages that arrive meanwhile and do not match (nor a responder)
+    /// are skipped and counted (`msgs_skipped`); the reply's RTT is timed from the send
+    /// before this step.
     #[serde(default = "default_expect_timeout")]
     pub timeout: Dur,
 }
@@ -276,9 +291,18 @@ pub struct Plan {
     /// Offered subprotocols (`Sec-WebSocket-Protocol`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subprotocols: Vec<String>,
+    /// Per-session variables: name -> template, rendered once when a connection
+    /// attempt starts (`guest = "{{uuid}}"`), then `{{var.guest}}` everywhere templates
+    /// are (URL, headers, HTTP steps, messages, matchers).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
     /// The per-connection script; empty means connect and hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub script: Vec<Step>,
+    /// Rules that answer matching messages for the whole session, alongside the script
+    /// (a protocol's application-level ping, acks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub responders: Vec<Responder>,
     #[serde(default)]
     pub reconnect: Reconnect,
     /// Local source addresses to bind, round-robin (needed past ~28k connections to one
@@ -623,7 +647,11 @@ impl fmt::Display for FieldError {
     }
 }
 
+mod session;
 mod validate;
+pub use session::{
+    Capture, MatchSpec, Responder, MAX_CAPTURES, MAX_RESPONDERS, MAX_VARS, MAX_VAR_TEMPLATE_BYTES,
+};
 
 /// A commented plan file: what `socketswarm plan init` writes, the starter plan and
 /// the New-plan editor start from.

@@ -83,6 +83,16 @@ pub struct Totals {
     pub expect_timeouts: u64,
     /// `ping` steps that got no pong in time.
     pub ping_timeouts: u64,
+    /// Messages received while an `expect` waited that neither matched it nor a
+    /// responder: unrelated pushes the correlation skipped.
+    pub msgs_skipped: u64,
+    /// `capture`s that found nothing in their matching message (the variable kept its
+    /// value).
+    pub capture_misses: u64,
+    /// Messages a responder matched.
+    pub auto_matched: u64,
+    /// Replies responders sent (also in `msgs_sent`).
+    pub auto_replies: u64,
 }
 
 impl Totals {
@@ -100,6 +110,10 @@ impl Totals {
         self.bytes_received += other.bytes_received;
         self.expect_timeouts += other.expect_timeouts;
         self.ping_timeouts += other.ping_timeouts;
+        self.msgs_skipped += other.msgs_skipped;
+        self.capture_misses += other.capture_misses;
+        self.auto_matched += other.auto_matched;
+        self.auto_replies += other.auto_replies;
         for (k, v) in &other.failures {
             *self.failures.entry(k.clone()).or_default() += v;
         }
@@ -460,8 +474,10 @@ pub mod metric {
     /// Refused handshakes: upgrade request sent -> the refusing status line. Long waits
     /// mean the target queued the upgrade before refusing it.
     pub const WS_REFUSED: &str = "ws_refused";
+    /// A responder's reply: the message it answers received -> the reply written.
+    pub const WS_AUTO_REPLY: &str = "ws_auto_reply";
     /// Index order matches the engine's internal metric ids.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         WS_CONNECTING,
         TCP_CONNECT,
         WS_UPGRADE,
@@ -473,6 +489,7 @@ pub mod metric {
         TOKEN_FETCH,
         HTTP_STEP,
         WS_REFUSED,
+        WS_AUTO_REPLY,
     ];
 }
 

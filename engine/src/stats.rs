@@ -35,6 +35,7 @@ pub(crate) enum Metric {
     TokenFetch = 8,
     HttpStep = 9,
     Refused = 10,
+    AutoReply = 11,
 }
 
 const METRICS: usize = metric::ALL.len();
@@ -54,6 +55,13 @@ pub(crate) struct Partial {
     pub(crate) bytes_received: u64,
     pub(crate) expect_timeouts: u32,
     pub(crate) ping_timeouts: u32,
+    /// Messages an `expect` passed over (unrelated pushes no responder took).
+    pub(crate) msgs_skipped: u32,
+    /// Captures that found nothing in their matching message.
+    pub(crate) capture_misses: u32,
+    /// Messages a responder matched, and replies responders sent.
+    pub(crate) auto_matched: u32,
+    pub(crate) auto_replies: u32,
     /// Raw latency samples (metric, microseconds).
     pub(crate) samples: Vec<(Metric, u32)>,
     /// Evidence from rejected handshakes.
@@ -146,6 +154,24 @@ impl Recorder {
     }
     pub(crate) fn ping_timeout(&mut self) {
         self.p().ping_timeouts += 1;
+    }
+    /// A message an `expect` waited past (see `Totals::msgs_skipped`).
+    pub(crate) fn skipped(&mut self) {
+        self.p().msgs_skipped += 1;
+    }
+    pub(crate) fn capture_misses(&mut self, n: u32) {
+        if n > 0 {
+            self.p().capture_misses += n;
+        }
+    }
+    pub(crate) fn auto_matched(&mut self) {
+        self.p().auto_matched += 1;
+    }
+    /// A responder's reply of `bytes` went out `took` after the message it answers.
+    pub(crate) fn auto_replied(&mut self, bytes: usize, took: Duration) {
+        self.sent(bytes);
+        self.p().auto_replies += 1;
+        self.sample(Metric::AutoReply, took);
     }
     pub(crate) fn sample(&mut self, m: Metric, d: Duration) {
         let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
@@ -275,6 +301,10 @@ impl RunStats {
         t.bytes_received += p.bytes_received;
         t.expect_timeouts += u64::from(p.expect_timeouts);
         t.ping_timeouts += u64::from(p.ping_timeouts);
+        t.msgs_skipped += u64::from(p.msgs_skipped);
+        t.capture_misses += u64::from(p.capture_misses);
+        t.auto_matched += u64::from(p.auto_matched);
+        t.auto_replies += u64::from(p.auto_replies);
         for (m, us) in &p.samples {
             let h = &mut self.hist[*m as usize];
             h.saturating_record(u64::from(*us).max(1));

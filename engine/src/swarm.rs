@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{self, Gauges};
-use crate::conn::{run_vu, IdentitySource, Matcher, Op, Shared, Stop};
+use crate::conn::{run_vu, AutoReply, CaptureRule, IdentitySource, Matcher, Op, Shared, Stop};
 use crate::coordinate::{coordinate, Coordination};
 pub use crate::coordinate::{AgentMsg, Update};
 use crate::plan::{Plan, Step, TargetUrl, Wait};
@@ -79,24 +79,11 @@ fn compile(steps: &[Step], ops: &mut Vec<Op>) -> Result<(), String> {
                 tpl: Template::parse(t)?,
                 binary: true,
             }),
-            Step::Expect(e) => {
-                let matcher = if let Some(c) = &e.contains {
-                    Matcher::Contains(Template::parse(c)?)
-                } else if let Some(r) = &e.regex {
-                    Matcher::Regex(regex::Regex::new(r).map_err(|e| e.to_string())?)
-                } else if let Some(f) = &e.json_field {
-                    Matcher::Json {
-                        field: f.clone(),
-                        equals: e.equals.clone(),
-                    }
-                } else {
-                    Matcher::Any
-                };
-                ops.push(Op::Expect {
-                    matcher,
-                    timeout: e.timeout.0,
-                });
-            }
+            Step::Expect(e) => ops.push(Op::Expect {
+                matcher: Matcher::compile(&e.match_spec())?,
+                timeout: e.timeout.0,
+                captures: CaptureRule::compile(&e.capture)?,
+            }),
             Step::Wait(Wait::Fixed(d)) => ops.push(Op::Wait {
                 base: d.0,
                 jitter: Duration::ZERO,
@@ -118,6 +105,27 @@ fn compile(steps: &[Step], ops: &mut Vec<Op>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The plan's responders, compiled (validated before: an error is a setup error).
+fn compile_responders(plan: &Plan) -> Result<Vec<AutoReply>, String> {
+    plan.responders
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = |e: String| format!("responders[{i}]: {e}");
+            Ok(AutoReply {
+                matcher: Matcher::compile(&r.match_spec()).map_err(at)?,
+                captures: CaptureRule::compile(&r.capture).map_err(at)?,
+                reply: r
+                    .reply
+                    .as_deref()
+                    .map(Template::parse)
+                    .transpose()
+                    .map_err(at)?,
+            })
+        })
+        .collect()
 }
 
 /// The raw path-and-query of a target URL, templates intact.
@@ -342,6 +350,13 @@ pub async fn run_agent(
         .map_err(EngineError::Blocked)?;
     let mut ops = Vec::new();
     compile(&plan.script, &mut ops).map_err(EngineError::BadScript)?;
+    let vars = plan
+        .vars
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), Template::parse(v)?)))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| EngineError::BadScript(format!("vars: {e}")))?;
+    let responders = compile_responders(&plan).map_err(EngineError::BadScript)?;
     let mut headers = plan
         .headers
         .iter()
@@ -393,8 +408,9 @@ pub async fn run_agent(
             capture: step
                 .capture
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+                .map(|(k, v)| Ok((k.clone(), crate::capture::JsonPath::parse(v)?)))
+                .collect::<Result<_, String>>()
+                .map_err(bad)?,
         });
     }
     let http = if http_steps.is_empty() {
@@ -440,6 +456,8 @@ pub async fn run_agent(
         protocols: plan.subprotocols.clone(),
         connect_timeout: plan.connect_timeout.0,
         ops,
+        vars,
+        responders,
         reconnect: plan.reconnect.clone(),
         flush_every: cfg.flush,
         tx,

@@ -5,7 +5,8 @@
 //!
 //! Metrics: `handshake_failure_rate` (failed / attempted), `drop_rate` (dropped /
 //! opened), counters (`attempted`, `opened`, `failed`, `drops`, `expect_timeouts`,
-//! `ping_timeouts`, `msgs_sent`, `msgs_received`, `peak_open`), and latency percentiles
+//! `ping_timeouts`, `msgs_sent`, `msgs_received`, `peak_open`, `msgs_skipped`,
+//! `capture_misses`, `auto_matched`, `auto_replies`), and latency percentiles
 //! `<metric>.<p50|p90|p95|p99|p999|max|mean>` (e.g. `ws_connecting.p95`).
 
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,7 @@ pub struct ThresholdResult {
     pub passed: bool,
 }
 
-const COUNTERS: [&str; 9] = [
+const COUNTERS: [&str; 13] = [
     "attempted",
     "opened",
     "failed",
@@ -51,6 +52,10 @@ const COUNTERS: [&str; 9] = [
     "msgs_sent",
     "msgs_received",
     "peak_open",
+    "msgs_skipped",
+    "capture_misses",
+    "auto_matched",
+    "auto_replies",
 ];
 const QUANTILES: [&str; 7] = ["p50", "p90", "p95", "p99", "p999", "max", "mean"];
 
@@ -205,6 +210,10 @@ fn actual(metric: &str, s: &Summary) -> Option<f64> {
         "msgs_sent" => t.msgs_sent as f64,
         "msgs_received" => t.msgs_received as f64,
         "peak_open" => s.peak_open as f64,
+        "msgs_skipped" => t.msgs_skipped as f64,
+        "capture_misses" => t.capture_misses as f64,
+        "auto_matched" => t.auto_matched as f64,
+        "auto_replies" => t.auto_replies as f64,
         other => {
             let (m, q) = other.split_once('.')?;
             let l = s.latency.get(m)?;

@@ -6,6 +6,9 @@
 //!   parses validates without panicking, and the same way twice.
 //! - A generated valid plan passes `validate`, and survives serialize -> parse as JSON
 //!   and as TOML unchanged.
+//! - Issue 14's fields (vars, captures, responders, JSON paths): generated ones
+//!   validate and round-trip (inside the plans above); one bad value is an error naming
+//!   its field and limit; JSON paths find what they name.
 //! - Templates: anything parses or errs without panicking, text without `{{` renders
 //!   to itself, `{{vu}}` renders the VU number, an unknown variable is an error naming it.
 //!
@@ -141,6 +144,94 @@ proptest! {
             .map_err(|e| TestCaseError::fail(format!("{e}\n{toml_text}")))?;
         prop_assert_eq!(&from_toml, &plan, "TOML: {}", toml_text);
         prop_assert_eq!(from_toml.validate(&limits), Ok(()));
+    }
+}
+
+proptest! {
+    /// Issue 14's fields: one bad value put into a valid plan is an error naming that
+    /// field (and, for sizes, the limit), whatever else the plan holds.
+    #[test]
+    fn a_bad_session_value_is_an_error_naming_its_field(
+        v in valid_plan(),
+        which in 0u8..8,
+        name in var_name(),
+    ) {
+        let mut v = v;
+        let steps = v["script"].as_array().map_or(0, Vec::len);
+        let responders = v["responders"].as_array().map_or(0, Vec::len);
+        let (field, says) = match which {
+            0 => {
+                v["vars"]["bad name"] = serde_json::json!("x");
+                ("vars.bad name".to_string(), "letters, digits")
+            }
+            1 => {
+                v["vars"][name.as_str()] = serde_json::json!("x".repeat(1025));
+                (format!("vars.{name}"), "the limit is 1024")
+            }
+            2 => {
+                v["vars"][name.as_str()] = serde_json::json!("{{var.x}}");
+                (format!("vars.{name}"), "cannot use")
+            }
+            3 => {
+                v["script"].as_array_mut().unwrap().push(serde_json::json!(
+                    {"expect": {"capture": {name.as_str(): {"json": "a..b"}}}}));
+                (format!("script[{steps}].expect.capture.{name}.json"), "empty field name")
+            }
+            4 => {
+                v["script"].as_array_mut().unwrap().push(serde_json::json!(
+                    {"expect": {"capture": {name.as_str(): {"regex": "(a)", "group": 2}}}}));
+                (format!("script[{steps}].expect.capture.{name}.group"), "the limit is 1")
+            }
+            5 => {
+                v["responders"].as_array_mut().unwrap().push(serde_json::json!({"reply": "3"}));
+                (format!("responders[{responders}]"), "needs a matcher")
+            }
+            6 => {
+                v["responders"].as_array_mut().unwrap().push(serde_json::json!(
+                    {"text": "2", "reply": format!("{{{{var.zz_undefined_{name}}}}}")}));
+                (format!("responders[{responders}].reply"), "is not defined")
+            }
+            _ => {
+                v["script"].as_array_mut().unwrap().push(serde_json::json!(
+                    {"expect": {"json_field": "a[x]"}}));
+                (format!("script[{steps}].expect.json_field"), "array index")
+            }
+        };
+        let plan: Plan = serde_json::from_value(v.clone())
+            .map_err(|e| TestCaseError::fail(format!("does not parse: {e}\n{v}")))?;
+        let errs = plan.validate(&Limits::default()).err().unwrap_or_default();
+        prop_assert!(
+            errs.iter().any(|e| e.field == field && e.message.contains(says)),
+            "{} / {}: {:?}", field, says, errs
+        );
+    }
+}
+
+proptest! {
+    /// JSON paths: any text parses or errs without panicking, and a generated path finds
+    /// the value put where it points (also inside framed JSON, as Socket.IO frames it).
+    #[test]
+    fn json_paths_parse_or_err_and_find_what_they_name(text in any::<String>(), p in json_path()) {
+        let _ = engine::capture::JsonPath::parse(&text);
+        let path = engine::capture::JsonPath::parse(&p)
+            .map_err(|e| TestCaseError::fail(format!("{p}: {e}")))?;
+        // Build the value from the inside out.
+        let mut v = serde_json::json!("found");
+        for seg in path.segments().iter().rev() {
+            v = match seg {
+                engine::capture::Segment::Key(k) => serde_json::json!({ k.as_str(): v }),
+                engine::capture::Segment::Index(i) => {
+                    let mut a = vec![serde_json::Value::Null; *i];
+                    a.push(v);
+                    serde_json::Value::Array(a)
+                }
+            };
+        }
+        prop_assert_eq!(path.get(&v), Some(&serde_json::json!("found")));
+        let framed = engine::capture::read_json(&format!("42{v}"));
+        if v.is_object() || v.is_array() {
+            prop_assert_eq!(framed.as_ref().and_then(|f| path.get(f)), Some(&serde_json::json!("found")));
+        }
     }
 }
 

@@ -241,6 +241,12 @@ fn print_summary(
         "messages     sent {}  received {}  expect timeouts {}",
         t.msgs_sent, t.msgs_received, t.expect_timeouts
     );
+    if t.msgs_skipped + t.capture_misses + t.auto_matched > 0 {
+        println!(
+            "correlation  skipped {}  capture misses {}  responders matched {}  replied {}",
+            t.msgs_skipped, t.capture_misses, t.auto_matched, t.auto_replies
+        );
+    }
     println!(
         "{:<22}{:>10}{:>10}{:>10}{:>10}{:>10}",
         "latency", "p50", "p95", "p99", "max", "count"

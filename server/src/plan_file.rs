@@ -28,7 +28,7 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
 }
 
 /// Comments put above a top-level key or table of the exported file.
-const COMMENTS: [(&str, &str); 16] = [
+const COMMENTS: [(&str, &str); 18] = [
     (
         "name",
         "Shown in the runs list; runs of this plan are grouped under it.",
@@ -66,7 +66,15 @@ const COMMENTS: [(&str, &str); 16] = [
         "[headers]",
         "Extra handshake headers (credentials are redacted in answers; prefer {{env.NAME}}).",
     ),
+    (
+        "[vars]",
+        "Per-session variables, rendered once when a connection starts: {{var.NAME}}.",
+    ),
     ("[[script]]", "What each connection does once open."),
+    (
+        "[[responders]]",
+        "Answer matching messages for the whole session (a protocol's ping, acks).",
+    ),
     (
         "[reconnect]",
         "Retry failed handshakes and drops (mode = \"never\" measures raw).",

@@ -40,6 +40,7 @@ fn the_template_passes_plan_check() {
     let again: engine::Plan = serde_json::from_value(serde_json::to_value(&plan).unwrap()).unwrap();
     assert_eq!(plan, again);
     assert_eq!(plan.thresholds.len(), 4);
+    assert!(plan.vars.contains_key("guest"), "the template shows vars");
 }
 
 fn write_plan(dir: &std::path::Path, plan: &Value) -> std::path::PathBuf {
@@ -336,10 +337,27 @@ fn the_committed_json_schema_is_current() {
         "probe",
         "thresholds",
         "http_steps",
+        "vars",
+        "responders",
     ] {
         assert!(
             schema["properties"][field].is_object(),
             "schema documents `{field}`"
+        );
+    }
+    // Issue 14: captures, responders and the new matchers are described too.
+    for (def, field) in [
+        ("Expect", "capture"),
+        ("Expect", "prefix"),
+        ("Expect", "text"),
+        ("Capture", "json"),
+        ("Capture", "group"),
+        ("Responder", "reply"),
+        ("Responder", "json_field"),
+    ] {
+        assert!(
+            schema["$defs"][def]["properties"][field].is_object(),
+            "schema documents `{def}.{field}`"
         );
     }
 }

@@ -1,6 +1,12 @@
 //! An open connection's life: the script's steps (send, expect, wait, ping, repeat,
-//! close), reply matching and timing, and how the session ended.
+//! close), reply matching and timing, responders' replies, and how the session ended.
+//!
+//! A received data message is offered first to the waiting `expect` (if any), then to
+//! the responders (all of them run for the whole session, whatever the script does); a
+//! message neither took while an `expect` waited is an unrelated push, counted as
+//! `msgs_skipped`.
 
+use super::matcher::{apply_captures, matches, respond, text_of};
 use super::*;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 
@@ -25,30 +31,6 @@ pub(super) struct LoopState {
     iter_start: Instant,
     every: Duration,
     remaining: Option<u32>,
-}
-
-pub(super) fn matches(m: &Matcher, msg: &Message, vu: u64, attempt: u32, ctx: &Ctx) -> bool {
-    let text = match msg {
-        Message::Text(t) => t.as_str(),
-        Message::Binary(b) => match std::str::from_utf8(b) {
-            Ok(t) => t,
-            Err(_) => return matches!(m, Matcher::Any),
-        },
-        _ => return false,
-    };
-    match m {
-        Matcher::Any => true,
-        Matcher::Contains(t) => text.contains(&render(t, vu, attempt, ctx)),
-        Matcher::Regex(r) => r.is_match(text),
-        Matcher::Json { field, equals } => match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(v) => match (v.get(field), equals) {
-                (Some(_), None) => true,
-                (Some(got), Some(want)) => got == want,
-                (None, _) => false,
-            },
-            Err(_) => false,
-        },
-    }
 }
 
 /// Sends a 1000 close and waits briefly for the target's reply, `CLOSE_WAIT` in all: a
@@ -116,7 +98,7 @@ pub(super) fn session<'a>(
     cancel: &'a Stop,
     vu: u64,
     attempt: u32,
-    ctx: &'a Ctx,
+    ctx: &'a mut Ctx,
 ) -> impl std::future::Future<Output = CloseKind> + Send + 'a {
     async move {
         let opened = Instant::now();
@@ -233,13 +215,24 @@ pub(super) fn session<'a>(
                                 first = false;
                                 rec.sample(Metric::FirstMsg, opened.elapsed());
                             }
-                            if let (Waiting::Reply(_), Some(Op::Expect { matcher, .. })) = (&wait, sh.ops.get(pc)) {
+                            let waiting = matches!(wait, Waiting::Reply(_));
+                            let mut taken = false;
+                            if let (true, Some(Op::Expect { matcher, captures, .. })) = (waiting, sh.ops.get(pc)) {
                                 if matches(matcher, &msg, vu, attempt, ctx) {
+                                    // Timed from the send this reply answers (the last one).
                                     rec.sample(Metric::Rtt, last_send.elapsed());
+                                    if let Some(text) = text_of(&msg) {
+                                        rec.capture_misses(apply_captures(captures, text, ctx));
+                                    }
                                     due = Instant::now();
                                     wait = Waiting::Ready;
                                     pc += 1;
+                                    taken = true;
                                 }
+                            }
+                            let answered = respond(&sh.responders, &msg, vu, attempt, ctx, rec);
+                            if waiting && !taken && !answered {
+                                rec.skipped();
                             }
                         }
                         Message::Pong(_) => {
@@ -269,6 +262,29 @@ pub(super) fn session<'a>(
                     wait = Waiting::Ready;
                 }
                 _ = flush_timer.wait() => rec.maybe_flush(),
+            }
+            if !stopped && ctx.reply.is_some() {
+                // A responder's reply goes out before anything else is read. Made in a
+                // block that ends before the await, as a script's send is.
+                let (send, n) = {
+                    let text = ctx
+                        .reply
+                        .as_mut()
+                        .map(|(text, _)| std::mem::take(text))
+                        .unwrap_or_default();
+                    let msg = Message::text(text);
+                    let n = msg.len();
+                    (
+                        Box::pin(send_message(ws, msg, rec, &mut flush_timer, cancel)),
+                        n,
+                    )
+                };
+                if let Err(end) = send.await {
+                    return end;
+                }
+                if let Some((_, at)) = ctx.reply.take() {
+                    rec.auto_replied(n, at.elapsed());
+                }
             }
             if stopped {
                 rec.try_flush();

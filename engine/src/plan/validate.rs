@@ -218,6 +218,7 @@ impl Plan {
             validate_auth(auth, &mut errs);
         }
         validate_http_steps(self, &mut errs);
+        self.validate_session(limits, &mut errs);
         for (metric, expr) in &self.thresholds {
             if let Err(e) = crate::thresholds::parse(metric, expr) {
                 errs.push(FieldError {
@@ -278,8 +279,8 @@ impl Plan {
                 match s {
                     Step::Send(t) | Step::SendBinary(t) => out.push((f, t.as_str())),
                     Step::Expect(e) => {
-                        if let Some(c) = &e.contains {
-                            out.push((format!("{f}.expect.contains"), c.as_str()));
+                        for (name, t) in e.match_spec().templates() {
+                            out.push((format!("{f}.expect.{name}"), t));
                         }
                     }
                     Step::Repeat(r) => steps(&format!("{f}.repeat.steps"), &r.steps, out),
@@ -291,7 +292,18 @@ impl Plan {
         for (k, v) in &self.headers {
             out.push((format!("headers.{k}"), v.as_str()));
         }
+        for (k, v) in &self.vars {
+            out.push((format!("vars.{k}"), v.as_str()));
+        }
         steps("script", &self.script, &mut out);
+        for (i, r) in self.responders.iter().enumerate() {
+            for (name, t) in r.match_spec().templates() {
+                out.push((format!("responders[{i}].{name}"), t));
+            }
+            if let Some(t) = &r.reply {
+                out.push((format!("responders[{i}].reply"), t.as_str()));
+            }
+        }
         for (i, h) in self.http_steps.iter().enumerate() {
             out.push((format!("http_steps[{i}].url"), h.url.as_str()));
             for (k, v) in &h.headers {
@@ -385,7 +397,16 @@ fn validate_http_steps(plan: &Plan, errs: &mut Vec<FieldError>) {
             });
         }
         captured.extend(step.capture.keys().map(String::as_str));
+        for (var, path) in &step.capture {
+            if let Err(e) = crate::capture::JsonPath::parse(path) {
+                errs.push(FieldError {
+                    field: f(&format!("capture.{var}")),
+                    message: e,
+                });
+            }
+        }
     }
+    captured.extend(plan.vars.keys().map(String::as_str));
     // Every {{var.NAME}} must be captured by some step.
     let mut uses: Vec<(String, Template)> = Vec::new();
     if let Ok(t) = Template::parse(&plan.target) {
@@ -402,7 +423,7 @@ fn validate_http_steps(plan: &Plan, errs: &mut Vec<FieldError>) {
                 errs.push(FieldError {
                     field: field.clone(),
                     message: format!(
-                        "`{{{{var.{name}}}}}` is not captured by any http_steps[].capture"
+                        "`{{{{var.{name}}}}}` is not defined by `vars` or any http_steps[].capture (captures from messages come after the handshake)"
                     ),
                 });
             }
@@ -525,34 +546,15 @@ fn validate_steps(
                 }
             }
             Step::Expect(e) => {
-                let n = [
-                    e.contains.is_some(),
-                    e.regex.is_some(),
-                    e.json_field.is_some(),
-                ]
-                .iter()
-                .filter(|b| **b)
-                .count();
-                if n > 1 {
-                    err(".expect", "use one of contains, regex or json_field".into());
-                }
-                if e.equals.is_some() && e.json_field.is_none() {
-                    err(".expect.equals", "needs json_field".into());
-                }
-                if let Some(c) = &e.contains {
-                    if let Err(m) = Template::parse(c) {
-                        err(".expect.contains", m);
-                    }
-                }
-                #[cfg(feature = "runtime")]
-                if let Some(r) = &e.regex {
-                    if let Err(m) = regex::Regex::new(r) {
-                        err(
-                            ".expect.regex",
-                            format!("is not a valid regular expression: {m}"),
-                        );
-                    }
-                }
+                let at = format!("{field}.expect");
+                session::validate_match(&e.match_spec(), &at, false, errs);
+                session::validate_captures(&e.capture, &at, errs);
+                let mut err = |suffix: &str, message: String| {
+                    errs.push(FieldError {
+                        field: format!("{field}{suffix}"),
+                        message,
+                    })
+                };
                 if e.timeout.0.is_zero() || e.timeout.0 > Duration::from_secs(600) {
                     err(
                         ".expect.timeout",

@@ -6,6 +6,9 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::{json, Map, Value};
 
+mod session;
+pub(crate) use session::*;
+
 // ---------------------------------------------------------------------------------
 // Generators of valid plans (as JSON, so plans get every field's default)
 // ---------------------------------------------------------------------------------
@@ -80,11 +83,12 @@ pub(crate) fn headers() -> impl Strategy<Value = Value> {
 
 pub(crate) fn expect() -> impl Strategy<Value = Value> {
     let matcher = prop_oneof![
-        Just(Map::new()),
-        template_text().prop_map(|t| Map::from_iter([("contains".into(), json!(t))])),
-        select(vec!["^a+$", "pong", "\\d+", "(?i)hello"])
+        1 => Just(Map::new()),
+        1 => template_text().prop_map(|t| Map::from_iter([("contains".into(), json!(t))])),
+        3 => matcher(false),
+        1 => select(vec!["^a+$", "pong", "\\d+", "(?i)hello"])
             .prop_map(|r| Map::from_iter([("regex".into(), json!(r))])),
-        (
+        1 => (
             "[a-z]{1,8}",
             proptest::option::of(prop_oneof![
                 "[a-z]{0,5}".prop_map(Value::from),
@@ -100,9 +104,12 @@ pub(crate) fn expect() -> impl Strategy<Value = Value> {
                 m
             }),
     ];
-    (matcher, proptest::option::of(dur(1, 600_000))).prop_map(|(mut m, t)| {
+    (matcher, proptest::option::of(dur(1, 600_000)), captures()).prop_map(|(mut m, t, c)| {
         if let Some(t) = t {
             m.insert("timeout".into(), t);
+        }
+        if c.as_object().is_some_and(|c| !c.is_empty()) {
+            m.insert("capture".into(), c);
         }
         json!({ "expect": m })
     })
@@ -260,10 +267,12 @@ pub(crate) fn valid_plan() -> impl Strategy<Value = Value> {
         any::<bool>(),
         proptest::option::of(dur(0, 60_000)),
     );
-    (core, extra).prop_map(
+    (core, extra, vars(), responders()).prop_map(
         |(
             (name, target, stages, rate, timeout, headers, protocols, script),
             (reconnect, sources, insecure, auth, probe, http_steps, thresholds, abort, grace),
+            vars,
+            responders,
         )| {
             let mut p = json!({"name": name, "target": target, "stages": stages,
                 "headers": headers, "subprotocols": protocols, "script": script,
@@ -290,6 +299,8 @@ pub(crate) fn valid_plan() -> impl Strategy<Value = Value> {
             if let Some(g) = grace {
                 p["abort_grace"] = g;
             }
+            p["vars"] = vars;
+            p["responders"] = responders;
             p
         },
     )
@@ -318,6 +329,14 @@ pub(crate) const WORDS: &[&str] = &[
     "regex",
     "json_field",
     "equals",
+    "vars",
+    "capture",
+    "json",
+    "group",
+    "responders",
+    "reply",
+    "text",
+    "prefix",
     "timeout",
     "wait",
     "jitter",

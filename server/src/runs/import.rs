@@ -101,6 +101,10 @@ fn check_totals(field: Field<'_>, t: &Totals) -> Result<(), ApiError> {
         ("bytes_received", t.bytes_received),
         ("expect_timeouts", t.expect_timeouts),
         ("ping_timeouts", t.ping_timeouts),
+        ("msgs_skipped", t.msgs_skipped),
+        ("capture_misses", t.capture_misses),
+        ("auto_matched", t.auto_matched),
+        ("auto_replies", t.auto_replies),
     ] {
         check_number(&|| format!("{}.{name}", field()), n)?;
     }
