@@ -50,6 +50,16 @@ impl RunStatus {
     pub fn parse(s: &str) -> Option<RunStatus> {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
+    /// The status a run ends in: the one mapping from the engine's `EndReason` (a
+    /// run's summary without one ran to its end).
+    pub fn ended(reason: Option<engine::report::EndReason>) -> RunStatus {
+        use engine::report::EndReason;
+        match reason {
+            None | Some(EndReason::Completed) => RunStatus::Completed,
+            Some(EndReason::Cancelled | EndReason::ThresholdFailed) => RunStatus::Cancelled,
+            Some(EndReason::AgentLost) => RunStatus::Failed,
+        }
+    }
     /// Queued or running.
     pub fn is_live(&self) -> bool {
         matches!(self, RunStatus::Queued | RunStatus::Running)

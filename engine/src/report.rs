@@ -234,6 +234,12 @@ pub struct Snapshot {
     /// The agents of a run split over processes (empty for one process).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<AgentStatus>,
+    /// Whole-run HDR histograms so far (V2 deflate, base64) by metric, as
+    /// `Summary::histograms`: what `/metrics` turns into Prometheus histograms. In
+    /// memory only, never serialized: stored ticks and SSE frames stay small.
+    #[serde(skip)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub histograms: BTreeMap<String, String>,
 }
 
 impl Snapshot {
