@@ -393,3 +393,30 @@ pub async fn cancel_run(id: String) -> Result<(), ApiError> {
     leptos_axum::redirect(&format!("/runs/{id}"));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RunStatus;
+    use engine::report::EndReason;
+
+    #[test]
+    fn every_end_reason_has_one_status() {
+        assert_eq!(RunStatus::ended(None), RunStatus::Completed);
+        assert_eq!(
+            RunStatus::ended(Some(EndReason::Completed)),
+            RunStatus::Completed
+        );
+        assert_eq!(
+            RunStatus::ended(Some(EndReason::Cancelled)),
+            RunStatus::Cancelled
+        );
+        assert_eq!(
+            RunStatus::ended(Some(EndReason::ThresholdFailed)),
+            RunStatus::Cancelled
+        );
+        assert_eq!(
+            RunStatus::ended(Some(EndReason::AgentLost)),
+            RunStatus::Failed
+        );
+    }
+}

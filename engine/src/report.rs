@@ -18,6 +18,7 @@ pub enum Phase {
     Draining,
 }
 
+// The run status each reason stands for is `app::api::RunStatus::ended`, the one mapping.
 /// Why a run ended.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,17 +32,6 @@ pub enum EndReason {
     ThresholdFailed,
     /// An agent stopped reporting (its process died, its connection broke for good).
     AgentLost,
-}
-
-impl EndReason {
-    /// The run status it stands for (the one mapping every consumer uses).
-    pub fn status(&self) -> &'static str {
-        match self {
-            EndReason::Completed => "completed",
-            EndReason::Cancelled | EndReason::ThresholdFailed => "cancelled",
-            EndReason::AgentLost => "failed",
-        }
-    }
 }
 
 /// An agent the coordinator gave up on, and why.

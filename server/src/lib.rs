@@ -5,6 +5,7 @@
 //! - [`cli`]      headless `run` and `plan init|check` for CI.
 //! - [`config`]   CLI + env (`Cli`, `ServeArgs`, `TargetArgs`), validated once.
 //! - [`error`]    `AppError` -> HTTP answers.
+//! - [`export`]   the versioned JSON export: one struct written and read back.
 //! - [`state`]    `AppState` shared by handlers.
 //! - [`http`]     routers: `/api/runs...` JSON, SSE, `/metrics`, pages, static files.
 //! - [`metrics`]  the Prometheus exposition of live runs (model + pure renderer).
@@ -25,6 +26,7 @@ pub mod allow;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod http;
 pub mod metrics;
 pub mod plan_file;

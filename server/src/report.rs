@@ -6,6 +6,7 @@
 
 use std::fmt::Write;
 
+use app::api::RunStatus;
 use engine::diagnose::Diagnosis;
 use engine::thresholds::ThresholdResult;
 use engine::{Plan, Series, Summary};
@@ -18,7 +19,7 @@ const CHARTS_JS: &str = include_str!("../../public/charts.js");
 /// What a report shows.
 pub struct ReportInput<'a> {
     pub plan: &'a Plan,
-    pub status: &'a str,
+    pub status: RunStatus,
     pub summary: &'a Summary,
     pub diagnosis: &'a Diagnosis,
     pub series: &'a Series,
@@ -78,7 +79,7 @@ pub fn html(r: &ReportInput<'_>) -> String {
          <div class=\"run-detail__head\"><h1>{name}</h1><span class=\"badge badge--{status}\" data-status=\"{status}\">{status}</span></div>\
          <p class=\"run-detail__meta\"><span class=\"mono\">{target}</span>{created} · {dur}</p>",
         name = esc(&r.plan.name),
-        status = esc(r.status),
+        status = r.status.as_str(),
         target = esc(&r.plan.target),
         created = r.created_at_ms.map(|c| format!(" · created {}", app::fmt::timestamp(c))).unwrap_or_default(),
         dur = app::fmt::ms(r.summary.duration_ms),
