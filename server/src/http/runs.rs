@@ -223,11 +223,16 @@ fn report_html(f: &Finished) -> String {
         series: &f.run.series,
         thresholds: &f.thresholds,
         created_at_ms: Some(f.run.created_at_ms),
-        env: f.run.env.as_ref().map(|env| crate::report::Environment {
-            env,
-            started_at_ms: f.run.started_at_ms,
-            finished_at_ms: f.run.finished_at_ms,
-        }),
+        env: f
+            .run
+            .env
+            .clone()
+            .map(|env| app::components::run_sections::EnvSection {
+                env,
+                created: f.run.created_at_ms,
+                started: f.run.started_at_ms,
+                finished: f.run.finished_at_ms,
+            }),
     };
     crate::report::html(&input)
 }
