@@ -158,6 +158,9 @@ pub fn buckets(pairs: &[(u64, u64)]) -> ([u64; LADDER_US.len()], u64, u128) {
     (at, count, sum)
 }
 
+/// A family with one value per run: (name, type, help, the value).
+type Simple = (&'static str, &'static str, &'static str, fn(&RunFigures) -> u64);
+
 /// A gauge or counter per run with figures.
 fn per_run(
     out: &mut Out,
@@ -221,7 +224,7 @@ pub fn render(e: &Exposition) -> String {
         .iter()
         .filter_map(|r| r.figures.as_ref().map(|f| (r, f)))
         .collect();
-    let simple: [(&str, &str, &str, fn(&RunFigures) -> u64); 15] = [
+    let simple: [Simple; 15] = [
         (
             "socketswarm_run_target_connections",
             "gauge",

@@ -73,11 +73,13 @@ pub fn RunSections(
     let has_failures = Signal::derive(move || {
         series.with(|s| !s.failed_rate.is_empty() || !s.drop_rate.is_empty())
     });
-    let evidence = summary
-        .as_ref()
-        .map(|s| s.evidence.clone())
-        .unwrap_or_default();
     let finished = summary.is_some();
+    let (evidence, identities) = summary
+        .map(|s| {
+            let ids = s.identities();
+            (s.evidence, ids)
+        })
+        .unwrap_or_default();
     view! {
         <Tiles data=tiles/>
         {after_tiles}
@@ -118,12 +120,12 @@ pub fn RunSections(
                 </p>
             })}
         </section>
-        {summary.as_ref().map(|s| s.identities().into_iter().map(|(dim, ids)| view! {
+        {identities.into_iter().map(|(dim, ids)| view! {
             <section class="run-detail__section">
                 <h2>{format!("Handshakes per {}", engine::diagnose::per_words(&dim))}</h2>
                 <IdentityTable dim ids/>
             </section>
-        }).collect_view())}
+        }).collect_view()}
         <section class="run-detail__section">
             <h2>{if finished { "Latency (whole run)" } else { "Latency (last second)" }}</h2>
             <LatencyTable latency/>

@@ -180,7 +180,7 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
                 lost_agents
                 series
                 histograms
-                summary=summary.clone()
+                summary
                 latency
                 thresholds
                 plan_json
