@@ -3,7 +3,8 @@
 # the wasm32 Rust target, wasm-bindgen-cli (same version as Cargo.lock), node packages
 # (uPlot, binaryen's wasm-opt, playwright-core, socket.io) and, with --test (or --browser), what the
 # tests start: Debian's chromium, nginx and haproxy (the real gateways the diagnosis is
-# tested against; installed without starting their system services).
+# tested against; installed without starting their system services), and the Prometheus
+# client's text-format parser (python3-prometheus-client) the /metrics test reads with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +57,10 @@ case "${1:-}" in
         trap 'as_root rm -f "$policy"' EXIT
       fi
       apt_install nginx haproxy
+    fi
+    if ! /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null; then
+      say "installing python3-prometheus-client (Debian package): the /metrics test parses with it"
+      apt_install python3-prometheus-client
     fi
     ;;
 esac

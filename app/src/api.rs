@@ -50,6 +50,16 @@ impl RunStatus {
     pub fn parse(s: &str) -> Option<RunStatus> {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
+    /// The status a run ends in: the one mapping from the engine's `EndReason` (a
+    /// run's summary without one ran to its end).
+    pub fn ended(reason: Option<engine::report::EndReason>) -> RunStatus {
+        use engine::report::EndReason;
+        match reason {
+            None | Some(EndReason::Completed) => RunStatus::Completed,
+            Some(EndReason::Cancelled | EndReason::ThresholdFailed) => RunStatus::Cancelled,
+            Some(EndReason::AgentLost) => RunStatus::Failed,
+        }
+    }
     /// Queued or running.
     pub fn is_live(&self) -> bool {
         matches!(self, RunStatus::Queued | RunStatus::Running)
@@ -382,4 +392,31 @@ pub async fn cancel_run(id: String) -> Result<(), ApiError> {
     service()?.cancel(&id).await?;
     leptos_axum::redirect(&format!("/runs/{id}"));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunStatus;
+    use engine::report::EndReason;
+
+    #[test]
+    fn every_end_reason_has_one_status() {
+        assert_eq!(RunStatus::ended(None), RunStatus::Completed);
+        assert_eq!(
+            RunStatus::ended(Some(EndReason::Completed)),
+            RunStatus::Completed
+        );
+        assert_eq!(
+            RunStatus::ended(Some(EndReason::Cancelled)),
+            RunStatus::Cancelled
+        );
+        assert_eq!(
+            RunStatus::ended(Some(EndReason::ThresholdFailed)),
+            RunStatus::Cancelled
+        );
+        assert_eq!(
+            RunStatus::ended(Some(EndReason::AgentLost)),
+            RunStatus::Failed
+        );
+    }
 }

@@ -211,6 +211,7 @@ impl Merger {
             identities: self.whole.identities.clone(),
             tokens: Default::default(),
             agents: self.statuses(),
+            histograms: self.whole.encoded_histograms(),
         })
     }
 

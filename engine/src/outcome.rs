@@ -73,6 +73,24 @@ pub enum FailClass {
     Other,
 }
 
+impl FailClass {
+    /// Stable name of the class, for labels at the edges (`/metrics`); the status a
+    /// `Rejected`/`AuthRefused`/`TokenRefused` carries is in the kind's key.
+    pub fn key(&self) -> &'static str {
+        match self {
+            FailClass::Rejected(_) => "rejected",
+            FailClass::AuthRefused(_) => "auth_refused",
+            FailClass::TokenRefused(_) => "token_refused",
+            FailClass::TokenFailed => "token_failed",
+            FailClass::Stalled => "stalled",
+            FailClass::Reset => "reset",
+            FailClass::ClientLimit => "client_limit",
+            FailClass::Aborted => "aborted",
+            FailClass::Other => "other",
+        }
+    }
+}
+
 impl FailKind {
     /// Stable key used in JSON, the database and the UI.
     pub fn key(&self) -> String {
@@ -348,6 +366,16 @@ mod tests {
         assert_eq!(
             Outcome::Close(CloseKind::Protocol).key(),
             "protocol_violation"
+        );
+        assert_eq!(FailKind::Status(429).class().key(), "rejected");
+        assert_eq!(FailKind::Aborted.class().key(), "aborted");
+        let mut names: Vec<&str> = every_fail_kind().iter().map(|k| k.class().key()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            9,
+            "every class has a name of its own: {names:?}"
         );
     }
 }

@@ -18,6 +18,7 @@ pub enum Phase {
     Draining,
 }
 
+// The run status each reason stands for is `app::api::RunStatus::ended`, the one mapping.
 /// Why a run ended.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,17 +32,6 @@ pub enum EndReason {
     ThresholdFailed,
     /// An agent stopped reporting (its process died, its connection broke for good).
     AgentLost,
-}
-
-impl EndReason {
-    /// The run status it stands for (the one mapping every consumer uses).
-    pub fn status(&self) -> &'static str {
-        match self {
-            EndReason::Completed => "completed",
-            EndReason::Cancelled | EndReason::ThresholdFailed => "cancelled",
-            EndReason::AgentLost => "failed",
-        }
-    }
 }
 
 /// An agent the coordinator gave up on, and why.
@@ -248,6 +238,12 @@ pub struct Snapshot {
     /// The agents of a run split over processes (empty for one process).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<AgentStatus>,
+    /// Whole-run HDR histograms so far (V2 deflate, base64) by metric, as
+    /// `Summary::histograms`: what `/metrics` turns into Prometheus histograms. In
+    /// memory only, never serialized: stored ticks and SSE frames stay small.
+    #[serde(skip)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub histograms: BTreeMap<String, String>,
 }
 
 impl Snapshot {

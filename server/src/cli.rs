@@ -9,19 +9,19 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use app::api::RunStatus;
 use engine::plan::Agents;
 use engine::swarm::{SwarmConfig, Update};
 use engine::thresholds::ThresholdResult;
 use engine::{Limits, Plan, Series, Snapshot, Summary};
 use tokio_util::sync::CancellationToken;
 
+use crate::export::ExportDoc;
+
 /// Exit code when a threshold failed (as k6).
 pub const EXIT_THRESHOLDS: i32 = 99;
 /// Exit code when the run could not be made.
 pub const EXIT_CANNOT_RUN: i32 = 2;
-
-/// Version of the JSON written by `--out json=FILE`.
-pub const SCHEMA_VERSION: u32 = 1;
 
 /// Reads a plan from JSON or TOML (by extension); errors say where.
 pub fn read_plan(path: &Path) -> Result<Plan, String> {
@@ -293,85 +293,8 @@ fn print_summary(
     }
 }
 
-/// The versioned JSON export (`schema_version` 1): the document `--out json=` writes,
-/// `GET /api/runs/{id}/export.json` serves and `POST /api/runs/import` reads. Its schema
-/// is `docs/export.schema.json`.
-#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
-pub struct ExportDoc {
-    /// Always 1 for this layout.
-    pub schema_version: u32,
-    /// `socketswarm <version>`.
-    pub generated_by: String,
-    /// The plan that ran, typed-in secrets redacted.
-    pub plan: Plan,
-    /// `completed` or `cancelled`.
-    pub status: String,
-    pub summary: Summary,
-    pub diagnosis: engine::diagnose::Diagnosis,
-    pub thresholds: Vec<ThresholdResult>,
-    /// Per-second columns, ready for charts.
-    pub series: Series,
-    /// Every tick, as streamed live.
-    pub ticks: Vec<Snapshot>,
-}
-
-/// Builds the export of a finished run.
-pub fn export_json(
-    plan: &Plan,
-    s: &Summary,
-    d: &engine::diagnose::Diagnosis,
-    results: &[ThresholdResult],
-    series: &Series,
-    ticks: &[Snapshot],
-) -> serde_json::Value {
-    let doc = export_document(
-        plan,
-        s.clone(),
-        d.clone(),
-        results.to_vec(),
-        series.clone(),
-        ticks.to_vec(),
-    );
-    serde_json::to_value(doc).unwrap_or_default()
-}
-
-/// The export document, taking what it holds (no copies: a long run's ticks are tens
-/// of MB, and the server encodes the document straight to bytes).
-pub fn export_document(
-    plan: &Plan,
-    summary: Summary,
-    diagnosis: engine::diagnose::Diagnosis,
-    thresholds: Vec<ThresholdResult>,
-    series: Series,
-    ticks: Vec<Snapshot>,
-) -> ExportDoc {
-    ExportDoc {
-        schema_version: SCHEMA_VERSION,
-        generated_by: format!("socketswarm {}", env!("CARGO_PKG_VERSION")),
-        plan: plan.redacted(),
-        status: summary
-            .end_reason
-            .map_or("completed", |r| r.status())
-            .into(),
-        summary,
-        diagnosis,
-        thresholds,
-        series,
-        ticks,
-    }
-}
-
-/// The export's JSON Schema, pretty-printed (`plan export-schema`, docs/export.schema.json).
-pub fn export_schema() -> String {
-    serde_json::to_string_pretty(&schemars::schema_for!(ExportDoc)).unwrap_or_default()
-}
-
 /// Posts an export to a running instance; returns the run's URL there.
-async fn upload(
-    base: &str,
-    token: Option<&str>,
-    body: &serde_json::Value,
-) -> Result<String, String> {
+async fn upload(base: &str, token: Option<&str>, body: &ExportDoc) -> Result<String, String> {
     let base = base.trim_end_matches('/');
     let mut req = reqwest::Client::new()
         .post(format!("{base}/api/runs/import"))
@@ -515,8 +438,16 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
     if let Some(why) = &summary.aborted_by {
         println!("\naborted early (abort_on_fail): {why}");
     }
-    let export = export_json(&plan, &summary, &diagnosis, &results, &series, &ticks);
-    let status = summary.end_reason.map_or("completed", |r| r.status());
+    let status = RunStatus::ended(summary.end_reason);
+    let export = ExportDoc::new(
+        &plan,
+        status,
+        summary.clone(),
+        diagnosis.clone(),
+        results.clone(),
+        series.clone(),
+        ticks,
+    );
     let input = crate::report::ReportInput {
         plan: &plan,
         status,

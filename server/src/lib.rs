@@ -5,8 +5,10 @@
 //! - [`cli`]      headless `run` and `plan init|check` for CI.
 //! - [`config`]   CLI + env (`Cli`, `ServeArgs`, `TargetArgs`), validated once.
 //! - [`error`]    `AppError` -> HTTP answers.
+//! - [`export`]   the versioned JSON export: one struct written and read back.
 //! - [`state`]    `AppState` shared by handlers.
-//! - [`http`]     routers: `/api/runs...` JSON, SSE, pages, static files.
+//! - [`http`]     routers: `/api/runs...` JSON, SSE, `/metrics`, pages, static files.
+//! - [`metrics`]  the Prometheus exposition of live runs (model + pure renderer).
 //! - [`plan_file`] plans as TOML/JSON text; the commented TOML export.
 //! - [`report`]   the self-contained HTML report.
 //! - [`runs`]     the manager actor (live runs, queue, cancel) and the `RunService`.
@@ -24,7 +26,9 @@ pub mod allow;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod http;
+pub mod metrics;
 pub mod plan_file;
 pub mod report;
 pub mod runs;

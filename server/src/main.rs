@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Plan(PlanCommand::ExportSchema)) => {
-            println!("{}", server::cli::export_schema());
+            println!("{}", server::export::schema());
             Ok(())
         }
         None => server::serve(cli.serve).await,

@@ -4,6 +4,7 @@ pub mod compare;
 pub mod diagnosis;
 pub mod load_error;
 pub mod run_actions;
+pub mod run_sections;
 pub mod share_box;
 pub mod status;
 pub mod text_area;

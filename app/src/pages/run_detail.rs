@@ -6,13 +6,10 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_run, CancelRun, RunDetail, RunStatus};
-use crate::charts;
-use crate::components::run_actions::{BaselinePanel, Environment, RunActions};
+use crate::components::run_actions::{BaselinePanel, RunActions};
+use crate::components::run_sections::{EnvSection, RunSections};
 use crate::components::tiles::TileData;
-use crate::components::{
-    AgentTable, Chart, DiagnosisPanel, FailureTable, IdentityTable, LatencyTable, LoadError,
-    StatusBadge, Tiles,
-};
+use crate::components::{LoadError, StatusBadge};
 use crate::fmt;
 
 #[component]
@@ -57,7 +54,6 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
         },
         (None, None) => TileData::default(),
     });
-    let totals = Signal::derive(move || data.get().totals);
     // A queued run starts while its page is open: its first tick says it is running.
     let shown_status = Signal::derive(move || match status {
         RunStatus::Queued if live.read().is_some() => RunStatus::Running,
@@ -102,6 +98,10 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
     let _ = on_done;
     let cancel = ServerAction::<CancelRun>::new();
     let plan_json = serde_json::to_string_pretty(&detail.plan).unwrap_or_default();
+    let thresholds = summary
+        .as_ref()
+        .map(|s| engine::thresholds::evaluate(&detail.plan.thresholds, s))
+        .unwrap_or_default();
     let run_id = detail.id.clone();
     let histograms = detail.histograms.clone();
     let env = detail.env.clone();
@@ -128,28 +128,8 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
         live.with(|s| s.as_ref().map(|s| s.agents.clone()))
             .unwrap_or_else(|| last_agents.clone())
     });
-    let has_failures = Signal::derive(move || {
-        let s = series.read();
-        !s.failed_rate.is_empty() || !s.drop_rate.is_empty()
-    });
     let actions = (!is_shared)
         .then(|| view! { <RunActions detail=detail.clone() on_change=on_done/> }.into_any());
-    let evidence = summary
-        .as_ref()
-        .map(|s| s.evidence.clone())
-        .unwrap_or_default();
-    let charts_section = view! {
-            <section class="run-detail__charts">
-                <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || charts::connections(&series.read(), diagnosis.read().as_ref()))/>
-                <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::connect_rate(&series.read(), diagnosis.read().as_ref()))/>
-                <Chart title="Latency percentiles per second" id="latency" spec=Signal::derive(move || charts::latency(&series.read()))/>
-                <Chart title="Messages per second" id="messages" spec=Signal::derive(move || charts::messages(&series.read()))/>
-                <Show when=move || has_failures.get()>
-                    <Chart title="Failures per second by class (drops dashed)" id="failures" spec=Signal::derive(move || charts::failures(&series.read()).unwrap_or_default())/>
-                </Show>
-            </section>
-    }
-    .into_any();
     view! {
         <div class="run-detail" data-run-id=detail.id>
             <div class="run-detail__head">
@@ -192,59 +172,21 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
                 </p>
             })}
             {actions}
-            <Tiles data/>
-            {baseline.map(|b| view! { <BaselinePanel baseline=b run_name=detail.name.clone() run_id=detail.id.clone()/> }.into_any())}
-            <DiagnosisPanel diagnosis live=is_live/>
-            <Show when=move || !agents.read().is_empty()>
-                <section class="run-detail__section">
-                    <h2>"Agents"</h2>
-                    <AgentTable agents lost=lost_agents.clone()/>
-                </section>
-            </Show>
-            {charts_section}
-            {(!histograms.is_empty()).then(|| view! {
-                <section class="run-detail__section run-detail__histograms">
-                    <h2>"Latency distributions (whole run)"</h2>
-                    <div class="run-detail__hist-grid">
-                        {histograms.into_iter().map(|h| {
-                            let spec = charts::histogram(&h);
-                            let title: &'static str = match h.metric.as_str() {
-                                "ws_connecting" => "Connect (TCP + TLS + upgrade)",
-                                "ws_rtt" => "Message round trip",
-                                "tls_handshake" => "TLS handshake",
-                                "token_fetch" => "Token fetch",
-                                "ws_ping" => "Ping round trip",
-                                _ => "First message",
-                            };
-                            view! { <Chart title id="histogram" spec=Signal::derive(move || spec.clone())/> }
-                        }).collect_view()}
-                    </div>
-                </section>
-            }.into_any())}
-            <section class="run-detail__section">
-                <h2>"Failures and session ends"</h2>
-                <FailureTable totals/>
-                {(!evidence.retry_after.is_empty()).then(|| view! {
-                    <p class="muted">"Retry-After seen: "
-                        {evidence.retry_after.iter().map(|(k, v)| format!("{k}s ×{v}")).collect::<Vec<_>>().join(", ")}
-                    </p>
-                })}
-            </section>
-            {summary.as_ref().map(|s| s.identities().into_iter().map(|(dim, ids)| view! {
-                <section class="run-detail__section">
-                    <h2>{format!("Handshakes per {}", engine::diagnose::per_words(&dim))}</h2>
-                    <IdentityTable dim ids/>
-                </section>
-            }).collect_view())}
-            <section class="run-detail__section">
-                <h2>{if summary.is_some() { "Latency (whole run)" } else { "Latency (last second)" }}</h2>
-                <LatencyTable latency/>
-            </section>
-            <section class="run-detail__section">
-                <h2>"Plan"<span class="muted">" (secrets redacted)"</span></h2>
-                <pre class="plan">{plan_json}</pre>
-            </section>
-            {env.map(|e| view! { <Environment env=e created=detail.created_at_ms started=detail.started_at_ms finished=detail.finished_at_ms/> }.into_any())}
+            <RunSections
+                tiles=data
+                diagnosis
+                live=is_live
+                agents
+                lost_agents
+                series
+                histograms
+                summary
+                latency
+                thresholds
+                plan_json
+                env=env.map(|env| EnvSection { env, created: detail.created_at_ms, started: detail.started_at_ms, finished: detail.finished_at_ms })
+                after_tiles=baseline.map(|b| view! { <BaselinePanel baseline=b run_name=detail.name.clone() run_id=detail.id.clone()/> }.into_any())
+            />
         </div>
     }
 }

@@ -11,7 +11,7 @@
 //! 2. Access token (`--access-token`): every request needs the token, as the
 //!    `socketswarm_token` cookie (set by the `/login` form: HttpOnly, SameSite=Strict)
 //!    or an `Authorization: Bearer` header. Without it, pages redirect to `/login` and
-//!    the API answers 401. Open without a token: the login page, static assets,
+//!    the API and `/metrics` answer 401. Open without a token: the login page, static assets,
 //!    `/api/health`, and share links (`/share/{id}`, their downloads, `/api/shares/{id}`
 //!    and the `share_view` server fn), each of which reaches only what it names.
 //!    Wrong tokens are throttled per client address (see [`super::throttle`]): after a
@@ -285,7 +285,8 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
             return locked_out(wait);
         }
     }
-    if path.starts_with("/api/") || unsafe_method {
+    // Scripts and scrapers get 401, not a login page (`/metrics` is read by Prometheus).
+    if path.starts_with("/api/") || path == "/metrics" || unsafe_method {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

@@ -1,10 +1,12 @@
 //! The HTTP surface: `/api/...` JSON + SSE (one `router()` per resource module, merged
-//! here), the Leptos pages and server fns, static files, and the tracing layer.
+//! here), `/metrics` for Prometheus, the Leptos pages and server fns, static files, and
+//! the tracing layer.
 mod access;
 mod events;
 mod history;
 pub mod hosts;
 mod limits;
+mod metrics;
 mod runs;
 mod serve;
 pub mod throttle;
@@ -50,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(access::router())
         .merge(history::router())
+        .merge(metrics::router())
         .merge(state.hub.clone().router())
         .leptos_routes_with_context(&state, routes, context.clone(), shell.clone());
     // Unknown paths get the app's 404 page. The embedded site answers before the router

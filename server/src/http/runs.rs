@@ -110,7 +110,7 @@ async fn import_run(
     body: Body,
 ) -> Result<impl IntoResponse, AppError> {
     let body = read_body(&headers, body, st.limits.max_import_bytes).await?;
-    let export: crate::runs::import::Export =
+    let export: crate::export::ExportDoc =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("export: {e}")))?;
     drop(body);
     let launched = st.runs.import(export).await?;
@@ -173,16 +173,15 @@ pub(super) async fn export_download(st: &AppState, id: &str) -> Result<Response,
 
 /// The export document of `f` with its ticks, as JSON bytes.
 fn encode_export(f: Finished, ticks: Vec<engine::Snapshot>) -> serde_json::Result<Vec<u8>> {
-    let status = f.run.status.as_str().to_string();
-    let mut doc = crate::cli::export_document(
+    let doc = crate::export::ExportDoc::new(
         &f.run.plan,
+        f.run.status,
         f.summary,
         f.diagnosis,
         f.thresholds,
         f.run.series,
         ticks,
     );
-    doc.status = status;
     serde_json::to_vec(&doc)
 }
 
@@ -218,17 +217,22 @@ pub(super) async fn report_download(st: &AppState, id: &str) -> Result<Response,
 fn report_html(f: &Finished) -> String {
     let input = crate::report::ReportInput {
         plan: &f.run.plan,
-        status: f.run.status.as_str(),
+        status: f.run.status,
         summary: &f.summary,
         diagnosis: &f.diagnosis,
         series: &f.run.series,
         thresholds: &f.thresholds,
         created_at_ms: Some(f.run.created_at_ms),
-        env: f.run.env.as_ref().map(|env| crate::report::Environment {
-            env,
-            started_at_ms: f.run.started_at_ms,
-            finished_at_ms: f.run.finished_at_ms,
-        }),
+        env: f
+            .run
+            .env
+            .clone()
+            .map(|env| app::components::run_sections::EnvSection {
+                env,
+                created: f.run.created_at_ms,
+                started: f.run.started_at_ms,
+                finished: f.run.finished_at_ms,
+            }),
     };
     crate::report::html(&input)
 }

@@ -30,7 +30,7 @@ fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
 }
 
 /// Latency distributions of a finished run, connect first.
-pub(super) fn histogram_views(s: &Summary) -> Vec<HistogramView> {
+pub(crate) fn histogram_views(s: &Summary) -> Vec<HistogramView> {
     const ORDER: [&str; 6] = [
         "ws_connecting",
         "ws_rtt",

@@ -19,23 +19,13 @@ use std::time::{Duration, Instant};
 use app::api::{ApiError, Launched, RunStatus};
 use engine::outcome::{CloseKind, FailKind};
 use engine::report::{Identities, LatencyStats, Totals, MAX_IDENTITIES};
-use engine::{Plan, Snapshot, Summary};
+use engine::{Snapshot, Summary};
 
 use super::now_ms;
 use super::service::Runs;
 use crate::error::internal;
+use crate::export::{ExportDoc, SCHEMA_VERSION};
 use crate::store;
-
-/// A run exported by `socketswarm run --out json=FILE` (schema version 1).
-#[derive(serde::Deserialize)]
-pub struct Export {
-    pub schema_version: u32,
-    pub plan: Plan,
-    pub status: String,
-    pub summary: Summary,
-    #[serde(default)]
-    pub ticks: Vec<Snapshot>,
-}
 
 /// Ticks stored per transaction.
 const CHUNK: usize = 250;
@@ -235,14 +225,20 @@ fn check_tick(i: usize, t: &Snapshot, prev: Option<&Snapshot>) -> Result<(), Api
 }
 
 /// Every check, before anything is stored; the first failure names its field.
-fn check_export(e: &Export, max_ticks: usize) -> Result<(), ApiError> {
-    if e.schema_version != 1 {
+fn check_export(e: &ExportDoc, max_ticks: usize) -> Result<(), ApiError> {
+    if e.schema_version != SCHEMA_VERSION {
         return Err(bad(
             &|| "schema_version".into(),
-            format!("{} is not supported; this server reads 1", e.schema_version),
+            format!(
+                "{} is not supported; this server reads {SCHEMA_VERSION}",
+                e.schema_version
+            ),
         ));
     }
-    if !matches!(e.status.as_str(), "completed" | "cancelled") {
+    if !matches!(
+        e.run_status(),
+        Some(RunStatus::Completed | RunStatus::Cancelled)
+    ) {
         return Err(bad(
             &|| "status".into(),
             format!(
@@ -285,7 +281,7 @@ fn encode_chunk(chunk: &[Snapshot]) -> Vec<(i64, i64, String)> {
 
 impl Runs {
     /// Stores a run made elsewhere (a CI job's `--server` upload) as a finished run.
-    pub async fn import(&self, export: Export) -> Result<Launched, ApiError> {
+    pub async fn import(&self, export: ExportDoc) -> Result<Launched, ApiError> {
         let max_ticks = self.max_import_ticks;
         // A hundred thousand ticks take a while to check: off the async workers.
         let (checked, mut export) =
@@ -328,7 +324,7 @@ impl Runs {
         }
         Ok(Launched {
             url: format!("/runs/{id}"),
-            status: RunStatus::parse(&export.status).unwrap_or(RunStatus::Completed),
+            status: export.run_status().unwrap_or(RunStatus::Completed),
             id,
         })
     }

@@ -11,7 +11,10 @@
 //! stored, which is what ends the SSE streams.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
+
+use app::api::RunStatus;
 
 use engine::swarm::{self, SwarmConfig, Update};
 use engine::{Plan, Snapshot, Summary};
@@ -21,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::now_ms;
+use crate::metrics::{RunEntry, RunFigures};
 use crate::store;
 
 /// Latest snapshot of a live run (`None` until the first tick).
@@ -57,8 +61,15 @@ enum Command {
         run_id: String,
         reply: oneshot::Sender<Option<SnapshotRx>>,
     },
-    /// Sent by a run task when its run is fully stored.
-    Finished { run_id: String },
+    /// Sent by a run task when its run is fully stored: how it ended, and its figures
+    /// (`None` when it never started).
+    Finished {
+        run_id: String,
+        status: RunStatus,
+        figures: Option<Box<RunFigures>>,
+    },
+    /// What `/metrics` shows (see [`MetricsView`]).
+    Metrics { reply: oneshot::Sender<MetricsView> },
     /// Replies once no run is live (used at shutdown).
     Drain { reply: oneshot::Sender<()> },
 }
@@ -99,7 +110,36 @@ impl ManagerHandle {
     pub async fn drain(&self) {
         let _ = self.ask(|reply| Command::Drain { reply }).await;
     }
+    /// The live and recently finished runs, for `/metrics` (`None` once the manager
+    /// has stopped).
+    pub async fn metrics(&self) -> Option<MetricsView> {
+        self.ask(|reply| Command::Metrics { reply }).await
+    }
 }
+
+/// A live run as `/metrics` sees it: read its latest snapshot from `snapshots`.
+pub struct LiveView {
+    pub run_id: String,
+    pub plan: String,
+    /// Queued or running.
+    pub status: RunStatus,
+    pub snapshots: SnapshotRx,
+}
+
+/// The manager's answer to `metrics()`.
+pub struct MetricsView {
+    pub live: Vec<LiveView>,
+    /// Runs finished within `RECENT_FOR` (at most `RECENT_RUNS`), newest last.
+    pub recent: Vec<Arc<RunEntry>>,
+    /// Runs ended since the manager started, by final status.
+    pub ended: Vec<(RunStatus, u64)>,
+}
+
+/// How long a finished run's final values stay in `/metrics`: a few scrape intervals,
+/// so the last increments of a run that ends between two scrapes are still seen.
+const RECENT_FOR: Duration = Duration::from_secs(600);
+/// At most this many finished runs are kept for `/metrics` (each holds its histograms).
+const RECENT_RUNS: usize = 32;
 
 /// A queued or running run, as the manager holds it.
 struct LiveRun {
@@ -110,6 +150,8 @@ struct LiveRun {
     /// The sender, until the run task takes it on start.
     publisher: Option<watch::Sender<Option<Snapshot>>>,
     plan: Option<Plan>,
+    /// The plan's name, for `/metrics` labels.
+    plan_name: String,
 }
 
 /// Manager settings.
@@ -163,6 +205,10 @@ struct Manager {
     running: usize,
     queue: VecDeque<String>,
     drain_waiters: Vec<oneshot::Sender<()>>,
+    /// Runs finished lately, with when they finished (for `/metrics`), oldest first.
+    recent: VecDeque<(Instant, Arc<RunEntry>)>,
+    /// Runs ended since start, by final status (for `/metrics`).
+    ended: Vec<(RunStatus, u64)>,
 }
 
 /// Spawns the manager on the current runtime.
@@ -184,6 +230,8 @@ pub fn spawn(
         running: 0,
         queue: VecDeque::new(),
         drain_waiters: Vec::new(),
+        recent: VecDeque::new(),
+        ended: Vec::new(),
     };
     tokio::spawn(m.run());
     ManagerHandle { tx }
@@ -212,6 +260,7 @@ impl Manager {
                             cancel,
                             snapshots: prx,
                             publisher: Some(ptx),
+                            plan_name: plan.name.clone(),
                             plan: Some(*plan),
                         },
                     );
@@ -241,6 +290,7 @@ impl Manager {
                             {
                                 tracing::error!(%run_id, "could not mark queued run cancelled: {e}");
                             }
+                            self.count_ended(RunStatus::Cancelled);
                             self.notify_drained();
                             CancelOutcome::Cancelled
                         }
@@ -254,8 +304,19 @@ impl Manager {
                 Command::Subscribe { run_id, reply } => {
                     let _ = reply.send(self.live.get(&run_id).map(|r| r.snapshots.clone()));
                 }
-                Command::Finished { run_id } => {
-                    self.live.remove(&run_id);
+                Command::Finished {
+                    run_id,
+                    status,
+                    figures,
+                } => {
+                    let plan = self.live.remove(&run_id).map(|r| r.plan_name);
+                    self.count_ended(status);
+                    self.remember(RunEntry {
+                        id: run_id,
+                        plan: plan.unwrap_or_default(),
+                        status,
+                        figures: figures.map(|f| *f),
+                    });
                     self.running = self.running.saturating_sub(1);
                     while self.running < self.cfg.max_concurrent && !self.shutdown.is_cancelled() {
                         let Some(next) = self.queue.pop_front() else {
@@ -268,6 +329,9 @@ impl Manager {
                     }
                     self.notify_drained();
                 }
+                Command::Metrics { reply } => {
+                    let _ = reply.send(self.metrics_view());
+                }
                 Command::Drain { reply } => {
                     self.cancel_queued().await;
                     self.drain_waiters.push(reply);
@@ -277,9 +341,58 @@ impl Manager {
         }
     }
 
+    fn count_ended(&mut self, status: RunStatus) {
+        match self.ended.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => self.ended.push((status, 1)),
+        }
+    }
+
+    /// Keeps a finished run's final values for `/metrics`, within the bounds.
+    fn remember(&mut self, entry: RunEntry) {
+        self.recent.push_back((Instant::now(), Arc::new(entry)));
+        self.forget_old();
+    }
+
+    fn forget_old(&mut self) {
+        while self.recent.len() > RECENT_RUNS
+            || self
+                .recent
+                .front()
+                .is_some_and(|(at, _)| at.elapsed() > RECENT_FOR)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    fn metrics_view(&mut self) -> MetricsView {
+        self.forget_old();
+        let mut live: Vec<LiveView> = self
+            .live
+            .iter()
+            .map(|(id, r)| LiveView {
+                run_id: id.clone(),
+                plan: r.plan_name.clone(),
+                status: if r.publisher.is_some() {
+                    RunStatus::Queued
+                } else {
+                    RunStatus::Running
+                },
+                snapshots: r.snapshots.clone(),
+            })
+            .collect();
+        live.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        MetricsView {
+            live,
+            recent: self.recent.iter().map(|(_, e)| e.clone()).collect(),
+            ended: self.ended.clone(),
+        }
+    }
+
     async fn cancel_queued(&mut self) {
         for run_id in std::mem::take(&mut self.queue) {
             self.live.remove(&run_id);
+            self.count_ended(RunStatus::Cancelled);
             if let Err(e) =
                 store::end_run_without_summary(&self.pool, &run_id, "cancelled", now_ms(), None)
                     .await
@@ -441,16 +554,24 @@ async fn drive(
         tracing::error!(%run_id, "could not mark run running: {e}");
     }
     let mut merged: Option<Summary> = None;
+    // A run that cannot start ends `failed`.
+    let mut status = RunStatus::Failed;
     let fleet = match fleet_for(&run_id, &plan, agents, policy, &rt) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(%run_id, "run failed to start: {e}");
             if let Err(e2) =
-                store::end_run_without_summary(&pool, &run_id, "failed", now_ms(), Some(&e)).await
+                store::end_run_without_summary(&pool, &run_id, status.as_str(), now_ms(), Some(&e)).await
             {
                 tracing::error!(%run_id, "could not mark run failed: {e2}");
             }
-            let _ = manager.send(Command::Finished { run_id }).await;
+            let _ = manager
+                .send(Command::Finished {
+                    run_id,
+                    status,
+                    figures: None,
+                })
+                .await;
             return;
         }
     };
@@ -460,7 +581,7 @@ async fn drive(
             if let Err(e2) = store::end_run_without_summary(
                 &pool,
                 &run_id,
-                "failed",
+                status.as_str(),
                 now_ms(),
                 Some(&e.to_string()),
             )
@@ -482,8 +603,9 @@ async fn drive(
             }
         }
     }
+    let figures = merged.as_ref().map(|s| Box::new(RunFigures::of_summary(s)));
     if let Some(summary) = merged {
-        let status = summary.end_reason.map_or("completed", |r| r.status());
+        status = RunStatus::ended(summary.end_reason);
         let h = store::Headline {
             peak_open: summary.peak_open as i64,
             opened: summary.totals.opened as i64,
@@ -491,11 +613,18 @@ async fn drive(
             duration_ms: summary.duration_ms as i64,
         };
         let json = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into());
-        if let Err(e) = store::finish_run(&pool, &run_id, status, now_ms(), &json, h).await {
+        if let Err(e) = store::finish_run(&pool, &run_id, status.as_str(), now_ms(), &json, h).await
+        {
             tracing::error!(%run_id, "could not store the summary: {e}");
         }
-        tracing::info!(%run_id, status, opened = summary.totals.opened, failed = summary.totals.failed, "run finished");
+        tracing::info!(%run_id, status = status.as_str(), opened = summary.totals.opened, failed = summary.totals.failed, "run finished");
     }
     drop(publisher);
-    let _ = manager.send(Command::Finished { run_id }).await;
+    let _ = manager
+        .send(Command::Finished {
+            run_id,
+            status,
+            figures,
+        })
+        .await;
 }

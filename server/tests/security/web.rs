@@ -91,7 +91,7 @@ async fn csv_cells_stay_in_their_column_and_never_start_a_formula() {
 async fn report_data_cannot_open_markup_inside_its_script() {
     let app = spawn_app().await;
     // Refused at the door (outcome names are a closed set); the report's data is
-    // escaped anyway (server/src/report.rs `script_json_cannot_open_or_close_markup`).
+    // escaped anyway (app/src/components/chart.rs `script_json_cannot_open_or_close_markup`).
     let (status, body) = app
         .post(
             "/api/runs/import",

@@ -1,0 +1,153 @@
+//! `<RunSections>`: everything a run shows below its head — tiles, diagnosis, agents,
+//! charts, latency distributions, failures, identities, latency percentiles,
+//! thresholds, plan and environment. The run page renders it (live or finished), and the downloadable HTML
+//! report renders the very same component to a string (`server::report`), so the two
+//! list the same sections with the same tables and cannot drift. Page-only parts (the
+//! baseline panel) come in through `after_tiles`.
+//!
+//! To add a section: add it here (both get it), and if it needs data the report does
+//! not have yet, add it to `server::report::ReportInput` too.
+use std::collections::BTreeMap;
+
+use leptos::prelude::*;
+
+use engine::compare::HistogramView;
+use engine::diagnose::Diagnosis;
+use engine::report::{AgentStatus, LatencyStats, LostAgent};
+use engine::thresholds::ThresholdResult;
+use engine::{Series, Summary};
+
+use crate::api::RunEnv;
+use crate::charts;
+use crate::components::run_actions::Environment;
+use crate::components::tiles::TileData;
+use crate::components::{
+    AgentTable, Chart, DiagnosisPanel, FailureTable, IdentityTable, LatencyTable, Tiles,
+};
+
+/// Where and when a run ran, for its Environment section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvSection {
+    pub env: RunEnv,
+    pub created: i64,
+    pub started: Option<i64>,
+    pub finished: Option<i64>,
+}
+
+/// The title of a latency distribution chart.
+fn histogram_title(metric: &str) -> &'static str {
+    match metric {
+        "ws_connecting" => "Connect (TCP + TLS + upgrade)",
+        "ws_rtt" => "Message round trip",
+        "tls_handshake" => "TLS handshake",
+        "token_fetch" => "Token fetch",
+        "ws_ping" => "Ping round trip",
+        _ => "First message",
+    }
+}
+
+#[component]
+pub fn RunSections(
+    #[prop(into)] tiles: Signal<TileData>,
+    #[prop(into)] diagnosis: Signal<Option<Diagnosis>>,
+    /// The run is still going (the diagnosis says "so far").
+    live: bool,
+    #[prop(into)] agents: Signal<Vec<AgentStatus>>,
+    lost_agents: Vec<LostAgent>,
+    /// The per-second columns the charts draw.
+    #[prop(into)]
+    series: Signal<Series>,
+    /// Whole-run latency distributions (finished runs).
+    histograms: Vec<HistogramView>,
+    /// The stored summary (finished runs): evidence and identities.
+    summary: Option<Summary>,
+    #[prop(into)] latency: Signal<BTreeMap<String, LatencyStats>>,
+    /// The plan's thresholds judged on the summary (finished runs).
+    thresholds: Vec<ThresholdResult>,
+    /// The plan as pretty JSON, secrets redacted.
+    plan_json: String,
+    env: Option<EnvSection>,
+    #[prop(default = None)] after_tiles: Option<AnyView>,
+) -> impl IntoView {
+    let totals = Signal::derive(move || tiles.get().totals);
+    let has_failures = Signal::derive(move || {
+        series.with(|s| !s.failed_rate.is_empty() || !s.drop_rate.is_empty())
+    });
+    let finished = summary.is_some();
+    let (evidence, identities) = summary
+        .map(|s| {
+            let ids = s.identities();
+            (s.evidence, ids)
+        })
+        .unwrap_or_default();
+    view! {
+        <Tiles data=tiles/>
+        {after_tiles}
+        <DiagnosisPanel diagnosis live/>
+        <Show when=move || !agents.read().is_empty()>
+            <section class="run-detail__section">
+                <h2>"Agents"</h2>
+                <AgentTable agents lost=lost_agents.clone()/>
+            </section>
+        </Show>
+        <section class="run-detail__charts">
+            <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || charts::connections(&series.read(), diagnosis.read().as_ref()))/>
+            <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::connect_rate(&series.read(), diagnosis.read().as_ref()))/>
+            <Chart title="Latency percentiles per second" id="latency" spec=Signal::derive(move || charts::latency(&series.read()))/>
+            <Chart title="Messages per second" id="messages" spec=Signal::derive(move || charts::messages(&series.read()))/>
+            <Show when=move || has_failures.get()>
+                <Chart title="Failures per second by class (drops dashed)" id="failures" spec=Signal::derive(move || charts::failures(&series.read()).unwrap_or_default())/>
+            </Show>
+        </section>
+        {(!histograms.is_empty()).then(|| view! {
+            <section class="run-detail__section run-detail__histograms">
+                <h2>"Latency distributions (whole run)"</h2>
+                <div class="run-detail__hist-grid">
+                    {histograms.into_iter().map(|h| {
+                        let spec = charts::histogram(&h);
+                        let title = histogram_title(&h.metric);
+                        view! { <Chart title id="histogram" spec=Signal::derive(move || spec.clone())/> }
+                    }).collect_view()}
+                </div>
+            </section>
+        }.into_any())}
+        <section class="run-detail__section">
+            <h2>"Failures and session ends"</h2>
+            <FailureTable totals/>
+            {(!evidence.retry_after.is_empty()).then(|| view! {
+                <p class="muted">"Retry-After seen: "
+                    {evidence.retry_after.iter().map(|(k, v)| format!("{k}s ×{v}")).collect::<Vec<_>>().join(", ")}
+                </p>
+            })}
+        </section>
+        {identities.into_iter().map(|(dim, ids)| view! {
+            <section class="run-detail__section">
+                <h2>{format!("Handshakes per {}", engine::diagnose::per_words(&dim))}</h2>
+                <IdentityTable dim ids/>
+            </section>
+        }).collect_view()}
+        <section class="run-detail__section">
+            <h2>{if finished { "Latency (whole run)" } else { "Latency (last second)" }}</h2>
+            <LatencyTable latency/>
+        </section>
+        {(!thresholds.is_empty()).then(|| view! {
+            <section class="run-detail__section">
+                <h2>"Thresholds"</h2>
+                <table class="thresholds"><tbody>
+                    {thresholds.into_iter().map(|th| view! {
+                        <tr data-passed=th.passed.to_string()>
+                            <td>{if th.passed { "✓ passed" } else { "✗ failed" }}</td>
+                            <td class="mono">{format!("{} {}", th.metric, th.expression)}</td>
+                            <td class="num">{th.actual_text()}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody></table>
+            </section>
+        })}
+        <section class="run-detail__section">
+            <h2>"Plan"<span class="muted">" (secrets redacted)"</span></h2>
+            <pre class="plan">{plan_json}</pre>
+        </section>
+        {env.map(|e| view! { <Environment env=e.env created=e.created started=e.started finished=e.finished/> }.into_any())}
+    }
+}
