@@ -167,3 +167,41 @@ async fn each_limit_refuses_by_its_own_name() {
         }
     }
 }
+
+/// The open model for sessions (issue 14): guests arrive at 20/s for 3 s and each stays
+/// 1 s, then leaves by itself: every session is a departure (a `client` close), none a
+/// drop, and the sandbox saw the same arrivals and departures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_arrive_at_a_rate_stay_their_time_and_leave() {
+    let app = spawn_app().await;
+    let plan = serde_json::json!({
+        "name": "arrivals",
+        "target": app.ws("/echo?tag=arrivals"),
+        "stages": [],
+        "sessions": {
+            "arrivals": [{"duration": "3s", "rate": 20}],
+            "stay": {"dist": "fixed", "duration": "1s"}
+        },
+        "script": [{"repeat": {"every": "200ms", "steps": [{"send": "x"}, {"expect": {}}]}}]
+    });
+    let id = app.launch(plan).await;
+    let (_, done) = app.follow(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let s = &done["summary"];
+    let t = &s["totals"];
+    let c = app.sandbox_profile("/echo?tag=arrivals").await;
+    println!("engine: {t}; time in system {}; sandbox: {c}", s["latency"]["ws_session_duration"]);
+    assert_eq!(t["attempted"], 60, "{t}");
+    assert_eq!(t["opened"], 60, "{t}");
+    assert_eq!(c["accepted"], 60, "{c}");
+    assert_eq!(t["dropped"], 0, "{t}");
+    assert_eq!(t["closes"]["client"], 60, "{t}");
+    assert_eq!(c["closed"]["client"], 60, "{c}");
+    // At 20/s with 1 s each, about 20 inside at once.
+    let peak = c["peak_open"].as_u64().unwrap();
+    assert!((15..=25).contains(&peak), "{c}");
+    // Time in system: the stay (a departure at 1 s; the last guests, still inside at
+    // the end of the arrivals, leave with the run).
+    let p50 = s["latency"]["ws_session_duration"]["p50_us"].as_u64().unwrap();
+    assert!((900_000..=1_200_000).contains(&p50), "{s}");
+}

@@ -145,12 +145,17 @@ impl Sessions {
         total
     }
 
-    /// How many guests have arrived by `elapsed`: arrivals paced evenly along the rate
-    /// (guest n, counted from 0, arrives when the expected count reaches n + 1). A small
-    /// tolerance keeps 10 s at 0.1/s one guest, not 0.999….
+    /// How many guests have arrived by `elapsed`: arrivals paced evenly along the rate,
+    /// guest n (counted from 0) when the expected count reaches n — so the first comes
+    /// at once when the rate starts above 0, and `rate × duration` guests come within
+    /// the stages. A small tolerance keeps 10 s at 0.1/s one guest, not 0.999….
     pub fn arrived_by(&self, elapsed: Duration) -> u64 {
         let x = self.expected_by(elapsed.min(self.duration()));
-        (x + 1e-9).floor().max(0.0) as u64
+        let idle_start = self.arrivals.first().is_none_or(|s| s.rate <= 0.0);
+        if x <= 1e-9 && idle_start {
+            return 0;
+        }
+        ((x + 1e-9).floor() as u64 + 1).min(self.total_arrivals())
     }
 
     /// Every guest the stages bring.
@@ -270,15 +275,19 @@ mod tests {
     fn constant_and_staged_arrivals_are_paced_along_the_rate() {
         let s = sessions(r#"{"arrivals":[{"duration":"10s","rate":5}],"stay":{"dist":"fixed","duration":"3s"}}"#);
         let at = |ms| s.arrived_by(Duration::from_millis(ms));
-        assert_eq!((at(0), at(199), at(200), at(1000), at(10_000), at(60_000)), (0, 0, 1, 5, 50, 50));
+        assert_eq!(
+            (at(0), at(199), at(200), at(1000), at(9_800), at(10_000), at(60_000)),
+            (1, 1, 2, 6, 50, 50, 50)
+        );
         assert_eq!(s.total_arrivals(), 50);
         // Staged: 0 -> 10/s over 10 s (50 guests), then 10/s for 5 s (50 more).
         let s = sessions(
             r#"{"arrivals":[{"duration":"10s","rate":0,"to":10},{"duration":"5s","rate":10}],
                 "stay":{"dist":"exponential","mean":"2s"}}"#,
         );
-        assert_eq!(s.arrived_by(Duration::from_secs(10)), 50);
-        assert_eq!(s.arrived_by(Duration::from_secs(5)), 12, "half the ramp: 5 s × 5/s / 2");
+        assert_eq!(s.arrived_by(Duration::ZERO), 0, "a ramp from 0 starts empty");
+        assert_eq!(s.arrived_by(Duration::from_secs(10)), 51);
+        assert_eq!(s.arrived_by(Duration::from_secs(5)), 13, "half the ramp: 5 s × 5/s / 2");
         assert_eq!(s.total_arrivals(), 100);
         assert_eq!(s.duration(), Duration::from_secs(15));
         // Never backwards.
