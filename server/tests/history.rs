@@ -418,7 +418,10 @@ async fn a_first_start_saves_a_starter_plan_aimed_at_the_sandbox() {
     let starter = by_target("/echo");
     // The second starter plan: the web-messaging guests (issue 14).
     let guests = by_target("/webmessaging?");
-    assert!(guests["name"].as_str().unwrap().contains("web-messaging"), "{guests}");
+    assert!(
+        guests["name"].as_str().unwrap().contains("web-messaging"),
+        "{guests}"
+    );
     let pid = starter["id"].as_str().unwrap().to_string();
     let (_, ctype, toml) = text(&app, &format!("/api/plans/{pid}/plan.toml")).await;
     assert!(ctype.starts_with("application/toml"));

@@ -108,7 +108,10 @@ async fn five_hundred_guests_against_a_cap_of_150_are_diagnosed_and_counted() {
     let hb = n(&w["heartbeats"]);
     assert!(hb >= 2 * 150, "about 2 heartbeats per guest in 6 s: {w}");
     let rtt = n(&s["latency"]["ws_rtt"]["count"]);
-    assert!(rtt >= 300 && rtt - 300 <= hb && hb - (rtt - 300) <= 150, "rtt {rtt}, heartbeats {hb}");
+    assert!(
+        rtt >= 300 && rtt - 300 <= hb && hb - (rtt - 300) <= 150,
+        "rtt {rtt}, heartbeats {hb}"
+    );
     // Every message sent reached the sandbox: 500 configures, 150 messages, heartbeats.
     assert_eq!(n(&t["msgs_sent"]), n(&c["msgs_in"]), "{t} {c}");
     assert_eq!(n(&t["msgs_sent"]), 500 + 150 + hb, "{t} {w}");
@@ -134,9 +137,21 @@ async fn each_limit_refuses_by_its_own_name() {
     };
     let cases = [
         // 10 guests, 3 session starts then 1 per second: 3 or 4 get in.
-        ("session_rate=1&session_burst=3", "wmrate", 10, "{{uuid}}", "session_rate"),
+        (
+            "session_rate=1&session_burst=3",
+            "wmrate",
+            10,
+            "{{uuid}}",
+            "session_rate",
+        ),
         // Two tokens shared by 8 guests, at most 2 sessions each: 4 get in.
-        ("token_limit=2", "wmtoken", 8, "shared-{{vu % 2}}", "token_limit"),
+        (
+            "token_limit=2",
+            "wmtoken",
+            8,
+            "shared-{{vu % 2}}",
+            "token_limit",
+        ),
     ];
     for (q, tag, vus, token, why) in cases {
         let (plan, _) = guest(q, tag, vus, token);
@@ -160,7 +175,11 @@ async fn each_limit_refuses_by_its_own_name() {
         let configured = w["configured"].as_u64().unwrap();
         let refused = w["refused"][why].as_u64().unwrap_or(0);
         assert_eq!(configured + refused, u64::from(vus), "{q}: {w}");
-        assert_eq!(t["closes"]["server_1008"].as_u64().unwrap_or(0), refused, "{q}: {t}");
+        assert_eq!(
+            t["closes"]["server_1008"].as_u64().unwrap_or(0),
+            refused,
+            "{q}: {t}"
+        );
         match why {
             "token_limit" => assert_eq!(configured, 4, "{w}"),
             _ => assert!((3..=5).contains(&configured), "{w}"),
@@ -190,7 +209,10 @@ async fn guests_arrive_at_a_rate_stay_their_time_and_leave() {
     let s = &done["summary"];
     let t = &s["totals"];
     let c = app.sandbox_profile("/echo?tag=arrivals").await;
-    println!("engine: {t}; time in system {}; sandbox: {c}", s["latency"]["ws_session_duration"]);
+    println!(
+        "engine: {t}; time in system {}; sandbox: {c}",
+        s["latency"]["ws_session_duration"]
+    );
     assert_eq!(t["attempted"], 60, "{t}");
     assert_eq!(t["opened"], 60, "{t}");
     assert_eq!(c["accepted"], 60, "{c}");
@@ -202,6 +224,8 @@ async fn guests_arrive_at_a_rate_stay_their_time_and_leave() {
     assert!((15..=25).contains(&peak), "{c}");
     // Time in system: the stay (a departure at 1 s; the last guests, still inside at
     // the end of the arrivals, leave with the run).
-    let p50 = s["latency"]["ws_session_duration"]["p50_us"].as_u64().unwrap();
+    let p50 = s["latency"]["ws_session_duration"]["p50_us"]
+        .as_u64()
+        .unwrap();
     assert!((900_000..=1_200_000).contains(&p50), "{s}");
 }

@@ -92,7 +92,11 @@ impl Stay {
             }
         };
         let ms = (secs * 1000.0).round();
-        Duration::from_millis(if ms.is_finite() { ms.clamp(0.0, 3.6e9) as u64 } else { 0 })
+        Duration::from_millis(if ms.is_finite() {
+            ms.clamp(0.0, 3.6e9) as u64
+        } else {
+            0
+        })
     }
 
     /// A stay few guests exceed (the 99th percentile), to size the run.
@@ -135,7 +139,11 @@ impl Sessions {
             };
             let to = s.to.unwrap_or(s.rate);
             // The rate at `within`, linear from `rate` to `to`; the area is a trapezoid.
-            let at = if d > 0.0 { s.rate + (to - s.rate) * within / d } else { s.rate };
+            let at = if d > 0.0 {
+                s.rate + (to - s.rate) * within / d
+            } else {
+                s.rate
+            };
             total += (s.rate + at) / 2.0 * within;
             if elapsed < end {
                 break;
@@ -227,10 +235,9 @@ impl Sessions {
         }
         let positive = |d: &Dur| !d.0.is_zero();
         match &self.stay {
-            Stay::Fixed { duration } if !positive(duration) => err(
-                "sessions.stay.duration".into(),
-                "must be above 0s".into(),
-            ),
+            Stay::Fixed { duration } if !positive(duration) => {
+                err("sessions.stay.duration".into(), "must be above 0s".into())
+            }
             Stay::Uniform { min, max } if min > max => err(
                 "sessions.stay.min".into(),
                 format!("{min} is above max {max}; the limit is max"),
@@ -244,10 +251,14 @@ impl Sessions {
             Stay::LogNormal { median, .. } if !positive(median) => {
                 err("sessions.stay.median".into(), "must be above 0s".into())
             }
-            Stay::LogNormal { sigma, .. } if !(sigma.is_finite() && *sigma > 0.0 && *sigma <= 3.0) => err(
-                "sessions.stay.sigma".into(),
-                format!("{sigma}; the limit is above 0 up to 3"),
-            ),
+            Stay::LogNormal { sigma, .. }
+                if !(sigma.is_finite() && *sigma > 0.0 && *sigma <= 3.0) =>
+            {
+                err(
+                    "sessions.stay.sigma".into(),
+                    format!("{sigma}; the limit is above 0 up to 3"),
+                )
+            }
             _ => {}
         }
         let peak = self.peak_guests();
@@ -273,10 +284,20 @@ mod tests {
 
     #[test]
     fn constant_and_staged_arrivals_are_paced_along_the_rate() {
-        let s = sessions(r#"{"arrivals":[{"duration":"10s","rate":5}],"stay":{"dist":"fixed","duration":"3s"}}"#);
+        let s = sessions(
+            r#"{"arrivals":[{"duration":"10s","rate":5}],"stay":{"dist":"fixed","duration":"3s"}}"#,
+        );
         let at = |ms| s.arrived_by(Duration::from_millis(ms));
         assert_eq!(
-            (at(0), at(199), at(200), at(1000), at(9_800), at(10_000), at(60_000)),
+            (
+                at(0),
+                at(199),
+                at(200),
+                at(1000),
+                at(9_800),
+                at(10_000),
+                at(60_000)
+            ),
             (1, 1, 2, 6, 50, 50, 50)
         );
         assert_eq!(s.total_arrivals(), 50);
@@ -285,9 +306,17 @@ mod tests {
             r#"{"arrivals":[{"duration":"10s","rate":0,"to":10},{"duration":"5s","rate":10}],
                 "stay":{"dist":"exponential","mean":"2s"}}"#,
         );
-        assert_eq!(s.arrived_by(Duration::ZERO), 0, "a ramp from 0 starts empty");
+        assert_eq!(
+            s.arrived_by(Duration::ZERO),
+            0,
+            "a ramp from 0 starts empty"
+        );
         assert_eq!(s.arrived_by(Duration::from_secs(10)), 51);
-        assert_eq!(s.arrived_by(Duration::from_secs(5)), 13, "half the ramp: 5 s × 5/s / 2");
+        assert_eq!(
+            s.arrived_by(Duration::from_secs(5)),
+            13,
+            "half the ramp: 5 s × 5/s / 2"
+        );
         assert_eq!(s.total_arrivals(), 100);
         assert_eq!(s.duration(), Duration::from_secs(15));
         // Never backwards.
@@ -302,7 +331,9 @@ mod tests {
     #[test]
     fn stays_are_seeded_per_guest_and_follow_their_distribution() {
         let draws = |stay: Stay, seed| -> Vec<f64> {
-            (0..20_000).map(|n| stay.draw(seed, n).as_secs_f64()).collect()
+            (0..20_000)
+                .map(|n| stay.draw(seed, n).as_secs_f64())
+                .collect()
         };
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let median = |v: &[f64]| {
@@ -310,19 +341,48 @@ mod tests {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let fixed = Stay::Fixed { duration: Dur::secs(3) };
+        let fixed = Stay::Fixed {
+            duration: Dur::secs(3),
+        };
         assert!(draws(fixed, 1).iter().all(|d| *d == 3.0));
-        let u = draws(Stay::Uniform { min: Dur::secs(2), max: Dur::secs(4) }, 1);
+        let u = draws(
+            Stay::Uniform {
+                min: Dur::secs(2),
+                max: Dur::secs(4),
+            },
+            1,
+        );
         assert!(u.iter().all(|d| (2.0..=4.0).contains(d)));
         assert!((mean(&u) - 3.0).abs() < 0.05, "{}", mean(&u));
-        let e = draws(Stay::Exponential { mean: Dur::secs(10) }, 7);
+        let e = draws(
+            Stay::Exponential {
+                mean: Dur::secs(10),
+            },
+            7,
+        );
         assert!((mean(&e) - 10.0).abs() < 0.3, "{}", mean(&e));
-        assert!((median(&e) - 10.0 * 2f64.ln()).abs() < 0.3, "{}", median(&e));
-        let l = draws(Stay::LogNormal { median: Dur::secs(30), sigma: 0.8 }, 3);
+        assert!(
+            (median(&e) - 10.0 * 2f64.ln()).abs() < 0.3,
+            "{}",
+            median(&e)
+        );
+        let l = draws(
+            Stay::LogNormal {
+                median: Dur::secs(30),
+                sigma: 0.8,
+            },
+            3,
+        );
         assert!((median(&l) - 30.0).abs() < 1.0, "{}", median(&l));
-        assert!((mean(&l) - 30.0 * (0.32f64).exp()).abs() < 1.5, "{}", mean(&l));
+        assert!(
+            (mean(&l) - 30.0 * (0.32f64).exp()).abs() < 1.5,
+            "{}",
+            mean(&l)
+        );
         // Same seed, same guest: same stay; another seed: others.
-        let ex = Stay::Exponential { mean: Dur::secs(10) };
+        let ex = Stay::Exponential {
+            mean: Dur::secs(10),
+        };
         assert_eq!(ex.draw(7, 42), ex.draw(7, 42));
         assert_ne!(draws(ex.clone(), 7)[..10], draws(ex, 8)[..10]);
     }
@@ -344,11 +404,14 @@ mod tests {
             ("sessions:", "the limit is 19000"),
         ] {
             assert!(
-                text.iter().any(|t| t.starts_with(field) && t.contains(says)),
+                text.iter()
+                    .any(|t| t.starts_with(field) && t.contains(says)),
                 "{field} / {says}: {text:#?}"
             );
         }
-        let s = sessions(r#"{"arrivals":[{"duration":"10s","rate":5}],"stay":{"dist":"uniform","min":"5s","max":"2s"}}"#);
+        let s = sessions(
+            r#"{"arrivals":[{"duration":"10s","rate":5}],"stay":{"dist":"uniform","min":"5s","max":"2s"}}"#,
+        );
         let mut errs = Vec::new();
         s.validate(&Limits::default(), &mut errs);
         assert_eq!(errs[0].field, "sessions.stay.min", "{errs:?}");

@@ -28,8 +28,11 @@ impl Plan {
 
     /// Total planned duration.
     pub fn duration(&self) -> Duration {
-        crate::schedule::total_duration(&self.stages)
-            .max(self.sessions.as_ref().map_or(Duration::ZERO, Sessions::duration))
+        crate::schedule::total_duration(&self.stages).max(
+            self.sessions
+                .as_ref()
+                .map_or(Duration::ZERO, Sessions::duration),
+        )
     }
 
     /// Checks every field against `limits`; returns all problems together.
@@ -67,8 +70,7 @@ impl Plan {
             if !self.stages.is_empty() {
                 err(
                     "stages",
-                    "leave stages empty when `sessions` sets the load (arrivals and stays)"
-                        .into(),
+                    "leave stages empty when `sessions` sets the load (arrivals and stays)".into(),
                 );
             }
             sessions.validate(limits, &mut errs_sessions);

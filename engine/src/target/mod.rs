@@ -252,7 +252,9 @@ impl Counters {
             mine.open += t.open;
         }
         if let Some(w) = &o.webmessaging {
-            self.webmessaging.get_or_insert_with(Default::default).merge(w);
+            self.webmessaging
+                .get_or_insert_with(Default::default)
+                .merge(w);
         }
     }
 }

@@ -116,7 +116,8 @@ impl Options {
             "session_burst" => self.session_burst = Some(num(v)?),
             "token_limit" => self.token_limit = Some(num(v)? as u64),
             "idle" => {
-                self.idle = crate::plan::parse_duration(v).map_err(|e| format!("query `idle`: {e}"))?
+                self.idle =
+                    crate::plan::parse_duration(v).map_err(|e| format!("query `idle`: {e}"))?
             }
             "refuse_code" => {
                 let c = num(v)? as u16;
@@ -332,9 +333,18 @@ impl Registry {
 /// What a guest's message asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Configure { deployment: String, token: String },
-    Echo { text: String },
-    OnMessage { token: String, text: String, custom_id: Option<String> },
+    Configure {
+        deployment: String,
+        token: String,
+    },
+    Echo {
+        text: String,
+    },
+    OnMessage {
+        token: String,
+        text: String,
+        custom_id: Option<String>,
+    },
     /// Anything else (not JSON, an unknown action, a field missing), with why.
     Invalid(String),
 }
@@ -348,7 +358,10 @@ pub fn parse_action(text: &str) -> Action {
     match s("/action").as_deref() {
         Some("configureSession") => match (s("/deploymentId"), s("/token")) {
             (Some(d), Some(t)) if !t.is_empty() && t.len() <= MAX_TOKEN_BYTES => {
-                Action::Configure { deployment: d, token: t }
+                Action::Configure {
+                    deployment: d,
+                    token: t,
+                }
             }
             _ => Action::Invalid("configureSession needs deploymentId and token".into()),
         },
@@ -387,7 +400,9 @@ pub fn session_response() -> String {
 
 /// A `StructuredMessage` (`kind` "response" for heartbeats, "message" for pushes).
 fn structured(kind: &str, body: Value) -> String {
-    json!({"type": kind, "class": "StructuredMessage", "code": 200, "body": body}).to_string()
+    let mut m = json!({"type": kind, "class": "StructuredMessage", "code": 200});
+    m["body"] = body;
+    m.to_string()
 }
 
 /// An event push (`Typing` On, `Presence` Join).
@@ -396,7 +411,10 @@ pub fn event_push(event: &str) -> String {
         "Typing" => json!({"eventType": "Typing", "typing": {"type": "On", "duration": 5000}}),
         _ => json!({"eventType": "Presence", "presence": {"type": "Join"}}),
     };
-    structured("message", json!({"type": "Event", "direction": "Outbound", "events": [e]}))
+    structured(
+        "message",
+        json!({"type": "Event", "direction": "Outbound", "events": [e]}),
+    )
 }
 
 /// The heartbeat's answer.
@@ -604,7 +622,10 @@ mod tests {
         );
         for (bad, says) in [
             ("nope", "not JSON"),
-            (r#"{"action":"configureSession","deploymentId":"D"}"#, "needs"),
+            (
+                r#"{"action":"configureSession","deploymentId":"D"}"#,
+                "needs",
+            ),
             (r#"{"action":"dance"}"#, "`dance`"),
             (r#"{"x":1}"#, "no action"),
         ] {
@@ -660,7 +681,12 @@ mod tests {
         let (_, reply) = inbound_and_reply("m2", "hi", None);
         let r: Value = serde_json::from_str(&reply).unwrap();
         assert_eq!(r["body"]["metadata"]["inReplyTo"], "m2");
-        let e: Value = serde_json::from_str(&error_response(429, "TooManyRequestsErrorEvent", "too many concurrent sessions")).unwrap();
+        let e: Value = serde_json::from_str(&error_response(
+            429,
+            "TooManyRequestsErrorEvent",
+            "too many concurrent sessions",
+        ))
+        .unwrap();
         assert_eq!(e["code"], 429);
         assert_eq!(e["body"]["errorMessage"], "too many concurrent sessions");
         let s: Value = serde_json::from_str(&session_response()).unwrap();

@@ -14,8 +14,7 @@ use crate::plan_file;
 use crate::store;
 
 /// The web-messaging guest flow example, the second starter plan.
-const WEB_MESSAGING_EXAMPLE: &str =
-    include_str!("../../../examples/web-messaging-guests.json");
+const WEB_MESSAGING_EXAMPLE: &str = include_str!("../../../examples/web-messaging-guests.json");
 
 fn field(field: &str, message: String) -> ApiError {
     ApiError::Validation(vec![FieldError {
