@@ -217,6 +217,7 @@ impl RunForm {
             thresholds: Default::default(),
             abort_on_fail: false,
             abort_grace: engine::plan::Dur::secs(5),
+            sessions: None,
         })
     }
 }

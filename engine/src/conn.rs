@@ -597,7 +597,7 @@ mod session;
 mod stop;
 pub(crate) use matcher::{AutoReply, CaptureRule, Matcher};
 use session::*;
-pub(crate) use stop::Stop;
+pub(crate) use stop::{guest, Stop};
 
 #[cfg(test)]
 mod tests {

@@ -339,6 +339,10 @@ pub struct Plan {
     pub abort_on_fail: bool,
     #[serde(default = "default_abort_grace")]
     pub abort_grace: Dur,
+    /// The open model for sessions, instead of `stages` (leave those empty): guests
+    /// arrive at a rate and each stays for a drawn duration (see `plan/lifecycle.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<Sessions>,
 }
 
 fn default_abort_grace() -> Dur {
@@ -647,8 +651,10 @@ impl fmt::Display for FieldError {
     }
 }
 
+mod lifecycle;
 mod session;
 mod validate;
+pub use lifecycle::{ArrivalStage, Sessions, Stay, MAX_ARRIVAL_STAGES};
 pub use session::{
     Capture, MatchSpec, Responder, MAX_CAPTURES, MAX_RESPONDERS, MAX_VARS, MAX_VAR_TEMPLATE_BYTES,
 };

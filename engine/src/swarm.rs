@@ -15,7 +15,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{self, Gauges};
-use crate::conn::{run_vu, AutoReply, CaptureRule, IdentitySource, Matcher, Op, Shared, Stop};
+use crate::conn::{
+    guest, run_vu, AutoReply, CaptureRule, IdentitySource, Matcher, Op, Shared, Stop,
+};
 use crate::coordinate::{coordinate, Coordination};
 pub use crate::coordinate::{AgentMsg, Update};
 use crate::plan::{Plan, Step, TargetUrl, Wait};
@@ -522,6 +524,27 @@ async fn control(
         let elapsed = now - started;
         if elapsed >= total {
             break;
+        }
+        if let Some(sessions) = &plan.sessions {
+            // The open model for sessions: this agent's arrivals as they fall due, each
+            // leaving by itself after its drawn stay (`plan/lifecycle.rs`).
+            let arrived = u32::try_from(sessions.arrived_by(elapsed)).unwrap_or(u32::MAX);
+            let due = u64::from(share.target(arrived));
+            while next_k < due {
+                let slot = share.slot(next_k);
+                let stop = Stop::default();
+                live.push(stop.clone());
+                let vu = run_vu(shared.clone(), slot, now, stop.clone());
+                vus.spawn(guest(vu, stop, now + sessions.stay_of(slot)));
+                next_k += 1;
+            }
+            // Forget guests that left (bounded: at most those inside now, plus a batch).
+            if live.len() >= 1024 && next_k.is_multiple_of(64) {
+                live.retain(|s| !s.is_stopped());
+            }
+            gauges.target.store(vus.len() as u32, Ordering::Relaxed);
+            wake = now + Duration::from_millis(5);
+            continue;
         }
         let want = share.target(target_at(&plan.stages, elapsed)) as usize;
         gauges.target.store(want as u32, Ordering::Relaxed);

@@ -405,9 +405,24 @@ async fn a_first_start_saves_a_starter_plan_aimed_at_the_sandbox() {
     a.starter_plan = true;
     let mut app = spawn_with(a, dir).await;
     let (_, plans) = app.get("/api/plans").await;
-    assert_eq!(plans.as_array().unwrap().len(), 1, "{plans}");
-    assert_eq!(plans[0]["target"], app.ws("/echo"));
-    let pid = plans[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(plans.as_array().unwrap().len(), 2, "{plans}");
+    let by_target = |t: &str| {
+        plans
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["target"].as_str().unwrap().starts_with(&app.ws(t)))
+            .unwrap_or_else(|| panic!("{t}: {plans}"))
+            .clone()
+    };
+    let starter = by_target("/echo");
+    // The second starter plan: the web-messaging guests (issue 14).
+    let guests = by_target("/webmessaging?");
+    assert!(
+        guests["name"].as_str().unwrap().contains("web-messaging"),
+        "{guests}"
+    );
+    let pid = starter["id"].as_str().unwrap().to_string();
     let (_, ctype, toml) = text(&app, &format!("/api/plans/{pid}/plan.toml")).await;
     assert!(ctype.starts_with("application/toml"));
     assert!(
@@ -421,6 +436,6 @@ async fn a_first_start_saves_a_starter_plan_aimed_at_the_sandbox() {
     a.starter_plan = true;
     let mut again = spawn_with(a, dir2).await;
     let (_, plans) = again.get("/api/plans").await;
-    assert_eq!(plans.as_array().unwrap().len(), 1);
+    assert_eq!(plans.as_array().unwrap().len(), 2);
     again.stop().await;
 }

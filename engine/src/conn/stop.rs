@@ -49,10 +49,50 @@ impl Stop {
     }
 }
 
+/// Runs a guest's VU (the open model for sessions, `plan::Sessions`) and, at `leave`,
+/// tells it to stop: the guest leaves by its own choice and closes its session as ours
+/// (a `client` close, a departure — never a drop). The timer runs in the VU's own task,
+/// so the stop's single waker stays that task's.
+pub(crate) async fn guest<F: Future<Output = ()>>(vu: F, stop: Stop, leave: std::time::Instant) {
+    let depart = async {
+        tokio::time::sleep_until(leave.into()).await;
+        stop.stop();
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = vu => {}
+        _ = depart => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guest_leaves_when_its_stay_is_over_and_not_before() {
+        let t0 = tokio::time::Instant::now();
+        let stop = Stop::default();
+        let theirs = stop.clone();
+        // A VU that holds until stopped, then takes 10 ms to close.
+        let vu = async move {
+            theirs.stopped().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let leave = t0.into_std() + Duration::from_secs(42);
+        guest(vu, stop.clone(), leave).await;
+        assert!(stop.is_stopped());
+        assert_eq!(t0.elapsed(), Duration::from_millis(42_010));
+
+        // A VU that ends first (its session dropped) is not held to its stay.
+        let t1 = tokio::time::Instant::now();
+        let stop = Stop::default();
+        let vu = tokio::time::sleep(Duration::from_secs(1));
+        guest(vu, stop.clone(), t1.into_std() + Duration::from_secs(60)).await;
+        assert_eq!(t1.elapsed(), Duration::from_secs(1));
+        assert!(!stop.is_stopped());
+    }
 
     #[tokio::test]
     async fn a_stop_wakes_the_waiting_task_and_stays_set() {

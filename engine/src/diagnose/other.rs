@@ -149,10 +149,17 @@ pub(super) fn detect_drops(f: &Facts<'_>) -> Option<Finding> {
         .iter()
         .map(|(k, v)| format!("{v} × {}", k.key()))
         .collect();
-    // Close codes that mean "your credentials ended": token expiry, not capacity.
+    // Close codes that mean "your credentials ended": token expiry, not capacity. But
+    // 1008 (policy violation) is also how application-level refusals close: a service
+    // that caps sessions after the upgrade (web messaging's "too many concurrent
+    // sessions", issue 14) answers with an error and closes 1008 at once. Sessions
+    // closed within a second of opening are read as refusals (the cap's detectors see
+    // them), so when most drops came at once a 1008 is not taken as a token's end.
+    let at_once = f.total(&f.refusals.iter().map(|r| r.at_once).collect::<Vec<_>>());
+    let refusals_at_once = at_once >= 0.5 * n;
     let auth_codes: f64 = ends
         .iter()
-        .filter(|(k, _)| k.is_auth_end())
+        .filter(|(k, _)| k.is_auth_end() && !(refusals_at_once && *k == CloseKind::Server(1008)))
         .map(|(_, v)| *v as f64)
         .sum();
     if auth_codes >= 0.5 * n {
@@ -172,7 +179,9 @@ pub(super) fn detect_drops(f: &Facts<'_>) -> Option<Finding> {
         kind: LimitKind::ServerDrops,
         level: Some(open),
         unit: "connections",
-        confidence: 0.85,
+        // Mostly closed at once: refusals after the upgrade, which a cap reading (if the
+        // open count sat at a plateau) explains better; otherwise still named.
+        confidence: if refusals_at_once { 0.6 } else { 0.85 },
         headline: format!("Server-side drops: established connections were closed by the target ({}), first at t = {:.0} s with {open:.0} open.", kinds.join(", "), f.t(first)),
         evidence: vec![format!("{} by the target or the network, not by us.", plural(n, "session ended", "sessions ended"))],
         ..Default::default()

@@ -443,6 +443,39 @@ fn queued_then_refused_and_accepted_then_closed_are_told_apart() {
     assert!(d.also.is_empty(), "{d:?}");
 }
 
+/// Web messaging (issue 14): a session cap enforced after the upgrade by an error
+/// response and a 1008 close at once is a cap, not tokens expiring; 1008 closes that
+/// come late still read as auth ends.
+#[test]
+fn an_application_level_refusal_closed_1008_at_once_is_a_cap() {
+    let t = |opened, open| Tick {
+        opened,
+        open,
+        ..Default::default()
+    };
+    let mut ticks = vec![t(100, 100), t(100, 150)];
+    for _ in 0..4 {
+        let mut x = t(100, 150);
+        x.drops = vec![("server_1008", 100)];
+        x.at_once = 100;
+        ticks.push(x);
+    }
+    let d = diagnose(&run(&ticks), None);
+    assert_eq!(d.kind, LimitKind::ConcurrencyCap, "{d:?}");
+    assert!((d.level.unwrap() - 150.0).abs() <= 7.5, "{d:?}");
+    let e = d.enforcement.clone().unwrap();
+    assert_eq!((e.how, e.close_code), (How::AcceptedThenClosed, Some(1008)));
+    assert!(d.also.is_empty(), "{d:?}");
+
+    // The same closes long after opening: tokens ending, as before.
+    let mut ticks = vec![t(50, 50), t(0, 50), t(0, 50)];
+    let mut x = t(0, 0);
+    x.drops = vec![("server_1008", 50)];
+    ticks.push(x);
+    let d = diagnose(&run(&ticks), None);
+    assert_eq!(d.kind, LimitKind::AuthFailure, "{d:?}");
+}
+
 #[test]
 fn a_cap_per_source_address_is_ambiguous_in_one_run_and_sure_when_one_filled_first() {
     // Round-robin over three addresses: all three refused together at 50 (150 in all).

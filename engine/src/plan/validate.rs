@@ -15,6 +15,7 @@ impl Plan {
     pub fn peak_connections(&self) -> u32 {
         crate::schedule::peak(&self.stages)
             .max(self.probe.as_ref().map_or(0, |p| p.max_connections))
+            .max(self.sessions.as_ref().map_or(0, Sessions::peak_guests))
     }
 
     /// How many agents this plan runs on where one process holds `per_process`
@@ -27,12 +28,17 @@ impl Plan {
 
     /// Total planned duration.
     pub fn duration(&self) -> Duration {
-        crate::schedule::total_duration(&self.stages)
+        crate::schedule::total_duration(&self.stages).max(
+            self.sessions
+                .as_ref()
+                .map_or(Duration::ZERO, Sessions::duration),
+        )
     }
 
     /// Checks every field against `limits`; returns all problems together.
     pub fn validate(&self, limits: &Limits) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
+        let mut errs_sessions = Vec::new();
         let mut err = |field: &str, message: String| {
             errs.push(FieldError {
                 field: field.into(),
@@ -60,6 +66,14 @@ impl Plan {
             for p in probe.validate(limits) {
                 err(&p.field, p.message);
             }
+        } else if let Some(sessions) = &self.sessions {
+            if !self.stages.is_empty() {
+                err(
+                    "stages",
+                    "leave stages empty when `sessions` sets the load (arrivals and stays)".into(),
+                );
+            }
+            sessions.validate(limits, &mut errs_sessions);
         } else if self.stages.is_empty() {
             err(
                 "stages",
@@ -247,6 +261,7 @@ impl Plan {
                 });
             }
         }
+        errs.extend(errs_sessions);
         if errs.is_empty() {
             Ok(())
         } else {

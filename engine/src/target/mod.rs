@@ -9,6 +9,7 @@
 //! with the UI's runtime; `socketswarm target` runs it alone ([`serve`]).
 
 pub mod profile;
+pub mod webmessaging;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -54,6 +55,9 @@ pub struct Counters {
     /// Per bearer token (profiles with `auth=bearer`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub per_token: BTreeMap<String, TokenCounters>,
+    /// The guest flow's own counters (`/webmessaging` profiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webmessaging: Option<webmessaging::WmCounters>,
 }
 
 /// Handshakes of one bearer token.
@@ -213,6 +217,7 @@ impl ProfileStats {
             msgs_out: self.msgs_out.load(Ordering::Relaxed),
             closed,
             per_token: self.tokens.lock().map(|m| m.clone()).unwrap_or_default(),
+            webmessaging: None,
         }
     }
 }
@@ -246,6 +251,11 @@ impl Counters {
             mine.rejected_429 += t.rejected_429;
             mine.open += t.open;
         }
+        if let Some(w) = &o.webmessaging {
+            self.webmessaging
+                .get_or_insert_with(Default::default)
+                .merge(w);
+        }
     }
 }
 
@@ -266,6 +276,8 @@ pub struct Sandbox {
     /// Tokens minted by the mock OAuth endpoint, with their expiry.
     issued: Mutex<HashMap<String, Instant>>,
     minted: AtomicU64,
+    /// Web-messaging profiles' sessions and counters, by profile key.
+    webmessaging: webmessaging::Registry,
 }
 
 impl Sandbox {
@@ -306,7 +318,8 @@ impl Sandbox {
         };
         let mut out = StatsReport::default();
         for (k, p) in profiles {
-            let c = p.snapshot();
+            let mut c = p.snapshot();
+            c.webmessaging = self.webmessaging.counters(&k);
             out.total.merge(&c);
             out.profiles.insert(k, c);
         }
@@ -910,6 +923,10 @@ async fn handle(
     let expires = token.as_ref().and_then(|(_, e)| *e);
     let how = if close_at_once {
         close_now(ws, profile.close_code).await
+    } else if let Some(o) = &profile.webmessaging {
+        let wm = sandbox.webmessaging.state(&pkey);
+        let reply_delay = profile.reply_delay.unwrap_or(Duration::from_millis(200));
+        webmessaging::session(ws, o, reply_delay, &wm, &stats, &shutdown).await
     } else {
         session(ws, &profile, &stats, &shutdown, expires).await
     };

@@ -74,6 +74,8 @@ pub struct Profile {
     /// Past this many open, each handshake waits `knee_slope` per connection over it.
     pub knee: Option<u64>,
     pub knee_slope: Duration,
+    /// A `/webmessaging` path: the guest flow and its limits (`webmessaging.rs`).
+    pub webmessaging: Option<super::webmessaging::Options>,
 }
 
 /// Where a per-key limit reads its key.
@@ -113,6 +115,7 @@ impl Default for Profile {
             key: None,
             knee: None,
             knee_slope: Duration::from_millis(1),
+            webmessaging: None,
         }
     }
 }
@@ -131,6 +134,9 @@ impl Profile {
     /// (`path?sorted query`).
     pub fn parse(path: &str, query: &str) -> Result<(Profile, String), String> {
         let mut p = Profile::default();
+        if super::webmessaging::selected(path) {
+            p.webmessaging = Some(super::webmessaging::Options::default());
+        }
         let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
@@ -216,9 +222,15 @@ impl Profile {
                 "knee" => p.knee = Some(num(k, v)?),
                 "knee_slope" => p.knee_slope = dur(k, v)?,
                 "tag" => {}
+                other
+                    if match p.webmessaging.as_mut() {
+                        Some(w) => w.set(other, v)?,
+                        None => false,
+                    } => {}
                 other => {
                     return Err(format!(
-                        "unknown query parameter `{other}`; known: cap, rate, burst, drop_after, drop_prob, drop_code, drop_mode, delay, reply_delay, status, retry_after, auth, token_cap, ttl, need_session, session, lockout, lockout_window, stall_cap, queue_cap, queue_wait, close_cap, close_code, addr_cap, key_cap, key, knee, knee_slope, tag"
+                        "unknown query parameter `{other}`; known: cap, rate, burst, drop_after, drop_prob, drop_code, drop_mode, delay, reply_delay, status, retry_after, auth, token_cap, ttl, need_session, session, lockout, lockout_window, stall_cap, queue_cap, queue_wait, close_cap, close_code, addr_cap, key_cap, key, knee, knee_slope, tag; on a /webmessaging path also {}",
+                        super::webmessaging::KEYS
                     ))
                 }
             }

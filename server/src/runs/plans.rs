@@ -13,6 +13,9 @@ use crate::error::internal;
 use crate::plan_file;
 use crate::store;
 
+/// The web-messaging guest flow example, the second starter plan.
+const WEB_MESSAGING_EXAMPLE: &str = include_str!("../../../examples/web-messaging-guests.json");
+
 fn field(field: &str, message: String) -> ApiError {
     ApiError::Validation(vec![FieldError {
         field: field.into(),
@@ -212,8 +215,9 @@ impl Runs {
     }
 
     /// On a first start (no runs, no plans) with the embedded sandbox: saves the
-    /// commented starter plan (`socketswarm plan init`) aimed at it, so the Plans page
-    /// has a plan ready to run.
+    /// commented starter plan (`socketswarm plan init`) and the web-messaging example
+    /// (`examples/web-messaging-guests.json`) aimed at it, so the Plans page has plans
+    /// ready to run.
     pub async fn seed_starter_plan(&self) -> Result<bool, ApiError> {
         let Some(sandbox) = self.sandbox else {
             return Ok(false);
@@ -228,6 +232,11 @@ impl Runs {
             .replace("ws://127.0.0.1:9001/echo", &format!("ws://{sandbox}/echo"))
             .replace("name = \"smoke\"", "name = \"sandbox smoke (starter)\"");
         self.store_plan(None, &text).await?;
+        // The second: the web-messaging guest flow (issue 14), 500 guests against the
+        // sandbox's deployment capped at 150.
+        let guests =
+            WEB_MESSAGING_EXAMPLE.replace("ws://127.0.0.1:9001/", &format!("ws://{sandbox}/"));
+        self.store_plan(None, &guests).await?;
         Ok(true)
     }
 }
