@@ -38,6 +38,7 @@
 pub mod capture;
 pub mod compare;
 pub mod diagnose;
+pub mod duration;
 pub mod outcome;
 pub mod plan;
 pub mod probe;

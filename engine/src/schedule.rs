@@ -6,8 +6,20 @@
 
 use std::time::Duration;
 
-use crate::plan::Stage;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Dur;
 use crate::report::Phase;
+
+/// One stage of a plan: ramp linearly from the previous level (0 at the start) to
+/// `connections` over `duration`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub duration: Dur,
+    pub connections: u32,
+}
 
 /// Sum of all stage durations.
 pub fn total_duration(stages: &[Stage]) -> Duration {

@@ -232,6 +232,28 @@ pub(crate) fn scrub_json(value: &mut serde_json::Value, secrets: &Secrets) {
     }
 }
 
+impl Plan {
+    /// The plan as stored: typed-in secrets replaced by `"<redacted>"`, env references
+    /// kept. Headers whose name suggests a credential are redacted too.
+    pub fn redacted(&self) -> Plan {
+        let secrets = crate::secrets::Secrets::of_plan(self);
+        let mut p = self.clone();
+        crate::secrets::redact_by_name(&mut p);
+        if secrets.is_empty() {
+            return p;
+        }
+        // By value: a secret typed into a field of its own is also found wherever else
+        // it was repeated (a script message, a name).
+        match serde_json::to_value(&p) {
+            Ok(mut v) => {
+                crate::secrets::scrub_json(&mut v, &secrets);
+                serde_json::from_value(v).unwrap_or(p)
+            }
+            Err(_) => p,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -606,7 +606,7 @@ pub async fn start_plan(
         crate::probe::next_phase(&plan, &[], &crate::report::Series::default())
             .ok_or_else(|| EngineError::BadScript("the probe has no phases".into()))?
     } else {
-        crate::probe::Phase {
+        crate::plan::Segment {
             name: "run".into(),
             plan: plan.clone(),
             steps: Vec::new(),

@@ -96,7 +96,7 @@ pub fn parse(metric: &str, expr: &str) -> Result<Threshold, String> {
             .map(|v| v / 100.0)
             .map_err(|_| format!("`{rest}` is not a percentage"))?,
         Unit::Millis | Unit::Seconds | Unit::Minutes => {
-            crate::plan::parse_duration(rest)?.as_secs_f64()
+            crate::duration::parse_duration(rest)?.as_secs_f64()
         }
         Unit::Plain => rest
             .parse::<f64>()

@@ -70,7 +70,7 @@ fn sections(r: &ReportInput<'_>) -> String {
                 agents=Signal::stored(s.agents.clone())
                 lost_agents=s.lost_agents.clone()
                 series=Signal::stored(r.series.clone())
-                histograms=crate::runs::history::histogram_views(s)
+                histograms=crate::runs::views::histogram_views(s)
                 summary=Some(s.clone())
                 latency=Signal::stored(s.latency.clone())
                 thresholds=r.thresholds.to_vec()

@@ -22,6 +22,7 @@
 
 mod facts;
 mod other;
+pub mod probe;
 mod refusals;
 
 use std::collections::BTreeMap;
@@ -414,11 +415,11 @@ pub fn enforcement_of(s: &Series) -> Option<Enforcement> {
     refusals::enforcement_over(&f, &f.pressed())
 }
 
-/// The verdict for a run: probe runs get one verdict per limit found (`probe::verdicts`),
+/// The verdict for a run: probe runs get one verdict per limit found (`probe::verdicts`, here),
 /// other runs `diagnose`.
 pub fn for_run(s: &Series, summary: Option<&Summary>) -> Diagnosis {
     match summary {
-        Some(sum) if !sum.phases.is_empty() => crate::probe::verdicts(s, &sum.phases),
+        Some(sum) if !sum.phases.is_empty() => probe::verdicts(s, &sum.phases),
         _ => diagnose(s, summary),
     }
 }

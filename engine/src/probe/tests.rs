@@ -1,4 +1,6 @@
 use super::*;
+use crate::diagnose::probe::verdicts;
+use crate::plan::Limits;
 use crate::report::Snapshot;
 
 fn base() -> Plan {

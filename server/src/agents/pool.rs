@@ -200,7 +200,9 @@ async fn member(socket: WebSocket, pool: Arc<Pool>) {
                     version,
                     nofile,
                     source_addrs,
-                    joined_at_ms: crate::runs::now_ms(),
+                    joined_at_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64),
                     run: None,
                 },
                 tx,

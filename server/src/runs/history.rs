@@ -8,11 +8,12 @@ use app::api::{
     date_ms, ApiError, BaselineView, CompareRun, CompareView, Launched, PlanRef, RunDetail,
     RunListItem, RunMeta, RunPage, RunQuery, RunStatus, ShareKind, ShareLink, SharedView,
 };
-use engine::compare::{self, HistogramView, RunFacts};
+use engine::compare::{self, RunFacts};
 use engine::{FieldError, Plan, Summary};
 
 use super::now_ms;
-use super::service::{to_item, Runs};
+use super::service::Runs;
+use super::views::to_item;
 use crate::error::internal;
 use crate::store::{self, RunFilter};
 
@@ -27,25 +28,6 @@ const MAX_COMPARE: usize = 4;
 
 fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(format!("{field}: {message}"))
-}
-
-/// Latency distributions of a finished run, connect first.
-pub(crate) fn histogram_views(s: &Summary) -> Vec<HistogramView> {
-    const ORDER: [&str; 6] = [
-        "ws_connecting",
-        "ws_rtt",
-        "tls_handshake",
-        "token_fetch",
-        "ws_ping",
-        "ws_first_msg",
-    ];
-    ORDER
-        .iter()
-        .filter_map(|m| {
-            let counts = engine::histogram_counts(s.histograms.get(*m)?)?;
-            Some(compare::histogram_view(m, &counts))
-        })
-        .collect()
 }
 
 /// Decoded histograms by metric.

@@ -1,10 +1,13 @@
-//! Runs: the manager actor that owns live runs, and the `RunService` the pages and the
-//! JSON API share.
+//! Runs: the manager actor that owns live runs (`manager`), and `Runs`, the service the
+//! pages and the JSON API share (`service`: the read model and launching; `history`:
+//! the runs list, tags, compare and share links; `plans`: saved plans; `import`;
+//! `views`: row and summary conversions both sides use).
 pub(crate) mod history;
 pub mod import;
 pub mod manager;
 mod plans;
 pub mod service;
+pub(crate) mod views;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {

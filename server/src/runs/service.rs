@@ -67,24 +67,6 @@ pub struct RunsConfig {
 /// Runs `GET /api/runs` without a `per_page` answers.
 const LIST_LIMIT: u32 = 200;
 
-pub(super) fn to_item(r: RunRow) -> RunListItem {
-    RunListItem {
-        plan_id: r.plan_id,
-        plan_name: None,
-        tags: Vec::new(),
-        note: r.note,
-        status: RunStatus::parse(&r.status).unwrap_or(RunStatus::Failed),
-        id: r.run_id,
-        name: r.name,
-        target: r.target,
-        created_at_ms: r.created_at,
-        duration_ms: r.duration_ms,
-        peak_open: r.peak_open,
-        opened: r.opened,
-        failed: r.failed,
-    }
-}
-
 impl Runs {
     pub fn new(pool: SqlitePool, manager: ManagerHandle, cfg: RunsConfig) -> Arc<Runs> {
         let nofile = cfg.nofile;
@@ -336,7 +318,7 @@ fn build_detail(
         .and_then(|j| serde_json::from_str(j).ok());
     let histograms = summary
         .as_ref()
-        .map(super::history::histogram_views)
+        .map(super::views::histogram_views)
         .unwrap_or_default();
     let detail = RunDetail {
         plan_id: row.plan_id,
