@@ -1,19 +1,65 @@
 //! # app: the pages
 //!
 //! Routes, components, wire types and server functions. Compiled twice: with `ssr` into
-//! the server (renders pages, runs server fns against [`api::RunService`]) and with
-//! `hydrate` into the browser's wasm (makes the same pages live). It never sees engine
-//! internals, only the pure model (`engine` without `runtime` in the browser build).
+//! the server (renders pages, runs server fns against [`api::RunService`], which the
+//! server's `Runs` implements) and with `hydrate` into the browser's wasm (makes the
+//! same pages live). It never sees engine internals, only the pure model (`engine`
+//! without `runtime` in the browser build).
 //!
 //! Module map:
 //! - [`api`]        wire types (`RunListItem`, `RunDetail`, `ApiError`), the `RunService`
-//!   trait the server implements, and the server fns the pages call.
+//!   trait the server implements, and the server fns of runs; `api/history.rs` those
+//!   of the history workflow (runs list, tags, saved plans, compare, share links).
 //! - [`charts`]     chart specs from a run's `Series` (pure; drawn by uPlot).
 //! - [`form`]       the "New run" form -> `Plan` (pure, unit-tested).
 //! - [`fmt`]        number/time formatting for views (pure).
-//! - `pages/`       one file per route.
-//! - `components/`  stat tiles, status badge, failure table.
+//! - [`pages`]      one module per route.
+//! - [`components`] reusable views: `run_sections` (a run's body, shared with the HTML
+//!   report), tiles and tables, charts, the diagnosis panel, compare tables, run
+//!   actions, the share box, the status badge, `TextArea`, `LoadError`.
 //! - `live`         (hydrate) EventSource -> signal of the latest `Snapshot`.
+//!
+//! # Adding a page (a newcomer's checklist)
+//!
+//! 1. **The page**: `app/src/pages/NAME.rs` with a `#[component] pub fn NamePage()`,
+//!    declared in `pages/mod.rs`. Load its data with a `Resource` over a server fn
+//!    inside `<Transition>`/`Suspend` and show failures with
+//!    [`components::LoadError`] (it also sets the answer's status: 404, 400, …). Forms
+//!    are `ActionForm`s or plain GET forms, so the page works before hydration.
+//! 2. **The route**: a `<Route path=path!("/…") view=pages::NAME::NamePage
+//!    ssr=SsrMode::Async/>` in [`App`] below (update the router's doc comment). The
+//!    server needs nothing more: `generate_route_list(app::App)` in
+//!    `server/src/http/mod.rs` serves every route here. *Not enforced*: a page that no
+//!    route names still builds. If it belongs to a section of the top bar, add it to
+//!    `Section::of` and its test `one_top_bar_section_per_page`.
+//! 3. **Its data — one name per operation**, from the server fn to the route: a
+//!    `#[server] pub async fn` in `api.rs` (or `api/history.rs`) calling
+//!    `service()?.NAME(…)`; the method on [`api::RunService`]; wire types beside it
+//!    (`Serialize + Deserialize`, *compiler-enforced* by `#[server]`). The server fn is
+//!    served under `/api/…` without registering it (`leptos_routes_with_context`).
+//! 4. **The server side**: *compiler-enforced* — `impl RunService for Runs` in
+//!    `server/src/runs/service.rs` stops building until it has the new method. Put the
+//!    work on `Runs` in the file for what it serves: `runs/service.rs` (read model,
+//!    launch), `runs/history.rs` (runs list, tags, compare, share links),
+//!    `runs/plans.rs` (saved plans), row conversions in `runs/views.rs`; SQL only in
+//!    `server/src/store/` (`store/mod.rs`, `store/history.rs`).
+//! 5. **The JSON route**, for the API and the CLI: in the `router()` of
+//!    `server/src/http/runs.rs` or `server/src/http/history.rs`, a handler calling
+//!    `st.runs.NAME(…)`. *Not enforced*: every path needs the access token unless
+//!    `http::access`'s `is_public` lets it through (a share-like page must be added
+//!    there, with a case in its tests).
+//! 6. **Its styles**: a `/* ---- NAME ---- */` section in `style/main.css`, classes
+//!    only. *Not enforced*: the page's CSP (`content_security_policy` below) has no
+//!    `'unsafe-inline'` for styles, so a `style=` attribute builds and is silently
+//!    ignored by the browser (the e2e harness collects the violation).
+//! 7. **Tests** (*not enforced*): the status a page answers with in
+//!    `server/tests/api.rs` (`pages_answer_with_the_status_of_what_they_show`), the JSON
+//!    route in `server/tests/` (e.g. `history.rs`), and a browser test
+//!    `e2e/NAME.test.mjs` (`startServer`, `browser` from `e2e/harness.mjs`; wait for
+//!    `html[data-hydrated]`; assert `cspViolations` and `pageErrors` stay empty). Run:
+//!    `scripts/build.sh && node --test e2e/`.
+//! 8. **Docs** (*not enforced*): the README's *Using it* (the page) and *Through the
+//!    JSON API* (the route).
 
 #![recursion_limit = "256"]
 

@@ -5,9 +5,12 @@
 //!
 //! Module map:
 //! - [`plan`]      the `Plan` model (UI form, JSON API and plan file are one model) and
-//!   `validate(&Limits)` returning field errors. Pure.
+//!   `validate(&Limits)` returning field errors; `plan::Segment` (what the swarm runs),
+//!   `plan::Probe` (a probe's bounds), sessions and lifecycles. Pure.
+//! - [`duration`]  `Dur` and `parse_duration` (`"250ms"`, `"2s"`); a leaf. Pure.
 //! - [`capture`]   reading messages: a small JSON path, framed JSON, captured text. Pure.
-//! - [`probe`]     "find my limit": the experiments of a probe run and their verdicts. Pure.
+//! - [`probe`]     "find my limit": plans a probe run's experiments (`next_phase`); their
+//!   verdicts are read in `diagnose::probe`. Pure.
 //! - [`protocol`]  the coordinator–agent frames (JSON over one WebSocket). Pure.
 //! - [`schedule`]  how many connections should have been started at time `t`. Pure.
 //! - [`secrets`]   the one redaction rule (by name and by value) every way out uses. Pure.
@@ -17,7 +20,8 @@
 //! - [`diagnose`]  which limit a run hit (cap, rate, auth, drops, client), with evidence. Pure.
 //! - [`compare`]   runs side by side: metric deltas, significance from the stored
 //!   histograms, behaviour changes in words. Pure.
-//! - [`outcome`]   the small closed set of connection outcomes (`FailKind`, `CloseKind`).
+//! - [`outcome`]   the small closed set of connection outcomes (`FailKind`, `CloseKind`)
+//!   and the one classifier. Pure.
 //!
 //! With the `runtime` feature (everything that needs tokio):
 //! - `handshake`   a hand-written client upgrade (times the phases, keeps 429 evidence).
@@ -27,6 +31,8 @@
 //! - [`load_runtime`] the runtime VUs run on, apart from the ticks' (a connect burst
 //!   never starves the heartbeat).
 //! - [`merge`]     the coordinator: tick k of every agent -> the run's snapshot k; the summary.
+//! - [`coordinate`] the coordinator task: agents' ticks in, the run's updates out (lost
+//!   agents, thresholds on merged data).
 //! - [`swarm`]     the controller that paces VUs along the schedule; `swarm::start`.
 //! - `tokens`      token pools and OAuth2 client credentials (reqwest), per-slot caching.
 //! - [`outbound`]  the operator's allowlist enforced on the addresses a run connects to
@@ -34,6 +40,10 @@
 //! - `tls`         rustls for `wss://` targets and the sandbox's TLS listener.
 //! - [`target`]    the sandbox WebSocket target (echo, caps, rate limits, drops) and
 //!   its `/stats` counters.
+//!
+//! Checklists for newcomers live where the work starts: adding a sandbox profile in
+//! `target` (`engine/src/target/mod.rs`), an outcome kind in [`outcome`], a limit kind in
+//! [`diagnose`].
 
 pub mod capture;
 pub mod compare;

@@ -9,9 +9,49 @@
 //! tables, the CLI — turns a key back into its kind with `parse` and asks the kind what
 //! it means (`class()`, `is_drop()`), so no consumer matches key strings of its own.
 //!
-//! To add a kind: 1. add the variant, 2. give it a key in `key()` and in `parse()` (the
-//! round-trip test checks both), 3. give it a class, 4. map it in `conn.rs`,
-//! 5. document it in the README's glossary.
+//! # Adding an outcome kind (a newcomer's checklist)
+//!
+//! Most consumers never name a kind: they ask its class or `is_drop()`, so a kind that
+//! fits an existing [`FailClass`] reaches the diagnosis, the probe, compare, the charts,
+//! the tables, the CSV and `/metrics` by itself. What you must touch:
+//!
+//! 1. **The variant** on [`FailKind`] (an attempt that did not open) or [`CloseKind`]
+//!    (how an open session ended).
+//! 2. **Its string name, defined once**, in `FailKind::key()` / `CloseKind::key()`.
+//!    *Compiler-enforced*: both are exhaustive `match`es, so the build fails until the
+//!    new variant has a key. The key is what JSON, SQLite, the CSV columns
+//!    (`failed_<key>_per_s`, `dropped_<key>_per_s` from `report::Series::to_csv`),
+//!    the failures table and the `/metrics` `kind` label carry.
+//! 3. **Reading the name back** in `FailKind::parse()` / `CloseKind::parse()`. *Not
+//!    enforced*: both match strings with a fallback, so a forgotten arm compiles, and
+//!    then the diagnosis silently skips the key (`diagnose/facts.rs` keeps only keys
+//!    that parse), `/metrics` labels it class `other`, and `POST /api/runs/import`
+//!    (`server/src/runs/import.rs`) refuses every run that has it. The round-trip test
+//!    `every_key_parses_back_to_its_kind` (below) catches it only once the new kind is
+//!    listed in `every_fail_kind()` / `every_close_kind()` — add it there.
+//! 4. **What it means** — the one classifier. For a `FailKind`, its [`FailClass`] in
+//!    `FailKind::class()`: *compiler-enforced* (exhaustive, no `_` arm); `is_refusal()`
+//!    and `is_auth()` follow from the class. A new `FailClass` needs a name in
+//!    `FailClass::key()` (*compiler-enforced*; it is the `/metrics` `class` label), the
+//!    class count in the `classes` test, and a decision in `diagnose/facts.rs`'s
+//!    `match k.class()` (it has a `_` arm: *not enforced*). For a `CloseKind`,
+//!    `is_drop()` (a drop unless it is `Client`), `is_auth_end()` and `code()` all have
+//!    defaults: *not enforced*, decide each.
+//! 5. **Where it is produced** (*not enforced*): `engine/src/conn.rs` (`io_kind`,
+//!    `tls_kind`, the handshake and HTTP-step paths), `engine/src/conn/session.rs`
+//!    (`end_of` and the session loop), `engine/src/tokens.rs` (token fetches). Each
+//!    records through `Recorder::failed` / `Recorder::closed` (`stats.rs`); the
+//!    aggregator's `RunStats::merge` turns the kind into its key and counts
+//!    `Totals::dropped` by `is_drop()`.
+//! 6. **The few consumers that still read key strings** (*not enforced*):
+//!    `report::Series::push` counts per-tick drops as every close key but `"client"`
+//!    (a new non-drop `CloseKind` must be excluded there too, or the drops chart and
+//!    CSV disagree with `Totals::dropped`); `app/src/charts.rs`'s `color_of` gives
+//!    known keys their colour (others are grey); `compare.rs`'s behaviour sentences pick
+//!    out `FailKind::Status` for "first 429 at …".
+//! 7. **Docs** (*not enforced*): the outcome-key list in the README's *What is
+//!    measured*, and the class list of `socketswarm_run_connect_failures_total` in its
+//!    *Metrics for Prometheus and Grafana* when a class is added.
 
 /// Why a connection attempt did not reach an open WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -16,7 +16,7 @@
 //!    addresses, per-connection header or query values): the ramp again with a single
 //!    identity. A lower plateau than in 1 is a cap per that identity.
 //!
-//! Everything here is pure: `next_phase` builds the plans (as `schedule::Segment`s, what
+//! Everything here is pure: `next_phase` builds the plans (as `plan::Segment`s, what
 //! the swarm runs), `diagnose::probe::verdicts` reads the series. The user's bounds are
 //! the plan's (`plan::Probe`).
 

@@ -11,7 +11,9 @@
 //! - [`metrics`]  the Prometheus exposition of live runs (model + pure renderer).
 //! - [`plan_file`] plans as TOML/JSON text; the commented TOML export.
 //! - [`report`]   the self-contained HTML report.
-//! - [`runs`]     the manager actor (live runs, queue, cancel) and the `RunService`.
+//! - [`agents`]   runs split over agents: the hub, fleets (local, pool, Kubernetes), the agent.
+//! - [`runs`]     the manager actor (live runs, queue, cancel) and `Runs`, the service
+//!   the pages and the API share (it implements `app::api::RunService`).
 //! - [`site`]     the built site (wasm, CSS, JS) embedded in the binary, served from memory.
 //! - [`store`]    all SQL.
 //!

@@ -1,4 +1,5 @@
-//! One module per route.
+//! One module per route (routed in `crate::App`), plus the fallback `not_found`. To add a
+//! page, follow the checklist in the crate docs (`app/src/lib.rs`).
 pub mod compare;
 pub mod not_found;
 pub mod plans;

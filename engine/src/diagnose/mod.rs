@@ -11,14 +11,52 @@
 //! separates them (`separate_by`). `docs/diagnosis.md` describes each signature and
 //! scores the verdicts against labelled runs (the corpus test in `engine/tests`).
 //!
-//! Layout: `facts` (per-tick facts and robust levels), `refusals` (cap, rate limit,
-//! lockout, per identity, saturation knee — readings of the same refusals), `other`
-//! (auth and tokens, drops, our own limits), this file (the model and the verdict).
+//! Layout: `facts` (per-tick facts and robust levels, every outcome key read through
+//! `crate::outcome`), `refusals` (cap, rate limit, lockout, per identity, saturation
+//! knee — readings of the same refusals), `other` (auth and tokens, drops, our own
+//! limits, the knee, "no clear limit"), [`probe`] (a probe run's verdicts, phase by
+//! phase), this file (the model, and [`diagnose`] choosing the verdict).
 //!
-//! To add a kind: 1. add it to `LimitKind` (and `symptom`), 2. write its detector
-//! returning `Option<Finding>`, 3. add it to `diagnose`'s candidates, 4. test it on a
-//! hand-made series, against a sandbox profile (`server/tests/diagnosis.rs`) and, if a
-//! real gateway can do it, in `server/tests/gateways.rs`; record a fixture for the corpus.
+//! # Adding a limit kind (a newcomer's checklist)
+//!
+//! 1. **The variant** on [`LimitKind`]. Its JSON name comes from serde
+//!    (`rename_all = "snake_case"`); `LimitKind::key()` must return the same string.
+//!    *Compiler-enforced*: `key()`, `words()` (the name in sentences: the verdict,
+//!    alternatives, and compare's "verdict: … → …" in `compare.rs`'s `behaviour`) and
+//!    `symptom()` (which kinds compete for the same evidence, which add up as `also`)
+//!    are exhaustive `match`es. *Not enforced*: that `key()` equals the serde name (no
+//!    test compares them, unlike `How::key`'s `enforcement_keys_match_their_json`).
+//! 2. **Its reading**: a detector `fn(&Facts) -> Option<Finding>` (or `Vec`) beside its
+//!    kin — `refusals.rs` (`detect_cap`, `detect_rate`, `detect_lockout`,
+//!    `detect_per_identity`, `detect_saturation`, gathered by `refusals::detect`) or
+//!    `other.rs` (`detect_client_limit`, `detect_auth`, `detect_drops`); a new per-tick
+//!    fact goes on `facts::Facts`. The `Finding` sets `unit` (`"connections"` or
+//!    `"handshakes_per_second"`), an honest `confidence`, and `separate_by` when a rival
+//!    reading fits the same evidence. *Not enforced*: the detector must be called from
+//!    [`diagnose`]'s list of candidates (a detector nobody calls still builds, with
+//!    only a `dead_code` warning).
+//! 3. **The places that name kinds with a `_` arm** (*not enforced*, decide each):
+//!    `Diagnosis::alternatives_line` (which kinds are per second), `app/src/charts.rs`
+//!    (the dashed level line on the open and connect-rate charts), and the probe (next).
+//! 4. **The probe**, if an experiment tells the new kind apart: `crate::probe`'s
+//!    `next_phase` plans phases by name (`concurrency`, `rate`, `pause_retry`,
+//!    `one_<dimension>`; `burst_size` reads the first verdicts), and
+//!    [`probe::verdicts`] reads each phase by that name and words the summary line
+//!    (`match (d.kind, d.level)` falling back to the headline). *Not enforced*.
+//! 5. **Tests** (*not enforced*): a hand-made series in `diagnose/tests.rs`; a sandbox
+//!    profile that shows the limit (see `crate::target`'s checklist) and a test in
+//!    `server/tests/diagnosis.rs`; a real gateway in `server/tests/gateways.rs` if one
+//!    can do it. Record each as a labelled fixture
+//!    (`SOCKETSWARM_RECORD_FIXTURES=engine/tests/fixtures/diagnosis`, through
+//!    `record_fixture` in `server/tests/common`) for the corpus in
+//!    `engine/tests/corpus.rs`, which fails on a confident wrong verdict, a level off by
+//!    more than 5 %, or a stale `docs/diagnosis.md` table (regenerate with
+//!    `UPDATE_DIAGNOSIS_DOC=1 cargo test -p engine --test corpus`).
+//! 6. **The export schema**: `LimitKind` is part of `docs/export.schema.json`;
+//!    `server/src/export.rs`'s test `the_committed_schema_is_current_and_the_export_follows_it`
+//!    fails until you run `socketswarm plan export-schema > docs/export.schema.json`.
+//! 7. **Docs** (*not enforced*): the signature in `docs/diagnosis.md` (the `kind` list
+//!    and its section), and the kinds table in the README's *Which limit did we hit?*.
 
 mod facts;
 mod other;

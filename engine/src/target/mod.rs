@@ -7,6 +7,60 @@
 //! server upgrade, built on tokio + tungstenite only; it is not the product's HTTP server.
 //! Embedded in `serve` it runs on its own thread ([`spawn_thread`]), so it never competes
 //! with the UI's runtime; `socketswarm target` runs it alone ([`serve`]).
+//!
+//! Layout: this file (the HTTP head parser, `/stats`, `/health`, the mock `POST
+//! /session` and `/oauth/token` endpoints, `handle`'s admission checks, the echo
+//! `session`, the counters), [`profile`] (what a URL asks for: `Profile::parse`),
+//! [`webmessaging`] (a profile with its own protocol and counters).
+//!
+//! # Adding a sandbox profile (a newcomer's checklist)
+//!
+//! A profile is chosen per connection by the upgrade's URL: query keys on any path
+//! (`/echo?cap=150`), or a path of its own whose keys only it knows
+//! (`/webmessaging?session_cap=150`, see [`webmessaging`] as the worked example).
+//! [`profile::Profile::parse`] returns the profile and its counter key (`path?sorted
+//! query`), so one process serves every profile and counts each apart.
+//!
+//! 1. **Its settings**: a field on [`profile::Profile`]. *Compiler-enforced*: `impl
+//!    Default for Profile` is a struct literal, so it fails to build until the field has
+//!    its default there. A profile with its own path instead gets a module like
+//!    `webmessaging.rs`: `selected(path)`, an `Options` with `Options::set(key, value)`
+//!    returning `Ok(false)` for keys not its own, and `KEYS` for the error message; then
+//!    one `Option<…::Options>` field on `Profile`, set in `Profile::parse` when
+//!    `selected(path)` holds.
+//! 2. **Its query keys**: an arm in `Profile::parse`'s `match k.as_str()`, and the key
+//!    in that function's "unknown query parameter … known: …" list. *Not enforced*: a
+//!    forgotten arm compiles and the key is refused at run time (400 naming it);
+//!    `Profile::parse`'s unit tests (`mod tests` in `profile.rs`) are where to pin it.
+//!    Per-connection values (like `session`, or the value a `key=query:NAME` limit
+//!    counts by) must be filtered out of the counter key there, or every connection
+//!    gets counters of its own.
+//! 3. **Its behaviour**: a check in `handle`, in order with the others (delay,
+//!    `need_session`, `auth`, `status`, `lockout`, `rate`, `knee`, the open-count limits
+//!    `stall_cap`/`queue_cap`/`close_cap`/`cap`, then `addr_cap`, `key_cap`,
+//!    `token_cap`), refusing through `refuse_429` or `ProfileStats::reject` + `respond`;
+//!    or, after the 101, a session loop of its own chosen where `handle` picks
+//!    `close_now`, `webmessaging::session` or `session`. *Not enforced*: every slot
+//!    taken (`try_open`, `ProfileStats::try_take`, `try_token_open`) must be given back
+//!    on every path out (`release_open`, `ProfileStats::give_back`,
+//!    `release_token_open`); a leak shows only as a wrong `open` in `/stats`.
+//! 4. **Its counters in `/stats`**: a field on [`Counters`] (`#[serde(default)]`, so
+//!    older readers and reports still parse). *Compiler-enforced*: `ProfileStats::snapshot`
+//!    builds `Counters` with a struct literal. *Not enforced*: [`Counters::merge`] adds
+//!    field by field, and `socketswarm target --processes N` merges the helpers'
+//!    [`StatsReport`]s through it (`target_helpers` in `server/src/lib.rs`), so a field
+//!    left out of `merge` reads 0 there. A profile with many counters of its own keeps
+//!    them apart like `webmessaging::WmCounters` (its own `merge`, kept per profile key
+//!    in `Sandbox`'s `webmessaging::Registry`, attached in [`Sandbox::report`]).
+//! 5. **A test that compares both sides** in `server/tests/`: a real swarm against
+//!    `app.ws("/echo?…")` whose summary must equal `app.sandbox_profile("/echo?…")`
+//!    (the target's `/stats` for that counter key); `server/tests/profiles.rs` has one
+//!    per profile, `server/tests/webmessaging.rs` the path-selected example. If the
+//!    profile imitates a limit the diagnosis should name, also a test in
+//!    `server/tests/diagnosis.rs` recorded with `record_fixture` for the corpus (see
+//!    `engine::diagnose`'s checklist). *Not enforced*.
+//! 6. **Docs**: the list at the top of `profile.rs` (or the new module's own doc), and
+//!    the README's *The sandbox target*. *Not enforced*.
 
 pub mod profile;
 pub mod webmessaging;
