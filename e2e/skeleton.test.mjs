@@ -122,14 +122,16 @@ test('a finished run page reads without JavaScript', async () => {
 });
 
 test('a capped run shows 429s in the stacked connect chart and the failure table', async () => {
-  const plan = { name: 'capped', target: `${srv.sandbox}/echo?cap=15&tag=e2e`, stages: [{ duration: '2s', connections: 30 }, { duration: '2s', connections: 30 }],
+  // Refusals over two seconds (cap reached after 1 s of a 3 s ramp): with all of them
+  // inside one tick the verdict rightly says it cannot tell a cap from a rate limit.
+  const plan = { name: 'capped', target: `${srv.sandbox}/echo?cap=15&tag=e2e`, stages: [{ duration: '3s', connections: 45 }, { duration: '2s', connections: 45 }],
     script: [{ repeat: { every: '250ms', steps: [{ send: 'x' }, { expect: { timeout: '2s' } }] } }] };
   const { body } = await api(srv.base, '/api/runs', { method: 'POST', body: JSON.stringify(plan) });
   const page = await ctx.newPage();
   await page.goto(`${srv.base}${body.url}`);
   await page.locator('.badge[data-status="completed"]').waitFor({ timeout: 20000 });
   const row = page.locator('tr[data-outcome="http_429"] td.num');
-  assert.equal(await row.textContent(), '15');
+  assert.equal(await row.textContent(), '30');
   // uPlot drew every chart, and the 429 band is in the connect-rate legend.
   for (const id of ['connections', 'connect-rate', 'latency', 'messages']) {
     await page.locator(`.chart[data-chart="${id}"] canvas`).waitFor();
@@ -152,7 +154,7 @@ test('a capped run shows 429s in the stacked connect chart and the failure table
   assert.equal(await offline.locator('.diagnosis').getAttribute('data-kind'), 'concurrency_cap');
   await offline.screenshot({ path: join(artifacts, '09-report-from-file.png'), fullPage: true });
   const sandboxStats = await (await fetch(`${srv.sandbox.replace('ws:', 'http:')}/stats`)).json();
-  assert.equal(sandboxStats.profiles['/echo?cap=15&tag=e2e'].rejected['429'], 15);
+  assert.equal(sandboxStats.profiles['/echo?cap=15&tag=e2e'].rejected['429'], 30);
 });
 
 test('a run that hits a cap and also sees drops gets both named', async () => {

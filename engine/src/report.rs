@@ -685,8 +685,10 @@ impl Series {
                 );
             }
         }
+        // The one drop rule (`CloseKind::is_drop`); a key this build does not know
+        // stays a drop, as `Totals::dropped` counts it.
         grow(&mut self.drop_rate, &snap.interval.closes, &|k| {
-            k != "client"
+            crate::outcome::CloseKind::parse(k).is_none_or(|c| c.is_drop())
         });
         for metric in [
             metric::WS_CONNECTING,
