@@ -18,13 +18,19 @@ after(async () => { await ctx?.close(); srv?.stop(); });
 /** Section titles in document order (the run page's and the report's must match). */
 const sectionTitles = (page) => page.locator('.run-detail section > h2').allTextContents();
 
-/** Screenshots of `path` at both widths, named `NN-name-WIDTH.png`. */
+/** Screenshots of `path` at both widths, named `NN-name-WIDTH.png` (and the first
+ * screen at 390 px as `-390-top`); at 390 px nothing may scroll sideways. */
 async function shots(page, path, name) {
   for (const width of [1400, 390]) {
     await page.setViewportSize({ width, height: 900 });
     await page.goto(`${srv.base}${path}`);
     await page.locator('html[data-hydrated]').waitFor({ state: 'attached' });
     await page.screenshot({ path: join(artifacts, `${name}-${width}.png`), fullPage: true });
+    if (width === 390) {
+      await page.screenshot({ path: join(artifacts, `${name}-390-top.png`) });
+      const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok(wide <= 390, `${path} scrolls sideways at 390 px: ${wide} px wide`);
+    }
   }
   await page.setViewportSize({ width: 1400, height: 900 });
 }
@@ -64,6 +70,11 @@ test('reconnect keeps retrying; the run page and the report show what the target
   const verdictAt = order.findIndex((c) => c.includes('diagnosis'));
   assert.ok(verdictAt >= 0 && order[verdictAt + 1]?.includes('said'), `said follows the verdict: ${order}`);
   const pageSections = await sectionTitles(page);
+
+  // Chart legends read the latest values without hovering.
+  const openLegend = page.locator('figure[data-chart="connections"] .u-legend .u-series').nth(1).locator('.u-value');
+  await page.waitForFunction((el) => el && el.textContent !== '--', await openLegend.elementHandle());
+  assert.match(await openLegend.textContent(), /^\d+/);
 
   // The HTML report: the same sections, the same evidence.
   const report = await ctx.newPage();

@@ -223,7 +223,8 @@ mod tests {
         };
         s.failed_rate
             .insert("http_429".into(), vec![0.0, 5.0, 0.0, 2.0]);
-        s.failed_rate.insert("aborted".into(), vec![0.0, 0.0, 0.0, 9.0]);
+        s.failed_rate
+            .insert("aborted".into(), vec![0.0, 0.0, 0.0, 9.0]);
         s.drop_rate
             .insert("server_1013".into(), vec![0.0, 0.0, 1.0, 0.0]);
         s
@@ -245,14 +246,21 @@ mod tests {
         ev.rate_limit_headers
             .insert("x-ratelimit-limit".into(), "150".into());
         let said = target_said(&t, &ev, &series());
-        assert_eq!(said.answers.len(), 2, "aborted, client limits and our closes are ours");
+        assert_eq!(
+            said.answers.len(),
+            2,
+            "aborted, client limits and our closes are ours"
+        );
         let a = &said.answers[0];
         assert_eq!(
             (a.key.as_str(), a.said.as_str(), a.stage.as_str(), a.count),
             ("http_429", "HTTP 429 Too Many Requests", "handshake", 7)
         );
         assert_eq!((a.first_s, a.last_s), (Some(2.0), Some(4.0)));
-        assert_eq!(a.bodies, vec!["too many concurrent connections".to_string()]);
+        assert_eq!(
+            a.bodies,
+            vec!["too many concurrent connections".to_string()]
+        );
         let c = &said.answers[1];
         assert_eq!(c.said, "close 1013 try again later");
         assert_eq!((c.first_s, c.last_s), (Some(3.0), Some(3.0)));
@@ -276,7 +284,10 @@ mod tests {
         t.failures.insert("http_599".into(), 1);
         t.failures.insert("token_http_429".into(), 2);
         let said = target_said(&t, &Evidence::default(), &Series::default());
-        assert_eq!(said.answers[0].said, "token endpoint: HTTP 429 Too Many Requests");
+        assert_eq!(
+            said.answers[0].said,
+            "token endpoint: HTTP 429 Too Many Requests"
+        );
         assert_eq!(said.answers[1].said, "HTTP 599");
         assert_eq!(said.answers[1].first_s, None);
     }

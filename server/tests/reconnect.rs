@@ -74,14 +74,30 @@ async fn unlimited_reconnect_retries_to_the_end_and_a_limited_one_counts_who_gav
     assert_eq!(failures_after(&snaps_l, 6_000), 0, "the storm ended early");
 
     // The run page says so, and shows what the target said, on both.
-    let page_l = app.fetch(&format!("/runs/{limited}")).await.text().await.unwrap();
-    assert!(page_l.contains(&format!("data-gave-up=\"{gave_up}\"")), "gave-up note");
-    let page_u = app.fetch(&format!("/runs/{unlimited}")).await.text().await.unwrap();
+    let page_l = app
+        .fetch(&format!("/runs/{limited}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page_l.contains(&format!("data-gave-up=\"{gave_up}\"")),
+        "gave-up note"
+    );
+    let page_u = app
+        .fetch(&format!("/runs/{unlimited}"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(!page_u.contains("data-gave-up"), "no one gave up");
     for page in [&page_l, &page_u] {
         assert!(page.contains("What the target said"));
         assert!(page.contains("HTTP 429 Too Many Requests"));
-        assert!(page.contains("too many concurrent connections"), "the 429 body");
+        assert!(
+            page.contains("too many concurrent connections"),
+            "the 429 body"
+        );
         assert!(page.contains("Retry-After"));
     }
 }
