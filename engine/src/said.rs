@@ -151,7 +151,7 @@ fn span(series: &Series, col: Option<&Vec<f64>>) -> (Option<f64>, Option<f64>) {
             .filter(|(v, _)| **v > 0.0)
             .map(|(_, t)| *t)
     };
-    (seen().next(), seen().last())
+    (seen().next(), seen().next_back())
 }
 
 /// What the target said, from a run's totals (cumulative), kept evidence and series.
