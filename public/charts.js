@@ -5,6 +5,13 @@
   'use strict';
   var plots = new WeakMap();
 
+  // Time charts' legends show the latest values while the cursor is off the plot
+  // (uPlot's own legend reads "--" until hovered).
+  function showLatest(u) {
+    var n = u.data && u.data[0] ? u.data[0].length : 0;
+    if (u.cursor.idx == null && n > 0) u.setLegend({ idx: n - 1 }, false);
+  }
+
   function options(spec, width) {
     var labels = spec.x_labels && spec.x_labels.length ? spec.x_labels : null;
     var bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.8, 64] }) : undefined;
@@ -12,6 +19,7 @@
       width: width,
       height: spec.height || 220,
       legend: { show: true, live: true },
+      hooks: labels ? {} : { ready: [showLatest], setData: [showLatest], setCursor: [showLatest] },
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: false } },
       axes: [

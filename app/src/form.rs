@@ -23,7 +23,8 @@ pub struct RunForm {
     /// Cap on new connections per second; empty = no cap.
     #[serde(default)]
     pub max_connect_rate: String,
-    /// "on" (a checked box): refused handshakes and dropped sessions retry with backoff.
+    /// "on" (a checked box): refused handshakes and dropped sessions retry with backoff,
+    /// for as long as the run lasts (as real clients do).
     #[serde(default)]
     pub reconnect: String,
     /// A static bearer token for every connection; empty = none.
@@ -206,7 +207,7 @@ impl RunForm {
             reconnect: if self.reconnect.trim().is_empty() {
                 Reconnect::Never
             } else {
-                Reconnect::backoff()
+                Reconnect::unlimited()
             },
             source_addrs: Vec::new(),
             agents: None,
@@ -259,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn oauth_fields_become_tokens_and_reconnect_a_backoff() {
+    fn oauth_fields_become_tokens_and_reconnect_an_unlimited_backoff() {
         let mut f = form();
         f.token_url = "http://127.0.0.1:9001/oauth/token".into();
         f.client_id = "loadtest".into();
@@ -280,7 +281,7 @@ mod tests {
         );
         assert_eq!(auth.policy, TokenPolicy::PerConnections { connections: 10 });
         assert_eq!(auth.header, "Authorization");
-        assert_eq!(p.reconnect, Reconnect::backoff());
+        assert_eq!(p.reconnect, Reconnect::unlimited());
         assert!(p.validate(&engine::Limits::default()).is_ok());
         f.connections_per_token = "1".into();
         assert_eq!(

@@ -346,6 +346,11 @@ pub(crate) fn run_vu(
             // target's. One flush per attempt, like the open's.
             rec.try_flush();
             let Some(delay) = next_delay(&sh.reconnect, streak.max(1), retry_after) else {
+                // Out of attempts: a reconnecting client that stopped trying is counted
+                // (without reconnect, ending here is the plan, not giving up).
+                if sh.reconnect != Reconnect::Never {
+                    rec.gave_up();
+                }
                 break;
             };
             let wake = Instant::now() + delay;
@@ -379,7 +384,7 @@ fn next_delay(policy: &Reconnect, streak: u32, retry_after: Option<Duration>) ->
             max,
             honor_retry_after,
         } => {
-            if streak >= *max_attempts {
+            if max_attempts.exhausted(streak) {
                 return None;
             }
             let exp = initial
@@ -607,7 +612,7 @@ mod tests {
     #[test]
     fn backoff_grows_caps_and_honours_retry_after() {
         let p = Reconnect::Backoff {
-            max_attempts: 4,
+            max_attempts: crate::plan::MaxAttempts::Count(4),
             initial: Dur::millis(100),
             max: Dur::millis(300),
             honor_retry_after: true,

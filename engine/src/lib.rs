@@ -16,6 +16,7 @@
 //! - [`secrets`]   the one redaction rule (by name and by value) every way out uses. Pure.
 //! - [`template`]  `{{vu}}`, `{{attempt}}`, `{{uuid}}`, `{{now_ms}}`, `{{env.NAME}}`. Pure.
 //! - [`thresholds`] pass/fail thresholds on a finished run (k6 style). Pure.
+//! - [`said`]      "what the target said": statuses, bodies, headers, close codes. Pure.
 //! - [`report`]    wire types that leave the engine: `Snapshot`, `Summary`, `Totals`. Pure.
 //! - [`diagnose`]  which limit a run hit (cap, rate, auth, drops, client), with evidence. Pure.
 //! - [`compare`]   runs side by side: metric deltas, significance from the stored
@@ -54,6 +55,7 @@ pub mod plan;
 pub mod probe;
 pub mod protocol;
 pub mod report;
+pub mod said;
 pub mod schedule;
 pub mod secrets;
 pub mod template;

@@ -122,8 +122,11 @@ pub enum Reconnect {
     Never,
     /// Retry with exponential backoff and full jitter.
     Backoff {
+        /// Attempts in a row (since the last open) before the VU gives up and counts in
+        /// `Totals::gave_up`: a number, or `"unlimited"` to retry for as long as the run
+        /// lasts, as real clients do.
         #[serde(default = "default_max_attempts")]
-        max_attempts: u32,
+        max_attempts: MaxAttempts,
         #[serde(default = "default_backoff_initial")]
         initial: Dur,
         #[serde(default = "default_backoff_max")]
@@ -132,6 +135,47 @@ pub enum Reconnect {
         #[serde(default = "default_true")]
         honor_retry_after: bool,
     },
+}
+
+/// How many attempts in a row a reconnecting VU makes.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MaxAttempts {
+    /// This many, then give up.
+    Count(u32),
+    /// `"unlimited"`: never give up while the run lasts.
+    Unlimited(UnlimitedWord),
+}
+
+/// The word `"unlimited"`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnlimitedWord {
+    Unlimited,
+}
+
+impl MaxAttempts {
+    /// `"unlimited"`.
+    pub const UNLIMITED: MaxAttempts = MaxAttempts::Unlimited(UnlimitedWord::Unlimited);
+
+    /// The VU gives up after `streak` attempts in a row.
+    pub fn exhausted(self, streak: u32) -> bool {
+        match self {
+            MaxAttempts::Count(n) => streak >= n,
+            MaxAttempts::Unlimited(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for MaxAttempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxAttempts::Count(n) => write!(f, "{n}"),
+            MaxAttempts::Unlimited(_) => f.write_str("unlimited"),
+        }
+    }
 }
 
 impl Reconnect {
@@ -144,10 +188,21 @@ impl Reconnect {
             honor_retry_after: true,
         }
     }
+
+    /// Backoff that never gives up (the New-run form's reconnect): what chat and
+    /// messaging clients do while their user waits.
+    pub fn unlimited() -> Self {
+        Reconnect::Backoff {
+            max_attempts: MaxAttempts::UNLIMITED,
+            initial: default_backoff_initial(),
+            max: default_backoff_max(),
+            honor_retry_after: true,
+        }
+    }
 }
 
-fn default_max_attempts() -> u32 {
-    5
+fn default_max_attempts() -> MaxAttempts {
+    MaxAttempts::Count(5)
 }
 fn default_backoff_initial() -> Dur {
     Dur::millis(500)
@@ -661,6 +716,27 @@ mod tests {
     }
 
     #[test]
+    fn reconnect_attempts_are_a_number_or_unlimited() {
+        let p: Plan = serde_json::from_str(
+            r#"{"target":"ws://h/x","stages":[{"duration":"1s","connections":1}],
+              "reconnect":{"mode":"backoff","max_attempts":"unlimited"}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.reconnect, Reconnect::unlimited());
+        assert!(p.validate(&Limits::default()).is_ok());
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains(r#""max_attempts":"unlimited""#), "{json}");
+        assert!(!MaxAttempts::UNLIMITED.exhausted(u32::MAX));
+        assert!(MaxAttempts::Count(5).exhausted(5));
+        assert!(!MaxAttempts::Count(5).exhausted(4));
+        let bad = serde_json::from_str::<Plan>(
+            r#"{"target":"ws://h/x","stages":[{"duration":"1s","connections":1}],
+              "reconnect":{"mode":"backoff","max_attempts":"forever"}}"#,
+        );
+        assert!(bad.is_err());
+    }
+
+    #[test]
     fn script_round_trips_through_json() {
         let text = r#"{"target":"ws://h/x","stages":[{"duration":"1s","connections":1}],
           "script":[{"send":"hi {{vu}}"},{"expect":{"contains":"hi","timeout":"2s"}},
@@ -672,7 +748,7 @@ mod tests {
         assert!(matches!(
             p.reconnect,
             Reconnect::Backoff {
-                max_attempts: 3,
+                max_attempts: MaxAttempts::Count(3),
                 ..
             }
         ));

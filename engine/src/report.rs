@@ -65,6 +65,9 @@ pub struct Totals {
     /// Of those, sessions the target ended within `AT_ONCE_MS` of opening: accepted, then
     /// closed at once (how some services enforce a cap).
     pub closed_at_once: u64,
+    /// Connections whose reconnect policy ran out of attempts (`max_attempts` in a row
+    /// failed or dropped): they stopped trying before the run ended.
+    pub gave_up: u64,
     pub msgs_sent: u64,
     pub msgs_received: u64,
     pub bytes_sent: u64,
@@ -94,6 +97,7 @@ impl Totals {
         self.closed += other.closed;
         self.dropped += other.dropped;
         self.closed_at_once += other.closed_at_once;
+        self.gave_up += other.gave_up;
         self.msgs_sent += other.msgs_sent;
         self.msgs_received += other.msgs_received;
         self.bytes_sent += other.bytes_sent;

@@ -49,6 +49,8 @@ pub(crate) struct Partial {
     pub(crate) closes: Vec<(CloseKind, u32)>,
     /// Of `closes`, ended by the target within `AT_ONCE_MS` of opening.
     pub(crate) closed_at_once: u32,
+    /// VUs whose reconnect policy ran out of attempts.
+    pub(crate) gave_up: u32,
     pub(crate) msgs_sent: u32,
     pub(crate) msgs_received: u32,
     pub(crate) bytes_sent: u64,
@@ -118,6 +120,10 @@ impl Recorder {
                 p.rejections.push(r);
             }
         }
+    }
+    /// The VU's reconnect policy ran out of attempts; it stops trying.
+    pub(crate) fn gave_up(&mut self) {
+        self.p().gave_up += 1;
     }
     /// A session ended; `at_once` when the target ended it within `AT_ONCE_MS`.
     pub(crate) fn closed(&mut self, kind: CloseKind, at_once: bool) {
@@ -295,6 +301,7 @@ impl RunStats {
             *t.closes.entry(k.key()).or_default() += u64::from(*n);
         }
         t.closed_at_once += u64::from(p.closed_at_once);
+        t.gave_up += u64::from(p.gave_up);
         t.msgs_sent += u64::from(p.msgs_sent);
         t.msgs_received += u64::from(p.msgs_received);
         t.bytes_sent += p.bytes_sent;
@@ -480,6 +487,7 @@ mod tests {
         let mut p = Partial {
             attempted: 3,
             opened: 2,
+            gave_up: 1,
             ..Default::default()
         };
         bump(&mut p.failures, FailKind::Status(429));
@@ -503,6 +511,7 @@ mod tests {
         );
         assert_eq!(t.failures["http_429"], 2);
         assert_eq!(t.closes["server_1001"], 2);
+        assert_eq!(t.gave_up, 2);
         let lat = s.latency();
         let c = &lat["ws_connecting"];
         assert_eq!(c.count, 200);

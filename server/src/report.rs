@@ -73,7 +73,7 @@ fn sections(r: &ReportInput<'_>) -> String {
                 histograms=crate::runs::views::histogram_views(s)
                 summary=Some(s.clone())
                 latency=Signal::stored(s.latency.clone())
-                thresholds=r.thresholds.to_vec()
+                thresholds=Signal::stored(r.thresholds.to_vec())
                 plan_json=serde_json::to_string_pretty(&r.plan.redacted()).unwrap_or_default()
                 env=r.env.clone()
             />

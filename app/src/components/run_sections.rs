@@ -1,4 +1,5 @@
-//! `<RunSections>`: everything a run shows below its head — tiles, diagnosis, agents,
+//! `<RunSections>`: everything a run shows below its head — tiles, diagnosis, what the
+//! target said, agents,
 //! charts, latency distributions, failures, identities, latency percentiles,
 //! thresholds, plan and environment. The run page renders it (live or finished), and the downloadable HTML
 //! report renders the very same component to a string (`server::report`), so the two
@@ -20,6 +21,7 @@ use engine::{Series, Summary};
 use crate::api::RunEnv;
 use crate::charts;
 use crate::components::run_actions::Environment;
+use crate::components::target_said::TargetSaidPanel;
 use crate::components::tiles::TileData;
 use crate::components::{
     AgentTable, Chart, DiagnosisPanel, FailureTable, IdentityTable, LatencyTable, Tiles,
@@ -62,8 +64,10 @@ pub fn RunSections(
     /// The stored summary (finished runs): evidence and identities.
     summary: Option<Summary>,
     #[prop(into)] latency: Signal<BTreeMap<String, LatencyStats>>,
-    /// The plan's thresholds judged on the summary (finished runs).
-    thresholds: Vec<ThresholdResult>,
+    /// The plan's thresholds judged on the summary (finished runs), or on the newest
+    /// tick while live (counters so far, latency of the last second).
+    #[prop(into)]
+    thresholds: Signal<Vec<ThresholdResult>>,
     /// The plan as pretty JSON, secrets redacted.
     plan_json: String,
     env: Option<EnvSection>,
@@ -84,6 +88,7 @@ pub fn RunSections(
         <Tiles data=tiles/>
         {after_tiles}
         <DiagnosisPanel diagnosis live/>
+        <TargetSaidPanel totals series evidence/>
         <Show when=move || !agents.read().is_empty()>
             <section class="run-detail__section">
                 <h2>"Agents"</h2>
@@ -111,15 +116,22 @@ pub fn RunSections(
                 </div>
             </section>
         }.into_any())}
-        <section class="run-detail__section">
+        {view! { <section class="run-detail__section">
             <h2>"Failures and session ends"</h2>
             <FailureTable totals/>
-            {(!evidence.retry_after.is_empty()).then(|| view! {
-                <p class="muted">"Retry-After seen: "
-                    {evidence.retry_after.iter().map(|(k, v)| format!("{k}s ×{v}")).collect::<Vec<_>>().join(", ")}
-                </p>
-            })}
-        </section>
+            {move || {
+                let n = totals.read().gave_up;
+                (n > 0).then(|| view! {
+                    <p class="gave-up" data-gave-up=n.to_string()>
+                        <strong>{format!("{} connections gave up. ", crate::fmt::count(n))}</strong>
+                        "Their reconnect policy ran out of attempts in a row (the plan's "
+                        <code>"reconnect.max_attempts"</code>
+                        "), so they stopped trying before the run ended: from then on the open count stays below the target and the charts go quiet. Real clients keep retrying while their user waits: set "
+                        <code>"max_attempts"</code>" to "<code>"\"unlimited\""</code>" (the New-run form's reconnect does)."
+                    </p>
+                })
+            }}
+        </section> }.into_any()}
         {identities.into_iter().map(|(dim, ids)| view! {
             <section class="run-detail__section">
                 <h2>{format!("Handshakes per {}", engine::diagnose::per_words(&dim))}</h2>
@@ -130,11 +142,11 @@ pub fn RunSections(
             <h2>{if finished { "Latency (whole run)" } else { "Latency (last second)" }}</h2>
             <LatencyTable latency/>
         </section>
-        {(!thresholds.is_empty()).then(|| view! {
+        {view! { <Show when=move || !thresholds.read().is_empty()>
             <section class="run-detail__section">
-                <h2>"Thresholds"</h2>
+                <h2>"Thresholds"{live.then_some(view! { <span class="muted">" (live: counters so far, latency of the last second)"</span> })}</h2>
                 <table class="thresholds"><tbody>
-                    {thresholds.into_iter().map(|th| view! {
+                    {move || thresholds.get().into_iter().map(|th| view! {
                         <tr data-passed=th.passed.to_string()>
                             <td>{if th.passed { "✓ passed" } else { "✗ failed" }}</td>
                             <td class="mono">{format!("{} {}", th.metric, th.expression)}</td>
@@ -143,11 +155,14 @@ pub fn RunSections(
                     }).collect_view()}
                 </tbody></table>
             </section>
-        })}
+        </Show> }.into_any()}
         <section class="run-detail__section">
             <h2>"Plan"<span class="muted">" (secrets redacted)"</span></h2>
             <pre class="plan">{plan_json}</pre>
         </section>
         {env.map(|e| view! { <Environment env=e.env created=e.created started=e.started finished=e.finished/> }.into_any())}
     }
+    // Type-erased: the page's and the report's view types stay within the compiler's
+    // query depth.
+    .into_any()
 }

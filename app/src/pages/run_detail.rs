@@ -98,10 +98,29 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
     let _ = on_done;
     let cancel = ServerAction::<CancelRun>::new();
     let plan_json = serde_json::to_string_pretty(&detail.plan).unwrap_or_default();
-    let thresholds = summary
-        .as_ref()
-        .map(|s| engine::thresholds::evaluate(&detail.plan.thresholds, s))
-        .unwrap_or_default();
+    // Pass/fail: on the summary once finished, on the newest tick while live.
+    let plan_thresholds = detail.plan.thresholds.clone();
+    let summary_for_thresholds = summary.clone();
+    let thresholds = Signal::derive(move || {
+        if plan_thresholds.is_empty() {
+            return Vec::new();
+        }
+        match &summary_for_thresholds {
+            Some(s) => engine::thresholds::evaluate(&plan_thresholds, s),
+            None => live.with(|snap| {
+                snap.as_ref()
+                    .map(|snap| {
+                        let so_far = engine::Summary {
+                            totals: snap.totals.clone(),
+                            latency: snap.latency.clone(),
+                            ..Default::default()
+                        };
+                        engine::thresholds::evaluate(&plan_thresholds, &so_far)
+                    })
+                    .unwrap_or_default()
+            }),
+        }
+    });
     let run_id = detail.id.clone();
     let histograms = detail.histograms.clone();
     let env = detail.env.clone();

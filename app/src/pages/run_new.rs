@@ -89,7 +89,7 @@ pub fn NewRunPage() -> impl IntoView {
                         <label class="field field--check">
                             <span class="field__label">"Reconnect"</span>
                             <span><input type="checkbox" name="form[reconnect]" value="on"/>
-                            " retry refused handshakes and dropped sessions with backoff (honours Retry-After); off measures raw behaviour"</span>
+                            " retry refused handshakes and dropped sessions with backoff (honours Retry-After) until the run ends, as real clients do; off measures raw behaviour"</span>
                         </label>
                         <fieldset class="run-form__tokens">
                             <legend>"Tokens (optional)"</legend>

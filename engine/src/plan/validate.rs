@@ -248,10 +248,10 @@ impl Plan {
             ..
         } = &self.reconnect
         {
-            if *max_attempts == 0 || *max_attempts > 1000 {
+            if let MaxAttempts::Count(n @ (0 | 1001..)) = max_attempts {
                 errs.push(FieldError {
                     field: "reconnect.max_attempts".into(),
-                    message: format!("{max_attempts} must be between 1 and 1000"),
+                    message: format!("{n} must be between 1 and 1000, or \"unlimited\""),
                 });
             }
             if initial.0.is_zero() || initial > max {
