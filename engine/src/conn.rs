@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) secrets: crate::secrets::Secrets,
     /// Tokens, when the plan has `auth` (its header is in `headers`).
     pub(crate) tokens: Option<crate::tokens::TokenPool>,
+    /// What a live connection does when its token is due for refresh (`auth.rotation`).
+    pub(crate) rotation: Option<Rotor>,
     /// For `wss://`: the connector and the server name to present and verify.
     pub(crate) tls: Option<(
         tokio_rustls::TlsConnector,
@@ -180,6 +182,8 @@ pub(crate) struct Ctx {
     /// A responder's reply and when the message it answers arrived (sent right after
     /// the message is handled).
     pub(crate) reply: Option<(String, Instant)>,
+    /// When its token is due for rotation, and a re-authentication awaiting its reply.
+    pub(crate) rotation: rotation::RotationState,
 }
 
 impl Ctx {
@@ -276,6 +280,11 @@ pub(crate) fn run_vu(
         let mut attempt = 0u32;
         let mut streak = 0u32;
         let mut sched = scheduled;
+        // This attempt reconnects for a token rotation (`sched`: when it started).
+        let mut rotating = false;
+        if cancel.is_guest() {
+            rec.arrived();
+        }
         // A boxed slice: 8 bytes less than a `Vec` in every VU's future.
         let ids = identities_of(&sh, vu).into_boxed_slice();
         loop {
@@ -290,6 +299,12 @@ pub(crate) fn run_vu(
                 _ = cancel.stopped() => Err((FailKind::Aborted, None)),
             };
             sh.gauges.connecting.fetch_sub(1, Ordering::Relaxed);
+            if std::mem::take(&mut rotating) {
+                match &res {
+                    Ok(_) => rec.rotated(sched.elapsed()),
+                    Err(_) => rec.rotation_failed(),
+                }
+            }
             for key in &ids {
                 rec.identity(*key, |t| {
                     t.attempted += 1;
@@ -323,6 +338,14 @@ pub(crate) fn run_vu(
                     for key in &ids {
                         rec.identity(*key, |t| t.closed += 1);
                     }
+                    if end == CloseKind::Rotated && !cancel.is_stopped() {
+                        // Reconnect with the new token at once: not a retry.
+                        rec.try_flush();
+                        rotating = true;
+                        streak = 0;
+                        sched = Instant::now();
+                        continue;
+                    }
                     if !end.is_drop() {
                         break;
                     }
@@ -354,6 +377,9 @@ pub(crate) fn run_vu(
                 _ = cancel.stopped() => break,
             }
             sched = wake;
+        }
+        if cancel.is_departing() {
+            rec.departed();
         }
         // Boxed: the final send's state (a whole partial) is on the heap only while it waits.
         Box::pin(rec.finish()).await;
@@ -409,7 +435,11 @@ async fn token_and_connect(
 ) -> Result<Box<Conn>, Failed> {
     let mut ctx = Ctx::default();
     if let Some(pool) = &sh.tokens {
-        ctx.token = pool.get(vu, rec).await.map_err(|k| (k, None))?;
+        let lease = pool.get(vu, rec).await.map_err(|k| (k, None))?;
+        ctx.token = lease.token;
+        if sh.rotation.is_some() {
+            ctx.rotation.due = rotation::next_due(lease.refresh_at, Instant::now());
+        }
     }
     // Per-session variables: rendered once, before anything that may use them.
     for (name, tpl) in &sh.vars {
@@ -593,9 +623,11 @@ fn scrub_rejection(r: &mut Rejection, secrets: &crate::secrets::Secrets, token: 
 }
 
 mod matcher;
+mod rotation;
 mod session;
 mod stop;
 pub(crate) use matcher::{AutoReply, CaptureRule, Matcher};
+pub(crate) use rotation::Rotor;
 use session::*;
 pub(crate) use stop::{guest, Stop};
 
@@ -741,6 +773,7 @@ mod size_tests {
             tx,
             tls: None,
             tokens: None,
+            rotation: None,
             http_steps: Vec::new(),
             http: None,
             pinned: Default::default(),

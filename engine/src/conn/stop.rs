@@ -18,6 +18,10 @@ pub(crate) struct Stop(Arc<Inner>);
 #[derive(Default)]
 struct Inner {
     stopped: AtomicBool,
+    /// A guest's VU (the open model for sessions): it counts its arrival ...
+    guest: AtomicBool,
+    /// ... and, stopped because its stay is over, its departure.
+    departing: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -30,6 +34,17 @@ impl Stop {
 
     pub(crate) fn is_stopped(&self) -> bool {
         self.0.stopped.load(Ordering::Acquire)
+    }
+
+    /// Whether this VU is a guest of the open model for sessions (see `guest`).
+    pub(crate) fn is_guest(&self) -> bool {
+        self.0.guest.load(Ordering::Acquire)
+    }
+
+    /// Whether this VU was stopped because its guest's stay was over: it leaves by its
+    /// own choice (a departure), not because the run ended or the target dropped it.
+    pub(crate) fn is_departing(&self) -> bool {
+        self.0.departing.load(Ordering::Acquire)
     }
 
     /// Resolves once `stop` has been called.
@@ -54,8 +69,11 @@ impl Stop {
 /// (a `client` close, a departure — never a drop). The timer runs in the VU's own task,
 /// so the stop's single waker stays that task's.
 pub(crate) async fn guest<F: Future<Output = ()>>(vu: F, stop: Stop, leave: std::time::Instant) {
+    // Marked before the VU first runs, so it counts its arrival.
+    stop.0.guest.store(true, Ordering::Release);
     let depart = async {
         tokio::time::sleep_until(leave.into()).await;
+        stop.0.departing.store(true, Ordering::Release);
         stop.stop();
         std::future::pending::<()>().await
     };
@@ -82,7 +100,7 @@ mod tests {
         };
         let leave = t0.into_std() + Duration::from_secs(42);
         guest(vu, stop.clone(), leave).await;
-        assert!(stop.is_stopped());
+        assert!(stop.is_stopped() && stop.is_guest() && stop.is_departing());
         assert_eq!(t0.elapsed(), Duration::from_millis(42_010));
 
         // A VU that ends first (its session dropped) is not held to its stay.
@@ -91,7 +109,11 @@ mod tests {
         let vu = tokio::time::sleep(Duration::from_secs(1));
         guest(vu, stop.clone(), t1.into_std() + Duration::from_secs(60)).await;
         assert_eq!(t1.elapsed(), Duration::from_secs(1));
-        assert!(!stop.is_stopped());
+        assert!(!stop.is_stopped() && !stop.is_departing() && stop.is_guest());
+        // The run's end stops a guest without making it a departure.
+        let run_end = Stop::default();
+        run_end.stop();
+        assert!(!run_end.is_departing() && !run_end.is_guest());
     }
 
     #[tokio::test]

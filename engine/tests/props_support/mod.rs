@@ -196,10 +196,16 @@ pub(crate) fn auth() -> impl Strategy<Value = Value> {
         policy,
         select(vec!["Authorization", "", "X-Token"]),
         dur(0, 120_000),
+        proptest::option::of(rotation()),
     )
-        .prop_map(|(source, policy, header, refresh)| {
-            json!({"source": source, "policy": policy, "header": header,
-                   "value": "Bearer {{token}}", "refresh_before": refresh})
+        .prop_map(|(source, policy, header, refresh, rotation)| {
+            let mut a = json!({"source": source, "policy": policy, "header": header,
+                   "value": "Bearer {{token}}", "refresh_before": refresh});
+            // Static tokens never expire: rotation is for OAuth2 sources only.
+            if let (Some(r), "oauth2") = (rotation, a["source"]["type"].as_str().unwrap_or("")) {
+                a["rotation"] = r;
+            }
+            a
         })
 }
 
@@ -267,12 +273,20 @@ pub(crate) fn valid_plan() -> impl Strategy<Value = Value> {
         any::<bool>(),
         proptest::option::of(dur(0, 60_000)),
     );
-    (core, extra, vars(), responders()).prop_map(
+    (
+        core,
+        extra,
+        vars(),
+        responders(),
+        proptest::option::of(sessions()),
+    )
+        .prop_map(
         |(
             (name, target, stages, rate, timeout, headers, protocols, script),
             (reconnect, sources, insecure, auth, probe, http_steps, thresholds, abort, grace),
             vars,
             responders,
+            sessions,
         )| {
             let mut p = json!({"name": name, "target": target, "stages": stages,
                 "headers": headers, "subprotocols": protocols, "script": script,
@@ -301,6 +315,14 @@ pub(crate) fn valid_plan() -> impl Strategy<Value = Value> {
             }
             p["vars"] = vars;
             p["responders"] = responders;
+            // The open model for sessions sets the load instead of stages (and a probe).
+            if let Some(s) = sessions {
+                p["sessions"] = s;
+                p["stages"] = json!([]);
+                if let Some(o) = p.as_object_mut() {
+                    o.remove("probe");
+                }
+            }
             p
         },
     )
@@ -369,6 +391,13 @@ pub(crate) const WORDS: &[&str] = &[
     "header",
     "value",
     "refresh_before",
+    "rotation",
+    "reauth",
+    "message",
+    "sessions",
+    "arrivals",
+    "stay",
+    "dist",
     "probe",
     "max_connections",
     "max_duration",
