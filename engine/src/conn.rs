@@ -280,8 +280,6 @@ pub(crate) fn run_vu(
         let mut attempt = 0u32;
         let mut streak = 0u32;
         let mut sched = scheduled;
-        // This attempt reconnects for a token rotation (`sched`: when it started).
-        let mut rotating = false;
         if cancel.is_guest() {
             rec.arrived();
         }
@@ -295,16 +293,10 @@ pub(crate) fn run_vu(
             // Boxed: the handshake's buffers live on the heap only while connecting, so an
             // idle VU's task stays small (a future is as big as its largest await state).
             let res = tokio::select! {
-                r = Box::pin(token_and_connect(&sh, vu, attempt, sched, &mut rec)) => r,
+                r = Box::pin(token_and_connect(&sh, vu, attempt, sched, cancel.take_rotating(), &mut rec)) => r,
                 _ = cancel.stopped() => Err((FailKind::Aborted, None)),
             };
             sh.gauges.connecting.fetch_sub(1, Ordering::Relaxed);
-            if std::mem::take(&mut rotating) {
-                match &res {
-                    Ok(_) => rec.rotated(sched.elapsed()),
-                    Err(_) => rec.rotation_failed(),
-                }
-            }
             for key in &ids {
                 rec.identity(*key, |t| {
                     t.attempted += 1;
@@ -340,13 +332,8 @@ pub(crate) fn run_vu(
                     }
                     if end == CloseKind::Rotated && !cancel.is_stopped() {
                         // Reconnect with the new token at once: not a retry.
-                        rec.try_flush();
-                        rotating = true;
-                        streak = 0;
-                        sched = Instant::now();
-                        continue;
-                    }
-                    if !end.is_drop() {
+                        cancel.set_rotating();
+                    } else if !end.is_drop() {
                         break;
                     }
                     None
@@ -368,7 +355,12 @@ pub(crate) fn run_vu(
             // (another VU's) is reported at once makes the open count run ahead of the
             // target's. One flush per attempt, like the open's.
             rec.try_flush();
-            let Some(delay) = next_delay(&sh.reconnect, streak.max(1), retry_after) else {
+            let delay = if cancel.is_rotating() {
+                Some(Duration::ZERO)
+            } else {
+                next_delay(&sh.reconnect, streak.max(1), retry_after)
+            };
+            let Some(delay) = delay else {
                 break;
             };
             let wake = Instant::now() + delay;
@@ -425,8 +417,28 @@ fn next_delay(policy: &Reconnect, streak: u32, retry_after: Option<Duration>) ->
 }
 
 /// One attempt: the token (if the plan has `auth`), the HTTP steps (if any), then the
-/// connection.
+/// connection. A `rotating` attempt reconnects for a token rotation started at `sched`:
+/// its outcome is also the rotation's (measured here, not in the VU's loop: a `sched`
+/// live after the attempt would grow every VU's task by 16 bytes).
 async fn token_and_connect(
+    sh: &Shared,
+    vu: u64,
+    attempt: u32,
+    sched: Instant,
+    rotating: bool,
+    rec: &mut Recorder,
+) -> Result<Box<Conn>, Failed> {
+    let res = attempt_once(sh, vu, attempt, sched, rec).await;
+    if rotating {
+        match &res {
+            Ok(_) => rec.rotated(sched.elapsed()),
+            Err(_) => rec.rotation_failed(),
+        }
+    }
+    res
+}
+
+async fn attempt_once(
     sh: &Shared,
     vu: u64,
     attempt: u32,

@@ -518,7 +518,13 @@ mod tests {
         // refresh_before at or past the lifetime: after a tenth of it, not at once.
         assert_eq!(refresh_at(t0, Some(10.0), s(30)), Some(t0 + s(1)));
         assert_eq!(refresh_at(t0, Some(10.0), s(10)), Some(t0 + s(1)));
-        for bad in [None, Some(0.0), Some(-5.0), Some(f64::NAN), Some(f64::INFINITY)] {
+        for bad in [
+            None,
+            Some(0.0),
+            Some(-5.0),
+            Some(f64::NAN),
+            Some(f64::INFINITY),
+        ] {
             assert_eq!(refresh_at(t0, bad, s(30)), None, "{bad:?}");
         }
         assert!(refresh_at(t0, Some(1e300), s(30)).is_some(), "no overflow");

@@ -278,7 +278,10 @@ async fn reauth_rotation_keeps_connections_past_their_tokens_expiry() {
     assert_eq!(count(&s["latency"]["ws_rotation"]["count"]), rotations);
     // Through the slot cache: one fetch per slot per refresh, not one per connection.
     let fetches = count(&s["latency"]["token_fetch"]["count"]);
-    assert!(fetches <= rotations / 2 + 2, "{fetches} fetches for {rotations} rotations");
+    assert!(
+        fetches <= rotations / 2 + 2,
+        "{fetches} fetches for {rotations} rotations"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,5 +322,9 @@ async fn reconnect_rotation_is_neither_a_drop_nor_a_failure() {
     assert_eq!(sb["accepted"], t["opened"], "{sb}");
     assert_eq!(count(&sb["closed"]["server_4401"]), 0, "{sb}");
     assert_eq!(count(&sb["closed"]["client"]), 4 + rotations, "{sb}");
-    assert_ne!(run["diagnosis"]["kind"], "server_drops", "{}", run["diagnosis"]);
+    assert_ne!(
+        run["diagnosis"]["kind"], "server_drops",
+        "{}",
+        run["diagnosis"]
+    );
 }

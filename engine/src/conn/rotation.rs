@@ -104,8 +104,7 @@ pub(super) async fn rotate(
         ctx.rotation.awaiting = None;
         rec.rotation_failed();
     }
-    let (Some(due), Some(rotor), Some(pool)) = (ctx.rotation.due, &sh.rotation, &sh.tokens)
-    else {
+    let (Some(due), Some(rotor), Some(pool)) = (ctx.rotation.due, &sh.rotation, &sh.tokens) else {
         return Ok(());
     };
     if due > now {
@@ -158,8 +157,13 @@ pub(super) fn take_reply(
     ctx: &mut Ctx,
     rec: &mut Recorder,
 ) -> bool {
-    let (Some((due, _)), Some(Rotor::Reauth { reply: Some((m, _, caps)), .. })) =
-        (ctx.rotation.awaiting, &sh.rotation)
+    let (
+        Some((due, _)),
+        Some(Rotor::Reauth {
+            reply: Some((m, _, caps)),
+            ..
+        }),
+    ) = (ctx.rotation.awaiting, &sh.rotation)
     else {
         return false;
     };
@@ -188,10 +192,7 @@ mod tests {
         assert_eq!(next_due(Some(now - s(5)), now), Some(now + MIN_GAP));
         // Fetched at t0 with 1 s to live, refreshed 400 ms ahead: due at t0 + 600 ms.
         let at = crate::tokens::refresh_at(now, Some(1.0), Duration::from_millis(400));
-        assert_eq!(
-            next_due(at, now),
-            Some(now + Duration::from_millis(600))
-        );
+        assert_eq!(next_due(at, now), Some(now + Duration::from_millis(600)));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! A VU's stop signal: set by the controller (ramp-down retires the newest VUs; the
+//! A VU's stop signal (and a few flags about its life, kept off its task's future): set by the controller (ramp-down retires the newest VUs; the
 //! run's end stops them all), awaited by the VU's own task only.
 
 use std::future::Future;
@@ -22,6 +22,9 @@ struct Inner {
     guest: AtomicBool,
     /// ... and, stopped because its stay is over, its departure.
     departing: AtomicBool,
+    /// The VU's next attempt reconnects for a token rotation (`conn/rotation.rs`). Kept
+    /// here, not in the VU's future: every held connection's task would pay for it.
+    rotating: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -34,6 +37,20 @@ impl Stop {
 
     pub(crate) fn is_stopped(&self) -> bool {
         self.0.stopped.load(Ordering::Acquire)
+    }
+
+    /// Marks the VU's next attempt as a token rotation's reconnect.
+    pub(crate) fn set_rotating(&self) {
+        self.0.rotating.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_rotating(&self) -> bool {
+        self.0.rotating.load(Ordering::Relaxed)
+    }
+
+    /// Whether this attempt is a rotation's reconnect (and clears the mark).
+    pub(crate) fn take_rotating(&self) -> bool {
+        self.0.rotating.swap(false, Ordering::Relaxed)
     }
 
     /// Whether this VU is a guest of the open model for sessions (see `guest`).

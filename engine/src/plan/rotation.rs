@@ -133,7 +133,8 @@ mod tests {
             let again: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
             assert_eq!(p, again);
         }
-        let p: Auth = serde_json::from_str(r#"{"source":{"type":"static","tokens":["a"]}}"#).unwrap();
+        let p: Auth =
+            serde_json::from_str(r#"{"source":{"type":"static","tokens":["a"]}}"#).unwrap();
         assert_eq!(p.rotation, None);
         assert!(!serde_json::to_string(&p).unwrap().contains("rotation"));
     }
@@ -147,11 +148,15 @@ mod tests {
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         for (field, says) in [
             ("auth.rotation.message", "must not be empty"),
-            ("auth.rotation.expect.timeout", "the limit is above 0s up to 1m"),
+            (
+                "auth.rotation.expect.timeout",
+                "the limit is above 0s up to 1m",
+            ),
             ("auth.rotation.expect.contains", "nope"),
         ] {
             assert!(
-                text.iter().any(|t| t.starts_with(field) && t.contains(says)),
+                text.iter()
+                    .any(|t| t.starts_with(field) && t.contains(says)),
                 "{field} / {says}: {text:#?}"
             );
         }

@@ -281,51 +281,51 @@ pub(crate) fn valid_plan() -> impl Strategy<Value = Value> {
         proptest::option::of(sessions()),
     )
         .prop_map(
-        |(
-            (name, target, stages, rate, timeout, headers, protocols, script),
-            (reconnect, sources, insecure, auth, probe, http_steps, thresholds, abort, grace),
-            vars,
-            responders,
-            sessions,
-        )| {
-            let mut p = json!({"name": name, "target": target, "stages": stages,
+            |(
+                (name, target, stages, rate, timeout, headers, protocols, script),
+                (reconnect, sources, insecure, auth, probe, http_steps, thresholds, abort, grace),
+                vars,
+                responders,
+                sessions,
+            )| {
+                let mut p = json!({"name": name, "target": target, "stages": stages,
                 "headers": headers, "subprotocols": protocols, "script": script,
                 "reconnect": reconnect, "insecure_tls": insecure, "http_steps": http_steps,
                 "thresholds": thresholds, "abort_on_fail": abort});
-            if let Some(r) = rate {
-                p["max_connect_rate"] = json!(f64::from(r) / 2.0);
-            }
-            if let Some(t) = timeout {
-                p["connect_timeout"] = t;
-            }
-            if !sources.is_empty() {
-                p["source_addrs"] = json!(sources
-                    .iter()
-                    .map(|n| format!("127.0.0.{n}"))
-                    .collect::<Vec<_>>());
-            }
-            if let Some(a) = auth {
-                p["auth"] = a;
-            }
-            if let Some(pr) = probe {
-                p["probe"] = pr;
-            }
-            if let Some(g) = grace {
-                p["abort_grace"] = g;
-            }
-            p["vars"] = vars;
-            p["responders"] = responders;
-            // The open model for sessions sets the load instead of stages (and a probe).
-            if let Some(s) = sessions {
-                p["sessions"] = s;
-                p["stages"] = json!([]);
-                if let Some(o) = p.as_object_mut() {
-                    o.remove("probe");
+                if let Some(r) = rate {
+                    p["max_connect_rate"] = json!(f64::from(r) / 2.0);
                 }
-            }
-            p
-        },
-    )
+                if let Some(t) = timeout {
+                    p["connect_timeout"] = t;
+                }
+                if !sources.is_empty() {
+                    p["source_addrs"] = json!(sources
+                        .iter()
+                        .map(|n| format!("127.0.0.{n}"))
+                        .collect::<Vec<_>>());
+                }
+                if let Some(a) = auth {
+                    p["auth"] = a;
+                }
+                if let Some(pr) = probe {
+                    p["probe"] = pr;
+                }
+                if let Some(g) = grace {
+                    p["abort_grace"] = g;
+                }
+                p["vars"] = vars;
+                p["responders"] = responders;
+                // The open model for sessions sets the load instead of stages (and a probe).
+                if let Some(s) = sessions {
+                    p["sessions"] = s;
+                    p["stages"] = json!([]);
+                    if let Some(o) = p.as_object_mut() {
+                        o.remove("probe");
+                    }
+                }
+                p
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------

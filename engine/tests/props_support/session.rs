@@ -122,7 +122,11 @@ pub(crate) fn responders() -> impl Strategy<Value = Value> {
 /// distribution.
 pub(crate) fn sessions() -> impl Strategy<Value = Value> {
     let rate = (0u32..=40).prop_map(|q| f64::from(q) / 4.0);
-    let stage = (super::dur(1_000, 600_000), rate.clone(), proptest::option::of(rate))
+    let stage = (
+        super::dur(1_000, 600_000),
+        rate.clone(),
+        proptest::option::of(rate),
+    )
         .prop_map(|(d, r, to)| {
             let mut s = json!({"duration": d, "rate": r});
             if let Some(t) = to {

@@ -561,7 +561,8 @@ async fn drive(
         Err(e) => {
             tracing::warn!(%run_id, "run failed to start: {e}");
             if let Err(e2) =
-                store::end_run_without_summary(&pool, &run_id, status.as_str(), now_ms(), Some(&e)).await
+                store::end_run_without_summary(&pool, &run_id, status.as_str(), now_ms(), Some(&e))
+                    .await
             {
                 tracing::error!(%run_id, "could not mark run failed: {e2}");
             }
