@@ -22,7 +22,7 @@ pub enum Rotation {
     Reauth {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        expect: Option<Expect>,
+        expect: Option<Box<Expect>>,
     },
     /// Close normally (1000) and reconnect at once with the new token. The close is a
     /// `rotation` close (not a drop) and the new attempt is not a retry.
@@ -41,7 +41,7 @@ impl Rotation {
     /// The reply matcher, for `reauth` with `expect`.
     pub fn expect(&self) -> Option<&Expect> {
         match self {
-            Rotation::Reauth { expect, .. } => expect.as_ref(),
+            Rotation::Reauth { expect, .. } => expect.as_deref(),
             Rotation::Reconnect => None,
         }
     }
