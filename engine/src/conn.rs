@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) secrets: crate::secrets::Secrets,
     /// Tokens, when the plan has `auth` (its header is in `headers`).
     pub(crate) tokens: Option<crate::tokens::TokenPool>,
+    /// What a live connection does when its token is due for refresh (`auth.rotation`).
+    pub(crate) rotation: Option<Rotor>,
     /// For `wss://`: the connector and the server name to present and verify.
     pub(crate) tls: Option<(
         tokio_rustls::TlsConnector,
@@ -180,6 +182,8 @@ pub(crate) struct Ctx {
     /// A responder's reply and when the message it answers arrived (sent right after
     /// the message is handled).
     pub(crate) reply: Option<(String, Instant)>,
+    /// When its token is due for rotation, and a re-authentication awaiting its reply.
+    pub(crate) rotation: rotation::RotationState,
 }
 
 impl Ctx {
@@ -276,6 +280,9 @@ pub(crate) fn run_vu(
         let mut attempt = 0u32;
         let mut streak = 0u32;
         let mut sched = scheduled;
+        if cancel.is_guest() {
+            rec.arrived();
+        }
         // A boxed slice: 8 bytes less than a `Vec` in every VU's future.
         let ids = identities_of(&sh, vu).into_boxed_slice();
         loop {
@@ -286,7 +293,7 @@ pub(crate) fn run_vu(
             // Boxed: the handshake's buffers live on the heap only while connecting, so an
             // idle VU's task stays small (a future is as big as its largest await state).
             let res = tokio::select! {
-                r = Box::pin(token_and_connect(&sh, vu, attempt, sched, &mut rec)) => r,
+                r = Box::pin(token_and_connect(&sh, vu, attempt, sched, cancel.take_rotating(), &mut rec)) => r,
                 _ = cancel.stopped() => Err((FailKind::Aborted, None)),
             };
             sh.gauges.connecting.fetch_sub(1, Ordering::Relaxed);
@@ -323,7 +330,10 @@ pub(crate) fn run_vu(
                     for key in &ids {
                         rec.identity(*key, |t| t.closed += 1);
                     }
-                    if !end.is_drop() {
+                    if end == CloseKind::Rotated && !cancel.is_stopped() {
+                        // Reconnect with the new token at once: not a retry.
+                        cancel.set_rotating();
+                    } else if !end.is_drop() {
                         break;
                     }
                     None
@@ -345,7 +355,12 @@ pub(crate) fn run_vu(
             // (another VU's) is reported at once makes the open count run ahead of the
             // target's. One flush per attempt, like the open's.
             rec.try_flush();
-            let Some(delay) = next_delay(&sh.reconnect, streak.max(1), retry_after) else {
+            let delay = if cancel.is_rotating() {
+                Some(Duration::ZERO)
+            } else {
+                next_delay(&sh.reconnect, streak.max(1), retry_after)
+            };
+            let Some(delay) = delay else {
                 // Out of attempts: a reconnecting client that stopped trying is counted
                 // (without reconnect, ending here is the plan, not giving up).
                 if sh.reconnect != Reconnect::Never {
@@ -359,6 +374,9 @@ pub(crate) fn run_vu(
                 _ = cancel.stopped() => break,
             }
             sched = wake;
+        }
+        if cancel.is_departing() {
+            rec.departed();
         }
         // Boxed: the final send's state (a whole partial) is on the heap only while it waits.
         Box::pin(rec.finish()).await;
@@ -404,8 +422,28 @@ fn next_delay(policy: &Reconnect, streak: u32, retry_after: Option<Duration>) ->
 }
 
 /// One attempt: the token (if the plan has `auth`), the HTTP steps (if any), then the
-/// connection.
+/// connection. A `rotating` attempt reconnects for a token rotation started at `sched`:
+/// its outcome is also the rotation's (measured here, not in the VU's loop: a `sched`
+/// live after the attempt would grow every VU's task by 16 bytes).
 async fn token_and_connect(
+    sh: &Shared,
+    vu: u64,
+    attempt: u32,
+    sched: Instant,
+    rotating: bool,
+    rec: &mut Recorder,
+) -> Result<Box<Conn>, Failed> {
+    let res = attempt_once(sh, vu, attempt, sched, rec).await;
+    if rotating {
+        match &res {
+            Ok(_) => rec.rotated(sched.elapsed()),
+            Err(_) => rec.rotation_failed(),
+        }
+    }
+    res
+}
+
+async fn attempt_once(
     sh: &Shared,
     vu: u64,
     attempt: u32,
@@ -414,7 +452,11 @@ async fn token_and_connect(
 ) -> Result<Box<Conn>, Failed> {
     let mut ctx = Ctx::default();
     if let Some(pool) = &sh.tokens {
-        ctx.token = pool.get(vu, rec).await.map_err(|k| (k, None))?;
+        let lease = pool.get(vu, rec).await.map_err(|k| (k, None))?;
+        ctx.token = lease.token;
+        if sh.rotation.is_some() {
+            ctx.rotation.due = rotation::next_due(lease.refresh_at, Instant::now());
+        }
     }
     // Per-session variables: rendered once, before anything that may use them.
     for (name, tpl) in &sh.vars {
@@ -598,9 +640,11 @@ fn scrub_rejection(r: &mut Rejection, secrets: &crate::secrets::Secrets, token: 
 }
 
 mod matcher;
+mod rotation;
 mod session;
 mod stop;
 pub(crate) use matcher::{AutoReply, CaptureRule, Matcher};
+pub(crate) use rotation::Rotor;
 use session::*;
 pub(crate) use stop::{guest, Stop};
 
@@ -746,6 +790,7 @@ mod size_tests {
             tx,
             tls: None,
             tokens: None,
+            rotation: None,
             http_steps: Vec::new(),
             http: None,
             pinned: Default::default(),

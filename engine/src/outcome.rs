@@ -236,6 +236,9 @@ pub enum CloseKind {
     Protocol,
     /// The peer sent a frame or message over the 16 MiB limit.
     TooLarge,
+    /// We closed it (1000) to reconnect with a new token (`auth.rotation` `reconnect`):
+    /// neither a drop nor the session's end.
+    Rotated,
 }
 
 impl CloseKind {
@@ -249,6 +252,7 @@ impl CloseKind {
             CloseKind::Client => "client".into(),
             CloseKind::Protocol => "protocol_violation".into(),
             CloseKind::TooLarge => "too_large".into(),
+            CloseKind::Rotated => "rotation".into(),
         }
     }
 
@@ -260,6 +264,7 @@ impl CloseKind {
             "client" => CloseKind::Client,
             "protocol_violation" | "protocol" => CloseKind::Protocol,
             "too_large" => CloseKind::TooLarge,
+            "rotation" => CloseKind::Rotated,
             k => CloseKind::Server(
                 k.strip_prefix("server_")?
                     .parse::<u16>()
@@ -271,7 +276,7 @@ impl CloseKind {
 
     /// True when the target (or the network) ended the session, not us.
     pub fn is_drop(&self) -> bool {
-        !matches!(self, CloseKind::Client)
+        !matches!(self, CloseKind::Client | CloseKind::Rotated)
     }
 
     /// Close codes that mean "your credentials ended" (token expiry), not capacity:

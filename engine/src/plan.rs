@@ -459,6 +459,11 @@ pub struct Auth {
     /// Fetch a new OAuth2 token this long before `expires_in` runs out.
     #[serde(default = "default_refresh_before")]
     pub refresh_before: Dur,
+    /// What a live connection does when its token is about to expire (`refresh_before`
+    /// ahead): nothing (the default; the target may close it), re-authenticate on the
+    /// open socket, or reconnect with the new token (see `plan/rotation.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
 }
 
 impl Auth {
@@ -471,6 +476,7 @@ impl Auth {
             header: default_auth_header(),
             value: default_auth_value(),
             refresh_before: default_refresh_before(),
+            rotation: None,
         }
     }
 
@@ -581,11 +587,13 @@ impl fmt::Display for FieldError {
 
 mod lifecycle;
 mod probe_bounds;
+mod rotation;
 mod session;
 mod validate;
 
 pub use lifecycle::{ArrivalStage, Sessions, Stay, MAX_ARRIVAL_STAGES};
 pub use probe_bounds::Probe;
+pub use rotation::{Rotation, MAX_ROTATION_TIMEOUT};
 pub use session::{
     Capture, MatchSpec, Responder, MAX_CAPTURES, MAX_RESPONDERS, MAX_VARS, MAX_VAR_TEMPLATE_BYTES,
 };

@@ -86,6 +86,18 @@ pub struct Totals {
     pub auto_matched: u64,
     /// Replies responders sent (also in `msgs_sent`).
     pub auto_replies: u64,
+    /// The open model for sessions (`plan.sessions`): guests that arrived (one each,
+    /// whatever their reconnects) ...
+    pub arrivals: u64,
+    /// ... and guests that left by their own choice when their stay was over (a
+    /// `client` close, never a drop; guests still inside at the run's end are not
+    /// departures).
+    pub departures: u64,
+    /// Live connections that took a new token before theirs expired (`auth.rotation`),
+    /// and rotations that failed (token fetch refused, no re-authentication reply in
+    /// time, the reconnect refused).
+    pub rotations: u64,
+    pub rotation_failures: u64,
 }
 
 impl Totals {
@@ -108,6 +120,10 @@ impl Totals {
         self.capture_misses += other.capture_misses;
         self.auto_matched += other.auto_matched;
         self.auto_replies += other.auto_replies;
+        self.arrivals += other.arrivals;
+        self.departures += other.departures;
+        self.rotations += other.rotations;
+        self.rotation_failures += other.rotation_failures;
         for (k, v) in &other.failures {
             *self.failures.entry(k.clone()).or_default() += v;
         }
@@ -476,8 +492,11 @@ pub mod metric {
     pub const WS_REFUSED: &str = "ws_refused";
     /// A responder's reply: the message it answers received -> the reply written.
     pub const WS_AUTO_REPLY: &str = "ws_auto_reply";
+    /// A token rotation on a live connection (`auth.rotation`): due -> the new token in
+    /// use (re-authentication sent, or its reply received; or the reconnect open).
+    pub const WS_ROTATION: &str = "ws_rotation";
     /// Index order matches the engine's internal metric ids.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         WS_CONNECTING,
         TCP_CONNECT,
         WS_UPGRADE,
@@ -490,6 +509,7 @@ pub mod metric {
         HTTP_STEP,
         WS_REFUSED,
         WS_AUTO_REPLY,
+        WS_ROTATION,
     ];
 }
 

@@ -136,7 +136,7 @@ fn close_words(kind: CloseKind) -> Option<String> {
         CloseKind::Abnormal => "connection ended without a close frame (1006)".into(),
         CloseKind::Protocol => "broke the WebSocket protocol".into(),
         CloseKind::TooLarge => "sent a message over 16 MiB".into(),
-        CloseKind::Client => return None,
+        CloseKind::Client | CloseKind::Rotated => return None,
     })
 }
 

@@ -36,6 +36,7 @@ pub(crate) enum Metric {
     HttpStep = 9,
     Refused = 10,
     AutoReply = 11,
+    Rotation = 12,
 }
 
 const METRICS: usize = metric::ALL.len();
@@ -64,6 +65,12 @@ pub(crate) struct Partial {
     /// Messages a responder matched, and replies responders sent.
     pub(crate) auto_matched: u32,
     pub(crate) auto_replies: u32,
+    /// Guests that arrived and left by their own choice (`Totals::arrivals`).
+    pub(crate) arrivals: u32,
+    pub(crate) departures: u32,
+    /// Token rotations done and failed on live connections.
+    pub(crate) rotations: u32,
+    pub(crate) rotation_failures: u32,
     /// Raw latency samples (metric, microseconds).
     pub(crate) samples: Vec<(Metric, u32)>,
     /// Evidence from rejected handshakes.
@@ -178,6 +185,22 @@ impl Recorder {
         self.sent(bytes);
         self.p().auto_replies += 1;
         self.sample(Metric::AutoReply, took);
+    }
+    /// A guest arrived (the open model for sessions).
+    pub(crate) fn arrived(&mut self) {
+        self.p().arrivals += 1;
+    }
+    /// A guest left by its own choice: its stay was over.
+    pub(crate) fn departed(&mut self) {
+        self.p().departures += 1;
+    }
+    /// A live connection's token rotation, `took` from when it was due.
+    pub(crate) fn rotated(&mut self, took: Duration) {
+        self.p().rotations += 1;
+        self.sample(Metric::Rotation, took);
+    }
+    pub(crate) fn rotation_failed(&mut self) {
+        self.p().rotation_failures += 1;
     }
     pub(crate) fn sample(&mut self, m: Metric, d: Duration) {
         let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
@@ -312,6 +335,10 @@ impl RunStats {
         t.capture_misses += u64::from(p.capture_misses);
         t.auto_matched += u64::from(p.auto_matched);
         t.auto_replies += u64::from(p.auto_replies);
+        t.arrivals += u64::from(p.arrivals);
+        t.departures += u64::from(p.departures);
+        t.rotations += u64::from(p.rotations);
+        t.rotation_failures += u64::from(p.rotation_failures);
         for (m, us) in &p.samples {
             let h = &mut self.hist[*m as usize];
             h.saturating_record(u64::from(*us).max(1));

@@ -465,6 +465,10 @@ pub async fn run_agent(
         tx,
         tls,
         tokens,
+        rotation: match plan.auth.as_ref().and_then(|a| a.rotation.as_ref()) {
+            Some(r) => Some(crate::conn::Rotor::compile(r).map_err(EngineError::BadScript)?),
+            None => None,
+        },
         http_steps,
         http,
         pinned,

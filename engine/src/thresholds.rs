@@ -6,7 +6,8 @@
 //! Metrics: `handshake_failure_rate` (failed / attempted), `drop_rate` (dropped /
 //! opened), counters (`attempted`, `opened`, `failed`, `drops`, `expect_timeouts`,
 //! `ping_timeouts`, `msgs_sent`, `msgs_received`, `peak_open`, `msgs_skipped`,
-//! `capture_misses`, `auto_matched`, `auto_replies`), and latency percentiles
+//! `capture_misses`, `auto_matched`, `auto_replies`, `arrivals`, `departures`,
+//! `rotations`, `rotation_failures`), and latency percentiles
 //! `<metric>.<p50|p90|p95|p99|p999|max|mean>` (e.g. `ws_connecting.p95`).
 
 use serde::{Deserialize, Serialize};
@@ -42,7 +43,7 @@ pub struct ThresholdResult {
     pub passed: bool,
 }
 
-const COUNTERS: [&str; 13] = [
+const COUNTERS: [&str; 17] = [
     "attempted",
     "opened",
     "failed",
@@ -56,6 +57,10 @@ const COUNTERS: [&str; 13] = [
     "capture_misses",
     "auto_matched",
     "auto_replies",
+    "arrivals",
+    "departures",
+    "rotations",
+    "rotation_failures",
 ];
 const QUANTILES: [&str; 7] = ["p50", "p90", "p95", "p99", "p999", "max", "mean"];
 
@@ -214,6 +219,10 @@ fn actual(metric: &str, s: &Summary) -> Option<f64> {
         "capture_misses" => t.capture_misses as f64,
         "auto_matched" => t.auto_matched as f64,
         "auto_replies" => t.auto_replies as f64,
+        "arrivals" => t.arrivals as f64,
+        "departures" => t.departures as f64,
+        "rotations" => t.rotations as f64,
+        "rotation_failures" => t.rotation_failures as f64,
         other => {
             let (m, q) = other.split_once('.')?;
             let l = s.latency.get(m)?;

@@ -23,11 +23,32 @@ enum Source {
     },
 }
 
-/// A cached token of one slot.
-struct Cached {
-    token: String,
+/// A token and when to take the next one: a slot's cached token, and what a
+/// connection holds (its rotation is due at `refresh_at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Lease {
+    pub(crate) token: String,
     /// When to fetch a new one (`None`: never expires).
-    refresh_at: Option<Instant>,
+    pub(crate) refresh_at: Option<Instant>,
+}
+
+type Cached = Lease;
+
+/// When a token fetched at `fetched` that lives `expires_in` is refreshed:
+/// `refresh_before` ahead of its expiry — but after at least a tenth of its life, so a
+/// `refresh_before` at or past the lifetime cannot make every use fetch again (and a
+/// rotating connection rotate without pause). `None` (no usable `expires_in`): never.
+/// Pure; the one rule the slot cache and live connections' rotation follow.
+pub(crate) fn refresh_at(
+    fetched: Instant,
+    expires_in: Option<f64>,
+    refresh_before: Duration,
+) -> Option<Instant> {
+    let life = expires_in
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(10.0 * 365.0 * 86_400.0)))?;
+    let lead = refresh_before.min(life.mul_f64(0.9));
+    Some(fetched + life - lead)
 }
 
 /// One slot: its token, and how its last fetch failed (shared with the attempts that
@@ -154,20 +175,24 @@ impl TokenPool {
         (slot, local.filter(|&l| l < self.slots.len()))
     }
 
-    /// The token for `vu`'s next attempt, fetching (and measuring) it if needed.
-    pub(crate) async fn get(&self, vu: u64, rec: &mut Recorder) -> Result<String, FailKind> {
+    /// The token for `vu`'s next attempt (or its connection's rotation), fetching (and
+    /// measuring) it if needed, with when to take the next one.
+    pub(crate) async fn get(&self, vu: u64, rec: &mut Recorder) -> Result<Lease, FailKind> {
         let (slot, local) = self.place(vu);
         if let Source::Static(list) = &self.source {
-            return Ok(list[(slot % list.len().max(1) as u64) as usize].clone());
+            return Ok(Lease {
+                token: list[(slot % list.len().max(1) as u64) as usize].clone(),
+                refresh_at: None,
+            });
         }
         let Some(cache) = local.and_then(|l| self.slots.get(l)) else {
-            return self.fetch(rec).await.map(|c| c.token);
+            return self.fetch(rec).await;
         };
         let asked = Instant::now();
         let mut guard = cache.lock().await;
         if let Some(c) = guard.cached.as_ref() {
             if c.refresh_at.is_none_or(|t| Instant::now() < t) {
-                return Ok(c.token.clone());
+                return Ok(c.clone());
             }
         }
         // A fetch that failed while this attempt waited for the lock is its answer too.
@@ -178,10 +203,9 @@ impl TokenPool {
         }
         match self.fetch(rec).await {
             Ok(fresh) => {
-                let token = fresh.token.clone();
-                guard.cached = Some(fresh);
+                guard.cached = Some(fresh.clone());
                 guard.failed = None;
-                Ok(token)
+                Ok(fresh)
             }
             Err(kind) => {
                 guard.failed = Some((kind, Instant::now()));
@@ -200,15 +224,10 @@ impl TokenPool {
             Err(_) => Err(FailKind::TokenError),
             Ok(r) if !r.status().is_success() => Err(FailKind::TokenStatus(r.status().as_u16())),
             Ok(r) => match r.json::<TokenResponse>().await {
-                Ok(t) => {
-                    let refresh_at = t.expires_in.filter(|s| s.is_finite() && *s > 0.0).map(|s| {
-                        t0 + Duration::from_secs_f64(s).saturating_sub(self.refresh_before)
-                    });
-                    Ok(Cached {
-                        token: t.access_token,
-                        refresh_at,
-                    })
-                }
+                Ok(t) => Ok(Lease {
+                    refresh_at: refresh_at(t0, t.expires_in, self.refresh_before),
+                    token: t.access_token,
+                }),
                 Err(_) => Err(FailKind::TokenError),
             },
         };
@@ -280,6 +299,7 @@ mod tests {
             header: "Authorization".into(),
             value: "Bearer {{token}}".into(),
             refresh_before: crate::plan::Dur::secs(30),
+            rotation: None,
         }
     }
 
@@ -296,6 +316,7 @@ mod tests {
             header: "Authorization".into(),
             value: "Bearer {{token}}".into(),
             refresh_before: crate::plan::Dur::secs(30),
+            rotation: None,
         };
         TokenPool::new(
             &auth,
@@ -478,8 +499,34 @@ mod tests {
         let (tx, _rx) = tokio::sync::mpsc::channel(1);
         let mut rec = Recorder::new(tx, Duration::from_secs(1));
         let p = pool(TokenPolicy::Pool { size: 3 });
-        assert_eq!(p.get(0, &mut rec).await.unwrap(), "a");
-        assert_eq!(p.get(1, &mut rec).await.unwrap(), "b");
-        assert_eq!(p.get(5, &mut rec).await.unwrap(), "c");
+        assert_eq!(p.get(0, &mut rec).await.unwrap().token, "a");
+        assert_eq!(p.get(1, &mut rec).await.unwrap().token, "b");
+        let c = p.get(5, &mut rec).await.unwrap();
+        assert_eq!((c.token.as_str(), c.refresh_at), ("c", None));
+    }
+
+    #[test]
+    fn tokens_are_refreshed_ahead_of_expiry_but_not_before_a_tenth_of_their_life() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(refresh_at(t0, Some(60.0), s(30)), Some(t0 + s(30)));
+        assert_eq!(refresh_at(t0, Some(60.0), s(0)), Some(t0 + s(60)));
+        assert_eq!(
+            refresh_at(t0, Some(1.0), Duration::from_millis(400)),
+            Some(t0 + Duration::from_millis(600))
+        );
+        // refresh_before at or past the lifetime: after a tenth of it, not at once.
+        assert_eq!(refresh_at(t0, Some(10.0), s(30)), Some(t0 + s(1)));
+        assert_eq!(refresh_at(t0, Some(10.0), s(10)), Some(t0 + s(1)));
+        for bad in [
+            None,
+            Some(0.0),
+            Some(-5.0),
+            Some(f64::NAN),
+            Some(f64::INFINITY),
+        ] {
+            assert_eq!(refresh_at(t0, bad, s(30)), None, "{bad:?}");
+        }
+        assert!(refresh_at(t0, Some(1e300), s(30)).is_some(), "no overflow");
     }
 }

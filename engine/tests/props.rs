@@ -6,7 +6,8 @@
 //!   parses validates without panicking, and the same way twice.
 //! - A generated valid plan passes `validate`, and survives serialize -> parse as JSON
 //!   and as TOML unchanged.
-//! - Issue 14's fields (vars, captures, responders, JSON paths): generated ones
+//! - Issue 14's fields (vars, captures, responders, JSON paths, the `sessions` open
+//!   model, `auth.rotation`): generated ones
 //!   validate and round-trip (inside the plans above); one bad value is an error naming
 //!   its field and limit; JSON paths find what they name.
 //! - Templates: anything parses or errs without panicking, text without `{{` renders
@@ -153,7 +154,7 @@ proptest! {
     #[test]
     fn a_bad_session_value_is_an_error_naming_its_field(
         v in valid_plan(),
-        which in 0u8..8,
+        which in 0u8..12,
         name in var_name(),
     ) {
         let mut v = v;
@@ -190,6 +191,36 @@ proptest! {
                 v["responders"].as_array_mut().unwrap().push(serde_json::json!(
                     {"text": "2", "reply": format!("{{{{var.zz_undefined_{name}}}}}")}));
                 (format!("responders[{responders}].reply"), "is not defined")
+            }
+            8 | 9 => {
+                let (rotation, field, says) = if which == 8 {
+                    (serde_json::json!({"mode": "reauth", "message": ""}),
+                     "auth.rotation.message", "must not be empty")
+                } else {
+                    (serde_json::json!({"mode": "reauth", "message": "{{token}}",
+                        "expect": {"contains": "ok", "timeout": "90s"}}),
+                     "auth.rotation.expect.timeout", "the limit is above 0s up to 1m")
+                };
+                v["auth"] = serde_json::json!({"source": {"type": "oauth2",
+                    "token_url": "http://127.0.0.1:9/oauth/token", "client_id": "c",
+                    "client_secret": "s"}, "rotation": rotation});
+                (field.to_string(), says)
+            }
+            10 | 11 => {
+                let stay = if which == 10 {
+                    serde_json::json!({"dist": "fixed", "duration": "10s"})
+                } else {
+                    serde_json::json!({"dist": "log_normal", "median": "10s", "sigma": 9})
+                };
+                let rate = if which == 10 { 1e9 } else { 1.0 };
+                v["sessions"] = serde_json::json!({"arrivals": [{"duration": "10s", "rate": rate}], "stay": stay});
+                v["stages"] = serde_json::json!([]);
+                v.as_object_mut().unwrap().remove("probe");
+                if which == 10 {
+                    ("sessions.arrivals[0].rate".to_string(), "the limit is 0 to 50000")
+                } else {
+                    ("sessions.stay.sigma".to_string(), "the limit is above 0 up to 3")
+                }
             }
             _ => {
                 v["script"].as_array_mut().unwrap().push(serde_json::json!(

@@ -247,6 +247,18 @@ fn print_summary(
             t.msgs_skipped, t.capture_misses, t.auto_matched, t.auto_replies
         );
     }
+    if t.arrivals + t.departures > 0 {
+        println!(
+            "sessions     arrivals {}  departures {}",
+            t.arrivals, t.departures
+        );
+    }
+    if t.rotations + t.rotation_failures > 0 {
+        println!(
+            "tokens       rotations {}  rotation failures {}",
+            t.rotations, t.rotation_failures
+        );
+    }
     println!(
         "{:<22}{:>10}{:>10}{:>10}{:>10}{:>10}",
         "latency", "p50", "p95", "p99", "max", "count"

@@ -22,6 +22,9 @@
 //! -> manager -> HTTP. Shutdown ([`Running::stop`]): cancel the shutdown token (runs end
 //! as `cancelled` with a final flush, SSE streams end), wait for the manager to drain,
 //! then for the HTTP server.
+// Rendering the run page's components into a report (`report`) instantiates leptos view
+// types deep enough to pass the default query depth (as `app` and `frontend` do).
+#![recursion_limit = "256"]
 
 pub mod agents;
 pub mod allow;

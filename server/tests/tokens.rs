@@ -215,3 +215,116 @@ async fn http_steps_create_a_session_whose_id_the_handshake_uses() {
     assert_eq!(status, 422);
     assert!(body.to_string().contains("var.sdi"), "{body}");
 }
+
+/// A rotating plan: 4 connections on a pool of 2 tokens that live 1 s, refreshed
+/// 400 ms ahead (due every ~600 ms), held 3 s — several rotations per connection.
+fn rotating(app: &common::App, tag: &str, rotation: Option<Value>) -> Value {
+    let mut p = plan(
+        tag,
+        &app.ws(&format!("/echo?auth=bearer&tag={tag}")),
+        4,
+        "100ms",
+        "3s",
+    );
+    p["auth"] = json!({
+        "source": oauth(app, &format!("ttl=1s&tag={tag}")),
+        "policy": {"mode": "pool", "size": 2},
+        "refresh_before": "400ms"
+    });
+    if let Some(r) = rotation {
+        p["auth"]["rotation"] = r;
+    }
+    p
+}
+
+fn count(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauth_rotation_keeps_connections_past_their_tokens_expiry() {
+    let app = spawn_app().await;
+    // Without rotation the sandbox closes every connection when its token expires.
+    let (_, run) = finish(&app, rotating(&app, "r0", None)).await;
+    let t = &run["summary"]["totals"];
+    assert_eq!(t["closes"]["server_4401"], 4, "{t}");
+    assert_eq!(count(&t["rotations"]), 0, "{t}");
+
+    // Re-authenticating on the open socket, confirmed by the sandbox's reply.
+    let rotation = json!({"mode": "reauth",
+        "message": "{\"action\":\"refresh\",\"token\":\"{{token}}\"}",
+        "expect": {"json_field": "action", "equals": "refreshed", "timeout": "300ms"}});
+    let (_, run) = finish(&app, rotating(&app, "r1", Some(rotation))).await;
+    let s = &run["summary"];
+    let t = &s["totals"];
+    let rotations = count(&t["rotations"]);
+    let sb = app.sandbox_profile("/echo?auth=bearer&tag=r1").await;
+    println!(
+        "reauth: rotations {rotations}, failures {}, ws_rotation p50 {} us, token fetches {}, sandbox refreshed {}",
+        t["rotation_failures"], s["latency"]["ws_rotation"]["p50_us"], s["latency"]["token_fetch"]["count"], sb["refreshed"]
+    );
+    assert!(rotations >= 12, "several rotations per connection: {t}");
+    assert_eq!(count(&t["rotation_failures"]), 0, "{t}");
+    assert_eq!(count(&t["dropped"]), 0, "no 4401 with rotation: {t}");
+    assert_eq!(t["closes"]["client"], 4, "{t}");
+    assert_eq!(count(&sb["closed"]["server_4401"]), 0, "{sb}");
+    assert_eq!(count(&sb["refresh_refused"]), 0, "{sb}");
+    // A refresh in flight when the run ended reached the sandbox but was not confirmed.
+    let refreshed = count(&sb["refreshed"]);
+    assert!(
+        (rotations..=rotations + 4).contains(&refreshed),
+        "engine {rotations}, sandbox {refreshed}"
+    );
+    assert_eq!(count(&s["latency"]["ws_rotation"]["count"]), rotations);
+    // Through the slot cache: one fetch per slot per refresh, not one per connection.
+    let fetches = count(&s["latency"]["token_fetch"]["count"]);
+    assert!(
+        fetches <= rotations / 2 + 2,
+        "{fetches} fetches for {rotations} rotations"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauth_without_a_reply_counts_what_the_sandbox_counts() {
+    let app = spawn_app().await;
+    let rotation = json!({"mode": "reauth",
+        "message": "{\"action\":\"refresh\",\"token\":\"{{token}}\"}"});
+    let (_, run) = finish(&app, rotating(&app, "r2", Some(rotation))).await;
+    let t = &run["summary"]["totals"];
+    let sb = app.sandbox_profile("/echo?auth=bearer&tag=r2").await;
+    assert!(count(&t["rotations"]) >= 12, "{t}");
+    assert_eq!(t["rotations"], sb["refreshed"], "{t} {sb}");
+    assert_eq!(count(&t["dropped"]), 0, "{t}");
+    assert_eq!(count(&sb["closed"]["server_4401"]), 0, "{sb}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_rotation_is_neither_a_drop_nor_a_failure() {
+    let app = spawn_app().await;
+    let (_, run) = finish(
+        &app,
+        rotating(&app, "r3", Some(json!({"mode": "reconnect"}))),
+    )
+    .await;
+    let s = &run["summary"];
+    let t = &s["totals"];
+    let rotations = count(&t["rotations"]);
+    let sb = app.sandbox_profile("/echo?auth=bearer&tag=r3").await;
+    println!(
+        "reconnect: rotations {rotations}, ws_rotation p50 {} us, opened {}, sandbox accepted {}",
+        s["latency"]["ws_rotation"]["p50_us"], t["opened"], sb["accepted"]
+    );
+    assert!(rotations >= 12, "{t}");
+    assert_eq!(count(&t["rotation_failures"]), 0, "{t}");
+    assert_eq!(count(&t["closes"]["rotation"]), rotations, "{t}");
+    assert_eq!((count(&t["dropped"]), count(&t["failed"])), (0, 0), "{t}");
+    assert_eq!(count(&t["opened"]), 4 + rotations, "{t}");
+    assert_eq!(sb["accepted"], t["opened"], "{sb}");
+    assert_eq!(count(&sb["closed"]["server_4401"]), 0, "{sb}");
+    assert_eq!(count(&sb["closed"]["client"]), 4 + rotations, "{sb}");
+    assert_ne!(
+        run["diagnosis"]["kind"], "server_drops",
+        "{}",
+        run["diagnosis"]
+    );
+}

@@ -219,6 +219,12 @@ async fn guests_arrive_at_a_rate_stay_their_time_and_leave() {
     assert_eq!(t["dropped"], 0, "{t}");
     assert_eq!(t["closes"]["client"], 60, "{t}");
     assert_eq!(c["closed"]["client"], 60, "{c}");
+    // Every guest arrived once; those whose second was over before the arrivals ended
+    // (about the first two seconds' 40) departed by themselves, the rest left with the
+    // run: departures are neither drops nor the run's end.
+    assert_eq!(t["arrivals"], 60, "{t}");
+    let departures = t["departures"].as_u64().unwrap();
+    assert!((35..=45).contains(&departures), "{t}");
     // At 20/s with 1 s each, about 20 inside at once.
     let peak = c["peak_open"].as_u64().unwrap();
     assert!((15..=25).contains(&peak), "{c}");

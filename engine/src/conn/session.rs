@@ -199,7 +199,11 @@ pub(super) fn session<'a>(
                 Waiting::Until(t, _) | Waiting::Reply(t) | Waiting::Pong(t, _) => Some(t),
                 Waiting::Hold | Waiting::Ready => None,
             };
-            step_timer.set(deadline);
+            // Rotation work wakes the session too (`conn/rotation.rs`).
+            step_timer.set(match (deadline, ctx.rotation.next()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            });
             flush_timer.set(rec.next_flush());
             let mut stopped = false;
             tokio::select! {
@@ -216,8 +220,9 @@ pub(super) fn session<'a>(
                                 rec.sample(Metric::FirstMsg, opened.elapsed());
                             }
                             let waiting = matches!(wait, Waiting::Reply(_));
-                            let mut taken = false;
-                            if let (true, Some(Op::Expect { matcher, captures, .. })) = (waiting, sh.ops.get(pc)) {
+                            // A re-authentication's reply is the rotation's, no one else's.
+                            let mut taken = super::rotation::take_reply(sh, &msg, vu, attempt, ctx, rec);
+                            if let (true, false, Some(Op::Expect { matcher, captures, .. })) = (waiting, taken, sh.ops.get(pc)) {
                                 if matches(matcher, &msg, vu, attempt, ctx) {
                                     // Timed from the send this reply answers (the last one).
                                     rec.sample(Metric::Rtt, last_send.elapsed());
@@ -230,7 +235,7 @@ pub(super) fn session<'a>(
                                     taken = true;
                                 }
                             }
-                            let answered = respond(&sh.responders, &msg, vu, attempt, ctx, rec);
+                            let answered = taken || respond(&sh.responders, &msg, vu, attempt, ctx, rec);
                             if waiting && !taken && !answered {
                                 rec.skipped();
                             }
@@ -253,13 +258,21 @@ pub(super) fn session<'a>(
                 },
                 _ = step_timer.wait() => {
                     let now = Instant::now();
-                    match wait {
-                        Waiting::Until(t, next) => { due = t; pc = next; }
-                        Waiting::Reply(_) => { rec.expect_timeout(); due = now; pc += 1; }
-                        Waiting::Pong(..) => { rec.ping_timeout(); due = now; pc += 1; }
-                        Waiting::Hold | Waiting::Ready => {}
+                    // The timer may have been the rotation's: the step goes on only when
+                    // its own deadline passed.
+                    let step_due = match wait {
+                        Waiting::Until(t, _) | Waiting::Reply(t) | Waiting::Pong(t, _) => t <= now,
+                        Waiting::Hold | Waiting::Ready => false,
+                    };
+                    if step_due {
+                        match wait {
+                            Waiting::Until(t, next) => { due = t; pc = next; }
+                            Waiting::Reply(_) => { rec.expect_timeout(); due = now; pc += 1; }
+                            Waiting::Pong(..) => { rec.ping_timeout(); due = now; pc += 1; }
+                            Waiting::Hold | Waiting::Ready => {}
+                        }
+                        wait = Waiting::Ready;
                     }
-                    wait = Waiting::Ready;
                 }
                 _ = flush_timer.wait() => rec.maybe_flush(),
             }
@@ -284,6 +297,21 @@ pub(super) fn session<'a>(
                 }
                 if let Some((_, at)) = ctx.reply.take() {
                     rec.auto_replied(n, at.elapsed());
+                }
+            }
+            if !stopped && ctx.rotation.pending(Instant::now()) {
+                let rotate = Box::pin(super::rotation::rotate(
+                    ws,
+                    sh,
+                    rec,
+                    &mut flush_timer,
+                    cancel,
+                    vu,
+                    attempt,
+                    ctx,
+                ));
+                if let Err(end) = rotate.await {
+                    return end;
                 }
             }
             if stopped {

@@ -1,4 +1,4 @@
-//! A VU's stop signal: set by the controller (ramp-down retires the newest VUs; the
+//! A VU's stop signal (and a few flags about its life, kept off its task's future): set by the controller (ramp-down retires the newest VUs; the
 //! run's end stops them all), awaited by the VU's own task only.
 
 use std::future::Future;
@@ -18,6 +18,13 @@ pub(crate) struct Stop(Arc<Inner>);
 #[derive(Default)]
 struct Inner {
     stopped: AtomicBool,
+    /// A guest's VU (the open model for sessions): it counts its arrival ...
+    guest: AtomicBool,
+    /// ... and, stopped because its stay is over, its departure.
+    departing: AtomicBool,
+    /// The VU's next attempt reconnects for a token rotation (`conn/rotation.rs`). Kept
+    /// here, not in the VU's future: every held connection's task would pay for it.
+    rotating: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -30,6 +37,31 @@ impl Stop {
 
     pub(crate) fn is_stopped(&self) -> bool {
         self.0.stopped.load(Ordering::Acquire)
+    }
+
+    /// Marks the VU's next attempt as a token rotation's reconnect.
+    pub(crate) fn set_rotating(&self) {
+        self.0.rotating.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_rotating(&self) -> bool {
+        self.0.rotating.load(Ordering::Relaxed)
+    }
+
+    /// Whether this attempt is a rotation's reconnect (and clears the mark).
+    pub(crate) fn take_rotating(&self) -> bool {
+        self.0.rotating.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether this VU is a guest of the open model for sessions (see `guest`).
+    pub(crate) fn is_guest(&self) -> bool {
+        self.0.guest.load(Ordering::Acquire)
+    }
+
+    /// Whether this VU was stopped because its guest's stay was over: it leaves by its
+    /// own choice (a departure), not because the run ended or the target dropped it.
+    pub(crate) fn is_departing(&self) -> bool {
+        self.0.departing.load(Ordering::Acquire)
     }
 
     /// Resolves once `stop` has been called.
@@ -54,8 +86,11 @@ impl Stop {
 /// (a `client` close, a departure — never a drop). The timer runs in the VU's own task,
 /// so the stop's single waker stays that task's.
 pub(crate) async fn guest<F: Future<Output = ()>>(vu: F, stop: Stop, leave: std::time::Instant) {
+    // Marked before the VU first runs, so it counts its arrival.
+    stop.0.guest.store(true, Ordering::Release);
     let depart = async {
         tokio::time::sleep_until(leave.into()).await;
+        stop.0.departing.store(true, Ordering::Release);
         stop.stop();
         std::future::pending::<()>().await
     };
@@ -82,7 +117,7 @@ mod tests {
         };
         let leave = t0.into_std() + Duration::from_secs(42);
         guest(vu, stop.clone(), leave).await;
-        assert!(stop.is_stopped());
+        assert!(stop.is_stopped() && stop.is_guest() && stop.is_departing());
         assert_eq!(t0.elapsed(), Duration::from_millis(42_010));
 
         // A VU that ends first (its session dropped) is not held to its stay.
@@ -91,7 +126,11 @@ mod tests {
         let vu = tokio::time::sleep(Duration::from_secs(1));
         guest(vu, stop.clone(), t1.into_std() + Duration::from_secs(60)).await;
         assert_eq!(t1.elapsed(), Duration::from_secs(1));
-        assert!(!stop.is_stopped());
+        assert!(!stop.is_stopped() && !stop.is_departing() && stop.is_guest());
+        // The run's end stops a guest without making it a departure.
+        let run_end = Stop::default();
+        run_end.stop();
+        assert!(!run_end.is_departing() && !run_end.is_guest());
     }
 
     #[tokio::test]

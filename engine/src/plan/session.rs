@@ -402,6 +402,13 @@ impl Plan {
                 .iter()
                 .flat_map(|r| r.capture.keys().map(String::as_str)),
         );
+        if let Some(e) = self
+            .auth
+            .as_ref()
+            .and_then(|a| a.rotation.as_ref()?.expect())
+        {
+            out.extend(e.capture.keys().map(String::as_str));
+        }
         out
     }
 }

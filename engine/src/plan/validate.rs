@@ -230,6 +230,9 @@ impl Plan {
         }
         if let Some(auth) = &self.auth {
             validate_auth(auth, &mut errs);
+            if let Some(r) = &auth.rotation {
+                r.validate(auth, limits, &mut errs);
+            }
         }
         validate_http_steps(self, &mut errs);
         self.validate_session(limits, &mut errs);
@@ -330,6 +333,9 @@ impl Plan {
         }
         if let Some(a) = &self.auth {
             out.push(("auth.value".into(), a.value.as_str()));
+            if let Some(r) = &a.rotation {
+                out.extend(r.templates());
+            }
         }
         out
     }

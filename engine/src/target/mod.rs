@@ -63,6 +63,7 @@
 //!    the README's *The sandbox target*. *Not enforced*.
 
 pub mod profile;
+mod refresh;
 pub mod webmessaging;
 
 use std::collections::{BTreeMap, HashMap};
@@ -109,9 +110,19 @@ pub struct Counters {
     /// Per bearer token (profiles with `auth=bearer`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub per_token: BTreeMap<String, TokenCounters>,
+    /// In-band token refreshes (`{"action":"refresh","token":T}` on `auth=bearer`
+    /// profiles, see `refresh.rs`): accepted, and refused (T not valid).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refreshed: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refresh_refused: u64,
     /// The guest flow's own counters (`/webmessaging` profiles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webmessaging: Option<webmessaging::WmCounters>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Handshakes of one bearer token.
@@ -133,6 +144,8 @@ struct ProfileStats {
     peak_open: AtomicU64,
     msgs_in: AtomicU64,
     msgs_out: AtomicU64,
+    refreshed: AtomicU64,
+    refresh_refused: AtomicU64,
     maps: Mutex<(BTreeMap<u16, u64>, BTreeMap<String, u64>)>,
     /// Per bearer token counters (bounded to 10,000 tokens).
     tokens: Mutex<BTreeMap<String, TokenCounters>>,
@@ -269,6 +282,8 @@ impl ProfileStats {
             stalled: self.stalled.load(Ordering::Relaxed),
             msgs_in: self.msgs_in.load(Ordering::Relaxed),
             msgs_out: self.msgs_out.load(Ordering::Relaxed),
+            refreshed: self.refreshed.load(Ordering::Relaxed),
+            refresh_refused: self.refresh_refused.load(Ordering::Relaxed),
             closed,
             per_token: self.tokens.lock().map(|m| m.clone()).unwrap_or_default(),
             webmessaging: None,
@@ -292,6 +307,8 @@ impl Counters {
         self.msgs_in += o.msgs_in;
         self.msgs_out += o.msgs_out;
         self.stalled += o.stalled;
+        self.refreshed += o.refreshed;
+        self.refresh_refused += o.refresh_refused;
         for (k, v) in &o.rejected {
             *self.rejected.entry(*k).or_default() += v;
         }
@@ -982,7 +999,8 @@ async fn handle(
         let reply_delay = profile.reply_delay.unwrap_or(Duration::from_millis(200));
         webmessaging::session(ws, o, reply_delay, &wm, &stats, &shutdown).await
     } else {
-        session(ws, &profile, &stats, &shutdown, expires).await
+        let refresh = profile.auth.then_some(&*sandbox);
+        session(ws, &profile, &stats, &shutdown, expires, refresh).await
     };
     stats.closed(how);
     if profile.addr_cap.is_some() {
@@ -1120,10 +1138,12 @@ async fn session(
     stats: &ProfileStats,
     shutdown: &CancellationToken,
     token_expires: Option<Instant>,
+    refresh: Option<&Sandbox>,
 ) -> &'static str {
     let drop_at = p.drop_after.map(|d| tokio::time::Instant::now() + d);
-    // A token that expires mid-connection ends it with 4401 (as token-checking gateways do).
-    let expire_at = token_expires.map(tokio::time::Instant::from_std);
+    // A token that expires mid-connection ends it with 4401 (as token-checking gateways
+    // do), unless a refresh message gave the connection a new one (`refresh.rs`).
+    let mut expire_at = token_expires.map(tokio::time::Instant::from_std);
     // Only connections of a `drop_prob` profile carry a timer for the dice.
     let mut dice = match p.drop_prob {
         Some(_) => {
@@ -1149,6 +1169,25 @@ async fn session(
                 }
                 Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
                     stats.msgs_in.fetch_add(1, Ordering::Relaxed);
+                    let renewal = match (refresh, msg.to_text().ok().and_then(refresh::refresh_token)) {
+                        (Some(sandbox), Some(token)) => Some(sandbox.check_token(&token)),
+                        _ => None,
+                    };
+                    if let Some(verdict) = renewal {
+                        match verdict {
+                            Some(exp) => {
+                                stats.refreshed.fetch_add(1, Ordering::Relaxed);
+                                expire_at = exp.map(tokio::time::Instant::from_std);
+                            }
+                            None => { stats.refresh_refused.fetch_add(1, Ordering::Relaxed); }
+                        }
+                        let answer = refresh::answer(verdict, Instant::now());
+                        if ws.send(Message::text(answer)).await.is_err() {
+                            return "client_abnormal";
+                        }
+                        stats.msgs_out.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     if let Some(d) = p.reply_delay {
                         tokio::time::sleep(d).await;
                     }

@@ -196,10 +196,16 @@ pub(crate) fn auth() -> impl Strategy<Value = Value> {
         policy,
         select(vec!["Authorization", "", "X-Token"]),
         dur(0, 120_000),
+        proptest::option::of(rotation()),
     )
-        .prop_map(|(source, policy, header, refresh)| {
-            json!({"source": source, "policy": policy, "header": header,
-                   "value": "Bearer {{token}}", "refresh_before": refresh})
+        .prop_map(|(source, policy, header, refresh, rotation)| {
+            let mut a = json!({"source": source, "policy": policy, "header": header,
+                   "value": "Bearer {{token}}", "refresh_before": refresh});
+            // Static tokens never expire: rotation is for OAuth2 sources only.
+            if let (Some(r), "oauth2") = (rotation, a["source"]["type"].as_str().unwrap_or("")) {
+                a["rotation"] = r;
+            }
+            a
         })
 }
 
@@ -267,43 +273,59 @@ pub(crate) fn valid_plan() -> impl Strategy<Value = Value> {
         any::<bool>(),
         proptest::option::of(dur(0, 60_000)),
     );
-    (core, extra, vars(), responders()).prop_map(
-        |(
-            (name, target, stages, rate, timeout, headers, protocols, script),
-            (reconnect, sources, insecure, auth, probe, http_steps, thresholds, abort, grace),
-            vars,
-            responders,
-        )| {
-            let mut p = json!({"name": name, "target": target, "stages": stages,
+    (
+        core,
+        extra,
+        vars(),
+        responders(),
+        proptest::option::of(sessions()),
+    )
+        .prop_map(
+            |(
+                (name, target, stages, rate, timeout, headers, protocols, script),
+                (reconnect, sources, insecure, auth, probe, http_steps, thresholds, abort, grace),
+                vars,
+                responders,
+                sessions,
+            )| {
+                let mut p = json!({"name": name, "target": target, "stages": stages,
                 "headers": headers, "subprotocols": protocols, "script": script,
                 "reconnect": reconnect, "insecure_tls": insecure, "http_steps": http_steps,
                 "thresholds": thresholds, "abort_on_fail": abort});
-            if let Some(r) = rate {
-                p["max_connect_rate"] = json!(f64::from(r) / 2.0);
-            }
-            if let Some(t) = timeout {
-                p["connect_timeout"] = t;
-            }
-            if !sources.is_empty() {
-                p["source_addrs"] = json!(sources
-                    .iter()
-                    .map(|n| format!("127.0.0.{n}"))
-                    .collect::<Vec<_>>());
-            }
-            if let Some(a) = auth {
-                p["auth"] = a;
-            }
-            if let Some(pr) = probe {
-                p["probe"] = pr;
-            }
-            if let Some(g) = grace {
-                p["abort_grace"] = g;
-            }
-            p["vars"] = vars;
-            p["responders"] = responders;
-            p
-        },
-    )
+                if let Some(r) = rate {
+                    p["max_connect_rate"] = json!(f64::from(r) / 2.0);
+                }
+                if let Some(t) = timeout {
+                    p["connect_timeout"] = t;
+                }
+                if !sources.is_empty() {
+                    p["source_addrs"] = json!(sources
+                        .iter()
+                        .map(|n| format!("127.0.0.{n}"))
+                        .collect::<Vec<_>>());
+                }
+                if let Some(a) = auth {
+                    p["auth"] = a;
+                }
+                if let Some(pr) = probe {
+                    p["probe"] = pr;
+                }
+                if let Some(g) = grace {
+                    p["abort_grace"] = g;
+                }
+                p["vars"] = vars;
+                p["responders"] = responders;
+                // The open model for sessions sets the load instead of stages (and a probe).
+                if let Some(s) = sessions {
+                    p["sessions"] = s;
+                    p["stages"] = json!([]);
+                    if let Some(o) = p.as_object_mut() {
+                        o.remove("probe");
+                    }
+                }
+                p
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------
@@ -369,6 +391,13 @@ pub(crate) const WORDS: &[&str] = &[
     "header",
     "value",
     "refresh_before",
+    "rotation",
+    "reauth",
+    "message",
+    "sessions",
+    "arrivals",
+    "stay",
+    "dist",
     "probe",
     "max_connections",
     "max_duration",

@@ -116,3 +116,65 @@ pub(crate) fn responders() -> impl Strategy<Value = Value> {
         });
     proptest::collection::vec(one, 0..3).prop_map(Value::Array)
 }
+
+/// The open model for sessions (`sessions`): 1 to 3 arrival stages of up to 10 min at
+/// up to 10 guests/s (so the run stays within the default limits) and a stay from each
+/// distribution.
+pub(crate) fn sessions() -> impl Strategy<Value = Value> {
+    let rate = (0u32..=40).prop_map(|q| f64::from(q) / 4.0);
+    let stage = (
+        super::dur(1_000, 600_000),
+        rate.clone(),
+        proptest::option::of(rate),
+    )
+        .prop_map(|(d, r, to)| {
+            let mut s = json!({"duration": d, "rate": r});
+            if let Some(t) = to {
+                s["to"] = json!(t);
+            }
+            s
+        });
+    let stay = prop_oneof![
+        super::dur(1, 3_600_000).prop_map(|d| json!({"dist": "fixed", "duration": d})),
+        (0u64..=60_000, 1u64..=60_000).prop_map(|(lo, extra)| json!(
+            {"dist": "uniform", "min": format!("{lo}ms"), "max": format!("{}ms", lo + extra)})),
+        super::dur(1, 600_000).prop_map(|m| json!({"dist": "exponential", "mean": m})),
+        (super::dur(1, 600_000), 1u32..=300).prop_map(|(m, s)| json!(
+            {"dist": "log_normal", "median": m, "sigma": f64::from(s) / 100.0})),
+    ];
+    (
+        proptest::collection::vec(stage, 1..=3),
+        stay,
+        proptest::option::of(0u64..=i64::MAX as u64),
+    )
+        .prop_map(|(arrivals, stay, seed)| {
+            let mut s = json!({"arrivals": arrivals, "stay": stay});
+            if let Some(seed) = seed {
+                s["seed"] = json!(seed);
+            }
+            s
+        })
+}
+
+/// `auth.rotation` (for OAuth2 sources): reconnect, or a templated re-authentication
+/// message with or without a reply matcher (captures included).
+pub(crate) fn rotation() -> impl Strategy<Value = Value> {
+    let expect = (matcher(false), captures(), super::dur(1, 60_000)).prop_map(|(mut m, c, t)| {
+        if c.as_object().is_some_and(|c| !c.is_empty()) {
+            m.insert("capture".into(), c);
+        }
+        m.insert("timeout".into(), t);
+        Value::Object(m)
+    });
+    prop_oneof![
+        Just(json!({"mode": "reconnect"})),
+        (template_text(), proptest::option::of(expect)).prop_map(|(t, e)| {
+            let mut r = json!({"mode": "reauth",
+                "message": format!("{{\"action\":\"refresh\",\"token\":\"{{{{token}}}}\"}}{t}")});
+            if let Some(e) = e {
+                r["expect"] = e;
+            }
+            r
+        }),
+    ]
+}

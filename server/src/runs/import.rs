@@ -95,6 +95,10 @@ fn check_totals(field: Field<'_>, t: &Totals) -> Result<(), ApiError> {
         ("capture_misses", t.capture_misses),
         ("auto_matched", t.auto_matched),
         ("auto_replies", t.auto_replies),
+        ("arrivals", t.arrivals),
+        ("departures", t.departures),
+        ("rotations", t.rotations),
+        ("rotation_failures", t.rotation_failures),
     ] {
         check_number(&|| format!("{}.{name}", field()), n)?;
     }
