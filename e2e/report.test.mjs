@@ -61,7 +61,7 @@ test('reconnect keeps retrying; the run page and the report show what the target
   // What the target said, right below the verdict.
   const said = page.locator('section.said');
   await said.waitFor();
-  const row = said.locator('tr[data-outcome="http_429"]');
+  const row = said.locator('tr[data-said="http_429"]');
   assert.match(await row.textContent(), /HTTP 429 Too Many Requests/);
   assert.match(await row.textContent(), /too many concurrent connections/);
   assert.match(await said.locator('.said__retry').textContent(), /Retry-After: 1 s ×/);

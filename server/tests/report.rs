@@ -32,6 +32,7 @@ fn outline(html: &str) -> Vec<Vec<String>> {
         spans(html, "data-chart=", '"'),
         spans(html, "<table class=", '"'),
         spans(html, "data-outcome=", '"'),
+        spans(html, "data-said=", '"'),
         spans(html, "<th class=\"num\"", '<'),
         spans(html, "data-metric=", '"'),
     ]

@@ -19,7 +19,7 @@ fn second(s: Option<f64>) -> String {
 fn answer_row(a: Answer) -> impl IntoView {
     let (key, stage) = (a.key.clone(), a.stage.clone());
     view! {
-        <tr data-outcome=key data-stage=stage>
+        <tr data-said=key data-stage=stage>
             <td>
                 <span class="said__line">{a.said}</span>
                 <span class="muted said__key mono">{a.key}</span>
