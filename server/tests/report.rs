@@ -32,9 +32,9 @@ fn outline(html: &str) -> Vec<Vec<String>> {
         spans(html, "data-chart=", '"'),
         spans(html, "<table class=", '"'),
         spans(html, "data-outcome=", '"'),
-        spans(html, "data-said=", '"'),
         spans(html, "<th class=\"num\"", '<'),
         spans(html, "data-metric=", '"'),
+        spans(html, "data-said=", '"'),
     ]
 }
 
@@ -76,6 +76,7 @@ async fn the_report_and_the_run_page_show_the_same_sections() {
         ("outcome rows", 3),
         ("number columns", 4),
         ("tiles", 5),
+        ("what the target said", 6),
     ] {
         assert_eq!(page[i], report[i], "{what}");
     }
