@@ -52,13 +52,7 @@ pub(crate) fn esc(s: &str) -> String {
 /// The run page's sections of a finished run, as HTML (charts with their specs).
 fn sections(r: &ReportInput<'_>) -> String {
     let s = r.summary;
-    let tiles = TileData {
-        elapsed_ms: s.duration_ms,
-        target: None,
-        open: 0,
-        peak_open: s.peak_open,
-        totals: s.totals.clone(),
-    };
+    let tiles = TileData::finished(s, r.plan.peak_connections());
     let owner = Owner::new();
     owner.with(|| {
         provide_context(EmbedSpecs);

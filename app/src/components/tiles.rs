@@ -15,6 +15,23 @@ pub struct TileData {
     pub open: u64,
     pub peak_open: u64,
     pub totals: Totals,
+    /// A finished run: the first tile shows its peak against the planned peak (open now
+    /// is 0 and says nothing).
+    pub finished: bool,
+}
+
+impl TileData {
+    /// The tiles of a finished run (the run page and the HTML report alike).
+    pub fn finished(s: &engine::Summary, planned_peak: u32) -> TileData {
+        TileData {
+            elapsed_ms: s.duration_ms,
+            target: Some(planned_peak),
+            open: s.peak_open,
+            peak_open: s.peak_open,
+            totals: s.totals.clone(),
+            finished: true,
+        }
+    }
 }
 
 #[component]
@@ -38,9 +55,11 @@ pub fn Tiles(#[prop(into)] data: Signal<TileData>) -> impl IntoView {
     let d = move || data.get();
     view! {
         <div class="tiles">
-            <Tile label="Open / target" metric="open"
-                value=Signal::derive(move || { let d = d(); match d.target { Some(t) => format!("{} / {}", fmt::count(d.open), fmt::count(u64::from(t))), None => fmt::count(d.open) } })
-                sub=Signal::derive(move || format!("peak {}", fmt::count(d().peak_open)))/>
+            <div class="tile">
+                <div class="tile__label">{move || if d().finished { "Peak open / planned" } else { "Open / target" }}</div>
+                <div class="tile__value" data-metric="open">{move || { let d = d(); match d.target { Some(t) => format!("{} / {}", fmt::count(d.open), fmt::count(u64::from(t))), None => fmt::count(d.open) } }}</div>
+                <div class="tile__sub">{move || { let d = d(); if d.finished { "all closed at the end".to_string() } else { format!("peak {}", fmt::count(d.peak_open)) } }}</div>
+            </div>
             <Tile label="Connects ok" metric="opened" value=Signal::derive(move || fmt::count(d().totals.opened))
                 sub=Signal::derive(move || format!("{} attempted", fmt::count(d().totals.attempted)))/>
             <Tile label="Connects failed" metric="failed" value=Signal::derive(move || fmt::count(d().totals.failed))

@@ -37,20 +37,16 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
     let summary = detail.summary.clone();
     let is_live = status.is_live();
     let summary_for_tiles = summary.clone();
+    let planned_peak = detail.plan.peak_connections();
     let data = Signal::derive(move || match (&summary_for_tiles, live.get()) {
-        (Some(s), _) => TileData {
-            elapsed_ms: s.duration_ms,
-            target: None,
-            open: 0,
-            peak_open: s.peak_open,
-            totals: s.totals.clone(),
-        },
+        (Some(s), _) => TileData::finished(s, planned_peak),
         (None, Some(snap)) => TileData {
             elapsed_ms: snap.elapsed_ms,
             target: Some(snap.target),
             open: snap.open,
             peak_open: snap.peak_open,
             totals: snap.totals,
+            finished: false,
         },
         (None, None) => TileData::default(),
     });
