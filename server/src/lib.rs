@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod plan_file;
 pub mod report;
 pub mod runs;
+pub mod secret;
 pub mod site;
 pub mod state;
 pub mod store;

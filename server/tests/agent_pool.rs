@@ -35,6 +35,22 @@ fn pool_agent(app: &common::App, source: &str) -> KillOnDrop {
     )
 }
 
+/// The status a WebSocket upgrade of the pool endpoint with `bearer` gets.
+async fn pool_upgrade(app: &common::App, bearer: &str) -> u16 {
+    app.http
+        .get(format!("{}/api/agents/pool", app.base))
+        .header("authorization", bearer)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Waits (bounded) until `GET /api/agents` satisfies `ok`; the listing it saw.
 async fn agents_until(app: &common::App, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -108,18 +124,8 @@ async fn a_plan_asking_for_all_runs_on_every_pool_agent_and_they_come_back() {
 async fn outsiders_cannot_join_the_pool_and_all_needs_a_pool() {
     let app = pool_app().await;
     // A wrong token: refused before the upgrade.
-    let r = app
-        .http
-        .get(format!("{}/api/agents/pool", app.base))
-        .header("authorization", "Bearer wrong-token-0123456789")
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    let r = pool_upgrade(&app, "Bearer wrong-token-0123456789").await;
+    assert_eq!(r, 401);
     assert_eq!(app.get("/api/agents").await.1["idle"], 0);
     // With an empty pool, "all" ends the run with the reason.
     let mut p = plan("nobody", &app.ws("/echo"), 10, "1s", "1s");
@@ -135,18 +141,8 @@ async fn outsiders_cannot_join_the_pool_and_all_needs_a_pool() {
 
     // A server without a pool: no pool endpoint, and "all" is refused by field.
     let plain = spawn_app().await;
-    let r = plain
-        .http
-        .get(format!("{}/api/agents/pool", plain.base))
-        .header("authorization", format!("Bearer {POOL_TOKEN}"))
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let r = pool_upgrade(&plain, &format!("Bearer {POOL_TOKEN}")).await;
+    assert_eq!(r, 404);
     let mut p = plan("no pool", &plain.ws("/echo"), 10, "1s", "1s");
     p["agents"] = json!("all");
     let (status, body) = plain.post("/api/runs", &p.to_string()).await;

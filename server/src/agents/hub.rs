@@ -15,7 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use engine::protocol::{FromAgent, ToAgent, PROTOCOL};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+
+use crate::secret::{bearer, same};
 use tokio::sync::mpsc;
 
 /// An agent that joined: what it said first, and its socket as channels.
@@ -96,38 +99,31 @@ impl Hub {
     }
 }
 
-/// Constant-time comparison.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn join(
     State(hub): State<Arc<Hub>>,
     Path(key): Path<String>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let Some(joined) = hub.joined(&key, bearer) else {
+    let Some(joined) = hub.joined(&key, bearer(&headers).unwrap_or_default()) else {
         return (StatusCode::UNAUTHORIZED, "unknown run or wrong secret").into_response();
     };
     ws.max_message_size(MAX_FRAME)
         .on_upgrade(move |socket| pump(socket, joined))
 }
 
-/// Reads the agent's `hello`, then relays frames both ways until either side ends.
-async fn pump(socket: WebSocket, joined: mpsc::Sender<AgentConn>) {
-    let (mut sink, mut stream) = socket.split();
+/// An agent connection's first frame: its `hello` within 10 s, in this server's protocol
+/// (another protocol is closed with 1002 and the reason). `None`: the connection is over.
+pub(super) async fn read_hello(
+    sink: &mut SplitSink<WebSocket, Message>,
+    stream: &mut SplitStream<WebSocket>,
+) -> Option<FromAgent> {
     let hello = match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<FromAgent>(&t).ok(),
         _ => None,
     };
-    let Some(hello @ FromAgent::Hello { protocol, .. }) = hello else {
-        return;
+    let hello @ FromAgent::Hello { protocol, .. } = hello? else {
+        return None;
     };
     if protocol != PROTOCOL {
         let _ = sink
@@ -136,8 +132,17 @@ async fn pump(socket: WebSocket, joined: mpsc::Sender<AgentConn>) {
                 reason: format!("protocol {protocol}; this coordinator speaks {PROTOCOL}").into(),
             })))
             .await;
-        return;
+        return None;
     }
+    Some(hello)
+}
+
+/// Reads the agent's `hello`, then relays frames both ways until either side ends.
+async fn pump(socket: WebSocket, joined: mpsc::Sender<AgentConn>) {
+    let (mut sink, mut stream) = socket.split();
+    let Some(hello) = read_hello(&mut sink, &mut stream).await else {
+        return;
+    };
     let (to_tx, mut to_rx) = mpsc::channel::<ToAgent>(256);
     let (from_tx, from_rx) = mpsc::channel::<FromAgent>(1024);
     if joined

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -20,7 +19,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use engine::protocol::{FromAgent, ToAgent, PROTOCOL};
+use engine::protocol::{FromAgent, ToAgent};
+
+use crate::secret::{bearer, same};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -136,11 +137,6 @@ async fn list(State(pool): State<Arc<Pool>>) -> Json<serde_json::Value> {
     }))
 }
 
-/// Constant-time comparison.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn join(State(pool): State<Arc<Pool>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     let Some(token) = pool.token.as_deref() else {
         return (
@@ -149,12 +145,10 @@ async fn join(State(pool): State<Arc<Pool>>, headers: HeaderMap, ws: WebSocketUp
         )
             .into_response();
     };
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !same(token.as_bytes(), bearer.as_bytes()) {
+    if !same(
+        token.as_bytes(),
+        bearer(&headers).unwrap_or_default().as_bytes(),
+    ) {
         return (StatusCode::UNAUTHORIZED, "wrong pool token").into_response();
     }
     ws.max_message_size(64 << 10)
@@ -164,30 +158,16 @@ async fn join(State(pool): State<Arc<Pool>>, headers: HeaderMap, ws: WebSocketUp
 /// One pool agent's connection: its `hello`, then invitations out until it leaves.
 async fn member(socket: WebSocket, pool: Arc<Pool>) {
     let (mut sink, mut stream) = socket.split();
-    let hello = match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<FromAgent>(&t).ok(),
-        _ => None,
-    };
     let Some(FromAgent::Hello {
-        protocol,
         version,
         host,
         nofile,
         source_addrs,
         ..
-    }) = hello
+    }) = super::hub::read_hello(&mut sink, &mut stream).await
     else {
         return;
     };
-    if protocol != PROTOCOL {
-        let _ = sink
-            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                code: 1002,
-                reason: format!("protocol {protocol}; this server speaks {PROTOCOL}").into(),
-            })))
-            .await;
-        return;
-    }
     let id = pool.next.fetch_add(1, Ordering::Relaxed) + 1;
     let (tx, mut rx) = mpsc::channel::<ToAgent>(16);
     if let Ok(mut m) = pool.members.lock() {

@@ -17,6 +17,7 @@
 //!    Wrong tokens are throttled per client address (see [`super::throttle`]): after a
 //!    few, 429 with `Retry-After` and a lockout that doubles with each failure.
 
+use crate::secret::{bearer, same};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -141,11 +142,6 @@ fn bad_path(why: &str) -> Response {
         .into_response()
 }
 
-/// Equal without an early exit (no timing hint about how much of a guess was right).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -158,11 +154,7 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 }
 
 fn presented(headers: &HeaderMap, token: &str) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    bearer.is_some_and(|b| same(b.trim().as_bytes(), token.as_bytes()))
+    bearer(headers).is_some_and(|b| same(b.trim().as_bytes(), token.as_bytes()))
         || cookie_token(headers).is_some_and(|c| same(c.as_bytes(), token.as_bytes()))
 }
 
