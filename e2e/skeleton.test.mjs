@@ -33,10 +33,18 @@ test('fill the form, launch, watch live numbers, see it completed in the list', 
   const first = await elapsed.textContent();
   await page.waitForFunction((f) => document.querySelector('[data-metric="elapsed"]')?.textContent !== f, first);
   await page.waitForFunction(() => document.querySelector('[data-metric="open"]')?.textContent === '30 / 30');
+  // Progress against the planned 6 s, and the per-second CSV so far while live.
+  assert.match(await page.locator('[data-progress] .run-progress__text').textContent(), /^0:0\d of 0:06 planned · \d{1,3} %$/);
+  const csvHref = await page.locator('[data-download="live-csv"]').getAttribute('href');
+  const csv = await page.evaluate(async (u) => (await fetch(u)).text(), csvHref);
+  const lines = csv.trim().split('\n');
+  assert.match(lines[0], /^t_s,/, 'the live CSV has its header');
+  assert.ok(lines.length >= 2, `the live CSV has the seconds so far: ${lines.length - 1}`);
   await page.screenshot({ path: join(artifacts, '02-run-live.png'), fullPage: true });
 
   // When the run ends the page swaps to the stored summary.
   await page.locator('.badge[data-status="completed"]').waitFor({ timeout: 20000 });
+  assert.equal(await page.locator('[data-progress]').count(), 0, 'a finished run shows no progress bar');
   assert.equal(await page.locator('[data-metric="opened"]').textContent(), '30');
   assert.equal(await page.locator('[data-metric="failed"]').textContent(), '0');
   await page.screenshot({ path: join(artifacts, '03-run-completed.png'), fullPage: true });

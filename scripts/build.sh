@@ -17,7 +17,11 @@ wasm="$target/wasm32-unknown-unknown/wasm-release/frontend.wasm"
 # site, and an unchanged site must not recompile the server.
 put() { cmp -s "$1" "$2" 2>/dev/null || { mkdir -p "$(dirname "$2")"; cp "$1" "$2"; }; }
 
+# wasm-bindgen-cli (if missing) compiles while the wasm builds; it is needed only after.
+scripts/wasm-bindgen.sh &
+bindgen=$!
 cargo build -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release
+wait "$bindgen"
 mkdir -p "$site/pkg"
 optimize=""
 if [ "$mode" = "--release" ] || [ "$mode" = "--dist" ]; then optimize=1; fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing socketswarm needs, skipping what is already there:
-# the wasm32 Rust target, wasm-bindgen-cli (same version as Cargo.lock), node packages
+# the wasm32 Rust target, node packages
 # (uPlot, binaryen's wasm-opt, playwright-core, socket.io) and, with --test (or --browser), what the
 # tests start: Debian's chromium, nginx and haproxy (the real gateways the diagnosis is
 # tested against; installed without starting their system services), and the Prometheus
@@ -23,13 +23,8 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
-want=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
-have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
-if [ "$have" != "$want" ]; then
-  say "installing wasm-bindgen-cli $want (about 4 minutes, once)"
-  # Not --locked: with it, a locked dependency is missing from the index.
-  cargo install wasm-bindgen-cli --version "$want"
-fi
+# wasm-bindgen-cli: scripts/build.sh installs it (scripts/wasm-bindgen.sh) beside the wasm
+# build, so the two overlap on a first start.
 
 if ! command -v npm >/dev/null; then
   say "installing node and npm"

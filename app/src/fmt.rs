@@ -23,6 +23,15 @@ pub fn us(us: u64) -> String {
 }
 
 /// Unix milliseconds as `2026-11-25 19:50:01 UTC`.
+/// A duration as a clock: `0:12`, `12:05`, `1:02:03`.
+pub fn clock(ms: u64) -> String {
+    let s = ms / 1000;
+    match s / 3600 {
+        0 => format!("{}:{:02}", s / 60, s % 60),
+        h => format!("{h}:{:02}:{:02}", s / 60 % 60, s % 60),
+    }
+}
+
 pub fn timestamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -96,6 +105,9 @@ mod tests {
         assert_eq!(us(12_345), "12.3 ms");
         assert_eq!(count(1_234_567), "1,234,567");
         assert_eq!(count(12), "12");
+        assert_eq!(clock(12_400), "0:12");
+        assert_eq!(clock(725_000), "12:05");
+        assert_eq!(clock(3_723_000), "1:02:03");
         assert_eq!(timestamp(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(timestamp(1_795_636_201_000), "2026-11-25 19:50:01 UTC");
         assert_eq!(metric(1234.0, "count"), "1,234");

@@ -38,6 +38,12 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
     let is_live = status.is_live();
     let summary_for_tiles = summary.clone();
     let planned_peak = detail.plan.peak_connections();
+    // Progress against the plan's length (a probe's length depends on what it finds).
+    let planned_ms = if detail.plan.probe.is_some() {
+        0
+    } else {
+        detail.plan.duration().as_millis() as u64
+    };
     let data = Signal::derive(move || match (&summary_for_tiles, live.get()) {
         (Some(s), _) => TileData::finished(s, planned_peak),
         (None, Some(snap)) => TileData {
@@ -177,6 +183,12 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
                 </div>
             })}
             {detail.error.clone().map(|e| view! { <p class="error">{e}</p> })}
+            {(is_live && planned_ms > 0).then(move || view! { <RunProgress elapsed=Signal::derive(move || data.read().elapsed_ms) planned_ms/> })}
+            {is_live.then(|| view! {
+                <p class="run-detail__downloads">
+                    <a class="button button--quiet" href=format!("{downloads}/series.csv") download="" rel="external" data-download="live-csv">"CSV so far (per second)"</a>
+                </p>
+            })}
             {summary.is_some().then(|| view! {
                 <p class="run-detail__downloads">
                     <a class="button button--quiet" href=format!("{downloads}/report.html") download="" rel="external">"Download HTML report"</a>
@@ -202,6 +214,20 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
                 env=env.map(|env| EnvSection { env, created: detail.created_at_ms, started: detail.started_at_ms, finished: detail.finished_at_ms })
                 after_tiles=baseline.map(|b| view! { <BaselinePanel baseline=b run_name=detail.name.clone() run_id=detail.id.clone()/> }.into_any())
             />
+        </div>
+    }
+}
+
+/// "0:12 of 0:40 planned · 30 %" with a bar, while a run is live.
+#[component]
+fn RunProgress(elapsed: Signal<u64>, planned_ms: u64) -> impl IntoView {
+    let pct = move || (elapsed.get().min(planned_ms) * 100 / planned_ms.max(1)) as u32;
+    view! {
+        <div class="run-progress" data-progress="">
+            <progress max="100" value=pct aria-label="elapsed of the planned duration"></progress>
+            <span class="run-progress__text">
+                {move || format!("{} of {} planned · {} %", fmt::clock(elapsed.get()), fmt::clock(planned_ms), pct())}
+            </span>
         </div>
     }
 }
