@@ -6,8 +6,8 @@
 //! - [`config`]   CLI + env (`Cli`, `ServeArgs`, `TargetArgs`), validated once.
 //! - [`error`]    `AppError` -> HTTP answers.
 //! - [`export`]   the versioned JSON export: one struct written and read back.
-//! - [`state`]    `AppState` shared by handlers.
-//! - [`http`]     routers: `/api/runs...` JSON, SSE, `/metrics`, pages, static files.
+//! - [`http`]     routers: `/api/runs...` JSON, SSE, `/metrics`, pages, static files;
+//!   `AppState`, what every handler can reach.
 //! - [`metrics`]  the Prometheus exposition of live runs (model + pure renderer).
 //! - [`plan_file`] plans as TOML/JSON text; the commented TOML export.
 //! - [`report`]   the self-contained HTML report.
@@ -39,7 +39,6 @@ pub mod report;
 pub mod runs;
 pub mod secret;
 pub mod site;
-pub mod state;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -53,9 +52,9 @@ use leptos::config::{Env, LeptosOptions};
 use tokio_util::sync::CancellationToken;
 
 use config::ServeArgs;
+use http::AppState;
 use runs::manager::{self, ManagerConfig, ManagerHandle};
 use runs::service::{Runs, RunsConfig};
-use state::AppState;
 
 /// A started server.
 pub struct Running {

@@ -25,8 +25,8 @@ use serde::Deserialize;
 use sqlx::SqlitePool;
 
 use super::limits::StreamSlot;
+use super::AppState;
 use crate::error::AppError;
-use crate::state::AppState;
 use crate::store;
 
 pub(super) fn router() -> Router<AppState> {

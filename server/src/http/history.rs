@@ -15,10 +15,10 @@ use serde::Deserialize;
 use app::api::{parse_ids, ApiError, RunMeta, RunService, ShareKind};
 
 use super::runs::{delete_run, export_download, report_download};
+use super::AppState;
 use crate::error::AppError;
 use crate::runs::blocking;
 use crate::runs::history::MAX_PLAN_TEXT;
-use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

@@ -16,9 +16,9 @@ use app::api::{ApiError, RunService};
 use engine::Plan;
 
 use super::limits::read_body;
+use super::AppState;
 use crate::error::{internal, AppError};
 use crate::runs::blocking;
-use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
