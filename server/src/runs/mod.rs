@@ -2,6 +2,7 @@
 //! pages and the JSON API share (`service`: the read model and launching; `history`:
 //! the runs list, tags, compare and share links; `plans`: saved plans; `import`;
 //! `views`: row and summary conversions both sides use).
+mod drive;
 pub(crate) mod history;
 pub mod import;
 pub mod manager;
