@@ -15,7 +15,7 @@ use super::now_ms;
 use super::service::Runs;
 use super::views::to_item;
 use crate::error::internal;
-use crate::store::{self, RunFilter};
+use crate::store::{self, RunFilter, RunSort};
 
 /// Most tags on one run, longest tag, longest note.
 const MAX_TAGS: usize = 20;
@@ -154,21 +154,15 @@ impl Runs {
         let from_ms = date("from", &q.from)?;
         // `to` is inclusive: up to the end of that day.
         let to_ms = date("to", &q.to)?.map(|ms| ms + 86_400_000);
-        let order_by = match some(&q.sort).as_deref() {
-            None | Some("created") => "r.created_at",
-            Some("name") => "r.name collate nocase",
-            Some("duration") => "r.duration_ms",
-            Some("peak") => "r.peak_open",
-            Some("opened") => "r.opened",
-            Some("failed") => "r.failed",
-            Some(other) => {
-                return Err(bad(
+        let sort = match some(&q.sort) {
+            None => RunSort::default(),
+            Some(name) => RunSort::parse(&name).ok_or_else(|| {
+                let names: Vec<&str> = RunSort::ALL.iter().map(|(n, _)| *n).collect();
+                bad(
                     "sort",
-                    format!(
-                        "`{other}` is not one of created, name, duration, peak, opened, failed"
-                    ),
-                ))
-            }
+                    format!("`{name}` is not one of {}", names.join(", ")),
+                )
+            })?,
         };
         let desc = match some(&q.dir).as_deref() {
             None | Some("desc") => true,
@@ -188,7 +182,7 @@ impl Runs {
             name: some(&q.q),
             from_ms,
             to_ms,
-            order_by,
+            sort,
             desc,
             limit: i64::from(per_page),
             offset: i64::from(page - 1) * i64::from(per_page),
