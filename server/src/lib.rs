@@ -12,10 +12,12 @@
 //! - [`plan_file`] plans as TOML/JSON text; the commented TOML export.
 //! - [`report`]   the self-contained HTML report.
 //! - [`agents`]   runs split over agents: the hub, fleets (local, pool, Kubernetes), the agent.
-//! - [`runs`]     the manager actor (live runs, queue, cancel) and `Runs`, the service
-//!   the pages and the API share (it implements `app::api::RunService`).
+//! - [`runs`]     the manager actor (live runs, queue, cancel; one run's life in
+//!   `drive`) and the services the pages and the API share: `reads`, `launch`,
+//!   `history`, `plans`, gathered in `service::Runs` (it implements
+//!   `app::api::RunService`).
 //! - [`site`]     the built site (wasm, CSS, JS) embedded in the binary, served from memory.
-//! - [`store`]    all SQL.
+//! - [`store`]    all SQL (the runs list's filters and sorting included).
 //!
 //! Start-up order ([`start`]): settings -> open-file limit -> database (migrations,
 //! crashed runs marked `interrupted`) -> sandbox target thread -> engine runtime thread
@@ -326,7 +328,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     );
     let service: app::api::Service = runs.clone();
     if args.starter_plan {
-        match runs.seed_starter_plan().await {
+        match runs.plans.seed_starter_plan().await {
             Ok(true) => tracing::info!("first start: saved the starter plan (Plans page)"),
             Ok(false) => {}
             Err(e) => tracing::warn!("could not save the starter plan: {e}"),

@@ -19,7 +19,7 @@ pub struct AppState {
     /// shell links.
     pub site: crate::site::Site,
     pub pool: SqlitePool,
-    /// The run service (concrete, for the API handlers).
+    /// The run services (concrete, for the API handlers: `runs.history.search_runs` …).
     pub runs: Arc<Runs>,
     /// The same service as the pages' server fns see it (through Leptos context).
     pub service: app::api::Service,
