@@ -248,27 +248,27 @@ mod service {
 
     /// What the server offers the pages and the API. Implemented in `server::runs`.
     pub trait RunService: Send + Sync + 'static {
-        fn list(&self) -> BoxFuture<'_, Result<Vec<RunListItem>, ApiError>>;
-        fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<RunDetail, ApiError>>;
+        fn list_runs(&self) -> BoxFuture<'_, Result<Vec<RunListItem>, ApiError>>;
+        fn get_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<RunDetail, ApiError>>;
         fn launch(&self, plan: Plan) -> BoxFuture<'_, Result<Launched, ApiError>>;
-        fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+        fn cancel_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
         /// Every check a plan must pass on this server (the environment it may read,
         /// then its fields against the limits).
         fn validate(&self, plan: &Plan) -> Result<(), Vec<FieldError>>;
-        fn defaults(&self) -> FormDefaults;
+        fn get_form_defaults(&self) -> FormDefaults;
 
         // History (see `history`): the filtered list, run metadata, saved plans,
         // baselines, comparisons and share links.
-        fn search(&self, q: RunQuery) -> BoxFuture<'_, Result<RunPage, ApiError>>;
-        fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
-        fn update_meta<'a>(
+        fn search_runs(&self, q: RunQuery) -> BoxFuture<'_, Result<RunPage, ApiError>>;
+        fn delete_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+        fn update_run_meta<'a>(
             &'a self,
             id: &'a str,
             meta: RunMeta,
         ) -> BoxFuture<'a, Result<(), ApiError>>;
         fn rerun<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Launched, ApiError>>;
-        fn plans(&self) -> BoxFuture<'_, Result<Vec<PlanListItem>, ApiError>>;
-        fn plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanDetail, ApiError>>;
+        fn list_plans(&self) -> BoxFuture<'_, Result<Vec<PlanListItem>, ApiError>>;
+        fn get_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanDetail, ApiError>>;
         /// Creates (`id` None) or replaces a saved plan from TOML or JSON text.
         fn save_plan<'a>(
             &'a self,
@@ -277,9 +277,9 @@ mod service {
         ) -> BoxFuture<'a, Result<PlanSaved, ApiError>>;
         fn duplicate_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanSaved, ApiError>>;
         fn delete_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
-        fn launch_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Launched, ApiError>>;
+        fn run_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Launched, ApiError>>;
         /// Saves a run's plan as a new saved plan (and links the run to it).
-        fn plan_from_run<'a>(
+        fn save_run_as_plan<'a>(
             &'a self,
             run_id: &'a str,
         ) -> BoxFuture<'a, Result<PlanSaved, ApiError>>;
@@ -289,16 +289,21 @@ mod service {
             run_id: &'a str,
             on: bool,
         ) -> BoxFuture<'a, Result<(), ApiError>>;
-        fn compare<'a>(&'a self, ids: &'a [String])
-            -> BoxFuture<'a, Result<CompareView, ApiError>>;
-        fn share<'a>(
+        fn compare_runs<'a>(
+            &'a self,
+            ids: &'a [String],
+        ) -> BoxFuture<'a, Result<CompareView, ApiError>>;
+        fn create_share<'a>(
             &'a self,
             kind: ShareKind,
             ids: &'a [String],
         ) -> BoxFuture<'a, Result<ShareLink, ApiError>>;
-        fn shared<'a>(&'a self, share_id: &'a str) -> BoxFuture<'a, Result<SharedView, ApiError>>;
+        fn get_shared<'a>(
+            &'a self,
+            share_id: &'a str,
+        ) -> BoxFuture<'a, Result<SharedView, ApiError>>;
         /// Revokes a share link.
-        fn unshare<'a>(&'a self, share_id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+        fn revoke_share<'a>(&'a self, share_id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
     }
 
     /// The handle provided to server fns through Leptos context.
@@ -338,19 +343,19 @@ mod service {
 /// Runs, newest first.
 #[server]
 pub async fn list_runs() -> Result<Vec<RunListItem>, ApiError> {
-    service()?.list().await
+    service()?.list_runs().await
 }
 
 /// One run with its stored summary or latest tick.
 #[server]
 pub async fn get_run(id: String) -> Result<RunDetail, ApiError> {
-    service()?.get(&id).await
+    service()?.get_run(&id).await
 }
 
 /// Defaults for the "New run" form.
 #[server]
 pub async fn get_form_defaults() -> Result<FormDefaults, ApiError> {
-    Ok(service()?.defaults())
+    Ok(service()?.get_form_defaults())
 }
 
 /// Launches a run from the "New run" form, then redirects to its page.
@@ -389,7 +394,7 @@ pub async fn launch_plan_json(plan_json: String) -> Result<Launched, ApiError> {
 /// Cancels a queued or running run.
 #[server]
 pub async fn cancel_run(id: String) -> Result<(), ApiError> {
-    service()?.cancel(&id).await?;
+    service()?.cancel_run(&id).await?;
     leptos_axum::redirect(&format!("/runs/{id}"));
     Ok(())
 }

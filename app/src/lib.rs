@@ -2,7 +2,7 @@
 //!
 //! Routes, components, wire types and server functions. Compiled twice: with `ssr` into
 //! the server (renders pages, runs server fns against [`api::RunService`], which the
-//! server's `Runs` implements) and with `hydrate` into the browser's wasm (makes the
+//! server's `runs::service::Runs` implements) and with `hydrate` into the browser's wasm (makes the
 //! same pages live). It never sees engine internals, only the pure model (`engine`
 //! without `runtime` in the browser build).
 //!
@@ -32,20 +32,23 @@
 //!    `server/src/http/mod.rs` serves every route here. *Not enforced*: a page that no
 //!    route names still builds. If it belongs to a section of the top bar, add it to
 //!    `Section::of` and its test `one_top_bar_section_per_page`.
-//! 3. **Its data — one name per operation**, from the server fn to the route: a
-//!    `#[server] pub async fn` in `api.rs` (or `api/history.rs`) calling
-//!    `service()?.NAME(…)`; the method on [`api::RunService`]; wire types beside it
+//! 3. **Its data — one name per operation**, from the server fn to the route handler:
+//!    a `#[server] pub async fn NAME` in `api.rs` (or `api/history.rs`) calling
+//!    `service()?.NAME(…)`; the method `NAME` on [`api::RunService`]; wire types beside it
 //!    (`Serialize + Deserialize`, *compiler-enforced* by `#[server]`). The server fn is
 //!    served under `/api/…` without registering it (`leptos_routes_with_context`).
 //! 4. **The server side**: *compiler-enforced* — `impl RunService for Runs` in
-//!    `server/src/runs/service.rs` stops building until it has the new method. Put the
-//!    work on `Runs` in the file for what it serves: `runs/service.rs` (read model,
-//!    launch), `runs/history.rs` (runs list, tags, compare, share links),
-//!    `runs/plans.rs` (saved plans), row conversions in `runs/views.rs`; SQL only in
-//!    `server/src/store/` (`store/mod.rs`, `store/history.rs`).
+//!    `server/src/runs/service.rs` stops building until it has the new method, a
+//!    one-line delegation to `NAME` on the service it belongs to: `Reads`
+//!    (`runs/reads.rs`: one run's detail and ticks), `Launch` (`runs/launch.rs`:
+//!    validate, launch, cancel), `History` (`runs/history.rs`: runs list, tags,
+//!    compare, share links) or `Plans` (`runs/plans.rs`: saved plans, baselines); row
+//!    conversions in `runs/views.rs`; SQL only in `server/src/store/` (`store/mod.rs`,
+//!    `store/history.rs`, sorting included).
 //! 5. **The JSON route**, for the API and the CLI: in the `router()` of
-//!    `server/src/http/runs.rs` or `server/src/http/history.rs`, a handler calling
-//!    `st.runs.NAME(…)`. *Not enforced*: every path needs the access token unless
+//!    `server/src/http/runs.rs` or `server/src/http/history.rs`, a handler `NAME`
+//!    calling `st.runs.SERVICE.NAME(…)` (e.g. `st.runs.history.search_runs(q)`).
+//!    *Not enforced*: every path needs the access token unless
 //!    `http::access`'s `is_public` lets it through (a share-like page must be added
 //!    there, with a case in its tests).
 //! 6. **Its styles**: a `/* ---- NAME ---- */` section in `style/main.css`, classes

@@ -391,7 +391,7 @@ impl ServeArgs {
             crate::allow::EnvAllow::default()
         });
         let public_url = self.public_url.as_deref().and_then(|u| {
-            crate::http::hosts::parse_public_url(u)
+            parse_public_url(u)
                 .map_err(|e| problems.push(format!("--public-url (SOCKETSWARM_PUBLIC_URL): {e}")))
                 .ok()
         });
@@ -471,9 +471,32 @@ impl ServeArgs {
     }
 }
 
+/// Checks a `--public-url` value: an `http`/`https` URL with a host and nothing a
+/// server's address cannot have (credentials, a path, a query or a fragment).
+pub fn parse_public_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    let problem = if !matches!(url.scheme(), "http" | "https") {
+        Some("use http:// or https://")
+    } else if url.host().is_none() {
+        Some("it has no host")
+    } else if !url.username().is_empty() || url.password().is_some() {
+        Some("it must not hold a user name or password")
+    } else if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        Some("give only the scheme, host and port (no path, query or fragment)")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(format!(
+            "`{text}`: {p}, e.g. https://socketswarm.example.com"
+        )),
+        None => Ok(url),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::weak_token;
+    use super::{parse_public_url, weak_token};
 
     #[test]
     fn guessable_tokens_are_weak_and_random_ones_are_not() {
@@ -497,5 +520,20 @@ mod tests {
         ] {
             assert_eq!(weak_token(strong), None, "{strong:?}");
         }
+    }
+
+    #[test]
+    fn public_urls_are_checked() {
+        for bad in [
+            "swarm.example.com",
+            "ftp://swarm.example.com",
+            "https://user:pw@swarm.example.com",
+            "https://swarm.example.com/app",
+            "https://swarm.example.com/?x=1",
+        ] {
+            assert!(parse_public_url(bad).is_err(), "{bad}");
+        }
+        assert!(parse_public_url("https://swarm.example.com/").is_ok());
+        assert!(parse_public_url("http://[::1]:8080").is_ok());
     }
 }

@@ -6,16 +6,18 @@
 //! - [`config`]   CLI + env (`Cli`, `ServeArgs`, `TargetArgs`), validated once.
 //! - [`error`]    `AppError` -> HTTP answers.
 //! - [`export`]   the versioned JSON export: one struct written and read back.
-//! - [`state`]    `AppState` shared by handlers.
-//! - [`http`]     routers: `/api/runs...` JSON, SSE, `/metrics`, pages, static files.
+//! - [`http`]     routers: `/api/runs...` JSON, SSE, `/metrics`, pages, static files;
+//!   `AppState`, what every handler can reach.
 //! - [`metrics`]  the Prometheus exposition of live runs (model + pure renderer).
 //! - [`plan_file`] plans as TOML/JSON text; the commented TOML export.
 //! - [`report`]   the self-contained HTML report.
 //! - [`agents`]   runs split over agents: the hub, fleets (local, pool, Kubernetes), the agent.
-//! - [`runs`]     the manager actor (live runs, queue, cancel) and `Runs`, the service
-//!   the pages and the API share (it implements `app::api::RunService`).
+//! - [`runs`]     the manager actor (live runs, queue, cancel; one run's life in
+//!   `drive`) and the services the pages and the API share: `reads`, `launch`,
+//!   `history`, `plans`, gathered in `service::Runs` (it implements
+//!   `app::api::RunService`).
 //! - [`site`]     the built site (wasm, CSS, JS) embedded in the binary, served from memory.
-//! - [`store`]    all SQL.
+//! - [`store`]    all SQL (the runs list's filters and sorting included).
 //!
 //! Start-up order ([`start`]): settings -> open-file limit -> database (migrations,
 //! crashed runs marked `interrupted`) -> sandbox target thread -> engine runtime thread
@@ -39,7 +41,6 @@ pub mod report;
 pub mod runs;
 pub mod secret;
 pub mod site;
-pub mod state;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -53,9 +54,9 @@ use leptos::config::{Env, LeptosOptions};
 use tokio_util::sync::CancellationToken;
 
 use config::ServeArgs;
+use http::AppState;
 use runs::manager::{self, ManagerConfig, ManagerHandle};
 use runs::service::{Runs, RunsConfig};
-use state::AppState;
 
 /// A started server.
 pub struct Running {
@@ -327,7 +328,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     );
     let service: app::api::Service = runs.clone();
     if args.starter_plan {
-        match runs.seed_starter_plan().await {
+        match runs.plans.seed_starter_plan().await {
             Ok(true) => tracing::info!("first start: saved the starter plan (Plans page)"),
             Ok(false) => {}
             Err(e) => tracing::warn!("could not save the starter plan: {e}"),

@@ -259,14 +259,14 @@ pub fn parse_ids(s: &str) -> Vec<String> {
 /// A page of runs matching the filters.
 #[server]
 pub async fn search_runs(#[server(default)] query: RunQuery) -> Result<RunPage, ApiError> {
-    service()?.search(query).await
+    service()?.search_runs(query).await
 }
 
 /// Saves a run's tags and note, then shows the run again.
 #[server]
 pub async fn update_run_meta(id: String, tags: String, note: String) -> Result<(), ApiError> {
     service()?
-        .update_meta(&id, RunMeta::from_form(&tags, note))
+        .update_run_meta(&id, RunMeta::from_form(&tags, note))
         .await?;
     leptos_axum::redirect(&format!("/runs/{id}"));
     Ok(())
@@ -275,7 +275,7 @@ pub async fn update_run_meta(id: String, tags: String, note: String) -> Result<(
 /// Deletes a finished run (with its ticks and share links), then shows the runs list.
 #[server]
 pub async fn delete_run(id: String) -> Result<(), ApiError> {
-    service()?.delete(&id).await?;
+    service()?.delete_run(&id).await?;
     leptos_axum::redirect("/runs");
     Ok(())
 }
@@ -291,7 +291,7 @@ pub async fn rerun(id: String) -> Result<Launched, ApiError> {
 /// Saves the plan of a run as a new saved plan, then opens it.
 #[server]
 pub async fn save_run_as_plan(id: String) -> Result<PlanSaved, ApiError> {
-    let saved = service()?.plan_from_run(&id).await?;
+    let saved = service()?.save_run_as_plan(&id).await?;
     leptos_axum::redirect(&saved.url);
     Ok(saved)
 }
@@ -306,12 +306,12 @@ pub async fn set_baseline(id: String, on: String) -> Result<(), ApiError> {
 
 #[server]
 pub async fn list_plans() -> Result<Vec<PlanListItem>, ApiError> {
-    service()?.plans().await
+    service()?.list_plans().await
 }
 
 #[server]
 pub async fn get_plan(id: String) -> Result<PlanDetail, ApiError> {
-    service()?.plan(&id).await
+    service()?.get_plan(&id).await
 }
 
 /// Creates (empty `id`) or updates a saved plan from TOML (or JSON) text, then opens it.
@@ -341,7 +341,7 @@ pub async fn delete_plan(id: String) -> Result<(), ApiError> {
 /// Runs a saved plan, then shows the new run.
 #[server]
 pub async fn run_plan(id: String) -> Result<Launched, ApiError> {
-    let launched = service()?.launch_plan(&id).await?;
+    let launched = service()?.run_plan(&id).await?;
     leptos_axum::redirect(&launched.url);
     Ok(launched)
 }
@@ -349,7 +349,7 @@ pub async fn run_plan(id: String) -> Result<Launched, ApiError> {
 /// `ids`: comma-separated run ids, 2 to 4.
 #[server]
 pub async fn compare_runs(ids: String) -> Result<CompareView, ApiError> {
-    service()?.compare(&parse_ids(&ids)).await
+    service()?.compare_runs(&parse_ids(&ids)).await
 }
 
 /// Creates (or returns the existing) share link for a run (`kind` = "run") or a
@@ -365,19 +365,19 @@ pub async fn create_share(kind: String, ids: String) -> Result<ShareLink, ApiErr
             )))
         }
     };
-    service()?.share(kind, &parse_ids(&ids)).await
+    service()?.create_share(kind, &parse_ids(&ids)).await
 }
 
 /// Revokes a share link: it answers 404 from then on.
 #[server]
 pub async fn revoke_share(share_id: String) -> Result<(), ApiError> {
-    service()?.unshare(&share_id).await
+    service()?.revoke_share(&share_id).await
 }
 
 /// What a share link shows. The one server fn a share link's reader may call.
 #[server(endpoint = "share_view")]
 pub async fn get_shared(share_id: String) -> Result<SharedView, ApiError> {
-    service()?.shared(&share_id).await
+    service()?.get_shared(&share_id).await
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -14,8 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use engine::protocol::{FromAgent, ToAgent, PROTOCOL};
-use futures_util::stream::{SplitSink, SplitStream};
+use engine::protocol::{FromAgent, ToAgent};
 use futures_util::{SinkExt, StreamExt};
 
 use crate::secret::{bearer, same};
@@ -112,35 +110,10 @@ async fn join(
         .on_upgrade(move |socket| pump(socket, joined))
 }
 
-/// An agent connection's first frame: its `hello` within 10 s, in this server's protocol
-/// (another protocol is closed with 1002 and the reason). `None`: the connection is over.
-pub(super) async fn read_hello(
-    sink: &mut SplitSink<WebSocket, Message>,
-    stream: &mut SplitStream<WebSocket>,
-) -> Option<FromAgent> {
-    let hello = match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<FromAgent>(&t).ok(),
-        _ => None,
-    };
-    let hello @ FromAgent::Hello { protocol, .. } = hello? else {
-        return None;
-    };
-    if protocol != PROTOCOL {
-        let _ = sink
-            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                code: 1002,
-                reason: format!("protocol {protocol}; this coordinator speaks {PROTOCOL}").into(),
-            })))
-            .await;
-        return None;
-    }
-    Some(hello)
-}
-
 /// Reads the agent's `hello`, then relays frames both ways until either side ends.
 async fn pump(socket: WebSocket, joined: mpsc::Sender<AgentConn>) {
     let (mut sink, mut stream) = socket.split();
-    let Some(hello) = read_hello(&mut sink, &mut stream).await else {
+    let Some(hello) = super::hello::read_hello(&mut sink, &mut stream).await else {
         return;
     };
     let (to_tx, mut to_rx) = mpsc::channel::<ToAgent>(256);

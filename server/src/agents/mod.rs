@@ -2,6 +2,7 @@
 //! and the coordinator merges their ticks exactly.
 //!
 //! - [`hub`]    the coordinator's endpoint agents dial in to, per-run secrets.
+//! - [`hello`]  an agent connection's first frame (`hello`), read by `hub` and `pool`.
 //! - [`local`]  a fleet of joining agents (`JoinedFleet`), the `Launcher` that brings
 //!   them to life, and agent processes on this machine (local mode).
 //! - [`pool`]   the standing pool of remote agents (`agent --pool`, `--agents-on joined`).
@@ -9,6 +10,7 @@
 //! - [`agent`]  the agent process itself.
 
 pub mod agent;
+pub mod hello;
 pub mod hub;
 pub mod k8s;
 pub mod local;

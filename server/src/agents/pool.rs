@@ -164,7 +164,7 @@ async fn member(socket: WebSocket, pool: Arc<Pool>) {
         nofile,
         source_addrs,
         ..
-    }) = super::hub::read_hello(&mut sink, &mut stream).await
+    }) = super::hello::read_hello(&mut sink, &mut stream).await
     else {
         return;
     };

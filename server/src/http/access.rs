@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::hosts::HostAllowlist;
-use crate::state::AppState;
+use super::AppState;
 
 /// Name of the session cookie.
 pub(super) const COOKIE: &str = "socketswarm_token";

@@ -20,13 +20,13 @@ use axum::Router;
 use futures_util::stream::{self, Stream, StreamExt};
 use tokio_stream::wrappers::WatchStream;
 
-use app::api::{ApiError, RunDetail, RunService, SharedView};
+use app::api::{ApiError, RunDetail, SharedView};
 use serde::Deserialize;
 use sqlx::SqlitePool;
 
 use super::limits::StreamSlot;
+use super::AppState;
 use crate::error::AppError;
-use crate::state::AppState;
 use crate::store;
 
 pub(super) fn router() -> Router<AppState> {
@@ -63,8 +63,8 @@ async fn run_events(
         return Err(ApiError::NotFound(format!("run {id}")).into());
     }
     let slot = st.limits.stream_slot(None)?;
-    let (runs, done_id) = (st.runs.clone(), id.clone());
-    let done = async move { done_event(runs.get(&done_id).await) };
+    let (reads, done_id) = (st.runs.reads.clone(), id.clone());
+    let done = async move { done_event(reads.get_run(&done_id).await) };
     events(&st, id, resume_point(&headers, &q), done, slot).await
 }
 
@@ -78,9 +78,9 @@ async fn share_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let id = super::history::shared_run(&st, &sid).await?;
     let slot = st.limits.stream_slot(Some(&sid))?;
-    let runs = st.runs.clone();
+    let history = st.runs.history.clone();
     let done = async move {
-        done_event(runs.shared(&sid).await.and_then(|v| match v {
+        done_event(history.get_shared(&sid).await.and_then(|v| match v {
             SharedView::Run(d) => Ok(*d),
             SharedView::Compare(_) => Err(ApiError::NotFound("share link".into())),
         }))

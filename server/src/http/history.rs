@@ -12,31 +12,33 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use app::api::{parse_ids, ApiError, RunMeta, RunService, ShareKind};
+use app::api::{parse_ids, ApiError, RunMeta, ShareKind};
 
 use super::runs::{delete_run, export_download, report_download};
+use super::AppState;
 use crate::error::AppError;
 use crate::runs::blocking;
-use crate::runs::history::MAX_PLAN_TEXT;
-use crate::state::AppState;
+use crate::runs::plans::MAX_PLAN_TEXT;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/api/runs/{id}/meta",
-            get(get_meta).put(put_meta).patch(put_meta),
+            get(get_run_meta)
+                .put(update_run_meta)
+                .patch(update_run_meta),
         )
         // The same as `DELETE /api/runs/{id}`, for clients that only POST.
         .route("/api/runs/{id}/delete", post(delete_run))
         .route("/api/runs/{id}/rerun", post(rerun))
-        .route("/api/runs/{id}/plan", post(run_to_plan))
+        .route("/api/runs/{id}/plan", post(save_run_as_plan))
         .route(
             "/api/runs/{id}/baseline",
             post(set_baseline).delete(clear_baseline),
         )
         .route("/api/runs/{id}/series.csv", get(series_csv))
         .route("/api/runs/{id}/share", post(share_run))
-        .route("/api/compare", get(compare))
+        .route("/api/compare", get(compare_runs))
         .route("/api/compare/share", post(share_compare))
         .route("/api/plans", get(list_plans).post(create_plan))
         .route(
@@ -45,8 +47,8 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/api/plans/{id}/duplicate", post(duplicate_plan))
         .route("/api/plans/{id}/runs", post(run_plan))
-        .route("/api/plans/{id}/plan.toml", get(plan_toml))
-        .route("/api/shares/{sid}", get(get_share).delete(revoke_share))
+        .route("/api/plans/{id}/plan.toml", get(get_plan_toml))
+        .route("/api/shares/{sid}", get(get_shared).delete(revoke_share))
         .route("/share/{sid}/report.html", get(share_report))
         .route("/share/{sid}/export.json", get(share_export))
         .route("/share/{sid}/series.csv", get(share_csv))
@@ -62,14 +64,14 @@ fn text_body(body: &Bytes) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|e| ApiError::BadRequest(format!("body: not UTF-8 ({e})")))
 }
 
-async fn get_meta(
+async fn get_run_meta(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(st.runs.meta(&id).await?))
+    Ok(Json(st.runs.history.get_run_meta(&id).await?))
 }
 
-async fn put_meta(
+async fn update_run_meta(
     State(st): State<AppState>,
     Path(id): Path<String>,
     body: Bytes,
@@ -77,7 +79,7 @@ async fn put_meta(
     let meta: RunMeta =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("meta: {e}")))?;
     let meta = meta.normalized();
-    st.runs.update_meta(&id, meta.clone()).await?;
+    st.runs.history.update_run_meta(&id, meta.clone()).await?;
     Ok(Json(meta))
 }
 
@@ -85,21 +87,24 @@ async fn rerun(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok((StatusCode::CREATED, Json(st.runs.rerun(&id).await?)))
+    Ok((StatusCode::CREATED, Json(st.runs.history.rerun(&id).await?)))
 }
 
-async fn run_to_plan(
+async fn save_run_as_plan(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok((StatusCode::CREATED, Json(st.runs.plan_from_run(&id).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(st.runs.plans.save_run_as_plan(&id).await?),
+    ))
 }
 
 async fn set_baseline(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    st.runs.set_baseline(&id, true).await?;
+    st.runs.plans.set_baseline(&id, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -107,7 +112,7 @@ async fn clear_baseline(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    st.runs.set_baseline(&id, false).await?;
+    st.runs.plans.set_baseline(&id, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -115,7 +120,7 @@ async fn clear_baseline(
 /// slot (the series is built from every tick).
 async fn csv_download(st: &AppState, id: &str, name: &str) -> Result<Response, AppError> {
     let slot = st.limits.download_slot().await?;
-    let d = st.runs.detail(id).await?;
+    let d = st.runs.reads.detail(id).await?;
     let csv = blocking(move || d.series.to_csv()).await?;
     Ok((
         [
@@ -141,7 +146,7 @@ async fn share_run(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    let link = st.runs.share(ShareKind::Run, &[id]).await?;
+    let link = st.runs.history.create_share(ShareKind::Run, &[id]).await?;
     Ok((StatusCode::CREATED, Json(link)))
 }
 
@@ -159,12 +164,12 @@ fn runs_param(
 }
 
 /// `GET /api/compare?runs=a,b,...`
-async fn compare(
+async fn compare_runs(
     State(st): State<AppState>,
     q: Result<Query<RunsParam>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, AppError> {
     let ids = runs_param(q)?;
-    Ok(Json(st.runs.compare(&ids).await?))
+    Ok(Json(st.runs.history.compare_runs(&ids).await?))
 }
 
 async fn share_compare(
@@ -172,12 +177,16 @@ async fn share_compare(
     q: Result<Query<RunsParam>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, AppError> {
     let ids = runs_param(q)?;
-    let link = st.runs.share(ShareKind::Compare, &ids).await?;
+    let link = st
+        .runs
+        .history
+        .create_share(ShareKind::Compare, &ids)
+        .await?;
     Ok((StatusCode::CREATED, Json(link)))
 }
 
 async fn list_plans(State(st): State<AppState>) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(st.runs.plans().await?))
+    Ok(Json(st.runs.plans.list_plans().await?))
 }
 
 /// Body: a plan as TOML (or JSON), e.g. an exported `plan.toml`.
@@ -185,7 +194,7 @@ async fn create_plan(
     State(st): State<AppState>,
     body: Bytes,
 ) -> Result<impl IntoResponse, AppError> {
-    let saved = st.runs.save_plan(None, text_body(&body)?).await?;
+    let saved = st.runs.plans.save_plan(None, text_body(&body)?).await?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -193,7 +202,7 @@ async fn get_plan(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(st.runs.plan(&id).await?))
+    Ok(Json(st.runs.plans.get_plan(&id).await?))
 }
 
 async fn update_plan(
@@ -201,14 +210,19 @@ async fn update_plan(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(st.runs.save_plan(Some(&id), text_body(&body)?).await?))
+    Ok(Json(
+        st.runs
+            .plans
+            .save_plan(Some(&id), text_body(&body)?)
+            .await?,
+    ))
 }
 
 async fn delete_plan(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    st.runs.delete_plan(&id).await?;
+    st.runs.plans.delete_plan(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -218,7 +232,7 @@ async fn duplicate_plan(
 ) -> Result<impl IntoResponse, AppError> {
     Ok((
         StatusCode::CREATED,
-        Json(st.runs.duplicate_plan(&id).await?),
+        Json(st.runs.plans.duplicate_plan(&id).await?),
     ))
 }
 
@@ -226,15 +240,18 @@ async fn run_plan(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok((StatusCode::CREATED, Json(st.runs.launch_plan(&id).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(st.runs.plans.run_plan(&id).await?),
+    ))
 }
 
 /// The saved plan as a commented TOML file (secrets redacted).
-async fn plan_toml(
+async fn get_plan_toml(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    let (name, toml) = st.runs.plan_toml(&id).await?;
+    let (name, toml) = st.runs.plans.get_plan_toml(&id).await?;
     let file: String = name
         .chars()
         .map(|c| {
@@ -261,11 +278,11 @@ async fn plan_toml(
 }
 
 /// What a share link shows, as JSON.
-async fn get_share(
+async fn get_shared(
     State(st): State<AppState>,
     Path(sid): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(st.runs.shared(&sid).await?))
+    Ok(Json(st.runs.history.get_shared(&sid).await?))
 }
 
 /// Revokes a share link (needs the access token, like every other change).
@@ -273,13 +290,13 @@ async fn revoke_share(
     State(st): State<AppState>,
     Path(sid): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    st.runs.unshare(&sid).await?;
+    st.runs.history.revoke_share(&sid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The run a run share names (404 for comparison shares and unknown ids).
 pub(super) async fn shared_run(st: &AppState, sid: &str) -> Result<String, AppError> {
-    match st.runs.share_target(sid).await? {
+    match st.runs.history.share_target(sid).await? {
         (ShareKind::Run, ids) if ids.len() == 1 => Ok(ids[0].clone()),
         _ => Err(ApiError::NotFound("share link".into()).into()),
     }

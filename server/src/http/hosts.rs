@@ -122,35 +122,13 @@ fn ip_literal_port(host: &str) -> Option<u16> {
     bare.parse::<IpAddr>().ok().map(|_| 80)
 }
 
-/// Checks a `--public-url` value: an `http`/`https` URL with a host and nothing a
-/// server's address cannot have (credentials, a path, a query or a fragment).
-pub fn parse_public_url(text: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
-    let problem = if default_port(url.scheme()).is_none() {
-        Some("use http:// or https://")
-    } else if url.host().is_none() {
-        Some("it has no host")
-    } else if !url.username().is_empty() || url.password().is_some() {
-        Some("it must not hold a user name or password")
-    } else if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        Some("give only the scheme, host and port (no path, query or fragment)")
-    } else {
-        None
-    };
-    match problem {
-        Some(p) => Err(format!(
-            "`{text}`: {p}, e.g. https://socketswarm.example.com"
-        )),
-        None => Ok(url),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn list(bound: &str, public: Option<&str>) -> HostAllowlist {
-        let url = public.map(|p| parse_public_url(p).unwrap_or_else(|e| panic!("{e}")));
+        let url =
+            public.map(|p| crate::config::parse_public_url(p).unwrap_or_else(|e| panic!("{e}")));
         HostAllowlist::new(
             bound.parse().unwrap_or_else(|e| panic!("{e}")),
             url.as_ref(),
@@ -198,20 +176,5 @@ mod tests {
         let l = list("10.0.0.5:3000", Some("http://swarm.internal:8080"));
         assert!(l.allows("10.0.0.5:3000") && l.allows("swarm.internal:8080"));
         assert!(!l.allows("localhost:3000") && !l.allows("swarm.internal"));
-    }
-
-    #[test]
-    fn public_urls_are_checked() {
-        for bad in [
-            "swarm.example.com",
-            "ftp://swarm.example.com",
-            "https://user:pw@swarm.example.com",
-            "https://swarm.example.com/app",
-            "https://swarm.example.com/?x=1",
-        ] {
-            assert!(parse_public_url(bad).is_err(), "{bad}");
-        }
-        assert!(parse_public_url("https://swarm.example.com/").is_ok());
-        assert!(parse_public_url("http://[::1]:8080").is_ok());
     }
 }

@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use super::AppState;
 use crate::metrics::{self, Exposition, RunEntry, RunFigures};
 use crate::runs::manager::MetricsView;
-use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(get_metrics))

@@ -9,10 +9,12 @@ mod limits;
 mod metrics;
 mod runs;
 mod serve;
+mod state;
 pub mod throttle;
 
 pub use limits::HttpLimits;
 pub use serve::{serve, ServeLimits};
+pub use state::AppState;
 
 use axum::http::{header, HeaderValue};
 use axum::Router;
@@ -22,7 +24,6 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::site::{self, Site};
-use crate::state::AppState;
 
 /// The `Content-Security-Policy` of responses that are not app pages: nothing inline runs
 /// and no inline style applies (the login page uses the app's stylesheet only).

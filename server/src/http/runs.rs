@@ -1,4 +1,6 @@
-//! `/api/runs`: create, list, read, cancel. Bodies are read as bytes and parsed here so
+//! `/api/runs`: launch, search, read, cancel, delete, import, export, report; `/api/config`
+//! (the form defaults). Handlers carry the name of the server fn and service method
+//! of their operation (`launch_run` -> `Launch::launch_run`). Bodies are read as bytes and parsed here so
 //! a malformed plan gets a 400 that says where (`unknown field `conections` at line 1
 //! column 80`), not a generic rejection. Each route that takes a body has its own
 //! limit, applied while the body is read (`limits::read_body`): a launch about 2 MB,
@@ -12,24 +14,24 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use app::api::{ApiError, RunService};
+use app::api::ApiError;
 use engine::Plan;
 
 use super::limits::read_body;
+use super::AppState;
 use crate::error::{internal, AppError};
 use crate::runs::blocking;
-use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/runs", get(list_runs).post(create_run))
+        .route("/api/runs", get(search_runs).post(launch_run))
         .route("/api/runs/{id}", get(get_run).delete(delete_run))
         .route("/api/runs/{id}/cancel", post(cancel_run))
         .route("/api/runs/{id}/report.html", get(get_report))
         // A long run's export is tens of MB: its own limit, `--max-import-bytes`.
         .route("/api/runs/import", post(import_run))
         .route("/api/runs/{id}/export.json", get(get_export))
-        .route("/api/config", get(get_config))
+        .route("/api/config", get(get_form_defaults))
         .route(
             "/api/health",
             get(|| async { Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})) }),
@@ -42,22 +44,22 @@ const MAX_BODY: usize = 256 * 1024;
 /// Launches a plan. Its body is refused (413) once it passes room for the largest
 /// message a plan may send (`--max-message-bytes`) twice plus 64 KiB, while it is read:
 /// a launch never buffers more than that (it used to buffer up to 64 MiB).
-async fn create_run(
+async fn launch_run(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, AppError> {
-    let max = MAX_BODY.max(2 * st.runs.limits.max_message_bytes + 64 * 1024);
+    let max = MAX_BODY.max(2 * st.runs.launch.limits.max_message_bytes + 64 * 1024);
     let body = read_body(&headers, body, max).await?;
     let plan: Plan =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("plan: {e}")))?;
-    let launched = st.runs.launch(plan).await?;
+    let launched = st.runs.launch.launch_run(plan).await?;
     Ok((StatusCode::CREATED, Json(launched)))
 }
 
 /// Runs matching `?plan=&target=&status=&tag=&q=&from=&to=&sort=&dir=&page=&per_page=`,
 /// as an array; `X-Total-Count`, `X-Page` and `X-Pages` say where the page sits.
-async fn list_runs(
+async fn search_runs(
     State(st): State<AppState>,
     query: Result<
         axum::extract::Query<app::api::RunQuery>,
@@ -66,7 +68,7 @@ async fn list_runs(
 ) -> Result<impl IntoResponse, AppError> {
     let axum::extract::Query(q) =
         query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
-    let page = st.runs.search(q).await?;
+    let page = st.runs.history.search_runs(q).await?;
     let headers = [
         ("x-total-count", page.total.to_string()),
         ("x-page", page.page.to_string()),
@@ -79,7 +81,7 @@ async fn get_run(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(st.runs.get(&id).await?))
+    Ok(Json(st.runs.reads.get_run(&id).await?))
 }
 
 /// Deletes a finished run with its ticks, tags and share links (409 while live).
@@ -87,7 +89,7 @@ pub(super) async fn delete_run(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    st.runs.delete(&id).await?;
+    st.runs.history.delete_run(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -95,7 +97,7 @@ async fn cancel_run(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    st.runs.cancel(&id).await?;
+    st.runs.launch.cancel_run(&id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "status": "cancelling"})),
@@ -113,7 +115,7 @@ async fn import_run(
     let export: crate::export::ExportDoc =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("export: {e}")))?;
     drop(body);
-    let launched = st.runs.import(export).await?;
+    let launched = st.runs.launch.import_run(export).await?;
     Ok((StatusCode::CREATED, Json(launched)))
 }
 
@@ -159,7 +161,7 @@ async fn get_export(
 /// the document is built and encoded off the async workers, straight to bytes.
 pub(super) async fn export_download(st: &AppState, id: &str) -> Result<Response, AppError> {
     let slot = st.limits.download_slot().await?;
-    let (run, ticks) = st.runs.detail_with_ticks(id).await?;
+    let (run, ticks) = st.runs.reads.detail_with_ticks(id).await?;
     let f = finished(run)?;
     let json = blocking(move || encode_export(f, ticks))
         .await?
@@ -196,7 +198,7 @@ async fn get_report(
 /// The HTML report of a finished run as an attachment, in a download slot.
 pub(super) async fn report_download(st: &AppState, id: &str) -> Result<Response, AppError> {
     let slot = st.limits.download_slot().await?;
-    let f = finished(st.runs.detail(id).await?)?;
+    let f = finished(st.runs.reads.detail(id).await?)?;
     let html = blocking(move || report_html(&f)).await?;
     let disposition = format!("attachment; filename=\"socketswarm-{id}.html\"");
     Ok((
@@ -237,6 +239,6 @@ fn report_html(f: &Finished) -> String {
     crate::report::html(&input)
 }
 
-async fn get_config(State(st): State<AppState>) -> impl IntoResponse {
-    Json(st.runs.defaults())
+async fn get_form_defaults(State(st): State<AppState>) -> impl IntoResponse {
+    Json(st.runs.launch.get_form_defaults())
 }

@@ -1,28 +1,31 @@
-//! The history side of the run service: the filtered runs list, tags and notes,
-//! deleting runs, run again, comparisons and share links (saved plans: `plans`).
-//! Every check that can fail names the field and the limit.
+//! `History`: the runs that were: the filtered runs list, tags and notes, deleting
+//! runs, run again, comparisons and share links (saved plans: `plans`; one run's
+//! detail: `reads`). Every check that can fail names the field and the limit; the SQL
+//! (filters and sorting included) is in `store::history`.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use app::api::{
-    date_ms, ApiError, BaselineView, CompareRun, CompareView, Launched, PlanRef, RunDetail,
-    RunListItem, RunMeta, RunPage, RunQuery, RunStatus, ShareKind, ShareLink, SharedView,
+    date_ms, ApiError, CompareRun, CompareView, Launched, PlanRef, RunListItem, RunMeta, RunPage,
+    RunQuery, RunStatus, ShareKind, ShareLink, SharedView,
 };
 use engine::compare::{self, RunFacts};
-use engine::{FieldError, Plan, Summary};
+use engine::{FieldError, Plan};
+use sqlx::SqlitePool;
 
+use super::launch::Launch;
 use super::now_ms;
-use super::service::Runs;
+use super::reads::{no_results, Facts, Reads};
 use super::views::to_item;
 use crate::error::internal;
-use crate::store::{self, RunFilter};
+use crate::store::{self, RunFilter, RunSort};
 
 /// Most tags on one run, longest tag, longest note.
 const MAX_TAGS: usize = 20;
 const MAX_TAG_LEN: usize = 40;
 const MAX_NOTE_LEN: usize = 4000;
-/// Largest plan file accepted.
-pub(crate) const MAX_PLAN_TEXT: usize = 256 * 1024;
+/// Runs `list_runs` answers.
+const LIST_LIMIT: u32 = 200;
 /// Runs in one comparison.
 const MAX_COMPARE: usize = 4;
 
@@ -30,104 +33,21 @@ fn bad(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(format!("{field}: {message}"))
 }
 
-/// Decoded histograms by metric.
-fn decoded(s: &Summary) -> BTreeMap<String, Vec<(u64, u64)>> {
-    s.histograms
-        .iter()
-        .filter_map(|(k, v)| Some((k.clone(), engine::histogram_counts(v)?)))
-        .collect()
-}
-
-/// Everything a comparison needs of one finished run.
-struct Facts {
-    detail: RunDetail,
-    summary: Summary,
-    diagnosis: engine::diagnose::Diagnosis,
-    histograms: BTreeMap<String, Vec<(u64, u64)>>,
-}
-
-impl Facts {
-    fn run_facts(&self) -> RunFacts<'_> {
-        RunFacts {
-            name: &self.detail.name,
-            summary: &self.summary,
-            diagnosis: &self.diagnosis,
-            series: &self.detail.series,
-            histograms: &self.histograms,
-        }
-    }
-}
-
 fn compare_all(facts: &[Facts]) -> engine::compare::Comparison {
     let runs: Vec<RunFacts<'_>> = facts.iter().map(Facts::run_facts).collect();
     compare::compare(&runs)
 }
 
-/// 409 for a run without results (live, failed to start, interrupted early).
-fn no_results(id: &str, status: &str) -> ApiError {
-    ApiError::Conflict(format!(
-        "run {id} is {status} and has no results to compare yet"
-    ))
+/// The history service (handles only: cheap to clone).
+#[derive(Clone)]
+pub struct History {
+    pub(super) pool: SqlitePool,
+    pub(super) reads: Reads,
+    /// For run again.
+    pub(super) launch: Arc<Launch>,
 }
 
-impl Runs {
-    /// A run with everything its page shows: plan name, baseline comparison.
-    pub(super) async fn full_detail(&self, id: &str) -> Result<RunDetail, ApiError> {
-        let mut d = self.detail(id).await?;
-        let Some(plan_id) = d.plan_id.clone() else {
-            return Ok(d);
-        };
-        let Some(p) = store::get_plan(&self.pool, &plan_id)
-            .await
-            .map_err(|e| internal("get_plan", e))?
-        else {
-            return Ok(d);
-        };
-        d.plan_name = Some(p.name);
-        match p.baseline_run_id {
-            Some(b) if b == d.id => d.is_baseline = true,
-            Some(b) if d.summary.is_some() => {
-                if let (Ok(base), Some(summary), Some(diagnosis)) =
-                    (self.facts(&b).await, &d.summary, &d.diagnosis)
-                {
-                    let histograms = decoded(summary);
-                    let this = RunFacts {
-                        name: &d.name,
-                        summary,
-                        diagnosis,
-                        series: &d.series,
-                        histograms: &histograms,
-                    };
-                    let comparison = compare::compare(&[base.run_facts(), this]);
-                    d.baseline = Some(BaselineView {
-                        run_id: b,
-                        name: base.detail.name,
-                        created_at_ms: base.detail.created_at_ms,
-                        comparison,
-                    });
-                }
-            }
-            _ => {}
-        }
-        Ok(d)
-    }
-
-    /// A finished run for comparing (409 if it has no summary).
-    async fn facts(&self, id: &str) -> Result<Facts, ApiError> {
-        let detail = self.detail(id).await?;
-        let (Some(summary), Some(diagnosis)) = (detail.summary.clone(), detail.diagnosis.clone())
-        else {
-            return Err(no_results(id, detail.status.as_str()));
-        };
-        let histograms = decoded(&summary);
-        Ok(Facts {
-            detail,
-            summary,
-            diagnosis,
-            histograms,
-        })
-    }
-
+impl History {
     /// Validates a list query into SQL filters.
     fn filter(q: &RunQuery) -> Result<RunFilter, ApiError> {
         let some = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
@@ -154,21 +74,15 @@ impl Runs {
         let from_ms = date("from", &q.from)?;
         // `to` is inclusive: up to the end of that day.
         let to_ms = date("to", &q.to)?.map(|ms| ms + 86_400_000);
-        let order_by = match some(&q.sort).as_deref() {
-            None | Some("created") => "r.created_at",
-            Some("name") => "r.name collate nocase",
-            Some("duration") => "r.duration_ms",
-            Some("peak") => "r.peak_open",
-            Some("opened") => "r.opened",
-            Some("failed") => "r.failed",
-            Some(other) => {
-                return Err(bad(
+        let sort = match some(&q.sort) {
+            None => RunSort::default(),
+            Some(name) => RunSort::parse(&name).ok_or_else(|| {
+                let names: Vec<&str> = RunSort::ALL.iter().map(|(n, _)| *n).collect();
+                bad(
                     "sort",
-                    format!(
-                        "`{other}` is not one of created, name, duration, peak, opened, failed"
-                    ),
-                ))
-            }
+                    format!("`{name}` is not one of {}", names.join(", ")),
+                )
+            })?,
         };
         let desc = match some(&q.dir).as_deref() {
             None | Some("desc") => true,
@@ -188,11 +102,20 @@ impl Runs {
             name: some(&q.q),
             from_ms,
             to_ms,
-            order_by,
+            sort,
             desc,
             limit: i64::from(per_page),
             offset: i64::from(page - 1) * i64::from(per_page),
         })
+    }
+
+    /// Runs, newest first (at most `LIST_LIMIT`).
+    pub async fn list_runs(&self) -> Result<Vec<RunListItem>, ApiError> {
+        let q = RunQuery {
+            per_page: Some(LIST_LIMIT),
+            ..Default::default()
+        };
+        self.matching_runs(&q).await
     }
 
     /// The runs a query matches (one page of them), without the list page's extras.
@@ -223,7 +146,7 @@ impl Runs {
     }
 
     /// The runs list: a page of matching runs, with the plans and tags to filter by.
-    pub(super) async fn search_runs(&self, q: RunQuery) -> Result<RunPage, ApiError> {
+    pub async fn search_runs(&self, q: RunQuery) -> Result<RunPage, ApiError> {
         let f = Self::filter(&q)?;
         let (runs, total) = self.page_of(&f).await?;
         let plans = store::plan_names(&self.pool)
@@ -249,13 +172,13 @@ impl Runs {
         })
     }
 
-    pub(super) async fn delete_run(&self, id: &str) -> Result<(), ApiError> {
+    pub async fn delete_run(&self, id: &str) -> Result<(), ApiError> {
         let deleted = store::delete_run(&self.pool, id)
             .await
             .map_err(|e| internal("delete_run", e))?;
         if !deleted {
             // Unknown (404) or live (409: the store never deletes a live run).
-            let row = self.run_row(id).await?;
+            let row = self.reads.run_row(id).await?;
             return Err(ApiError::Conflict(format!(
                 "run {id} is {}; cancel it before deleting it",
                 row.status
@@ -266,15 +189,15 @@ impl Runs {
     }
 
     /// A run's tags and note.
-    pub(crate) async fn meta(&self, id: &str) -> Result<RunMeta, ApiError> {
-        let row = self.run_row(id).await?;
+    pub async fn get_run_meta(&self, id: &str) -> Result<RunMeta, ApiError> {
+        let row = self.reads.run_row(id).await?;
         Ok(RunMeta {
-            tags: self.tags(id).await?,
+            tags: self.reads.tags(id).await?,
             note: row.note,
         })
     }
 
-    pub(super) async fn set_meta(&self, id: &str, meta: RunMeta) -> Result<(), ApiError> {
+    pub async fn update_run_meta(&self, id: &str, meta: RunMeta) -> Result<(), ApiError> {
         let meta = meta.normalized();
         let mut errs = Vec::new();
         if meta.tags.len() > MAX_TAGS {
@@ -318,8 +241,8 @@ impl Runs {
 
     /// Re-launches a run's exact plan. Secrets that were typed in come back from its
     /// saved plan when it has one; otherwise validation says which one to type again.
-    pub(super) async fn run_again(&self, id: &str) -> Result<Launched, ApiError> {
-        let row = self.run_row(id).await?;
+    pub async fn rerun(&self, id: &str) -> Result<Launched, ApiError> {
+        let row = self.reads.run_row(id).await?;
         let mut plan: Plan =
             serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
         let mut plan_id = None;
@@ -334,7 +257,7 @@ impl Runs {
                 plan_id = Some(pid.clone());
             }
         }
-        self.do_launch(plan, plan_id.as_deref()).await
+        self.launch.launch(plan, plan_id.as_deref()).await
     }
 
     fn check_compare_ids(ids: &[String]) -> Result<(), ApiError> {
@@ -355,13 +278,13 @@ impl Runs {
         Self::check_compare_ids(ids)?;
         let mut facts = Vec::with_capacity(ids.len());
         for id in ids {
-            facts.push(self.facts(id).await?);
+            facts.push(self.reads.facts(id).await?);
         }
         facts.sort_by_key(|f| f.detail.created_at_ms);
         Ok(facts)
     }
 
-    pub(super) async fn compare_runs(&self, ids: &[String]) -> Result<CompareView, ApiError> {
+    pub async fn compare_runs(&self, ids: &[String]) -> Result<CompareView, ApiError> {
         let facts = self.facts_in_order(ids).await?;
         let comparison = compare_all(&facts);
         let runs = facts
@@ -381,7 +304,7 @@ impl Runs {
         Ok(CompareView { runs, comparison })
     }
 
-    pub(super) async fn make_share(
+    pub async fn create_share(
         &self,
         kind: ShareKind,
         ids: &[String],
@@ -394,7 +317,7 @@ impl Runs {
                         format!("a run share names exactly 1 run; got {}", ids.len()),
                     ));
                 }
-                self.run_row(&ids[0]).await?;
+                self.reads.run_row(&ids[0]).await?;
                 "run"
             }
             ShareKind::Compare => "compare",
@@ -406,7 +329,7 @@ impl Runs {
                 Self::check_compare_ids(ids)?;
                 let mut rows = Vec::with_capacity(ids.len());
                 for id in ids {
-                    let row = self.run_row(id).await?;
+                    let row = self.reads.run_row(id).await?;
                     if row.summary_json.is_none() {
                         return Err(no_results(id, &row.status));
                     }
@@ -437,7 +360,7 @@ impl Runs {
         })
     }
 
-    pub(super) async fn revoke_share(&self, share_id: &str) -> Result<(), ApiError> {
+    pub async fn revoke_share(&self, share_id: &str) -> Result<(), ApiError> {
         let found = store::delete_share(&self.pool, share_id)
             .await
             .map_err(|e| internal("delete_share", e))?;
@@ -463,12 +386,12 @@ impl Runs {
     }
 
     /// What a share link shows: the run without links to the rest of the instance.
-    pub(super) async fn open_share(&self, share_id: &str) -> Result<SharedView, ApiError> {
+    pub async fn get_shared(&self, share_id: &str) -> Result<SharedView, ApiError> {
         let (kind, ids) = self.share_target(share_id).await?;
         match kind {
             ShareKind::Run => {
                 let id = ids.first().cloned().unwrap_or_default();
-                let mut d = self.detail(&id).await?;
+                let mut d = self.reads.detail(&id).await?;
                 d.plan_id = None;
                 d.plan_name = None;
                 d.baseline = None;

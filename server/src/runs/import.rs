@@ -21,8 +21,8 @@ use engine::outcome::{CloseKind, FailKind};
 use engine::report::{Identities, LatencyStats, Totals, MAX_IDENTITIES};
 use engine::{Snapshot, Summary};
 
+use super::launch::Launch;
 use super::now_ms;
-use super::service::Runs;
 use crate::error::internal;
 use crate::export::{ExportDoc, SCHEMA_VERSION};
 use crate::store;
@@ -283,9 +283,9 @@ fn encode_chunk(chunk: &[Snapshot]) -> Vec<(i64, i64, String)> {
         .collect()
 }
 
-impl Runs {
+impl Launch {
     /// Stores a run made elsewhere (a CI job's `--server` upload) as a finished run.
-    pub async fn import(&self, export: ExportDoc) -> Result<Launched, ApiError> {
+    pub async fn import_run(&self, export: ExportDoc) -> Result<Launched, ApiError> {
         let max_ticks = self.max_import_ticks;
         // A hundred thousand ticks take a while to check: off the async workers.
         let (checked, mut export) =

@@ -1,11 +1,16 @@
-//! Runs: the manager actor that owns live runs (`manager`), and `Runs`, the service the
-//! pages and the JSON API share (`service`: the read model and launching; `history`:
-//! the runs list, tags, compare and share links; `plans`: saved plans; `import`;
-//! `views`: row and summary conversions both sides use).
-pub(crate) mod history;
+//! Runs: the manager actor that owns live runs (`manager`; one run's life: `drive`),
+//! and the services the pages and the JSON API share, gathered in `service::Runs`:
+//! `reads` (one run's detail and ticks), `launch` (validate, launch, cancel; `import`
+//! too), `history` (the runs list, tags, compare and share links), `plans` (saved
+//! plans and baselines). `views`: row and summary conversions they share. No SQL
+//! here: every query is a named fn in `crate::store`.
+mod drive;
+pub mod history;
 pub mod import;
+pub mod launch;
 pub mod manager;
-mod plans;
+pub mod plans;
+pub mod reads;
 pub mod service;
 pub(crate) mod views;
 

@@ -1,4 +1,4 @@
-//! Saved plans on the run service: list, read (secrets redacted, as commented TOML),
+//! `Plans`: saved plans: list, read (secrets redacted, as commented TOML),
 //! create/replace from TOML or JSON (redacted secrets keep the stored value; the plan
 //! validates before anything is written), duplicate, delete, run, a run's plan saved as
 //! a plan, and the per-plan baseline.
@@ -6,15 +6,22 @@
 use app::api::{ApiError, Launched, PlanDetail, PlanListItem, PlanSaved, RunQuery, RunStatus};
 use engine::{FieldError, Plan};
 
-use super::history::MAX_PLAN_TEXT;
+use std::sync::Arc;
+
+use sqlx::SqlitePool;
+
+use super::history::History;
+use super::launch::Launch;
 use super::now_ms;
-use super::service::Runs;
 use crate::error::internal;
 use crate::plan_file;
 use crate::store;
 
 /// The web-messaging guest flow example, the second starter plan.
 const WEB_MESSAGING_EXAMPLE: &str = include_str!("../../../examples/web-messaging-guests.json");
+
+/// Largest plan file accepted.
+pub(crate) const MAX_PLAN_TEXT: usize = 256 * 1024;
 
 fn field(field: &str, message: String) -> ApiError {
     ApiError::Validation(vec![FieldError {
@@ -23,8 +30,18 @@ fn field(field: &str, message: String) -> ApiError {
     }])
 }
 
-impl Runs {
-    pub(super) async fn list_plans(&self) -> Result<Vec<PlanListItem>, ApiError> {
+/// The saved-plans service (handles only: cheap to clone).
+#[derive(Clone)]
+pub struct Plans {
+    pub(super) pool: SqlitePool,
+    /// A plan's page lists its runs.
+    pub(super) history: History,
+    /// Plans are validated as runs are, and run.
+    pub(super) launch: Arc<Launch>,
+}
+
+impl Plans {
+    pub async fn list_plans(&self) -> Result<Vec<PlanListItem>, ApiError> {
         let rows = store::list_plans(&self.pool)
             .await
             .map_err(|e| internal("list_plans", e))?;
@@ -58,11 +75,12 @@ impl Runs {
         Ok((row, plan))
     }
 
-    pub(super) async fn plan_detail(&self, id: &str) -> Result<PlanDetail, ApiError> {
+    pub async fn get_plan(&self, id: &str) -> Result<PlanDetail, ApiError> {
         let (row, plan) = self.plan_row(id).await?;
         let plan = plan.redacted();
         let toml = plan_file::to_toml(&plan).map_err(|e| internal("plan toml", e))?;
         let runs = self
+            .history
             .matching_runs(&RunQuery {
                 plan: Some(id.to_string()),
                 per_page: Some(20),
@@ -82,7 +100,7 @@ impl Runs {
     }
 
     /// The plan as a commented TOML file (secrets redacted).
-    pub async fn plan_toml(&self, id: &str) -> Result<(String, String), ApiError> {
+    pub async fn get_plan_toml(&self, id: &str) -> Result<(String, String), ApiError> {
         let (row, plan) = self.plan_row(id).await?;
         let toml = plan_file::to_toml(&plan.redacted()).map_err(|e| internal("plan toml", e))?;
         Ok((row.name, toml))
@@ -90,11 +108,7 @@ impl Runs {
 
     /// Creates or replaces a saved plan from TOML/JSON text. Redacted secrets keep the
     /// stored value; the plan must validate before anything is written.
-    pub(super) async fn store_plan(
-        &self,
-        id: Option<&str>,
-        text: &str,
-    ) -> Result<PlanSaved, ApiError> {
+    pub async fn save_plan(&self, id: Option<&str>, text: &str) -> Result<PlanSaved, ApiError> {
         if text.len() > MAX_PLAN_TEXT {
             return Err(field(
                 "text",
@@ -109,7 +123,7 @@ impl Runs {
         if let Some((_, stored)) = &existing {
             plan.restore_secrets(stored);
         }
-        self.validate_plan(&plan).map_err(ApiError::Validation)?;
+        self.launch.validate(&plan).map_err(ApiError::Validation)?;
         let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
         let now = now_ms();
         let id = match existing {
@@ -133,7 +147,7 @@ impl Runs {
         })
     }
 
-    pub(super) async fn copy_plan(&self, id: &str) -> Result<PlanSaved, ApiError> {
+    pub async fn duplicate_plan(&self, id: &str) -> Result<PlanSaved, ApiError> {
         let (row, mut plan) = self.plan_row(id).await?;
         plan.name = format!("{} (copy)", row.name);
         let json = serde_json::to_string(&plan).map_err(|e| internal("encode plan", e))?;
@@ -147,7 +161,7 @@ impl Runs {
         })
     }
 
-    pub(super) async fn remove_plan(&self, id: &str) -> Result<(), ApiError> {
+    pub async fn delete_plan(&self, id: &str) -> Result<(), ApiError> {
         let found = store::delete_plan(&self.pool, id)
             .await
             .map_err(|e| internal("delete_plan", e))?;
@@ -156,14 +170,14 @@ impl Runs {
             .ok_or_else(|| ApiError::NotFound(format!("plan {id}")))
     }
 
-    pub(super) async fn run_saved_plan(&self, id: &str) -> Result<Launched, ApiError> {
+    pub async fn run_plan(&self, id: &str) -> Result<Launched, ApiError> {
         let (row, plan) = self.plan_row(id).await?;
-        self.do_launch(plan, Some(&row.plan_id)).await
+        self.launch.launch(plan, Some(&row.plan_id)).await
     }
 
     /// Saves a run's plan as a new saved plan and links the run to it. Secrets that
     /// were typed in stay redacted: the plan page asks for them (or an env reference).
-    pub(super) async fn save_run_plan(&self, run_id: &str) -> Result<PlanSaved, ApiError> {
+    pub async fn save_run_as_plan(&self, run_id: &str) -> Result<PlanSaved, ApiError> {
         let row = store::get_run(&self.pool, run_id)
             .await
             .map_err(|e| internal("get_run", e))?
@@ -193,7 +207,7 @@ impl Runs {
         })
     }
 
-    pub(super) async fn mark_baseline(&self, run_id: &str, on: bool) -> Result<(), ApiError> {
+    pub async fn set_baseline(&self, run_id: &str, on: bool) -> Result<(), ApiError> {
         let row = store::get_run(&self.pool, run_id)
             .await
             .map_err(|e| internal("get_run", e))?
@@ -219,7 +233,7 @@ impl Runs {
     /// (`examples/web-messaging-guests.json`) aimed at it, so the Plans page has plans
     /// ready to run.
     pub async fn seed_starter_plan(&self) -> Result<bool, ApiError> {
-        let Some(sandbox) = self.sandbox else {
+        let Some(sandbox) = self.launch.sandbox else {
             return Ok(false);
         };
         if !store::is_empty(&self.pool)
@@ -231,12 +245,12 @@ impl Runs {
         let text = crate::cli::TEMPLATE
             .replace("ws://127.0.0.1:9001/echo", &format!("ws://{sandbox}/echo"))
             .replace("name = \"smoke\"", "name = \"sandbox smoke (starter)\"");
-        self.store_plan(None, &text).await?;
+        self.save_plan(None, &text).await?;
         // The second: the web-messaging guest flow (issue 14), 500 guests against the
         // sandbox's deployment capped at 150.
         let guests =
             WEB_MESSAGING_EXAMPLE.replace("ws://127.0.0.1:9001/", &format!("ws://{sandbox}/"));
-        self.store_plan(None, &guests).await?;
+        self.save_plan(None, &guests).await?;
         Ok(true)
     }
 }

@@ -21,11 +21,56 @@ pub struct RunFilter {
     pub name: Option<String>,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
-    /// A column expression from a fixed list (never user text).
-    pub order_by: &'static str,
+    pub sort: RunSort,
     pub desc: bool,
     pub limit: i64,
     pub offset: i64,
+}
+
+/// What the runs list is sorted by (`sort=` of the list query). The SQL of each is
+/// here, so no caller writes an `order by`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunSort {
+    /// Newest or oldest first (the default).
+    #[default]
+    Created,
+    Name,
+    Duration,
+    Peak,
+    Opened,
+    Failed,
+}
+
+impl RunSort {
+    /// Every sort, by the name the list query gives.
+    pub const ALL: [(&'static str, RunSort); 6] = [
+        ("created", RunSort::Created),
+        ("name", RunSort::Name),
+        ("duration", RunSort::Duration),
+        ("peak", RunSort::Peak),
+        ("opened", RunSort::Opened),
+        ("failed", RunSort::Failed),
+    ];
+
+    /// The sort a query names (`None`: not one of [`RunSort::ALL`]).
+    pub fn parse(name: &str) -> Option<RunSort> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, sort)| sort)
+    }
+
+    /// The column expression it orders by (a fixed string, never user text).
+    fn column(self) -> &'static str {
+        match self {
+            RunSort::Created => "r.created_at",
+            RunSort::Name => "r.name collate nocase",
+            RunSort::Duration => "r.duration_ms",
+            RunSort::Peak => "r.peak_open",
+            RunSort::Opened => "r.opened",
+            RunSort::Failed => "r.failed",
+        }
+    }
 }
 
 /// A run row with its saved plan's name.
@@ -77,7 +122,7 @@ pub async fn search_runs(pool: &SqlitePool, f: &RunFilter) -> sqlx::Result<(Vec<
     );
     push_where(&mut qb, f);
     qb.push(" order by ")
-        .push(f.order_by)
+        .push(f.sort.column())
         .push(if f.desc { " desc" } else { " asc" })
         .push(", r.rowid desc limit ")
         .push_bind(f.limit)

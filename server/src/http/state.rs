@@ -1,4 +1,6 @@
 //! `AppState`: what every handler can reach. Cloned per request (all fields are handles).
+//! It lives in `http` because it is made of HTTP-side handles (host allowlist, login
+//! throttle, limits) and only handlers read it; `lib.rs` builds it once.
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ pub struct AppState {
     /// shell links.
     pub site: crate::site::Site,
     pub pool: SqlitePool,
-    /// The run service (concrete, for the API handlers).
+    /// The run services (concrete, for the API handlers: `runs.history.search_runs` …).
     pub runs: Arc<Runs>,
     /// The same service as the pages' server fns see it (through Leptos context).
     pub service: app::api::Service,
@@ -27,14 +29,14 @@ pub struct AppState {
     /// `--access-token`, when set (see `http::access`).
     pub access_token: Option<Arc<str>>,
     /// The `Host` values requests may name (listen address, `--public-url`).
-    pub hosts: Arc<crate::http::hosts::HostAllowlist>,
+    pub hosts: Arc<super::hosts::HostAllowlist>,
     /// Where agents of runs split over processes dial in (`/api/agents/join/{key}`).
     pub hub: Arc<crate::agents::hub::Hub>,
     /// Wrong-token records per client address, shared by every request (`/login`, and
     /// the guard for Bearer and cookie tokens).
-    pub throttle: Arc<crate::http::throttle::LoginThrottle>,
+    pub throttle: Arc<super::throttle::LoginThrottle>,
     /// Caps on event streams and downloads at once (see `http::HttpLimits`).
-    pub limits: Arc<crate::http::HttpLimits>,
+    pub limits: Arc<super::HttpLimits>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -1,0 +1,230 @@
+//! `Reads`: the read model of runs: one run's detail as its page shows it (saved plan's
+//! name, the comparison with its plan's baseline), its stored ticks, and the facts a
+//! comparison needs. Reads only: nothing here writes to the database.
+
+use std::collections::BTreeMap;
+
+use app::api::{ApiError, BaselineView, RunDetail, RunStatus};
+use engine::compare::{self, RunFacts};
+use engine::{Plan, Snapshot, Summary};
+use sqlx::SqlitePool;
+
+use crate::error::internal;
+use crate::store::{self, RunRow};
+
+/// The read model (a pool handle: cheap to clone).
+#[derive(Clone)]
+pub struct Reads {
+    pub(super) pool: SqlitePool,
+}
+
+/// Decoded histograms by metric.
+fn decoded(s: &Summary) -> BTreeMap<String, Vec<(u64, u64)>> {
+    s.histograms
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), engine::histogram_counts(v)?)))
+        .collect()
+}
+
+/// Everything a comparison needs of one finished run.
+pub(super) struct Facts {
+    pub(super) detail: RunDetail,
+    pub(super) summary: Summary,
+    pub(super) diagnosis: engine::diagnose::Diagnosis,
+    pub(super) histograms: BTreeMap<String, Vec<(u64, u64)>>,
+}
+
+impl Facts {
+    pub(super) fn run_facts(&self) -> RunFacts<'_> {
+        RunFacts {
+            name: &self.detail.name,
+            summary: &self.summary,
+            diagnosis: &self.diagnosis,
+            series: &self.detail.series,
+            histograms: &self.histograms,
+        }
+    }
+}
+
+/// 409 for a run without results (live, failed to start, interrupted early).
+pub(super) fn no_results(id: &str, status: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "run {id} is {status} and has no results to compare yet"
+    ))
+}
+
+impl Reads {
+    /// A run with everything its page shows: plan name, baseline comparison.
+    pub async fn get_run(&self, id: &str) -> Result<RunDetail, ApiError> {
+        let mut d = self.detail(id).await?;
+        let Some(plan_id) = d.plan_id.clone() else {
+            return Ok(d);
+        };
+        let Some(p) = store::get_plan(&self.pool, &plan_id)
+            .await
+            .map_err(|e| internal("get_plan", e))?
+        else {
+            return Ok(d);
+        };
+        d.plan_name = Some(p.name);
+        match p.baseline_run_id {
+            Some(b) if b == d.id => d.is_baseline = true,
+            Some(b) if d.summary.is_some() => {
+                if let (Ok(base), Some(summary), Some(diagnosis)) =
+                    (self.facts(&b).await, &d.summary, &d.diagnosis)
+                {
+                    let histograms = decoded(summary);
+                    let this = RunFacts {
+                        name: &d.name,
+                        summary,
+                        diagnosis,
+                        series: &d.series,
+                        histograms: &histograms,
+                    };
+                    let comparison = compare::compare(&[base.run_facts(), this]);
+                    d.baseline = Some(BaselineView {
+                        run_id: b,
+                        name: base.detail.name,
+                        created_at_ms: base.detail.created_at_ms,
+                        comparison,
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(d)
+    }
+
+    /// A finished run for comparing (409 if it has no summary).
+    pub(super) async fn facts(&self, id: &str) -> Result<Facts, ApiError> {
+        let detail = self.detail(id).await?;
+        let (Some(summary), Some(diagnosis)) = (detail.summary.clone(), detail.diagnosis.clone())
+        else {
+            return Err(no_results(id, detail.status.as_str()));
+        };
+        let histograms = decoded(&summary);
+        Ok(Facts {
+            detail,
+            summary,
+            diagnosis,
+            histograms,
+        })
+    }
+
+    /// The run's stored row (404 for an unknown id): for answers that need no ticks.
+    pub(crate) async fn run_row(&self, id: &str) -> Result<store::RunRow, ApiError> {
+        store::get_run(&self.pool, id)
+            .await
+            .map_err(|e| internal("get_run", e))?
+            .ok_or_else(|| ApiError::NotFound(format!("run {id}")))
+    }
+
+    /// One run's tags.
+    pub(crate) async fn tags(&self, run_id: &str) -> Result<Vec<String>, ApiError> {
+        Ok(store::tags_of(&self.pool, &[run_id.to_string()])
+            .await
+            .map_err(|e| internal("tags_of", e))?
+            .remove(run_id)
+            .unwrap_or_default())
+    }
+
+    /// The run itself (no saved-plan name, no baseline comparison): what exports,
+    /// CSV and metadata answers need.
+    pub(crate) async fn detail(&self, id: &str) -> Result<RunDetail, ApiError> {
+        Ok(self.detail_with_ticks(id).await?.0)
+    }
+
+    /// The run and every stored tick, each tick read once (an export needs both).
+    pub(crate) async fn detail_with_ticks(
+        &self,
+        id: &str,
+    ) -> Result<(RunDetail, Vec<Snapshot>), ApiError> {
+        let row = self.run_row(id).await?;
+        let tags = self.tags(&row.run_id).await?;
+        let ticks = self.ticks(id).await?;
+        super::blocking(move || build_detail(row, tags, ticks)).await?
+    }
+
+    /// Every stored tick of a run, in order: read `TICK_PAGE` at a time (one pool
+    /// connection at a time, none held between pages), parsed off the async workers.
+    pub(crate) async fn ticks(&self, id: &str) -> Result<Vec<Snapshot>, ApiError> {
+        let mut ticks = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store::intervals_page(&self.pool, id, after, TICK_PAGE)
+                .await
+                .map_err(|e| internal("intervals_page", e))?;
+            let Some(&(last, _)) = page.last() else {
+                break;
+            };
+            let full = page.len() as i64 == TICK_PAGE;
+            after = last;
+            ticks.extend(super::blocking(move || parse_ticks(&page)).await?);
+            if !full {
+                break;
+            }
+        }
+        Ok(ticks)
+    }
+}
+
+/// Stored ticks read per query.
+const TICK_PAGE: i64 = 1000;
+
+/// Stored tick JSON to ticks (a tick that no longer parses is skipped, as before).
+fn parse_ticks(page: &[(i64, String)]) -> Vec<Snapshot> {
+    page.iter()
+        .filter_map(|(_, j)| serde_json::from_str(j).ok())
+        .collect()
+}
+
+/// The CPU part of `Reads::detail`: plan and summary decoded, series built, the run
+/// diagnosed. Gives the ticks back for callers that need them too.
+fn build_detail(
+    row: RunRow,
+    tags: Vec<String>,
+    ticks: Vec<Snapshot>,
+) -> Result<(RunDetail, Vec<Snapshot>), ApiError> {
+    let plan: Plan =
+        serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
+    let summary: Option<engine::Summary> = match &row.summary_json {
+        Some(s) => Some(serde_json::from_str(s).map_err(|e| internal("stored summary", e))?),
+        None => None,
+    };
+    let series = engine::Series::from_snapshots(&ticks);
+    // Every finished run has one (callers rely on it), live ones once a tick is in.
+    let diagnosis = (summary.is_some() || !series.t.is_empty())
+        .then(|| engine::diagnose::for_run(&series, summary.as_ref()));
+    let last = ticks.last().cloned();
+    let env = row
+        .env_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let histograms = summary
+        .as_ref()
+        .map(super::views::histogram_views)
+        .unwrap_or_default();
+    let detail = RunDetail {
+        plan_id: row.plan_id,
+        plan_name: None,
+        tags,
+        note: row.note,
+        env,
+        histograms,
+        baseline: None,
+        is_baseline: false,
+        id: row.run_id,
+        name: row.name,
+        status: RunStatus::parse(&row.status).unwrap_or(RunStatus::Failed),
+        plan,
+        created_at_ms: row.created_at,
+        started_at_ms: row.started_at,
+        finished_at_ms: row.finished_at,
+        error: row.error,
+        summary,
+        last,
+        series,
+        diagnosis,
+    };
+    Ok((detail, ticks))
+}
