@@ -13,13 +13,14 @@ mkdirSync(artifacts, { recursive: true });
 export const serverBin = process.env.SOCKETSWARM_BIN || 'target/debug/socketswarm';
 
 /** Starts the server (port 0, sandbox port 0) and resolves with its URLs once it listens.
- * `opts.bin` and `opts.cwd` start another copy of the binary, from another directory. */
+ * `opts.bin` and `opts.cwd` start another copy of the binary, from another directory;
+ * `opts.listen` listens on that address instead of 127.0.0.1:0. */
 export async function startServer(extraArgs = [], opts = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'socketswarm-e2e-'));
   const bin = opts.bin || serverBin;
   // Plans may read LOADTEST_* from the server's environment (--allow-env): the token
   // tests keep their client secret there.
-  const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--sandbox', '127.0.0.1:0', '--sandbox-tls', '127.0.0.1:0', '--database', join(dir, 'e2e.db'), '--log', 'info', '--allow-env', 'LOADTEST_*', ...extraArgs], {
+  const proc = spawn(bin, ['--listen', opts.listen || '127.0.0.1:0', '--sandbox', '127.0.0.1:0', '--sandbox-tls', '127.0.0.1:0', '--database', join(dir, 'e2e.db'), '--log', 'info', '--allow-env', 'LOADTEST_*', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     cwd: opts.cwd,
     env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'info', LOADTEST_CLIENT_SECRET: 'e2e-sandbox-secret' },
@@ -68,6 +69,16 @@ export async function browser(opts = {}) {
   ctx.pages().forEach(watch);
   ctx.on('page', watch);
   return ctx;
+}
+
+/** A TCP port free right now on 127.0.0.1 (for a server that must know its port in advance). */
+export async function freePort() {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
 }
 
 /** JSON API helper. */

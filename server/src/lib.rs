@@ -324,6 +324,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
                 .max_process_connections
                 .unwrap_or_else(|| agents::per_process(nofile)),
             joined: settings.pool_token.is_some(),
+            public_url: settings.public_url.clone(),
+            loopback_only: addr.ip().is_loopback(),
         },
     );
     let service: app::api::Service = runs.clone();

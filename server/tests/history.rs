@@ -294,6 +294,12 @@ async fn compare_says_what_changed_and_share_links_reach_only_their_run() {
     assert_eq!(s, 201);
     let sid = link["id"].as_str().unwrap().to_string();
     assert_eq!(link["url"], format!("/share/{sid}"));
+    assert_eq!(
+        link["public_url"],
+        Value::Null,
+        "no --public-url: the page builds the link"
+    );
+    assert_eq!(link["local_only"], true, "a loopback-only server says so");
     assert_ne!(sid, a, "the share id is not the run id");
     let (_, again) = app.post(&format!("/api/runs/{a}/share"), "").await;
     assert_eq!(again["id"], sid.as_str(), "one link per run");
@@ -438,4 +444,40 @@ async fn a_first_start_saves_a_starter_plan_aimed_at_the_sandbox() {
     let (_, plans) = again.get("/api/plans").await;
     assert_eq!(plans.as_array().unwrap().len(), 2);
     again.stop().await;
+}
+
+/// With `--public-url`, a share link is built on the name colleagues use, whatever
+/// address the browser that asked for it used, and it opens through that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_links_are_built_on_the_public_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path().join("test.db"));
+    a.public_url = Some("http://swarm.example.test:8080/".into());
+    let app = spawn_with(a, dir).await;
+    let id = run_to_end(
+        &app,
+        plan("shared by name", &app.ws("/echo"), 2, "200ms", "200ms"),
+    )
+    .await;
+    let (s, link) = app.post(&format!("/api/runs/{id}/share"), "").await;
+    assert_eq!(s, 201, "{link}");
+    let sid = link["id"].as_str().unwrap();
+    assert_eq!(
+        link["public_url"],
+        format!("http://swarm.example.test:8080/share/{sid}")
+    );
+    assert_eq!(
+        link["local_only"], false,
+        "a public URL is reachable by others"
+    );
+    // The Host check accepts that name: a colleague's browser arriving through it (a
+    // proxy or DNS pointing at this server) gets the shared page.
+    let res = reqwest::Client::new()
+        .get(format!("{}/share/{sid}", app.base))
+        .header("host", "swarm.example.test:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("shared by name"));
 }

@@ -236,6 +236,13 @@ pub struct ShareLink {
     pub kind: ShareKind,
     /// Path, e.g. `/share/3f2a...`.
     pub url: String,
+    /// The whole link colleagues open: `--public-url` + `url`, when the server has one.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The server listens on loopback only and has no `--public-url`: nobody else can
+    /// open the link.
+    #[serde(default)]
+    pub local_only: bool,
 }
 
 /// What a share link shows.

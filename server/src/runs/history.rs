@@ -45,6 +45,10 @@ pub struct History {
     pub(super) reads: Reads,
     /// For run again.
     pub(super) launch: Arc<Launch>,
+    /// `--public-url` without its trailing slash: share links are built on it.
+    pub(super) share_base: Option<Arc<str>>,
+    /// Listening on loopback only, no public URL: share links work on this machine only.
+    pub(super) local_only: bool,
 }
 
 impl History {
@@ -353,8 +357,11 @@ impl History {
                 id
             }
         };
+        let url = format!("/share/{id}");
         Ok(ShareLink {
-            url: format!("/share/{id}"),
+            public_url: self.share_base.as_ref().map(|base| format!("{base}{url}")),
+            local_only: self.local_only,
+            url,
             id,
             kind,
         })

@@ -60,6 +60,10 @@ pub struct RunsConfig {
     pub per_agent: u32,
     /// Agents come from the pool (`--agents-on joined`): `agents: "all"` is allowed.
     pub joined: bool,
+    /// Where colleagues reach this server (`--public-url`): share links are built on it.
+    pub public_url: Option<url::Url>,
+    /// The server listens on a loopback address only.
+    pub loopback_only: bool,
 }
 
 impl Runs {
@@ -97,6 +101,11 @@ impl Runs {
             pool: pool.clone(),
             reads: reads.clone(),
             launch: launch.clone(),
+            share_base: cfg
+                .public_url
+                .as_ref()
+                .map(|u| Arc::from(u.as_str().trim_end_matches('/'))),
+            local_only: cfg.loopback_only && cfg.public_url.is_none(),
         };
         let plans = Plans {
             pool,
