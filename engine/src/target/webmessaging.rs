@@ -38,15 +38,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::profile::TokenBucket;
-use super::ProfileStats;
+use super::counters::ProfileStats;
+/// Its counters live in `counters.rs` beside the `Counters` that carries them;
+/// re-exported so `target::webmessaging::WmCounters` keeps naming them.
+pub use super::counters::WmCounters;
+use super::limits::TokenBucket;
 use crate::tls::MaybeTls;
 
 /// Agent replies waiting for their time, per session (more are refused with a 429).
@@ -129,48 +131,6 @@ impl Options {
             _ => return Ok(false),
         }
         Ok(true)
-    }
-}
-
-/// Counters of one web-messaging profile, as `/stats` serves them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WmCounters {
-    /// Sessions configured (a `SessionResponse` sent).
-    pub configured: u64,
-    /// Configured sessions open now, and the most at once.
-    pub sessions_open: u64,
-    pub peak_sessions: u64,
-    /// Sessions refused, by reason: `session_cap`, `session_rate`, `token_limit`,
-    /// `not_configured` (another first message), `bad_request` (a malformed
-    /// configureSession or another deployment).
-    pub refused: BTreeMap<String, u64>,
-    /// `echo` heartbeats answered.
-    pub heartbeats: u64,
-    /// Guest `onMessage`s received, and those sent with another session's token.
-    pub guest_messages: u64,
-    pub token_mismatch: u64,
-    /// Agent replies and typing indicators pushed.
-    pub replies_pushed: u64,
-    pub typing_pushed: u64,
-    /// Sessions closed for sending nothing for `idle`.
-    pub idle_closed: u64,
-}
-
-impl WmCounters {
-    /// Adds another profile's (or process's) counters.
-    pub fn merge(&mut self, o: &WmCounters) {
-        self.configured += o.configured;
-        self.sessions_open += o.sessions_open;
-        self.peak_sessions += o.peak_sessions;
-        for (k, v) in &o.refused {
-            *self.refused.entry(k.clone()).or_default() += v;
-        }
-        self.heartbeats += o.heartbeats;
-        self.guest_messages += o.guest_messages;
-        self.token_mismatch += o.token_mismatch;
-        self.replies_pushed += o.replies_pushed;
-        self.typing_pushed += o.typing_pushed;
-        self.idle_closed += o.idle_closed;
     }
 }
 
