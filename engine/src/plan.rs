@@ -10,8 +10,9 @@
 //! Layout: this file (`Plan`, `Segment`, `Agents`, `Limits`, `FieldError`, `TargetUrl`,
 //! `restore_secrets`), and under `plan/`: `script.rs` (steps, `Expect`, `HttpStep`),
 //! `reconnect.rs` (`Reconnect`, `MaxAttempts`), `auth.rs` (`Secret`, token sources and
-//! policies, `Auth`), `rotation.rs`, `session.rs`, `lifecycle.rs`, `probe_bounds.rs`
-//! and `validate.rs` (`Plan::validate`). All re-exported here: every type is `plan::Name`.
+//! policies, `Auth`), `rotation.rs`, `session.rs`, `lifecycle.rs`, `probe_bounds.rs`,
+//! `texts.rs` (`Plan::templated_texts`, `Plan::env_names`) and `validate.rs`
+//! (`Plan::validate`). All re-exported here: every type is `plan::Name`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -251,6 +252,7 @@ mod script;
 mod session;
 #[cfg(test)]
 mod tests;
+mod texts;
 mod validate;
 
 pub use auth::{Auth, Secret, TokenPolicy, TokenSource, REDACTED};
