@@ -23,7 +23,7 @@
 //! 1. **The variant** on [`LimitKind`]. Its JSON name comes from serde
 //!    (`rename_all = "snake_case"`); `LimitKind::key()` must return the same string.
 //!    *Compiler-enforced*: `key()`, `words()` (the name in sentences: the verdict,
-//!    alternatives, and compare's "verdict: … → …" in `compare.rs`'s `behaviour`) and
+//!    alternatives, and compare's "verdict: … → …" in `compare/behaviour.rs`'s `behaviour`) and
 //!    `symptom()` (which kinds compete for the same evidence, which add up as `also`)
 //!    are exhaustive `match`es. *Not enforced*: that `key()` equals the serde name (no
 //!    test compares them, unlike `How::key`'s `enforcement_keys_match_their_json`).
