@@ -10,11 +10,21 @@
 //! - whole distributions: Mann–Whitney U with tie correction (normal approximation),
 //!   reported as a p-value and as P(B > A), the chance that a sample of the later run
 //!   is slower than one of the first.
+//!
+//! Layout: this file (the table: `compare`, `RunFacts`, `Comparison`, metric rows),
+//! `compare/significance.rs` (the statistics above and `histogram_view`, re-exported
+//! here) and `compare/behaviour.rs` (the behaviour sentences).
 
 use serde::{Deserialize, Serialize};
 
-use crate::diagnose::{first_nonzero, Diagnosis, LimitKind};
+use crate::diagnose::Diagnosis;
 use crate::report::{metric, LatencyStats, Series, Summary};
+
+mod behaviour;
+mod significance;
+
+use behaviour::behaviour;
+pub use significance::{histogram_view, mann_whitney, quantile_ci, HistogramView, Shift};
 
 /// One run as the comparison sees it.
 pub struct RunFacts<'a> {
@@ -90,21 +100,6 @@ pub struct Comparison {
     pub behaviour: Vec<String>,
     /// The plainest statements about latency ("p95 ws_connecting +38 %, significant").
     pub headlines: Vec<String>,
-}
-
-/// Mann–Whitney result for one metric between the first run and run `run`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Shift {
-    pub metric: String,
-    pub run: usize,
-    pub p_value: f64,
-    /// P(sample of run `run` > sample of the first run) (+½ ties).
-    pub prob_slower: f64,
-    pub n_a: u64,
-    pub n_b: u64,
-    /// `slower`, `faster` or `same`: shifted when p < 0.01 and P(slower) is at least
-    /// 0.05 away from even.
-    pub verdict: String,
 }
 
 /// Latency metrics that get percentile rows, in table order.
@@ -386,283 +381,6 @@ fn percentile_row(
     }
     m.intervals = intervals;
     m
-}
-
-/// The value at 1-based rank `k` of a histogram.
-fn value_at_rank(h: &[(u64, u64)], k: u64) -> Option<u64> {
-    let mut seen = 0;
-    for &(v, c) in h {
-        seen += c;
-        if seen >= k {
-            return Some(v);
-        }
-    }
-    h.last().map(|x| x.0)
-}
-
-/// Distribution-free 95 % confidence interval of the `q` quantile (order statistics,
-/// normal approximation of the binomial). `None` unless at least 5 samples lie on each
-/// side of the quantile (n·min(q, 1−q) ≥ 5: p50 needs 10 samples, p95 100, p99 500) —
-/// below that the approximation does not hold and no claim is made.
-pub fn quantile_ci(h: &[(u64, u64)], q: f64) -> Option<(u64, u64)> {
-    let n: u64 = h.iter().map(|x| x.1).sum();
-    if (n as f64) * q.min(1.0 - q) < 5.0 {
-        return None;
-    }
-    let nf = n as f64;
-    let half = 1.96 * (nf * q * (1.0 - q)).sqrt();
-    let lo = (nf * q - half).floor().max(1.0) as u64;
-    let hi = ((nf * q + half).ceil() as u64 + 1).min(n);
-    Some((value_at_rank(h, lo)?, value_at_rank(h, hi)?))
-}
-
-/// Mann–Whitney U of `b` against `a`, with tie correction and the normal
-/// approximation. `None` when either side is empty.
-pub fn mann_whitney(a: &[(u64, u64)], b: &[(u64, u64)]) -> Option<Shift> {
-    let na: u64 = a.iter().map(|x| x.1).sum();
-    let nb: u64 = b.iter().map(|x| x.1).sum();
-    if na == 0 || nb == 0 {
-        return None;
-    }
-    let (mut i, mut j) = (0, 0);
-    let mut rank_before = 0f64;
-    let mut rank_sum_b = 0f64;
-    let mut tie_term = 0f64;
-    while i < a.len() || j < b.len() {
-        let va = a.get(i).map(|x| x.0);
-        let vb = b.get(j).map(|x| x.0);
-        let v = match (va, vb) {
-            (Some(x), Some(y)) => x.min(y),
-            (Some(x), None) => x,
-            (None, Some(y)) => y,
-            (None, None) => break,
-        };
-        let ca = if va == Some(v) {
-            i += 1;
-            a[i - 1].1
-        } else {
-            0
-        };
-        let cb = if vb == Some(v) {
-            j += 1;
-            b[j - 1].1
-        } else {
-            0
-        };
-        let t = (ca + cb) as f64;
-        let avg = rank_before + (t + 1.0) / 2.0;
-        rank_sum_b += cb as f64 * avg;
-        rank_before += t;
-        tie_term += t * t * t - t;
-    }
-    let (naf, nbf) = (na as f64, nb as f64);
-    let n = naf + nbf;
-    let u_b = rank_sum_b - nbf * (nbf + 1.0) / 2.0;
-    let mean = naf * nbf / 2.0;
-    let var = naf * nbf / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)).max(1.0));
-    let p_value = if var <= 0.0 {
-        1.0
-    } else {
-        let z = (u_b - mean).abs() / var.sqrt();
-        erfc(z / std::f64::consts::SQRT_2).clamp(0.0, 1.0)
-    };
-    let prob_slower = u_b / (naf * nbf);
-    let shifted = p_value < 0.01 && (prob_slower - 0.5).abs() >= 0.05;
-    let verdict = match (shifted, prob_slower > 0.5) {
-        (false, _) => "same",
-        (true, true) => "slower",
-        (true, false) => "faster",
-    };
-    Some(Shift {
-        metric: String::new(),
-        run: 1,
-        p_value,
-        prob_slower,
-        n_a: na,
-        n_b: nb,
-        verdict: verdict.into(),
-    })
-}
-
-/// Complementary error function (W. J. Cody's rational approximation via
-/// Numerical Recipes' `erfcc`, |error| < 1.2e-7).
-fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t
-        * (-z * z - 1.265_512_23
-            + t * (1.000_023_68
-                + t * (0.374_091_96
-                    + t * (0.096_784_18
-                        + t * (-0.186_288_06
-                            + t * (0.278_868_07
-                                + t * (-1.135_203_98
-                                    + t * (1.488_515_87
-                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-            .exp();
-    if x >= 0.0 {
-        r
-    } else {
-        2.0 - r
-    }
-}
-
-fn fmt_n(v: f64) -> String {
-    if v.fract() == 0.0 || v >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
-}
-
-/// A latency distribution for display: sample counts in 1-1.5-2-3-5-7 buckets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct HistogramView {
-    pub metric: String,
-    /// Upper bound of each bucket, in ms (a bucket holds `(previous bound, bound]`).
-    pub le_ms: Vec<f64>,
-    pub counts: Vec<u64>,
-}
-
-/// Buckets a stored histogram (`(value_us, count)`) into 1-1.5-2-3-5-7 steps from 0.1 ms,
-/// from one bucket below the fastest sample to one above the slowest.
-pub fn histogram_view(metric: &str, h: &[(u64, u64)]) -> HistogramView {
-    let mut bounds_us = Vec::new();
-    let mut decade = 100u64;
-    while decade <= 100_000_000 {
-        for m in [10, 15, 20, 30, 50, 70] {
-            bounds_us.push(decade * m / 10);
-        }
-        decade *= 10;
-    }
-    // The last bucket also takes anything slower than its bound (700 s).
-    let mut counts = vec![0u64; bounds_us.len()];
-    for &(v, c) in h {
-        let i = bounds_us
-            .partition_point(|b| *b < v)
-            .min(bounds_us.len() - 1);
-        counts[i] += c;
-    }
-    let le_ms: Vec<f64> = bounds_us.iter().map(|b| *b as f64 / 1000.0).collect();
-    // One empty bucket either side keeps a lone bucket readable as a bar.
-    let first = counts
-        .iter()
-        .position(|c| *c > 0)
-        .unwrap_or(0)
-        .saturating_sub(1);
-    let last = (counts.iter().rposition(|c| *c > 0).unwrap_or(0) + 1).min(counts.len() - 1);
-    HistogramView {
-        metric: metric.into(),
-        le_ms: le_ms[first..=last].to_vec(),
-        counts: counts[first..=last].to_vec(),
-    }
-}
-
-/// What changed in behaviour from run `a` to run `b`, in words.
-fn behaviour(a: &RunFacts<'_>, b: &RunFacts<'_>) -> Vec<String> {
-    let mut out = Vec::new();
-    let (da, db) = (a.diagnosis, b.diagnosis);
-    // A verdict in words, with the identity it counts: "concurrency cap per token".
-    let name = |d: &Diagnosis| match (d.kind, &d.per) {
-        (LimitKind::None, _) => "no limit".to_string(),
-        (k, Some(p)) => format!("{} per {}", k.words(), crate::diagnose::per_words(p)),
-        (k, None) => k.words().to_string(),
-    };
-    if name(da) != name(db) {
-        out.push(format!("verdict: {} → {}", name(da), name(db)));
-    } else if da.kind != LimitKind::None {
-        if let (Some(x), Some(y)) = (da.level, db.level) {
-            if (x - y).abs() > f64::max(1.0, 0.02 * x) {
-                out.push(format!(
-                    "{} level {} → {} {}",
-                    name(da),
-                    fmt_n(x),
-                    fmt_n(y),
-                    db.unit.replace('_', " ")
-                ));
-            }
-        }
-    }
-    let ka = &da.knee;
-    let kb = &db.knee;
-    let first_kind = |d: &Diagnosis| {
-        d.failures
-            .iter()
-            .filter(|(k, _)| {
-                matches!(
-                    crate::outcome::FailKind::parse(k),
-                    Some(crate::outcome::FailKind::Status(_))
-                )
-            })
-            .max_by_key(|(_, v)| **v)
-            .map(|(k, _)| k.trim_start_matches("http_").to_string())
-            .unwrap_or_else(|| "rejection".into())
-    };
-    match (ka.open_at_first_rejection, kb.open_at_first_rejection) {
-        (Some(x), Some(y)) if (x - y).abs() >= 1.0 => out.push(format!(
-            "first {} at {} open connections → {}",
-            first_kind(db),
-            fmt_n(x),
-            fmt_n(y)
-        )),
-        (Some(x), None) => out.push(format!(
-            "rejections gone (first {} was at {} open connections)",
-            first_kind(da),
-            fmt_n(x)
-        )),
-        (None, Some(y)) => out.push(format!(
-            "rejections appeared: first {} at {} open connections{}",
-            first_kind(db),
-            fmt_n(y),
-            kb.first_rejection_s
-                .map(|s| format!(", after {} s", fmt_n(s)))
-                .unwrap_or_default()
-        )),
-        _ => {}
-    }
-    // Drops by close kind: appeared, vanished, or moved a lot.
-    let (ca, cb) = (&a.summary.totals.closes, &b.summary.totals.closes);
-    let is_drop = |k: &str| crate::outcome::CloseKind::parse(k).is_some_and(|c| c.is_drop());
-    for (k, vb) in cb {
-        if !is_drop(k) {
-            continue;
-        }
-        let va = ca.get(k).copied().unwrap_or(0);
-        if va == 0 && *vb > 0 {
-            let when = first_nonzero(&b.series.t, b.series.drop_rate.get(k))
-                .map(|s| format!(" after {} s", fmt_n(s)))
-                .unwrap_or_default();
-            out.push(format!("drops with {k} appeared{when} ({vb})"));
-        } else if va > 0 && *vb == 0 {
-            out.push(format!("drops with {k} gone (were {va})"));
-        }
-    }
-    for (k, va) in ca {
-        if is_drop(k) && *va > 0 && !cb.contains_key(k) {
-            out.push(format!("drops with {k} gone (were {va})"));
-        }
-    }
-    // Failure classes that appeared or vanished.
-    let fa = &a.summary.totals.failures;
-    let fb = &b.summary.totals.failures;
-    for (k, vb) in fb {
-        if *vb > 0 && fa.get(k).copied().unwrap_or(0) == 0 {
-            out.push(format!("{k} failures appeared ({vb})"));
-        }
-    }
-    for (k, va) in fa {
-        if *va > 0 && fb.get(k).copied().unwrap_or(0) == 0 {
-            out.push(format!("{k} failures gone (were {va})"));
-        }
-    }
-    if a.summary.peak_open != b.summary.peak_open {
-        out.push(format!(
-            "peak open connections {} → {}",
-            a.summary.peak_open, b.summary.peak_open
-        ));
-    }
-    out.dedup();
-    out
 }
 
 #[cfg(test)]

@@ -38,8 +38,9 @@
 //!    `is_drop()` (a drop unless it is `Client`), `is_auth_end()` and `code()` all have
 //!    defaults: *not enforced*, decide each.
 //! 5. **Where it is produced** (*not enforced*): `engine/src/conn.rs` (`io_kind`,
-//!    `tls_kind`, the handshake and HTTP-step paths), `engine/src/conn/session.rs`
-//!    (`end_of` and the session loop), `engine/src/tokens.rs` (token fetches). Each
+//!    `tls_kind`), `engine/src/conn/connect.rs` (the handshake and HTTP-step paths),
+//!    `engine/src/conn/socket.rs` (`end_of`), `engine/src/conn/session.rs` (the
+//!    session loop), `engine/src/tokens.rs` (token fetches). Each
 //!    records through `Recorder::failed` / `Recorder::closed` (`stats.rs`); the
 //!    aggregator's `RunStats::merge` turns the kind into its key and counts
 //!    `Totals::dropped` by `is_drop()`.
@@ -47,7 +48,7 @@
 //!    `report::Series::push` counts per-tick drops as every close key but `"client"`
 //!    (a new non-drop `CloseKind` must be excluded there too, or the drops chart and
 //!    CSV disagree with `Totals::dropped`); `app/src/charts.rs`'s `color_of` gives
-//!    known keys their colour (others are grey); `compare.rs`'s behaviour sentences pick
+//!    known keys their colour (others are grey); `compare/behaviour.rs`'s sentences pick
 //!    out `FailKind::Status` for "first 429 at …".
 //! 7. **Docs** (*not enforced*): the outcome-key list in the README's *What is
 //!    measured*, and the class list of `socketswarm_run_connect_failures_total` in its

@@ -6,6 +6,13 @@
 //! `{"name":"smoke","target":"ws://127.0.0.1:9001/echo",
 //!   "stages":[{"duration":"2s","connections":50},{"duration":"3s","connections":50}]}`
 //! Stages ramp linearly from the previous level to `connections` over `duration`.
+//!
+//! Layout: this file (`Plan`, `Segment`, `Agents`, `Limits`, `FieldError`, `TargetUrl`,
+//! `restore_secrets`), and under `plan/`: `script.rs` (steps, `Expect`, `HttpStep`),
+//! `reconnect.rs` (`Reconnect`, `MaxAttempts`), `auth.rs` (`Secret`, token sources and
+//! policies, `Auth`), `rotation.rs`, `session.rs`, `lifecycle.rs`, `probe_bounds.rs`,
+//! `texts.rs` (`Plan::templated_texts`, `Plan::env_names`) and `validate.rs`
+//! (`Plan::validate`). All re-exported here: every type is `plan::Name`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,190 +36,6 @@ pub struct Segment {
     pub steps: Vec<(u64, u64, f64)>,
 }
 
-/// A reply matcher with a timeout. With no matcher, any message matches.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Expect {
-    /// The reply is exactly this text (templated).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-    /// The reply starts with this text (templated).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// The reply contains this text (templated).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contains: Option<String>,
-    /// The reply matches this regular expression.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub regex: Option<String>,
-    /// The reply is JSON (or framed JSON such as Socket.IO's `42["chat",{…}]`, read from
-    /// its first `{` or `[`) with a value at this path (`type`, `$.body.id`,
-    /// `[1].from`) ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub json_field: Option<String>,
-    /// ... equal to this value. A string is a template (`{{var.guest}}`: correlate the
-    /// reply with what this session sent) and also matches a number or boolean written
-    /// that way.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub equals: Option<serde_json::Value>,
-    /// Variables to keep from the matching reply for later steps (`{{var.NAME}}`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub capture: BTreeMap<String, Capture>,
-    /// How long to wait for the reply (default 5s). A timeout is counted, then the
-    /// script goes on. Messages that arrive meanwhile and do not match (nor a responder)
-    /// are skipped and counted (`msgs_skipped`); the reply's RTT is timed from the send
-    /// before this step.
-    #[serde(default = "default_expect_timeout")]
-    pub timeout: Dur,
-}
-
-fn default_expect_timeout() -> Dur {
-    Dur::secs(5)
-}
-
-/// A block repeated every `every` (e.g. heartbeats), `times` times or until the end.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Repeat {
-    pub every: Dur,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub times: Option<u32>,
-    pub steps: Vec<Step>,
-}
-
-/// A wait, fixed or with uniform jitter `[duration, duration + jitter]`.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Wait {
-    Fixed(Dur),
-    Jittered { duration: Dur, jitter: Dur },
-}
-
-/// One step of the per-connection script.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Step {
-    /// Send a text message (templated).
-    Send(String),
-    /// Send a binary message given as hex (templated, then hex-decoded).
-    SendBinary(String),
-    /// Wait for a matching reply and time it from the scheduled send.
-    Expect(Expect),
-    /// Pause.
-    Wait(Wait),
-    /// Send a ping and require a pong within the timeout; the RTT is `ws_ping`.
-    Ping(Dur),
-    /// Repeat a block of steps.
-    Repeat(Repeat),
-    /// Close the connection (normal closure). Without it, connections are held to the end.
-    Close,
-}
-
-/// What a VU does when its handshake fails or its connection drops.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Reconnect {
-    /// Never retry: measure raw behaviour.
-    #[default]
-    Never,
-    /// Retry with exponential backoff and full jitter.
-    Backoff {
-        /// Attempts in a row (since the last open) before the VU gives up and counts in
-        /// `Totals::gave_up`: a number, or `"unlimited"` to retry for as long as the run
-        /// lasts, as real clients do.
-        #[serde(default = "default_max_attempts")]
-        max_attempts: MaxAttempts,
-        #[serde(default = "default_backoff_initial")]
-        initial: Dur,
-        #[serde(default = "default_backoff_max")]
-        max: Dur,
-        /// Wait at least what a 429/503's `Retry-After` asks for.
-        #[serde(default = "default_true")]
-        honor_retry_after: bool,
-    },
-}
-
-/// How many attempts in a row a reconnecting VU makes.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum MaxAttempts {
-    /// This many, then give up.
-    Count(u32),
-    /// `"unlimited"`: never give up while the run lasts.
-    Unlimited(UnlimitedWord),
-}
-
-/// The word `"unlimited"`.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnlimitedWord {
-    Unlimited,
-}
-
-impl MaxAttempts {
-    /// `"unlimited"`.
-    pub const UNLIMITED: MaxAttempts = MaxAttempts::Unlimited(UnlimitedWord::Unlimited);
-
-    /// The VU gives up after `streak` attempts in a row.
-    pub fn exhausted(self, streak: u32) -> bool {
-        match self {
-            MaxAttempts::Count(n) => streak >= n,
-            MaxAttempts::Unlimited(_) => false,
-        }
-    }
-}
-
-impl fmt::Display for MaxAttempts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MaxAttempts::Count(n) => write!(f, "{n}"),
-            MaxAttempts::Unlimited(_) => f.write_str("unlimited"),
-        }
-    }
-}
-
-impl Reconnect {
-    /// Backoff with the defaults a plan file gets from `{ mode = "backoff" }`.
-    pub fn backoff() -> Self {
-        Reconnect::Backoff {
-            max_attempts: default_max_attempts(),
-            initial: default_backoff_initial(),
-            max: default_backoff_max(),
-            honor_retry_after: true,
-        }
-    }
-
-    /// Backoff that never gives up (the New-run form's reconnect): what chat and
-    /// messaging clients do while their user waits.
-    pub fn unlimited() -> Self {
-        Reconnect::Backoff {
-            max_attempts: MaxAttempts::UNLIMITED,
-            initial: default_backoff_initial(),
-            max: default_backoff_max(),
-            honor_retry_after: true,
-        }
-    }
-}
-
-fn default_max_attempts() -> MaxAttempts {
-    MaxAttempts::Count(5)
-}
-fn default_backoff_initial() -> Dur {
-    Dur::millis(500)
-}
-fn default_backoff_max() -> Dur {
-    Dur::secs(30)
-}
-fn default_true() -> bool {
-    true
-}
 fn default_name() -> String {
     "unnamed".into()
 }
@@ -299,121 +122,6 @@ fn default_abort_grace() -> Dur {
     Dur::secs(5)
 }
 
-/// One HTTP request before the handshake.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpStep {
-    /// `GET`, `POST`, `PUT` or `DELETE`.
-    #[serde(default = "default_method")]
-    pub method: String,
-    /// `http(s)://...` (templated).
-    pub url: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    /// Request body (templated), sent as JSON when it parses as JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    /// Variable name -> top-level field of the JSON reply (`a.b` for nested fields).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub capture: BTreeMap<String, String>,
-}
-
-fn default_method() -> String {
-    "POST".into()
-}
-
-/// A secret: `{"env": "NAME"}` is read from the environment when the run starts (and
-/// stored as that reference); a plain string is used for this run only and stored as
-/// `"<redacted>"`.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Secret {
-    Env { env: String },
-    Value(String),
-}
-
-/// Marker stored instead of a typed-in secret.
-pub const REDACTED: &str = "<redacted>";
-
-impl Secret {
-    /// The secret's value (`None` when an env reference is unset or it was redacted).
-    pub fn resolve(&self) -> Option<String> {
-        match self {
-            Secret::Env { env } => std::env::var(env).ok(),
-            Secret::Value(v) if v == REDACTED => None,
-            Secret::Value(v) => Some(v.clone()),
-        }
-    }
-    pub(crate) fn redact(&mut self) {
-        if let Secret::Value(v) = self {
-            *v = REDACTED.into();
-        }
-    }
-    /// A typed-in value that an answer redacted (it was not stored with the run).
-    pub fn is_redacted(&self) -> bool {
-        matches!(self, Secret::Value(v) if v == REDACTED)
-    }
-    /// Why it cannot be used right now, if it cannot (validation's message).
-    pub fn problem(&self) -> Option<String> {
-        match self {
-            Secret::Env { env } if std::env::var(env).is_err() => {
-                Some(format!("environment variable `{env}` is not set on the server"))
-            }
-            _ if self.is_redacted() => Some(
-                "was typed in for an earlier run and not stored; type it again or use {\"env\": \"NAME\"}".into(),
-            ),
-            _ => None,
-        }
-    }
-}
-
-/// Where tokens come from.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum TokenSource {
-    /// A fixed list (a pool): slot `i` uses `tokens[i % len]`.
-    Static { tokens: Vec<Secret> },
-    /// OAuth2 client credentials (RFC 6749 §4.4), fetched and refreshed by the engine.
-    Oauth2 {
-        token_url: String,
-        client_id: String,
-        client_secret: Secret,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        scope: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        audience: Option<String>,
-    },
-}
-
-/// How connections share tokens.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
-pub enum TokenPolicy {
-    /// One token for every connection.
-    #[default]
-    Shared,
-    /// `size` tokens, connections assigned round-robin.
-    Pool { size: u32 },
-    /// A new token for every `connections` connections, in order (0..n-1 share token 0).
-    PerConnections { connections: u32 },
-    /// A fresh token for every connection attempt.
-    PerConnection,
-}
-
-fn default_auth_header() -> String {
-    "Authorization".into()
-}
-fn default_auth_value() -> String {
-    "Bearer {{token}}".into()
-}
-fn default_refresh_before() -> Dur {
-    Dur::secs(30)
-}
-
 /// How many agents a run is split over.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -439,56 +147,6 @@ impl Agents {
         match self {
             Agents::Count(n) => Some(n),
             Agents::All(_) => None,
-        }
-    }
-}
-
-/// Tokens for the handshake.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Auth {
-    pub source: TokenSource,
-    #[serde(default)]
-    pub policy: TokenPolicy,
-    /// Header the token goes in (empty: none; use `{{token}}` in the URL instead).
-    #[serde(default = "default_auth_header")]
-    pub header: String,
-    #[serde(default = "default_auth_value")]
-    pub value: String,
-    /// Fetch a new OAuth2 token this long before `expires_in` runs out.
-    #[serde(default = "default_refresh_before")]
-    pub refresh_before: Dur,
-    /// What a live connection does when its token is about to expire (`refresh_before`
-    /// ahead): nothing (the default; the target may close it), re-authenticate on the
-    /// open socket, or reconnect with the new token (see `plan/rotation.rs`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation: Option<Rotation>,
-}
-
-impl Auth {
-    /// Tokens from `source` shared by `policy`, with a plan file's defaults for the rest
-    /// (`Authorization: Bearer {{token}}`, refresh 30 s ahead).
-    pub fn new(source: TokenSource, policy: TokenPolicy) -> Self {
-        Auth {
-            source,
-            policy,
-            header: default_auth_header(),
-            value: default_auth_value(),
-            refresh_before: default_refresh_before(),
-            rotation: None,
-        }
-    }
-
-    /// Number of token slots for `peak` connections (`None`: one per attempt).
-    pub fn slots(&self, peak: u32) -> Option<u32> {
-        match self.policy {
-            TokenPolicy::Shared => Some(1),
-            TokenPolicy::Pool { size } => Some(size.max(1)),
-            TokenPolicy::PerConnections { connections } => {
-                Some(peak.div_ceil(connections.max(1)).max(1))
-            }
-            TokenPolicy::PerConnection => None,
         }
     }
 }
@@ -585,11 +243,21 @@ impl fmt::Display for FieldError {
     }
 }
 
+mod auth;
 mod lifecycle;
 mod probe_bounds;
+mod reconnect;
 mod rotation;
+mod script;
 mod session;
+#[cfg(test)]
+mod tests;
+mod texts;
 mod validate;
+
+pub use auth::{Auth, Secret, TokenPolicy, TokenSource, REDACTED};
+pub use reconnect::{MaxAttempts, Reconnect, UnlimitedWord};
+pub use script::{Expect, HttpStep, Repeat, Step, Wait};
 
 pub use lifecycle::{ArrivalStage, Sessions, Stay, MAX_ARRIVAL_STAGES};
 pub use probe_bounds::Probe;
@@ -644,210 +312,5 @@ impl TargetUrl {
             resource,
             tls,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn minimal() -> Plan {
-        serde_json::from_str(
-            r#"{"name":"smoke","target":"ws://127.0.0.1:9001/echo","stages":[{"duration":"2s","connections":50},{"duration":"3s","connections":50}]}"#,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn parses_minimal_plan_with_defaults() {
-        let p = minimal();
-        assert_eq!(p.stages.len(), 2);
-        assert_eq!(p.stages[0].duration, Dur::secs(2));
-        assert_eq!(p.connect_timeout, Dur::secs(10));
-        assert_eq!(p.reconnect, Reconnect::Never);
-        assert_eq!(p.peak_connections(), 50);
-        assert_eq!(p.duration(), Duration::from_secs(5));
-        assert!(p.validate(&Limits::default()).is_ok());
-    }
-
-    #[test]
-    fn redacted_secrets_come_back_from_the_stored_plan() {
-        let mut stored = minimal();
-        stored.auth =
-            serde_json::from_str(r#"{"source":{"type":"static","tokens":["t-one","t-two"]}}"#)
-                .unwrap();
-        stored.headers.insert("X-Api-Key".into(), "k-123".into());
-        let mut edited = stored.redacted();
-        assert!(!serde_json::to_string(&edited).unwrap().contains("t-one"));
-        edited.name = "renamed".into();
-        edited.restore_secrets(&stored);
-        assert_eq!(edited.auth, stored.auth);
-        assert_eq!(edited.headers["X-Api-Key"], "k-123");
-        assert_eq!(edited.name, "renamed");
-    }
-
-    #[test]
-    fn durations_parse_and_print() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("3 fortnights").is_err());
-        assert!(parse_duration("").is_err());
-        assert_eq!(Dur::millis(1500).to_string(), "1500ms");
-        assert_eq!(Dur::secs(120).to_string(), "2m");
-        let d: Dur = serde_json::from_str("7").unwrap();
-        assert_eq!(d, Dur::secs(7));
-    }
-
-    #[test]
-    fn plan_durations_are_whole_milliseconds_and_round_trip() {
-        let d = |json: &str| serde_json::from_str::<Dur>(json).unwrap();
-        assert_eq!(d(r#""1.001ms""#), Dur::millis(1));
-        assert_eq!(d(r#""1.5ms""#), Dur::millis(2));
-        assert_eq!(d(r#""0.4ms""#), Dur::millis(1), "positive stays positive");
-        assert_eq!(d(r#""0ms""#), Dur::millis(0));
-        assert_eq!(d(r#""0.3s""#), Dur::millis(300));
-        assert_eq!(d("0.0005"), Dur::millis(1));
-        assert_eq!(d("8760.0001"), Dur::secs(8760));
-        // Thresholds keep sub-millisecond precision (they do not go through `Dur`).
-        assert_eq!(parse_duration("0.5ms").unwrap(), Duration::from_micros(500));
-        // The case proptest found (tests/props.rs): a repeat every 1.001ms was stored
-        // as "1ms" and read back as a different plan.
-        let p: Plan = serde_json::from_str(
-            r#"{"target":"ws://127.0.0.1:1/","stages":[{"duration":"1ms","connections":0}],
-                "script":[{"repeat":{"every":"1.001ms","steps":[{"send":""}]}}]}"#,
-        )
-        .unwrap();
-        let again: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
-        assert_eq!(p, again);
-    }
-
-    #[test]
-    fn reconnect_attempts_are_a_number_or_unlimited() {
-        let p: Plan = serde_json::from_str(
-            r#"{"target":"ws://h/x","stages":[{"duration":"1s","connections":1}],
-              "reconnect":{"mode":"backoff","max_attempts":"unlimited"}}"#,
-        )
-        .unwrap();
-        assert_eq!(p.reconnect, Reconnect::unlimited());
-        assert!(p.validate(&Limits::default()).is_ok());
-        let json = serde_json::to_string(&p).unwrap();
-        assert!(json.contains(r#""max_attempts":"unlimited""#), "{json}");
-        assert!(!MaxAttempts::UNLIMITED.exhausted(u32::MAX));
-        assert!(MaxAttempts::Count(5).exhausted(5));
-        assert!(!MaxAttempts::Count(5).exhausted(4));
-        let bad = serde_json::from_str::<Plan>(
-            r#"{"target":"ws://h/x","stages":[{"duration":"1s","connections":1}],
-              "reconnect":{"mode":"backoff","max_attempts":"forever"}}"#,
-        );
-        assert!(bad.is_err());
-    }
-
-    #[test]
-    fn script_round_trips_through_json() {
-        let text = r#"{"target":"ws://h/x","stages":[{"duration":"1s","connections":1}],
-          "script":[{"send":"hi {{vu}}"},{"expect":{"contains":"hi","timeout":"2s"}},
-                    {"repeat":{"every":"1s","times":3,"steps":[{"ping":"1s"},{"wait":"10ms"}]}},
-                    {"wait":{"duration":"1s","jitter":"500ms"}},"close"],
-          "reconnect":{"mode":"backoff","max_attempts":3}}"#;
-        let p: Plan = serde_json::from_str(text).unwrap();
-        assert_eq!(p.script.len(), 5);
-        assert!(matches!(
-            p.reconnect,
-            Reconnect::Backoff {
-                max_attempts: MaxAttempts::Count(3),
-                ..
-            }
-        ));
-        let again: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
-        assert_eq!(p, again);
-        assert!(p.validate(&Limits::default()).is_ok());
-    }
-
-    #[test]
-    fn unknown_fields_are_rejected_by_name() {
-        let e = serde_json::from_str::<Plan>(r#"{"target":"ws://h","stages":[],"conections":5}"#)
-            .unwrap_err();
-        assert!(e.to_string().contains("conections"), "{e}");
-    }
-
-    #[test]
-    fn validation_names_field_value_and_limit() {
-        let mut p = minimal();
-        p.stages[1].connections = 50_000;
-        p.target = "http://x".into();
-        p.headers.insert("X-Bad".into(), "{{nope}}".into());
-        let errs = p.validate(&Limits::default()).unwrap_err();
-        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        assert!(
-            text.iter()
-                .any(|t| t.starts_with("stages[1].connections: 50000") && t.contains("19000")),
-            "{text:?}"
-        );
-        assert!(
-            text.iter().any(|t| t.starts_with("target: scheme `http`")),
-            "{text:?}"
-        );
-        assert!(
-            text.iter()
-                .any(|t| t.starts_with("headers.X-Bad") && t.contains("nope")),
-            "{text:?}"
-        );
-        assert!(
-            text.iter().any(|t| t.starts_with("source_addrs")),
-            "{text:?}"
-        );
-    }
-
-    #[test]
-    fn empty_and_zero_stages_are_refused() {
-        let mut p = minimal();
-        p.stages.clear();
-        assert_eq!(
-            p.validate(&Limits::default()).unwrap_err()[0].field,
-            "stages"
-        );
-        p.stages.push(Stage {
-            duration: Dur::secs(0),
-            connections: 5,
-        });
-        assert!(p.validate(&Limits::default()).unwrap_err()[0]
-            .message
-            .contains("0s"));
-    }
-
-    #[test]
-    fn too_many_connections_for_ports_needs_sources() {
-        let limits = Limits {
-            max_connections: 100_000,
-            ports_per_source: 100,
-            ..Limits::default()
-        };
-        let mut p = minimal();
-        p.stages[0].connections = 250;
-        p.stages[1].connections = 250;
-        let errs = p.validate(&limits).unwrap_err();
-        assert!(
-            errs[0].message.contains("add 2 more source addresses"),
-            "{errs:?}"
-        );
-        p.source_addrs = vec![
-            "127.0.0.1".parse().unwrap(),
-            "127.0.0.2".parse().unwrap(),
-            "127.0.0.3".parse().unwrap(),
-        ];
-        assert!(p.validate(&limits).is_ok());
-    }
-
-    #[test]
-    fn target_url_parts() {
-        let t = TargetUrl::parse("ws://127.0.0.1:9001/echo?cap=5").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.resource.as_str()),
-            ("127.0.0.1", 9001, "/echo?cap=5")
-        );
-        assert_eq!(TargetUrl::parse("ws://[::1]/").unwrap().host, "::1");
-        assert!(TargetUrl::parse("not a url").is_err());
     }
 }

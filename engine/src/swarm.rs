@@ -5,6 +5,10 @@
 //! schedule and the connect-rate cap, retires VUs on ramp-down, ends the run), the VUs
 //! (`conn.rs`) and the aggregator (`aggregate.rs`). The caller gets a receiver of
 //! [`Update`]s; it ends after `Update::Finished`.
+//!
+//! Layout: this file (`start`, `run_agent`, the controller, `start_plan`),
+//! `swarm/compile.rs` (the plan compiled for the VUs: ops, responders, identity
+//! dimensions) and `swarm/fleet.rs` (the [`Fleet`] interface and [`InProcess`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,17 +19,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{self, Gauges};
-use crate::conn::{
-    guest, run_vu, AutoReply, CaptureRule, IdentitySource, Matcher, Op, Shared, Stop,
-};
+use crate::conn::{guest, run_vu, Shared, Stop};
 use crate::coordinate::{coordinate, Coordination};
 pub use crate::coordinate::{AgentMsg, Update};
-use crate::plan::{Plan, Step, TargetUrl, Wait};
-use crate::report::{DIM_SOURCE, DIM_TOKEN};
+use crate::plan::{Plan, TargetUrl};
 pub use crate::schedule::Share;
 use crate::schedule::{target_at, Pacer};
-use crate::stats::Dimension;
 use crate::template::Template;
+
+mod compile;
+mod fleet;
+
+use compile::{compile, compile_responders, identity_dimensions, raw_resource};
+pub use fleet::{Fleet, InProcess};
 
 /// Setup failures: the only errors a run can end with before it starts.
 #[derive(Debug, thiserror::Error)]
@@ -67,215 +73,6 @@ impl Default for SwarmConfig {
             flush: Duration::from_millis(250),
             grace: Duration::from_secs(5),
         }
-    }
-}
-
-fn compile(steps: &[Step], ops: &mut Vec<Op>) -> Result<(), String> {
-    for s in steps {
-        match s {
-            Step::Send(t) => ops.push(Op::Send {
-                tpl: Template::parse(t)?,
-                binary: false,
-            }),
-            Step::SendBinary(t) => ops.push(Op::Send {
-                tpl: Template::parse(t)?,
-                binary: true,
-            }),
-            Step::Expect(e) => ops.push(Op::Expect {
-                matcher: Matcher::compile(&e.match_spec())?,
-                timeout: e.timeout.0,
-                captures: CaptureRule::compile(&e.capture)?,
-            }),
-            Step::Wait(Wait::Fixed(d)) => ops.push(Op::Wait {
-                base: d.0,
-                jitter: Duration::ZERO,
-            }),
-            Step::Wait(Wait::Jittered { duration, jitter }) => ops.push(Op::Wait {
-                base: duration.0,
-                jitter: jitter.0,
-            }),
-            Step::Ping(t) => ops.push(Op::Ping { timeout: t.0 }),
-            Step::Close => ops.push(Op::Close),
-            Step::Repeat(r) => {
-                ops.push(Op::LoopStart {
-                    every: r.every.0,
-                    times: r.times,
-                });
-                compile(&r.steps, ops)?;
-                ops.push(Op::LoopEnd);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The plan's responders, compiled (validated before: an error is a setup error).
-fn compile_responders(plan: &Plan) -> Result<Vec<AutoReply>, String> {
-    plan.responders
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let at = |e: String| format!("responders[{i}]: {e}");
-            Ok(AutoReply {
-                matcher: Matcher::compile(&r.match_spec()).map_err(at)?,
-                captures: CaptureRule::compile(&r.capture).map_err(at)?,
-                reply: r
-                    .reply
-                    .as_deref()
-                    .map(Template::parse)
-                    .transpose()
-                    .map_err(at)?,
-            })
-        })
-        .collect()
-}
-
-/// The raw path-and-query of a target URL, templates intact.
-fn raw_resource(target: &str) -> String {
-    let after_scheme = target.split_once("://").map(|(_, r)| r).unwrap_or(target);
-    match after_scheme.find(['/', '?']) {
-        Some(i) if after_scheme[i..].starts_with('/') => after_scheme[i..].to_string(),
-        Some(i) => format!("/{}", &after_scheme[i..]),
-        None => "/".to_string(),
-    }
-}
-
-/// The identity dimensions `plan` varies, so the diagnosis can tell a limit per client
-/// identity from a global one: token slots (several tokens), source addresses (several),
-/// and every header or query value that depends on the connection alone (`{{vu % 3}}`).
-fn identity_dimensions(plan: &Plan) -> (Vec<IdentitySource>, Vec<Dimension>) {
-    let mut sources = Vec::new();
-    let mut dims = Vec::new();
-    let mut add = |src: IdentitySource, key: String, labels: Option<Vec<String>>, zero: bool| {
-        sources.push(src);
-        dims.push(Dimension {
-            key,
-            labels,
-            zero_based: zero,
-        });
-    };
-    if let Some(auth) = &plan.auth {
-        if auth.slots(plan.peak_connections()).is_none_or(|n| n > 1) {
-            add(IdentitySource::Token, DIM_TOKEN.into(), None, true);
-        }
-    }
-    if plan.source_addrs.len() > 1 {
-        let labels = plan.source_addrs.iter().map(|a| a.to_string()).collect();
-        add(
-            IdentitySource::Source,
-            DIM_SOURCE.into(),
-            Some(labels),
-            false,
-        );
-    }
-    for (name, value) in &plan.headers {
-        if let Ok(t) = Template::parse(value) {
-            if t.is_per_connection() {
-                add(
-                    IdentitySource::Rendered(t, Default::default()),
-                    format!("header:{name}"),
-                    None,
-                    false,
-                );
-            }
-        }
-    }
-    let resource = raw_resource(&plan.target);
-    if let Some((_, query)) = resource.split_once('?') {
-        for pair in query.split('&') {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if let Ok(t) = Template::parse(value) {
-                if t.is_per_connection() && !name.is_empty() {
-                    add(
-                        IdentitySource::Rendered(t, Default::default()),
-                        format!("query:{name}"),
-                        None,
-                        false,
-                    );
-                }
-            }
-        }
-    }
-    (sources, dims)
-}
-
-/// Where a run's agents are: they make the load, each its share, and send their ticks
-/// to the coordinator. In this process (`InProcess`), in local agent processes or on
-/// other machines (the server's fleets): one interface, one coordinator.
-pub trait Fleet: Send + Sync {
-    /// How many agents share the run.
-    fn agents(&self) -> usize;
-    /// Starts every agent on its share of `plan` (one phase of the run), all at once;
-    /// their messages go to `tx`. Returns once they started, or with the setup error.
-    /// Cancelling `cancel` stops every agent (they then send their last ticks).
-    fn start_phase<'a>(
-        &'a self,
-        plan: Plan,
-        cfg: SwarmConfig,
-        cancel: CancellationToken,
-        tx: mpsc::Sender<AgentMsg>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 'a>>;
-}
-
-/// Agents in this process (one for a plain run: a second one here would share its
-/// open-file limit, so other processes are where a run grows).
-pub struct InProcess {
-    pub agents: u32,
-    pub policy: crate::outbound::Policy,
-    pub rt: tokio::runtime::Handle,
-}
-
-impl InProcess {
-    /// The whole run in one agent here.
-    pub fn one(policy: crate::outbound::Policy, rt: &tokio::runtime::Handle) -> InProcess {
-        InProcess {
-            agents: 1,
-            policy,
-            rt: rt.clone(),
-        }
-    }
-}
-
-impl Fleet for InProcess {
-    fn agents(&self) -> usize {
-        self.agents.max(1) as usize
-    }
-
-    fn start_phase<'a>(
-        &'a self,
-        plan: Plan,
-        cfg: SwarmConfig,
-        cancel: CancellationToken,
-        tx: mpsc::Sender<AgentMsg>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 'a>>
-    {
-        Box::pin(async move {
-            let of = self.agents.max(1);
-            for index in 0..of {
-                let (ticks_tx, mut ticks) = mpsc::channel(256);
-                run_agent(
-                    plan.clone(),
-                    Share { index, of },
-                    cfg,
-                    cancel.child_token(),
-                    &self.rt,
-                    self.policy.clone(),
-                    ticks_tx,
-                )
-                .await?;
-                let tx = tx.clone();
-                // The agent's ticks go straight to the coordinator (on the control
-                // runtime, like the ticks themselves).
-                crate::load_runtime::control_runtime(&self.rt).spawn(async move {
-                    while let Some(t) = ticks.recv().await {
-                        if tx.send(AgentMsg::Tick(Box::new(t))).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            Ok(())
-        })
     }
 }
 
@@ -674,19 +471,4 @@ pub async fn start_plan(
         }
     });
     Ok(rx)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn raw_resource_keeps_templates() {
-        assert_eq!(
-            raw_resource("ws://h:1/a/{{vu}}?x={{uuid}}"),
-            "/a/{{vu}}?x={{uuid}}"
-        );
-        assert_eq!(raw_resource("ws://h:1"), "/");
-        assert_eq!(raw_resource("ws://h:1?x=1"), "/?x=1");
-    }
 }

@@ -1,5 +1,6 @@
 //! Unit tests of the comparison statistics and sentences.
 use super::*;
+use crate::diagnose::LimitKind;
 use std::collections::BTreeMap;
 
 fn hist(values: &[(u64, u64)]) -> Vec<(u64, u64)> {

@@ -13,7 +13,7 @@
 //! again `RETRY` later, within the connection's life only.
 
 use super::matcher::{apply_captures, matches};
-use super::session::send_message;
+use super::socket::{close_normally, send_message, Timer};
 use super::*;
 use crate::plan::Rotation;
 
@@ -93,7 +93,7 @@ pub(super) async fn rotate(
     ws: &mut Ws,
     sh: &Shared,
     rec: &mut Recorder,
-    flush_timer: &mut session::Timer,
+    flush_timer: &mut Timer,
     cancel: &Stop,
     vu: u64,
     attempt: u32,
@@ -112,7 +112,7 @@ pub(super) async fn rotate(
     }
     ctx.rotation.due = None;
     let Rotor::Reauth { message, reply } = rotor else {
-        session::close_normally(ws, rec).await;
+        close_normally(ws, rec).await;
         return Err(CloseKind::Rotated);
     };
     let lease = tokio::select! {

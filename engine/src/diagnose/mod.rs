@@ -13,7 +13,8 @@
 //!
 //! Layout: `facts` (per-tick facts and robust levels, every outcome key read through
 //! `crate::outcome`), `refusals` (cap, rate limit, lockout, per identity, saturation
-//! knee — readings of the same refusals), `other` (auth and tokens, drops, our own
+//! knee — readings of the same refusals), `enforcement` (how the refusals were made:
+//! status, silence, queueing, closes), `other` (auth and tokens, drops, our own
 //! limits, the knee, "no clear limit"), [`probe`] (a probe run's verdicts, phase by
 //! phase), this file (the model, and [`diagnose`] choosing the verdict).
 //!
@@ -22,7 +23,7 @@
 //! 1. **The variant** on [`LimitKind`]. Its JSON name comes from serde
 //!    (`rename_all = "snake_case"`); `LimitKind::key()` must return the same string.
 //!    *Compiler-enforced*: `key()`, `words()` (the name in sentences: the verdict,
-//!    alternatives, and compare's "verdict: … → …" in `compare.rs`'s `behaviour`) and
+//!    alternatives, and compare's "verdict: … → …" in `compare/behaviour.rs`'s `behaviour`) and
 //!    `symptom()` (which kinds compete for the same evidence, which add up as `also`)
 //!    are exhaustive `match`es. *Not enforced*: that `key()` equals the serde name (no
 //!    test compares them, unlike `How::key`'s `enforcement_keys_match_their_json`).
@@ -58,6 +59,7 @@
 //! 7. **Docs** (*not enforced*): the signature in `docs/diagnosis.md` (the `kind` list
 //!    and its section), and the kinds table in the README's *Which limit did we hit?*.
 
+mod enforcement;
 mod facts;
 mod other;
 pub mod probe;
@@ -450,7 +452,7 @@ impl Finding {
 /// did), whatever the verdict: the probe asks this of each experiment.
 pub fn enforcement_of(s: &Series) -> Option<Enforcement> {
     let f = Facts::new(s, None);
-    refusals::enforcement_over(&f, &f.pressed())
+    enforcement::enforcement_over(&f, &f.pressed())
 }
 
 /// The verdict for a run: probe runs get one verdict per limit found (`probe::verdicts`, here),

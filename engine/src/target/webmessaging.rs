@@ -38,15 +38,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::profile::TokenBucket;
-use super::ProfileStats;
+use super::counters::ProfileStats;
+/// Its counters live in `counters.rs` beside the `Counters` that carries them;
+/// re-exported so `target::webmessaging::WmCounters` keeps naming them.
+pub use super::counters::WmCounters;
+use super::limits::TokenBucket;
 use crate::tls::MaybeTls;
 
 /// Agent replies waiting for their time, per session (more are refused with a 429).
@@ -129,48 +131,6 @@ impl Options {
             _ => return Ok(false),
         }
         Ok(true)
-    }
-}
-
-/// Counters of one web-messaging profile, as `/stats` serves them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WmCounters {
-    /// Sessions configured (a `SessionResponse` sent).
-    pub configured: u64,
-    /// Configured sessions open now, and the most at once.
-    pub sessions_open: u64,
-    pub peak_sessions: u64,
-    /// Sessions refused, by reason: `session_cap`, `session_rate`, `token_limit`,
-    /// `not_configured` (another first message), `bad_request` (a malformed
-    /// configureSession or another deployment).
-    pub refused: BTreeMap<String, u64>,
-    /// `echo` heartbeats answered.
-    pub heartbeats: u64,
-    /// Guest `onMessage`s received, and those sent with another session's token.
-    pub guest_messages: u64,
-    pub token_mismatch: u64,
-    /// Agent replies and typing indicators pushed.
-    pub replies_pushed: u64,
-    pub typing_pushed: u64,
-    /// Sessions closed for sending nothing for `idle`.
-    pub idle_closed: u64,
-}
-
-impl WmCounters {
-    /// Adds another profile's (or process's) counters.
-    pub fn merge(&mut self, o: &WmCounters) {
-        self.configured += o.configured;
-        self.sessions_open += o.sessions_open;
-        self.peak_sessions += o.peak_sessions;
-        for (k, v) in &o.refused {
-            *self.refused.entry(k.clone()).or_default() += v;
-        }
-        self.heartbeats += o.heartbeats;
-        self.guest_messages += o.guest_messages;
-        self.token_mismatch += o.token_mismatch;
-        self.replies_pushed += o.replies_pushed;
-        self.typing_pushed += o.typing_pushed;
-        self.idle_closed += o.idle_closed;
     }
 }
 
@@ -592,127 +552,4 @@ pub(super) async fn session(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actions_parse_and_bad_ones_say_why() {
-        assert_eq!(
-            parse_action(r#"{"action":"configureSession","deploymentId":"D","token":"t-1"}"#),
-            Action::Configure {
-                deployment: "D".into(),
-                token: "t-1".into()
-            }
-        );
-        assert_eq!(
-            parse_action(r#"{"action":"echo","message":{"type":"Text","text":"ping"}}"#),
-            Action::Echo {
-                text: "ping".into()
-            }
-        );
-        assert_eq!(
-            parse_action(
-                r#"{"action":"onMessage","token":"t","message":{"type":"Text","text":"hi","metadata":{"customMessageId":"c1"}}}"#
-            ),
-            Action::OnMessage {
-                token: "t".into(),
-                text: "hi".into(),
-                custom_id: Some("c1".into())
-            }
-        );
-        for (bad, says) in [
-            ("nope", "not JSON"),
-            (
-                r#"{"action":"configureSession","deploymentId":"D"}"#,
-                "needs",
-            ),
-            (r#"{"action":"dance"}"#, "`dance`"),
-            (r#"{"x":1}"#, "no action"),
-        ] {
-            match parse_action(bad) {
-                Action::Invalid(why) => assert!(why.contains(says), "{bad}: {why}"),
-                other => panic!("{bad}: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn the_cap_the_rate_and_the_per_token_limit_refuse_and_release() {
-        let now = Instant::now();
-        let o = Options {
-            session_cap: Some(2),
-            token_limit: Some(1),
-            ..Options::default()
-        };
-        let s = WmState::default();
-        assert_eq!(s.admit(&o, "a", now), Ok(()));
-        assert_eq!(s.admit(&o, "a", now), Err(Refusal::TokenLimit));
-        assert_eq!(s.admit(&o, "b", now), Ok(()));
-        assert_eq!(s.admit(&o, "c", now), Err(Refusal::SessionCap));
-        s.release(&o, "a");
-        assert_eq!(s.admit(&o, "a", now), Ok(()));
-        let c = s.snapshot();
-        assert_eq!((c.configured, c.sessions_open, c.peak_sessions), (3, 2, 2));
-
-        let rate = Options {
-            session_rate: Some(10.0),
-            session_burst: Some(2.0),
-            ..Options::default()
-        };
-        let s = WmState::default();
-        assert_eq!(s.admit(&rate, "a", now), Ok(()));
-        assert_eq!(s.admit(&rate, "b", now), Ok(()));
-        assert_eq!(s.admit(&rate, "c", now), Err(Refusal::SessionRate));
-        assert_eq!(
-            s.admit(&rate, "c", now + Duration::from_millis(100)),
-            Ok(())
-        );
-    }
-
-    #[test]
-    fn replies_carry_what_the_guest_correlates_on() {
-        let (inbound, reply) = inbound_and_reply("m1", "hi", Some("g-1"));
-        let i: Value = serde_json::from_str(&inbound).unwrap();
-        let r: Value = serde_json::from_str(&reply).unwrap();
-        assert_eq!(i["body"]["metadata"]["customMessageId"], "g-1");
-        assert_eq!(i["body"]["direction"], "Inbound");
-        assert_eq!(r["body"]["metadata"]["inReplyTo"], "g-1");
-        assert_eq!(r["body"]["direction"], "Outbound");
-        let (_, reply) = inbound_and_reply("m2", "hi", None);
-        let r: Value = serde_json::from_str(&reply).unwrap();
-        assert_eq!(r["body"]["metadata"]["inReplyTo"], "m2");
-        let e: Value = serde_json::from_str(&error_response(
-            429,
-            "TooManyRequestsErrorEvent",
-            "too many concurrent sessions",
-        ))
-        .unwrap();
-        assert_eq!(e["code"], 429);
-        assert_eq!(e["body"]["errorMessage"], "too many concurrent sessions");
-        let s: Value = serde_json::from_str(&session_response()).unwrap();
-        assert_eq!(s["class"], "SessionResponse");
-    }
-
-    #[test]
-    fn options_parse_and_name_bad_values() {
-        let mut o = Options::default();
-        for (k, v) in [
-            ("deploymentId", "D"),
-            ("session_cap", "150"),
-            ("session_rate", "5"),
-            ("token_limit", "1"),
-            ("idle", "2s"),
-            ("refuse_code", "4029"),
-        ] {
-            assert_eq!(o.set(k, v), Ok(true), "{k}");
-        }
-        assert_eq!(o.session_cap, Some(150));
-        assert_eq!(o.idle, Duration::from_secs(2));
-        assert_eq!(o.refuse_code, 4029);
-        assert_eq!(o.set("cap", "1"), Ok(false));
-        assert!(o.set("session_rate", "0").unwrap_err().contains("above 0"));
-        assert!(o.set("refuse_code", "7").unwrap_err().contains("1000-4999"));
-        assert!(selected("/webmessaging") && selected("/v1/webmessaging/"));
-        assert!(!selected("/echo"));
-    }
-}
+mod tests;

@@ -1,0 +1,120 @@
+//! What changed in behaviour from one run to another, in words (`behaviour`): the
+//! verdict, refusals, drops and the like, for the comparison's sentences. Pure.
+
+use super::RunFacts;
+use crate::diagnose::{first_nonzero, Diagnosis, LimitKind};
+
+fn fmt_n(v: f64) -> String {
+    if v.fract() == 0.0 || v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// What changed in behaviour from run `a` to run `b`, in words.
+pub(super) fn behaviour(a: &RunFacts<'_>, b: &RunFacts<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    let (da, db) = (a.diagnosis, b.diagnosis);
+    // A verdict in words, with the identity it counts: "concurrency cap per token".
+    let name = |d: &Diagnosis| match (d.kind, &d.per) {
+        (LimitKind::None, _) => "no limit".to_string(),
+        (k, Some(p)) => format!("{} per {}", k.words(), crate::diagnose::per_words(p)),
+        (k, None) => k.words().to_string(),
+    };
+    if name(da) != name(db) {
+        out.push(format!("verdict: {} → {}", name(da), name(db)));
+    } else if da.kind != LimitKind::None {
+        if let (Some(x), Some(y)) = (da.level, db.level) {
+            if (x - y).abs() > f64::max(1.0, 0.02 * x) {
+                out.push(format!(
+                    "{} level {} → {} {}",
+                    name(da),
+                    fmt_n(x),
+                    fmt_n(y),
+                    db.unit.replace('_', " ")
+                ));
+            }
+        }
+    }
+    let ka = &da.knee;
+    let kb = &db.knee;
+    let first_kind = |d: &Diagnosis| {
+        d.failures
+            .iter()
+            .filter(|(k, _)| {
+                matches!(
+                    crate::outcome::FailKind::parse(k),
+                    Some(crate::outcome::FailKind::Status(_))
+                )
+            })
+            .max_by_key(|(_, v)| **v)
+            .map(|(k, _)| k.trim_start_matches("http_").to_string())
+            .unwrap_or_else(|| "rejection".into())
+    };
+    match (ka.open_at_first_rejection, kb.open_at_first_rejection) {
+        (Some(x), Some(y)) if (x - y).abs() >= 1.0 => out.push(format!(
+            "first {} at {} open connections → {}",
+            first_kind(db),
+            fmt_n(x),
+            fmt_n(y)
+        )),
+        (Some(x), None) => out.push(format!(
+            "rejections gone (first {} was at {} open connections)",
+            first_kind(da),
+            fmt_n(x)
+        )),
+        (None, Some(y)) => out.push(format!(
+            "rejections appeared: first {} at {} open connections{}",
+            first_kind(db),
+            fmt_n(y),
+            kb.first_rejection_s
+                .map(|s| format!(", after {} s", fmt_n(s)))
+                .unwrap_or_default()
+        )),
+        _ => {}
+    }
+    // Drops by close kind: appeared, vanished, or moved a lot.
+    let (ca, cb) = (&a.summary.totals.closes, &b.summary.totals.closes);
+    let is_drop = |k: &str| crate::outcome::CloseKind::parse(k).is_some_and(|c| c.is_drop());
+    for (k, vb) in cb {
+        if !is_drop(k) {
+            continue;
+        }
+        let va = ca.get(k).copied().unwrap_or(0);
+        if va == 0 && *vb > 0 {
+            let when = first_nonzero(&b.series.t, b.series.drop_rate.get(k))
+                .map(|s| format!(" after {} s", fmt_n(s)))
+                .unwrap_or_default();
+            out.push(format!("drops with {k} appeared{when} ({vb})"));
+        } else if va > 0 && *vb == 0 {
+            out.push(format!("drops with {k} gone (were {va})"));
+        }
+    }
+    for (k, va) in ca {
+        if is_drop(k) && *va > 0 && !cb.contains_key(k) {
+            out.push(format!("drops with {k} gone (were {va})"));
+        }
+    }
+    // Failure classes that appeared or vanished.
+    let fa = &a.summary.totals.failures;
+    let fb = &b.summary.totals.failures;
+    for (k, vb) in fb {
+        if *vb > 0 && fa.get(k).copied().unwrap_or(0) == 0 {
+            out.push(format!("{k} failures appeared ({vb})"));
+        }
+    }
+    for (k, va) in fa {
+        if *va > 0 && fb.get(k).copied().unwrap_or(0) == 0 {
+            out.push(format!("{k} failures gone (were {va})"));
+        }
+    }
+    if a.summary.peak_open != b.summary.peak_open {
+        out.push(format!(
+            "peak open connections {} → {}",
+            a.summary.peak_open, b.summary.peak_open
+        ));
+    }
+    out.dedup();
+    out
+}
