@@ -200,9 +200,9 @@ pub fn NewRunPage() -> impl IntoView {
                         <details class="run-form__section">
                             <summary>"Session model (optional)"</summary>
                             <Choice label="Model" name="model" errors options=&[
-                                ("closed", "Ramp and hold (closed model): the connections above"),
-                                ("open", "Arrivals (open model): guests arrive and leave"),
-                            ] hint="the open model ignores connections, ramp-up and hold"/>
+                                ("closed", "Ramp and hold (closed model)"),
+                                ("open", "Arrivals (open model)"),
+                            ] hint="closed: the connections, ramp-up and hold above; open: guests arrive at a rate and leave after their stay (the fields below)"/>
                             <Field label="Arrivals / s" name="arrival_rate" value="5".into() errors hint="new guests per second"/>
                             <Field label="Arrivals for (s)" name="arrivals_secs" value="30".into() errors hint="how long guests keep arriving: the run's length"/>
                             <Choice label="Stay" name="stay" errors options=&[
@@ -240,10 +240,10 @@ pub fn NewRunPage() -> impl IntoView {
                             <Field label="Client secret" name="client_secret" value=String::new() errors kind="password" hint="a value (stored redacted) or env:NAME"/>
                             <Field label="Connections per token" name="connections_per_token" value=String::new() errors hint="empty = one token for all; 1 = a token each; N = a new token every N"/>
                             <Choice label="Token rotation" name="rotation" errors options=&[
-                                ("off", "Off: keep the connection as it is"),
+                                ("off", "Off"),
                                 ("reauth", "Re-authenticate on the open socket"),
-                                ("reconnect", "Close and reconnect with the new token"),
-                            ] hint="OAuth only: what a connection does before its token expires"/>
+                                ("reconnect", "Close and reconnect"),
+                            ] hint="OAuth only: before its token expires, a connection sends the message below, or reconnects with the new token"/>
                             <Field label="Re-auth message" name="rotation_message" value=String::new() errors placeholder="{\"action\":\"refresh\",\"token\":\"{{token}}\"}"
                                 hint="for re-authenticate; {{token}} is the new token"/>
                         </fieldset>
