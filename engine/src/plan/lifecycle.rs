@@ -435,7 +435,7 @@ mod tests {
             let indent = &line[..line.len() - text.len()];
             let code = text.strip_prefix("# ").is_some_and(|rest| {
                 rest.starts_with('[')
-                    || rest.starts_with('{')
+                    || rest.starts_with("{ ")
                     || rest.split_once(" = ").is_some_and(|(k, _)| {
                         !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
                     })
@@ -471,10 +471,15 @@ mod tests {
             panic!("{:?}", r.steps)
         };
         assert_eq!(e.capture["reply_id"].json.as_deref(), Some("$.id"));
-        assert_eq!(p.validate(&Limits::default()), Ok(()), "{text}");
+        // Valid but for the secret the example reads from the environment (which the
+        // user sets; tests do not touch the process environment).
+        let errs = p.validate(&Limits::default()).err().unwrap_or_default();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["auth.source.client_secret"], "{errs:?}\n{text}");
+        assert!(errs[0].message.contains("CLIENT_SECRET"), "{errs:?}");
         // And commented out, the default plan is what it was: closed model, no tokens.
         let d: Plan = toml::from_str(TEMPLATE).unwrap();
-        assert_eq!((d.sessions, d.auth, d.stages.len()), (None, None, 2));
+        assert_eq!((&d.sessions, &d.auth, d.stages.len()), (&None, &None, 2));
         assert_eq!(d.validate(&Limits::default()), Ok(()));
     }
 
