@@ -207,7 +207,7 @@ fn only_name_target_and_connections_give_the_plan_they_always_did() {
         stay_secs: "30".into(),
         stay_sigma: "1".into(),
         rotation: "off".into(),
-        ..f.clone()
+        ..f
     };
     assert_eq!(valid(&with_defaults), p);
 }

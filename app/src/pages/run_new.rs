@@ -120,7 +120,9 @@ fn focus_first_invalid() {
     let selector = ".run-form [aria-invalid=\"true\"]";
     if let Ok(all) = doc.query_selector_all(selector) {
         for i in 0..all.length() {
-            let el = all.item(i).and_then(|n| n.dyn_into::<web_sys::Element>().ok());
+            let el = all
+                .item(i)
+                .and_then(|n| n.dyn_into::<web_sys::Element>().ok());
             if let Some(Ok(Some(details))) = el.map(|e| e.closest("details")) {
                 let _ = details.set_attribute("open", "");
             }

@@ -482,5 +482,4 @@ mod tests {
         assert_eq!((&d.sessions, &d.auth, d.stages.len()), (&None, &None, 2));
         assert_eq!(d.validate(&Limits::default()), Ok(()));
     }
-
 }
