@@ -362,18 +362,11 @@ pub async fn get_form_defaults() -> Result<FormDefaults, ApiError> {
 #[server]
 pub async fn launch_run(form: crate::form::RunForm) -> Result<Launched, ApiError> {
     let svc = service()?;
-    let on_form = |errs: Vec<FieldError>| {
-        ApiError::Validation(
-            errs.into_iter()
-                .map(|e| FieldError {
-                    field: crate::form::form_field_of(&e.field).to_string(),
-                    message: e.message,
-                })
-                .collect(),
-        )
-    };
-    let plan = form.to_plan().map_err(on_form)?;
-    svc.validate(&plan).map_err(on_form)?;
+    // Every problem at once: what the form could not read and what the service's
+    // validation says about the rest, on form fields (issue 16 item 8).
+    let plan = form
+        .to_valid_plan(|plan| svc.validate(plan))
+        .map_err(ApiError::Validation)?;
     let launched = svc.launch(plan).await?;
     leptos_axum::redirect(&launched.url);
     Ok(launched)

@@ -52,6 +52,9 @@ pub struct Plan {
     pub name: String,
     /// `ws://` or `wss://host:port/path?query` (templates allowed).
     pub target: String,
+    /// Ramp-and-hold stages (the closed model). Optional, so an open-model plan
+    /// (`sessions`) or a probe can leave it out instead of writing `stages = []`.
+    #[serde(default)]
     pub stages: Vec<Stage>,
     /// Cap on new connections per second (open model: paced by the clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,40 @@ use leptos::prelude::*;
 use crate::api::{get_form_defaults, ApiError, LaunchPlanJson, LaunchRun};
 use crate::components::TextArea;
 
+/// The messages for form field `name`, joined (a textarea may have several bad lines).
+fn error_of(errors: Signal<Vec<(String, String)>>, name: &'static str) -> Signal<Option<String>> {
+    Signal::derive(move || {
+        let all: Vec<String> = errors
+            .get()
+            .into_iter()
+            .filter(|(f, _)| f == name)
+            .map(|(_, m)| m)
+            .collect();
+        (!all.is_empty()).then(|| all.join("; "))
+    })
+}
+
+/// An invalid field's `aria-invalid` and `aria-describedby` (its error's id), and the
+/// error itself.
+fn error_view(name: &'static str, err: Signal<Option<String>>) -> impl IntoView {
+    move || {
+        err.get().map(
+            |m| view! { <span class="field__error" id=format!("{name}-error") data-field=name>{m}</span> },
+        )
+    }
+}
+
+fn invalid(err: Signal<Option<String>>) -> impl Fn() -> Option<&'static str> + Send + Sync {
+    move || err.get().map(|_| "true")
+}
+
+fn described_by(
+    name: &'static str,
+    err: Signal<Option<String>>,
+) -> impl Fn() -> Option<String> + Send + Sync {
+    move || err.get().map(|_| format!("{name}-error"))
+}
+
 #[component]
 fn Field(
     label: &'static str,
@@ -14,22 +48,90 @@ fn Field(
     /// The input's type (default `text`; `password` for secrets).
     #[prop(optional)]
     kind: Option<&'static str>,
+    /// Shown in the empty input.
+    #[prop(optional)]
+    placeholder: Option<&'static str>,
 ) -> impl IntoView {
-    let key = name.to_string();
-    let err = move || {
-        errors
-            .get()
-            .into_iter()
-            .find(|(f, _)| *f == key)
-            .map(|(_, m)| m)
-    };
+    let err = error_of(errors, name);
     view! {
         <label class="field">
             <span class="field__label">{label}</span>
-            <input class="field__input" type=kind.unwrap_or("text") autocomplete="off" name=format!("form[{name}]") value=value/>
+            <input class="field__input" type=kind.unwrap_or("text") autocomplete="off" name=format!("form[{name}]") value=value
+                placeholder=placeholder aria-invalid=invalid(err) aria-describedby=described_by(name, err)/>
             <span class="field__hint">{hint}</span>
-            {move || err().map(|m| view! { <span class="field__error" data-field=name>{m}</span> })}
+            {error_view(name, err)}
         </label>
+    }
+}
+
+/// A multi-line field: one entry a line.
+#[component]
+fn LinesField(
+    label: &'static str,
+    name: &'static str,
+    /// The textarea's HTML name, `form[NAME]` (TextArea takes a static name).
+    input: &'static str,
+    errors: Signal<Vec<(String, String)>>,
+    hint: &'static str,
+    placeholder: &'static str,
+) -> impl IntoView {
+    let err = error_of(errors, name);
+    view! {
+        <label class="field">
+            <span class="field__label">{label}</span>
+            <TextArea name=input class="field__input field__lines" rows=3 no_spellcheck=true text=String::new()
+                attr:placeholder=placeholder attr:aria-invalid=invalid(err) attr:aria-describedby=described_by(name, err)/>
+            <span class="field__hint">{hint}</span>
+            {error_view(name, err)}
+        </label>
+    }
+}
+
+/// A choice among fixed options (`(value, label)`, the first selected).
+#[component]
+fn Choice(
+    label: &'static str,
+    name: &'static str,
+    options: &'static [(&'static str, &'static str)],
+    errors: Signal<Vec<(String, String)>>,
+    #[prop(optional)] hint: &'static str,
+) -> impl IntoView {
+    let err = error_of(errors, name);
+    view! {
+        <label class="field">
+            <span class="field__label">{label}</span>
+            <select class="field__input" name=format!("form[{name}]") aria-invalid=invalid(err) aria-describedby=described_by(name, err)>
+                {options.iter().map(|(value, text)| view! { <option value=*value>{*text}</option> }).collect_view()}
+            </select>
+            <span class="field__hint">{hint}</span>
+            {error_view(name, err)}
+        </label>
+    }
+}
+
+/// After a failed submit: open the sections holding invalid fields and focus the first
+/// (in page order), so keyboard and screen-reader users land on what to fix.
+#[cfg(feature = "hydrate")]
+fn focus_first_invalid() {
+    use wasm_bindgen::JsCast;
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    let selector = ".run-form [aria-invalid=\"true\"]";
+    if let Ok(all) = doc.query_selector_all(selector) {
+        for i in 0..all.length() {
+            let el = all
+                .item(i)
+                .and_then(|n| n.dyn_into::<web_sys::Element>().ok());
+            if let Some(Ok(Some(details))) = el.map(|e| e.closest("details")) {
+                let _ = details.set_attribute("open", "");
+            }
+        }
+    }
+    if let Ok(Some(first)) = doc.query_selector(selector) {
+        if let Ok(first) = first.dyn_into::<web_sys::HtmlElement>() {
+            let _ = first.focus();
+        }
     }
 }
 
@@ -65,6 +167,12 @@ pub fn NewRunPage() -> impl IntoView {
         }
         _ => Vec::new(),
     });
+    Effect::new(move |_| {
+        if !errors.with(Vec::is_empty) {
+            #[cfg(feature = "hydrate")]
+            leptos::leptos_dom::helpers::request_animation_frame(focus_first_invalid);
+        }
+    });
     let other_error = move || match launch.value().get() {
         Some(Err(ApiError::Validation(_))) | Some(Ok(_)) | None => None,
         Some(Err(e)) => Some(e.to_string()),
@@ -91,6 +199,41 @@ pub fn NewRunPage() -> impl IntoView {
                             <span><input type="checkbox" name="form[reconnect]" value="on"/>
                             " retry refused handshakes and dropped sessions with backoff (honours Retry-After) until the run ends, as real clients do; off measures raw behaviour"</span>
                         </label>
+                        <details class="run-form__section">
+                            <summary>"Session model (optional)"</summary>
+                            <Choice label="Model" name="model" errors options=&[
+                                ("closed", "Ramp and hold (closed model)"),
+                                ("open", "Arrivals (open model)"),
+                            ] hint="closed: the connections, ramp-up and hold above; open: guests arrive at a rate and leave after their stay (the fields below)"/>
+                            <Field label="Arrivals / s" name="arrival_rate" value="5".into() errors hint="new guests per second"/>
+                            <Field label="Arrivals for (s)" name="arrivals_secs" value="30".into() errors hint="how long guests keep arriving: the run's length"/>
+                            <Choice label="Stay" name="stay" errors options=&[
+                                ("exponential", "Exponential (mean)"),
+                                ("fixed", "Fixed"),
+                                ("uniform", "Uniform (shortest to longest)"),
+                                ("log_normal", "Log-normal (median, spread)"),
+                            ] hint="how long each guest stays before leaving by itself"/>
+                            <Field label="Stay (s)" name="stay_secs" value="10".into() errors hint="fixed: every stay; exponential: the mean; log-normal: the median"/>
+                            <Field label="Shortest stay (s)" name="stay_min_secs" value="5".into() errors hint="uniform only"/>
+                            <Field label="Longest stay (s)" name="stay_max_secs" value="15".into() errors hint="uniform only"/>
+                            <Field label="Spread (σ)" name="stay_sigma" value="1".into() errors hint="log-normal only; 0.5 to 1.5 is typical of time on a site"/>
+                        </details>
+                        <details class="run-form__section">
+                            <summary>"Session variables (optional)"</summary>
+                            <LinesField label="Variables" name="vars" input="form[vars]" errors placeholder="guest = {{uuid}}"
+                                hint="one name = template a line, rendered when a connection starts; use as {{var.name}}"/>
+                        </details>
+                        <details class="run-form__section">
+                            <summary>"Message and reply (optional)"</summary>
+                            <Field label="Message" name="message" value=String::new() errors placeholder="{\"to\":\"{{var.guest}}\",\"text\":\"hi\"}"
+                                hint="sent every \"Message every\" seconds; empty = the echo heartbeat"/>
+                            <Field label="Reply JSON field" name="expect_json_field" value=String::new() errors placeholder="$.to"
+                                hint="wait for the reply with this field (other messages are skipped and counted); empty = don't wait"/>
+                            <Field label="Reply field equals" name="expect_equals" value=String::new() errors placeholder="{{var.guest}}"
+                                hint="correlate: only the reply whose field has this value; empty = any"/>
+                            <LinesField label="Captures" name="captures" input="form[captures]" errors placeholder="id = $.body.id"
+                                hint="from the reply, one name = $.json.path or name = /regex(group)/ a line; use as {{var.name}} in later messages"/>
+                        </details>
                         <fieldset class="run-form__tokens">
                             <legend>"Tokens (optional)"</legend>
                             <Field label="Bearer token" name="bearer_token" value=String::new() errors kind="password" hint="sent as Authorization: Bearer …; env:NAME reads the server's environment"/>
@@ -98,6 +241,13 @@ pub fn NewRunPage() -> impl IntoView {
                             <Field label="Client id" name="client_id" value=String::new() errors/>
                             <Field label="Client secret" name="client_secret" value=String::new() errors kind="password" hint="a value (stored redacted) or env:NAME"/>
                             <Field label="Connections per token" name="connections_per_token" value=String::new() errors hint="empty = one token for all; 1 = a token each; N = a new token every N"/>
+                            <Choice label="Token rotation" name="rotation" errors options=&[
+                                ("off", "Off"),
+                                ("reauth", "Re-authenticate on the open socket"),
+                                ("reconnect", "Close and reconnect"),
+                            ] hint="OAuth only: before its token expires, a connection sends the message below, or reconnects with the new token"/>
+                            <Field label="Re-auth message" name="rotation_message" value=String::new() errors placeholder="{\"action\":\"refresh\",\"token\":\"{{token}}\"}"
+                                hint="for re-authenticate; {{token}} is the new token"/>
                         </fieldset>
                         <p class="run-form__limit">{format!("Limit: {max} connections per run.")}</p>
                         <button type="submit" class="button">"Launch"</button>
@@ -107,7 +257,7 @@ pub fn NewRunPage() -> impl IntoView {
                     <details class="plan-json">
                         <summary>"Advanced: the whole plan as JSON (scripts, tokens, TLS, probes)"</summary>
                         <ActionForm action=launch_json attr:class="run-form run-form--json">
-                            <TextArea name="plan_json" class="plan-json__text" rows=18 no_spellcheck=true text=example_plan(&target_for_json)/>
+                            <TextArea name="plan_json" attr:aria-label="The plan as JSON" class="plan-json__text" rows=18 no_spellcheck=true text=example_plan(&target_for_json)/>
                             <button type="submit" class="button">"Launch this plan"</button>
                             {move || json_error().map(|m| view! { <p class="error plan-json__error">{m}</p> })}
                         </ActionForm>

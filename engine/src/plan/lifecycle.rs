@@ -416,4 +416,70 @@ mod tests {
         s.validate(&Limits::default(), &mut errs);
         assert_eq!(errs[0].field, "sessions.stay.min", "{errs:?}");
     }
+
+    /// The template with every commented example switched on (lines that are TOML
+    /// after the `# `: tables, keys and inline steps), `stages` switched off.
+    fn template_all_on() -> String {
+        let mut out = String::new();
+        let mut in_stages = false;
+        for line in TEMPLATE.lines() {
+            if line.starts_with("[[stages]]") {
+                in_stages = true;
+            } else if line.starts_with('[') || line.starts_with("# ") {
+                in_stages = false;
+            }
+            if in_stages {
+                continue;
+            }
+            let text = line.trim_start();
+            let indent = &line[..line.len() - text.len()];
+            let code = text.strip_prefix("# ").is_some_and(|rest| {
+                rest.starts_with('[')
+                    || rest.starts_with("{ ")
+                    || rest.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+            });
+            if code {
+                out.push_str(indent);
+                out.push_str(&text[2..]);
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn the_template_with_every_example_uncommented_is_a_valid_open_model_plan() {
+        let text = template_all_on();
+        let p: Plan = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(p.stages.is_empty(), "{text}");
+        let s = p.sessions.clone().expect("sessions");
+        assert_eq!(s.arrivals[0].rate, 5.0);
+        assert!(matches!(s.stay, Stay::Exponential { .. }));
+        assert!(p.vars.contains_key("guest"));
+        assert_eq!(p.responders.len(), 1);
+        assert!(p.max_connect_rate.is_some());
+        let auth = p.auth.clone().expect("auth");
+        assert!(matches!(auth.rotation, Some(Rotation::Reauth { .. })));
+        let Step::Repeat(r) = &p.script[0] else {
+            panic!("{:?}", p.script)
+        };
+        let Some(Step::Expect(e)) = r.steps.last() else {
+            panic!("{:?}", r.steps)
+        };
+        assert_eq!(e.capture["reply_id"].json.as_deref(), Some("$.id"));
+        // Valid but for the secret the example reads from the environment (which the
+        // user sets; tests do not touch the process environment).
+        let errs = p.validate(&Limits::default()).err().unwrap_or_default();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["auth.source.client_secret"], "{errs:?}\n{text}");
+        assert!(errs[0].message.contains("CLIENT_SECRET"), "{errs:?}");
+        // And commented out, the default plan is what it was: closed model, no tokens.
+        let d: Plan = toml::from_str(TEMPLATE).unwrap();
+        assert_eq!((&d.sessions, &d.auth, d.stages.len()), (&None, &None, 2));
+        assert_eq!(d.validate(&Limits::default()), Ok(()));
+    }
 }
