@@ -74,9 +74,21 @@ test('plan, run, baseline, change, run again, compare, share, download, tag, del
   const changes = await panel.locator('.cmp__changes').textContent();
   assert.match(changes, /first 429 at 4 open connections → 8/);
   assert.match(changes, /peak open connections 4 → 8/);
+  assert.equal(await panel.locator('.cmp__changes li').first().getAttribute('class'), 'cmp__behaviour', 'behaviour changes lead, latency shifts follow');
   await page.screenshot({ path: join(artifacts, '12-run-vs-baseline.png'), fullPage: true });
 
   // Compare from the runs list: tick both (baseline first), "Compare selected".
+  await page.goto(`${srv.base}/runs`);
+  // The verdict is in the list, and the list filters by it.
+  const verdictCell = page.locator(`tr[data-run-id="${second}"] td.runs__verdict`);
+  assert.equal(await verdictCell.getAttribute('data-verdict'), 'concurrency_cap');
+  assert.equal(await verdictCell.textContent(), 'concurrency cap ≈ 8');
+  await page.locator('select[name="verdict"]').selectOption('concurrency_cap');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.waitForURL(/verdict=concurrency_cap/);
+  const kinds = await page.locator('tbody td.runs__verdict').evaluateAll((tds) => tds.map((td) => td.dataset.verdict));
+  assert.ok(kinds.length >= 2 && kinds.every((k) => k === 'concurrency_cap'), `only capped runs: ${kinds}`);
+  await page.screenshot({ path: join(artifacts, '12b-runs-by-verdict.png'), fullPage: true });
   await page.goto(`${srv.base}/runs`);
   await page.locator(`tr[data-run-id="${first}"] input[type="checkbox"]`).check();
   await page.locator(`tr[data-run-id="${second}"] input[type="checkbox"]`).check();

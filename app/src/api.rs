@@ -87,6 +87,12 @@ pub struct RunListItem {
     pub tags: Vec<String>,
     #[serde(default)]
     pub note: String,
+    /// A finished run's verdict: the kind key (`concurrency_cap`, `none`, …) and its
+    /// words ("concurrency cap ≈ 150"); absent while live or not yet computed.
+    #[serde(default)]
+    pub verdict: Option<String>,
+    #[serde(default)]
+    pub verdict_text: Option<String>,
 }
 
 /// Where a run ran: the process that drove it.

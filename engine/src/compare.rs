@@ -237,7 +237,9 @@ pub fn compare(runs: &[RunFacts<'_>]) -> Comparison {
             let Some(sig) = &ch.significance else {
                 continue;
             };
-            if sig.tested && (m.key.ends_with("p95") || sig.significant) {
+            // Only shifts that matter: significant, and at least 1 ms (a sub-millisecond
+            // shift is real but changes nothing a user waits for). The table has the rest.
+            if sig.tested && sig.significant && ch.abs.abs() >= 1.0 {
                 let rel = ch
                     .rel
                     .map(|r| format!("{:+.0} %", r * 100.0))

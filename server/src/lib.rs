@@ -329,6 +329,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         },
     );
     let service: app::api::Service = runs.clone();
+    // Runs stored before verdicts were kept get theirs in the background.
+    tokio::spawn({
+        let pool = pool.clone();
+        async move { runs::reads::fill_verdicts(&pool).await }
+    });
     if args.starter_plan {
         match runs.plans.seed_starter_plan().await {
             Ok(true) => tracing::info!("first start: saved the starter plan (Plans page)"),

@@ -481,3 +481,41 @@ async fn share_links_are_built_on_the_public_url() {
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("shared by name"));
 }
+
+/// The runs list carries each finished run's verdict, filters by it, and names the
+/// field of a verdict that is not one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_list_shows_and_filters_by_verdict() {
+    let app = spawn_app().await;
+    let capped = run_to_end(&app, plan("capped", &app.ws("/echo?cap=4"), 10, "1s", "1s")).await;
+    let clean = run_to_end(&app, plan("clean", &app.ws("/echo"), 4, "300ms", "300ms")).await;
+    let (s, all) = app.get("/api/runs").await;
+    assert_eq!(s, 200, "{all}");
+    let verdict_of = |id: &str| {
+        let r = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {all}"))
+            .clone();
+        (r["verdict"].clone(), r["verdict_text"].clone())
+    };
+    assert_eq!(
+        verdict_of(&capped),
+        (json!("concurrency_cap"), json!("concurrency cap ≈ 4"))
+    );
+    assert_eq!(verdict_of(&clean), (json!("none"), json!("no limit")));
+    let (_, only) = app.get("/api/runs?verdict=concurrency_cap").await;
+    let ids: Vec<&str> = only
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![capped.as_str()]);
+    let (s, bad) = app.get("/api/runs?verdict=capped").await;
+    assert_eq!(s, 400, "{bad}");
+    assert!(bad.to_string().contains("verdict"), "{bad}");
+    assert!(bad.to_string().contains("concurrency_cap"), "{bad}");
+}

@@ -23,6 +23,9 @@ pub struct RunQuery {
     pub target: Option<String>,
     pub status: Option<String>,
     pub tag: Option<String>,
+    /// The verdict's kind key (`concurrency_cap`, `handshake_rate_limit`, `none`, …).
+    #[serde(default)]
+    pub verdict: Option<String>,
     /// Substring of the run's name.
     pub q: Option<String>,
     /// `YYYY-MM-DD` (UTC), inclusive.
@@ -51,6 +54,7 @@ impl RunQuery {
         put("target", &self.target);
         put("status", &self.status);
         put("tag", &self.tag);
+        put("verdict", &self.verdict);
         put("q", &self.q);
         put("from", &self.from);
         put("to", &self.to);

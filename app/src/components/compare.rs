@@ -76,14 +76,15 @@ pub fn MetricTable(
     }
 }
 
-/// What changed, in words: latency headlines and behaviour sentences.
+/// What changed, in words: behaviour first (verdicts, levels, failure kinds), then the
+/// latency shifts that matter.
 #[component]
 pub fn ChangeSummary(comparison: Comparison) -> impl IntoView {
     let empty = comparison.headlines.is_empty() && comparison.behaviour.is_empty();
     view! {
         <ul class="cmp__changes">
-            {comparison.headlines.into_iter().map(|h| view! { <li class="cmp__headline">{h}</li> }).collect_view()}
             {comparison.behaviour.into_iter().map(|b| view! { <li class="cmp__behaviour">{b}</li> }).collect_view()}
+            {comparison.headlines.into_iter().map(|h| view! { <li class="cmp__headline">{h}</li> }).collect_view()}
             {empty.then(|| view! { <li class="muted">"No change in behaviour beyond the numbers below."</li> })}
         </ul>
     }

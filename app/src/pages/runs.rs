@@ -1,5 +1,5 @@
-//! `/runs`: every run, filtered (plan, target, status, tag, name, dates), sorted and
-//! paged by the query string, so every view of the list is a link. Tick runs and
+//! `/runs`: every run with its verdict, filtered (plan, target, status, verdict, tag, name,
+//! dates), sorted and paged by the query string, so every view of the list is a link. Tick runs and
 //! "Compare selected" opens `/compare?runs=...`. Plain GET forms: works without JS.
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
@@ -7,6 +7,7 @@ use leptos_router::hooks::use_query_map;
 use crate::api::{search_runs, RunPage, RunQuery, RunStatus};
 use crate::components::{LoadError, StatusBadge};
 use crate::fmt;
+use engine::diagnose::LimitKind;
 
 fn query_from(map: &leptos_router::params::ParamsMap) -> RunQuery {
     let s = |k: &str| map.get(k).filter(|v| !v.is_empty());
@@ -15,6 +16,7 @@ fn query_from(map: &leptos_router::params::ParamsMap) -> RunQuery {
         target: s("target"),
         status: s("status"),
         tag: s("tag"),
+        verdict: s("verdict"),
         q: s("q"),
         from: s("from"),
         to: s("to"),
@@ -77,6 +79,7 @@ fn RunsList(page: RunPage) -> impl IntoView {
         || q.target.is_some()
         || q.status.is_some()
         || q.tag.is_some()
+        || q.verdict.is_some()
         || q.q.is_some()
         || q.from.is_some()
         || q.to.is_some();
@@ -100,6 +103,13 @@ fn RunsList(page: RunPage) -> impl IntoView {
                 {RunStatus::ALL.iter().map(|st| {
                     let s = st.as_str();
                     view! { <option value=s selected=q.status.as_deref() == Some(s)>{s}</option> }
+                }).collect_view()}
+            </select>
+            <select name="verdict" aria-label="verdict">
+                <option value="">"any verdict"</option>
+                {LimitKind::ALL.iter().map(|k| {
+                    let key = k.key();
+                    view! { <option value=key selected=q.verdict.as_deref() == Some(key)>{k.words()}</option> }
                 }).collect_view()}
             </select>
             <select name="tag">
@@ -131,7 +141,7 @@ fn RunsList(page: RunPage) -> impl IntoView {
                 <table class="runs__table">
                     <thead><tr>
                         <th></th>
-                        <th>{sort_link(&q, "name", "Run")}</th><th>"Status"</th><th>"Plan"</th><th>"Target"</th>
+                        <th>{sort_link(&q, "name", "Run")}</th><th>"Status"</th><th>"Verdict"</th><th>"Plan"</th><th>"Target"</th>
                         <th>{sort_link(&q, "created", "Started")}</th>
                         <th class="num">{sort_link(&q, "peak", "Peak open")}</th>
                         <th class="num">{sort_link(&q, "opened", "Opened")}</th>
@@ -150,6 +160,7 @@ fn RunsList(page: RunPage) -> impl IntoView {
                                     {(!r.note.is_empty()).then(|| view! { <span class="runs__note muted" title=r.note.clone()>" ✎"</span> })}
                                 </td>
                                 <td><StatusBadge status=r.status/></td>
+                                <td class="runs__verdict" data-verdict=r.verdict.clone()>{r.verdict_text.clone()}</td>
                                 <td>{r.plan_id.clone().map(|p| view! {
                                     <a href=format!("/plans/{p}")>{r.plan_name.clone().unwrap_or_else(|| "plan".into())}</a>
                                 })}</td>

@@ -22,17 +22,39 @@ pub(super) fn behaviour(a: &RunFacts<'_>, b: &RunFacts<'_>) -> Vec<String> {
         (k, Some(p)) => format!("{} per {}", k.words(), crate::diagnose::per_words(p)),
         (k, None) => k.words().to_string(),
     };
+    // A level in words: "150 connections", or per identity "50 connections per token,
+    // 150 open in all" (a per-identity level alone hides the total the target held).
+    let level = |d: &Diagnosis, f: &RunFacts<'_>, l: f64| {
+        let unit = d.unit.replace('_', " ");
+        match &d.per {
+            Some(p) if d.kind == LimitKind::ConcurrencyCap => format!(
+                "{} {unit} per {}, {} open in all",
+                fmt_n(l),
+                crate::diagnose::per_words(p),
+                f.summary.peak_open
+            ),
+            Some(p) => format!("{} {unit} per {}", fmt_n(l), crate::diagnose::per_words(p)),
+            None => format!("{} {unit}", fmt_n(l)),
+        }
+    };
+    let with_level = |d: &Diagnosis, f: &RunFacts<'_>| match (d.kind, d.level) {
+        (LimitKind::None, _) | (_, None) => name(d),
+        (_, Some(l)) => format!("{} ({})", name(d), level(d, f, l)),
+    };
     if name(da) != name(db) {
-        out.push(format!("verdict: {} → {}", name(da), name(db)));
+        out.push(format!(
+            "verdict: {} → {}",
+            with_level(da, a),
+            with_level(db, b)
+        ));
     } else if da.kind != LimitKind::None {
         if let (Some(x), Some(y)) = (da.level, db.level) {
             if (x - y).abs() > f64::max(1.0, 0.02 * x) {
                 out.push(format!(
-                    "{} level {} → {} {}",
+                    "{} level {} → {}",
                     name(da),
-                    fmt_n(x),
-                    fmt_n(y),
-                    db.unit.replace('_', " ")
+                    level(da, a, x),
+                    level(db, b, y)
                 ));
             }
         }

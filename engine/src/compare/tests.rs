@@ -232,7 +232,86 @@ fn knee_moves_are_described() {
         .contains(&"first 429 at 150 open connections → 310".to_string()));
     assert!(c
         .behaviour
-        .contains(&"concurrency cap level 150 → 310 connections".to_string()));
+        .contains(&"concurrency cap level 150 connections → 310 connections".to_string()));
+}
+
+#[test]
+fn per_identity_levels_are_spelled_out_with_the_total() {
+    let (mut sa, mut sb) = (summary(100, 10), summary(100, 10));
+    sa.peak_open = 150;
+    sb.peak_open = 120;
+    let h = BTreeMap::new();
+    let series = Series::default();
+    let cap = Diagnosis {
+        kind: LimitKind::ConcurrencyCap,
+        level: Some(150.0),
+        unit: "connections".into(),
+        ..Default::default()
+    };
+    let per_token = Diagnosis {
+        level: Some(40.0),
+        per: Some(crate::report::DIM_TOKEN.into()),
+        ..cap.clone()
+    };
+    let facts = |name, summary, diagnosis| RunFacts {
+        name,
+        summary,
+        diagnosis,
+        histograms: &h,
+        series: &series,
+    };
+    let c = compare(&[facts("a", &sa, &cap), facts("b", &sb, &per_token)]);
+    assert_eq!(
+        c.behaviour.first().map(String::as_str),
+        Some("verdict: concurrency cap (150 connections) → concurrency cap per token (40 connections per token, 120 open in all)"),
+        "{:?}",
+        c.behaviour
+    );
+}
+
+#[test]
+fn latency_headlines_only_for_shifts_that_matter() {
+    // 0.5 ms → 0.9 ms at p95 (+80 %, significant on these samples) is under 1 ms: the
+    // table shows it, no headline claims it; 50 → 80 ms does get one.
+    let fine = |us: u64| -> Vec<(u64, u64)> { (0..1000).map(|i| (us + i / 10, 1)).collect() };
+    let (mut sa, mut sb) = (summary(0, 0), summary(0, 0));
+    for (s, p95) in [(&mut sa, 500), (&mut sb, 900)] {
+        let l = s.latency.get_mut("ws_connecting").unwrap();
+        l.p50_us = p95 / 2;
+        l.p95_us = p95;
+        l.p99_us = p95 + 50;
+    }
+    let (ha, hb) = (
+        BTreeMap::from([("ws_connecting".to_string(), fine(400))]),
+        BTreeMap::from([("ws_connecting".to_string(), fine(800))]),
+    );
+    let d = Diagnosis::default();
+    let series = Series::default();
+    let c = compare(&[
+        RunFacts {
+            name: "a",
+            summary: &sa,
+            diagnosis: &d,
+            histograms: &ha,
+            series: &series,
+        },
+        RunFacts {
+            name: "b",
+            summary: &sb,
+            diagnosis: &d,
+            histograms: &hb,
+            series: &series,
+        },
+    ]);
+    let p95 = c
+        .metrics
+        .iter()
+        .find(|m| m.key == "ws_connecting.p95")
+        .unwrap();
+    let ch = p95.changes[1].as_ref().unwrap();
+    assert!(ch.significance.as_ref().unwrap().significant, "{ch:?}");
+    assert!(ch.abs < 1.0, "{ch:?}");
+    assert!(c.headlines.is_empty(), "{:?}", c.headlines);
 }
 
 #[test]

@@ -98,6 +98,19 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
+    /// Every kind, in the order a list offers them.
+    pub const ALL: [LimitKind; 9] = [
+        LimitKind::ConcurrencyCap,
+        LimitKind::HandshakeRateLimit,
+        LimitKind::LockoutRateLimit,
+        LimitKind::Saturation,
+        LimitKind::TokenExhaustion,
+        LimitKind::AuthFailure,
+        LimitKind::ServerDrops,
+        LimitKind::ClientLimit,
+        LimitKind::None,
+    ];
+
     /// The JSON name (`concurrency_cap`, ...).
     pub fn key(&self) -> &'static str {
         match self {
@@ -291,6 +304,32 @@ pub struct Diagnosis {
     /// verdict (e.g. a concurrency cap *and* server-side drops), strongest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also: Vec<Diagnosis>,
+}
+
+impl Diagnosis {
+    /// The verdict in a few words, level included: "concurrency cap ≈ 150",
+    /// "concurrency cap per token ≈ 40", "handshake rate limit ≈ 20/s", "no limit".
+    pub fn short(&self) -> String {
+        let mut out = self.kind.words().to_string();
+        if let Some(p) = &self.per {
+            out.push_str(" per ");
+            out.push_str(&per_words(p));
+        }
+        if let (Some(l), false) = (self.level, self.kind == LimitKind::None) {
+            let n = if l >= 100.0 || l.fract() == 0.0 {
+                format!("{l:.0}")
+            } else {
+                format!("{l:.1}")
+            };
+            let unit = if self.unit == "handshakes_per_second" {
+                "/s"
+            } else {
+                ""
+            };
+            out.push_str(&format!(" ≈ {n}{unit}"));
+        }
+        out
+    }
 }
 
 /// "source address", "token", "X-Api-Key header value", "tenant query value".

@@ -620,3 +620,32 @@ fn enforcement_keys_match_their_json() {
         assert_eq!(serde_json::to_value(h).unwrap(), h.key());
     }
 }
+
+#[test]
+fn a_verdict_in_a_few_words_carries_its_level_and_identity() {
+    let cap = Diagnosis {
+        kind: LimitKind::ConcurrencyCap,
+        level: Some(150.0),
+        unit: "connections".into(),
+        ..Default::default()
+    };
+    assert_eq!(cap.short(), "concurrency cap ≈ 150");
+    let per_token = Diagnosis {
+        level: Some(40.0),
+        per: Some(crate::report::DIM_TOKEN.into()),
+        ..cap
+    };
+    assert_eq!(per_token.short(), "concurrency cap per token ≈ 40");
+    let rate = Diagnosis {
+        kind: LimitKind::HandshakeRateLimit,
+        level: Some(19.6),
+        unit: "handshakes_per_second".into(),
+        ..Default::default()
+    };
+    assert_eq!(rate.short(), "handshake rate limit ≈ 19.6/s");
+    let none = Diagnosis {
+        level: Some(40.0),
+        ..Default::default()
+    };
+    assert_eq!(none.short(), "no limit");
+}

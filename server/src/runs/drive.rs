@@ -217,6 +217,16 @@ pub(super) async fn drive(
             duration_ms: summary.duration_ms as i64,
         };
         let json = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into());
+        // The verdict first: once the status says finished, the runs list has it.
+        let reads = super::reads::Reads { pool: pool.clone() };
+        match reads.verdict(&run_id, summary.clone()).await {
+            Ok((kind, text)) => {
+                if let Err(e) = store::set_verdict(&pool, &run_id, &kind, &text).await {
+                    tracing::warn!(%run_id, "could not store the verdict: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(%run_id, "could not diagnose the run: {e}"),
+        }
         if let Err(e) = store::finish_run(&pool, &run_id, status.as_str(), now_ms(), &json, h).await
         {
             tracing::error!(%run_id, "could not store the summary: {e}");

@@ -98,7 +98,23 @@ impl History {
             return Err(bad("per_page", format!("{per_page} is not within 1..=200")));
         }
         let page = q.page.unwrap_or(1).max(1);
+        let verdict = some(&q.verdict);
+        if let Some(v) = &verdict {
+            if !engine::diagnose::LimitKind::ALL
+                .iter()
+                .any(|k| k.key() == v)
+            {
+                return Err(bad(
+                    "verdict",
+                    format!(
+                        "`{v}` is not one of {}",
+                        engine::diagnose::LimitKind::ALL.map(|k| k.key()).join(", ")
+                    ),
+                ));
+            }
+        }
         Ok(RunFilter {
+            verdict,
             plan_id: some(&q.plan),
             target: some(&q.target),
             status,

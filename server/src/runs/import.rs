@@ -326,6 +326,7 @@ impl Launch {
             }
             return Err(internal("import", e));
         }
+        super::reads::fill_verdicts(&self.pool).await;
         Ok(Launched {
             url: format!("/runs/{id}"),
             status: export.run_status().unwrap_or(RunStatus::Completed),

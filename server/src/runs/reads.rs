@@ -145,6 +145,22 @@ impl Reads {
         super::blocking(move || build_detail(row, tags, ticks)).await?
     }
 
+    /// The verdict of a run that just ended with `summary` (its ticks are stored): the
+    /// diagnosis' kind key and its few words, as the runs list keeps them.
+    pub(crate) async fn verdict(
+        &self,
+        id: &str,
+        summary: Summary,
+    ) -> Result<(String, String), ApiError> {
+        let ticks = self.ticks(id).await?;
+        super::blocking(move || {
+            let series = engine::Series::from_snapshots(&ticks);
+            let d = engine::diagnose::for_run(&series, Some(&summary));
+            (d.kind.key().to_string(), d.short())
+        })
+        .await
+    }
+
     /// Every stored tick of a run, in order: read `TICK_PAGE` at a time (one pool
     /// connection at a time, none held between pages), parsed off the async workers.
     pub(crate) async fn ticks(&self, id: &str) -> Result<Vec<Snapshot>, ApiError> {
@@ -176,6 +192,41 @@ fn parse_ticks(page: &[(i64, String)]) -> Vec<Snapshot> {
     page.iter()
         .filter_map(|(_, j)| serde_json::from_str(j).ok())
         .collect()
+}
+
+/// Computes and stores the verdict of every finished run that has none yet (the runs
+/// list's verdict column and filter read it): called when a run or an import ends, and
+/// once at start-up for runs stored before the column existed. The verdict is the same
+/// diagnosis the run page shows. A run that cannot be read gets an empty verdict, so it
+/// is not tried again.
+pub(crate) async fn fill_verdicts(pool: &SqlitePool) {
+    let reads = Reads { pool: pool.clone() };
+    loop {
+        let ids = match store::runs_without_verdict(pool, 50).await {
+            Ok(ids) if !ids.is_empty() => ids,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!("verdicts: cannot list runs without one: {e}");
+                return;
+            }
+        };
+        for id in ids {
+            let (kind, text) = match reads.detail(&id).await {
+                Ok(RunDetail {
+                    diagnosis: Some(d), ..
+                }) => (d.kind.key().to_string(), d.short()),
+                Ok(_) => (String::new(), String::new()),
+                Err(e) => {
+                    tracing::warn!(run_id = %id, "verdicts: cannot diagnose the run: {e}");
+                    (String::new(), String::new())
+                }
+            };
+            if let Err(e) = store::set_verdict(pool, &id, &kind, &text).await {
+                tracing::warn!(run_id = %id, "verdicts: cannot store: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// The CPU part of `Reads::detail`: plan and summary decoded, series built, the run

@@ -23,6 +23,8 @@ pub(super) fn to_item(r: RunRow) -> RunListItem {
         peak_open: r.peak_open,
         opened: r.opened,
         failed: r.failed,
+        verdict: r.verdict,
+        verdict_text: r.verdict_text,
     }
 }
 

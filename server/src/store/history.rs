@@ -19,6 +19,8 @@ pub struct RunFilter {
     pub status: Option<String>,
     pub tag: Option<String>,
     pub name: Option<String>,
+    /// A `LimitKind` key.
+    pub verdict: Option<String>,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
     pub sort: RunSort,
@@ -104,6 +106,9 @@ fn push_where(qb: &mut QueryBuilder<Sqlite>, f: &RunFilter) {
             .push_bind(n.clone())
             .push(")) > 0");
     }
+    if let Some(v) = &f.verdict {
+        qb.push(" and r.verdict = ").push_bind(v.clone());
+    }
     if let Some(ms) = f.from_ms {
         qb.push(" and r.created_at >= ").push_bind(ms);
     }
@@ -130,6 +135,33 @@ pub async fn search_runs(pool: &SqlitePool, f: &RunFilter) -> sqlx::Result<(Vec<
         .push_bind(f.offset);
     let rows = qb.build_query_as::<ListRow>().fetch_all(pool).await?;
     Ok((rows, total))
+}
+
+/// Finished runs whose verdict is not computed yet (oldest first, at most `limit`).
+pub async fn runs_without_verdict(pool: &SqlitePool, limit: i64) -> sqlx::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "select run_id from run where verdict is null and summary_json is not null and importing = 0 order by created_at limit ?",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Stores a run's verdict (its kind key and its words).
+pub async fn set_verdict(
+    pool: &SqlitePool,
+    run_id: &str,
+    kind: &str,
+    text: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("update run set verdict = ?, verdict_text = ? where run_id = ?")
+        .bind(kind)
+        .bind(text)
+        .bind(run_id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Tags of the given runs.

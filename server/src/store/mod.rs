@@ -64,6 +64,9 @@ pub struct RunRow {
     pub plan_id: Option<String>,
     pub note: String,
     pub env_json: Option<String>,
+    /// Schema v4: the diagnosis' kind key and its words, once computed.
+    pub verdict: Option<String>,
+    pub verdict_text: Option<String>,
 }
 
 /// A run about to be stored.
