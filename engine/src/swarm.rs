@@ -31,7 +31,7 @@ mod compile;
 mod fleet;
 
 use compile::{compile, compile_responders, identity_dimensions, raw_resource};
-pub use fleet::{Fleet, InProcess};
+pub use fleet::{Fleet, InProcess, PhaseStart};
 
 /// Setup failures: the only errors a run can end with before it starts.
 #[derive(Debug, thiserror::Error)]

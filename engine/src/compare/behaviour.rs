@@ -2,15 +2,7 @@
 //! verdict, refusals, drops and the like, for the comparison's sentences. Pure.
 
 use super::RunFacts;
-use crate::diagnose::{first_nonzero, Diagnosis, LimitKind};
-
-fn fmt_n(v: f64) -> String {
-    if v.fract() == 0.0 || v >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
-}
+use crate::diagnose::{first_nonzero, fmt_n, Diagnosis, LimitKind};
 
 /// What changed in behaviour from run `a` to run `b`, in words.
 pub(super) fn behaviour(a: &RunFacts<'_>, b: &RunFacts<'_>) -> Vec<String> {

@@ -316,11 +316,7 @@ impl Diagnosis {
             out.push_str(&per_words(p));
         }
         if let (Some(l), false) = (self.level, self.kind == LimitKind::None) {
-            let n = if l >= 100.0 || l.fract() == 0.0 {
-                format!("{l:.0}")
-            } else {
-                format!("{l:.1}")
-            };
+            let n = fmt_n(l);
             let unit = if self.unit == "handshakes_per_second" {
                 "/s"
             } else {
@@ -329,6 +325,15 @@ impl Diagnosis {
             out.push_str(&format!(" ≈ {n}{unit}"));
         }
         out
+    }
+}
+
+/// A level or count for a sentence: whole from 100 up or when whole, else one decimal.
+pub(crate) fn fmt_n(v: f64) -> String {
+    if v.fract() == 0.0 || v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
     }
 }
 

@@ -8,6 +8,10 @@ use tokio_util::sync::CancellationToken;
 use super::{run_agent, AgentMsg, EngineError, Share, SwarmConfig};
 use crate::plan::Plan;
 
+/// What [`Fleet::start_phase`] returns: resolves once every agent started.
+pub type PhaseStart<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 'a>>;
+
 /// Where a run's agents are: they make the load, each its share, and send their ticks
 /// to the coordinator. In this process (`InProcess`), in local agent processes or on
 /// other machines (the server's fleets): one interface, one coordinator.
@@ -23,7 +27,7 @@ pub trait Fleet: Send + Sync {
         cfg: SwarmConfig,
         cancel: CancellationToken,
         tx: mpsc::Sender<AgentMsg>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 'a>>;
+    ) -> PhaseStart<'a>;
 }
 
 /// Agents in this process (one for a plain run: a second one here would share its
@@ -56,8 +60,7 @@ impl Fleet for InProcess {
         cfg: SwarmConfig,
         cancel: CancellationToken,
         tx: mpsc::Sender<AgentMsg>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 'a>>
-    {
+    ) -> PhaseStart<'a> {
         Box::pin(async move {
             let of = self.agents.max(1);
             for index in 0..of {

@@ -402,8 +402,7 @@ impl Fleet for JoinedFleet {
         cfg: SwarmConfig,
         cancel: CancellationToken,
         tx: mpsc::Sender<AgentMsg>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 'a>>
-    {
+    ) -> engine::swarm::PhaseStart<'a> {
         Box::pin(async move {
             let first = self
                 .state

@@ -211,16 +211,17 @@ pub(crate) async fn fill_verdicts(pool: &SqlitePool) {
             }
         };
         for id in ids {
-            let (kind, text) = match reads.detail(&id).await {
-                Ok(RunDetail {
-                    diagnosis: Some(d), ..
-                }) => (d.kind.key().to_string(), d.short()),
-                Ok(_) => (String::new(), String::new()),
-                Err(e) => {
-                    tracing::warn!(run_id = %id, "verdicts: cannot diagnose the run: {e}");
-                    (String::new(), String::new())
-                }
+            let stored = async {
+                let row = reads.run_row(&id).await?;
+                let summary: Summary =
+                    serde_json::from_str(row.summary_json.as_deref().unwrap_or("null"))
+                        .map_err(|e| internal("stored summary", e))?;
+                reads.verdict(&id, summary).await
             };
+            let (kind, text) = stored.await.unwrap_or_else(|e| {
+                tracing::warn!(run_id = %id, "verdicts: cannot diagnose the run: {e}");
+                (String::new(), String::new())
+            });
             if let Err(e) = store::set_verdict(pool, &id, &kind, &text).await {
                 tracing::warn!(run_id = %id, "verdicts: cannot store: {e}");
                 return;
