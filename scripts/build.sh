@@ -2,6 +2,8 @@
 # Builds the site (wasm + js + css + assets into $TARGET/site), then the server binary,
 # which embeds that site (server/build.rs): the binary runs from any directory.
 #   scripts/build.sh            debug server, optimized wasm
+#   scripts/build.sh --run      what `make run` starts (target/quick/socketswarm): the `quick`
+#                               profile (Cargo.toml), the wasm without wasm-opt
 #   scripts/build.sh --release  release server (target/release/socketswarm), wasm-opt'd wasm
 #   scripts/build.sh --dist     the shipping build: fat LTO (target/dist/socketswarm)
 #   --release builds the wasm with wasm-opt when node_modules has it (scripts/setup.sh).
@@ -51,6 +53,7 @@ case "$site" in /*) export SOCKETSWARM_SITE_DIR="$site" ;; *) export SOCKETSWARM
 target_args=()
 if [ -n "${SERVER_TARGET:-}" ]; then target_args=(--target "$SERVER_TARGET"); fi
 case "$mode" in
+  --run) cargo build -p server --profile quick "${target_args[@]}" ;;
   --release) cargo build -p server --release "${target_args[@]}" ;;
   --dist) cargo build -p server --profile dist "${target_args[@]}" ;;
   *) cargo build -p server "${target_args[@]}" ;;

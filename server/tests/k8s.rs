@@ -1,3 +1,4 @@
+#![cfg(feature = "kubernetes")]
 //! The Kubernetes launcher (`agents::k8s`) against a fake API server (`k8s_fake`): no
 //! cluster can run here, so the fake records what the launcher asks and answers as the
 //! API server would — and, for the end-to-end tests, plays the kubelet by starting a

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::agents::k8s::manifest::AgentResources;
-use crate::agents::k8s::KubeSettings;
+use crate::agents::k8s::{AgentResources, KubeSettings};
 
 /// Where a run's agents run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -137,6 +136,9 @@ impl K8sArgs {
     }
 }
 
+/// `--agents-on kubernetes` in a binary built without the launcher.
+pub const NO_KUBERNETES: &str = "--agents-on kubernetes: this binary was built without the Kubernetes launcher (the cargo feature `kubernetes`; `make run`'s quick build leaves it out) — build it with `make build` or `cargo build --release -p server`";
+
 /// `Some(value)` unless empty.
 fn given(v: &str) -> Option<String> {
     let v = v.trim();
@@ -148,6 +150,10 @@ impl K8sArgs {
     /// problem goes to `problems`.
     pub fn settings(&self, problems: &mut Vec<String>) -> Option<KubeSettings> {
         if self.agents_on != AgentsOn::Kubernetes {
+            return None;
+        }
+        if !crate::agents::k8s::AVAILABLE {
+            problems.push(NO_KUBERNETES.into());
             return None;
         }
         let mut duration = |flag: &str, text: &str| {

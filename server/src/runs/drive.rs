@@ -120,6 +120,9 @@ fn fleet_for(
         Agents::All(_) => return Err("agents: \"all\" means every agent joined to this server's pool; this server has none (start it with --agents-on joined --agent-pool-token …)".into()),
     };
     match a.kube {
+        #[cfg(not(feature = "kubernetes"))]
+        Some(_) => Err(crate::config::k8s::NO_KUBERNETES.into()),
+        #[cfg(feature = "kubernetes")]
         Some(kube) if n >= 1 => Ok(std::sync::Arc::new(JoinedFleet::new(
             n,
             std::sync::Arc::new(crate::agents::k8s::KubeLauncher::new(

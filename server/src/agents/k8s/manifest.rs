@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+pub use super::AgentResources;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -28,15 +29,6 @@ pub const CONTAINER: &str = "agent";
 pub const INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 /// A non-root user for the agent (distroless `nonroot`); the agent writes no files.
 const AGENT_UID: i64 = 65532;
-
-/// CPU and memory for each agent pod, as Kubernetes quantities (`500m`, `1Gi`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AgentResources {
-    pub cpu_request: Option<String>,
-    pub cpu_limit: Option<String>,
-    pub memory_request: Option<String>,
-    pub memory_limit: Option<String>,
-}
 
 /// Everything a fleet's Job depends on: a fixed input gives a fixed manifest.
 #[derive(Debug, Clone)]
