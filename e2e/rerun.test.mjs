@@ -53,7 +53,7 @@ async function shots(page, name, locator, prepare = async () => {}) {
 async function formRun(page, tag, connections) {
   await open(page, '/runs/new');
   await page.locator('input[name="form[name]"]').fill(`oauth ${tag}`);
-  await page.locator('input[name="form[target]"]').fill(`${srv.sandbox}/echo?auth=bearer&tag=${tag}`);
+  await page.locator('input[name="form[target]"]').fill(`${srv.sandbox}/echo?tag=${tag}`);
   await page.locator('input[name="form[connections]"]').fill(String(connections));
   await page.locator('input[name="form[ramp_secs]"]').fill('1');
   await page.locator('input[name="form[hold_secs]"]').fill('1');
@@ -111,7 +111,7 @@ test('edit and run again prefills the form; the new run has the changed value', 
   await page.locator(`.run-form__from[data-from="${first.id}"]`).waitFor();
   const value = (name) => page.locator(`input[name="form[${name}]"]`).inputValue();
   assert.equal(await value('name'), 'oauth e2');
-  assert.equal(await value('target'), `${srv.sandbox}/echo?auth=bearer&tag=e2`);
+  assert.equal(await value('target'), `${srv.sandbox}/echo?tag=e2`);
   assert.equal(await value('connections'), '3');
   assert.equal(await value('message_every_secs'), '0');
   assert.equal(await value('token_url'), tokenUrl('e2'));

@@ -293,7 +293,7 @@ mod tests {
     fn close_rows_carry_the_reasons_the_target_gave() {
         let mut t = Totals::default();
         t.closes.insert("server_1008".into(), 12);
-        t.closes.insert("abnormal".into(), 1);
+        t.closes.insert("abnormal_1006".into(), 1);
         let mut ev = Evidence::default();
         ev.add_close_reason(1008, "too many concurrent connections", 10);
         ev.add_close_reason(1008, "  token expired ", 2);

@@ -428,7 +428,7 @@ mod tests {
     fn oauth_plan(secret: &str) -> Plan {
         serde_json::from_value(serde_json::json!({
             "name": "oauth",
-            "target": "ws://127.0.0.1:1/echo?auth=bearer",
+            "target": "ws://127.0.0.1:1/echo?access_token=tok-typed-1&tag=a",
             "stages": [{"duration": "1s", "connections": 1}],
             "headers": {"X-Api-Key": "KEY-VALUE-1"},
             "auth": {"source": {"type": "oauth2", "token_url": "http://127.0.0.1:1/oauth/token",
@@ -442,12 +442,16 @@ mod tests {
         let stored = oauth_plan("s3cret-typed").redacted();
         let missing = stored.missing_secrets();
         let keys: Vec<&str> = missing.iter().map(|m| m.key.as_str()).collect();
-        assert_eq!(keys, ["auth.source.client_secret", "headers.X-Api-Key"]);
+        assert_eq!(keys, ["auth.source.client_secret", "headers.X-Api-Key", "target"]);
         assert_eq!(
             missing[0].label,
             "OAuth client secret for token endpoint http://127.0.0.1:1/oauth/token"
         );
         assert_eq!(missing[1].label, "Value of handshake header X-Api-Key");
+        assert_eq!(
+            missing[2].label,
+            "Credentials in the target URL ws://127.0.0.1:1/echo?access_token=<redacted>&tag=a"
+        );
         // A plan with nothing typed in misses nothing.
         let env: Plan = serde_json::from_value(serde_json::json!({
             "name": "e", "target": "ws://127.0.0.1:1/", "stages": [{"duration": "1s", "connections": 1}],
@@ -465,7 +469,10 @@ mod tests {
         ]);
         let errs = p.fill_secrets(&given).unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["secrets.headers.X-Api-Key", "secrets.auth.nope"]);
+        assert_eq!(
+            fields,
+            ["secrets.headers.X-Api-Key", "secrets.target", "secrets.auth.nope"]
+        );
         assert!(errs[0].message.starts_with("Value of handshake header X-Api-Key"));
         assert_eq!(p, stored);
 
@@ -473,6 +480,7 @@ mod tests {
         let given = std::collections::BTreeMap::from([
             ("auth.source.client_secret".to_string(), "again-1".to_string()),
             ("headers.X-Api-Key".to_string(), "KEY-2".to_string()),
+            ("target".to_string(), "tok-2".to_string()),
         ]);
         p.fill_secrets(&given).unwrap();
         assert!(p.missing_secrets().is_empty());
@@ -483,6 +491,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(p.headers["X-Api-Key"], "KEY-2");
+        assert_eq!(p.target, "ws://127.0.0.1:1/echo?access_token=tok-2&tag=a");
         assert_eq!(p.redacted(), stored);
     }
 }
