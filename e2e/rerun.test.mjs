@@ -25,13 +25,22 @@ async function open(page, path) {
   await page.locator('html[data-hydrated]').waitFor({ state: 'attached' });
 }
 
-/** Waits for the run page we are on to show a finished run; returns its id and API view. */
+/** Waits until the run whose page we are on has finished (the API says so; the page
+ * may still show the run we came from while the router moves on), then opens its page
+ * afresh; returns its id and API view. */
 async function finishedRun(page) {
   await page.waitForURL(/\/runs\/[0-9a-f]{32}$/);
   const id = page.url().split('/').pop();
-  await page.locator('.run-detail .badge[data-status="completed"]').waitFor({ timeout: 30000 });
-  const run = await api(srv.base, `/api/runs/${id}`);
-  return { id, run: run.body };
+  let run;
+  for (let i = 0; i < 150; i++) {
+    run = (await api(srv.base, `/api/runs/${id}`)).body;
+    if (run.summary) break;
+    await page.waitForTimeout(200);
+  }
+  assert.equal(run.status, 'completed', JSON.stringify(run.error));
+  await open(page, `/runs/${id}`);
+  await page.locator('.run-detail .badge[data-status="completed"]').waitFor();
+  return { id, run };
 }
 
 /** Screenshots of `locator` (after `prepare`) at both widths; nothing scrolls sideways. */

@@ -336,7 +336,9 @@ mod tests {
         assert!(!ev.close_reasons[&4000].contains_key("new one"));
         assert!(!ev.close_reasons.contains_key(&1008));
         // Old exports have no close reasons: they still read.
-        let old: Evidence = serde_json::from_str(r#"{"retry_after":{},"rate_limit_headers":{},"bodies":{}}"#).unwrap();
+        let old: Evidence =
+            serde_json::from_str(r#"{"retry_after":{},"rate_limit_headers":{},"bodies":{}}"#)
+                .unwrap();
         assert!(old.close_reasons.is_empty());
     }
 

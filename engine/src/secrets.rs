@@ -442,7 +442,10 @@ mod tests {
         let stored = oauth_plan("s3cret-typed").redacted();
         let missing = stored.missing_secrets();
         let keys: Vec<&str> = missing.iter().map(|m| m.key.as_str()).collect();
-        assert_eq!(keys, ["auth.source.client_secret", "headers.X-Api-Key", "target"]);
+        assert_eq!(
+            keys,
+            ["auth.source.client_secret", "headers.X-Api-Key", "target"]
+        );
         assert_eq!(
             missing[0].label,
             "OAuth client secret for token endpoint http://127.0.0.1:1/oauth/token"
@@ -471,14 +474,23 @@ mod tests {
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["secrets.headers.X-Api-Key", "secrets.target", "secrets.auth.nope"]
+            [
+                "secrets.headers.X-Api-Key",
+                "secrets.target",
+                "secrets.auth.nope"
+            ]
         );
-        assert!(errs[0].message.starts_with("Value of handshake header X-Api-Key"));
+        assert!(errs[0]
+            .message
+            .starts_with("Value of handshake header X-Api-Key"));
         assert_eq!(p, stored);
 
         // All given: the plan holds them, and redacting it again hides them again.
         let given = std::collections::BTreeMap::from([
-            ("auth.source.client_secret".to_string(), "again-1".to_string()),
+            (
+                "auth.source.client_secret".to_string(),
+                "again-1".to_string(),
+            ),
             ("headers.X-Api-Key".to_string(), "KEY-2".to_string()),
             ("target".to_string(), "tok-2".to_string()),
         ]);

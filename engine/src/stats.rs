@@ -143,7 +143,10 @@ impl Recorder {
             return;
         }
         let kept = &mut self.p().close_reasons;
-        if let Some((_, n)) = kept.iter_mut().find(|((c, r), _)| *c == code && r == reason) {
+        if let Some((_, n)) = kept
+            .iter_mut()
+            .find(|((c, r), _)| *c == code && r == reason)
+        {
             *n += 1;
         } else if kept.len() < 4 {
             kept.push(((code, reason.to_string()), 1));

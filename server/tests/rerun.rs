@@ -62,12 +62,22 @@ async fn run_again_asks_for_the_secret_it_did_not_keep_and_never_stores_it() {
     let rerun = format!("/api/runs/{first}/rerun");
     let (s, body) = app.post(&rerun, "").await;
     assert_eq!(s, 422, "{body}");
-    assert_eq!(body["fields"][0]["field"], "secrets.auth.source.client_secret");
+    assert_eq!(
+        body["fields"][0]["field"],
+        "secrets.auth.source.client_secret"
+    );
     let msg = body["fields"][0]["message"].as_str().unwrap();
-    assert!(msg.starts_with("OAuth client secret for token endpoint"), "{msg}");
+    assert!(
+        msg.starts_with("OAuth client secret for token endpoint"),
+        "{msg}"
+    );
     // A key that names no missing secret, and a body that is not a request: 4xx too.
     let (s, body) = app
-        .post(&rerun, &json!({"secrets": {"auth.source.client_secret": SECRET, "headers.X": "v"}}).to_string())
+        .post(
+            &rerun,
+            &json!({"secrets": {"auth.source.client_secret": SECRET, "headers.X": "v"}})
+                .to_string(),
+        )
         .await;
     assert_eq!(s, 422, "{body}");
     assert_eq!(body["fields"][0]["field"], "secrets.headers.X");
@@ -76,36 +86,59 @@ async fn run_again_asks_for_the_secret_it_did_not_keep_and_never_stores_it() {
 
     // With it: the run launches, fetches its token and completes.
     let (s, launched) = app
-        .post(&rerun, &json!({"secrets": {"auth.source.client_secret": SECRET}}).to_string())
+        .post(
+            &rerun,
+            &json!({"secrets": {"auth.source.client_secret": SECRET}}).to_string(),
+        )
         .await;
     assert_eq!(s, 201, "{launched}");
     assert!(!launched.to_string().contains(SECRET));
     let again = finished(&app, &launched).await;
-    assert_eq!(again["summary"]["totals"]["opened"], 4, "{}", again["summary"]);
+    assert_eq!(
+        again["summary"]["totals"]["opened"], 4,
+        "{}",
+        again["summary"]
+    );
     assert_eq!(again["summary"]["latency"]["token_fetch"]["count"], 1);
     assert_eq!(
-        app.sandbox_profile("/oauth/token?strict_client=1&tag=r1").await["accepted"],
+        app.sandbox_profile("/oauth/token?strict_client=1&tag=r1")
+            .await["accepted"],
         2,
         "one token for each run"
     );
     assert_eq!(again["plan"], run["plan"], "the same plan, stored redacted");
     assert_eq!(again["missing_secrets"], run["missing_secrets"]);
     assert!(!again.to_string().contains(SECRET));
-    assert!(!stored_bytes(&app).contains(SECRET), "the secret is in SQLite");
+    assert!(
+        !stored_bytes(&app).contains(SECRET),
+        "the secret is in SQLite"
+    );
 
     // A wrong secret is a measurement, not a crash: the token endpoint's refusal is
     // counted and shown as what the target said.
     let (s, launched) = app
-        .post(&rerun, &json!({"secrets": {"auth.source.client_secret": "not-the-secret"}}).to_string())
+        .post(
+            &rerun,
+            &json!({"secrets": {"auth.source.client_secret": "not-the-secret"}}).to_string(),
+        )
         .await;
     assert_eq!(s, 201, "{launched}");
     let wrong = finished(&app, &launched).await;
     let totals = &wrong["summary"]["totals"];
     assert_eq!(totals["opened"], 0, "{totals}");
-    assert!(totals["failures"]["token_http_401"].as_u64().unwrap() >= 1, "{totals}");
-    let refused = &app.sandbox_profile("/oauth/token?strict_client=1&tag=r1").await["rejected"];
+    assert!(
+        totals["failures"]["token_http_401"].as_u64().unwrap() >= 1,
+        "{totals}"
+    );
+    let refused = &app
+        .sandbox_profile("/oauth/token?strict_client=1&tag=r1")
+        .await["rejected"];
     assert!(refused["401"].as_u64().unwrap() >= 1, "{refused}");
-    assert_eq!(wrong["diagnosis"]["kind"], "auth_failure", "{}", wrong["diagnosis"]);
+    assert_eq!(
+        wrong["diagnosis"]["kind"], "auth_failure",
+        "{}",
+        wrong["diagnosis"]
+    );
     assert!(!stored_bytes(&app).contains("not-the-secret"));
     app.stop().await;
 }
@@ -120,9 +153,14 @@ async fn edit_and_run_again_launches_the_edited_plan_with_the_secret() {
     edited["stages"][1]["connections"] = json!(5);
     edited["stages"][0]["connections"] = json!(5);
     let rerun = format!("/api/runs/{first}/rerun");
-    let (s, body) = app.post(&rerun, &json!({ "plan": edited }).to_string()).await;
+    let (s, body) = app
+        .post(&rerun, &json!({ "plan": edited }).to_string())
+        .await;
     assert_eq!(s, 422, "{body}");
-    assert_eq!(body["fields"][0]["field"], "secrets.auth.source.client_secret");
+    assert_eq!(
+        body["fields"][0]["field"],
+        "secrets.auth.source.client_secret"
+    );
     let (s, launched) = app
         .post(
             &rerun,
@@ -132,8 +170,15 @@ async fn edit_and_run_again_launches_the_edited_plan_with_the_secret() {
     assert_eq!(s, 201, "{launched}");
     let again = finished(&app, &launched).await;
     assert_eq!(again["plan"]["stages"][1]["connections"], 5);
-    assert_eq!(again["summary"]["totals"]["opened"], 5, "{}", again["summary"]);
-    assert_eq!(again["plan"]["auth"]["source"]["client_secret"], "<redacted>");
+    assert_eq!(
+        again["summary"]["totals"]["opened"], 5,
+        "{}",
+        again["summary"]
+    );
+    assert_eq!(
+        again["plan"]["auth"]["source"]["client_secret"],
+        "<redacted>"
+    );
     assert!(!stored_bytes(&app).contains(SECRET));
     app.stop().await;
 }

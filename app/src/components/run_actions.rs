@@ -59,12 +59,17 @@ pub fn RunActions(detail: RunDetail, on_change: Callback<()>) -> impl IntoView {
             } else {
                 // The plan had secrets typed in, which runs never keep: ask for them
                 // here (used for the new run only; the API takes the same `secrets`).
+                let (note, button) = if missing.len() == 1 {
+                    ("This run's plan had a secret typed in, and runs never keep one. Type it again to run it; it is used for the new run only and not stored.", "Run again with this secret")
+                } else {
+                    ("This run's plan had secrets typed in, and runs never keep them. Type them again to run it; they are used for the new run only and not stored.", "Run again with these secrets")
+                };
                 view! {
                     <details class="run-actions__more run-actions__rerun">
                         <summary data-action="rerun-open">"Run again…"</summary>
                         <ActionForm action=rerun attr:class="run-actions__secrets">
                             {hidden()}
-                            <p class="muted">"This run's plan had secrets typed in, and runs never keep them. Type them again to run it; they are used for the new run only and not stored."</p>
+                            <p class="muted">{note}</p>
                             {missing.iter().map(|m| view! {
                                 <label class="field">
                                     <span class="field__label">{m.label.clone()}</span>
@@ -72,7 +77,7 @@ pub fn RunActions(detail: RunDetail, on_change: Callback<()>) -> impl IntoView {
                                         name=format!("secrets[{}]", m.key) data-secret=m.key.clone()/>
                                 </label>
                             }).collect_view()}
-                            <button type="submit" class="button" data-action="rerun">"Run again with these secrets"</button>
+                            <button type="submit" class="button" data-action="rerun">{button}</button>
                         </ActionForm>
                     </details>
                 }.into_any()

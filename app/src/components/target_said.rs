@@ -30,8 +30,11 @@ fn answer_row(a: Answer) -> impl IntoView {
                 })}
                 {(!a.reasons.is_empty()).then(|| view! {
                     <ul class="said__bodies said__reasons">
-                        {a.reasons.into_iter().map(|(r, n)| view! {
-                            <li data-reason=r.clone()><q class="mono">{r.clone()}</q>" "<span class="muted">{format!("×{}", fmt::count(n))}</span></li>
+                        {a.reasons.into_iter().map(|(r, n)| {
+                            let text = r.clone();
+                            view! {
+                                <li data-reason=r><q class="mono">{text}</q>" "<span class="muted">{format!("×{}", fmt::count(n))}</span></li>
+                            }
                         }).collect_view()}
                     </ul>
                 })}

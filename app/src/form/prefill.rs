@@ -4,8 +4,8 @@
 //! plan with anything the form has no field for (headers, scripts of several steps,
 //! TLS, probes, variables …) goes to the JSON plan editor instead.
 
-use engine::plan::{Expect, Reconnect, Secret, Sessions, Stay, Step, TokenPolicy, TokenSource};
 use engine::plan::Dur;
+use engine::plan::{Expect, Reconnect, Secret, Sessions, Stay, Step, TokenPolicy, TokenSource};
 use engine::Plan;
 
 use super::{RunForm, DEFAULT_ECHO, DEFAULT_MESSAGE};
@@ -31,7 +31,10 @@ impl RunForm {
         let mut f = RunForm {
             name: plan.name.clone(),
             target: plan.target.clone(),
-            max_connect_rate: plan.max_connect_rate.map(|r| r.to_string()).unwrap_or_default(),
+            max_connect_rate: plan
+                .max_connect_rate
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
             reconnect: if plan.reconnect == Reconnect::Never {
                 String::new()
             } else {
@@ -99,8 +102,7 @@ impl RunForm {
                                 }
                             }
                             [Step::Expect(Expect {
-                                contains: Some(c),
-                                ..
+                                contains: Some(c), ..
                             })] if c == DEFAULT_ECHO => {}
                             _ => return None,
                         }

@@ -353,8 +353,7 @@ impl Evidence {
         if reason.is_empty() {
             return;
         }
-        if !self.close_reasons.contains_key(&code) && self.close_reasons.len() >= MAX_CLOSE_CODES
-        {
+        if !self.close_reasons.contains_key(&code) && self.close_reasons.len() >= MAX_CLOSE_CODES {
             return;
         }
         let mine = self.close_reasons.entry(code).or_default();

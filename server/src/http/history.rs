@@ -95,7 +95,10 @@ async fn rerun(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("rerun: {e}")))?
     };
-    Ok((StatusCode::CREATED, Json(st.runs.history.rerun(&id, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(st.runs.history.rerun(&id, req).await?),
+    ))
 }
 
 async fn save_run_as_plan(

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use app::api::{
-    date_ms, ApiError, CompareRun, CompareView, Launched, PlanRef, RerunRequest, RunListItem, RunMeta,
-    RunPage, RunQuery, RunStatus, ShareKind, ShareLink, SharedView,
+    date_ms, ApiError, CompareRun, CompareView, Launched, PlanRef, RerunRequest, RunListItem,
+    RunMeta, RunPage, RunQuery, RunStatus, ShareKind, ShareLink, SharedView,
 };
 use engine::compare::{self, RunFacts};
 use engine::{FieldError, Plan};
