@@ -3,8 +3,10 @@
 // sandbox's strict mock token endpoint (it accepts only `sandbox-client-secret`).
 // "Run again…" asks for exactly that secret and the new run fetches its token and
 // completes; "Edit and run again" opens the form prefilled, one value changes and the
-// new run has it; a wrong secret ends as the token endpoint's 401 in "What the target
-// said"; a sandbox that closes with a reason shows the reason under its close code.
+// new run has it; a plan the form cannot show (a credential header) opens in the JSON
+// editor with a password field for that header; a wrong secret ends as the token
+// endpoint's 401 in "What the target said"; a sandbox that closes with a reason shows
+// the reason under its close code.
 // Screenshots of the prompt and the panel at 1,400 px and 390 px go to e2e/artifacts/.
 // Run: scripts/build.sh && node --test --test-concurrency=1 e2e/rerun.test.mjs
 import { test, before, after } from 'node:test';
@@ -136,6 +138,41 @@ test('edit and run again prefills the form; the new run has the changed value', 
   assert.equal(edited.run.plan.stages[1].connections, 5);
   assert.equal(edited.run.summary.totals.opened, 5);
   assert.equal(edited.run.plan.auth.source.client_secret, '<redacted>');
+  assert.deepEqual(pageErrors, []);
+});
+
+test('a plan the form cannot show is edited as JSON, with its missing secrets asked for', async () => {
+  const page = await ctx.newPage();
+  const plan = {
+    name: 'with a key header',
+    target: `${srv.sandbox}/echo?tag=e4`,
+    stages: [{ duration: '300ms', connections: 2 }, { duration: '500ms', connections: 2 }],
+    headers: { 'X-Api-Key': 'typed-key-123' },
+  };
+  const launched = await api(srv.base, '/api/runs', { method: 'POST', body: JSON.stringify(plan) });
+  assert.equal(launched.status, 201, JSON.stringify(launched.body));
+  await open(page, `/runs/${launched.body.id}`);
+  const first = await finishedRun(page);
+  await page.locator('[data-action="edit-rerun"]').click();
+  await page.waitForURL(/\/runs\/new\?from=/);
+  await page.locator('html[data-hydrated]').waitFor({ state: 'attached' });
+  assert.match(await page.locator('.run-form__from').innerText(), /cannot show all of its plan/);
+  const editor = page.locator('details.plan-json');
+  assert.equal(await editor.evaluate((d) => d.open), true, 'the JSON editor opens by itself');
+  const text = editor.locator('textarea[name="plan_json"]');
+  const shown = JSON.parse(await text.inputValue());
+  assert.equal(shown.headers['X-Api-Key'], '<redacted>');
+  shown.stages[1].connections = 3;
+  shown.stages[0].connections = 3;
+  await text.fill(JSON.stringify(shown, null, 2));
+  await editor.locator('input[type="password"][data-secret="headers.X-Api-Key"]').fill('typed-key-456');
+  await editor.getByRole('button', { name: 'Launch this plan' }).click();
+  await page.waitForURL((u) => /\/runs\/[0-9a-f]{32}$/.test(u.pathname) && !u.pathname.endsWith(first.id));
+  const edited = await finishedRun(page);
+  assert.equal(edited.run.plan.stages[1].connections, 3);
+  assert.equal(edited.run.summary.totals.opened, 3);
+  assert.equal(edited.run.plan.headers['X-Api-Key'], '<redacted>');
+  assert.ok(!(await page.content()).includes('typed-key-456'));
   assert.deepEqual(pageErrors, []);
 });
 
