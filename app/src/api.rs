@@ -145,6 +145,10 @@ pub struct RunDetail {
     /// This run is its plan's baseline.
     #[serde(default)]
     pub is_baseline: bool,
+    /// Typed-in secrets its plan did not keep (and its saved plan, if any, cannot give
+    /// back): what "Run again" asks for (issue 16 item 5).
+    #[serde(default)]
+    pub missing_secrets: Vec<engine::secrets::MissingSecret>,
 }
 
 /// Answer to a launch.
@@ -272,7 +276,11 @@ mod service {
             id: &'a str,
             meta: RunMeta,
         ) -> BoxFuture<'a, Result<(), ApiError>>;
-        fn rerun<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Launched, ApiError>>;
+        fn rerun<'a>(
+            &'a self,
+            id: &'a str,
+            req: RerunRequest,
+        ) -> BoxFuture<'a, Result<Launched, ApiError>>;
         fn list_plans(&self) -> BoxFuture<'_, Result<Vec<PlanListItem>, ApiError>>;
         fn get_plan<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanDetail, ApiError>>;
         /// Creates (`id` None) or replaces a saved plan from TOML or JSON text.

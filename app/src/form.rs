@@ -11,6 +11,7 @@
 //! same ramp-and-hold echo plan it always did.
 
 mod lines;
+mod prefill;
 #[cfg(test)]
 mod tests;
 

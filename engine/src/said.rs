@@ -1,7 +1,7 @@
 //! "What the target said": every answer the target gave that was not a plain open
 //! WebSocket — status lines, TCP refusals and stalls, close codes — with counts, when it
 //! was first and last seen, the sample bodies, and the rate-limit headers and
-//! `Retry-After` values it sent. One pure function over what a run already keeps (the
+//! `Retry-After` values it sent, and the reason texts of its close frames. One pure function over what a run already keeps (the
 //! totals, the kept `Evidence` and the per-second series), so the run page, the share
 //! page, the HTML report (all one component tree) and the CLI read it the same way.
 //!
@@ -32,6 +32,10 @@ pub struct Answer {
     pub last_s: Option<f64>,
     /// Sample response bodies (handshake statuses only; secrets already scrubbed).
     pub bodies: Vec<String>,
+    /// The reasons the target's close frames gave (server close codes only), with how
+    /// often each was sent, most frequent first (secrets already scrubbed).
+    #[serde(default)]
+    pub reasons: Vec<(String, u64)>,
 }
 
 /// Everything the target said over a run (or so far).
@@ -177,13 +181,26 @@ pub fn target_said(totals: &Totals, evidence: &Evidence, series: &Series) -> Tar
             first_s,
             last_s,
             bodies,
+            reasons: Vec::new(),
         });
     }
     for (key, n) in &totals.closes {
-        let Some(said) = CloseKind::parse(key).and_then(close_words) else {
+        let Some(kind) = CloseKind::parse(key) else {
+            continue;
+        };
+        let Some(said) = close_words(kind) else {
             continue;
         };
         let (first_s, last_s) = span(series, series.drop_rate.get(key));
+        let mut reasons: Vec<(String, u64)> = match kind {
+            CloseKind::Server(c) => evidence
+                .close_reasons
+                .get(&c)
+                .map(|r| r.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         answers.push(Answer {
             key: key.clone(),
             said,
@@ -192,6 +209,7 @@ pub fn target_said(totals: &Totals, evidence: &Evidence, series: &Series) -> Tar
             first_s,
             last_s,
             bodies: Vec::new(),
+            reasons,
         });
     }
     answers.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
@@ -269,6 +287,59 @@ mod tests {
             said.rate_limit_headers,
             vec![("x-ratelimit-limit".into(), "150".into())]
         );
+    }
+
+    #[test]
+    fn close_rows_carry_the_reasons_the_target_gave() {
+        let mut t = Totals::default();
+        t.closes.insert("server_1008".into(), 12);
+        t.closes.insert("abnormal_1006".into(), 1);
+        let mut ev = Evidence::default();
+        ev.add_close_reason(1008, "too many concurrent connections", 10);
+        ev.add_close_reason(1008, "  token expired ", 2);
+        ev.add_close_reason(1008, "", 5);
+        let said = target_said(&t, &ev, &series());
+        let a = &said.answers[0];
+        assert_eq!(a.said, "close 1008 policy violation");
+        assert_eq!(
+            a.reasons,
+            vec![
+                ("too many concurrent connections".to_string(), 10),
+                ("token expired".to_string(), 2)
+            ]
+        );
+        assert!(said.answers[1].reasons.is_empty());
+    }
+
+    #[test]
+    fn close_reasons_stay_bounded_against_a_hostile_target() {
+        use crate::report::{MAX_CLOSE_CODES, MAX_CLOSE_REASONS, MAX_CLOSE_REASON_BYTES};
+        let mut ev = Evidence::default();
+        for i in 0..10_000u32 {
+            let code = 4000 + (i % 50) as u16;
+            ev.add_close_reason(code, &format!("{i} {}", "é".repeat(200)), 1);
+        }
+        assert_eq!(ev.close_reasons.len(), MAX_CLOSE_CODES);
+        for reasons in ev.close_reasons.values() {
+            assert_eq!(reasons.len(), MAX_CLOSE_REASONS);
+            assert!(reasons.keys().all(|r| r.len() <= MAX_CLOSE_REASON_BYTES));
+        }
+        // A kept reason keeps counting; merging keeps the bounds too.
+        let kept = ev.close_reasons[&4000].keys().next().unwrap().clone();
+        let mut other = Evidence::default();
+        other.add_close_reason(4000, &kept, 7);
+        other.add_close_reason(4000, "new one", 7);
+        other.add_close_reason(1008, "new code", 1);
+        let before = ev.close_reasons[&4000][&kept];
+        ev.merge(&other);
+        assert_eq!(ev.close_reasons[&4000][&kept], before + 7);
+        assert!(!ev.close_reasons[&4000].contains_key("new one"));
+        assert!(!ev.close_reasons.contains_key(&1008));
+        // Old exports have no close reasons: they still read.
+        let old: Evidence =
+            serde_json::from_str(r#"{"retry_after":{},"rate_limit_headers":{},"bodies":{}}"#)
+                .unwrap();
+        assert!(old.close_reasons.is_empty());
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! client secrets, the values of the environment variables it reads, credential
 //! headers, URL passwords and credential query values) is replaced wherever else it
 //! appears — a script message, a name, another field.
+//!
+//! Running a stored plan again: [`Plan::missing_secrets`] names each `<redacted>` field
+//! (by a dotted key and a label), and [`Plan::fill_secrets`] takes their values for one
+//! launch (issue 16 item 5); the new run stores the plan redacted again.
 
 use crate::plan::{Plan, Secret, TokenSource, REDACTED};
 
@@ -254,6 +258,142 @@ impl Plan {
     }
 }
 
+/// A secret the stored plan needs but did not keep (a typed-in value stored as
+/// `<redacted>`): where it is in the plan (`key`, a dotted path such as
+/// `auth.source.client_secret`) and what to call it when asking for it again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MissingSecret {
+    /// Its path in the plan as JSON (object keys and array indexes joined by `.`): the
+    /// key a run-again request's `secrets` map gives its value under.
+    pub key: String,
+    /// Which field it is, in words ("OAuth client secret for token endpoint …").
+    pub label: String,
+}
+
+/// What to call the field at `path` of `plan` (JSON) when asking for it again.
+fn secret_label(path: &[String], plan: &serde_json::Value) -> String {
+    let at = |p: &str| plan.pointer(p).and_then(|v| v.as_str()).unwrap_or("?");
+    let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+    match parts.as_slice() {
+        ["auth", "source", "client_secret"] => format!(
+            "OAuth client secret for token endpoint {}",
+            at("/auth/source/token_url")
+        ),
+        ["auth", "source", "tokens", i] => {
+            let n = i.parse::<usize>().map_or(0, |i| i + 1);
+            format!("Token {n} of the plan's token list")
+        }
+        ["headers", name] => format!("Value of handshake header {name}"),
+        ["target"] => format!("Credentials in the target URL {}", at("/target")),
+        ["http_steps", i, field, rest @ ..] => {
+            let n = i.parse::<usize>().map_or(0, |i| i + 1);
+            let url = at(&format!("/http_steps/{i}/url"));
+            match (*field, rest) {
+                ("body", _) => format!("Body of HTTP step {n} ({url})"),
+                ("headers", [name]) => format!("Header {name} of HTTP step {n} ({url})"),
+                _ => format!("Credentials in the URL of HTTP step {n} ({url})"),
+            }
+        }
+        _ => format!("Secret in plan field {}", parts.join(".")),
+    }
+}
+
+/// Walks every string of `value`, calling `f(path, string)` on those that hold `<redacted>`.
+fn walk_redacted(
+    value: &mut serde_json::Value,
+    path: &mut Vec<String>,
+    f: &mut dyn FnMut(&[String], &mut String),
+) {
+    match value {
+        serde_json::Value::String(s) if s.contains(REDACTED) => f(path, s),
+        serde_json::Value::Array(a) => {
+            for (i, v) in a.iter_mut().enumerate() {
+                path.push(i.to_string());
+                walk_redacted(v, path, f);
+                path.pop();
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, v) in o.iter_mut() {
+                path.push(k.clone());
+                walk_redacted(v, path, f);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Plan {
+    /// The typed-in secrets this (stored) plan did not keep, in plan order: what a
+    /// run-again must be given before the plan can run.
+    pub fn missing_secrets(&self) -> Vec<MissingSecret> {
+        let Ok(mut v) = serde_json::to_value(self) else {
+            return Vec::new();
+        };
+        let shown = v.clone();
+        let mut out = Vec::new();
+        walk_redacted(&mut v, &mut Vec::new(), &mut |path, _| {
+            out.push(MissingSecret {
+                key: path.join("."),
+                label: secret_label(path, &shown),
+            })
+        });
+        out
+    }
+
+    /// Puts the values of `given` (by [`MissingSecret::key`]) where this plan says
+    /// `<redacted>`. Every missing secret must be given and every key must name one;
+    /// the errors (field `secrets.KEY`) say which are not, by label. The values are
+    /// used for this launch only: the run stores [`Plan::redacted`] as always.
+    pub fn fill_secrets(
+        &mut self,
+        given: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), Vec<crate::FieldError>> {
+        let missing = self.missing_secrets();
+        let mut errs: Vec<crate::FieldError> = missing
+            .iter()
+            .filter(|m| given.get(&m.key).is_none_or(|v| v.trim().is_empty()))
+            .map(|m| crate::FieldError {
+                field: format!("secrets.{}", m.key),
+                message: format!(
+                    "{} was typed in for the earlier run and not kept: give it again",
+                    m.label
+                ),
+            })
+            .collect();
+        for k in given.keys() {
+            if !missing.iter().any(|m| &m.key == k) {
+                errs.push(crate::FieldError {
+                    field: format!("secrets.{k}"),
+                    message: format!("`{k}` is not a secret this plan is missing"),
+                });
+            }
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let mut v = serde_json::to_value(&*self).map_err(|e| {
+            vec![crate::FieldError {
+                field: "secrets".into(),
+                message: format!("the plan could not be read: {e}"),
+            }]
+        })?;
+        walk_redacted(&mut v, &mut Vec::new(), &mut |path, s| {
+            if let Some(value) = given.get(&path.join(".")) {
+                *s = s.replace(REDACTED, value);
+            }
+        });
+        *self = serde_json::from_value(v).map_err(|e| {
+            vec![crate::FieldError {
+                field: "secrets".into(),
+                message: format!("the plan with these secrets is not valid: {e}"),
+            }]
+        })?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +423,87 @@ mod tests {
         assert_eq!(s.scrub("ab"), "ab");
         assert!(is_secret_name("X-Apikey") && is_secret_name("Proxy-Authorization"));
         assert!(is_secret_name("Cookie") && !is_secret_name("X-Request-Id"));
+    }
+
+    fn oauth_plan(secret: &str) -> Plan {
+        serde_json::from_value(serde_json::json!({
+            "name": "oauth",
+            "target": "ws://127.0.0.1:1/echo?access_token=tok-typed-1&tag=a",
+            "stages": [{"duration": "1s", "connections": 1}],
+            "headers": {"X-Api-Key": "KEY-VALUE-1"},
+            "auth": {"source": {"type": "oauth2", "token_url": "http://127.0.0.1:1/oauth/token",
+                "client_id": "c", "client_secret": secret}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stored_plan_names_the_secrets_it_did_not_keep_and_takes_them_back() {
+        let stored = oauth_plan("s3cret-typed").redacted();
+        let missing = stored.missing_secrets();
+        let keys: Vec<&str> = missing.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["auth.source.client_secret", "headers.X-Api-Key", "target"]
+        );
+        assert_eq!(
+            missing[0].label,
+            "OAuth client secret for token endpoint http://127.0.0.1:1/oauth/token"
+        );
+        assert_eq!(missing[1].label, "Value of handshake header X-Api-Key");
+        assert_eq!(
+            missing[2].label,
+            "Credentials in the target URL ws://127.0.0.1:1/echo?access_token=<redacted>&tag=a"
+        );
+        // A plan with nothing typed in misses nothing.
+        let env: Plan = serde_json::from_value(serde_json::json!({
+            "name": "e", "target": "ws://127.0.0.1:1/", "stages": [{"duration": "1s", "connections": 1}],
+            "auth": {"source": {"type": "oauth2", "token_url": "http://h/t", "client_id": "c",
+                "client_secret": {"env": "SOME_VAR"}}}
+        }))
+        .unwrap();
+        assert!(env.redacted().missing_secrets().is_empty());
+
+        // One missing and one unknown key: both named, nothing filled.
+        let mut p = stored.clone();
+        let given = std::collections::BTreeMap::from([
+            ("auth.source.client_secret".to_string(), "again".to_string()),
+            ("auth.nope".to_string(), "x".to_string()),
+        ]);
+        let errs = p.fill_secrets(&given).unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "secrets.headers.X-Api-Key",
+                "secrets.target",
+                "secrets.auth.nope"
+            ]
+        );
+        assert!(errs[0]
+            .message
+            .starts_with("Value of handshake header X-Api-Key"));
+        assert_eq!(p, stored);
+
+        // All given: the plan holds them, and redacting it again hides them again.
+        let given = std::collections::BTreeMap::from([
+            (
+                "auth.source.client_secret".to_string(),
+                "again-1".to_string(),
+            ),
+            ("headers.X-Api-Key".to_string(), "KEY-2".to_string()),
+            ("target".to_string(), "tok-2".to_string()),
+        ]);
+        p.fill_secrets(&given).unwrap();
+        assert!(p.missing_secrets().is_empty());
+        match &p.auth.as_ref().unwrap().source {
+            TokenSource::Oauth2 { client_secret, .. } => {
+                assert_eq!(client_secret.resolve().as_deref(), Some("again-1"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.headers["X-Api-Key"], "KEY-2");
+        assert_eq!(p.target, "ws://127.0.0.1:1/echo?access_token=tok-2&tag=a");
+        assert_eq!(p.redacted(), stored);
     }
 }

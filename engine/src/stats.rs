@@ -75,6 +75,9 @@ pub(crate) struct Partial {
     pub(crate) samples: Vec<(Metric, u32)>,
     /// Evidence from rejected handshakes.
     pub(crate) rejections: Vec<Rejection>,
+    /// Close frames the target sent with a reason: ((code, reason), count), scrubbed of
+    /// secrets and cut to `MAX_CLOSE_REASON_BYTES`; 4 distinct per flush at most.
+    pub(crate) close_reasons: Vec<((u16, String), u32)>,
     /// Per identity deltas: ((dimension index, identity index), counts).
     pub(crate) identities: Vec<(IdentityKey, IdentityTotals)>,
 }
@@ -131,6 +134,23 @@ impl Recorder {
     /// The VU's reconnect policy ran out of attempts; it stops trying.
     pub(crate) fn gave_up(&mut self) {
         self.p().gave_up += 1;
+    }
+    /// The target's close frame said why (`reason`, already scrubbed of secrets). Kept
+    /// bounded: 4 distinct per flush, each cut to `MAX_CLOSE_REASON_BYTES`.
+    pub(crate) fn close_reason(&mut self, code: u16, reason: &str) {
+        let reason = crate::report::bounded_reason(reason);
+        if reason.is_empty() {
+            return;
+        }
+        let kept = &mut self.p().close_reasons;
+        if let Some((_, n)) = kept
+            .iter_mut()
+            .find(|((c, r), _)| *c == code && r == reason)
+        {
+            *n += 1;
+        } else if kept.len() < 4 {
+            kept.push(((code, reason.to_string()), 1));
+        }
     }
     /// A session ended; `at_once` when the target ended it within `AT_ONCE_MS`.
     pub(crate) fn closed(&mut self, kind: CloseKind, at_once: bool) {
@@ -364,6 +384,9 @@ impl RunStats {
             if bodies.len() < 3 && !bodies.contains(&r.body) {
                 bodies.push(r.body.clone());
             }
+        }
+        for ((code, reason), n) in &p.close_reasons {
+            self.evidence.add_close_reason(*code, reason, u64::from(*n));
         }
     }
 

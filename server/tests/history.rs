@@ -59,7 +59,7 @@ async fn a_v1_database_migrates_forward_and_keeps_its_runs() {
     // Run again: the token was typed in and never stored, so it must be given again.
     let (s, body) = app.post(&format!("/api/runs/{id}/rerun"), "").await;
     assert_eq!(s, 422, "{body}");
-    assert_eq!(body["fields"][0]["field"], "auth.source.tokens[0]");
+    assert_eq!(body["fields"][0]["field"], "secrets.auth.source.tokens.0");
     app.stop().await;
 }
 

@@ -87,6 +87,13 @@ async fn five_hundred_guests_against_a_cap_of_150_are_diagnosed_and_counted() {
     assert_eq!(w["refused"].as_object().unwrap().len(), 1, "{w}");
     assert_eq!(n(&t["closes"]["server_1008"]), 350, "{t}");
     assert_eq!(n(&c["closed"]["server_1008"]), 350, "{c}");
+    // What the close frames said is kept with the code: every refusal's reason, counted.
+    assert_eq!(
+        s["evidence"]["close_reasons"]["1008"],
+        serde_json::json!({"too many concurrent sessions": 350}),
+        "{}",
+        s["evidence"]
+    );
     // The 150 held to the end (heartbeats kept them from the idle timeout).
     assert_eq!(n(&t["closes"]["client"]), 150, "{t}");
     assert_eq!(n(&w["idle_closed"]), 0, "{w}");

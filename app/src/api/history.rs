@@ -291,10 +291,50 @@ pub async fn delete_run(id: String) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Launches the exact plan a run ran, then shows the new run.
+/// What "Run again" (`POST /api/runs/{id}/rerun`) may carry; an empty body is all
+/// defaults (the exact plan, nothing typed in).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RerunRequest {
+    /// Values of the secrets the run did not keep, by `MissingSecret::key`
+    /// (`{"auth.source.client_secret": "…"}`). Used for the new run only, never stored.
+    pub secrets: std::collections::BTreeMap<String, String>,
+    /// "Edit and run again": the edited plan (as the run page showed it, `<redacted>`
+    /// where a secret was not kept) instead of the run's own.
+    pub plan: Option<Plan>,
+}
+
+/// Launches the exact plan a run ran, then shows the new run. `secrets` holds the
+/// values of the ones it did not keep (the page's password fields, `secrets[KEY]`).
 #[server]
-pub async fn rerun(id: String) -> Result<Launched, ApiError> {
-    let launched = service()?.rerun(&id).await?;
+pub async fn rerun(
+    id: String,
+    #[server(default)] secrets: std::collections::BTreeMap<String, String>,
+) -> Result<Launched, ApiError> {
+    let req = RerunRequest {
+        secrets,
+        plan: None,
+    };
+    let launched = service()?.rerun(&id, req).await?;
+    leptos_axum::redirect(&launched.url);
+    Ok(launched)
+}
+
+/// "Edit and run again" from the plan editor: a run's plan as edited (JSON), with the
+/// secrets it did not keep, then shows the new run.
+#[server]
+pub async fn rerun_edited(
+    id: String,
+    plan_json: String,
+    #[server(default)] secrets: std::collections::BTreeMap<String, String>,
+) -> Result<Launched, ApiError> {
+    let plan: Plan =
+        serde_json::from_str(&plan_json).map_err(|e| ApiError::BadRequest(format!("plan: {e}")))?;
+    let req = RerunRequest {
+        secrets,
+        plan: Some(plan),
+    };
+    let launched = service()?.rerun(&id, req).await?;
     leptos_axum::redirect(&launched.url);
     Ok(launched)
 }

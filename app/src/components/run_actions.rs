@@ -1,5 +1,7 @@
-//! What a user can do with a run (not shown on share links): run again, save as plan /
-//! baseline, share, tags and note, delete (behind a confirmation). Each is an
+//! What a user can do with a run (not shown on share links): run again (asking for
+//! the typed-in secrets the run did not keep), edit and run again (the New-run page
+//! prefilled), save as plan / baseline, share, tags and note, delete (behind a
+//! confirmation). Each is an
 //! `ActionForm`, so it also works as a plain POST before hydration. Plus the baseline
 //! panel and the environment section of the run page.
 use leptos::prelude::*;
@@ -43,13 +45,45 @@ pub fn RunActions(detail: RunDetail, on_change: Callback<()>) -> impl IntoView {
     let tags = detail.tags.join(", ");
     let note = detail.note.clone();
     let hidden = move || view! { <input type="hidden" name="id" value=id.get_value()/> };
+    let missing = detail.missing_secrets.clone();
+    let edit_href = format!("/runs/new?from={}", detail.id);
     view! {
         <div class="run-actions">
+            {finished.then(|| if missing.is_empty() {
+                view! {
+                    <ActionForm action=rerun attr:class="run-actions__form">
+                        {hidden()}
+                        <button type="submit" class="button" data-action="rerun">"Run again"</button>
+                    </ActionForm>
+                }.into_any()
+            } else {
+                // The plan had secrets typed in, which runs never keep: ask for them
+                // here (used for the new run only; the API takes the same `secrets`).
+                let (note, button) = if missing.len() == 1 {
+                    ("This run's plan had a secret typed in, and runs never keep one. Type it again to run it; it is used for the new run only and not stored.", "Run again with this secret")
+                } else {
+                    ("This run's plan had secrets typed in, and runs never keep them. Type them again to run it; they are used for the new run only and not stored.", "Run again with these secrets")
+                };
+                view! {
+                    <details class="run-actions__more run-actions__rerun">
+                        <summary data-action="rerun-open">"Run again…"</summary>
+                        <ActionForm action=rerun attr:class="run-actions__secrets">
+                            {hidden()}
+                            <p class="muted">{note}</p>
+                            {missing.iter().map(|m| view! {
+                                <label class="field">
+                                    <span class="field__label">{m.label.clone()}</span>
+                                    <input class="field__input" type="password" autocomplete="off" required
+                                        name=format!("secrets[{}]", m.key) data-secret=m.key.clone()/>
+                                </label>
+                            }).collect_view()}
+                            <button type="submit" class="button" data-action="rerun">{button}</button>
+                        </ActionForm>
+                    </details>
+                }.into_any()
+            })}
             {finished.then(|| view! {
-                <ActionForm action=rerun attr:class="run-actions__form">
-                    {hidden()}
-                    <button type="submit" class="button" data-action="rerun">"Run again"</button>
-                </ActionForm>
+                <a class="button button--quiet" href=edit_href data-action="edit-rerun">"Edit and run again"</a>
             })}
             {match (&detail.plan_id, detail.is_baseline) {
                 (None, _) => view! {

@@ -1,5 +1,5 @@
 //! `<TargetSaidPanel>`: what the target answered (status lines with their bodies, close
-//! codes, refusals and stalls, with counts and first/last second), the rate-limit
+//! codes with the reasons their frames gave, refusals and stalls, with counts and first/last second), the rate-limit
 //! headers and `Retry-After` values it sent. Rendered by `RunSections` right below the
 //! verdict, so the verdict sits beside its own evidence on the run page, the share page
 //! and the HTML report alike. The model is `engine::said::target_said` (pure, tested).
@@ -26,6 +26,16 @@ fn answer_row(a: Answer) -> impl IntoView {
                 {(!a.bodies.is_empty()).then(|| view! {
                     <ul class="said__bodies">
                         {a.bodies.into_iter().map(|b| view! { <li><q class="mono">{b}</q></li> }).collect_view()}
+                    </ul>
+                })}
+                {(!a.reasons.is_empty()).then(|| view! {
+                    <ul class="said__bodies said__reasons">
+                        {a.reasons.into_iter().map(|(r, n)| {
+                            let text = r.clone();
+                            view! {
+                                <li data-reason=r><q class="mono">{text}</q>" "<span class="muted">{format!("×{}", fmt::count(n))}</span></li>
+                            }
+                        }).collect_view()}
                     </ul>
                 })}
             </td>

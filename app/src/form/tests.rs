@@ -446,3 +446,33 @@ fn any_numbers_typed_into_the_open_model_are_read_or_named() {
         }
     }
 }
+
+#[test]
+fn a_plan_the_form_built_comes_back_as_the_same_fields() {
+    let mut oauth = form();
+    oauth.token_url = "http://127.0.0.1:1/oauth/token".into();
+    oauth.client_id = "loadtest".into();
+    oauth.client_secret = "s3cret".into();
+    oauth.connections_per_token = "30".into();
+    oauth.reconnect = "on".into();
+    oauth.message = "{\"to\":\"x\"}".into();
+    oauth.expect_json_field = "$.to".into();
+    oauth.expect_equals = "x".into();
+    for f in [form(), oauth] {
+        let plan = f.to_plan().unwrap();
+        let back = RunForm::from_plan(&plan).expect("the form can show it");
+        assert_eq!(back.to_plan().unwrap(), plan);
+    }
+    // A stored (redacted) plan: the field says so, and the plan is still the form's.
+    let mut f = form();
+    f.bearer_token = "typed-token-1".into();
+    let stored = f.to_plan().unwrap().redacted();
+    assert_eq!(
+        RunForm::from_plan(&stored).unwrap().bearer_token,
+        engine::plan::REDACTED
+    );
+    // Anything the form has no field for: the JSON editor instead.
+    let mut with_header = form().to_plan().unwrap();
+    with_header.headers.insert("X-Team".into(), "a".into());
+    assert_eq!(RunForm::from_plan(&with_header), None);
+}

@@ -205,6 +205,13 @@ async fn connect(
     }
 }
 
+/// `text` without the run's secrets and this attempt's token (a close reason).
+pub(super) fn scrub_text(text: &str, secrets: &crate::secrets::Secrets, token: &str) -> String {
+    let mut this = crate::secrets::Secrets::default();
+    this.add(token);
+    this.scrub(&secrets.scrub(text))
+}
+
 /// Evidence is kept only once the run's secrets (and this attempt's token) are out of it.
 fn scrub_rejection(r: &mut Rejection, secrets: &crate::secrets::Secrets, token: &str) {
     let mut this = crate::secrets::Secrets::default();

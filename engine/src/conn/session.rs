@@ -195,7 +195,14 @@ pub(super) fn session<'a>(
                             }
                         }
                         Message::Close(frame) => {
-                            return CloseKind::Server(frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005));
+                            let code = frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005);
+                            // The reason is evidence (what the target said), kept like a
+                            // 429's body: scrubbed of the run's secrets and this token.
+                            if let Some(f) = frame.as_ref().filter(|f| !f.reason.is_empty()) {
+                                let reason = super::connect::scrub_text(&f.reason, &sh.secrets, &ctx.token);
+                                rec.close_reason(code, &reason);
+                            }
+                            return CloseKind::Server(code);
                         }
                         Message::Ping(_) | Message::Frame(_) => {}
                     },

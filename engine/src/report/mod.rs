@@ -308,7 +308,16 @@ pub struct PhaseSpan {
     pub steps: Vec<(u64, u64, f64)>,
 }
 
-/// Evidence kept from failed handshakes: what the target said.
+/// Close codes whose reasons are kept, distinct reasons kept per code, and the longest
+/// reason kept (RFC 6455 §5.5 allows 123 bytes; a peer that sends more is cut here).
+/// A hostile target sending a new reason on every close costs at most
+/// `MAX_CLOSE_CODES × MAX_CLOSE_REASONS × MAX_CLOSE_REASON_BYTES` bytes.
+pub const MAX_CLOSE_CODES: usize = 8;
+pub const MAX_CLOSE_REASONS: usize = 5;
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// Evidence kept from failed handshakes and from the close frames the target sent:
+/// what the target said.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -319,12 +328,50 @@ pub struct Evidence {
     pub rate_limit_headers: BTreeMap<String, String>,
     /// Up to a few sample bodies per HTTP status.
     pub bodies: BTreeMap<u16, Vec<String>>,
+    /// The reason texts of the target's close frames, by close code, with how often
+    /// each was sent (bounded: see `MAX_CLOSE_REASONS`; secrets scrubbed). Absent from
+    /// exports made before it existed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub close_reasons: BTreeMap<u16, BTreeMap<String, u64>>,
+}
+
+/// `reason` cut to `MAX_CLOSE_REASON_BYTES` on a character boundary, trimmed.
+pub(crate) fn bounded_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].trim()
 }
 
 impl Evidence {
+    /// Counts `n` closes with `code` and `reason`, within the bounds: a reason already
+    /// kept is always counted; a new one only while its code (and the code count) has
+    /// room. Empty reasons are not evidence.
+    pub fn add_close_reason(&mut self, code: u16, reason: &str, n: u64) {
+        let reason = bounded_reason(reason);
+        if reason.is_empty() {
+            return;
+        }
+        if !self.close_reasons.contains_key(&code) && self.close_reasons.len() >= MAX_CLOSE_CODES {
+            return;
+        }
+        let mine = self.close_reasons.entry(code).or_default();
+        if let Some(c) = mine.get_mut(reason) {
+            *c += n;
+        } else if mine.len() < MAX_CLOSE_REASONS {
+            mine.insert(reason.to_string(), n);
+        }
+    }
+
     /// Adds `other`, keeping the bounds: 16 Retry-After values, 16 headers, 3 bodies
-    /// per status.
+    /// per status, the close-reason bounds above.
     pub fn merge(&mut self, other: &Evidence) {
+        for (code, reasons) in &other.close_reasons {
+            for (reason, n) in reasons {
+                self.add_close_reason(*code, reason, *n);
+            }
+        }
         for (k, n) in &other.retry_after {
             if self.retry_after.len() < 16 || self.retry_after.contains_key(k) {
                 *self.retry_after.entry(k.clone()).or_default() += n;

@@ -45,7 +45,7 @@ pub(super) async fn stall(
 pub(super) async fn close_now(mut ws: WebSocketStream<MaybeTls>, code: u16) -> &'static str {
     let frame = CloseFrame {
         code: CloseCode::from(code),
-        reason: "over capacity".into(),
+        reason: "too many concurrent connections".into(),
     };
     let _ = ws.close(Some(frame)).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {

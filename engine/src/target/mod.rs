@@ -218,7 +218,8 @@ async fn handle(
         return oauth::create_session(&mut stream, &sandbox).await;
     }
     if head.path.ends_with("/oauth/token") {
-        return oauth::oauth_token(&mut stream, &sandbox, &head).await;
+        let body = buf.get(head.head_len..).unwrap_or_default();
+        return oauth::oauth_token(&mut stream, &sandbox, &head, body).await;
     }
     let (Some(key), true) = (head.key.clone(), head.upgrade) else {
         return respond(

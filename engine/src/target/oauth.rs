@@ -28,9 +28,19 @@ pub(super) async fn create_session(stream: &mut MaybeTls, sandbox: &Sandbox) {
     respond(stream, 201, "Created", "", "application/json", &body).await
 }
 
+/// The one client secret `strict_client=1` accepts (the sandbox's registered client).
+pub(super) const SANDBOX_CLIENT_SECRET: &str = "sandbox-client-secret";
+
 /// The mock OAuth2 token endpoint: `POST /oauth/token?ttl=60s&rate=R&burst=B`. Any
-/// client id and secret are accepted; tokens expire after `ttl` (default 60 s).
-pub(super) async fn oauth_token(stream: &mut MaybeTls, sandbox: &Sandbox, head: &Head) -> () {
+/// client id and secret are accepted (with `strict_client=1`, only the secret
+/// `SANDBOX_CLIENT_SECRET`, read from the form `body`); tokens expire after `ttl`
+/// (default 60 s).
+pub(super) async fn oauth_token(
+    stream: &mut MaybeTls,
+    sandbox: &Sandbox,
+    head: &Head,
+    body: &[u8],
+) -> () {
     if head.method != "POST" {
         return respond(
             stream,
@@ -57,6 +67,22 @@ pub(super) async fn oauth_token(stream: &mut MaybeTls, sandbox: &Sandbox, head: 
         }
     };
     let stats = sandbox.profile(&key);
+    let secret_ok = || {
+        url::form_urlencoded::parse(body)
+            .any(|(k, v)| k == "client_secret" && v == SANDBOX_CLIENT_SECRET)
+    };
+    if profile.strict_client && !secret_ok() {
+        stats.reject(401);
+        return respond(
+            stream,
+            401,
+            "Unauthorized",
+            "",
+            "application/json",
+            r#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
+        )
+        .await;
+    }
     if let Some(rate) = profile.rate {
         let verdict = stats.take_rate(rate, profile.burst);
         if verdict.is_err() {

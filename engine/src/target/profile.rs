@@ -67,6 +67,9 @@ pub struct Profile {
     /// Past this many open, queue the upgrade up to `queue_wait` for a free slot, then 503.
     pub queue_cap: Option<u64>,
     pub queue_wait: Duration,
+    /// `/oauth/token` only: accept just the client secret `SANDBOX_CLIENT_SECRET`
+    /// (others get 401 `invalid_client`, RFC 6749 §5.2), as a registered client would.
+    pub strict_client: bool,
     /// Past this many open, accept the upgrade and close at once with `close_code`.
     pub close_cap: Option<u64>,
     pub close_code: u16,
@@ -112,6 +115,7 @@ impl Default for Profile {
             stall_cap: None,
             queue_cap: None,
             queue_wait: Duration::from_secs(2),
+            strict_client: false,
             close_cap: None,
             close_code: 1013,
             addr_cap: None,
@@ -207,6 +211,7 @@ impl Profile {
                 "queue_cap" => p.queue_cap = Some(num(k, v)?),
                 "queue_wait" => p.queue_wait = dur(k, v)?,
                 "close_cap" => p.close_cap = Some(num(k, v)?),
+                "strict_client" => p.strict_client = v == "1" || v == "true",
                 "close_code" => {
                     let c: u16 = num(k, v)?;
                     if !(1000..=4999).contains(&c) {
@@ -233,7 +238,7 @@ impl Profile {
                     } => {}
                 other => {
                     return Err(format!(
-                        "unknown query parameter `{other}`; known: cap, rate, burst, drop_after, drop_prob, drop_code, drop_mode, delay, reply_delay, status, retry_after, auth, token_cap, ttl, need_session, session, lockout, lockout_window, stall_cap, queue_cap, queue_wait, close_cap, close_code, addr_cap, key_cap, key, knee, knee_slope, tag; on a /webmessaging path also {}",
+                        "unknown query parameter `{other}`; known: cap, rate, burst, drop_after, drop_prob, drop_code, drop_mode, delay, reply_delay, status, retry_after, auth, token_cap, ttl, need_session, session, lockout, lockout_window, stall_cap, queue_cap, queue_wait, close_cap, close_code, strict_client, addr_cap, key_cap, key, knee, knee_slope, tag; on a /webmessaging path also {}",
                         super::webmessaging::KEYS
                     ))
                 }

@@ -83,11 +83,22 @@ async fn update_run_meta(
     Ok(Json(meta))
 }
 
+/// Runs a run's plan again. The body is optional: `{"secrets": {KEY: value}}` gives the
+/// typed-in secrets the run did not keep (its `missing_secrets`), `"plan"` an edited plan.
 async fn rerun(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok((StatusCode::CREATED, Json(st.runs.history.rerun(&id).await?)))
+    let req: app::api::RerunRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("rerun: {e}")))?
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(st.runs.history.rerun(&id, req).await?),
+    ))
 }
 
 async fn save_run_as_plan(

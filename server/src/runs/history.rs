@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use app::api::{
-    date_ms, ApiError, CompareRun, CompareView, Launched, PlanRef, RunListItem, RunMeta, RunPage,
-    RunQuery, RunStatus, ShareKind, ShareLink, SharedView,
+    date_ms, ApiError, CompareRun, CompareView, Launched, PlanRef, RerunRequest, RunListItem,
+    RunMeta, RunPage, RunQuery, RunStatus, ShareKind, ShareLink, SharedView,
 };
 use engine::compare::{self, RunFacts};
 use engine::{FieldError, Plan};
@@ -259,12 +259,17 @@ impl History {
             .ok_or_else(|| ApiError::NotFound(format!("run {id}")))
     }
 
-    /// Re-launches a run's exact plan. Secrets that were typed in come back from its
-    /// saved plan when it has one; otherwise validation says which one to type again.
-    pub async fn rerun(&self, id: &str) -> Result<Launched, ApiError> {
+    /// Re-launches a run's plan: its exact plan, or `req.plan` ("Edit and run again";
+    /// then the new run belongs to no saved plan). Secrets that were typed in come back
+    /// from its saved plan when it has one; the rest must be in `req.secrets` (by
+    /// `MissingSecret::key`), or a 422 names each one missing. The secrets reach the
+    /// engine only: the new run stores its plan redacted, like every launch.
+    pub async fn rerun(&self, id: &str, req: RerunRequest) -> Result<Launched, ApiError> {
         let row = self.reads.run_row(id).await?;
-        let mut plan: Plan =
+        let stored: Plan =
             serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
+        let edited = req.plan.filter(|p| *p != stored);
+        let mut plan = edited.clone().unwrap_or(stored);
         let mut plan_id = None;
         if let Some(pid) = &row.plan_id {
             if let Some(p) = store::get_plan(&self.pool, pid)
@@ -274,9 +279,13 @@ impl History {
                 if let Ok(saved) = serde_json::from_str::<Plan>(&p.plan_json) {
                     plan.restore_secrets(&saved);
                 }
-                plan_id = Some(pid.clone());
+                if edited.is_none() {
+                    plan_id = Some(pid.clone());
+                }
             }
         }
+        plan.fill_secrets(&req.secrets)
+            .map_err(ApiError::Validation)?;
         self.launch.launch(plan, plan_id.as_deref()).await
     }
 

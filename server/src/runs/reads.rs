@@ -67,6 +67,11 @@ impl Reads {
             return Ok(d);
         };
         d.plan_name = Some(p.name);
+        if let Ok(saved) = serde_json::from_str::<Plan>(&p.plan_json) {
+            let mut plan = d.plan.clone();
+            plan.restore_secrets(&saved);
+            d.missing_secrets = plan.missing_secrets();
+        }
         match p.baseline_run_id {
             Some(b) if b == d.id => d.is_baseline = true,
             Some(b) if d.summary.is_some() => {
@@ -265,6 +270,7 @@ fn build_detail(
         histograms,
         baseline: None,
         is_baseline: false,
+        missing_secrets: plan.missing_secrets(),
         id: row.run_id,
         name: row.name,
         status: RunStatus::parse(&row.status).unwrap_or(RunStatus::Failed),

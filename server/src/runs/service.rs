@@ -154,8 +154,12 @@ impl RunService for Runs {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(self.history.update_run_meta(id, meta))
     }
-    fn rerun<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Launched, ApiError>> {
-        Box::pin(self.history.rerun(id))
+    fn rerun<'a>(
+        &'a self,
+        id: &'a str,
+        req: app::api::RerunRequest,
+    ) -> BoxFuture<'a, Result<Launched, ApiError>> {
+        Box::pin(self.history.rerun(id, req))
     }
     fn compare_runs<'a>(
         &'a self,
