@@ -126,3 +126,96 @@ fn pause_retry_tells_a_cap_from_a_lockout() {
         d.headline
     );
 }
+
+/// Issue 16: a probe a user can follow — numbered experiments in words, each read once
+/// it is over (a rate step at its planned end, a phase when it ends).
+#[test]
+fn following_a_probe_numbers_experiments_and_reads_each_once_over() {
+    use super::follow::Follow;
+    let p = base();
+    let s = series(&[
+        (10, 0, 10),
+        (10, 0, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (20, 0, 4),
+        (20, 0, 4),
+        (20, 0, 4),
+        (20, 20, 4),
+        (20, 20, 4),
+        (20, 20, 4),
+    ]);
+    let mut f = Follow::new(&p);
+    let conc = next_phase(&p, &[], &Series::default()).unwrap();
+    f.begin(&conc, 0);
+    let now = f.progress(&s, &[], 3000);
+    let cur = now.current.as_ref().unwrap();
+    assert_eq!((cur.index, cur.phase.as_str()), (1, "concurrency"));
+    assert!(cur.what.starts_with("ramp to "), "{}", cur.what);
+    // Ramp, two rate steps, pause-retry (until known), no identities.
+    assert_eq!(now.planned, 4);
+    assert!(now.done.is_empty());
+
+    let mut done = vec![span("concurrency", 0, 8000, vec![])];
+    let rate = next_phase(&p, &done, &s).unwrap();
+    f.begin(&rate, 8000);
+    let now = f.progress(&s, &done, 9000);
+    assert_eq!(now.done.len(), 1);
+    let cap = &now.done[0];
+    assert!(cap.verdict.contains("concurrency cap"), "{cap:?}");
+    assert_eq!(cap.found, Some(20.0));
+    assert_eq!(cap.accepted, 20.0);
+    assert!(cap.failures >= 40, "{cap:?}");
+    let cur = now.current.unwrap();
+    assert_eq!(cur.index, 2);
+    assert_eq!(cur.what, "20 connects/s for 3 s (short-lived connections)");
+
+    // The first rate step is over at 11 s; the second still runs.
+    let now = f.progress(&s, &done, 11_500);
+    assert_eq!(now.done.len(), 2);
+    assert_eq!(now.done[1].verdict, "all admitted");
+    assert_eq!(now.done[1].offered, 20.0);
+    assert_eq!(now.current.unwrap().index, 3);
+
+    done.push(span("rate", 8000, 14_000, rate.steps.clone()));
+    let end = f.finish(&s, &done);
+    assert!(end.current.is_none());
+    assert_eq!(end.done.len(), 3);
+    let limited = &end.done[2];
+    assert_eq!((limited.offered, limited.accepted), (40.0, 20.0));
+    assert_eq!(limited.found, Some(20.0));
+    assert!(limited.verdict.contains("rate limited"), "{limited:?}");
+    // Readings do not change once made.
+    assert_eq!(end.done[..2], f.progress(&s, &done, 14_000).done[..2]);
+}
+
+/// Issue 16: the tiles reset with each experiment ("4 / 49 · peak 5"): counters and
+/// peak continue from the phases before.
+#[test]
+fn a_probe_tick_counts_from_the_start_of_the_probe() {
+    let mut earlier = crate::report::Summary {
+        peak_open: 49,
+        ..Default::default()
+    };
+    earlier.totals.attempted = 80;
+    earlier.totals.opened = 60;
+    let mut tick = Snapshot {
+        open: 4,
+        target: 49,
+        peak_open: 5,
+        ..Default::default()
+    };
+    tick.totals.attempted = 9;
+    tick.totals.opened = 5;
+    tick.interval.attempted = 2;
+    super::follow::stitch(&mut tick, Some(&earlier));
+    assert_eq!((tick.totals.attempted, tick.totals.opened), (89, 65));
+    assert_eq!(
+        (tick.open, tick.peak_open, tick.interval.attempted),
+        (4, 49, 2)
+    );
+}
