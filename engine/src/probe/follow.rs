@@ -290,6 +290,7 @@ impl Follow {
 /// before (`earlier`, their summaries added up) instead of restarting with each phase,
 /// so the tiles and `/metrics` read the whole probe. `open`, `target`, `interval` and
 /// `latency` stay the tick's own.
+#[cfg(feature = "runtime")]
 pub fn stitch(s: &mut Snapshot, earlier: Option<&Summary>) {
     let Some(e) = earlier else {
         return;

@@ -399,6 +399,7 @@ impl Summary {
     /// peak is the highest, histograms merge exactly (so the latency table is that of
     /// every phase, as one run recording every sample would give; issue 16) and a
     /// cancelled phase makes the run cancelled.
+    #[cfg(feature = "runtime")]
     pub fn absorb_phase(&mut self, other: &Summary) {
         let mut hist = crate::stats::Merged::new();
         hist.add_histograms(&self.histograms);
