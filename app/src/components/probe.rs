@@ -47,11 +47,11 @@ pub fn ProbePanel(#[prop(into)] probe: Signal<Option<ProbeProgress>>) -> impl In
                     <tbody>
                         {move || probe.get().map(|p| p.done).unwrap_or_default().into_iter().map(|r| view! {
                             <tr data-probe-result=r.experiment.index.to_string() data-found=r.found.map(|f| f.to_string())>
-                                <td class="num">{r.experiment.index}</td>
+                                <td class="num probe__index">{r.experiment.index}</td>
                                 <td>{r.experiment.what.clone()}</td>
-                                <td class="num">{amount(&r, r.offered)}</td>
-                                <td class="num">{amount(&r, r.accepted)}</td>
-                                <td class="num">{crate::fmt::count(r.failures)}</td>
+                                <td class="num" data-label="offered ">{amount(&r, r.offered)}</td>
+                                <td class="num" data-label="accepted ">{amount(&r, r.accepted)}</td>
+                                <td class="num" data-label="failures ">{crate::fmt::count(r.failures)}</td>
                                 <td class=if r.found.is_some() { "probe__verdict probe__verdict--found" } else { "probe__verdict" }>{r.verdict.clone()}</td>
                             </tr>
                         }).collect_view()}

@@ -60,9 +60,9 @@ pub fn Tiles(#[prop(into)] data: Signal<TileData>) -> impl IntoView {
     view! {
         <div class="tiles">
             <div class="tile">
-                <div class="tile__label" data-tile-experiment=move || d().experiment.map(|n| n.to_string())>{move || { let d = d(); match (d.finished, d.experiment) { (true, _) => "Peak open / planned".to_string(), (false, Some(n)) => format!("Open / target · experiment {n}"), (false, None) => "Open / target".to_string() } }}</div>
+                <div class="tile__label">{move || if d().finished { "Peak open / planned" } else { "Open / target" }}</div>
                 <div class="tile__value" data-metric="open">{move || { let d = d(); match d.target { Some(t) => format!("{} / {}", fmt::count(d.open), fmt::count(u64::from(t))), None => fmt::count(d.open) } }}</div>
-                <div class="tile__sub">{move || { let d = d(); if d.finished { "all closed at the end".to_string() } else { format!("{} {}", if d.experiment.is_some() { "probe peak" } else { "peak" }, fmt::count(d.peak_open)) } }}</div>
+                <div class="tile__sub" data-tile-experiment=move || d().experiment.map(|n| n.to_string())>{move || { let d = d(); match (d.finished, d.experiment) { (true, _) => "all closed at the end".to_string(), (false, Some(n)) => format!("experiment {n} · probe peak {}", fmt::count(d.peak_open)), (false, None) => format!("peak {}", fmt::count(d.peak_open)) } }}</div>
             </div>
             <Tile label="Connects ok" metric="opened" value=Signal::derive(move || fmt::count(d().totals.opened))
                 sub=Signal::derive(move || format!("{} attempted", fmt::count(d().totals.attempted)))/>

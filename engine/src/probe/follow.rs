@@ -133,8 +133,8 @@ fn failures_between(s: &Series, from_ms: u64, to_ms: u64) -> u64 {
 }
 
 /// What a finished experiment showed. `span` is its phase as it ran (for a rate step:
-/// the phase so far).
-fn reading(p: &Planned, s: &Series, span: &PhaseSpan) -> ExperimentResult {
+/// the phase so far); `cap` the plateau the concurrency ramp found, if any.
+fn reading(p: &Planned, s: &Series, span: &PhaseSpan, cap: Option<f64>) -> ExperimentResult {
     let e = &p.exp;
     let mut r = ExperimentResult {
         experiment: e.clone(),
@@ -172,31 +172,45 @@ fn reading(p: &Planned, s: &Series, span: &PhaseSpan) -> ExperimentResult {
     r.failures = failures_between(s, span.start_ms, span.end_ms);
     r.offered = f64::from(p.target);
     if e.phase == "pause_retry" {
-        let (first, second) = burst_admissions(s, span).unwrap_or((0.0, 0.0));
-        r.accepted = second;
-        r.verdict = if first > 0.0 && second < 0.2 * f64::from(p.target.max(1)) {
+        // Read as `diagnose::probe::verdicts` does, against the ramp's plateau (`cap`).
+        let (x1, x2) = burst_admissions(s, span).unwrap_or((0.0, 0.0));
+        r.offered = 2.0 * f64::from(p.target);
+        r.accepted = x1 + x2;
+        let past_cap = cap.is_none_or(|l| x1 + x2 > l * 1.05 + 1.0);
+        let reached_cap = cap.is_none_or(|l| x1 >= l * 0.95 - 1.0);
+        let got = format!("first burst {} in, second {}", fmt_n(x1), fmt_n(x2));
+        r.verdict = if x2 <= (0.05 * x1).max(1.0) && reached_cap {
+            format!("{got}: nothing released, nothing admitted (a cap)")
+        } else if x2 >= 0.5 * x1 && x2 >= 1.0 && past_cap {
+            format!("{got}: admitted again past the plateau (a rate limiter, not a cap)")
+        } else if let Some(l) = cap.filter(|l| (x1 + x2 - l).abs() <= l * 0.05 + 1.0) {
             format!(
-                "first burst {} admitted, second {}: nothing was released (a cap)",
-                fmt_n(first),
-                fmt_n(second)
+                "{got}: {} open together, the plateau again (the cap)",
+                fmt_n(l)
             )
         } else {
-            format!(
-                "first burst {} admitted, second {}: a new batch was let in (a rate limiter)",
-                fmt_n(first),
-                fmt_n(second)
-            )
+            format!("{got}: inconclusive")
         };
         return r;
     }
     r.accepted = part.open.iter().copied().fold(0.0, f64::max);
     let d = diagnose(&part, None);
-    r.verdict = match d.kind {
-        LimitKind::None => format!("no limit up to {}", fmt_n(r.accepted)),
+    let plateau = d.level.map(|l| l * d.identities.map_or(1.0, f64::from));
+    r.verdict = match (d.kind, plateau) {
+        (LimitKind::None, _) => format!("no limit up to {}", fmt_n(r.accepted)),
+        // A ramp alone cannot tell a lockout from a cap (`burst_size` treats them
+        // alike): it found a plateau of open connections; the bursts tell which.
+        (LimitKind::LockoutRateLimit, Some(l)) => format!(
+            "plateau at {} open: a cap or a lockout (the pause-retry bursts tell)",
+            fmt_n(l)
+        ),
         _ => d.short(),
     };
-    if d.kind == LimitKind::ConcurrencyCap {
-        r.found = d.level.map(|l| l * d.identities.map_or(1.0, f64::from));
+    if matches!(
+        d.kind,
+        LimitKind::ConcurrencyCap | LimitKind::LockoutRateLimit
+    ) {
+        r.found = plateau;
     }
     r
 }
@@ -251,7 +265,12 @@ impl Follow {
                 },
                 None => break,
             };
-            let r = reading(p, s, &span);
+            let cap = self
+                .results
+                .iter()
+                .find(|r| r.experiment.phase == "concurrency")
+                .and_then(|r| r.found);
+            let r = reading(p, s, &span, cap);
             self.results.push(r);
         }
     }
