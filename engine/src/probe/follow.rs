@@ -15,9 +15,11 @@ use crate::diagnose::probe::{burst_admissions, rate_readings, slice};
 use crate::diagnose::{diagnose, fmt_n, LimitKind};
 use crate::plan::{Plan, Segment};
 use crate::report::{
-    Experiment, ExperimentResult, PhaseSpan, ProbeProgress, Series, Snapshot, Summary,
-    UNIT_CONNECTIONS, UNIT_CONNECTS_PER_SECOND,
+    Experiment, ExperimentResult, PhaseSpan, ProbeProgress, Series, UNIT_CONNECTIONS,
+    UNIT_CONNECTS_PER_SECOND,
 };
+#[cfg(feature = "runtime")]
+use crate::report::{Snapshot, Summary};
 
 /// One experiment as planned, with what its reading needs.
 #[derive(Debug, Clone)]
