@@ -219,3 +219,85 @@ fn a_probe_tick_counts_from_the_start_of_the_probe() {
         (4, 49, 2)
     );
 }
+
+/// The pause-retry bursts read against the ramp's plateau, as `verdicts` reads them:
+/// nothing admitted after the pause is a cap; a new batch past the plateau is not.
+#[test]
+fn a_followed_pause_retry_is_read_against_the_plateau() {
+    use super::follow::Follow;
+    let mut p = base();
+    p.probe = Some(Probe {
+        max_duration: Dur::secs(20),
+        ..p.probe.clone().unwrap()
+    });
+    // Ramp: a plateau at 20 (0-6 s); pause-retry from 6 s, bursts at 8 s and 12 s.
+    let ramp = [
+        (10, 0, 10),
+        (10, 0, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 0, 20),
+    ];
+    let read = |tail: &[(u64, u64, u64)]| {
+        let rows: Vec<(u64, u64, u64)> = ramp.iter().chain(tail).copied().collect();
+        let s = series(&rows);
+        let mut f = Follow::new(&p);
+        f.begin(&next_phase(&p, &[], &Series::default()).unwrap(), 0);
+        let mut done = vec![span("concurrency", 0, 6000, vec![])];
+        let burst = Segment {
+            name: "pause_retry".into(),
+            plan: {
+                let mut b = p.clone();
+                b.stages = vec![
+                    Stage {
+                        duration: Dur::secs(2),
+                        connections: 0,
+                    },
+                    Stage {
+                        duration: Dur::secs(1),
+                        connections: 30,
+                    },
+                ];
+                b
+            },
+            steps: vec![(2000, 1000, 30.0), (6000, 1000, 30.0)],
+        };
+        f.begin(&burst, 6000);
+        done.push(span("pause_retry", 6000, 14_000, burst.steps.clone()));
+        f.finish(&s, &done).done[1].clone()
+    };
+    // Nothing released: connections from the ramp closed, the first burst fills the
+    // cap, the second gets nothing.
+    let cap = read(&[
+        (0, 0, 0),
+        (0, 0, 0),
+        (20, 10, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (0, 30, 20),
+        (0, 0, 20),
+    ]);
+    assert_eq!((cap.offered, cap.accepted), (60.0, 20.0), "{cap:?}");
+    assert!(
+        cap.verdict
+            .ends_with("nothing released, nothing admitted (a cap)"),
+        "{cap:?}"
+    );
+    let lockout = read(&[
+        (0, 0, 0),
+        (0, 0, 0),
+        (20, 10, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (20, 10, 40),
+        (0, 0, 40),
+    ]);
+    assert_eq!(lockout.accepted, 40.0, "{lockout:?}");
+    assert!(
+        lockout.verdict.contains("a rate limiter, not a cap"),
+        "{lockout:?}"
+    );
+}
