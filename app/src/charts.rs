@@ -77,6 +77,47 @@ fn level_line(label: String, level: f64, n: usize) -> LineSpec {
     }
 }
 
+/// A probe's found levels in `unit` drawn over the experiments that found them: a dashed
+/// amber segment at the level, from the experiment's start to its end (issue 16), so a
+/// live probe shows each finding where it was measured.
+pub fn with_found(
+    mut spec: ChartSpec,
+    s: &Series,
+    probe: Option<&engine::report::ProbeProgress>,
+    unit: &str,
+) -> ChartSpec {
+    let Some(p) = probe else {
+        return spec;
+    };
+    for r in p.done.iter().filter(|r| r.unit == unit) {
+        let Some(level) = r.found else {
+            continue;
+        };
+        let (a, b) = (
+            r.experiment.start_ms as f64 / 1000.0,
+            r.experiment.end_ms as f64 / 1000.0 + 0.001,
+        );
+        let values =
+            s.t.iter()
+                .map(|t| (*t >= a && *t <= b).then_some(level))
+                .collect();
+        let per_s = if unit == engine::report::UNIT_CONNECTS_PER_SECOND {
+            "/s"
+        } else {
+            ""
+        };
+        spec.series.push(LineSpec {
+            label: format!("found ≈ {level:.0}{per_s} (exp {})", r.experiment.index),
+            color: "#d69e2e".into(),
+            values,
+            fill: false,
+            dash: true,
+            bars: false,
+        });
+    }
+    spec
+}
+
 /// Open connections against the schedule's target (and a diagnosed cap, if any).
 pub fn connections(s: &Series, d: Option<&Diagnosis>) -> ChartSpec {
     let mut open = line("open", "#2b6cb0", &s.open);
@@ -358,6 +399,46 @@ mod tests {
         assert_eq!(c.series[1].values, vec![Some(5.0), Some(5.0)]);
         assert_eq!(c.series[0].values, vec![Some(6.0), Some(5.0)]);
         assert!(c.series.iter().all(|l| l.values.len() == c.x.len()));
+    }
+
+    /// Issue 16: a probe's found rate is drawn on the connect-rate chart over the
+    /// experiment that found it, and not on the connections chart.
+    #[test]
+    fn a_found_level_is_drawn_over_its_experiment_on_its_own_chart() {
+        use engine::report::{
+            Experiment, ExperimentResult, ProbeProgress, UNIT_CONNECTIONS, UNIT_CONNECTS_PER_SECOND,
+        };
+        let s = Series {
+            t: vec![1.0, 2.0, 3.0, 4.0],
+            opened_rate: vec![5.0; 4],
+            ..Default::default()
+        };
+        let p = ProbeProgress {
+            done: vec![ExperimentResult {
+                experiment: Experiment {
+                    index: 3,
+                    start_ms: 2000,
+                    end_ms: 3000,
+                    ..Default::default()
+                },
+                unit: UNIT_CONNECTS_PER_SECOND.into(),
+                found: Some(20.0),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let rate = with_found(
+            connect_rate(&s, None),
+            &s,
+            Some(&p),
+            UNIT_CONNECTS_PER_SECOND,
+        );
+        let found = rate.series.last().unwrap();
+        assert_eq!(found.label, "found ≈ 20/s (exp 3)");
+        assert_eq!(found.values, vec![None, Some(20.0), Some(20.0), None]);
+        assert!(found.dash);
+        let conns = with_found(connections(&s, None), &s, Some(&p), UNIT_CONNECTIONS);
+        assert_eq!(conns, connections(&s, None));
     }
 
     #[test]

@@ -212,6 +212,7 @@ impl Merger {
             tokens: Default::default(),
             agents: self.statuses(),
             histograms: self.whole.encoded_histograms(),
+            probe: None,
         })
     }
 
@@ -253,6 +254,7 @@ impl Merger {
             tokens: Default::default(),
             histograms: self.whole.encoded_histograms(),
             phases: Vec::new(),
+            probe: None,
             lost_agents: Vec::new(),
             agents: self.statuses(),
         }

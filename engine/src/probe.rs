@@ -276,5 +276,7 @@ fn burst_size(s: &Series, done: &[PhaseSpan], probe: &Probe) -> Option<u32> {
     want.map(|w| (w as u32).clamp(4, max.max(4)))
 }
 
+pub mod follow;
+
 #[cfg(test)]
 mod tests;

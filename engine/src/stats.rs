@@ -487,7 +487,13 @@ impl Merged {
         self.totals.merge(&t.interval);
         self.evidence.merge(&t.evidence);
         crate::report::merge_identities(&mut self.identities, &t.identities);
-        for (name, enc) in &t.histograms {
+        self.add_histograms(&t.histograms);
+    }
+
+    /// Adds encoded histograms (`Summary::histograms` / `AgentTick::histograms`),
+    /// skipping any that does not decode or names a metric this version does not know.
+    pub(crate) fn add_histograms(&mut self, encoded: &BTreeMap<String, String>) {
+        for (name, enc) in encoded {
             let Some(i) = metric::ALL.iter().position(|m| m == name) else {
                 continue;
             };

@@ -413,6 +413,9 @@ pub async fn start_plan(
             steps: Vec::new(),
         }
     };
+    // What a user follows of a probe (issue 16): experiments, readings, whole-run counters.
+    let mut follow = crate::probe::follow::Follow::new(&plan);
+    follow.begin(&first, 0);
     let first_rx = start(first.plan, cfg, cancel.clone(), rt, fleet.as_ref()).await?;
     let (tx, rx) = mpsc::channel(64);
     let handle = rt.clone();
@@ -434,6 +437,8 @@ pub async fn start_plan(
                         (last_seq, last_ms) = (s.seq, s.elapsed_ms);
                         if is_probe {
                             series.push(&s);
+                            crate::probe::follow::stitch(&mut s, merged.as_ref());
+                            s.probe = Some(follow.progress(&series, &spans, s.elapsed_ms));
                         }
                         if tx.send(Update::Tick(s)).await.is_err() {
                             return;
@@ -456,6 +461,7 @@ pub async fn start_plan(
                 break;
             }
             if let Some(phase) = crate::probe::next_phase(&plan, &spans, &series) {
+                follow.begin(&phase, ms_off);
                 match start(phase.plan, cfg, cancel.clone(), &handle, fleet.as_ref()).await {
                     Ok(rx) => next = Some((phase.name, phase.steps, rx)),
                     Err(e) => tracing::warn!("probe phase {} could not start: {e}", phase.name),
@@ -465,6 +471,7 @@ pub async fn start_plan(
         if let Some(mut summary) = merged {
             summary.duration_ms = ms_off;
             if is_probe {
+                summary.probe = Some(follow.finish(&series, &spans));
                 summary.phases = spans;
             }
             let _ = tx.send(Update::Finished(summary)).await;

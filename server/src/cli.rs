@@ -189,6 +189,20 @@ fn bar(elapsed_ms: u64, planned_ms: u64) -> String {
     )
 }
 
+/// One finished probe experiment, for the terminal: "experiment 3: 40 connects/s for
+/// 3 s … — offered 40, accepted 20, 57 failures: rate limited at ≈ 20/s".
+fn experiment_line(r: &engine::report::ExperimentResult) -> String {
+    let per_s = if r.unit == engine::report::UNIT_CONNECTS_PER_SECOND {
+        "/s"
+    } else {
+        ""
+    };
+    format!(
+        "experiment {}: {} — offered {:.1}{per_s}, accepted {:.1}{per_s}, {} failures: {}",
+        r.experiment.index, r.experiment.what, r.offered, r.accepted, r.failures, r.verdict
+    )
+}
+
 fn progress_line(s: &Snapshot) -> String {
     let t = &s.totals;
     let fails: Vec<String> = t.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -198,8 +212,17 @@ fn progress_line(s: &Snapshot) -> String {
             .map(|l| app::fmt::us(l.p95_us))
             .unwrap_or_else(|| "-".into())
     };
+    let experiment = s
+        .probe
+        .as_ref()
+        .and_then(|p| {
+            p.current
+                .as_ref()
+                .map(|c| format!("exp {}/{}  ", c.index, p.planned))
+        })
+        .unwrap_or_default();
     format!(
-        "[{:>7}] open {}/{}  connects ok {} failed {}{}  drops {}  msgs {}/{}  p95 connect {} rtt {}",
+        "[{:>7}] {experiment}open {}/{}  connects ok {} failed {}{}  drops {}  msgs {}/{}  p95 connect {} rtt {}",
         app::fmt::ms(s.elapsed_ms),
         s.open,
         s.target,
@@ -272,6 +295,12 @@ fn print_summary(
             app::fmt::us(l.max_us),
             l.count
         );
+    }
+    if let Some(p) = &s.probe {
+        println!("probe experiments");
+        for r in &p.done {
+            println!("  {}", experiment_line(r));
+        }
     }
     // The verdict, then each other limit the run hit.
     println!();
@@ -415,11 +444,19 @@ pub async fn run(path: &Path, outputs: &Outputs, tick: Duration) -> i32 {
     };
     let mut ticks = Vec::new();
     let mut summary = None;
+    let mut experiments_told = 0;
     while let Some(u) = updates.recv().await {
         match u {
             Update::Tick(s) => {
                 let line = progress_line(&s);
                 let mut err = std::io::stderr();
+                // A probe's experiments as they finish, each on its own line.
+                let done = s.probe.as_ref().map_or(&[][..], |p| &p.done[..]);
+                for r in done.iter().skip(experiments_told) {
+                    let clear = if tty { "\r\x1b[2K" } else { "" };
+                    let _ = writeln!(err, "{clear}{}", experiment_line(r));
+                }
+                experiments_told = experiments_told.max(done.len());
                 if tty {
                     let _ = write!(err, "\r\x1b[2K{} {line}", bar(s.elapsed_ms, planned_ms));
                 } else {

@@ -3,6 +3,7 @@ pub mod chart;
 pub mod compare;
 pub mod diagnosis;
 pub mod load_error;
+pub mod probe;
 pub mod run_actions;
 pub mod run_sections;
 pub mod share_box;

@@ -14,12 +14,15 @@ use leptos::prelude::*;
 
 use engine::compare::HistogramView;
 use engine::diagnose::Diagnosis;
-use engine::report::{AgentStatus, LatencyStats, LostAgent};
+use engine::report::{
+    AgentStatus, LatencyStats, LostAgent, ProbeProgress, UNIT_CONNECTIONS, UNIT_CONNECTS_PER_SECOND,
+};
 use engine::thresholds::ThresholdResult;
 use engine::{Series, Summary};
 
 use crate::api::RunEnv;
 use crate::charts;
+use crate::components::probe::ProbePanel;
 use crate::components::run_actions::Environment;
 use crate::components::target_said::TargetSaidPanel;
 use crate::components::tiles::TileData;
@@ -72,12 +75,18 @@ pub fn RunSections(
     plan_json: String,
     env: Option<EnvSection>,
     #[prop(default = None)] after_tiles: Option<AnyView>,
+    /// A live probe's progress (the newest tick's); a finished run's is its summary's.
+    #[prop(optional, into)]
+    probe: MaybeProp<ProbeProgress>,
 ) -> impl IntoView {
     let totals = Signal::derive(move || tiles.get().totals);
     let has_failures = Signal::derive(move || {
         series.with(|s| !s.failed_rate.is_empty() || !s.drop_rate.is_empty())
     });
     let finished = summary.is_some();
+    let stored_probe = summary.as_ref().and_then(|s| s.probe.clone());
+    let whole_probe = stored_probe.is_some();
+    let probe = Signal::derive(move || stored_probe.clone().or_else(|| probe.get()));
     let (evidence, identities) = summary
         .map(|s| {
             let ids = s.identities();
@@ -87,6 +96,7 @@ pub fn RunSections(
     view! {
         <Tiles data=tiles/>
         {after_tiles}
+        <ProbePanel probe/>
         <DiagnosisPanel diagnosis live/>
         <TargetSaidPanel totals series evidence/>
         <Show when=move || !agents.read().is_empty()>
@@ -96,8 +106,8 @@ pub fn RunSections(
             </section>
         </Show>
         <section class="run-detail__charts">
-            <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || charts::connections(&series.read(), diagnosis.read().as_ref()))/>
-            <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::connect_rate(&series.read(), diagnosis.read().as_ref()))/>
+            <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || charts::with_found(charts::connections(&series.read(), diagnosis.read().as_ref()), &series.read(), probe.read().as_ref(), UNIT_CONNECTIONS))/>
+            <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::with_found(charts::connect_rate(&series.read(), diagnosis.read().as_ref()), &series.read(), probe.read().as_ref(), UNIT_CONNECTS_PER_SECOND))/>
             <Chart title="Latency percentiles per second" id="latency" spec=Signal::derive(move || charts::latency(&series.read()))/>
             <Chart title="Messages per second" id="messages" spec=Signal::derive(move || charts::messages(&series.read()))/>
             <Show when=move || has_failures.get()>
@@ -139,7 +149,7 @@ pub fn RunSections(
             </section>
         }).collect_view()}
         <section class="run-detail__section">
-            <h2>{if finished { "Latency (whole run)" } else { "Latency (last second)" }}</h2>
+            <h2>{if finished { "Latency (whole run)" } else { "Latency (last second)" }}{whole_probe.then_some(view! { <span class="muted">" · all experiments"</span> })}</h2>
             <LatencyTable latency/>
         </section>
         {view! { <Show when=move || !thresholds.read().is_empty()>

@@ -18,6 +18,9 @@ pub struct TileData {
     /// A finished run: the first tile shows its peak against the planned peak (open now
     /// is 0 and says nothing).
     pub finished: bool,
+    /// A live probe: the experiment running (open and target are its own, counters and
+    /// peak the whole probe's).
+    pub experiment: Option<u32>,
 }
 
 impl TileData {
@@ -30,6 +33,7 @@ impl TileData {
             peak_open: s.peak_open,
             totals: s.totals.clone(),
             finished: true,
+            experiment: None,
         }
     }
 }
@@ -58,7 +62,7 @@ pub fn Tiles(#[prop(into)] data: Signal<TileData>) -> impl IntoView {
             <div class="tile">
                 <div class="tile__label">{move || if d().finished { "Peak open / planned" } else { "Open / target" }}</div>
                 <div class="tile__value" data-metric="open">{move || { let d = d(); match d.target { Some(t) => format!("{} / {}", fmt::count(d.open), fmt::count(u64::from(t))), None => fmt::count(d.open) } }}</div>
-                <div class="tile__sub">{move || { let d = d(); if d.finished { "all closed at the end".to_string() } else { format!("peak {}", fmt::count(d.peak_open)) } }}</div>
+                <div class="tile__sub" data-tile-experiment=move || d().experiment.map(|n| n.to_string())>{move || { let d = d(); match (d.finished, d.experiment) { (true, _) => "all closed at the end".to_string(), (false, Some(n)) => format!("experiment {n} · probe peak {}", fmt::count(d.peak_open)), (false, None) => format!("peak {}", fmt::count(d.peak_open)) } }}</div>
             </div>
             <Tile label="Connects ok" metric="opened" value=Signal::derive(move || fmt::count(d().totals.opened))
                 sub=Signal::derive(move || format!("{} attempted", fmt::count(d().totals.attempted)))/>

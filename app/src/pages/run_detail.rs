@@ -51,6 +51,11 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
             target: Some(snap.target),
             open: snap.open,
             peak_open: snap.peak_open,
+            experiment: snap
+                .probe
+                .as_ref()
+                .and_then(|p| p.current.as_ref())
+                .map(|c| c.index),
             totals: snap.totals,
             finished: false,
         },
@@ -212,6 +217,7 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
                 thresholds
                 plan_json
                 env=env.map(|env| EnvSection { env, created: detail.created_at_ms, started: detail.started_at_ms, finished: detail.finished_at_ms })
+                probe=Signal::derive(move || live.read().as_ref().and_then(|s| s.probe.clone()))
                 after_tiles=baseline.map(|b| view! { <BaselinePanel baseline=b run_name=detail.name.clone() run_id=detail.id.clone()/> }.into_any())
             />
         </div>

@@ -77,6 +77,13 @@ pub(crate) struct RateReading {
     pub(crate) rejected: f64,
 }
 
+impl RateReading {
+    /// The admitted rate: the median of its ticks.
+    pub(crate) fn accepted_rate(&self) -> f64 {
+        super::median_of(&self.accepted).unwrap_or(0.0)
+    }
+}
+
 pub(crate) fn rate_readings(s: &Series, span: &PhaseSpan) -> Vec<RateReading> {
     let mut out = Vec::new();
     for (off, len, offered) in &span.steps {
@@ -150,7 +157,7 @@ fn rate_verdict(s: &Series, span: &PhaseSpan) -> (Option<Diagnosis>, bool, Vec<S
 }
 
 /// Pause-retry: what each burst admitted (the open count's rise over it).
-fn burst_admissions(s: &Series, span: &PhaseSpan) -> Option<(f64, f64)> {
+pub(crate) fn burst_admissions(s: &Series, span: &PhaseSpan) -> Option<(f64, f64)> {
     let open_at = |t_ms: u64| -> f64 {
         let t = t_ms as f64 / 1000.0;
         s.t.iter()

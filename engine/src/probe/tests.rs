@@ -126,3 +126,178 @@ fn pause_retry_tells_a_cap_from_a_lockout() {
         d.headline
     );
 }
+
+/// Issue 16: a probe a user can follow — numbered experiments in words, each read once
+/// it is over (a rate step at its planned end, a phase when it ends).
+#[test]
+fn following_a_probe_numbers_experiments_and_reads_each_once_over() {
+    use super::follow::Follow;
+    let p = base();
+    let s = series(&[
+        (10, 0, 10),
+        (10, 0, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (20, 0, 4),
+        (20, 0, 4),
+        (20, 0, 4),
+        (20, 20, 4),
+        (20, 20, 4),
+        (20, 20, 4),
+    ]);
+    let mut f = Follow::new(&p);
+    let conc = next_phase(&p, &[], &Series::default()).unwrap();
+    f.begin(&conc, 0);
+    let now = f.progress(&s, &[], 3000);
+    let cur = now.current.as_ref().unwrap();
+    assert_eq!((cur.index, cur.phase.as_str()), (1, "concurrency"));
+    assert!(cur.what.starts_with("ramp to "), "{}", cur.what);
+    // Ramp, two rate steps, pause-retry (until known), no identities.
+    assert_eq!(now.planned, 4);
+    assert!(now.done.is_empty());
+
+    let mut done = vec![span("concurrency", 0, 8000, vec![])];
+    let rate = next_phase(&p, &done, &s).unwrap();
+    f.begin(&rate, 8000);
+    let now = f.progress(&s, &done, 9000);
+    assert_eq!(now.done.len(), 1);
+    let cap = &now.done[0];
+    assert!(cap.verdict.contains("concurrency cap"), "{cap:?}");
+    assert_eq!(cap.found, Some(20.0));
+    assert_eq!(cap.accepted, 20.0);
+    assert!(cap.failures >= 40, "{cap:?}");
+    let cur = now.current.unwrap();
+    assert_eq!(cur.index, 2);
+    assert_eq!(cur.what, "20 connects/s for 3 s (short-lived connections)");
+
+    // The first rate step is over at 11 s; the second still runs.
+    let now = f.progress(&s, &done, 11_500);
+    assert_eq!(now.done.len(), 2);
+    assert_eq!(now.done[1].verdict, "all admitted");
+    assert_eq!(now.done[1].offered, 20.0);
+    assert_eq!(now.current.unwrap().index, 3);
+
+    done.push(span("rate", 8000, 14_000, rate.steps.clone()));
+    let end = f.finish(&s, &done);
+    assert!(end.current.is_none());
+    assert_eq!(end.done.len(), 3);
+    let limited = &end.done[2];
+    assert_eq!((limited.offered, limited.accepted), (40.0, 20.0));
+    assert_eq!(limited.found, Some(20.0));
+    assert!(limited.verdict.contains("rate limited"), "{limited:?}");
+    // Readings do not change once made.
+    assert_eq!(end.done[..2], f.progress(&s, &done, 14_000).done[..2]);
+}
+
+/// Issue 16: the tiles reset with each experiment ("4 / 49 · peak 5"): counters and
+/// peak continue from the phases before.
+#[test]
+fn a_probe_tick_counts_from_the_start_of_the_probe() {
+    let mut earlier = crate::report::Summary {
+        peak_open: 49,
+        ..Default::default()
+    };
+    earlier.totals.attempted = 80;
+    earlier.totals.opened = 60;
+    let mut tick = Snapshot {
+        open: 4,
+        target: 49,
+        peak_open: 5,
+        ..Default::default()
+    };
+    tick.totals.attempted = 9;
+    tick.totals.opened = 5;
+    tick.interval.attempted = 2;
+    super::follow::stitch(&mut tick, Some(&earlier));
+    assert_eq!((tick.totals.attempted, tick.totals.opened), (89, 65));
+    assert_eq!(
+        (tick.open, tick.peak_open, tick.interval.attempted),
+        (4, 49, 2)
+    );
+}
+
+/// The pause-retry bursts read against the ramp's plateau, as `verdicts` reads them:
+/// nothing admitted after the pause is a cap; a new batch past the plateau is not.
+#[test]
+fn a_followed_pause_retry_is_read_against_the_plateau() {
+    use super::follow::Follow;
+    let mut p = base();
+    p.probe = Some(Probe {
+        max_duration: Dur::secs(20),
+        ..p.probe.clone().unwrap()
+    });
+    // Ramp: a plateau at 20 (0-6 s); pause-retry from 6 s, bursts at 8 s and 12 s.
+    let ramp = [
+        (10, 0, 10),
+        (10, 0, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 10, 20),
+        (0, 0, 20),
+    ];
+    let read = |tail: &[(u64, u64, u64)]| {
+        let rows: Vec<(u64, u64, u64)> = ramp.iter().chain(tail).copied().collect();
+        let s = series(&rows);
+        let mut f = Follow::new(&p);
+        f.begin(&next_phase(&p, &[], &Series::default()).unwrap(), 0);
+        let mut done = vec![span("concurrency", 0, 6000, vec![])];
+        let burst = Segment {
+            name: "pause_retry".into(),
+            plan: {
+                let mut b = p.clone();
+                b.stages = vec![
+                    Stage {
+                        duration: Dur::secs(2),
+                        connections: 0,
+                    },
+                    Stage {
+                        duration: Dur::secs(1),
+                        connections: 30,
+                    },
+                ];
+                b
+            },
+            steps: vec![(2000, 1000, 30.0), (6000, 1000, 30.0)],
+        };
+        f.begin(&burst, 6000);
+        done.push(span("pause_retry", 6000, 14_000, burst.steps.clone()));
+        f.finish(&s, &done).done[1].clone()
+    };
+    // Nothing released: connections from the ramp closed, the first burst fills the
+    // cap, the second gets nothing.
+    let cap = read(&[
+        (0, 0, 0),
+        (0, 0, 0),
+        (20, 10, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (0, 30, 20),
+        (0, 0, 20),
+    ]);
+    assert_eq!((cap.offered, cap.accepted), (60.0, 20.0), "{cap:?}");
+    assert!(
+        cap.verdict
+            .ends_with("nothing released, nothing admitted (a cap)"),
+        "{cap:?}"
+    );
+    let lockout = read(&[
+        (0, 0, 0),
+        (0, 0, 0),
+        (20, 10, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (0, 0, 20),
+        (20, 10, 40),
+        (0, 0, 40),
+    ]);
+    assert_eq!(lockout.accepted, 40.0, "{lockout:?}");
+    assert!(
+        lockout.verdict.contains("a rate limiter, not a cap"),
+        "{lockout:?}"
+    );
+}

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 mod identities;
+mod probe_progress;
 mod series;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,9 @@ mod tests;
 use identities::legacy_tokens;
 pub use identities::{
     merge_identities, Identities, IdentityTotals, DIM_SOURCE, DIM_TOKEN, MAX_IDENTITIES,
+};
+pub use probe_progress::{
+    Experiment, ExperimentResult, ProbeProgress, UNIT_CONNECTIONS, UNIT_CONNECTS_PER_SECOND,
 };
 pub use series::{csv_cell, Series, SERIES_IDENTITIES};
 
@@ -209,6 +213,9 @@ pub struct Snapshot {
     #[serde(skip)]
     #[cfg_attr(feature = "schema", schemars(skip))]
     pub histograms: BTreeMap<String, String>,
+    /// Probe runs: the experiment running and what the finished ones showed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeProgress>,
 }
 
 impl Snapshot {
@@ -423,6 +430,9 @@ pub struct Summary {
     /// Probe runs: the experiments, in order, with their time spans.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<PhaseSpan>,
+    /// Probe runs: every experiment and what it showed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeProgress>,
     /// Agents that stopped reporting before the end (the run then ends `agent_lost`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lost_agents: Vec<LostAgent>,
@@ -433,9 +443,16 @@ pub struct Summary {
 
 impl Summary {
     /// Adds a later phase of the same (probe) run: counters and evidence add up, the
-    /// peak is the highest, latency and histograms stay those of the first phase, and a
+    /// peak is the highest, histograms merge exactly (so the latency table is that of
+    /// every phase, as one run recording every sample would give; issue 16) and a
     /// cancelled phase makes the run cancelled.
+    #[cfg(feature = "runtime")]
     pub fn absorb_phase(&mut self, other: &Summary) {
+        let mut hist = crate::stats::Merged::new();
+        hist.add_histograms(&self.histograms);
+        hist.add_histograms(&other.histograms);
+        self.histograms = hist.encoded_histograms();
+        self.latency = hist.latency();
         self.totals.merge(&other.totals);
         self.peak_open = self.peak_open.max(other.peak_open);
         if matches!(
