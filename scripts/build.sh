@@ -3,7 +3,8 @@
 # which embeds that site (server/build.rs): the binary runs from any directory.
 #   scripts/build.sh            debug server, optimized wasm
 #   scripts/build.sh --run      what `make run` starts (target/quick/socketswarm): the `quick`
-#                               profile (Cargo.toml), the wasm without wasm-opt
+#                               profile (Cargo.toml) without the Kubernetes
+#                               launcher, the wasm without wasm-opt
 #   scripts/build.sh --release  release server (target/release/socketswarm), wasm-opt'd wasm
 #   scripts/build.sh --dist     the shipping build: fat LTO (target/dist/socketswarm)
 #   --release builds the wasm with wasm-opt when node_modules has it (scripts/setup.sh).
@@ -53,7 +54,7 @@ case "$site" in /*) export SOCKETSWARM_SITE_DIR="$site" ;; *) export SOCKETSWARM
 target_args=()
 if [ -n "${SERVER_TARGET:-}" ]; then target_args=(--target "$SERVER_TARGET"); fi
 case "$mode" in
-  --run) cargo build -p server --profile quick "${target_args[@]}" ;;
+  --run) cargo build -p server --profile quick --no-default-features "${target_args[@]}" ;;
   --release) cargo build -p server --release "${target_args[@]}" ;;
   --dist) cargo build -p server --profile dist "${target_args[@]}" ;;
   *) cargo build -p server "${target_args[@]}" ;;

@@ -11,6 +11,7 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== clippy (server + engine, app ssr, frontend wasm)"
 cargo clippy -p engine -p server --all-targets -- -D warnings
+cargo clippy -p server --no-default-features --features app/ssr -- -D warnings  # make run's quick build (no Kubernetes launcher)
 cargo clippy -p app --features ssr --all-targets -- -D warnings
 cargo clippy -p frontend --target wasm32-unknown-unknown --profile wasm-release -- -D warnings
 echo "== unit and integration tests"
