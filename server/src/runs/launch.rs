@@ -84,7 +84,7 @@ impl Launch {
 
     /// Checks that only apply on this server: the embedded sandbox shares our
     /// open-file limit, so a run against it may hold only half as many sockets.
-    fn check_local(&self, plan: &Plan) -> Result<(), ApiError> {
+    pub(super) fn check_local(&self, plan: &Plan) -> Result<(), ApiError> {
         let Some(sb) = self.sandbox else {
             return Ok(());
         };
