@@ -88,23 +88,45 @@ pub struct SteerEvent {
 }
 
 impl SteerEvent {
-    /// In words: "level 50 → 100", "rate 20/s → 50/s", "hold +30 s (ends at 1:10)".
+    /// In words: "level 50 → 100", "connect rate 20/s → 50/s", "hold extended: ends at
+    /// 40 s → 70 s", "hold ended: ends at 70 s → 25.5 s".
     pub fn describe(&self) -> String {
-        let n = |v: Option<f64>| v.map_or_else(|| "none".to_string(), |v| format!("{v}"));
+        let (from, to) = (num(self.from), num(self.to));
         match self.kind {
-            SteerKind::Level => format!("level {} → {}", n(self.from), n(self.to)),
-            SteerKind::Rate => format!(
-                "connect rate {} → {}",
-                self.from.map_or("uncapped".into(), |v| format!("{v}/s")),
-                n(self.to) + "/s"
-            ),
-            SteerKind::Extend => format!(
-                "hold extended: ends at {} s → {} s",
-                n(self.from),
-                n(self.to)
-            ),
-            SteerKind::EndHold => {
-                format!("hold ended: ends at {} s → {} s", n(self.from), n(self.to))
+            SteerKind::Level => format!("level {from} → {to}"),
+            SteerKind::Rate => match self.from {
+                Some(_) => format!("connect rate {from}/s → {to}/s"),
+                None => format!("connect rate uncapped → {to}/s"),
+            },
+            SteerKind::Extend => format!("hold extended: ends at {from} s → {to} s"),
+            SteerKind::EndHold => format!("hold ended: ends at {from} s → {to} s"),
+        }
+    }
+
+    /// A chart marker's label: "level → 100", "rate → 50/s", "hold +30 s", "end hold".
+    pub fn short(&self) -> String {
+        match self.kind {
+            SteerKind::Level => format!("level → {}", num(self.to)),
+            SteerKind::Rate => format!("rate → {}/s", num(self.to)),
+            SteerKind::Extend => match (self.from, self.to) {
+                (Some(a), Some(b)) => format!("hold +{} s", num(Some(b - a))),
+                _ => "hold extended".into(),
+            },
+            SteerKind::EndHold => "end hold".into(),
+        }
+    }
+}
+
+/// A number as people write it: at most one decimal, none when whole.
+fn num(v: Option<f64>) -> String {
+    match v {
+        None => "none".into(),
+        Some(v) => {
+            let r = (v * 10.0).round() / 10.0;
+            if r.fract() == 0.0 {
+                format!("{r:.0}")
+            } else {
+                format!("{r:.1}")
             }
         }
     }
@@ -451,6 +473,14 @@ mod tests {
         );
         assert_eq!(total_duration(&n.stages), s(25));
         assert_eq!((e.from, e.to), (None, Some(40.0)));
+        assert_eq!(e.describe(), "connect rate uncapped → 40/s");
+        let odd = SteerEvent {
+            at_ms: 0,
+            kind: SteerKind::EndHold,
+            from: Some(63.0),
+            to: Some(12.109_290_389),
+        };
+        assert_eq!(odd.describe(), "hold ended: ends at 63 s → 12.1 s");
         assert!(
             matches!(apply(&c, s(2), Steer::Rate(0.0), 0), Err(SteerError::Invalid(f)) if f.field == "rate")
         );
@@ -469,6 +499,7 @@ mod tests {
             vec![st(5000, 50), st(5000, 50), st(45_000, 50), st(5000, 0)]
         );
         assert_eq!((e.from, e.to), (Some(30.0), Some(60.0)));
+        assert_eq!(e.short(), "hold +30 s");
         // Extending during a ramp (no hold planned) adds a hold at the ramp's level.
         let ramp = course(vec![st(10_000, 100)], None);
         let (n, _) = apply(&ramp, s(5), Steer::Extend(s(5)), 0).unwrap();
@@ -484,6 +515,8 @@ mod tests {
         let (n, e) = apply(&c, s(10), Steer::EndHold, 0).unwrap();
         assert_eq!(n.stages, vec![st(5000, 50), st(5000, 50), st(5000, 0)]);
         assert_eq!((e.from, e.to), (Some(30.0), Some(15.0)));
+        assert_eq!(e.describe(), "hold ended: ends at 30 s → 15 s");
+        assert_eq!(e.short(), "end hold");
         let hold_only = course(vec![st(0, 20), st(20_000, 20)], None);
         let (n, _) = apply(&hold_only, s(7), Steer::EndHold, 0).unwrap();
         assert_eq!(total_duration(&n.stages), s(7), "the run ends now");

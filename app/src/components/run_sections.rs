@@ -72,6 +72,9 @@ pub fn RunSections(
     plan_json: String,
     env: Option<EnvSection>,
     #[prop(default = None)] after_tiles: Option<AnyView>,
+    /// Steering changes, marked on the connections chart (see `components::steer`).
+    #[prop(optional)]
+    steering: Option<Signal<Vec<engine::steer::SteerEvent>>>,
 ) -> impl IntoView {
     let totals = Signal::derive(move || tiles.get().totals);
     let has_failures = Signal::derive(move || {
@@ -96,7 +99,13 @@ pub fn RunSections(
             </section>
         </Show>
         <section class="run-detail__charts">
-            <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || charts::connections(&series.read(), diagnosis.read().as_ref()))/>
+            <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || {
+                let mut spec = charts::connections(&series.read(), diagnosis.read().as_ref());
+                if let Some(events) = steering {
+                    spec.marks = charts::steering_marks(&events.read());
+                }
+                spec
+            })/>
             <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::connect_rate(&series.read(), diagnosis.read().as_ref()))/>
             <Chart title="Latency percentiles per second" id="latency" spec=Signal::derive(move || charts::latency(&series.read()))/>
             <Chart title="Messages per second" id="messages" spec=Signal::derive(move || charts::messages(&series.read()))/>
