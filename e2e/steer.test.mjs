@@ -102,5 +102,10 @@ test('a live run is steered from its page: level, chart marker, changes list, st
   await page.locator('[data-chart="connections"] .chart__plot[data-marks="2"]').waitFor();
   assert.equal(await page.locator('[data-steer]').count(), 0);
   await shots(page, 'steer-finished');
+  // The HTML report lists the same changes.
+  const report = await api(srv.base, `/api/runs/${id}/report.html`);
+  assert.equal(report.status, 200);
+  assert.match(report.body, /<h2>Changes<\/h2>/);
+  assert.match(report.body, /level 10 → 30/);
   assert.deepEqual(pageErrors, []);
 });

@@ -72,7 +72,8 @@ pub fn RunSections(
     plan_json: String,
     env: Option<EnvSection>,
     #[prop(default = None)] after_tiles: Option<AnyView>,
-    /// Steering changes, marked on the connections chart (see `components::steer`).
+    /// Steering changes: the Changes list, and markers on the connections chart (see
+    /// `components::steer`).
     #[prop(optional)]
     steering: Option<Signal<Vec<engine::steer::SteerEvent>>>,
 ) -> impl IntoView {
@@ -98,6 +99,7 @@ pub fn RunSections(
                 <AgentTable agents lost=lost_agents.clone()/>
             </section>
         </Show>
+        {steering.map(|events| view! { <crate::components::steer::SteerTimeline events/> })}
         <section class="run-detail__charts">
             <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || {
                 let mut spec = charts::connections(&series.read(), diagnosis.read().as_ref());

@@ -8,7 +8,7 @@ use leptos_router::hooks::use_params_map;
 use crate::api::{get_run, CancelRun, RunDetail, RunStatus};
 use crate::components::run_actions::{BaselinePanel, RunActions};
 use crate::components::run_sections::{EnvSection, RunSections};
-use crate::components::steer::{SteerPanel, SteerTimeline};
+use crate::components::steer::SteerPanel;
 use crate::components::tiles::TileData;
 use crate::components::{LoadError, StatusBadge};
 use crate::fmt;
@@ -193,7 +193,6 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
             {detail.error.clone().map(|e| view! { <p class="error">{e}</p> })}
             {(is_live && planned_ms > 0).then(move || view! { <RunProgress elapsed=Signal::derive(move || data.read().elapsed_ms) planned_ms=crate::components::steer::planned_ms(planned_ms, steering)/> })}
             {steerable.then(|| view! { <SteerPanel run_id=detail.id.clone() events=steering/> })}
-            <SteerTimeline events=steering/>
             {is_live.then(|| view! {
                 <p class="run-detail__downloads">
                     <a class="button button--quiet" href=format!("{downloads}/series.csv") download="" rel="external" data-download="live-csv">"CSV so far (per second)"</a>
