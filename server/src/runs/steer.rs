@@ -256,3 +256,29 @@ impl Launch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::unsteerable;
+    use engine::Plan;
+
+    fn plan(extra: &str) -> Plan {
+        serde_json::from_str(&format!(
+            r#"{{"target":"ws://127.0.0.1:1/x","stages":[{{"duration":"1s","connections":1}}]{extra}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_runs_made_in_this_process_can_be_steered() {
+        assert_eq!(unsteerable(&plan("")), None);
+        assert!(unsteerable(&plan(r#","agents":2"#))
+            .unwrap()
+            .contains("agents"));
+        assert!(unsteerable(&plan(
+            r#","probe":{"max_connections":10,"max_connect_rate":10,"max_duration":"5s"}"#
+        ))
+        .unwrap()
+        .contains("probe"));
+    }
+}
