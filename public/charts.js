@@ -12,6 +12,35 @@
     if (u.cursor.idx == null && n > 0) u.setLegend({ idx: n - 1 }, false);
   }
 
+  // Vertical dashed markers with their labels (a run's steering changes), drawn over
+  // the plot; labels alternate between two rows so close changes stay readable.
+  function drawMarks(marks) {
+    return function (u) {
+      if (!marks || !marks.length) return;
+      var ctx = u.ctx, px = window.devicePixelRatio || 1;
+      var top = u.bbox.top, bottom = u.bbox.top + u.bbox.height;
+      var left = u.bbox.left, right = u.bbox.left + u.bbox.width;
+      ctx.save();
+      ctx.font = Math.round(11 * px) + 'px system-ui, sans-serif';
+      marks.forEach(function (m, i) {
+        var x = Math.round(u.valToPos(m.x, 'x', true));
+        if (x < left || x > right) return;
+        ctx.strokeStyle = '#6b46c1';
+        ctx.lineWidth = 1.5 * px;
+        ctx.setLineDash([4 * px, 3 * px]);
+        ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, bottom); ctx.stroke();
+        var w = ctx.measureText(m.label).width;
+        var tx = x + 4 * px + w > right ? x - 4 * px - w : x + 4 * px;
+        var ty = top + (12 + (i % 2) * 14) * px;
+        ctx.fillStyle = 'rgba(255,255,255,0.85)';
+        ctx.fillRect(tx - 2 * px, ty - 10 * px, w + 4 * px, 13 * px);
+        ctx.fillStyle = '#44337a';
+        ctx.fillText(m.label, tx, ty);
+      });
+      ctx.restore();
+    };
+  }
+
   function options(spec, width) {
     var labels = spec.x_labels && spec.x_labels.length ? spec.x_labels : null;
     var bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.8, 64] }) : undefined;
@@ -19,7 +48,7 @@
       width: width,
       height: spec.height || 220,
       legend: { show: true, live: true },
-      hooks: labels ? {} : { ready: [showLatest], setData: [showLatest], setCursor: [showLatest] },
+      hooks: labels ? {} : { ready: [showLatest], setData: [showLatest], setCursor: [showLatest], draw: [drawMarks(spec.marks)] },
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: false } },
       axes: [
@@ -53,7 +82,10 @@
     if (typeof uPlot === 'undefined') return;
     var spec = JSON.parse(specJson);
     var data = [spec.x].concat(spec.series.map(function (s) { return s.values; }));
-    var key = spec.series.map(function (s) { return s.label; }).join('|');
+    // New markers redraw the chart (its draw hook holds them).
+    var key = spec.series.map(function (s) { return s.label; }).join('|') +
+      '#' + (spec.marks || []).map(function (m) { return m.x + m.label; }).join('|');
+    el.setAttribute('data-marks', String((spec.marks || []).length));
     var have = plots.get(el);
     if (have && have.key === key) { have.plot.setData(data); return; }
     if (have) have.plot.destroy();

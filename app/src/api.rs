@@ -5,7 +5,9 @@
 use std::fmt;
 
 pub mod history;
+pub mod steer;
 pub use history::*;
+pub use steer::*;
 
 use engine::{FieldError, Limits, Plan, Series, Snapshot, Summary};
 use leptos::prelude::*;
@@ -262,6 +264,12 @@ mod service {
         fn get_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<RunDetail, ApiError>>;
         fn launch(&self, plan: Plan) -> BoxFuture<'_, Result<Launched, ApiError>>;
         fn cancel_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
+        /// One steering change of a running run (see `steer`).
+        fn steer_run<'a>(
+            &'a self,
+            id: &'a str,
+            req: SteerRequest,
+        ) -> BoxFuture<'a, Result<engine::steer::SteerEvent, ApiError>>;
         /// Every check a plan must pass on this server (the environment it may read,
         /// then its fields against the limits).
         fn validate(&self, plan: &Plan) -> Result<(), Vec<FieldError>>;

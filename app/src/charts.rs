@@ -35,6 +35,28 @@ pub struct ChartSpec {
     /// Categorical x: the label of each x index (histogram buckets).
     #[serde(default)]
     pub x_labels: Vec<String>,
+    /// Vertical markers at x (a steering change on the connections chart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub marks: Vec<Mark>,
+}
+
+/// A vertical marker with its label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mark {
+    /// Elapsed seconds.
+    pub x: f64,
+    pub label: String,
+}
+
+/// Markers for a run's steering changes ("level 20 → 60" at its second).
+pub fn steering_marks(events: &[engine::steer::SteerEvent]) -> Vec<Mark> {
+    events
+        .iter()
+        .map(|e| Mark {
+            x: e.at_ms as f64 / 1000.0,
+            label: e.short(),
+        })
+        .collect()
 }
 
 fn line(label: &str, color: &str, values: &[f64]) -> LineSpec {
@@ -300,6 +322,7 @@ pub fn histogram(h: &engine::compare::HistogramView) -> ChartSpec {
         }],
         x_label: "latency bucket".into(),
         x_labels: labels,
+        marks: Vec::new(),
     }
 }
 
@@ -384,6 +407,24 @@ mod tests {
         s.failed_rate.insert("http_429".into(), vec![0.0, 4.0]);
         s.failed_rate.insert("timeout".into(), vec![1.0, 0.0]);
         s
+    }
+
+    #[test]
+    fn steering_changes_become_markers_at_their_second() {
+        use engine::steer::{SteerEvent, SteerKind};
+        let marks = steering_marks(&[SteerEvent {
+            at_ms: 3500,
+            kind: SteerKind::Level,
+            from: Some(20.0),
+            to: Some(60.0),
+        }]);
+        assert_eq!(
+            marks,
+            vec![Mark {
+                x: 3.5,
+                label: "level → 60".into()
+            }]
+        );
     }
 
     #[test]

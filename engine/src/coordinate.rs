@@ -46,13 +46,15 @@ pub struct Coordination {
     pub silence: Duration,
     /// When the run started.
     pub started: Instant,
+    /// A steered run's newest course: the phase a snapshot reports follows it.
+    pub steer: Option<tokio::sync::watch::Receiver<crate::steer::Course>>,
 }
 
 /// Spawns the coordinator on `rt`; `cancel` is the run's (cancelling it ends every
 /// agent, which then send their last ticks).
 pub fn coordinate(
     mut rx: mpsc::Receiver<AgentMsg>,
-    c: Coordination,
+    mut c: Coordination,
     cancel: CancellationToken,
     rt: &tokio::runtime::Handle,
 ) -> mpsc::Receiver<Update> {
@@ -106,6 +108,9 @@ pub fn coordinate(
                     s
                 }
             };
+            if let Some(steer) = c.steer.as_mut().filter(|s| s.has_changed().unwrap_or(false)) {
+                merger.set_stages(steer.borrow_and_update().stages.clone());
+            }
             for snap in snaps {
                 if c.plan.abort_on_fail && aborted_by.is_none() && c.started.elapsed() >= c.plan.abort_grace.0 {
                     // Judged on merged data, with whole-run percentiles.

@@ -13,6 +13,8 @@
 //!   verdicts are read in `diagnose::probe`. Pure.
 //! - [`protocol`]  the coordinator–agent frames (JSON over one WebSocket). Pure.
 //! - [`schedule`]  how many connections should have been started at time `t`. Pure.
+//! - [`steer`]     steering a live run: level, rate, extend or end the hold, re-planned
+//!   from the moment of the change (`steer::apply`), and the events that record it. Pure.
 //! - [`secrets`]   the one redaction rule (by name and by value) every way out uses. Pure.
 //! - [`template`]  `{{vu}}`, `{{attempt}}`, `{{uuid}}`, `{{now_ms}}`, `{{env.NAME}}`. Pure.
 //! - [`thresholds`] pass/fail thresholds on a finished run (k6 style). Pure.
@@ -58,6 +60,7 @@ pub mod report;
 pub mod said;
 pub mod schedule;
 pub mod secrets;
+pub mod steer;
 pub mod template;
 pub mod thresholds;
 

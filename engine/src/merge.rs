@@ -75,6 +75,11 @@ impl Merger {
         }
     }
 
+    /// The schedule the phases are read from, after a steering change (`steer.rs`).
+    pub fn set_stages(&mut self, stages: Vec<Stage>) {
+        self.stages = stages;
+    }
+
     /// Takes one tick; returns the snapshots it completed (oldest first).
     pub fn add(&mut self, t: AgentTick) -> Vec<Snapshot> {
         let Some(a) = self.agents.get_mut(t.agent as usize) else {

@@ -119,6 +119,12 @@ pub struct Plan {
     /// arrive at a rate and each stays for a drawn duration (see `plan/lifecycle.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<Sessions>,
+    /// Changes made while the run was live (level, rate, hold), oldest first. A steered
+    /// run's stored plan has its `stages` and `max_connect_rate` rewritten to what ran,
+    /// so running it again reproduces it; this list says what changed and when (see
+    /// `steer.rs`). The engine does not read it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steering: Vec<crate::steer::SteerEvent>,
 }
 
 fn default_abort_grace() -> Dur {

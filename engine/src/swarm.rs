@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,7 @@ pub use crate::coordinate::{AgentMsg, Update};
 use crate::plan::{Plan, TargetUrl};
 pub use crate::schedule::Share;
 use crate::schedule::{target_at, Pacer};
+use crate::steer::Course;
 use crate::template::Template;
 
 mod compile;
@@ -100,6 +101,7 @@ pub async fn start(
             // Ticks are the heartbeat: an agent silent for many of them is gone.
             silence: (cfg.tick * 10).max(Duration::from_secs(10)),
             started,
+            steer: fleet.steering(),
         },
         cancel,
         &crate::load_runtime::control_runtime(rt),
@@ -117,6 +119,22 @@ pub async fn run_agent(
     rt: &tokio::runtime::Handle,
     policy: crate::outbound::Policy,
     out: mpsc::Sender<crate::report::AgentTick>,
+) -> Result<(), EngineError> {
+    run_agent_steered(plan, share, cfg, cancel, rt, policy, out, None).await
+}
+
+/// [`run_agent`] for a run that can be steered: its controller follows the newest
+/// [`Course`] on `steer` (see `steer.rs`).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_agent_steered(
+    plan: Plan,
+    share: Share,
+    cfg: SwarmConfig,
+    cancel: CancellationToken,
+    rt: &tokio::runtime::Handle,
+    policy: crate::outbound::Policy,
+    out: mpsc::Sender<crate::report::AgentTick>,
+    steer: Option<watch::Receiver<Course>>,
 ) -> Result<(), EngineError> {
     crate::install_crypto_provider();
     let url = TargetUrl::parse(&plan.target).map_err(EngineError::BadTarget)?;
@@ -288,12 +306,14 @@ pub async fn run_agent(
         },
     ));
     rt.spawn(control(
-        plan, share, shared, gauges, started, cancel, cfg.grace,
+        plan, share, shared, gauges, started, cancel, cfg.grace, steer,
     ));
     Ok(())
 }
 
 /// Paces VU starts along the schedule; retires the newest VUs on ramp-down; ends the run.
+/// A steered run's schedule and rate cap come from `steer` once it changes.
+#[allow(clippy::too_many_arguments)]
 async fn control(
     plan: Plan,
     share: Share,
@@ -302,12 +322,14 @@ async fn control(
     started: Instant,
     cancel: CancellationToken,
     grace: Duration,
+    mut steer: Option<watch::Receiver<Course>>,
 ) {
-    let total = plan.duration();
+    let mut total = plan.duration();
+    // The schedule followed (the plan's, until a steering change replaces it).
+    let mut stages = plan.stages.clone();
+    let mut rate = plan.max_connect_rate;
     // The connect-rate cap: starts paced along the clock by the one pure pacer.
-    let mut pacer = plan
-        .max_connect_rate
-        .map(|r| Pacer::sharded(r, Duration::from_millis(20), share));
+    let mut pacer = rate.map(|r| Pacer::sharded(r, Duration::from_millis(20), share));
     let mut vus = JoinSet::new();
     // Stop signals of started, not yet retired VU slots, oldest first.
     let mut live: Vec<Stop> = Vec::new();
@@ -320,6 +342,19 @@ async fn control(
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep_until(wake.into()) => {}
             Some(_) = vus.join_next(), if !vus.is_empty() => continue,
+        }
+        if let Some(rx) = steer
+            .as_mut()
+            .filter(|rx| rx.has_changed().unwrap_or(false))
+        {
+            let course = rx.borrow_and_update().clone();
+            if course.max_connect_rate != rate {
+                // A new cap paces from now on (the pacer forfeits unused allowance).
+                rate = course.max_connect_rate;
+                pacer = rate.map(|r| Pacer::sharded(r, Duration::from_millis(20), share));
+            }
+            total = crate::schedule::total_duration(&course.stages);
+            stages = course.stages;
         }
         let now = Instant::now();
         let elapsed = now - started;
@@ -347,7 +382,7 @@ async fn control(
             wake = now + Duration::from_millis(5);
             continue;
         }
-        let want = share.target(target_at(&plan.stages, elapsed)) as usize;
+        let want = share.target(target_at(&stages, elapsed)) as usize;
         gauges.target.store(want as u32, Ordering::Relaxed);
         while live.len() > want {
             if let Some(t) = live.pop() {

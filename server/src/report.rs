@@ -70,6 +70,7 @@ fn sections(r: &ReportInput<'_>) -> String {
                 thresholds=Signal::stored(r.thresholds.to_vec())
                 plan_json=serde_json::to_string_pretty(&r.plan.redacted()).unwrap_or_default()
                 env=r.env.clone()
+                steering=Signal::stored(r.plan.steering.clone())
             />
         }
         .to_html()

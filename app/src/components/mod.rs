@@ -8,6 +8,7 @@ pub mod run_actions;
 pub mod run_sections;
 pub mod share_box;
 pub mod status;
+pub mod steer;
 pub mod target_said;
 pub mod text_area;
 pub mod tiles;

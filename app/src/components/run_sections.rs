@@ -78,6 +78,10 @@ pub fn RunSections(
     /// A live probe's progress (the newest tick's); a finished run's is its summary's.
     #[prop(optional, into)]
     probe: MaybeProp<ProbeProgress>,
+    /// Steering changes: the Changes list, and markers on the connections chart (see
+    /// `components::steer`).
+    #[prop(optional)]
+    steering: Option<Signal<Vec<engine::steer::SteerEvent>>>,
 ) -> impl IntoView {
     let totals = Signal::derive(move || tiles.get().totals);
     let has_failures = Signal::derive(move || {
@@ -105,8 +109,15 @@ pub fn RunSections(
                 <AgentTable agents lost=lost_agents.clone()/>
             </section>
         </Show>
+        {steering.map(|events| view! { <crate::components::steer::SteerTimeline events/> })}
         <section class="run-detail__charts">
-            <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || charts::with_found(charts::connections(&series.read(), diagnosis.read().as_ref()), &series.read(), probe.read().as_ref(), UNIT_CONNECTIONS))/>
+            <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || {
+                let mut spec = charts::with_found(charts::connections(&series.read(), diagnosis.read().as_ref()), &series.read(), probe.read().as_ref(), UNIT_CONNECTIONS);
+                if let Some(events) = steering {
+                    spec.marks = charts::steering_marks(&events.read());
+                }
+                spec
+            })/>
             <Chart title="Connects per second (failures stacked by class)" id="connect-rate" spec=Signal::derive(move || charts::with_found(charts::connect_rate(&series.read(), diagnosis.read().as_ref()), &series.read(), probe.read().as_ref(), UNIT_CONNECTS_PER_SECOND))/>
             <Chart title="Latency percentiles per second" id="latency" spec=Signal::derive(move || charts::latency(&series.read()))/>
             <Chart title="Messages per second" id="messages" spec=Signal::derive(move || charts::messages(&series.read()))/>

@@ -8,6 +8,7 @@ use leptos_router::hooks::use_params_map;
 use crate::api::{get_run, CancelRun, RunDetail, RunStatus};
 use crate::components::run_actions::{BaselinePanel, RunActions};
 use crate::components::run_sections::{EnvSection, RunSections};
+use crate::components::steer::SteerPanel;
 use crate::components::tiles::TileData;
 use crate::components::{LoadError, StatusBadge};
 use crate::fmt;
@@ -104,6 +105,13 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
     #[cfg(not(feature = "hydrate"))]
     let _ = on_done;
     let cancel = ServerAction::<CancelRun>::new();
+    // Steering changes: the stored ones, and those made from this page since.
+    let steering = RwSignal::new(detail.plan.steering.clone());
+    let steerable = is_live
+        && !is_shared
+        && detail.plan.probe.is_none()
+        && detail.plan.sessions.is_none()
+        && detail.plan.agents.is_none();
     let plan_json = serde_json::to_string_pretty(&detail.plan).unwrap_or_default();
     // Pass/fail: on the summary once finished, on the newest tick while live.
     let plan_thresholds = detail.plan.thresholds.clone();
@@ -188,7 +196,8 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
                 </div>
             })}
             {detail.error.clone().map(|e| view! { <p class="error">{e}</p> })}
-            {(is_live && planned_ms > 0).then(move || view! { <RunProgress elapsed=Signal::derive(move || data.read().elapsed_ms) planned_ms/> })}
+            {(is_live && planned_ms > 0).then(move || view! { <RunProgress elapsed=Signal::derive(move || data.read().elapsed_ms) planned_ms=crate::components::steer::planned_ms(planned_ms, steering)/> })}
+            {steerable.then(|| view! { <SteerPanel run_id=detail.id.clone() events=steering/> })}
             {is_live.then(|| view! {
                 <p class="run-detail__downloads">
                     <a class="button button--quiet" href=format!("{downloads}/series.csv") download="" rel="external" data-download="live-csv">"CSV so far (per second)"</a>
@@ -218,6 +227,7 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
                 plan_json
                 env=env.map(|env| EnvSection { env, created: detail.created_at_ms, started: detail.started_at_ms, finished: detail.finished_at_ms })
                 probe=Signal::derive(move || live.read().as_ref().and_then(|s| s.probe.clone()))
+                steering=Signal::from(steering)
                 after_tiles=baseline.map(|b| view! { <BaselinePanel baseline=b run_name=detail.name.clone() run_id=detail.id.clone()/> }.into_any())
             />
         </div>
@@ -226,13 +236,16 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
 
 /// "0:12 of 0:40 planned · 30 %" with a bar, while a run is live.
 #[component]
-fn RunProgress(elapsed: Signal<u64>, planned_ms: u64) -> impl IntoView {
-    let pct = move || (elapsed.get().min(planned_ms) * 100 / planned_ms.max(1)) as u32;
+fn RunProgress(elapsed: Signal<u64>, planned_ms: Signal<u64>) -> impl IntoView {
+    let pct = move || {
+        let planned_ms = planned_ms.get();
+        (elapsed.get().min(planned_ms) * 100 / planned_ms.max(1)) as u32
+    };
     view! {
         <div class="run-progress" data-progress="">
             <progress max="100" value=pct aria-label="elapsed of the planned duration"></progress>
             <span class="run-progress__text">
-                {move || format!("{} of {} planned · {} %", fmt::clock(elapsed.get()), fmt::clock(planned_ms), pct())}
+                {move || format!("{} of {} planned · {} %", fmt::clock(elapsed.get()), fmt::clock(planned_ms.get()), pct())}
             </span>
         </div>
     }

@@ -2,11 +2,12 @@
 //! implements (this process, local agent processes, other machines), and [`InProcess`],
 //! the agents of this process.
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{run_agent, AgentMsg, EngineError, Share, SwarmConfig};
+use super::{run_agent_steered, AgentMsg, EngineError, Share, SwarmConfig};
 use crate::plan::Plan;
+use crate::steer::Course;
 
 /// What [`Fleet::start_phase`] returns: resolves once every agent started.
 pub type PhaseStart<'a> =
@@ -28,6 +29,10 @@ pub trait Fleet: Send + Sync {
         cancel: CancellationToken,
         tx: mpsc::Sender<AgentMsg>,
     ) -> PhaseStart<'a>;
+    /// The steering of a run whose agents follow it (`steer.rs`); `None`: not steerable.
+    fn steering(&self) -> Option<watch::Receiver<Course>> {
+        None
+    }
 }
 
 /// Agents in this process (one for a plain run: a second one here would share its
@@ -36,6 +41,8 @@ pub struct InProcess {
     pub agents: u32,
     pub policy: crate::outbound::Policy,
     pub rt: tokio::runtime::Handle,
+    /// A steerable run's newest course (every agent here follows it).
+    pub steer: Option<watch::Receiver<Course>>,
 }
 
 impl InProcess {
@@ -45,6 +52,19 @@ impl InProcess {
             agents: 1,
             policy,
             rt: rt.clone(),
+            steer: None,
+        }
+    }
+
+    /// The whole run in one agent here, following `steer` (see `steer.rs`).
+    pub fn steered(
+        policy: crate::outbound::Policy,
+        rt: &tokio::runtime::Handle,
+        steer: watch::Receiver<Course>,
+    ) -> InProcess {
+        InProcess {
+            steer: Some(steer),
+            ..InProcess::one(policy, rt)
         }
     }
 }
@@ -52,6 +72,10 @@ impl InProcess {
 impl Fleet for InProcess {
     fn agents(&self) -> usize {
         self.agents.max(1) as usize
+    }
+
+    fn steering(&self) -> Option<watch::Receiver<Course>> {
+        self.steer.clone()
     }
 
     fn start_phase<'a>(
@@ -65,7 +89,7 @@ impl Fleet for InProcess {
             let of = self.agents.max(1);
             for index in 0..of {
                 let (ticks_tx, mut ticks) = mpsc::channel(256);
-                run_agent(
+                run_agent_steered(
                     plan.clone(),
                     Share { index, of },
                     cfg,
@@ -73,6 +97,7 @@ impl Fleet for InProcess {
                     &self.rt,
                     self.policy.clone(),
                     ticks_tx,
+                    self.steer.clone(),
                 )
                 .await?;
                 let tx = tx.clone();

@@ -1,4 +1,4 @@
-//! `/api/runs`: launch, search, read, cancel, delete, import, export, report; `/api/config`
+//! `/api/runs`: launch, search, read, cancel, steer, delete, import, export, report; `/api/config`
 //! (the form defaults). Handlers carry the name of the server fn and service method
 //! of their operation (`launch_run` -> `Launch::launch_run`). Bodies are read as bytes and parsed here so
 //! a malformed plan gets a 400 that says where (`unknown field `conections` at line 1
@@ -27,6 +27,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/runs", get(search_runs).post(launch_run))
         .route("/api/runs/{id}", get(get_run).delete(delete_run))
         .route("/api/runs/{id}/cancel", post(cancel_run))
+        .route("/api/runs/{id}/steer", post(steer_run))
         .route("/api/runs/{id}/report.html", get(get_report))
         // A long run's export is tens of MB: its own limit, `--max-import-bytes`.
         .route("/api/runs/import", post(import_run))
@@ -101,6 +102,24 @@ async fn cancel_run(
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": id, "status": "cancelling"})),
+    ))
+}
+
+/// Steers a running run: one change (`{"level":N}`, `{"rate":R}`, `{"extend_s":S}` or
+/// `{"end_hold":true}`); answers with the recorded event. The access guard treats it as
+/// every other state-changing request (Host, CSRF, token), as `cancel`.
+async fn steer_run(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, AppError> {
+    let body = read_body(&headers, body, 4096).await?;
+    let req: app::api::SteerRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("steer: {e}")))?;
+    let event = st.runs.launch.steer_run(&id, req).await?;
+    Ok(Json(
+        json!({"id": id, "event": event, "change": event.describe()}),
     ))
 }
 

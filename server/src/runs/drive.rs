@@ -91,11 +91,16 @@ fn fleet_for(
     agents: Option<AgentsSetup>,
     policy: engine::outbound::Policy,
     rt: &tokio::runtime::Handle,
+    steer: Option<watch::Receiver<engine::steer::Course>>,
 ) -> Result<std::sync::Arc<dyn swarm::Fleet>, String> {
     use crate::agents::local::{JoinedFleet, LocalProcesses};
     use engine::plan::Agents;
     let Some((asked, a)) = plan.agents.zip(agents) else {
-        return Ok(std::sync::Arc::new(swarm::InProcess::one(policy, rt)));
+        // Only a run made in this process can be steered (see `super::steer`).
+        return Ok(std::sync::Arc::new(match steer {
+            Some(steer) => swarm::InProcess::steered(policy, rt, steer),
+            None => swarm::InProcess::one(policy, rt),
+        }));
     };
     if a.joined {
         let n = match asked {
@@ -162,6 +167,7 @@ pub(super) async fn drive(
     swarm_cfg: SwarmConfig,
     policy: engine::outbound::Policy,
     agents: Option<AgentsSetup>,
+    steer: Option<watch::Receiver<engine::steer::Course>>,
 ) -> (RunStatus, Option<Box<RunFigures>>) {
     if let Err(e) = store::mark_running(&pool, &run_id, now_ms()).await {
         tracing::error!(%run_id, "could not mark run running: {e}");
@@ -169,7 +175,7 @@ pub(super) async fn drive(
     let mut merged: Option<Summary> = None;
     // A run that cannot start ends `failed`.
     let mut status = RunStatus::Failed;
-    let fleet = match fleet_for(&run_id, &plan, agents, policy, &rt) {
+    let fleet = match fleet_for(&run_id, &plan, agents, policy, &rt, steer) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(%run_id, "run failed to start: {e}");

@@ -84,7 +84,7 @@ impl Launch {
 
     /// Checks that only apply on this server: the embedded sandbox shares our
     /// open-file limit, so a run against it may hold only half as many sockets.
-    fn check_local(&self, plan: &Plan) -> Result<(), ApiError> {
+    pub(super) fn check_local(&self, plan: &Plan) -> Result<(), ApiError> {
         let Some(sb) = self.sandbox else {
             return Ok(());
         };
@@ -117,6 +117,9 @@ impl Launch {
         mut plan: Plan,
         plan_id: Option<&str>,
     ) -> Result<Launched, ApiError> {
+        // A steered run's plan (run again) already has its changes in `stages`; its
+        // `steering` list is that run's history, not this one's (see `super::steer`).
+        plan.steering.clear();
         self.split(&mut plan)?;
         self.validate(&plan).map_err(ApiError::Validation)?;
         self.check_local(&plan)?;

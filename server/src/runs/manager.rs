@@ -43,6 +43,17 @@ pub enum Placement {
     QueueFull(usize),
 }
 
+/// Result of a steering request.
+#[derive(Debug)]
+pub enum SteerOutcome {
+    /// Applied (and stored) as this event.
+    Steered(engine::steer::SteerEvent),
+    /// Refused, with why.
+    Refused(app::api::ApiError),
+    /// No such run is queued or running.
+    NotLive,
+}
+
 /// Result of a cancel request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -63,6 +74,14 @@ enum Command {
     Subscribe {
         run_id: String,
         reply: oneshot::Sender<Option<SnapshotRx>>,
+    },
+    /// Steer a running run (see `super::steer`); `check` is the server's validation of
+    /// the steered plan.
+    Steer {
+        run_id: String,
+        steer: engine::steer::Steer,
+        check: super::steer::Check,
+        reply: oneshot::Sender<SteerOutcome>,
     },
     /// Sent by a run task when its run is fully stored: how it ended, and its figures
     /// (`None` when it never started).
@@ -102,6 +121,22 @@ impl ManagerHandle {
         self.ask(|reply| Command::Cancel { run_id, reply })
             .await
             .unwrap_or(CancelOutcome::NotLive)
+    }
+    /// Applies one steering change to a running run.
+    pub async fn steer(
+        &self,
+        run_id: String,
+        steer: engine::steer::Steer,
+        check: super::steer::Check,
+    ) -> SteerOutcome {
+        self.ask(|reply| Command::Steer {
+            run_id,
+            steer,
+            check,
+            reply,
+        })
+        .await
+        .unwrap_or(SteerOutcome::NotLive)
     }
     /// The live snapshot stream of a queued or running run; `None` once it finished.
     pub async fn subscribe(&self, run_id: String) -> Option<SnapshotRx> {
@@ -155,6 +190,10 @@ struct LiveRun {
     plan: Option<Plan>,
     /// The plan's name, for `/metrics` labels.
     plan_name: String,
+    /// Why this run cannot be steered (probe, sessions, agents); `None`: it can.
+    unsteerable: Option<&'static str>,
+    /// Its steering once it runs: the course's sender and the plan as steered so far.
+    steering: Option<super::steer::Steering>,
 }
 
 /// Manager settings.
@@ -241,6 +280,8 @@ impl Manager {
                             snapshots: prx,
                             publisher: Some(ptx),
                             plan_name: plan.name.clone(),
+                            unsteerable: super::steer::unsteerable(&plan),
+                            steering: None,
                             plan: Some(*plan),
                         },
                     );
@@ -277,6 +318,28 @@ impl Manager {
                         Some(run) => {
                             run.cancel.cancel();
                             CancelOutcome::Cancelled
+                        }
+                    };
+                    let _ = reply.send(outcome);
+                }
+                Command::Steer {
+                    run_id,
+                    steer,
+                    check,
+                    reply,
+                } => {
+                    let outcome = match self.live.get_mut(&run_id) {
+                        None => SteerOutcome::NotLive,
+                        Some(run) => {
+                            super::steer::steer_live(
+                                &self.pool,
+                                &run_id,
+                                run.unsteerable,
+                                run.steering.as_mut(),
+                                steer,
+                                check,
+                            )
+                            .await
                         }
                     };
                     let _ = reply.send(outcome);
@@ -398,6 +461,14 @@ impl Manager {
             return;
         };
         self.running += 1;
+        let steer = match run.unsteerable {
+            None => {
+                let (steering, rx) = super::steer::Steering::new(&plan);
+                run.steering = Some(steering);
+                Some(rx)
+            }
+            Some(_) => None,
+        };
         let run = drive(
             run_id.to_string(),
             plan,
@@ -408,6 +479,7 @@ impl Manager {
             self.cfg.swarm,
             self.cfg.policy.clone(),
             self.cfg.agents.clone(),
+            steer,
         );
         let (run_id, manager) = (run_id.to_string(), self.tx.clone());
         tokio::spawn(async move {

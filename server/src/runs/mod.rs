@@ -2,7 +2,7 @@
 //! and the services the pages and the JSON API share, gathered in `service::Runs`:
 //! `reads` (one run's detail and ticks), `launch` (validate, launch, cancel; `import`
 //! too), `history` (the runs list, tags, compare and share links), `plans` (saved
-//! plans and baselines). `views`: row and summary conversions they share. No SQL
+//! plans and baselines), `steer` (steering a live run). `views`: row and summary conversions they share. No SQL
 //! here: every query is a named fn in `crate::store`.
 mod drive;
 pub mod history;
@@ -12,6 +12,7 @@ pub mod manager;
 pub mod plans;
 pub mod reads;
 pub mod service;
+pub mod steer;
 pub(crate) mod views;
 
 /// Unix milliseconds now.

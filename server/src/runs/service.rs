@@ -134,6 +134,13 @@ impl RunService for Runs {
     fn cancel_run<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(self.launch.cancel_run(id))
     }
+    fn steer_run<'a>(
+        &'a self,
+        id: &'a str,
+        req: app::api::SteerRequest,
+    ) -> BoxFuture<'a, Result<engine::steer::SteerEvent, ApiError>> {
+        Box::pin(self.launch.steer_run(id, req))
+    }
     fn validate(&self, plan: &Plan) -> Result<(), Vec<FieldError>> {
         self.launch.validate(plan)
     }

@@ -18,7 +18,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteExecutor, SqlitePool};
 
 mod history;
+mod steer;
 pub use history::*;
+pub use steer::*;
 
 /// Opens (creating if needed) the database and applies migrations; a failed migration
 /// stops startup.
