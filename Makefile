@@ -1,7 +1,7 @@
 # The entry points the README names. Each installs what it needs (scripts/setup.sh).
 .PHONY: run test build dist image bench
 
-run:    ## set up, build a release and start the app (http://127.0.0.1:3000)
+run:    ## set up, build (quick profile) and start the app (http://127.0.0.1:3000)
 	scripts/run.sh
 
 test:   ## fmt, clippy, unit + integration tests, browser tests

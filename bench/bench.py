@@ -16,7 +16,9 @@ from benchlib import cpu_secs, drain_time_wait, wait_http
 import benchlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "socketswarm")
+# SOCKETSWARM_BIN / BENCH_OUT: another build (e.g. `make run`'s target/quick) and report.
+BIN = os.environ.get("SOCKETSWARM_BIN") or os.path.join(ROOT, "target", "release", "socketswarm")
+OUT = os.environ.get("BENCH_OUT") or os.path.join(ROOT, "bench", "RESULTS.md")
 QUICK = "--quick" in sys.argv
 APP, TGT = "127.0.0.1:3190", "127.0.0.1:9190"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -194,7 +196,7 @@ def write_report(results):
         lines += [f"- {n:,} connections, each sending a message every 100 ms and timing the echo (offered {n*10:,}/s).",
                   f"- Echo round trips per second during the hold: **{avg:,.0f}/s**; ws_rtt p50 {lat.get('p50_us',0)/1000:.2f} ms, p99 {lat.get('p99_us',0)/1000:.2f} ms (from the scheduled send).",
                   f"- CPU while holding: engine {ce:.0f} % of a core, target {ct:.0f} % (both share 2 cores)."]
-    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "w") as f:
+    with open(OUT, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
