@@ -81,7 +81,10 @@
   function render(el, specJson) {
     if (typeof uPlot === 'undefined') return;
     var spec = JSON.parse(specJson);
-    var data = [spec.x].concat(spec.series.map(function (s) { return s.values; }));
+    // -0 (a difference of equal counts) reads as 0 in the legend.
+    var data = [spec.x].concat(spec.series.map(function (s) {
+      return s.values.map(function (v) { return v === 0 ? 0 : v; });
+    }));
     // New markers redraw the chart (its draw hook holds them).
     var key = spec.series.map(function (s) { return s.label; }).join('|') +
       '#' + (spec.marks || []).map(function (m) { return m.x + m.label; }).join('|');

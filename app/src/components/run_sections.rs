@@ -75,6 +75,10 @@ pub fn RunSections(
     plan_json: String,
     env: Option<EnvSection>,
     #[prop(default = None)] after_tiles: Option<AnyView>,
+    /// Above the charts, after the verdict and its evidence: the Steer panel of a live run
+    /// (its changes are drawn on the connections chart right below).
+    #[prop(default = None)]
+    before_charts: Option<AnyView>,
     /// A live probe's progress (the newest tick's); a finished run's is its summary's.
     #[prop(optional, into)]
     probe: MaybeProp<ProbeProgress>,
@@ -109,6 +113,7 @@ pub fn RunSections(
                 <AgentTable agents lost=lost_agents.clone()/>
             </section>
         </Show>
+        {before_charts}
         {steering.map(|events| view! { <crate::components::steer::SteerTimeline events/> })}
         <section class="run-detail__charts">
             <Chart title="Open connections vs target" id="connections" spec=Signal::derive(move || {

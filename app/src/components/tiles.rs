@@ -124,10 +124,18 @@ pub fn LatencyTable(
         <table class="latency">
             <thead><tr><th>"Metric"</th><th class="num">"count"</th><th class="num">"p50"</th><th class="num">"p90"</th><th class="num">"p95"</th><th class="num">"p99"</th><th class="num">"p99.9"</th><th class="num">"max"</th></tr></thead>
             <tbody>
-                {move || latency.get().into_iter().map(|(k, s)| view! {
-                    <tr><td class="mono">{k}</td><td class="num">{fmt::count(s.count)}</td><td class="num">{fmt::us(s.p50_us)}</td><td class="num">{fmt::us(s.p90_us)}</td>
-                    <td class="num">{fmt::us(s.p95_us)}</td><td class="num">{fmt::us(s.p99_us)}</td><td class="num">{fmt::us(s.p999_us)}</td><td class="num">{fmt::us(s.max_us)}</td></tr>
-                }).collect_view()}
+                {move || {
+                    let rows = latency.get();
+                    // A live second with no handshakes or replies has nothing to time.
+                    let none = rows.is_empty().then(|| view! {
+                        <tr class="latency__none"><td colspan="8" class="muted">"Nothing timed in this window (no handshakes or replies)."</td></tr>
+                    });
+                    let rows = rows.into_iter().map(|(k, s)| view! {
+                        <tr><td class="mono">{k}</td><td class="num">{fmt::count(s.count)}</td><td class="num">{fmt::us(s.p50_us)}</td><td class="num">{fmt::us(s.p90_us)}</td>
+                        <td class="num">{fmt::us(s.p95_us)}</td><td class="num">{fmt::us(s.p99_us)}</td><td class="num">{fmt::us(s.p999_us)}</td><td class="num">{fmt::us(s.max_us)}</td></tr>
+                    }).collect_view();
+                    view! { {none} {rows} }
+                }}
             </tbody>
         </table>
     }

@@ -197,7 +197,6 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
             })}
             {detail.error.clone().map(|e| view! { <p class="error">{e}</p> })}
             {(is_live && planned_ms > 0).then(move || view! { <RunProgress elapsed=Signal::derive(move || data.read().elapsed_ms) planned_ms=crate::components::steer::planned_ms(planned_ms, steering)/> })}
-            {steerable.then(|| view! { <SteerPanel run_id=detail.id.clone() events=steering/> })}
             {is_live.then(|| view! {
                 <p class="run-detail__downloads">
                     <a class="button button--quiet" href=format!("{downloads}/series.csv") download="" rel="external" data-download="live-csv">"CSV so far (per second)"</a>
@@ -228,6 +227,7 @@ pub fn RunView(detail: RunDetail, on_done: Callback<()>, shared: Option<String>)
                 env=env.map(|env| EnvSection { env, created: detail.created_at_ms, started: detail.started_at_ms, finished: detail.finished_at_ms })
                 probe=Signal::derive(move || live.read().as_ref().and_then(|s| s.probe.clone()))
                 steering=Signal::from(steering)
+                before_charts=steerable.then(|| view! { <SteerPanel run_id=detail.id.clone() events=steering/> }.into_any())
                 after_tiles=baseline.map(|b| view! { <BaselinePanel baseline=b run_name=detail.name.clone() run_id=detail.id.clone()/> }.into_any())
             />
         </div>

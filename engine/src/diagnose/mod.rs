@@ -308,8 +308,22 @@ pub struct Diagnosis {
 
 impl Diagnosis {
     /// The verdict in a few words, level included: "concurrency cap ≈ 150",
-    /// "concurrency cap per token ≈ 40", "handshake rate limit ≈ 20/s", "no limit".
+    /// "concurrency cap per token ≈ 40", "handshake rate limit ≈ 20/s", "no limit"; a
+    /// probe's verdicts and the other limits hit in the run joined with " + "
+    /// ("concurrency cap ≈ 40 + handshake rate limit ≈ 19.5/s").
     pub fn short(&self) -> String {
+        let parts: Vec<String> = if self.verdicts.is_empty() {
+            std::iter::once(self.one_short())
+                .chain(self.also.iter().map(Diagnosis::one_short))
+                .collect()
+        } else {
+            self.verdicts.iter().map(Diagnosis::one_short).collect()
+        };
+        parts.join(" + ")
+    }
+
+    /// This verdict alone in a few words (without `verdicts` and `also`).
+    pub(crate) fn one_short(&self) -> String {
         let mut out = self.kind.words().to_string();
         if let Some(p) = &self.per {
             out.push_str(" per ");

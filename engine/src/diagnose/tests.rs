@@ -633,7 +633,7 @@ fn a_verdict_in_a_few_words_carries_its_level_and_identity() {
     let per_token = Diagnosis {
         level: Some(40.0),
         per: Some(crate::report::DIM_TOKEN.into()),
-        ..cap
+        ..cap.clone()
     };
     assert_eq!(per_token.short(), "concurrency cap per token ≈ 40");
     let rate = Diagnosis {
@@ -648,4 +648,21 @@ fn a_verdict_in_a_few_words_carries_its_level_and_identity() {
         ..Default::default()
     };
     assert_eq!(none.short(), "no limit");
+    // A probe names every limit it found; a run names the other limits it hit too.
+    let probe = Diagnosis {
+        verdicts: vec![cap.clone(), rate.clone()],
+        ..cap.clone()
+    };
+    assert_eq!(
+        probe.short(),
+        "concurrency cap ≈ 150 + handshake rate limit ≈ 19.6/s"
+    );
+    let both = Diagnosis {
+        also: vec![rate],
+        ..cap
+    };
+    assert_eq!(
+        both.short(),
+        "concurrency cap ≈ 150 + handshake rate limit ≈ 19.6/s"
+    );
 }

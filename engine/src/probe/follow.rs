@@ -206,7 +206,7 @@ fn reading(p: &Planned, s: &Series, span: &PhaseSpan, cap: Option<f64>) -> Exper
             "plateau at {} open: a cap or a lockout (the pause-retry bursts tell)",
             fmt_n(l)
         ),
-        _ => d.short(),
+        _ => d.one_short(),
     };
     if matches!(
         d.kind,
