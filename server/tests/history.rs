@@ -278,15 +278,7 @@ async fn compare_says_what_changed_and_share_links_reach_only_their_run() {
     // The server's JSON export (also behind share links) follows the documented schema.
     let (s, export) = app.get(&format!("/api/runs/{a}/export.json")).await;
     assert_eq!(s, 200);
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string("../docs/export.schema.json").unwrap())
-            .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&export)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    common::assert_export_schema(&export);
     assert_eq!(export["ticks"].as_array().unwrap().len(), lines.len() - 1);
 
     // Share links: one run, read-only, nothing else.

@@ -123,15 +123,7 @@ async fn a_probe_reports_its_experiments_and_keeps_the_whole_probe() {
     assert_eq!(export["summary"]["latency"], *lat);
     // The export follows the documented schema, and imports with its experiments; an
     // export written before `probe` existed still imports.
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string("../docs/export.schema.json").unwrap())
-            .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&export)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    common::assert_export_schema(&export);
     let (s, imported) = app.post("/api/runs/import", &export.to_string()).await;
     assert_eq!(s, 201, "{imported}");
     let (_, back) = app

@@ -211,14 +211,6 @@ async fn close_reasons_are_kept_with_counts_and_exported() {
         export["summary"]["evidence"]["close_reasons"]["1008"]["too many concurrent connections"],
         closed
     );
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string("../docs/export.schema.json").unwrap())
-            .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&export)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    common::assert_export_schema(&export);
     app.stop().await;
 }

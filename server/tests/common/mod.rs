@@ -345,3 +345,22 @@ pub async fn read_until_closed(
         }
     }
 }
+
+/// Asserts that `export` (a run's JSON export) follows the documented
+/// `docs/export.schema.json`, listing every violation with its path.
+pub fn assert_export_schema(export: &serde_json::Value) {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/export.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(export)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
