@@ -265,7 +265,8 @@ pub async fn run_agent_steered(
     let (identities, dims) = identity_dimensions(&plan);
     let shared = Arc::new(Shared {
         host_header,
-        resource: Template::parse(&raw_resource(&plan.target)).map_err(EngineError::BadTarget)?,
+        resource: Template::parse(&raw_resource(&plan.target).map_err(EngineError::BadTarget)?)
+            .map_err(EngineError::BadTarget)?,
         addrs,
         sources: plan.source_addrs.clone(),
         share,

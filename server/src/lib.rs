@@ -528,7 +528,11 @@ async fn target_helpers(
         n + 1,
         listener.local_addr()?
     );
-    let http = reqwest::Client::new();
+    // Its own helper processes on loopback: never through a proxy.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_default();
     let app = axum::Router::new().route(
         "/stats",
         axum::routing::get(move || {

@@ -30,16 +30,13 @@ async fn pool_app() -> App {
     common::spawn_with(a, dir).await
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn dial(url: &str, bearer: &str) -> Result<Ws, String> {
     let mut req = url.into_client_request().map_err(|e| e.to_string())?;
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {bearer}").parse().unwrap(),
-    );
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
     tokio_tungstenite::connect_async(req)
         .await
         .map(|(ws, _)| ws)
@@ -111,7 +108,12 @@ async fn pool_token_guesses_are_throttled() {
     let url = format!("{}/api/agents/pool", app.base);
     let mut seen = Vec::new();
     for i in 0..300 {
-        let s = upgrade_status(&app.http, &url, &format!("guess-{i:05}-xxxxxxxxxxxxxxxxxxxx")).await;
+        let s = upgrade_status(
+            &app.http,
+            &url,
+            &format!("guess-{i:05}-xxxxxxxxxxxxxxxxxxxx"),
+        )
+        .await;
         seen.push(s);
         if s == 429 {
             break;
@@ -180,7 +182,12 @@ async fn a_rogue_agent_gets_only_its_share_and_cannot_inflate_a_run() {
     let id = app.launch(plan).await;
     let mut runs = Vec::new();
     for ws in lobby.iter_mut() {
-        let ToAgent::Invite { path, secret, index } = next(ws).await else {
+        let ToAgent::Invite {
+            path,
+            secret,
+            index,
+        } = next(ws).await
+        else {
             panic!("no invitation")
         };
         let mut run = dial(&format!("{ws_base}{path}"), &secret).await.unwrap();
@@ -243,7 +250,10 @@ async fn a_rogue_agent_gets_only_its_share_and_cannot_inflate_a_run() {
     let (_, done) = app.follow(&id).await;
     let (_, run) = app.get(&format!("/api/runs/{id}")).await;
     let opened = run["summary"]["totals"]["opened"].as_u64().unwrap_or(0);
-    assert!(opened <= 5, "the rogue's count was merged: opened {opened}; {done}");
+    assert!(
+        opened <= 5,
+        "the rogue's count was merged: opened {opened}; {done}"
+    );
     let why = format!("{} {}", run["error"], run["summary"]["lost_agents"]);
     assert!(
         why.contains("agent 0") && why.contains("4000000"),
@@ -254,7 +264,9 @@ async fn a_rogue_agent_gets_only_its_share_and_cannot_inflate_a_run() {
 
 /// A listener on 127.0.0.2 (off every allowlist here) that counts connections.
 async fn off_list_counter() -> (String, Arc<AtomicUsize>) {
-    let l = tokio::net::TcpListener::bind(("127.0.0.2", 0)).await.unwrap();
+    let l = tokio::net::TcpListener::bind(("127.0.0.2", 0))
+        .await
+        .unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let n = Arc::new(AtomicUsize::new(0));
     let c = n.clone();
@@ -270,7 +282,9 @@ async fn off_list_counter() -> (String, Arc<AtomicUsize>) {
 /// A fake coordinator: accepts agents on 127.0.0.1, keeps the `Authorization` each one
 /// sent, and sends every agent that says hello `assign` + `start` for `plan`.
 async fn fake_coordinator(plan: Value) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
-    let l = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = seen.clone();
@@ -332,7 +346,10 @@ async fn a_fake_coordinator_gets_no_token_and_no_agent() {
     let mut agents = Vec::new();
     for how in [
         vec!["--pool".to_string(), format!("ws://{fake}")],
-        vec!["--join".to_string(), format!("ws://{fake}/api/agents/join/k3y")],
+        vec![
+            "--join".to_string(),
+            format!("ws://{fake}/api/agents/join/k3y"),
+        ],
     ] {
         agents.push(KillOnDrop(
             std::process::Command::new(env!("CARGO_BIN_EXE_socketswarm"))
@@ -353,9 +370,7 @@ async fn a_fake_coordinator_gets_no_token_and_no_agent() {
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let exited = agents
-        .iter_mut()
-        .all(|a| a.0.try_wait().unwrap().is_some());
+    let exited = agents.iter_mut().all(|a| a.0.try_wait().unwrap().is_some());
     drop(agents);
     let got = tokens.lock().unwrap().clone();
     assert!(

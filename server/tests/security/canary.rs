@@ -179,10 +179,7 @@ async fn a_secret_in_every_field_never_leaves() {
         ],
     );
     let mut auth = reqwest::header::HeaderMap::new();
-    auth.insert(
-        "authorization",
-        format!("Bearer {TOKEN}").parse().unwrap(),
-    );
+    auth.insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     let http = reqwest::Client::builder()
         .default_headers(auth)
         .no_proxy()
@@ -190,7 +187,10 @@ async fn a_secret_in_every_field_never_leaves() {
         .unwrap();
     let (helper, _) = http_recorder("127.0.0.1", |path: &str| {
         if path.starts_with("/token") {
-            answer(200, r#"{"access_token":"tok-from-helper","expires_in":3600}"#)
+            answer(
+                200,
+                r#"{"access_token":"tok-from-helper","expires_in":3600}"#,
+            )
         } else {
             answer(200, r#"{"session_id":"s-1"}"#)
         }
@@ -251,7 +251,8 @@ async fn a_secret_in_every_field_never_leaves() {
     let mut b = common(format!("ws://{}/echo?tag=canary-b", p.sandbox));
     b["auth"] = json!({"source": {"type": "static", "tokens": [c("static token")]}});
     b["agents"] = json!(2);
-    b["stages"] = json!([{"duration": "1s", "connections": 4}, {"duration": "2s", "connections": 4}]);
+    b["stages"] =
+        json!([{"duration": "1s", "connections": 4}, {"duration": "2s", "connections": 4}]);
     // C: a target that refuses and echoes what it was sent.
     let mut cc = common(format!(
         "ws://u:{}@{refuser}/ws?sig={}&jwt={}",

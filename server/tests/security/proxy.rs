@@ -45,12 +45,18 @@ async fn launch_and_finish(http: &reqwest::Client, base: &str, plan: &Value) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_variables_never_carry_a_run_off_the_list() {
     let (proxy, proxy_hits) = http_recorder("127.0.0.2", |_: &str| {
-        json(200, r#"{"access_token":"from-the-proxy","expires_in":3600,"id":"p"}"#)
+        json(
+            200,
+            r#"{"access_token":"from-the-proxy","expires_in":3600,"id":"p"}"#,
+        )
     })
     .await;
     let (helper, helper_hits) = http_recorder("127.0.0.1", |path: &str| {
         if path.starts_with("/token") {
-            json(200, r#"{"access_token":"tok-from-helper","expires_in":3600}"#)
+            json(
+                200,
+                r#"{"access_token":"tok-from-helper","expires_in":3600}"#,
+            )
         } else {
             json(200, r#"{"id":"s-1"}"#)
         }
@@ -99,6 +105,12 @@ async fn proxy_variables_never_carry_a_run_off_the_list() {
         );
     }
     let hits = helper_hits.all();
-    assert!(hits.iter().any(|h| h.path.starts_with("/token")), "{hits:?}");
-    assert!(hits.iter().any(|h| h.path.starts_with("/session")), "{hits:?}");
+    assert!(
+        hits.iter().any(|h| h.path.starts_with("/token")),
+        "{hits:?}"
+    );
+    assert!(
+        hits.iter().any(|h| h.path.starts_with("/session")),
+        "{hits:?}"
+    );
 }

@@ -28,12 +28,13 @@ fn short(app: &App, target: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harmless_values_stay_visible_and_exports_run_the_same() {
     let app = app(false).await;
+    // The sandbox's web-messaging deployment takes these parameters.
     let mut p = short(
         &app,
-        "/echo?deploymentId=demo-deployment&session_cap=150&idle=60s&reply_delay=200ms&v=2.1.0&transport=websocket",
+        "/webmessaging?deploymentId=demo-deployment&session_cap=150&idle=60s&reply_delay=200ms",
     );
     p["headers"] = json!({"X-Client-Version": "2.1.0", "Accept-Language": "en-US",
-        "X-Request-Id": "{{uuid}}"});
+        "X-Request-Id": "{{uuid}}", "X-Transport": "websocket", "X-Ts": "1733650000123"});
     p["vars"] = json!({"guest": "guest-{{vu}}-{{uuid}}", "tenant": "acme"});
     p["subprotocols"] = json!(["graphql-transport-ws"]);
     let id = app.launch(p.clone()).await;
@@ -42,12 +43,21 @@ async fn harmless_values_stay_visible_and_exports_run_the_same() {
     for key in ["target", "headers", "vars", "subprotocols"] {
         assert_eq!(run["plan"][key], p[key], "{key} as stored and shown");
     }
-    assert_eq!(run["missing_secrets"], json!([]), "{}", run["missing_secrets"]);
+    assert_eq!(
+        run["missing_secrets"],
+        json!([]),
+        "{}",
+        run["missing_secrets"]
+    );
     let (_, export) = app.get(&format!("/api/runs/{id}/export.json")).await;
     for key in ["target", "headers", "vars", "subprotocols"] {
         assert_eq!(export["plan"][key], p[key], "{key} in the export");
     }
-    assert!(!export.to_string().contains("<redacted>"), "{}", export["plan"]);
+    assert!(
+        !export.to_string().contains("<redacted>"),
+        "{}",
+        export["plan"]
+    );
     // The export's plan runs as the first did: the sandbox sees the same query.
     let again = app.launch(export["plan"].clone()).await;
     app.follow(&again).await;
@@ -62,7 +72,10 @@ async fn secret_shaped_values_are_hidden_whatever_their_names() {
     let mut p = short(&app, &format!("/echo?jwt={jwt}&q={jwt}&n=42"));
     p["headers"] = json!({"X-Jwt": jwt, "X-Trace": jwt});
     p["vars"] = json!({"who": jwt});
-    p["subprotocols"] = json!(["chat", format!("base64url.bearer.authorization.k8s.io.{jwt}")]);
+    p["subprotocols"] = json!([
+        "chat",
+        format!("base64url.bearer.authorization.k8s.io.{jwt}")
+    ]);
     let id = app.launch(p).await;
     app.follow(&id).await;
     let (_, run) = app.get(&format!("/api/runs/{id}")).await;
@@ -82,11 +95,19 @@ async fn secret_shaped_values_are_hidden_whatever_their_names() {
         .iter()
         .map(|m| m["key"].as_str().unwrap())
         .collect();
-    for key in ["headers.X-Jwt", "headers.X-Trace", "vars.who", "subprotocols.1"] {
+    for key in [
+        "headers.X-Jwt",
+        "headers.X-Trace",
+        "vars.who",
+        "subprotocols.1",
+    ] {
         assert!(keys.contains(&key), "{key} not asked for: {keys:?}");
     }
     // Marked public, a value is shown.
-    let mut p = short(&app, "/echo?deploymentId=3f2a9c1e-8b7d-4e0f-a1b2-c3d4e5f60718");
+    let mut p = short(
+        &app,
+        "/echo?deploymentId=3f2a9c1e-8b7d-4e0f-a1b2-c3d4e5f60718",
+    );
     p["public"] = json!(["deploymentId"]);
     let id = app.launch(p.clone()).await;
     let (_, run) = app.get(&format!("/api/runs/{id}")).await;
@@ -113,8 +134,14 @@ fn plan_check(plan: &Value) -> (i32, String) {
 async fn a_plan_holding_a_placeholder_never_runs() {
     let app = app(false).await;
     let cases: Vec<(&str, Value)> = vec![
-        ("target", json!({"target": app.ws("/echo?session_cap=<redacted>")})),
-        ("headers.X-Api-Key", json!({"headers": {"X-Api-Key": "<redacted>"}})),
+        (
+            "target",
+            json!({"target": app.ws("/echo?session_cap=<redacted>")}),
+        ),
+        (
+            "headers.X-Api-Key",
+            json!({"headers": {"X-Api-Key": "<redacted>"}}),
+        ),
         ("vars.guest", json!({"vars": {"guest": "<redacted>"}})),
         ("subprotocols[0]", json!({"subprotocols": ["<redacted>"]})),
         (
@@ -144,7 +171,10 @@ async fn a_plan_holding_a_placeholder_never_runs() {
         );
         let (code, out) = plan_check(&p);
         assert_ne!(code, 0, "plan check passed {field}: {out}");
-        assert!(out.contains(field), "plan check did not name {field}: {out}");
+        assert!(
+            out.contains(field),
+            "plan check did not name {field}: {out}"
+        );
     }
     // A real export of a run whose secret was hidden: its plan does not run as it is.
     let mut p = short(&app, "/echo");
@@ -176,7 +206,10 @@ async fn starter_plans_export_and_run_as_in_the_browser() {
             .await
             .unwrap();
         let name = shown["name"].clone();
-        assert!(!toml.contains("<redacted>"), "{name}: the plan file:\n{toml}");
+        assert!(
+            !toml.contains("<redacted>"),
+            "{name}: the plan file:\n{toml}"
+        );
         assert!(
             !shown.to_string().contains("<redacted>"),
             "{name}: nothing in a starter plan is secret: {}",
@@ -192,13 +225,17 @@ async fn starter_plans_export_and_run_as_in_the_browser() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {out:?}");
-        let file_plan: Value = serde_json::to_value(server::cli::read_plan(&path).unwrap()).unwrap();
+        let file_plan: Value =
+            serde_json::to_value(server::cli::read_plan(&path).unwrap()).unwrap();
         assert_eq!(file_plan, shown["plan"], "{name}: file and page differ");
         let (status, launched) = app.post(&format!("/api/plans/{pid}/runs"), "").await;
         assert_eq!(status, 201, "{launched}");
         let rid = launched["id"].as_str().unwrap();
         let (_, run) = app.get(&format!("/api/runs/{rid}")).await;
-        assert_eq!(run["plan"], file_plan, "{name}: the run stored another plan");
+        assert_eq!(
+            run["plan"], file_plan,
+            "{name}: the run stored another plan"
+        );
         let _ = app.post(&format!("/api/runs/{rid}/cancel"), "").await;
         app.follow(rid).await;
     }

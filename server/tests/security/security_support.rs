@@ -222,7 +222,9 @@ pub(crate) async fn echo_refuser(
                     head.lines()
                         .find_map(|l| {
                             let (k, v) = l.split_once(':')?;
-                            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                            k.trim()
+                                .eq_ignore_ascii_case(name)
+                                .then(|| v.trim().to_string())
                         })
                         .unwrap_or_default()
                 };

@@ -457,7 +457,10 @@ async fn a_guesser_on_the_same_address_never_locks_out_the_right_token() {
         for i in 0..7u32 {
             let w = http
                 .get(format!("{}/api/runs", app.base))
-                .header("authorization", format!("Bearer guess-{round}-{i:04}-xxxxxxxxxxxxxx"))
+                .header(
+                    "authorization",
+                    format!("Bearer guess-{round}-{i:04}-xxxxxxxxxxxxxx"),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -481,9 +484,16 @@ async fn a_guesser_on_the_same_address_never_locks_out_the_right_token() {
             .send()
             .await
             .unwrap();
-        right.push((b.status().as_u16(), c.status().as_u16(), l.status().as_u16()));
+        right.push((
+            b.status().as_u16(),
+            c.status().as_u16(),
+            l.status().as_u16(),
+        ));
     }
-    assert!(wrong.contains(&429), "the guesser was never throttled: {wrong:?}");
+    assert!(
+        wrong.contains(&429),
+        "the guesser was never throttled: {wrong:?}"
+    );
     assert!(
         right.iter().all(|r| *r == (200, 200, 303)),
         "the right token was refused while a guesser shared the address: {right:?} (guesses: {wrong:?})"
