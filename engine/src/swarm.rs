@@ -30,6 +30,9 @@ use crate::template::Template;
 
 mod compile;
 mod fleet;
+mod for_agent;
+
+pub use for_agent::plan_for_agent;
 
 use compile::{compile, compile_responders, identity_dimensions, raw_resource};
 pub use fleet::{Fleet, InProcess, PhaseStart};

@@ -63,10 +63,6 @@ fn is_public(method: &Method, path: &str) -> bool {
             ["share", sid]
             | ["share", sid, "report.html" | "export.json" | "series.csv" | "events"]
             | ["api", "shares", sid] => !sid.is_empty(),
-            // Agents prove themselves with their run's secret (see `agents::hub`).
-            ["api", "agents", "join", key] => !key.is_empty(),
-            // Pool agents prove themselves with the pool token (see `agents::pool`).
-            ["api", "agents", "pool"] => true,
             _ => false,
         }
 }

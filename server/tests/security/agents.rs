@@ -1,5 +1,6 @@
-//! The agent channel, attacked from both ends. A rogue agent (it has the pool token) and
-//! a fake coordinator (it has neither the coordinator's key nor its address).
+//! The agent channel, attacked from both ends. A rogue agent (it has the pool token and
+//! the coordinator's pin, which is public) and a fake coordinator (it has neither the
+//! coordinator's key nor its address).
 //! Seen: a pool token `aaaaaaaaaaaaaaaa` was accepted; 300 wrong guesses got 401
 //! without throttling; a rogue agent received the full plan with every secret, then sent
 //! ticks that stored a 5-connection run as *opened 4,000,000*; a fake coordinator
@@ -31,13 +32,26 @@ async fn pool_app() -> App {
 }
 
 type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-async fn dial(url: &str, bearer: &str) -> Result<Ws, String> {
+/// Dials the agent listener at `url` (`wss://…`) as an agent does: TLS with `pin`.
+async fn dial(url: &str, pin: &str, bearer: &str) -> Result<Ws, String> {
+    let u = url::Url::parse(url).unwrap();
+    let tcp = tokio::net::TcpStream::connect((u.host_str().unwrap(), u.port().unwrap()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let pin = server::agents::channel::parse_pin(pin)?;
+    let tls = server::agents::channel::connector(&pin)?
+        .connect(
+            rustls::pki_types::ServerName::try_from("coordinator").unwrap(),
+            tcp,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     let mut req = url.into_client_request().map_err(|e| e.to_string())?;
     req.headers_mut()
         .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
-    tokio_tungstenite::connect_async(req)
+    tokio_tungstenite::client_async(req, tls)
         .await
         .map(|(ws, _)| ws)
         .map_err(|e| e.to_string())
@@ -72,20 +86,6 @@ fn hello(index: Option<u32>) -> FromAgent {
     }
 }
 
-/// The status of a WebSocket upgrade of `url` (http://…) with `bearer`.
-async fn upgrade_status(http: &reqwest::Client, url: &str, bearer: &str) -> u16 {
-    http.get(url)
-        .header("authorization", format!("Bearer {bearer}"))
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weak_pool_token_is_refused_at_startup() {
     for weak in [
@@ -105,15 +105,14 @@ async fn a_weak_pool_token_is_refused_at_startup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_token_guesses_are_throttled() {
     let app = pool_app().await;
-    let url = format!("{}/api/agents/pool", app.base);
     let mut seen = Vec::new();
     for i in 0..300 {
-        let s = upgrade_status(
-            &app.http,
-            &url,
-            &format!("guess-{i:05}-xxxxxxxxxxxxxxxxxxxx"),
-        )
-        .await;
+        let s = app
+            .agent_upgrade(
+                "/api/agents/pool",
+                &format!("Bearer guess-{i:05}-xxxxxxxxxxxxxxxxxxxx"),
+            )
+            .await;
         seen.push(s);
         if s == 429 {
             break;
@@ -127,7 +126,9 @@ async fn pool_token_guesses_are_throttled() {
     );
     assert!(seen.len() <= 6, "throttled only after {seen:?}");
     // The right one still joins from the same address.
-    let right = upgrade_status(&app.http, &url, POOL_TOKEN).await;
+    let right = app
+        .agent_upgrade("/api/agents/pool", &format!("Bearer {POOL_TOKEN}"))
+        .await;
     assert_eq!(right, 101, "the right pool token was refused");
 }
 
@@ -154,11 +155,11 @@ fn boastful_tick(opened: u64) -> AgentTick {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rogue_agent_gets_only_its_share_and_cannot_inflate_a_run() {
     let app = pool_app().await;
-    let ws_base = app.base.replace("http://", "ws://");
+    let (base, pin) = (app.agents_url(), app.agent_pin());
     // Two rogue pool members: each is invited as one of the run's two agents.
     let mut lobby = Vec::new();
     for _ in 0..2 {
-        let mut ws = dial(&format!("{ws_base}/api/agents/pool"), POOL_TOKEN)
+        let mut ws = dial(&format!("{base}/api/agents/pool"), &pin, POOL_TOKEN)
             .await
             .unwrap();
         send(&mut ws, &hello(None)).await;
@@ -190,7 +191,7 @@ async fn a_rogue_agent_gets_only_its_share_and_cannot_inflate_a_run() {
         else {
             panic!("no invitation")
         };
-        let mut run = dial(&format!("{ws_base}{path}"), &secret).await.unwrap();
+        let mut run = dial(&format!("{base}{path}"), &pin, &secret).await.unwrap();
         send(&mut run, &hello(Some(index))).await;
         runs.push((index, run));
     }
@@ -279,60 +280,119 @@ async fn off_list_counter() -> (String, Arc<AtomicUsize>) {
     (addr, n)
 }
 
-/// A fake coordinator: accepts agents on 127.0.0.1, keeps the `Authorization` each one
-/// sent, and sends every agent that says hello `assign` + `start` for `plan`.
-async fn fake_coordinator(plan: Value) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+/// A fake coordinator on 127.0.0.1: plain `ws://`, or TLS with an identity of its own.
+/// It keeps the `Authorization` each agent sent and sends every agent that says hello
+/// `assign` + `start` for `plan` (with no allowlist).
+async fn fake_coordinator(
+    plan: Value,
+    tls: Option<&'static server::agents::channel::Identity>,
+) -> (
+    String,
+    Arc<std::sync::Mutex<Vec<String>>>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
     let l = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s = seen.clone();
+    let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (s, f) = (seen.clone(), failed.clone());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = l.accept().await {
-            let (s, plan) = (s.clone(), plan.clone());
+            let (s, f, plan) = (s.clone(), f.clone(), plan.clone());
             tokio::spawn(async move {
-                let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                          resp| {
-                    let auth = req
-                        .headers()
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
-                    s.lock().unwrap().push(auth);
-                    Ok(resp)
-                };
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else {
-                    return;
-                };
-                while let Some(Ok(m)) = ws.next().await {
-                    let Message::Text(t) = m else { continue };
-                    match serde_json::from_str::<FromAgent>(&t) {
-                        Ok(FromAgent::Hello { index, .. }) => {
-                            let assign = ToAgent::Assign {
-                                phase: 1,
-                                plan: Box::new(serde_json::from_value(plan.clone()).unwrap()),
-                                share: engine::swarm::Share {
-                                    index: index.unwrap_or(0),
-                                    of: 1,
-                                },
-                                tick_ms: 250,
-                                allow_targets: Vec::new(),
-                            };
-                            let _ = ws.send(Message::Text(assign.to_text().into())).await;
-                        }
-                        Ok(FromAgent::Ready { phase }) => {
-                            let start = ToAgent::Start { phase, in_ms: 10 };
-                            let _ = ws.send(Message::Text(start.to_text().into())).await;
-                        }
-                        _ => {}
+                match tls {
+                    Some(id) => {
+                        let Ok(stream) = id.acceptor().unwrap().accept(tcp).await else {
+                            return;
+                        };
+                        fake_session(stream, s, f, plan).await
                     }
+                    None => fake_session(tcp, s, f, plan).await,
                 }
             });
         }
     });
-    (addr, seen)
+    (addr, seen, failed)
+}
+
+async fn fake_session<S>(
+    stream: S,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    plan: Value,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        seen.lock().unwrap().push(auth);
+        Ok(resp)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, cb).await else {
+        return;
+    };
+    while let Some(Ok(m)) = ws.next().await {
+        let Message::Text(t) = m else { continue };
+        match serde_json::from_str::<FromAgent>(&t) {
+            Ok(FromAgent::Hello { index, .. }) => {
+                let assign = ToAgent::Assign {
+                    phase: 1,
+                    plan: Box::new(serde_json::from_value(plan.clone()).unwrap()),
+                    share: engine::swarm::Share {
+                        index: index.unwrap_or(0),
+                        of: 1,
+                    },
+                    tick_ms: 250,
+                    allow_targets: Vec::new(),
+                };
+                let _ = ws.send(Message::Text(assign.to_text().into())).await;
+            }
+            Ok(FromAgent::Ready { phase }) => {
+                let start = ToAgent::Start { phase, in_ms: 10 };
+                let _ = ws.send(Message::Text(start.to_text().into())).await;
+            }
+            Ok(FromAgent::Failed { message, .. }) => failed.lock().unwrap().push(message),
+            _ => {}
+        }
+    }
+}
+
+fn identity() -> &'static server::agents::channel::Identity {
+    static ID: std::sync::OnceLock<server::agents::channel::Identity> = std::sync::OnceLock::new();
+    ID.get_or_init(|| server::agents::channel::Identity::generate().unwrap())
+}
+
+fn spawn_agent(how: &[String], pin: &str, allow: &str, token: &str) -> KillOnDrop {
+    KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_socketswarm"))
+            .arg("agent")
+            .args(how)
+            .args(["--coordinator-pin", pin, "--allow-target", allow])
+            .args(["--grace-ms", "1000"])
+            .env("SOCKETSWARM_AGENT_TOKEN", token)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Waits (bounded) until every agent exited; whether they all did.
+async fn all_exit(agents: &mut [KillOnDrop]) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while agents.iter_mut().any(|a| a.0.try_wait().unwrap().is_none())
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agents.iter_mut().all(|a| a.0.try_wait().unwrap().is_some())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,47 +400,115 @@ async fn a_fake_coordinator_gets_no_token_and_no_agent() {
     let (off, reached) = off_list_counter().await;
     let plan = json!({"name": "hijack", "target": format!("ws://{off}/x"),
         "stages": [{"duration": "500ms", "connections": 3}], "connect_timeout": "1s"});
-    let (fake, tokens) = fake_coordinator(plan).await;
+    // The real coordinator's pin (the agents are given it); the fakes are not it.
+    let real = server::agents::channel::Identity::generate().unwrap();
     let secret = "the-real-Pool-t0ken-or-run-secret-99";
-    // A pool agent and a one-run agent, both pointed at the fake.
-    let mut agents = Vec::new();
-    for how in [
-        vec!["--pool".to_string(), format!("ws://{fake}")],
-        vec![
-            "--join".to_string(),
-            format!("ws://{fake}/api/agents/join/k3y"),
-        ],
-    ] {
-        agents.push(KillOnDrop(
-            std::process::Command::new(env!("CARGO_BIN_EXE_socketswarm"))
-                .arg("agent")
-                .args(&how)
-                .env("SOCKETSWARM_AGENT_TOKEN", secret)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        ));
+    for tls in [None, Some(identity())] {
+        let (fake, tokens, _) = fake_coordinator(plan.clone(), tls).await;
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let mut agents = vec![
+            spawn_agent(
+                &["--pool".into(), format!("{scheme}://{fake}")],
+                &real.pin,
+                "127.0.0.1",
+                secret,
+            ),
+            spawn_agent(
+                &[
+                    "--join".into(),
+                    format!("{scheme}://{fake}/api/agents/join/k3y"),
+                ],
+                &real.pin,
+                "127.0.0.1",
+                secret,
+            ),
+        ];
+        // Each agent gives up on a coordinator it cannot authenticate (an agent that
+        // took the plan instead never exits).
+        let exited = all_exit(&mut agents).await;
+        drop(agents);
+        let got = tokens.lock().unwrap().clone();
+        assert!(
+            got.iter().all(|a| !a.contains(secret)),
+            "{scheme}: the fake coordinator received the token: {got:?}"
+        );
+        assert!(
+            exited,
+            "{scheme}: an agent stayed with the fake coordinator"
+        );
     }
-    // Each agent gives up on a coordinator it cannot authenticate: wait for both to
-    // exit (bounded: an agent that took the plan instead never does).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while agents.iter_mut().any(|a| a.0.try_wait().unwrap().is_none())
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let exited = agents.iter_mut().all(|a| a.0.try_wait().unwrap().is_some());
-    drop(agents);
-    let got = tokens.lock().unwrap().clone();
-    assert!(
-        got.iter().all(|a| !a.contains(secret)),
-        "the fake coordinator received the token: {got:?}"
-    );
     assert_eq!(
         reached.load(Ordering::SeqCst),
         0,
         "an agent made load for the fake coordinator off the allowlist"
     );
-    assert!(exited, "an agent stayed with the fake coordinator");
+}
+
+/// Even the pinned coordinator (say, a compromised one) cannot aim an agent outside its
+/// own allowlist, nor make it send its own environment (its token) to a target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_holds_its_own_allowlist_and_environment_against_its_coordinator() {
+    let (off, reached) = off_list_counter().await;
+    let off_plan = json!({"name": "off", "target": format!("ws://{off}/x"),
+        "stages": [{"duration": "500ms", "connections": 3}], "connect_timeout": "1s"});
+    let (coord, _, failed) = fake_coordinator(off_plan, Some(identity())).await;
+    let mut a = vec![spawn_agent(
+        &[
+            "--join".into(),
+            format!("wss://{coord}/api/agents/join/k3y"),
+        ],
+        &identity().pin,
+        "127.0.0.1",
+        "run-secret-for-the-own-list-test-1",
+    )];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while failed.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(a.pop());
+    let why = failed.lock().unwrap().clone();
+    assert!(
+        why.iter()
+            .any(|m| m.contains("127.0.0.2") && m.contains("allowlist")),
+        "the agent did not refuse: {why:?}"
+    );
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "it connected off its own list"
+    );
+
+    let (target, hits) = crate::security_support::http_recorder("127.0.0.1", |_: &str| {
+        crate::security_support::json(404, "{}")
+    })
+    .await;
+    let env_plan = json!({"name": "env", "target": format!("ws://{target}/x"),
+        "headers": {"X-Leak": "{{env.SOCKETSWARM_AGENT_TOKEN}}"},
+        "stages": [{"duration": "500ms", "connections": 1}], "connect_timeout": "1s"});
+    let (coord, _, failed) = fake_coordinator(env_plan, Some(identity())).await;
+    let secret = "run-secret-env-test-9f1e77Kq";
+    let mut a = vec![spawn_agent(
+        &[
+            "--join".into(),
+            format!("wss://{coord}/api/agents/join/k3y"),
+        ],
+        &identity().pin,
+        "127.0.0.1",
+        secret,
+    )];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while failed.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(a.pop());
+    let why = failed.lock().unwrap().clone();
+    assert!(
+        why.iter().any(|m| m.contains("SOCKETSWARM_AGENT_TOKEN")),
+        "the agent did not refuse to read its environment: {why:?}"
+    );
+    assert!(
+        hits.all().iter().all(|h| !h.head.contains(secret)),
+        "the agent sent its token to a target: {:?}",
+        hits.all()
+    );
 }
