@@ -73,6 +73,9 @@ pub fn coordinate(
         // Agents whose ticks said more than their share can do: nothing more of theirs
         // is merged.
         let mut refused = vec![false; c.agents.max(1)];
+        // What agents send back is scrubbed here too: an agent in another process
+        // could echo a secret it was sent into its evidence.
+        let secrets = crate::secrets::Secrets::of_plan(&c.plan);
         let mut aborted_by: Option<String> = None;
         let mut lost: Vec<LostAgent> = Vec::new();
         let mut heard = vec![Instant::now(); c.agents];
@@ -81,7 +84,8 @@ pub fn coordinate(
         while !merger.finished() {
             let snaps = tokio::select! {
                 m = rx.recv() => match m {
-                    Some(AgentMsg::Tick(t)) => {
+                    Some(AgentMsg::Tick(mut t)) => {
+                        secrets.scrub_evidence(&mut t.evidence);
                         let a = t.agent as usize;
                         if refused.get(a).copied().unwrap_or(true) {
                             Vec::new()

@@ -139,6 +139,37 @@ impl Secrets {
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+
+    /// `e` with every known secret value scrubbed from its texts (bodies, header values,
+    /// `Retry-After` values, close reasons). The coordinator applies it to every tick an
+    /// agent sends, so an agent that echoes a secret it was sent cannot get it stored.
+    pub fn scrub_evidence(&self, e: &mut crate::report::Evidence) {
+        if self.is_empty() {
+            return;
+        }
+        for bodies in e.bodies.values_mut() {
+            for b in bodies.iter_mut() {
+                *b = self.scrub(b);
+            }
+        }
+        for v in e.rate_limit_headers.values_mut() {
+            *v = self.scrub(v);
+        }
+        let retry = std::mem::take(&mut e.retry_after);
+        for (k, n) in retry {
+            *e.retry_after.entry(self.scrub(&k)).or_default() += n;
+        }
+        let closes = std::mem::take(&mut e.close_reasons);
+        for (code, reasons) in closes {
+            for (reason, n) in reasons {
+                *e.close_reasons
+                    .entry(code)
+                    .or_default()
+                    .entry(self.scrub(&reason))
+                    .or_default() += n;
+            }
+        }
+    }
 }
 
 /// Replaces known secret values in every string of `value` (a plan as JSON).

@@ -235,11 +235,24 @@ async fn a_rogue_agent_gets_only_its_share_and_cannot_inflate_a_run() {
         },
     )
     .await;
-    let quiet = AgentTick {
+    // Agent 1 is honest about its counts but puts a token it was sent into its
+    // evidence, where share links would show it.
+    let mut quiet = AgentTick {
         agent: 1,
         last: true,
         ..boastful_tick(0)
     };
+    quiet
+        .evidence
+        .bodies
+        .insert(401, vec![format!("denied {}", tokens[1])]);
+    quiet
+        .evidence
+        .rate_limit_headers
+        .insert("x-ratelimit-echo".into(), tokens[3].into());
+    quiet
+        .evidence
+        .add_close_reason(4001, &format!("bad {}", tokens[1]), 1);
     send(
         &mut runs[1].1,
         &FromAgent::Tick {
@@ -250,6 +263,13 @@ async fn a_rogue_agent_gets_only_its_share_and_cannot_inflate_a_run() {
     .await;
     let (_, done) = app.follow(&id).await;
     let (_, run) = app.get(&format!("/api/runs/{id}")).await;
+    for token in tokens {
+        assert!(
+            !run.to_string().contains(token),
+            "a token an agent echoed was stored: {}",
+            run["summary"]["evidence"]
+        );
+    }
     let opened = run["summary"]["totals"]["opened"].as_u64().unwrap_or(0);
     assert!(
         opened <= 5,
