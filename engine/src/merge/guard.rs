@@ -13,9 +13,10 @@
 //!   dropped and closed-at-once at most closed;
 //! - rates that are physically possible since the phase began (on the coordinator's
 //!   clock, not the agent's): attempts at most [`ATTEMPTS_PER_SLOT_PER_S`] per slot and
-//!   [`ATTEMPTS_PER_PROCESS_PER_S`] per process (both about 10× the fastest connect
-//!   rates measured here, `docs/performance.md`), bytes at most [`BYTES_PER_S`], messages
-//!   at most [`MESSAGES_PER_S`];
+//!   [`ATTEMPTS_PER_PROCESS_PER_S`] per process (about 9× the fastest rate one run
+//!   reached on this machine, 22,042/s: `docs/agents.md`), bytes at most
+//!   [`BYTES_PER_S`], messages at most [`MESSAGES_PER_S`] — ceilings meant to hold on
+//!   much faster machines, not measurements;
 //! - its clock: `seq` at most one per tick period and `elapsed_ms` not ahead of the
 //!   phase, with slack for a reconnect's resent ticks.
 //!
@@ -26,11 +27,11 @@ use std::time::Duration;
 use crate::report::{AgentTick, Totals};
 use crate::schedule::Share;
 
-/// Connection attempts one slot can make per second (a connect and an upgrade on
-/// loopback take ~0.1 ms at the very least).
+/// Connection attempts one slot can make per second: a ceiling (one attempt every
+/// 0.1 ms, a TCP connect and an upgrade round trip, even on loopback).
 pub const ATTEMPTS_PER_SLOT_PER_S: u64 = 10_000;
-/// Connection attempts one agent process can make per second (22,042/s is the most
-/// measured here with 50,000/s asked).
+/// Connection attempts one agent process can make per second: a ceiling (22,042/s is
+/// the most measured here, with 50,000/s asked).
 pub const ATTEMPTS_PER_PROCESS_PER_S: u64 = 200_000;
 /// Bytes one agent can move per second, each way (10 GiB/s).
 pub const BYTES_PER_S: u64 = 10 << 30;
