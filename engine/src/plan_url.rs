@@ -281,7 +281,7 @@ impl PlanUrl {
             out.push_str(&format!(":{p}"));
         }
         if !self.path.is_empty() {
-            let segments: Vec<String> = self.path.split('/').map(|s| segment(s)).collect();
+            let segments: Vec<String> = self.path.split('/').map(&mut *segment).collect();
             out.push_str(&segments.join("/"));
         }
         if let Some(q) = &self.query {

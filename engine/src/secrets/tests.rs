@@ -9,8 +9,10 @@ fn plan(v: serde_json::Value) -> Plan {
         "name": "p", "target": "ws://127.0.0.1:1/echo",
         "stages": [{"duration": "1s", "connections": 1}]
     });
-    for (k, x) in v.as_object().unwrap() {
-        base[k] = x.clone();
+    if let serde_json::Value::Object(fields) = v {
+        for (k, x) in fields {
+            base[k.as_str()] = x;
+        }
     }
     serde_json::from_value(base).unwrap()
 }

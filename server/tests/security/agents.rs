@@ -345,6 +345,8 @@ async fn fake_session<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    // The callback's error type is tungstenite's (a whole HTTP response).
+    #[allow(clippy::result_large_err)]
     let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
         let auth = req
             .headers()
