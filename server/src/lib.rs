@@ -285,8 +285,16 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         name.push(".agent-tls.pem");
         name.into()
     });
-    let identity = agents::channel::Identity::load_or_create(&identity_file)
-        .map_err(|e| anyhow::anyhow!("--agent-tls: {e}"))?;
+    let identity = match agents::channel::Identity::load_or_create(&identity_file) {
+        Ok(id) => id,
+        // Given explicitly, it must be usable; the default file next to the database
+        // may not be writable, and local agents do with a key made for this start.
+        Err(e) if args.k8s.agent_tls.is_some() => anyhow::bail!("--agent-tls: {e}"),
+        Err(e) => {
+            tracing::warn!("agent channel identity: {e}; using a new one for this start (its pin changes at every start; give --agent-tls FILE for a lasting one)");
+            agents::channel::Identity::generate().map_err(|e| anyhow::anyhow!(e))?
+        }
+    };
     let agent_listener = tokio::net::TcpListener::bind(args.k8s.agent_listen)
         .await
         .map_err(|e| listen_error("--agent-listen", args.k8s.agent_listen, false, &e))?;

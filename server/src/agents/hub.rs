@@ -3,7 +3,7 @@
 //! secret as `Authorization: Bearer …`. A fleet registers a key and a secret for its run
 //! and receives each agent that joins as an `AgentConn` (its `hello`, and two channels
 //! standing for the socket). The access token does not apply here: the per-run secret
-//! does (random, 256 bits, compared in constant time), and wrong secrets are throttled
+//! does (two random UUIDs, 244 random bits, compared in constant time), and wrong secrets are throttled
 //! per address as wrong access tokens are (`http::throttle`, shared with the pool).
 
 use std::collections::HashMap;
