@@ -71,14 +71,14 @@ fn field_name(path: &[String]) -> String {
 fn url_part(text: &str, at: usize) -> String {
     let before = &text[..at];
     if before.ends_with("://") {
-        "the user info (user:password)".into()
+        "The user info (user:password)".into()
     } else if let Some(name) = before
         .strip_suffix('=')
         .map(|b| b.rsplit(['?', '&']).next().unwrap_or(b))
     {
-        format!("the value of query parameter `{name}`")
+        format!("The value of query parameter `{name}`")
     } else {
-        "a path segment".into()
+        "A path segment".into()
     }
 }
 

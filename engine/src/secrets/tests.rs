@@ -207,14 +207,14 @@ fn a_stored_plan_names_the_secrets_it_did_not_keep_and_takes_them_back() {
     );
     assert_eq!(missing[1].label, "Value of handshake header X-Api-Key");
     assert!(
-        missing[2].label.starts_with("the user info"),
+        missing[2].label.starts_with("The user info"),
         "{}",
         missing[2].label
     );
     assert!(
         missing[3]
             .label
-            .starts_with("the value of query parameter `access_token` in the target URL ws://<redacted>@127.0.0.1:1/"),
+            .starts_with("The value of query parameter `access_token` in the target URL ws://<redacted>@127.0.0.1:1/"),
         "{}",
         missing[3].label
     );
