@@ -246,11 +246,24 @@ mod tests {
         t.interval.closed = 10;
         let e = g.check(&t, Duration::from_secs(5)).unwrap_err();
         assert!(e.contains("opened but only"), "{e}");
-        // A million attempts in 5 s are not.
+        // A million attempts in 5 s are not, nor a terabyte received.
         let e = g
             .check(&tick(0, 5, 0, 1_000_000), Duration::from_secs(5))
             .unwrap_err();
         assert!(e.contains("can make at most"), "{e}");
+        let mut t = tick(0, 5, 0, 0);
+        t.interval.bytes_received = 1 << 40;
+        let e = g.check(&t, Duration::from_secs(5)).unwrap_err();
+        assert!(e.contains("bytes received"), "{e}");
+        // Failed or dropped more than possible.
+        let mut t = tick(0, 5, 0, 0);
+        t.interval.failed = 100_000;
+        assert!(g.check(&t, Duration::from_secs(5)).is_err());
+        let mut t = tick(0, 5, 0, 0);
+        t.interval.dropped = 1;
+        t.interval.closed = 0;
+        let mut fresh = TickGuard::new(1, 10, false, Duration::from_millis(1000));
+        assert!(fresh.check(&t, Duration::from_secs(5)).is_err());
     }
 
     #[test]

@@ -51,6 +51,25 @@ fn urls_show_what_is_connected_with_secrets_hidden() {
 }
 
 #[test]
+fn percent_encoded_and_nested_secrets_are_hidden_and_scrubbed() {
+    // `sk_live_…` percent-encoded in a query value and a path segment.
+    let p = plan(serde_json::json!({
+        "target": "ws://127.0.0.1:1/ws/sk%5Flive%5F9fQ2xLm7Rt?k=sk%5Flive%5F9fQ2xLm7Rt&n=1",
+        "http_steps": [{"method": "POST", "url": "http://127.0.0.1:2/s",
+            "body": r#"{"user":{"name":"guest","credentials":{"otp":123456}},"lang":"en"}"#}]
+    }));
+    let r = p.redacted();
+    assert_eq!(r.target, "ws://127.0.0.1:1/ws/<redacted>?k=<redacted>&n=1");
+    assert_eq!(r.http_steps[0].body.as_deref(), Some(REDACTED));
+    let s = Secrets::of_plan(&p);
+    assert_eq!(
+        s.scrub("echo sk_live_9fQ2xLm7Rt and sk%5Flive%5F9fQ2xLm7Rt"),
+        "echo <redacted> and <redacted>"
+    );
+    assert_eq!(s.scrub("otp 123456"), "otp <redacted>");
+}
+
+#[test]
 fn values_are_scrubbed_raw_and_percent_encoded() {
     let mut s = Secrets::default();
     s.add("Bearer CANARY-123456");

@@ -105,6 +105,8 @@ async fn http_steps_cannot_switch_the_virtual_host() {
         "Upgrade",
         "Bad Name",
         "X-A:b",
+        "H\u{043e}st",
+        "Host\t",
     ] {
         let mut p = hold(&app);
         p["http_steps"] = json!([{"method": "POST", "url": format!("http://{step}/session"),
