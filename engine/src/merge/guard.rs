@@ -53,6 +53,9 @@ pub struct TickGuard {
     tick: Duration,
     /// What each agent reported so far (ticks taken).
     so_far: Vec<Totals>,
+    /// The seqs taken from each agent: a tick resent after a reconnect is not counted
+    /// twice (the merger takes it once too).
+    seen: Vec<std::collections::BTreeSet<u64>>,
 }
 
 impl TickGuard {
@@ -65,6 +68,7 @@ impl TickGuard {
             open_model,
             tick,
             so_far: vec![Totals::default(); agents],
+            seen: vec![std::collections::BTreeSet::new(); agents],
         }
     }
 
@@ -99,6 +103,10 @@ impl TickGuard {
         let Some(&slots) = self.slots.get(a) else {
             return Err(format!("agent {a} is not one of this run's agents"));
         };
+        if self.seen[a].contains(&t.seq) {
+            // A resend: the merger ignores it, and so does the count.
+            return Ok(());
+        }
         let room = if self.open_model {
             slots * 2 + 16
         } else {
@@ -183,6 +191,7 @@ impl TickGuard {
             ));
         }
         self.so_far[a] = total;
+        self.seen[a].insert(seq);
         Ok(())
     }
 }
@@ -277,6 +286,16 @@ mod tests {
         t.elapsed_ms = 3_600_000;
         assert!(g.check(&t, Duration::from_secs(1)).is_err());
         assert!(g.check(&tick(9, 1, 0, 0), Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn a_resent_tick_is_not_counted_twice() {
+        let mut g = TickGuard::new(1, 10, false, Duration::from_millis(250));
+        let mut t = tick(0, 1, 10, 10);
+        t.open = 10;
+        for _ in 0..5 {
+            assert!(g.check(&t, Duration::from_secs(1)).is_ok());
+        }
     }
 
     #[test]
