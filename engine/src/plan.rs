@@ -11,8 +11,8 @@
 //! `restore_secrets`), and under `plan/`: `script.rs` (steps, `Expect`, `HttpStep`),
 //! `reconnect.rs` (`Reconnect`, `MaxAttempts`), `auth.rs` (`Secret`, token sources and
 //! policies, `Auth`), `rotation.rs`, `session.rs`, `lifecycle.rs`, `probe_bounds.rs`,
-//! `texts.rs` (`Plan::templated_texts`, `Plan::env_names`) and `validate.rs`
-//! (`Plan::validate`). All re-exported here: every type is `plan::Name`.
+//! `texts.rs` (`Plan::templated_texts`, `Plan::env_names`), `headers.rs` (every header a
+//! plan sets, one check) and `validate.rs` (`Plan::validate`). All re-exported here: every type is `plan::Name`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -260,6 +260,7 @@ impl fmt::Display for FieldError {
 }
 
 mod auth;
+mod headers;
 mod lifecycle;
 mod probe_bounds;
 mod reconnect;
