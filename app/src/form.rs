@@ -448,6 +448,7 @@ impl RunForm {
             abort_on_fail: false,
             abort_grace: Dur::secs(5),
             sessions,
+            public: Vec::new(),
             steering: Vec::new(),
         };
         (plan, errs)

@@ -1,5 +1,7 @@
 //! The coordinator task: the agents' ticks in, the run's updates out. It owns the
-//! `Merger`, judges thresholds on merged data only (`abort_on_fail` cancels every
+//! `Merger` and the `TickGuard` every tick passes first (an agent whose tick says more
+//! than its share can do is refused and named, never merged), judges thresholds on
+//! merged data only (`abort_on_fail` cancels every
 //! agent), gives up on an agent that stopped ticking (a lost agent ends the run, with
 //! the reason in the summary), and ends the run once every agent sent its last tick.
 //!
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::merge::guard::TickGuard;
 use crate::merge::Merger;
 use crate::plan::Plan;
 use crate::report::{AgentTick, EndReason, LostAgent, Snapshot, Summary};
@@ -61,6 +64,18 @@ pub fn coordinate(
     let (out, updates) = mpsc::channel(64);
     rt.spawn(async move {
         let mut merger = Merger::new(c.agents, c.plan.stages.clone());
+        let mut guard = TickGuard::new(
+            c.agents,
+            c.plan.peak_connections(),
+            c.plan.sessions.is_some(),
+            c.tick,
+        );
+        // Agents whose ticks said more than their share can do: nothing more of theirs
+        // is merged.
+        let mut refused = vec![false; c.agents.max(1)];
+        // What agents send back is scrubbed here too: an agent in another process
+        // could echo a secret it was sent into its evidence.
+        let secrets = crate::secrets::Secrets::of_plan(&c.plan);
         let mut aborted_by: Option<String> = None;
         let mut lost: Vec<LostAgent> = Vec::new();
         let mut heard = vec![Instant::now(); c.agents];
@@ -69,11 +84,23 @@ pub fn coordinate(
         while !merger.finished() {
             let snaps = tokio::select! {
                 m = rx.recv() => match m {
-                    Some(AgentMsg::Tick(t)) => {
-                        if let Some(h) = heard.get_mut(t.agent as usize) {
-                            *h = Instant::now();
+                    Some(AgentMsg::Tick(mut t)) => {
+                        secrets.scrub_evidence(&mut t.evidence);
+                        let a = t.agent as usize;
+                        if refused.get(a).copied().unwrap_or(true) {
+                            Vec::new()
+                        } else if let Err(why) = guard.check(&t, c.started.elapsed()) {
+                            // Refused and named: the run ends; this tick is not merged.
+                            refused[a] = true;
+                            lost.push(LostAgent { agent: t.agent, reason: format!("agent {a} was refused and nothing more of it merged: {why}") });
+                            cancel.cancel();
+                            merger.lose(a)
+                        } else {
+                            if let Some(h) = heard.get_mut(a) {
+                                *h = Instant::now();
+                            }
+                            merger.add(*t)
                         }
-                        merger.add(*t)
                     }
                     Some(AgentMsg::Lost { agent, reason }) => {
                         lost.push(LostAgent { agent, reason });
@@ -109,7 +136,9 @@ pub fn coordinate(
                 }
             };
             if let Some(steer) = c.steer.as_mut().filter(|s| s.has_changed().unwrap_or(false)) {
-                merger.set_stages(steer.borrow_and_update().stages.clone());
+                let stages = steer.borrow_and_update().stages.clone();
+                guard.raise_peak(crate::schedule::peak(&stages));
+                merger.set_stages(stages);
             }
             for snap in snaps {
                 if c.plan.abort_on_fail && aborted_by.is_none() && c.started.elapsed() >= c.plan.abort_grace.0 {

@@ -8,6 +8,8 @@
 //!   `validate(&Limits)` returning field errors; `plan::Segment` (what the swarm runs),
 //!   `plan::Probe` (a probe's bounds), sessions and lifecycles. Pure.
 //! - [`duration`]  `Dur` and `parse_duration` (`"250ms"`, `"2s"`); a leaf. Pure.
+//! - [`plan_url`]  the one reading of a plan's URL: what is checked, connected to and
+//!   shown; URLs that parsers read two ways are refused. Pure.
 //! - [`capture`]   reading messages: a small JSON path, framed JSON, captured text. Pure.
 //! - [`probe`]     "find my limit": plans a probe run's experiments (`next_phase`); their
 //!   verdicts are read in `diagnose::probe`. Pure.
@@ -15,7 +17,9 @@
 //! - [`schedule`]  how many connections should have been started at time `t`. Pure.
 //! - [`steer`]     steering a live run: level, rate, extend or end the hold, re-planned
 //!   from the moment of the change (`steer::apply`), and the events that record it. Pure.
-//! - [`secrets`]   the one redaction rule (by name and by value) every way out uses. Pure.
+//! - [`secrets`]   the one redaction rule, deny by default: every value a plan brings in
+//!   is hidden unless marked public or known safe by its shape; what a stored plan
+//!   misses, and that a placeholder never runs. Pure.
 //! - [`template`]  `{{vu}}`, `{{attempt}}`, `{{uuid}}`, `{{now_ms}}`, `{{env.NAME}}`. Pure.
 //! - [`thresholds`] pass/fail thresholds on a finished run (k6 style). Pure.
 //! - [`said`]      "what the target said": statuses, bodies, headers, close codes. Pure.
@@ -54,6 +58,7 @@ pub mod diagnose;
 pub mod duration;
 pub mod outcome;
 pub mod plan;
+pub mod plan_url;
 pub mod probe;
 pub mod protocol;
 pub mod report;

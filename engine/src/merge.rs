@@ -10,7 +10,8 @@
 //! that arrives after its snapshot went out (a slow or reconnecting agent) is added to
 //! the next snapshot: late data is merged, never dropped. Snapshot k goes out once every
 //! agent still running has delivered its tick k, or when the caller gives up waiting
-//! (`expire`, `lose`).
+//! (`expire`, `lose`). Before a tick is merged, [`guard::TickGuard`] checks it against
+//! its agent's share: a tick past what the share can do refuses the agent.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -266,5 +267,6 @@ impl Merger {
     }
 }
 
+pub mod guard;
 #[cfg(test)]
 mod tests;

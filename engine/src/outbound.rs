@@ -9,7 +9,8 @@
 //! connects to them, the HTTP clients are told to resolve each host to them and never
 //! follow redirects, and a rendered URL whose host is not one of the pinned ones is not
 //! sent. Templates cannot reach the scheme, userinfo, host or port of a URL (plan
-//! validation refuses them there).
+//! validation refuses them there). No proxy is ever used: a proxy resolves names and
+//! connects where it likes, past the pinning.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,19 +28,13 @@ pub trait Outbound: Send + Sync + std::fmt::Debug {
 /// allowlist).
 pub type Policy = Option<Arc<dyn Outbound>>;
 
-/// `host:port` of an http(s) URL, lowercased (IPv6 without brackets).
-pub(crate) fn host_port(url: &str) -> Result<(String, u16), String> {
-    let u = url::Url::parse(url.trim()).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
-    let host = match u.host() {
-        Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        None => return Err(format!("`{url}` has no host")),
-    };
-    let port = u
-        .port_or_known_default()
-        .ok_or_else(|| format!("`{url}` has no port"))?;
-    Ok((host, port))
+/// `host:port` of a plan URL (any of its schemes), read by the one parser
+/// (`crate::plan_url`): IPv6 without brackets.
+pub fn host_port(url: &str) -> Result<(String, u16), String> {
+    crate::plan_url::PlanUrl::parse(url, &["ws", "wss", "http", "https"]).map(|u| {
+        let port = u.port();
+        (u.host, port)
+    })
 }
 
 /// Resolves `host:port` and keeps the addresses `policy` allows; an error names the
@@ -88,9 +83,7 @@ impl Pinned {
     ) -> Result<Pinned, String> {
         let mut hosts = BTreeMap::new();
         for (field, url) in urls {
-            // Templates live in the path and query only; a stand-in keeps them parseable.
-            let probe = url.replace("{{", "x").replace("}}", "x");
-            let (host, port) = host_port(&probe).map_err(|e| format!("{field}: {e}"))?;
+            let (host, port) = host_port(url).map_err(|e| format!("{field}: {e}"))?;
             if hosts.contains_key(&host) {
                 continue;
             }
@@ -100,10 +93,14 @@ impl Pinned {
         Ok(Pinned { hosts })
     }
 
-    /// A client builder whose connections go only to the pinned addresses and that never
-    /// follows a redirect (a 3xx is the request's answer).
+    /// A client builder whose connections go only to the pinned addresses, that never
+    /// follows a redirect (a 3xx is the request's answer) and never uses a proxy: the
+    /// proxy variables of the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`,
+    /// lower case too) would send the request — a token request's client secret
+    /// included — to a host off the allowlist that resolves names itself. Every run's
+    /// HTTP request (HTTP steps, token endpoints) is built here.
     pub(crate) fn client(&self, base: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
-        let mut b = base.redirect(reqwest::redirect::Policy::none());
+        let mut b = base.no_proxy().redirect(reqwest::redirect::Policy::none());
         for (host, (_, addrs)) in &self.hosts {
             b = b.resolve_to_addrs(host, addrs);
         }
@@ -114,7 +111,16 @@ impl Pinned {
     /// changed through a template, which validation keeps out of hosts; this is the
     /// second lock).
     pub(crate) fn covers(&self, url: &str) -> bool {
-        match host_port(url) {
+        // A rendered URL, read as the HTTP client will read it.
+        let read = url::Url::parse(url.trim()).ok().and_then(|u| {
+            let host = match u.host()? {
+                url::Host::Domain(d) => d.to_ascii_lowercase(),
+                url::Host::Ipv4(ip) => ip.to_string(),
+                url::Host::Ipv6(ip) => ip.to_string(),
+            };
+            Some((host, u.port_or_known_default()?))
+        });
+        match read.ok_or(()) {
             Ok((host, port)) => self.hosts.get(&host).is_some_and(|(p, _)| *p == port),
             Err(_) => false,
         }

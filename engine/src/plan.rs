@@ -11,8 +11,8 @@
 //! `restore_secrets`), and under `plan/`: `script.rs` (steps, `Expect`, `HttpStep`),
 //! `reconnect.rs` (`Reconnect`, `MaxAttempts`), `auth.rs` (`Secret`, token sources and
 //! policies, `Auth`), `rotation.rs`, `session.rs`, `lifecycle.rs`, `probe_bounds.rs`,
-//! `texts.rs` (`Plan::templated_texts`, `Plan::env_names`) and `validate.rs`
-//! (`Plan::validate`). All re-exported here: every type is `plan::Name`.
+//! `texts.rs` (`Plan::templated_texts`, `Plan::env_names`), `headers.rs` (every header a
+//! plan sets, one check) and `validate.rs` (`Plan::validate`). All re-exported here: every type is `plan::Name`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,7 +50,7 @@ fn default_connect_timeout() -> Dur {
 pub struct Plan {
     #[serde(default = "default_name")]
     pub name: String,
-    /// `ws://` or `wss://host:port/path?query` (templates allowed).
+    /// `ws://` or `wss://host:port/path?query` (templates allowed in the path and query).
     pub target: String,
     /// Ramp-and-hold stages (the closed model). Optional, so an open-model plan
     /// (`sessions`) or a probe can leave it out instead of writing `stages = []`.
@@ -119,6 +119,13 @@ pub struct Plan {
     /// arrive at a rate and each stays for a drawn duration (see `plan/lifecycle.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<Sessions>,
+    /// Names whose values are not secret, so pages, shares and exports show them: header,
+    /// query parameter, variable (and feeder column) names, case-insensitive; `path`
+    /// for URL path segments, `subprotocols`, `body` for HTTP-step bodies. Everything
+    /// else a plan brings in is hidden unless it is known safe by its shape (see
+    /// `secrets`): `public = ["deploymentId"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public: Vec<String>,
     /// Changes made while the run was live (level, rate, hold), oldest first. A steered
     /// run's stored plan has its `stages` and `max_connect_rate` rewritten to what ran,
     /// so running it again reproduces it; this list says what changed and when (see
@@ -253,6 +260,7 @@ impl fmt::Display for FieldError {
 }
 
 mod auth;
+mod headers;
 mod lifecycle;
 mod probe_bounds;
 mod reconnect;
@@ -290,36 +298,14 @@ pub struct TargetUrl {
 }
 
 impl TargetUrl {
+    /// Reads a `ws://`/`wss://` target with the one URL parser (`crate::plan_url`).
     pub fn parse(text: &str) -> Result<TargetUrl, String> {
-        let url = url::Url::parse(text.trim()).map_err(|e| {
-            format!("`{text}` is not a URL ({e}); expected e.g. ws://127.0.0.1:9001/echo")
-        })?;
-        let tls = match url.scheme() {
-            "ws" => false,
-            "wss" => true,
-            other => {
-                return Err(format!(
-                    "scheme `{other}` is not supported; use ws:// or wss://"
-                ))
-            }
-        };
-        let host = url
-            .host_str()
-            .ok_or_else(|| format!("`{text}` has no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = url.port().unwrap_or(if tls { 443 } else { 80 });
-        let mut resource = url.path().to_string();
-        if let Some(q) = url.query() {
-            resource.push('?');
-            resource.push_str(q);
-        }
+        let url = crate::plan_url::PlanUrl::parse(text, &["ws", "wss"])?;
         Ok(TargetUrl {
-            host,
-            port,
-            resource,
-            tls,
+            port: url.port(),
+            tls: url.tls(),
+            resource: url.resource(),
+            host: url.host,
         })
     }
 }

@@ -1,5 +1,8 @@
-//! The coordinator–agent protocol: JSON text frames over one WebSocket that the agent
-//! dials out to the coordinator (`/api/agents/join`), authenticated by the run's secret.
+//! The coordinator–agent protocol: JSON text frames over one `wss://` WebSocket that the
+//! agent dials out to the coordinator's agent listener (`/api/agents/join`): the agent
+//! authenticates with the run's secret, the coordinator with the certificate the agent
+//! has pinned. What an agent is sent is `swarm::plan_for_agent` (its share's secrets,
+//! no environment to read).
 //!
 //! A run's life, per agent: `hello` (who it is) → `assign` (its share of one phase of
 //! the plan) → `ready` (set up, waiting at the barrier) → `start` (everyone at once) →
@@ -19,8 +22,10 @@ use crate::plan::Plan;
 use crate::report::{AgentTick, Totals};
 use crate::schedule::Share;
 
-/// Bumped on any incompatible change; both ends refuse a different one.
-pub const PROTOCOL: u32 = 1;
+/// Bumped on any incompatible change; both ends refuse a different one. 2: the plan an
+/// agent is sent reads no environment (the coordinator sends values) and holds only
+/// its own share of static tokens; the channel is `wss://` with the coordinator pinned.
+pub const PROTOCOL: u32 = 2;
 
 /// What an agent sends. Externally tagged (`{"tick": {...}}`): an internally tagged
 /// enum buffers its content, and buffered maps with number keys (evidence bodies by

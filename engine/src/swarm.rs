@@ -30,6 +30,9 @@ use crate::template::Template;
 
 mod compile;
 mod fleet;
+mod for_agent;
+
+pub use for_agent::plan_for_agent;
 
 use compile::{compile, compile_responders, identity_dimensions, raw_resource};
 pub use fleet::{Fleet, InProcess, PhaseStart};
@@ -265,7 +268,8 @@ pub async fn run_agent_steered(
     let (identities, dims) = identity_dimensions(&plan);
     let shared = Arc::new(Shared {
         host_header,
-        resource: Template::parse(&raw_resource(&plan.target)).map_err(EngineError::BadTarget)?,
+        resource: Template::parse(&raw_resource(&plan.target).map_err(EngineError::BadTarget)?)
+            .map_err(EngineError::BadTarget)?,
         addrs,
         sources: plan.source_addrs.clone(),
         share,

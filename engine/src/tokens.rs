@@ -237,7 +237,7 @@ impl TokenPool {
 }
 
 /// The slot of connection `vu` in one process: the policy as written.
-fn plain_slot(policy: &TokenPolicy, vu: u64) -> u64 {
+pub(crate) fn plain_slot(policy: &TokenPolicy, vu: u64) -> u64 {
     match policy {
         TokenPolicy::Shared => 0,
         TokenPolicy::Pool { size } => vu % u64::from((*size).max(1)),

@@ -127,22 +127,6 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-/// `host:port` of a ws/wss/http/https URL.
-fn host_port(url: &str) -> Result<(String, u16), String> {
-    let u = url::Url::parse(url.trim()).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
-    let host = match u.host() {
-        Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        None => return Err(format!("`{url}` has no host")),
-    };
-    // `url` knows ws = 80 and wss = 443 as well as http(s).
-    let port = u
-        .port_or_known_default()
-        .ok_or_else(|| format!("`{url}` has no port"))?;
-    Ok((host, port))
-}
-
 impl Allowlist {
     /// Parses every entry; all problems are reported together.
     pub fn parse(entries: &[String]) -> Result<Allowlist, String> {
@@ -249,9 +233,8 @@ impl Allowlist {
         }
         let mut errs = Vec::new();
         for (field, url) in urls {
-            // Templated URLs ({{vu}} in the path) still name their host literally.
-            let probe = url.replace("{{", "x").replace("}}", "x");
-            match host_port(&probe) {
+            // The one parser's reading: what is connected to is what is checked.
+            match engine::outbound::host_port(&url) {
                 Err(message) => errs.push(FieldError { field, message }),
                 Ok((host, port)) if !self.allows(&host, port).await => errs.push(FieldError {
                     field,

@@ -64,7 +64,14 @@ async fn headless_fleet(
         // The user's own plan from their own shell: no allowlist.
         return Ok(std::sync::Arc::new(engine::swarm::InProcess::one(None, rt)));
     }
-    let hub = std::sync::Arc::new(crate::agents::hub::Hub::default());
+    // The agents' endpoint on loopback, over TLS with a certificate made for this run
+    // (the agents are given its pin).
+    let identity = crate::agents::channel::Identity::generate()?;
+    let hub = std::sync::Arc::new(crate::agents::hub::Hub::with_pool(
+        None,
+        String::new(),
+        identity.pin.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("could not open the agents' endpoint: {e}"))?;
@@ -72,14 +79,17 @@ async fn headless_fleet(
         .local_addr()
         .map_err(|e| format!("could not open the agents' endpoint: {e}"))?;
     let app: axum::Router = hub.clone().router();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    // Ends with this process (a headless run is one run).
+    crate::agents::channel::serve(listener, app, &identity, CancellationToken::new())?;
     Ok(std::sync::Arc::new(crate::agents::local::JoinedFleet::new(
         n,
-        std::sync::Arc::new(crate::agents::local::LocalProcesses::new(None)),
+        std::sync::Arc::new(crate::agents::local::LocalProcesses::new(
+            None,
+            identity.pin.clone(),
+            Vec::new(),
+        )),
         hub,
-        &format!("ws://{addr}"),
+        &crate::agents::channel::loopback_url(addr),
         Vec::new(),
         rt,
     )))

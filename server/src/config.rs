@@ -226,17 +226,20 @@ pub struct TargetArgs {
     pub helper: bool,
 }
 
+/// How to make a token that passes [`weak_token`], for the refusals.
+pub(crate) const STRONG_TOKEN: &str = "Use at least 24 characters with at least 10 different ones, no repeated pattern or run like `abcd…`, and no whitespace, `;` or `,`: e.g. `openssl rand -hex 24`.";
+
 /// Shortest access token accepted (characters).
 const TOKEN_MIN_CHARS: usize = 24;
 /// Fewest different characters an access token must have.
 const TOKEN_MIN_DISTINCT: usize = 10;
 
-/// Why `token` is too weak to guard a load generator (`None` = strong enough). The
-/// rules refuse what a person types when asked for a password (`aaaaaaaaaaaaaaaa`,
+/// Why `token` (the access token, the agent pool token) is too weak to guard a load
+/// generator (`None` = strong enough). The rules refuse what a person types when asked for a password (`aaaaaaaaaaaaaaaa`,
 /// `abcabcabc…`, `0123456789…`) and accept anything `openssl rand -hex 24` prints. Login
 /// attempts are throttled too (see `http::throttle`), but a token that can be guessed
 /// in a few thousand tries must not get that far.
-fn weak_token(token: &str) -> Option<&'static str> {
+pub(crate) fn weak_token(token: &str) -> Option<&'static str> {
     let chars: Vec<char> = token.chars().collect();
     let mut distinct = chars.clone();
     distinct.sort_unstable();
@@ -373,7 +376,7 @@ impl ServeArgs {
         }
         if let Some(why) = self.access_token.as_deref().and_then(weak_token) {
             problems.push(format!(
-                "--access-token (SOCKETSWARM_ACCESS_TOKEN) is too weak: {why}. Use at least {TOKEN_MIN_CHARS} characters with at least {TOKEN_MIN_DISTINCT} different ones, no repeated pattern or run like `abcd…`, and no whitespace, `;` or `,`: e.g. `openssl rand -hex 24`."
+                "--access-token (SOCKETSWARM_ACCESS_TOKEN) is too weak: {why}. {STRONG_TOKEN}"
             ));
         }
         if !(16..=64 * 1024 * 1024).contains(&self.max_message_bytes) {

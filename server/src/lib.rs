@@ -66,6 +66,10 @@ pub struct Running {
     pub sandbox: Option<SocketAddr>,
     /// Its `wss://` listener, if enabled.
     pub sandbox_tls: Option<SocketAddr>,
+    /// Where agents dial in (`wss://`, `--agent-listen`, resolved).
+    pub agents_addr: SocketAddr,
+    /// The pin agents are given for this server's agent certificate (`sha256:…`).
+    pub agent_pin: String,
     pub shutdown: CancellationToken,
     manager: ManagerHandle,
     http: tokio::task::JoinHandle<()>,
@@ -140,16 +144,6 @@ fn fd_budget(nofile: u64, args: &ServeArgs) -> FdBudget {
         run_connections: args
             .max_connections
             .min(u32::try_from(usable.saturating_sub(http)).unwrap_or(u32::MAX)),
-    }
-}
-
-/// How agents on this machine reach a listener: an unspecified address (`0.0.0.0`) is
-/// reached on loopback.
-fn loopback_of(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-    } else {
-        addr
     }
 }
 
@@ -284,8 +278,32 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .await
         .map_err(|e| listen_error("--listen", args.listen, false, &e))?;
     let addr = listener.local_addr()?;
-    // Agents of runs split over processes dial in here (on the app's own listener).
-    let hub = Arc::new(agents::hub::Hub::with_pool(settings.pool_token.clone()));
+    // Agents of runs split over processes dial in on a listener of their own, over TLS
+    // with this server's certificate, which they pin (see `agents::channel`).
+    let identity_file = args.k8s.agent_tls.clone().unwrap_or_else(|| {
+        let mut name = args.database.clone().into_os_string();
+        name.push(".agent-tls.pem");
+        name.into()
+    });
+    let identity = match agents::channel::Identity::load_or_create(&identity_file) {
+        Ok(id) => id,
+        // Given explicitly, it must be usable; the default file next to the database
+        // may not be writable, and local agents do with a key made for this start.
+        Err(e) if args.k8s.agent_tls.is_some() => anyhow::bail!("--agent-tls: {e}"),
+        Err(e) => {
+            tracing::warn!("agent channel identity: {e}; using a new one for this start (its pin changes at every start; give --agent-tls FILE for a lasting one)");
+            agents::channel::Identity::generate().map_err(|e| anyhow::anyhow!(e))?
+        }
+    };
+    let agent_listener = tokio::net::TcpListener::bind(args.k8s.agent_listen)
+        .await
+        .map_err(|e| listen_error("--agent-listen", args.k8s.agent_listen, false, &e))?;
+    let agents_addr = agent_listener.local_addr()?;
+    let hub = Arc::new(agents::hub::Hub::with_pool(
+        settings.pool_token.clone(),
+        agents::channel::loopback_url(agents_addr),
+        identity.pin.clone(),
+    ));
     let manager = manager::spawn(
         pool.clone(),
         ManagerConfig {
@@ -298,7 +316,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             }),
             agents: Some(manager::AgentsSetup {
                 hub: hub.clone(),
-                base: format!("ws://{}", loopback_of(addr)),
+                base: agents::channel::loopback_url(agents_addr),
+                pin: identity.pin.clone(),
                 allow_targets: settings.allowlist.entries(),
                 exe: args.agent_exe.clone(),
                 kube: settings.kube.clone().map(Arc::new),
@@ -360,6 +379,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .site_addr(addr)
         .env(Env::PROD)
         .build();
+    let agent_routes: axum::Router = hub.clone().router();
     let state = AppState {
         leptos_options,
         site,
@@ -383,11 +403,19 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         max_connections: fds.http_connections,
     };
     let http = tokio::spawn(http::serve(listener, app, serve_limits, shutdown.clone()));
+    agents::channel::serve(agent_listener, agent_routes, &identity, shutdown.clone())
+        .map_err(|e| anyhow::anyhow!("the agent listener: {e}"))?;
+    tracing::info!(
+        "agents join at wss://{agents_addr} (coordinator pin {})",
+        identity.pin
+    );
     tracing::info!("socketswarm on http://{addr}");
     Ok(Running {
         addr,
         sandbox,
         sandbox_tls,
+        agents_addr,
+        agent_pin: identity.pin.clone(),
         shutdown,
         manager,
         http,
@@ -528,7 +556,11 @@ async fn target_helpers(
         n + 1,
         listener.local_addr()?
     );
-    let http = reqwest::Client::new();
+    // Its own helper processes on loopback: never through a proxy.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_default();
     let app = axum::Router::new().route(
         "/stats",
         axum::routing::get(move || {

@@ -97,14 +97,17 @@ const COMMENTS: [(&str, &str); 18] = [
     ),
 ];
 
-/// The plan as commented TOML. `plan` should already be redacted.
+/// The plan as commented TOML: the plan as given (a saved plan's download holds its
+/// values, secrets included, so the file runs as the page runs it; the page's own
+/// editor gets the redacted plan).
 pub fn to_toml(plan: &Plan) -> Result<String, String> {
     let body = toml::to_string_pretty(plan).map_err(|e| format!("plan as TOML: {e}"))?;
     let mut out = String::from(
-        "# socketswarm plan (exported). Keep it in git; check it with\n\
-         # `socketswarm plan check FILE`, run it with `socketswarm run FILE`, or import it\n\
-         # on the Plans page. Secrets show as \"<redacted>\": put them back or use\n\
-         # { env = \"NAME\" } so the file never holds them.\n\n",
+        "# socketswarm plan (exported). Check it with `socketswarm plan check FILE`, run it\n\
+         # with `socketswarm run FILE`, or import it on the Plans page. It holds the plan's\n\
+         # values as stored, secrets included: before it goes into git, give secrets as\n\
+         # { env = \"NAME\" } or \"{{env.NAME}}\". A value a run did not keep is a\n\
+         # placeholder: the plan does not run until it is given again.\n\n",
     );
     let mut seen = std::collections::BTreeSet::new();
     for line in body.lines() {

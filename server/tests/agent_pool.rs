@@ -1,4 +1,5 @@
-//! The standing pool of remote agents: `socketswarm agent --pool URL --token T` (the real
+//! The standing pool of remote agents: `socketswarm agent --pool wss://AGENTS
+//! --coordinator-pin PIN --allow-target …` with the pool token (the real
 //! binary, as on another machine) joins a server started with `--agents-on joined`; the
 //! server lists it; a plan asking for `"all"` runs on every idle one, merged exactly, and
 //! the agents are back in the pool afterwards, ready for the next run. Outsiders without
@@ -12,7 +13,7 @@ use std::time::Duration;
 use common::{args, plan, spawn_app, spawn_with, KillOnDrop};
 use serde_json::{json, Value};
 
-const POOL_TOKEN: &str = "pool-token-0123456789abcdef";
+const POOL_TOKEN: &str = "pool-T0ken-9f2Kx7Lq4Zr8Wm3Np";
 
 async fn pool_app() -> common::App {
     let dir = tempfile::tempdir().unwrap();
@@ -23,10 +24,11 @@ async fn pool_app() -> common::App {
 }
 
 fn pool_agent(app: &common::App, source: &str) -> KillOnDrop {
-    let ws = app.base.replace("http://", "ws://");
     KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_socketswarm"))
-            .args(["agent", "--pool", &ws, "--source", source])
+            .args(["agent", "--pool", &app.agents_url(), "--source", source])
+            .args(["--coordinator-pin", &app.agent_pin()])
+            .args(["--allow-target", "127.0.0.0/8"])
             .env("SOCKETSWARM_AGENT_TOKEN", POOL_TOKEN)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -37,18 +39,7 @@ fn pool_agent(app: &common::App, source: &str) -> KillOnDrop {
 
 /// The status a WebSocket upgrade of the pool endpoint with `bearer` gets.
 async fn pool_upgrade(app: &common::App, bearer: &str) -> u16 {
-    app.http
-        .get(format!("{}/api/agents/pool", app.base))
-        .header("authorization", bearer)
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    app.agent_upgrade("/api/agents/pool", bearer).await
 }
 
 /// Waits (bounded) until `GET /api/agents` satisfies `ok`; the listing it saw.

@@ -2,6 +2,8 @@
 //! `socketswarm agent` process as the agent: the start barrier, ticks resent after a
 //! broken connection (nothing lost, the agent's `done` equals the ticks taken once
 //! each), `cancel` mid-hold, and an agent whose coordinator vanishes stopping its load.
+//! The test coordinator serves TLS with an identity of its own, whose pin the agent is
+//! given (as a real coordinator's agent listener does).
 //! Run: `cargo test -p server --test agent_protocol`.
 #![allow(clippy::unwrap_used)]
 
@@ -9,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::protocol::{FromAgent, ToAgent};
+use engine::protocol::{FromAgent, ToAgent, PROTOCOL};
 use engine::report::Totals;
 use engine::schedule::Share;
 use futures_util::{SinkExt, StreamExt};
@@ -19,7 +21,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// The test coordinator's TLS identity (made once per process) and its pin.
+fn identity() -> &'static server::agents::channel::Identity {
+    static ID: std::sync::OnceLock<server::agents::channel::Identity> = std::sync::OnceLock::new();
+    ID.get_or_init(|| server::agents::channel::Identity::generate().unwrap())
+}
 
 /// The sandbox target in this process, for its own counters.
 async fn sandbox() -> (String, Arc<engine::target::Sandbox>, CancellationToken) {
@@ -54,6 +62,7 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 fn agent(join: &str, grace_ms: u64) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_socketswarm"))
         .args(["agent", "--join", join, "--token", "s3cret", "--index", "0"])
+        .args(["--coordinator-pin", &identity().pin])
         .args(["--grace-ms", &grace_ms.to_string()])
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::null())
@@ -67,7 +76,8 @@ async fn accept(l: &TcpListener) -> Ws {
         .await
         .expect("the agent dialled in")
         .unwrap();
-    tokio_tungstenite::accept_async(tcp).await.unwrap()
+    let tls = identity().acceptor().unwrap().accept(tcp).await.unwrap();
+    tokio_tungstenite::accept_async(tls).await.unwrap()
 }
 
 async fn recv(ws: &mut Ws) -> Option<FromAgent> {
@@ -93,7 +103,7 @@ async fn assign(ws: &mut Ws, target: &str, tag: &str, n: u32, hold: &str) {
             hello,
             FromAgent::Hello {
                 index: Some(0),
-                protocol: 1,
+                protocol: PROTOCOL,
                 ..
             }
         ),
@@ -133,7 +143,7 @@ struct Rig {
 async fn rig(grace_ms: u64) -> (Rig, Ws) {
     let (target, sb, stop) = sandbox().await;
     let coord = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let join = format!("ws://{}/api/agents/join/k", coord.local_addr().unwrap());
+    let join = format!("wss://{}/api/agents/join/k", coord.local_addr().unwrap());
     let child = agent(&join, grace_ms);
     let ws = accept(&coord).await;
     let rig = Rig {

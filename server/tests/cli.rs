@@ -241,7 +241,8 @@ fn a_plan_that_cannot_run_exits_2_and_names_the_field() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("target: scheme `http`") && err.contains("thresholds.p95: unknown metric"),
+        err.contains("target: `http://nope`: scheme `http`")
+            && err.contains("thresholds.p95: unknown metric"),
         "{err}"
     );
     let out = bin()

@@ -74,15 +74,20 @@ async fn saved_plans_round_trip_as_toml_run_again_and_keep_their_secrets() {
     assert_eq!(s, 201, "{saved}");
     let pid = saved["id"].as_str().unwrap().to_string();
 
-    // Export: commented TOML, secret redacted; reads back as the same plan.
+    // Export: commented TOML with the plan's values, so the file runs as the page runs
+    // it (a hidden value is never written as a placeholder); the page shows it redacted.
     let (s, ctype, exported) = text(&app, &format!("/api/plans/{pid}/plan.toml")).await;
     assert_eq!(s, 200);
     assert!(ctype.starts_with("application/toml"));
     assert!(exported.contains("# Ramp linearly"), "{exported}");
-    assert!(!exported.contains("static-secret-1"));
-    assert!(exported.contains("<redacted>"));
-    // Saving the exported (redacted) text back keeps the stored secret.
-    let edited = exported.replace("connections = 4", "connections = 6");
+    assert!(exported.contains("static-secret-1"), "{exported}");
+    assert!(!exported.contains("<redacted>"));
+    let (_, detail) = app.get(&format!("/api/plans/{pid}")).await;
+    let page_toml = detail["toml"].as_str().unwrap().to_string();
+    assert!(!page_toml.contains("static-secret-1"), "{page_toml}");
+    assert!(page_toml.contains("<redacted>"));
+    // Saving the page's (redacted) text back keeps the stored secret.
+    let edited = page_toml.replace("connections = 4", "connections = 6");
     let (s, body) = app.send("PUT", &format!("/api/plans/{pid}"), &edited).await;
     assert_eq!(s, 200, "{body}");
     let (_, detail) = app.get(&format!("/api/plans/{pid}")).await;

@@ -31,14 +31,22 @@ const KEY: &str = "0123456789abcdef0123456789abcdef";
 const NS: &str = "load";
 const SECRET: &str = "not-a-real-secret-0123456789";
 const JOIN: &str =
-    "ws://socketswarm.load.svc:3000/api/agents/join/0123456789abcdef0123456789abcdef";
+    "wss://socketswarm.load.svc:3443/api/agents/join/0123456789abcdef0123456789abcdef";
+/// The coordinator's certificate pin the pods are given.
+const PIN: &str = "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// The coordinator's allowlist, which each agent pod enforces too.
+const ALLOW: [&str; 1] = ["10.1.2.0/24:443"];
+
+fn allow() -> Vec<String> {
+    ALLOW.iter().map(|s| s.to_string()).collect()
+}
 
 fn settings(api_url: &str) -> KubeSettings {
     KubeSettings {
         namespace: Some(NS.into()),
         image: "socketswarm:0.1.0".into(),
         image_pull_policy: Some("IfNotPresent".into()),
-        coordinator_url: "ws://socketswarm.load.svc:3000".into(),
+        coordinator_url: "wss://socketswarm.load.svc:3443".into(),
         api_url: Some(api_url.into()),
         resources: AgentResources {
             cpu_request: Some("500m".into()),
@@ -66,7 +74,13 @@ fn plan() -> engine::Plan {
 }
 
 fn launcher(url: &str) -> KubeLauncher {
-    KubeLauncher::new(Arc::new(settings(url)), "run-golden", &plan())
+    KubeLauncher::new(
+        Arc::new(settings(url)),
+        "run-golden",
+        &plan(),
+        PIN,
+        &allow(),
+    )
 }
 
 /// The golden file: the Job and the Secret for the fixed input above.
@@ -76,12 +90,15 @@ fn golden_path() -> std::path::PathBuf {
 
 fn built_manifest() -> Value {
     let resources = settings("").resources;
+    let allow = allow();
     let input = JobInput {
         run_key: KEY,
         run_id: "run-golden",
         namespace: NS,
         agents: 3,
         join: JOIN,
+        pin: PIN,
+        allow_targets: &allow,
         image: "socketswarm:0.1.0",
         image_pull_policy: Some("IfNotPresent"),
         resources: &resources,
@@ -128,7 +145,15 @@ fn the_job_manifest_matches_the_golden_file() {
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
         pod["containers"][0]["args"],
-        json!(["agent", "--join", JOIN])
+        json!([
+            "agent",
+            "--join",
+            JOIN,
+            "--coordinator-pin",
+            PIN,
+            "--allow-target",
+            ALLOW[0]
+        ])
     );
     assert_eq!(
         pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
@@ -268,7 +293,7 @@ async fn a_failed_agent_is_reported_with_the_end_of_its_log() {
     let pod_name = p["metadata"]["name"].as_str().unwrap().to_string();
     fake.set_log(
         &pod_name,
-        "starting\nagent: could not reach the coordinator at ws://socketswarm.load.svc:3000/…\n",
+        "starting\nagent: could not reach the coordinator at wss://socketswarm.load.svc:3443/…\n",
     );
     fake.put_pod(p);
     let c = casualties(&l, 1).await;
@@ -353,8 +378,9 @@ async fn a_403_after_the_job_exists_deletes_it_again() {
 
 // --- Whole runs: the app with `--agents-on kubernetes`, the fake playing the kubelet.
 
-/// An app whose runs with `agents` get pods from `fake` (agents dial the app's port,
-/// reserved first: the coordinator URL is configured before the app listens).
+/// An app whose runs with `agents` get pods from `fake` (agents dial the app's agent
+/// listener, its port reserved first: the coordinator URL is configured before the app
+/// listens).
 async fn app_on(fake: &k8s_fake::FakeCluster, cannot_pull: Option<u32>) -> common::App {
     fake.with_kubelet(k8s_fake::Kubelet {
         exe: env!("CARGO_BIN_EXE_socketswarm").into(),
@@ -367,9 +393,9 @@ async fn app_on(fake: &k8s_fake::FakeCluster, cannot_pull: Option<u32>) -> commo
         .port();
     let dir = tempfile::tempdir().unwrap();
     let mut args = common::args(dir.path().join("test.db"));
-    args.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    args.k8s.agent_listen = format!("127.0.0.1:{port}").parse().unwrap();
     args.k8s.agents_on = server::config::k8s::AgentsOn::Kubernetes;
-    args.k8s.k8s_coordinator_url = Some(format!("ws://127.0.0.1:{port}"));
+    args.k8s.k8s_coordinator_url = Some(format!("wss://127.0.0.1:{port}"));
     args.k8s.k8s_api_url = Some(fake.url.clone());
     args.k8s.k8s_namespace = Some(NS.into());
     args.k8s.k8s_join_timeout = "30s".into();
@@ -509,9 +535,9 @@ async fn real_cluster_a_pod_that_cannot_reach_its_coordinator_is_a_casualty() {
     s.api_url = None;
     s.namespace = Some(ns);
     s.image = image;
-    let l = KubeLauncher::new(Arc::new(s), "real-cluster-test", &plan());
+    let l = KubeLauncher::new(Arc::new(s), "real-cluster-test", &plan(), PIN, &[]);
     let key = uuid::Uuid::new_v4().simple().to_string();
-    let join = format!("ws://127.0.0.1:9/api/agents/join/{key}");
+    let join = format!("wss://127.0.0.1:9/api/agents/join/{key}");
     l.launch(1, &join, SECRET).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(180);
     let found = loop {

@@ -5,11 +5,21 @@ mod common;
 #[path = "security/security_support.rs"]
 mod security_support;
 
+#[path = "security/agents.rs"]
+mod agents;
 #[path = "security/canary.rs"]
 mod canary;
+#[path = "security/headers.rs"]
+mod headers;
 #[path = "security/outbound.rs"]
 mod outbound;
+#[path = "security/proxy.rs"]
+mod proxy;
+#[path = "security/secrets.rs"]
+mod secrets;
 #[path = "security/store.rs"]
 mod store;
+#[path = "security/urls.rs"]
+mod urls;
 #[path = "security/web.rs"]
 mod web;

@@ -57,12 +57,12 @@ pub fn RunActions(detail: RunDetail, on_change: Callback<()>) -> impl IntoView {
                     </ActionForm>
                 }.into_any()
             } else {
-                // The plan had secrets typed in, which runs never keep: ask for them
+                // The plan held hidden values, which runs never keep: ask for them
                 // here (used for the new run only; the API takes the same `secrets`).
                 let (note, button) = if missing.len() == 1 {
                     ("This run's plan had a secret typed in, and runs never keep one. Type it again to run it; it is used for the new run only and not stored.", "Run again with this secret")
                 } else {
-                    ("This run's plan had secrets typed in, and runs never keep them. Type them again to run it; they are used for the new run only and not stored.", "Run again with these secrets")
+                    ("This run's plan held values kept secret (typed-in secrets, and values that look like keys), and runs never keep them. Type them again to run it; they are used for the new run only and not stored.", "Run again with these secrets")
                 };
                 view! {
                     <details class="run-actions__more run-actions__rerun">

@@ -136,7 +136,8 @@ fn validation_names_field_value_and_limit() {
         "{text:?}"
     );
     assert!(
-        text.iter().any(|t| t.starts_with("target: scheme `http`")),
+        text.iter()
+            .any(|t| t.starts_with("target: ") && t.contains("scheme `http`")),
         "{text:?}"
     );
     assert!(

@@ -1,6 +1,7 @@
 //! `Plan::validate`: every field checked against the server's `Limits`, each problem a
 //! `FieldError` naming the field, the value and the limit. Pure.
 
+use super::headers::{check_headers, header_name_problem, HeaderUse};
 use super::*;
 
 const MAX_STAGES: usize = 64;
@@ -39,6 +40,7 @@ impl Plan {
     pub fn validate(&self, limits: &Limits) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
         let mut errs_sessions = Vec::new();
+        let mut errs_headers = Vec::new();
         let mut err = |field: &str, message: String| {
             errs.push(FieldError {
                 field: field.into(),
@@ -53,13 +55,11 @@ impl Plan {
                 format!("is {} bytes long; the limit is {MAX_NAME}", self.name.len()),
             );
         }
-        match TargetUrl::parse(&self.target) {
-            Ok(_) => {}
-            Err(e) => err("target", e),
-        }
-        if let Err(e) = Template::parse(&self.target) {
+        // One reading of the URL (`crate::plan_url`): templates in the path and query
+        // only, nothing two parsers read two ways.
+        if let Err(e) = TargetUrl::parse(&self.target) {
             err("target", e);
-        } else if let Some(e) = template_in_authority(&self.target) {
+        } else if let Err(e) = Template::parse(&self.target) {
             err("target", e);
         }
         if let Some(probe) = &self.probe {
@@ -178,40 +178,12 @@ impl Plan {
                 format!("are {header_bytes} bytes in all; the limit is {MAX_HEADER_BYTES}"),
             );
         }
-        for (k, v) in &self.headers {
-            let field = format!("headers.{k}");
-            if k.is_empty()
-                || !k
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-            {
-                err(
-                    &field,
-                    "header names may only use letters, digits, '-' and '_'".into(),
-                );
-            }
-            if v.bytes().any(|b| b == b'\r' || b == b'\n') {
-                err(&field, "header values must not contain line breaks".into());
-            }
-            if let Err(e) = Template::parse(v) {
-                err(&field, e);
-            }
-            let lower = k.to_ascii_lowercase();
-            if [
-                "host",
-                "upgrade",
-                "connection",
-                "sec-websocket-key",
-                "sec-websocket-version",
-            ]
-            .contains(&lower.as_str())
-            {
-                err(
-                    &field,
-                    "is set by the engine and cannot be overridden".into(),
-                );
-            }
-        }
+        check_headers(
+            "headers",
+            self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            HeaderUse::Handshake,
+            &mut errs_headers,
+        );
         for (i, p) in self.subprotocols.iter().enumerate() {
             if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
                 err(
@@ -229,7 +201,7 @@ impl Plan {
             });
         }
         if let Some(auth) = &self.auth {
-            validate_auth(auth, &mut errs);
+            validate_auth(auth, &self.headers, &mut errs);
             if let Some(r) = &auth.rotation {
                 r.validate(auth, limits, &mut errs);
             }
@@ -265,26 +237,16 @@ impl Plan {
             }
         }
         errs.extend(errs_sessions);
+        errs.extend(errs_headers);
+        // A placeholder stands for a value hidden when the plan was shown: running it
+        // would send `<redacted>` (see `crate::secrets`).
+        errs.extend(self.placeholders());
         if errs.is_empty() {
             Ok(())
         } else {
             Err(errs)
         }
     }
-}
-
-/// Where templates may not go in a URL: everything before the path (scheme, userinfo,
-/// host, port). `None` when the URL keeps its templates in the path and query.
-fn template_in_authority(url: &str) -> Option<String> {
-    let i = url.find("{{")?;
-    let after_scheme = url.find("://").map(|s| s + 3).unwrap_or(0);
-    let authority_end = url[after_scheme..]
-        .find(['/', '?', '#'])
-        .map(|e| e + after_scheme)
-        .unwrap_or(url.len());
-    (i < authority_end).then(|| {
-        format!("`{url}`: templates may only appear in the path and query, not in the scheme, user, host or port")
-    })
 }
 
 fn validate_http_steps(plan: &Plan, errs: &mut Vec<FieldError>) {
@@ -297,38 +259,26 @@ fn validate_http_steps(plan: &Plan, errs: &mut Vec<FieldError>) {
                 message: format!("`{}` must be GET, POST, PUT or DELETE", step.method),
             });
         }
-        match Template::parse(&step.url) {
+        match crate::plan_url::PlanUrl::parse(&step.url, &["http", "https"]) {
             Err(e) => errs.push(FieldError {
                 field: f("url"),
                 message: e,
             }),
-            Ok(_) if template_in_authority(&step.url).is_some() => errs.push(FieldError {
-                field: f("url"),
-                message: template_in_authority(&step.url).unwrap_or_default(),
-            }),
             Ok(_) => {
-                let probe = step.url.replace("{{", "x").replace("}}", "x");
-                if !matches!(
-                    url::Url::parse(&probe)
-                        .map(|u| u.scheme().to_string())
-                        .as_deref(),
-                    Ok("http" | "https")
-                ) {
+                if let Err(e) = Template::parse(&step.url) {
                     errs.push(FieldError {
                         field: f("url"),
-                        message: format!("`{}` is not an http(s) URL", step.url),
+                        message: e,
                     });
                 }
             }
         }
-        for (k, v) in &step.headers {
-            if let Err(e) = Template::parse(v) {
-                errs.push(FieldError {
-                    field: f(&format!("headers.{k}")),
-                    message: e,
-                });
-            }
-        }
+        check_headers(
+            &f("headers"),
+            step.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            HeaderUse::Http,
+            errs,
+        );
         if let Some(Err(e)) = step.body.as_deref().map(Template::parse) {
             errs.push(FieldError {
                 field: f("body"),
@@ -370,7 +320,7 @@ fn validate_http_steps(plan: &Plan, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_auth(auth: &Auth, errs: &mut Vec<FieldError>) {
+fn validate_auth(auth: &Auth, headers: &BTreeMap<String, String>, errs: &mut Vec<FieldError>) {
     let mut err = |field: &str, message: String| {
         errs.push(FieldError {
             field: field.into(),
@@ -400,16 +350,13 @@ fn validate_auth(auth: &Auth, errs: &mut Vec<FieldError>) {
             client_secret,
             ..
         } => {
-            match url::Url::parse(token_url) {
-                _ if token_url.contains("{{") => err(
+            if token_url.contains("{{") {
+                err(
                     "auth.source.token_url",
                     format!("`{token_url}`: templates are not allowed in the token URL"),
-                ),
-                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-                _ => err(
-                    "auth.source.token_url",
-                    format!("`{token_url}` is not an http(s) URL"),
-                ),
+                );
+            } else if let Err(e) = crate::plan_url::PlanUrl::parse(token_url, &["http", "https"]) {
+                err("auth.source.token_url", e);
             }
             if client_id.is_empty() {
                 err("auth.source.client_id", "must not be empty".into());
@@ -429,16 +376,24 @@ fn validate_auth(auth: &Auth, errs: &mut Vec<FieldError>) {
         }
         _ => {}
     }
-    if !auth.header.is_empty()
-        && !auth
-            .header
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-    {
-        err(
-            "auth.header",
-            "header names may only use letters, digits, '-' and '_'".into(),
-        );
+    if !auth.header.is_empty() {
+        if let Some(problem) = header_name_problem(&auth.header, HeaderUse::Handshake) {
+            err("auth.header", problem);
+        } else if headers.keys().any(|k| k.eq_ignore_ascii_case(&auth.header)) {
+            err(
+                "auth.header",
+                format!(
+                    "`{}` is also in `headers`: the handshake would carry it twice; keep one",
+                    auth.header
+                ),
+            );
+        }
+        if auth.value.bytes().any(|b| b == b'\r' || b == b'\n') {
+            err(
+                "auth.value",
+                "header values must not contain line breaks".into(),
+            );
+        }
     }
     if let Err(e) = Template::parse(&auth.value) {
         err("auth.value", e);
@@ -536,13 +491,24 @@ mod url_tests {
 
     #[test]
     fn templates_stay_out_of_the_authority() {
-        assert!(template_in_authority("http://{{token}}@127.0.0.1:9/x").is_some());
-        assert!(template_in_authority("http://127.0.0.1:{{vu}}/x").is_some());
-        assert!(template_in_authority("http://h{{var.x}}/x").is_some());
-        assert!(template_in_authority("{{var.u}}/x").is_some());
-        assert!(template_in_authority("http://127.0.0.1:9/x/{{vu}}?a={{token}}").is_none());
-        assert!(template_in_authority("ws://h:1?x={{uuid}}").is_none());
-        assert!(template_in_authority("http://h:1").is_none());
+        for url in [
+            "http://{{token}}@127.0.0.1:9/x",
+            "http://127.0.0.1:{{vu}}/x",
+            "http://h{{var.x}}/x",
+            "{{var.u}}/x",
+        ] {
+            assert!(
+                crate::plan_url::PlanUrl::parse(url, &["http"]).is_err(),
+                "{url}"
+            );
+        }
+        for url in ["http://127.0.0.1:9/x/{{vu}}?a={{token}}", "http://h:1"] {
+            assert!(
+                crate::plan_url::PlanUrl::parse(url, &["http"]).is_ok(),
+                "{url}"
+            );
+        }
+        assert!(crate::plan_url::PlanUrl::parse("ws://h:1?x={{uuid}}", &["ws"]).is_ok());
     }
 
     #[test]

@@ -71,14 +71,10 @@ pub(super) fn compile_responders(plan: &Plan) -> Result<Vec<AutoReply>, String> 
         .collect()
 }
 
-/// The raw path-and-query of a target URL, templates intact.
-pub(super) fn raw_resource(target: &str) -> String {
-    let after_scheme = target.split_once("://").map(|(_, r)| r).unwrap_or(target);
-    match after_scheme.find(['/', '?']) {
-        Some(i) if after_scheme[i..].starts_with('/') => after_scheme[i..].to_string(),
-        Some(i) => format!("/{}", &after_scheme[i..]),
-        None => "/".to_string(),
-    }
+/// The path-and-query of a target URL, templates intact: the one parser's reading
+/// (`crate::plan_url`), so what is requested is what is shown.
+pub(super) fn raw_resource(target: &str) -> Result<String, String> {
+    crate::plan_url::PlanUrl::parse(target, &["ws", "wss"]).map(|u| u.resource())
 }
 
 /// The identity dimensions `plan` varies, so the diagnosis can tell a limit per client
@@ -121,10 +117,8 @@ pub(super) fn identity_dimensions(plan: &Plan) -> (Vec<IdentitySource>, Vec<Dime
             }
         }
     }
-    let resource = raw_resource(&plan.target);
-    if let Some((_, query)) = resource.split_once('?') {
-        for pair in query.split('&') {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    if let Ok(url) = crate::plan_url::PlanUrl::parse(&plan.target, &["ws", "wss"]) {
+        for (name, value) in url.query_pairs() {
             if let Ok(t) = Template::parse(value) {
                 if t.is_per_connection() && !name.is_empty() {
                     add(
@@ -147,10 +141,11 @@ mod tests {
     #[test]
     fn raw_resource_keeps_templates() {
         assert_eq!(
-            raw_resource("ws://h:1/a/{{vu}}?x={{uuid}}"),
+            raw_resource("ws://h:1/a/{{vu}}?x={{uuid}}").unwrap(),
             "/a/{{vu}}?x={{uuid}}"
         );
-        assert_eq!(raw_resource("ws://h:1"), "/");
-        assert_eq!(raw_resource("ws://h:1?x=1"), "/?x=1");
+        assert_eq!(raw_resource("ws://h:1").unwrap(), "/");
+        assert_eq!(raw_resource("ws://h:1?x=1").unwrap(), "/?x=1");
+        assert!(raw_resource("ws://h:1\\@g:2/x").is_err());
     }
 }

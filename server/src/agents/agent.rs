@@ -1,9 +1,13 @@
-//! `socketswarm agent`: one agent process. It dials its coordinator (`--join`, the run's
-//! secret in `--token`), says `hello`, takes its share of each phase it is assigned,
-//! starts at the barrier, and streams ticks until its share is over. It keeps every
-//! tick not yet acknowledged and resends them after a reconnect; if its coordinator
-//! cannot be reached again within the grace period, it stops its load (a load generator
-//! whose coordinator is gone must not go on).
+//! `socketswarm agent`: one agent process. It dials its coordinator over `wss://`
+//! (`--join`, the run's secret in `--token`), accepting only the certificate whose pin
+//! it was given (`--coordinator-pin`: a coordinator it cannot authenticate never sees
+//! the token and never sends it a plan), says `hello`, takes its share of each phase it
+//! is assigned, starts at the barrier, and streams ticks until its share is over. It
+//! enforces its own target allowlist (`--allow-target`, required with `--pool`) on top
+//! of the coordinator's, and refuses a plan that would read its environment. It keeps
+//! every tick not yet acknowledged and resends them after a reconnect; if its
+//! coordinator cannot be reached again within the grace period, it stops its load (a
+//! load generator whose coordinator is gone must not go on).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -21,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 /// `socketswarm agent` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
-    /// The coordinator's join URL (`ws://HOST:PORT/api/agents/join/KEY`): make one
-    /// run's load and exit.
+    /// The coordinator's join URL (`wss://HOST:PORT/api/agents/join/KEY`, its agent
+    /// listener): make one run's load and exit.
     #[arg(
         long,
         env = "SOCKETSWARM_AGENT_JOIN",
@@ -30,13 +34,28 @@ pub struct AgentArgs {
         conflicts_with = "pool"
     )]
     pub join: Option<String>,
-    /// A server to wait at for runs (`ws://HOST:PORT`, its `serve --agents-on joined`):
-    /// join its pool and make each run's load it is invited to, until stopped.
+    /// A server to wait at for runs (`wss://HOST:PORT`, the agent listener of its
+    /// `serve --agents-on joined`): join its pool and make each run's load it is
+    /// invited to, until stopped.
     #[arg(long, env = "SOCKETSWARM_AGENT_POOL")]
     pub pool: Option<String>,
     /// The run's secret (with --join) or the server's pool token (with --pool).
-    #[arg(long, env = "SOCKETSWARM_AGENT_TOKEN")]
+    #[arg(long, env = "SOCKETSWARM_AGENT_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// The SHA-256 pin of the coordinator's certificate (`sha256:…`, printed by the
+    /// server at start and in `GET /api/agents`): any other server is refused before
+    /// it sees the token.
+    #[arg(long, env = "SOCKETSWARM_AGENT_PIN")]
+    pub coordinator_pin: Option<String>,
+    /// Where this agent may make load (entries as the server's `--allow-target`):
+    /// enforced on top of the coordinator's list, so a coordinator cannot aim it
+    /// elsewhere. Required with --pool (`0.0.0.0/0` and `::/0` allow anywhere).
+    #[arg(
+        long = "allow-target",
+        env = "SOCKETSWARM_AGENT_ALLOW_TARGETS",
+        value_delimiter = ','
+    )]
+    pub allow_target: Vec<String>,
     /// This agent's index (a Kubernetes Job sets `JOB_COMPLETION_INDEX`).
     #[arg(long, env = "JOB_COMPLETION_INDEX")]
     pub index: Option<u32>,
@@ -49,46 +68,123 @@ pub struct AgentArgs {
     pub grace_ms: u64,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-async fn connect(join: &str, token: &str) -> Result<Ws, String> {
-    let url = url::Url::parse(join).map_err(|e| format!("--join: {e}"))?;
-    if url.scheme() != "ws" {
-        return Err(format!("--join: `{join}`: only ws:// is supported (use an SSH tunnel or a TLS-terminating proxy beyond one network)"));
+/// Why the coordinator could not be reached.
+enum Unreachable {
+    /// Worth trying again (refused, reset, not up yet).
+    Now(String),
+    /// Never worth trying again: it is not the coordinator this agent was given (its
+    /// certificate does not have the pin), or the URL cannot work.
+    Never(String),
+}
+
+/// Dials `url` (`wss://`) and upgrades with `token`, accepting only a coordinator whose
+/// certificate has `pin`.
+async fn connect(url: &str, token: &str, pin: &[u8; 32]) -> Result<Ws, Unreachable> {
+    let u = url::Url::parse(url).map_err(|e| Unreachable::Never(format!("`{url}`: {e}")))?;
+    if u.scheme() != "wss" {
+        return Err(Unreachable::Never(format!(
+            "`{url}`: agents dial their coordinator's agent listener over wss:// only (plans carry secrets, and the coordinator must prove it is the one pinned)"
+        )));
     }
-    let host = url.host_str().ok_or("--join: no host")?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let tcp = tokio::net::TcpStream::connect((host, port))
+    let host = u
+        .host_str()
+        .ok_or_else(|| Unreachable::Never(format!("`{url}`: no host")))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = u.port_or_known_default().unwrap_or(443);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
-        .map_err(|e| format!("{join}: {e}"))?;
-    let mut req = join
+        .map_err(|e| Unreachable::Now(format!("{url}: {e}")))?;
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| Unreachable::Never(format!("`{host}`: {e}")))?;
+    let connector = super::channel::connector(pin).map_err(Unreachable::Never)?;
+    let tls = connector.connect(name, tcp).await.map_err(|e| {
+        let text = e.to_string();
+        if text.contains("not the pin") {
+            Unreachable::Never(format!("{url}: {text}"))
+        } else {
+            Unreachable::Now(format!("{url}: {text}"))
+        }
+    })?;
+    let mut req = url
         .into_client_request()
-        .map_err(|e| format!("--join: {e}"))?;
+        .map_err(|e| Unreachable::Never(format!("`{url}`: {e}")))?;
     req.headers_mut().insert(
         "authorization",
         format!("Bearer {token}")
             .parse()
-            .map_err(|_| "--token: not a valid header value".to_string())?,
+            .map_err(|_| Unreachable::Never("--token: not a valid header value".into()))?,
     );
-    let (ws, _) = tokio_tungstenite::client_async(req, tcp)
+    let (ws, _) = tokio_tungstenite::client_async(req, tls)
         .await
-        .map_err(|e| format!("{join}: {e}"))?;
+        .map_err(|e| Unreachable::Now(format!("{url}: {e}")))?;
     Ok(ws)
 }
 
-/// Tries to (re)connect until `grace` has passed.
-async fn reconnect(join: &str, args: &AgentArgs, grace: Duration) -> Option<Ws> {
+/// Tries to (re)connect until `grace` has passed; gives up at once on a coordinator
+/// that is not the pinned one.
+async fn reconnect(join: &str, cfg: &Channel, grace: Duration) -> Result<Ws, String> {
     let deadline = tokio::time::Instant::now() + grace;
     loop {
-        match connect(join, &args.token).await {
-            Ok(ws) => return Some(ws),
-            Err(e) => tracing::debug!("agent: could not reach the coordinator: {e}"),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
+        match connect(join, &cfg.token, &cfg.pin).await {
+            Ok(ws) => return Ok(ws),
+            Err(Unreachable::Never(e)) => return Err(e),
+            Err(Unreachable::Now(e)) => {
+                tracing::debug!("agent: could not reach the coordinator: {e}");
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(e);
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// What an agent checks its channel and its plans with: the token it shows, the pin it
+/// accepts, and its own allowlist.
+#[derive(Clone)]
+struct Channel {
+    token: String,
+    pin: [u8; 32],
+    allow: crate::allow::Allowlist,
+}
+
+/// Both allowlists must allow an address: the agent's own and the coordinator's.
+#[derive(Debug)]
+struct Both(crate::allow::Allowlist, crate::allow::Allowlist);
+
+impl engine::outbound::Outbound for Both {
+    fn allows(&self, host: &str, addr: std::net::SocketAddr) -> bool {
+        use engine::outbound::Outbound as O;
+        O::allows(&self.0, host, addr) && O::allows(&self.1, host, addr)
+    }
+    fn describe(&self) -> String {
+        use engine::outbound::Outbound as O;
+        format!(
+            "this agent's ({}) and its coordinator's ({})",
+            O::describe(&self.0),
+            O::describe(&self.1)
+        )
+    }
+}
+
+/// The policy a phase runs under: this agent's list and the coordinator's, both.
+fn policy_for(
+    own: &crate::allow::Allowlist,
+    theirs: &[String],
+) -> Result<engine::outbound::Policy, String> {
+    use std::sync::Arc;
+    let theirs = crate::allow::Allowlist::parse(theirs)?;
+    Ok(match (own.is_empty(), theirs.is_empty()) {
+        (true, true) => None,
+        (false, true) => Some(Arc::new(own.clone())),
+        (true, false) => Some(Arc::new(theirs)),
+        (false, false) => Some(Arc::new(Both(own.clone(), theirs))),
+    })
 }
 
 /// One assignment: its phase, plan and share, once `assign`ed and until `done`.
@@ -134,12 +230,40 @@ async fn send(ws: &mut Ws, f: &FromAgent) -> bool {
     ws.send(Message::Text(f.to_text().into())).await.is_ok()
 }
 
+/// Reads the channel settings: the pin (required), this agent's allowlist (required
+/// with `--pool`). A problem is the message to exit with.
+fn channel(args: &AgentArgs) -> Result<Channel, String> {
+    let pin = match args.coordinator_pin.as_deref() {
+        Some(p) => super::channel::parse_pin(p).map_err(|e| format!("--coordinator-pin: {e}"))?,
+        None => {
+            return Err("give --coordinator-pin (SOCKETSWARM_AGENT_PIN): the pin of the coordinator's certificate, which it prints at start and shows in GET /api/agents; without it this agent cannot tell its coordinator from anyone else".into())
+        }
+    };
+    let allow = crate::allow::Allowlist::parse(&args.allow_target)
+        .map_err(|e| format!("--allow-target: {e}"))?;
+    if args.pool.is_some() && allow.is_empty() {
+        return Err("--pool needs --allow-target (SOCKETSWARM_AGENT_ALLOW_TARGETS): where this agent may make load, whatever the servers that invite it say (`0.0.0.0/0,::/0` for anywhere)".into());
+    }
+    Ok(Channel {
+        token: args.token.clone(),
+        pin,
+        allow,
+    })
+}
+
 /// Runs the agent: one run (`--join`), or the runs a server's pool invites it to
 /// (`--pool`). Returns the exit code.
 pub async fn run(args: AgentArgs) -> i32 {
+    let cfg = match channel(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agent: {e}");
+            return 2;
+        }
+    };
     match (&args.join, &args.pool) {
-        (Some(join), None) => run_one(join.clone(), &args).await,
-        (None, Some(pool)) => run_pooled(pool.clone(), args).await,
+        (Some(join), None) => run_one(join.clone(), &args, &cfg).await,
+        (None, Some(pool)) => run_pooled(pool.clone(), args, cfg).await,
         _ => {
             eprintln!("agent: give either --join (one run) or --pool (wait for runs)");
             2
@@ -147,18 +271,23 @@ pub async fn run(args: AgentArgs) -> i32 {
     }
 }
 
-/// Waits in the pool at `base` (`ws://HOST:PORT`) and makes the load of each run it is
+/// Waits in the pool at `base` (`wss://HOST:PORT`) and makes the load of each run it is
 /// invited to, one at a time; after a run it is back in the pool. A lost pool
-/// connection is dialled again (every 1 to 5 s) while a run it makes goes on.
-async fn run_pooled(base: String, args: AgentArgs) -> i32 {
+/// connection is dialled again (every 1 to 5 s) while a run it makes goes on; a server
+/// that is not the pinned coordinator ends the agent (exit 1).
+async fn run_pooled(base: String, args: AgentArgs, cfg: Channel) -> i32 {
     let base = base.trim_end_matches('/').to_string();
     let lobby = format!("{base}/api/agents/pool");
     let mut busy: Option<tokio::task::JoinHandle<i32>> = None;
     let mut wait = Duration::from_secs(1);
     loop {
-        let mut ws = match connect(&lobby, &args.token).await {
+        let mut ws = match connect(&lobby, &cfg.token, &cfg.pin).await {
             Ok(ws) => ws,
-            Err(e) => {
+            Err(Unreachable::Never(e)) => {
+                eprintln!("agent: {e}: not joining");
+                return 1;
+            }
+            Err(Unreachable::Now(e)) => {
                 eprintln!(
                     "agent: could not join the pool at {base}: {e} (again in {} s)",
                     wait.as_secs()
@@ -192,12 +321,14 @@ async fn run_pooled(base: String, args: AgentArgs) -> i32 {
                         Some(Ok(_)) => continue,
                     };
                     if let Ok(ToAgent::Invite { path, secret, index }) = serde_json::from_str::<ToAgent>(&text) {
-                        if busy.is_some() {
+                        // The run is joined on the same (pinned) server, by path only.
+                        if busy.is_some() || !path.starts_with("/api/agents/join/") {
                             continue;
                         }
                         let join = format!("{base}{path}");
-                        let one = AgentArgs { join: Some(join.clone()), pool: None, token: secret, index: Some(index), ..args.clone() };
-                        busy = Some(tokio::spawn(async move { run_one(join, &one).await }));
+                        let one = AgentArgs { join: Some(join.clone()), pool: None, token: secret.clone(), index: Some(index), ..args.clone() };
+                        let run_cfg = Channel { token: secret, ..cfg.clone() };
+                        busy = Some(tokio::spawn(async move { run_one(join, &one, &run_cfg).await }));
                     }
                 }
             }
@@ -209,7 +340,7 @@ async fn run_pooled(base: String, args: AgentArgs) -> i32 {
 
 /// Makes one run's load: until its coordinator says `bye` (0), or cannot be reached
 /// (1, load stopped).
-async fn run_one(join: String, args: &AgentArgs) -> i32 {
+async fn run_one(join: String, args: &AgentArgs, cfg: &Channel) -> i32 {
     // The load on a runtime of its own; this loop and the aggregator (the ticks, also
     // the heartbeat) stay on this one, so a connect burst never silences the agent.
     let load_rt = match engine::load_runtime::LoadRuntime::start("agent-load", 2) {
@@ -225,9 +356,12 @@ async fn run_one(join: String, args: &AgentArgs) -> i32 {
     let mut work: Option<Work> = None;
     let mut load = CancellationToken::new();
     let (ticks_tx, mut ticks_rx) = mpsc::channel::<AgentTick>(256);
-    let Some(mut ws) = reconnect(&join, args, Duration::from_secs(10)).await else {
-        eprintln!("agent: could not reach the coordinator at {join}");
-        return 1;
+    let mut ws = match reconnect(&join, cfg, Duration::from_secs(10)).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            eprintln!("agent: could not reach the coordinator at {join}: {e}");
+            return 1;
+        }
     };
     'conn: loop {
         let mut ok = send(&mut ws, &hello(args, index)).await;
@@ -260,9 +394,16 @@ async fn run_one(join: String, args: &AgentArgs) -> i32 {
                             if plan.source_addrs.is_empty() {
                                 plan.source_addrs = args.source.clone();
                             }
-                            let policy = match crate::allow::Allowlist::parse(&allow_targets) {
-                                Ok(a) if a.is_empty() => None,
-                                Ok(a) => Some(std::sync::Arc::new(a) as std::sync::Arc<dyn engine::outbound::Outbound>),
+                            // An agent never reads its own environment for a plan (the
+                            // coordinator sends values): a plan that would is refused.
+                            let reads = plan.env_names();
+                            if let Some((field, name)) = reads.first() {
+                                let message = format!("{field} reads the environment variable `{name}`: an agent does not read its own environment (its coordinator sends values)");
+                                ok = send(&mut ws, &FromAgent::Failed { phase, message }).await;
+                                continue;
+                            }
+                            let policy = match policy_for(&cfg.allow, &allow_targets) {
+                                Ok(p) => p,
                                 Err(e) => {
                                     ok = send(&mut ws, &FromAgent::Failed { phase, message: e }).await;
                                     continue;
@@ -313,12 +454,12 @@ async fn run_one(join: String, args: &AgentArgs) -> i32 {
             }
         }
         // The connection broke: reach the coordinator again, or stop.
-        match reconnect(&join, args, grace).await {
-            Some(again) => {
+        match reconnect(&join, cfg, grace).await {
+            Ok(again) => {
                 ws = again;
                 continue 'conn;
             }
-            None => {
+            Err(_) => {
                 load.cancel();
                 eprintln!(
                     "agent: the coordinator is gone ({} ms without it): load stopped",

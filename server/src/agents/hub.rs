@@ -1,14 +1,16 @@
-//! Where agents dial in: `GET /api/agents/join/{key}` upgraded to a WebSocket, with the
-//! run's secret as `Authorization: Bearer …`. A fleet registers a key and a secret for
-//! its run and receives each agent that joins as an `AgentConn` (its `hello`, and two
-//! channels standing for the socket). The access token does not apply here: the
-//! per-run secret does (random, 128 bits, compared in constant time).
+//! Where agents dial in, on the agent listener (`channel`, TLS with the pinned
+//! certificate): `GET /api/agents/join/{key}` upgraded to a WebSocket, with the run's
+//! secret as `Authorization: Bearer …`. A fleet registers a key and a secret for its run
+//! and receives each agent that joins as an `AgentConn` (its `hello`, and two channels
+//! standing for the socket). The access token does not apply here: the per-run secret
+//! does (two random UUIDs, 244 random bits, compared in constant time), and wrong secrets are throttled
+//! per address as wrong access tokens are (`http::throttle`, shared with the pool).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +18,7 @@ use axum::Router;
 use engine::protocol::{FromAgent, ToAgent};
 use futures_util::{SinkExt, StreamExt};
 
+use crate::http::throttle::{LoginThrottle, Verdict};
 use crate::secret::{bearer, same};
 use tokio::sync::mpsc;
 
@@ -46,16 +49,26 @@ struct Registration {
 pub struct Hub {
     runs: Mutex<HashMap<String, Registration>>,
     pub pool: Arc<super::pool::Pool>,
+    /// Wrong run secrets and pool tokens, per client address.
+    throttle: Arc<LoginThrottle>,
 }
 
 /// Largest frame an agent may send (a tick with histograms is a few KiB).
 const MAX_FRAME: usize = 4 << 20;
 
 impl Hub {
-    /// A hub whose pool agents join with `pool_token` (`None`: no pool).
-    pub fn with_pool(pool_token: Option<String>) -> Hub {
+    /// A hub whose pool agents join with `pool_token` (`None`: no pool) at `listen`
+    /// (`wss://…`), where this server's certificate has `pin`.
+    pub fn with_pool(pool_token: Option<String>, listen: String, pin: String) -> Hub {
+        let throttle = Arc::new(LoginThrottle::default());
         Hub {
-            pool: Arc::new(super::pool::Pool::new(pool_token)),
+            pool: Arc::new(super::pool::Pool::new(
+                pool_token,
+                listen,
+                pin,
+                throttle.clone(),
+            )),
+            throttle,
             ..Hub::default()
         }
     }
@@ -87,7 +100,8 @@ impl Hub {
         same(r.secret.as_bytes(), bearer.as_bytes()).then(|| r.joined.clone())
     }
 
-    /// `/api/agents/join/{key}`, for any app state.
+    /// The agent listener's routes: `/api/agents/join/{key}` and the pool's
+    /// `/api/agents/pool`, for any app state.
     pub fn router<S: Clone + Send + Sync + 'static>(self: Arc<Self>) -> Router<S> {
         let pool = self.pool.clone().router();
         Router::new()
@@ -100,10 +114,23 @@ impl Hub {
 async fn join(
     State(hub): State<Arc<Hub>>,
     Path(key): Path<String>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Some(joined) = hub.joined(&key, bearer(&headers).unwrap_or_default()) else {
+    let joined = hub.joined(&key, bearer(&headers).unwrap_or_default());
+    match hub
+        .throttle
+        .judge(peer.ip(), joined.is_some(), std::time::Instant::now())
+    {
+        Verdict::Right => {}
+        Verdict::Wrong => {
+            tracing::warn!(client = %peer.ip(), "an agent showed an unknown run or a wrong secret");
+            return (StatusCode::UNAUTHORIZED, "unknown run or wrong secret").into_response();
+        }
+        Verdict::LockedOut(wait) => return super::pool::locked_out(wait),
+    }
+    let Some(joined) = joined else {
         return (StatusCode::UNAUTHORIZED, "unknown run or wrong secret").into_response();
     };
     ws.max_message_size(MAX_FRAME)

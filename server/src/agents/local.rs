@@ -88,18 +88,27 @@ pub struct JoinedFleet {
 }
 
 /// Agent processes on this machine, each with its own loopback source address (used
-/// when the plan names none).
+/// when the plan names none). Each starts with an empty environment but for its run's
+/// secret (`SOCKETSWARM_AGENT_TOKEN`): nothing of this server's own environment (its
+/// access token, the variables plans may read) reaches them; the values a plan reads
+/// come with its assignment.
 pub struct LocalProcesses {
     /// The program to run (`socketswarm agent`); `None`: this one.
     exe: Option<std::path::PathBuf>,
+    /// The pin of this server's agent certificate (`--coordinator-pin`).
+    pin: String,
+    /// This server's target allowlist, which each agent enforces itself too.
+    allow: Vec<String>,
     /// The processes (ended when the launcher is dropped).
     children: tokio::sync::Mutex<Vec<Option<tokio::process::Child>>>,
 }
 
 impl LocalProcesses {
-    pub fn new(exe: Option<std::path::PathBuf>) -> LocalProcesses {
+    pub fn new(exe: Option<std::path::PathBuf>, pin: String, allow: Vec<String>) -> LocalProcesses {
         LocalProcesses {
             exe,
+            pin,
+            allow,
             children: tokio::sync::Mutex::new(Vec::new()),
         }
     }
@@ -138,12 +147,19 @@ impl Launcher for LocalProcesses {
                 let child = tokio::process::Command::new(&exe)
                     .arg("agent")
                     .args(["--join", join])
+                    .args(["--coordinator-pin", &self.pin])
                     .args(["--index", &i.to_string()])
                     .args(
                         Self::sources(i)
                             .iter()
                             .flat_map(|a| ["--source".to_string(), a.to_string()]),
                     )
+                    .args(
+                        self.allow
+                            .iter()
+                            .flat_map(|a| ["--allow-target".to_string(), a.clone()]),
+                    )
+                    .env_clear()
                     .env("SOCKETSWARM_AGENT_TOKEN", secret)
                     .env("NO_COLOR", "1")
                     .stdin(std::process::Stdio::null())
@@ -180,7 +196,7 @@ const BARRIER_MS: u64 = 300;
 
 impl JoinedFleet {
     /// A fleet of `n` agents brought up by `launcher`, joining through `hub` at `base`
-    /// (the coordinator's `ws://host:port` as the agents reach it).
+    /// (the coordinator's agent listener, `wss://host:port`, as the agents reach it).
     pub fn new(
         n: u32,
         launcher: Arc<dyn Launcher>,
@@ -425,15 +441,19 @@ impl Fleet for JoinedFleet {
                 self.spawn().await?;
             }
             for i in 0..self.n {
+                let share = Share {
+                    index: i,
+                    of: self.n,
+                };
+                // Only what this agent needs: its tokens, the environment's values.
+                let plan = engine::swarm::plan_for_agent(&plan, share)
+                    .map_err(|e| EngineError::Agents(format!("agent {i}: {e}")))?;
                 self.send(
                     i,
                     ToAgent::Assign {
                         phase,
-                        plan: Box::new(plan.clone()),
-                        share: Share {
-                            index: i,
-                            of: self.n,
-                        },
+                        plan: Box::new(plan),
+                        share,
                         tick_ms: cfg.tick.as_millis() as u64,
                         allow_targets: self.allow.clone(),
                     },

@@ -1,6 +1,8 @@
 //! A run past one process: agents (`socketswarm agent`) make the load, each its share,
 //! and the coordinator merges their ticks exactly.
 //!
+//! - [`channel`] the agent channel's transport: `wss://` on the agent listener, the
+//!   coordinator's certificate pinned by agents; its identity (key, certificate, pin).
 //! - [`hub`]    the coordinator's endpoint agents dial in to, per-run secrets.
 //! - [`hello`]  an agent connection's first frame (`hello`), read by `hub` and `pool`.
 //! - [`local`]  a fleet of joining agents (`JoinedFleet`), the `Launcher` that brings
@@ -10,6 +12,7 @@
 //! - [`agent`]  the agent process itself.
 
 pub mod agent;
+pub mod channel;
 pub mod hello;
 pub mod hub;
 pub mod k8s;

@@ -1,7 +1,9 @@
-//! The standing pool of remote agents. `socketswarm agent --pool ws://HOST:PORT --token T`
-//! on any machine dials `GET /api/agents/pool` (the pool token as `Authorization:
-//! Bearer`, compared in constant time) and waits there; `GET /api/agents` lists who is
-//! in the pool. With `serve --agents-on joined`, a plan's `agents: N` takes N idle pool
+//! The standing pool of remote agents. `socketswarm agent --pool wss://HOST:PORT
+//! --coordinator-pin sha256:… --allow-target …` (the token in `SOCKETSWARM_AGENT_TOKEN`)
+//! on any machine dials `GET /api/agents/pool` on the agent listener (the pool token as
+//! `Authorization: Bearer`, compared in constant time, wrong ones throttled per address
+//! as wrong access tokens are) and waits there; `GET /api/agents` (on the main listener,
+//! behind the access token) lists who is in the pool, where agents join and the pin. With `serve --agents-on joined`, a plan's `agents: N` takes N idle pool
 //! agents and `agents: "all"` every idle one when the run starts. An invited agent
 //! joins the run through the hub with the run's own secret like any other agent, so the
 //! run's protocol (assign, barrier, ticks, done, loss) is the one path; after `bye` it is
@@ -14,13 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use engine::protocol::{FromAgent, ToAgent};
 
+use crate::http::throttle::{LoginThrottle, Verdict};
 use crate::secret::{bearer, same};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -51,15 +54,30 @@ struct Member {
 #[derive(Default)]
 pub struct Pool {
     token: Option<String>,
+    /// Where agents join (`wss://…`) and the pin of this server's certificate, for
+    /// `GET /api/agents`.
+    listen: String,
+    pin: String,
+    /// Wrong pool tokens, per client address (shared with the hub's run secrets).
+    throttle: Arc<LoginThrottle>,
     members: Mutex<BTreeMap<u64, Member>>,
     next: AtomicU64,
 }
 
 impl Pool {
-    /// A pool agents may join with `token` (`None`: no pool, the endpoint answers 404).
-    pub fn new(token: Option<String>) -> Pool {
+    /// A pool agents may join with `token` (`None`: no pool, the endpoint answers 404)
+    /// at `listen`, where this server's certificate has `pin`.
+    pub fn new(
+        token: Option<String>,
+        listen: String,
+        pin: String,
+        throttle: Arc<LoginThrottle>,
+    ) -> Pool {
         Pool {
             token,
+            listen,
+            pin,
+            throttle,
             ..Pool::default()
         }
     }
@@ -88,7 +106,7 @@ impl Pool {
             .collect();
         if idle.len() < n as usize {
             return Err(format!(
-                "agents: {n} asked, {} idle in the pool ({} joined; see GET /api/agents, and start more with `socketswarm agent --pool ws://THIS_SERVER --token …`)",
+                "agents: {n} asked, {} idle in the pool ({} joined; see GET /api/agents, and start more with `socketswarm agent --pool wss://THIS_SERVER:AGENT_PORT --coordinator-pin … --allow-target …`)",
                 idle.len(),
                 m.len()
             ));
@@ -118,12 +136,19 @@ impl Pool {
         self.members.lock().is_ok_and(|m| m.contains_key(&id))
     }
 
-    /// `GET /api/agents` (behind the access token like every API route) and
-    /// `GET /api/agents/pool` (the agents' WebSocket, behind the pool token).
+    /// `GET /api/agents/pool` (the agents' WebSocket, behind the pool token), on the
+    /// agent listener.
     pub fn router<S: Clone + Send + Sync + 'static>(self: Arc<Self>) -> Router<S> {
         Router::new()
-            .route("/api/agents", get(list))
             .route("/api/agents/pool", get(join))
+            .with_state(self)
+    }
+
+    /// `GET /api/agents` (behind the access token like every API route), on the main
+    /// listener.
+    pub fn list_router<S: Clone + Send + Sync + 'static>(self: Arc<Self>) -> Router<S> {
+        Router::new()
+            .route("/api/agents", get(list))
             .with_state(self)
     }
 }
@@ -132,12 +157,30 @@ async fn list(State(pool): State<Arc<Pool>>) -> Json<serde_json::Value> {
     let agents = pool.list();
     Json(serde_json::json!({
         "pool": pool.token.is_some(),
+        "listen": pool.listen,
+        "pin": pool.pin,
         "idle": agents.iter().filter(|a| a.run.is_none()).count(),
         "agents": agents,
     }))
 }
 
-async fn join(State(pool): State<Arc<Pool>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+/// 429 for a secret offered while its address is locked out.
+pub(super) fn locked_out(wait: std::time::Duration) -> Response {
+    let secs = wait.as_millis().div_ceil(1000).max(1);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(axum::http::header::RETRY_AFTER, secs.to_string())],
+        format!("too many wrong tokens from this address: try again in {secs} s"),
+    )
+        .into_response()
+}
+
+async fn join(
+    State(pool): State<Arc<Pool>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     let Some(token) = pool.token.as_deref() else {
         return (
             StatusCode::NOT_FOUND,
@@ -145,11 +188,20 @@ async fn join(State(pool): State<Arc<Pool>>, headers: HeaderMap, ws: WebSocketUp
         )
             .into_response();
     };
-    if !same(
+    let right = same(
         token.as_bytes(),
         bearer(&headers).unwrap_or_default().as_bytes(),
-    ) {
-        return (StatusCode::UNAUTHORIZED, "wrong pool token").into_response();
+    );
+    match pool
+        .throttle
+        .judge(peer.ip(), right, std::time::Instant::now())
+    {
+        Verdict::Right => {}
+        Verdict::Wrong => {
+            tracing::warn!(client = %peer.ip(), "an agent showed a wrong pool token");
+            return (StatusCode::UNAUTHORIZED, "wrong pool token").into_response();
+        }
+        Verdict::LockedOut(wait) => return locked_out(wait),
     }
     ws.max_message_size(64 << 10)
         .on_upgrade(move |socket| member(socket, pool))

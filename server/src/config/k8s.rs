@@ -31,13 +31,25 @@ pub struct K8sArgs {
     /// With `kubernetes`, every plan that names `agents` (even 1) runs in pods.
     #[arg(long, env = "SOCKETSWARM_AGENTS_ON", value_enum, default_value_t = AgentsOn::Local)]
     pub agents_on: AgentsOn,
-    /// The token agents show to join this server's pool (`--agents-on joined`): at
-    /// least 16 characters; give it through the environment rather than the command
-    /// line, where other users of the machine can read it.
+    /// The token agents show to join this server's pool (`--agents-on joined`): the
+    /// access token's strength rules (24+ characters, 10+ different, no pattern); give
+    /// it through the environment rather than the command line, where other users of
+    /// the machine can read it.
     #[arg(long, env = "SOCKETSWARM_AGENT_POOL_TOKEN", hide_env_values = true)]
     pub agent_pool_token: Option<String>,
-    /// This server as agent pods reach it, `ws://HOST:PORT` (a Service in front of
-    /// it, e.g. `ws://socketswarm.load.svc:3000`). Required with `--agents-on kubernetes`.
+    /// Where agents dial in (`wss://`, TLS with this server's own certificate, which
+    /// agents pin): loopback on a free port by default, enough for local agent
+    /// processes; pool agents and pods need an address they reach, e.g. 0.0.0.0:3443.
+    #[arg(long, env = "SOCKETSWARM_AGENT_LISTEN", default_value = "127.0.0.1:0")]
+    pub agent_listen: std::net::SocketAddr,
+    /// The agent channel's key and certificate (PEM, both in one file). Default:
+    /// `<database>.agent-tls.pem`, made on first start (mode 0600), so the pin agents
+    /// are given stays the same across restarts.
+    #[arg(long, env = "SOCKETSWARM_AGENT_TLS")]
+    pub agent_tls: Option<std::path::PathBuf>,
+    /// This server's agent listener as agent pods reach it, `wss://HOST:PORT` (a
+    /// Service in front of it, e.g. `wss://socketswarm.load.svc:3443`). Required with
+    /// `--agents-on kubernetes`.
     #[arg(long, env = "SOCKETSWARM_K8S_COORDINATOR_URL")]
     pub k8s_coordinator_url: Option<String>,
     /// Namespace for the Jobs, Secrets and pods; default: the kubeconfig's (or the
@@ -91,6 +103,8 @@ impl Default for K8sArgs {
         K8sArgs {
             agents_on: AgentsOn::Local,
             agent_pool_token: None,
+            agent_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            agent_tls: None,
             k8s_coordinator_url: None,
             k8s_namespace: None,
             k8s_image: DEFAULT_IMAGE.into(),
@@ -118,13 +132,15 @@ impl K8sArgs {
             .map(str::trim)
             .filter(|t| !t.is_empty());
         match (self.agents_on, token) {
-            (AgentsOn::Joined, Some(t)) if t.len() >= 16 => Some(t.to_string()),
-            (AgentsOn::Joined, Some(t)) => {
-                problems.push(format!("--agent-pool-token (SOCKETSWARM_AGENT_POOL_TOKEN): {} characters; at least 16 (anyone holding it can make load from this server's runs)", t.len()));
-                None
-            }
+            (AgentsOn::Joined, Some(t)) => match super::weak_token(t) {
+                None => Some(t.to_string()),
+                Some(why) => {
+                    problems.push(format!("--agent-pool-token (SOCKETSWARM_AGENT_POOL_TOKEN) is too weak: {why} (anyone holding it receives this server's plans with their secrets and makes load from them). {}", super::STRONG_TOKEN));
+                    None
+                }
+            },
             (AgentsOn::Joined, None) => {
-                problems.push("--agents-on joined needs --agent-pool-token (SOCKETSWARM_AGENT_POOL_TOKEN): the token agents show to join, at least 16 characters".into());
+                problems.push(format!("--agents-on joined needs --agent-pool-token (SOCKETSWARM_AGENT_POOL_TOKEN): the token agents show to join. {}", super::STRONG_TOKEN));
                 None
             }
             (_, Some(_)) => {
@@ -167,15 +183,15 @@ impl K8sArgs {
         let deadline_margin = duration("k8s-deadline-margin", &self.k8s_deadline_margin);
         let ttl_after_finished = duration("k8s-ttl-after-finished", &self.k8s_ttl_after_finished);
         let coordinator_url = match self.k8s_coordinator_url.as_deref().map(str::trim) {
-            Some(u) if u.starts_with("ws://") && url::Url::parse(u).is_ok() => {
+            Some(u) if u.starts_with("wss://") && url::Url::parse(u).is_ok() => {
                 u.trim_end_matches('/').to_string()
             }
             Some(u) => {
-                problems.push(format!("--k8s-coordinator-url: `{u}` is not a ws://HOST:PORT URL (agents dial ws:// only)"));
+                problems.push(format!("--k8s-coordinator-url: `{u}` is not a wss://HOST:PORT URL (agents dial this server's agent listener, --agent-listen, over TLS and pin its certificate)"));
                 String::new()
             }
             None => {
-                problems.push("--agents-on kubernetes needs --k8s-coordinator-url (SOCKETSWARM_K8S_COORDINATOR_URL): this server as agent pods reach it, e.g. ws://socketswarm.load.svc:3000".into());
+                problems.push("--agents-on kubernetes needs --k8s-coordinator-url (SOCKETSWARM_K8S_COORDINATOR_URL): this server's agent listener (--agent-listen) as agent pods reach it, e.g. wss://socketswarm.load.svc:3443".into());
                 String::new()
             }
         };
@@ -214,7 +230,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kubernetes_needs_a_ws_coordinator_url() {
+    fn kubernetes_needs_a_wss_coordinator_url() {
         let mut args = K8sArgs {
             agents_on: AgentsOn::Kubernetes,
             ..K8sArgs::default()
@@ -225,16 +241,18 @@ mod tests {
             problems[0].contains("--k8s-coordinator-url"),
             "{problems:?}"
         );
-        args.k8s_coordinator_url = Some("http://x:3000".into());
-        let mut problems = Vec::new();
-        args.settings(&mut problems);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        args.k8s_coordinator_url = Some("ws://socketswarm.load.svc:3000/".into());
+        for plain in ["http://x:3000", "ws://x:3000"] {
+            args.k8s_coordinator_url = Some(plain.into());
+            let mut problems = Vec::new();
+            args.settings(&mut problems);
+            assert_eq!(problems.len(), 1, "{problems:?}");
+        }
+        args.k8s_coordinator_url = Some("wss://socketswarm.load.svc:3443/".into());
         let mut problems = Vec::new();
         let s = args.settings(&mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         let s = s.unwrap_or_else(|| panic!("settings"));
-        assert_eq!(s.coordinator_url, "ws://socketswarm.load.svc:3000");
+        assert_eq!(s.coordinator_url, "wss://socketswarm.load.svc:3443");
         assert_eq!(s.join_wait, Duration::from_secs(120));
         assert_eq!(s.resources.cpu_limit, None);
     }

@@ -15,7 +15,8 @@
 //!    `/api/health`, and share links (`/share/{id}`, their downloads, `/api/shares/{id}`
 //!    and the `share_view` server fn), each of which reaches only what it names.
 //!    Wrong tokens are throttled per client address (see [`super::throttle`]): after a
-//!    few, 429 with `Retry-After` and a lockout that doubles with each failure.
+//!    few, 429 with `Retry-After` and a lockout that doubles with each failure; the
+//!    right token always passes.
 
 use crate::secret::{bearer, same};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -32,6 +33,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::hosts::HostAllowlist;
+use super::throttle::Verdict;
 use super::AppState;
 
 /// Name of the session cookie.
@@ -61,10 +63,6 @@ fn is_public(method: &Method, path: &str) -> bool {
             ["share", sid]
             | ["share", sid, "report.html" | "export.json" | "series.csv" | "events"]
             | ["api", "shares", sid] => !sid.is_empty(),
-            // Agents prove themselves with their run's secret (see `agents::hub`).
-            ["api", "agents", "join", key] => !key.is_empty(),
-            // Pool agents prove themselves with the pool token (see `agents::pool`).
-            ["api", "agents", "pool"] => true,
             _ => false,
         }
 }
@@ -262,19 +260,12 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
     }
     let client = client_ip(req.extensions());
     let offered = offers_token(req.headers());
-    if offered {
-        if let Some(wait) = st.throttle.locked(client, Instant::now()) {
-            return locked_out(wait);
-        }
-    }
-    if presented(req.headers(), token) {
-        st.throttle.succeeded(client);
-        return next.run(req).await;
-    }
-    if offered {
-        tracing::warn!(%client, path, "wrong access token");
-        if let Some(wait) = st.throttle.failed(client, Instant::now()) {
-            return locked_out(wait);
+    let right = presented(req.headers(), token);
+    if offered || right {
+        match st.throttle.judge(client, right, Instant::now()) {
+            Verdict::Right => return next.run(req).await,
+            Verdict::LockedOut(wait) => return locked_out(wait),
+            Verdict::Wrong => tracing::warn!(%client, path, "wrong access token"),
         }
     }
     // Scripts and scrapers get 401, not a login page (`/metrics` is read by Prometheus).
@@ -380,21 +371,19 @@ async fn login(
     let Some(token) = st.access_token.as_deref() else {
         return Redirect::to(&next).into_response();
     };
-    if let Some(wait) = st.throttle.locked(client, Instant::now()) {
-        return login_locked_out(&next, wait);
-    }
-    if !same(f.token.trim().as_bytes(), token.as_bytes()) {
-        tracing::warn!(%client, "login with a wrong access token");
-        if let Some(wait) = st.throttle.failed(client, Instant::now()) {
-            return login_locked_out(&next, wait);
+    let right = same(f.token.trim().as_bytes(), token.as_bytes());
+    match st.throttle.judge(client, right, Instant::now()) {
+        Verdict::Right => {}
+        Verdict::LockedOut(wait) => return login_locked_out(&next, wait),
+        Verdict::Wrong => {
+            tracing::warn!(%client, "login with a wrong access token");
+            return Redirect::to(&format!(
+                "/login?failed=true&next={}",
+                app::api::encode(&next)
+            ))
+            .into_response();
         }
-        return Redirect::to(&format!(
-            "/login?failed=true&next={}",
-            app::api::encode(&next)
-        ))
-        .into_response();
     }
-    st.throttle.succeeded(client);
     Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header(header::LOCATION, next)

@@ -54,7 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(access::router())
         .merge(history::router())
         .merge(metrics::router())
-        .merge(state.hub.clone().router())
+        .merge(state.hub.pool.clone().list_router())
         .leptos_routes_with_context(&state, routes, context.clone(), shell.clone());
     // Unknown paths get the app's 404 page. The embedded site answers before the router
     // (from memory, see `site`); `--site-root` is served from disk by Leptos' handler.

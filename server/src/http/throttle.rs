@@ -1,15 +1,21 @@
-//! Login throttling per client address (attack 8b: 300 wrong tokens in 0.2 s were all
-//! answered). Every request that offers a token (the `/login` form, a Bearer header, the
-//! session cookie) is checked here first:
+//! Throttling of wrong tokens per client address (attack 8b: 300 wrong tokens in 0.2 s
+//! were all answered), for every secret a client shows: the access token (the `/login`
+//! form, a Bearer header, the session cookie), the agent pool token and a run's agent
+//! secret. [`LoginThrottle::judge`] is the one decision:
+//! - **the right token always passes**, locked out or not, and leaves the record as it
+//!   is. A lockout that refused the right token let anyone who shares the user's address
+//!   (a reverse proxy, a NAT, this machine) lock the user out: 1.3 wrong guesses a
+//!   second made 3 of 6 right requests fail. The price: while locked out, answers still
+//!   tell a right guess from a wrong one, so what stops guessing is the tokens' strength
+//!   (the start-up rules: at least 24 characters, 10 different, no pattern), not the
+//!   lockout;
 //! - the first [`FREE_FAILURES`] wrong tokens from an address are answered as usual;
 //! - each further one locks the address out for [`FIRST_LOCKOUT`], doubling with every
-//!   failure up to [`MAX_LOCKOUT`] (1 s, 2 s, 4 s, … 15 min), answered with 429 and
-//!   `Retry-After`;
-//! - while locked out, every offered token is refused with 429 unchecked, the right one
-//!   too (else the answers would still tell a right guess from a wrong one), and such
-//!   refusals do not count as failures;
-//! - a right token clears the address's record; a record is forgotten
-//!   [`FORGET_AFTER`] after its last lockout ended (or its last failure).
+//!   failure up to [`MAX_LOCKOUT`] (1 s, 2 s, 4 s, … 15 min): wrong tokens are then
+//!   answered with 429 and `Retry-After` (a misconfigured client backs off, and a guesser
+//!   costs a table lookup), and such answers do not count as failures;
+//! - a record is forgotten [`FORGET_AFTER`] after its last lockout ended (or its last
+//!   failure).
 //!
 //! Memory is bounded: at most [`MAX_TRACKED`] addresses (≈ 1 MB). When full, expired
 //! records go first, then the one whose lockout ended longest ago. IPv6 clients are
@@ -56,9 +62,35 @@ pub struct LoginThrottle {
     records: Mutex<HashMap<IpAddr, Record>>,
 }
 
+/// What to answer a token offered by a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The right token: serve the request.
+    Right,
+    /// Wrong, answered as usual (401, the login form again).
+    Wrong,
+    /// Wrong, from an address locked out for this long more: 429 with `Retry-After`.
+    LockedOut(Duration),
+}
+
 impl LoginThrottle {
-    /// How long `client` must still wait before a token from it is checked; `None`
-    /// when it may try now.
+    /// The one decision for a token from `client` that is `right` or not (see the
+    /// module doc): the right one always passes; wrong ones are counted until the
+    /// address is locked out, then answered with the lockout.
+    pub fn judge(&self, client: IpAddr, right: bool, now: Instant) -> Verdict {
+        if right {
+            return Verdict::Right;
+        }
+        if let Some(wait) = self.locked(client, now) {
+            return Verdict::LockedOut(wait);
+        }
+        match self.failed(client, now) {
+            Some(wait) => Verdict::LockedOut(wait),
+            None => Verdict::Wrong,
+        }
+    }
+
+    /// How long `client` is still locked out; `None` when it is not.
     pub fn locked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
         let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         let record = records.get(&key(client))?;
@@ -87,14 +119,6 @@ impl LoginThrottle {
         let lockout = lockout_after(record.failures);
         record.locked_until = now + lockout.unwrap_or_default();
         lockout
-    }
-
-    /// A right token from `client`: its failures are forgotten.
-    pub fn succeeded(&self, client: IpAddr) {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        if !records.is_empty() {
-            records.remove(&key(client));
-        }
     }
 
     /// Addresses tracked now (for tests).
@@ -177,8 +201,16 @@ mod tests {
             t.failed(a, at);
         }
         assert_eq!(t.locked(a, at), Some(MAX_LOCKOUT));
-        t.succeeded(a);
-        assert_eq!(t.locked(a, at), None, "a right token clears the record");
+        assert_eq!(
+            t.judge(a, true, at),
+            Verdict::Right,
+            "the right token passes"
+        );
+        assert_eq!(
+            t.judge(a, false, at),
+            Verdict::LockedOut(MAX_LOCKOUT),
+            "the record stays"
+        );
     }
 
     #[test]

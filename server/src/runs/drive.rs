@@ -23,8 +23,11 @@ use crate::store;
 #[derive(Clone)]
 pub struct AgentsSetup {
     pub hub: std::sync::Arc<crate::agents::hub::Hub>,
-    /// The coordinator as agents reach it (`ws://127.0.0.1:PORT`).
+    /// The coordinator's agent listener as agents on this machine reach it
+    /// (`wss://127.0.0.1:PORT`).
     pub base: String,
+    /// The pin of the coordinator's certificate, given to every agent it starts.
+    pub pin: String,
     pub allow_targets: Vec<String>,
     /// The program agents run (`socketswarm agent`).
     pub exe: Option<std::path::PathBuf>,
@@ -106,7 +109,7 @@ fn fleet_for(
         let n = match asked {
             Agents::Count(n) => n,
             Agents::All(_) => match a.hub.pool.idle() {
-                0 => return Err("agents: \"all\": no agent is idle in the pool (see GET /api/agents; start one with `socketswarm agent --pool ws://THIS_SERVER --token …`)".into()),
+                0 => return Err("agents: \"all\": no agent is idle in the pool (see GET /api/agents; start one with `socketswarm agent --pool wss://THIS_SERVER:AGENT_PORT --coordinator-pin … --allow-target …`)".into()),
                 n => n,
             },
         };
@@ -134,6 +137,8 @@ fn fleet_for(
                 kube.clone(),
                 run_id,
                 plan,
+                &a.pin,
+                &a.allow_targets,
             )),
             a.hub,
             &kube.coordinator_url,
@@ -142,7 +147,11 @@ fn fleet_for(
         ))),
         None if n > 1 => Ok(std::sync::Arc::new(JoinedFleet::new(
             n,
-            std::sync::Arc::new(LocalProcesses::new(a.exe)),
+            std::sync::Arc::new(LocalProcesses::new(
+                a.exe,
+                a.pin.clone(),
+                a.allow_targets.clone(),
+            )),
             a.hub,
             &a.base,
             a.allow_targets,

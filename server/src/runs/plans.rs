@@ -1,4 +1,5 @@
-//! `Plans`: saved plans: list, read (secrets redacted, as commented TOML),
+//! `Plans`: saved plans: list, read (secrets redacted on the page; the TOML download
+//! holds the values, so it runs as the page does),
 //! create/replace from TOML or JSON (redacted secrets keep the stored value; the plan
 //! validates before anything is written), duplicate, delete, run, a run's plan saved as
 //! a plan, and the per-plan baseline.
@@ -48,8 +49,9 @@ impl Plans {
         Ok(rows
             .into_iter()
             .map(|r| {
+                // As every page shows a plan: redacted.
                 let target = serde_json::from_str::<Plan>(&r.plan.plan_json)
-                    .map(|p| p.target)
+                    .map(|p| p.redacted().target)
                     .unwrap_or_default();
                 PlanListItem {
                     id: r.plan.plan_id,
@@ -99,10 +101,12 @@ impl Plans {
         })
     }
 
-    /// The plan as a commented TOML file (secrets redacted).
+    /// The plan as a commented TOML file, with the values it holds: a value hidden on
+    /// the page is never written into the file as a placeholder, so the file runs as
+    /// the page runs it (behind the access token, like the plan itself).
     pub async fn get_plan_toml(&self, id: &str) -> Result<(String, String), ApiError> {
         let (row, plan) = self.plan_row(id).await?;
-        let toml = plan_file::to_toml(&plan.redacted()).map_err(|e| internal("plan toml", e))?;
+        let toml = plan_file::to_toml(&plan).map_err(|e| internal("plan toml", e))?;
         Ok((row.name, toml))
     }
 

@@ -156,6 +156,42 @@ impl App {
         stats["profiles"][key].clone()
     }
 
+    /// The agent listener as agents dial it (`wss://127.0.0.1:PORT`).
+    pub fn agents_url(&self) -> String {
+        format!("wss://{}", self.running.as_ref().unwrap().agents_addr)
+    }
+
+    /// The pin agents are given for this server's certificate.
+    pub fn agent_pin(&self) -> String {
+        self.running.as_ref().unwrap().agent_pin.clone()
+    }
+
+    /// The status of a WebSocket upgrade of `path` on the agent listener with
+    /// `authorization` (over TLS; its self-signed certificate is not checked here).
+    pub async fn agent_upgrade(&self, path: &str, authorization: &str) -> u16 {
+        engine::install_crypto_provider();
+        let https = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .no_proxy()
+            .build()
+            .unwrap();
+        let url = format!(
+            "https://{}{path}",
+            self.running.as_ref().unwrap().agents_addr
+        );
+        https
+            .get(url)
+            .header("authorization", authorization)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await;

@@ -1,113 +1,61 @@
-//! The canary: one secret value placed in every secret-capable field of a plan (headers
-//! of every kind, HTTP steps, token sources, the target's query and user info, script
-//! messages) never appears in any answer, page, share, export, CSV, report, SSE event or
-//! log line. Runs the real binary so its log is searched too.
+//! The canary: a different secret value in every field a plan can bring a secret in
+//! (header values of every kind, URL user info and query values of the target, HTTP
+//! steps and token endpoint, subprotocols, `vars`, HTTP-step bodies, token sources, the
+//! server environment a plan reads), echoed back by a hostile target, never appears in
+//! any answer, page, share page, export, CSV, report, SSE event, `/metrics`, log line,
+//! SQLite file (WAL included) or agent process environment. Values differ per field, so
+//! hiding one value everywhere by value cannot hide another field's miss. Runs the real
+//! binary so its log and its agent processes are searched too.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-const CANARY: &str = "CANARY-c4n4ry-9f1e77";
+use crate::security_support::{echo_refuser, http_recorder, json as answer, start_binary, Proc};
 
-struct Proc {
-    _child: crate::common::KillOnDrop,
-    base: String,
-    sandbox: String,
-    log: Arc<Mutex<String>>,
+/// The access token: never in an agent process's environment nor the log either.
+const TOKEN: &str = "canary-access-T0ken-5b7e2d91aa";
+
+/// The canary of `field`: secret-shaped (letters and digits mixed), unique per field.
+fn canary(i: usize) -> String {
+    format!("k{i:02}C4n4ry9f1e77")
 }
 
-fn start(db: &std::path::Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_socketswarm"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--sandbox",
-            "127.0.0.1:0",
-            "--sandbox-tls",
-            "off",
-        ])
-        .arg("--database")
-        .arg(db)
-        .args(["--log", "debug", "--tick-ms", "250"])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let err = child.stderr.take().unwrap();
-    let l = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            l.lock().unwrap().push_str(&line);
-        }
-    });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut base, mut sandbox) = (None, None);
-    while base.is_none() || sandbox.is_none() {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        log.lock().unwrap().push_str(&line);
-        if let Some(i) = line.find("socketswarm on http://") {
-            base = Some(line[i + "socketswarm on ".len()..].trim().to_string());
-        }
-        if let Some(i) = line.find("sandbox target on ws://") {
-            let rest = &line[i + "sandbox target on ".len()..];
-            let url = rest.split("/echo").next().unwrap();
-            sandbox = Some(url.trim_start_matches("ws://").to_string());
-        }
-    }
-    let l = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            l.lock().unwrap().push_str(&line);
-        }
-    });
-    Proc {
-        _child: crate::common::KillOnDrop(child),
-        base: base.unwrap(),
-        sandbox: sandbox.unwrap(),
-        log,
-    }
+/// Every field that carries a canary, by name (index = `canary(i)`).
+const FIELDS: [&str; 24] = [
+    "target user info",
+    "target ?access_token=",
+    "target ?jwt=",
+    "header Cookie",
+    "header Proxy-Authorization",
+    "header X-Apikey",
+    "header X-Session-Token (templated)",
+    "header X-Plain (templated)",
+    "header X-Jwt",
+    "header from {{env}}",
+    "subprotocol bearer",
+    "vars value",
+    "http step ?key=",
+    "http step ?client_secret=",
+    "http step header X-Api-Key",
+    "http step header X-Jwt",
+    "http step body",
+    "token_url user info",
+    "token_url ?api_key=",
+    "token_url ?password=",
+    "oauth client secret",
+    "static token",
+    "target password (refused run)",
+    "target ?sig= (refused run)",
+];
+
+fn c(field: &str) -> String {
+    canary(FIELDS.iter().position(|f| *f == field).expect(field))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_secret_in_every_field_never_leaves() {
-    engine::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let p = start(&dir.path().join("c.db"));
-    let http = reqwest::Client::new();
-    let (step, _) = crate::security_support::http_recorder("127.0.0.1", |_: &str| {
-        crate::security_support::json(200, r#"{"session_id":"s-1"}"#)
-    })
-    .await;
-    let plan = json!({
-        "name": "canary",
-        "target": format!("ws://user:{CANARY}@{}/echo?access_token={CANARY}&tag=canary", p.sandbox),
-        "stages": [{"duration": "750ms", "connections": 2}, {"duration": "750ms", "connections": 2}],
-        "headers": {
-            "Cookie": format!("sid={CANARY}"),
-            "Proxy-Authorization": format!("Basic {CANARY}"),
-            "X-Apikey": CANARY,
-            "X-Session-Token": format!("{CANARY}-{{{{vu}}}}"),
-            "X-Plain": format!("{CANARY}{{{{vu}}}}")
-        },
-        "http_steps": [{
-            "method": "POST",
-            "url": format!("http://{step}/session?key={CANARY}"),
-            "headers": {"X-Api-Key": CANARY},
-            "body": format!("{{\"secret\":\"{CANARY}\"}}"),
-            "capture": {"sid": "session_id"}
-        }],
-        "auth": {"source": {"type": "static", "tokens": [CANARY]}},
-        "script": [{"send": format!("hello {CANARY}")}, {"expect": {"contains": CANARY, "timeout": "1s"}}]
-    });
+async fn launch(http: &reqwest::Client, base: &str, plan: &Value) -> String {
     let resp = http
-        .post(format!("{}/api/runs", p.base))
+        .post(format!("{base}/api/runs"))
         .header("content-type", "application/json")
         .body(plan.to_string())
         .send()
@@ -119,11 +67,46 @@ async fn a_secret_in_every_field_never_leaves() {
         "{}",
         resp.text().await.unwrap()
     );
-    let id = resp.json::<Value>().await.unwrap()["id"]
+    resp.json::<Value>().await.unwrap()["id"]
         .as_str()
         .unwrap()
-        .to_string();
-    // Live events, to the end.
+        .to_string()
+}
+
+async fn run_json(http: &reqwest::Client, base: &str, id: &str) -> Value {
+    http.get(format!("{base}/api/runs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits for the run to end; returns its detail.
+async fn finished(http: &reqwest::Client, base: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let run = run_json(http, base, id).await;
+        if run["status"] != "running" && run["status"] != "queued" {
+            return run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not finish"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The environment of process `pid`, as `/proc` shows it.
+fn environ(pid: u64) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default())
+        .replace('\0', "\n")
+}
+
+/// Every page and download of run `id` (and its share link and saved plan).
+async fn outputs_of(http: &reqwest::Client, p: &Proc, id: &str) -> Vec<(String, String)> {
     let events = http
         .get(format!("{}/api/runs/{id}/events", p.base))
         .send()
@@ -132,27 +115,6 @@ async fn a_secret_in_every_field_never_leaves() {
         .text()
         .await
         .unwrap();
-    // Finished (the last event can arrive just before the summary is stored).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let run: Value = http
-            .get(format!("{}/api/runs/{id}", p.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if run["status"] != "running" && run["status"] != "queued" {
-            assert_eq!(run["status"], "completed", "{}", run["error"]);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run did not finish"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
     let share: Value = http
         .post(format!("{}/api/runs/{id}/share", p.base))
         .send()
@@ -170,7 +132,7 @@ async fn a_secret_in_every_field_never_leaves() {
         .json()
         .await
         .unwrap_or(Value::Null);
-    let mut outputs = vec![("/api/runs/{id}/events".to_string(), events)];
+    let mut outputs = vec![(format!("/api/runs/{id}/events"), events)];
     let mut paths = vec![
         format!("/api/runs/{id}"),
         "/api/runs".to_string(),
@@ -186,6 +148,8 @@ async fn a_secret_in_every_field_never_leaves() {
         format!("/share/{sid}/report.html"),
         format!("/share/{sid}/events"),
         "/plans".to_string(),
+        "/metrics".to_string(),
+        "/api/agents".to_string(),
     ];
     if let Some(pid) = saved["id"].as_str() {
         paths.push(format!("/api/plans/{pid}"));
@@ -197,17 +161,171 @@ async fn a_secret_in_every_field_never_leaves() {
         assert!(r.status().is_success(), "{path}: {}", r.status());
         outputs.push((path, r.text().await.unwrap()));
     }
-    let leaks: Vec<&str> = outputs
+    outputs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_every_field_never_leaves() {
+    engine::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let env_value = c("header from {{env}}");
+    let p = start_binary(
+        &db,
+        &["--allow-env", "SS_CANARY_*", "--allow-target", "127.0.0.1"],
+        &[
+            ("SS_CANARY_ENV", env_value.as_str()),
+            ("SOCKETSWARM_ACCESS_TOKEN", TOKEN),
+        ],
+    );
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let http = reqwest::Client::builder()
+        .default_headers(auth)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let (helper, _) = http_recorder("127.0.0.1", |path: &str| {
+        if path.starts_with("/token") {
+            answer(
+                200,
+                r#"{"access_token":"tok-from-helper","expires_in":3600}"#,
+            )
+        } else {
+            answer(200, r#"{"session_id":"s-1"}"#)
+        }
+    })
+    .await;
+    // Echoes the request target (query values) and the X-Jwt value in its body.
+    let refuser = echo_refuser("127.0.0.1", |head: &str| {
+        let line = head.lines().next().unwrap_or_default().to_string();
+        let jwt = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("x-jwt:"))
+            .unwrap_or_default()
+            .to_string();
+        format!("{line} {jwt}")
+    })
+    .await;
+    let common = |target: String| {
+        json!({
+            "name": "canary",
+            "target": target,
+            "stages": [{"duration": "750ms", "connections": 2}, {"duration": "750ms", "connections": 2}],
+            "connect_timeout": "2s",
+            "headers": {
+                "Cookie": format!("sid={}", c("header Cookie")),
+                "Proxy-Authorization": format!("Basic {}", c("header Proxy-Authorization")),
+                "X-Apikey": c("header X-Apikey"),
+                "X-Session-Token": format!("{}-{{{{vu}}}}", c("header X-Session-Token (templated)")),
+                "X-Plain": format!("{}{{{{vu}}}}", c("header X-Plain (templated)")),
+                "X-Jwt": c("header X-Jwt"),
+                "X-Env": "{{env.SS_CANARY_ENV}}"
+            },
+            "subprotocols": ["chat", format!("base64url.bearer.authorization.k8s.io.{}", c("subprotocol bearer"))],
+            "vars": {"pass": c("vars value")},
+            "http_steps": [{
+                "method": "POST",
+                "url": format!("http://{helper}/session?key={}&client_secret={}",
+                    c("http step ?key="), c("http step ?client_secret=")),
+                "headers": {"X-Api-Key": c("http step header X-Api-Key"), "X-Jwt": c("http step header X-Jwt")},
+                "body": format!("{{\"secret\":\"{}\"}}", c("http step body")),
+                "capture": {"sid": "session_id"}
+            }],
+            "script": [{"send": "hello {{var.pass}}"}, {"expect": {"contains": "hello", "timeout": "1s"}}]
+        })
+    };
+    // A: an OAuth token endpoint with credentials in its URL; the sandbox echoes.
+    let mut a = common(format!(
+        "ws://user:{}@{}/echo?access_token={}&jwt={}&tag=canary",
+        c("target user info"),
+        p.sandbox,
+        c("target ?access_token="),
+        c("target ?jwt=")
+    ));
+    a["auth"] = json!({"source": {"type": "oauth2",
+        "token_url": format!("http://tu:{}@{helper}/token?api_key={}&password={}",
+            c("token_url user info"), c("token_url ?api_key="), c("token_url ?password=")),
+        "client_id": "cid", "client_secret": c("oauth client secret")}});
+    // B: static tokens, split over two agent processes (their environments are read).
+    let mut b = common(format!("ws://{}/echo?tag=canary-b", p.sandbox));
+    b["auth"] = json!({"source": {"type": "static", "tokens": [c("static token")]}});
+    b["agents"] = json!(2);
+    b["stages"] =
+        json!([{"duration": "1s", "connections": 4}, {"duration": "2s", "connections": 4}]);
+    // C: a target that refuses and echoes what it was sent.
+    let mut cc = common(format!(
+        "ws://u:{}@{refuser}/ws?sig={}&jwt={}",
+        c("target password (refused run)"),
+        c("target ?sig= (refused run)"),
+        c("target ?jwt=")
+    ));
+    cc["auth"] = json!({"source": {"type": "static", "tokens": [c("static token")]}});
+
+    let mut outputs = Vec::new();
+    let mut children = Vec::new();
+    for (name, plan) in [("A", a), ("B", b), ("C", cc)] {
+        let id = launch(&http, &p.base, &plan).await;
+        if name == "B" {
+            // The agent processes, while they run.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while children.len() < 2 && std::time::Instant::now() < deadline {
+                let run = run_json(&http, &p.base, &id).await;
+                for agent in run["last"]["agents"].as_array().into_iter().flatten() {
+                    if let Some(pid) = agent["pid"].as_u64().filter(|p| *p > 0) {
+                        let env = environ(pid);
+                        if !env.is_empty() && !children.iter().any(|(p, _)| *p == pid) {
+                            children.push((pid, env));
+                        }
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            assert_eq!(children.len(), 2, "the agent processes were read");
+        }
+        let run = finished(&http, &p.base, &id).await;
+        assert_eq!(run["status"], "completed", "run {name}: {}", run["error"]);
+        if name == "C" {
+            let failures = &run["summary"]["totals"]["failures"];
+            assert!(failures["http_401"].as_u64() > Some(0), "{failures}");
+            let evidence = run["summary"]["evidence"].to_string();
+            assert!(evidence.contains("<redacted>"), "echoes kept: {evidence}");
+        }
+        outputs.extend(
+            outputs_of(&http, &p, &id)
+                .await
+                .into_iter()
+                .map(|(path, text)| (format!("run {name}: {path}"), text)),
+        );
+    }
+    // Give the WAL its last writes, then read the database files as they are on disk.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", db.display());
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        outputs.push((path, String::from_utf8_lossy(&bytes).to_string()));
+    }
+    outputs.push(("the server's log".into(), p.log.lock().unwrap().clone()));
+    for (pid, env) in &children {
+        outputs.push((format!("agent process {pid}'s environment"), env.clone()));
+    }
+    let mut leaks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let values = FIELDS
         .iter()
-        .filter(|(_, text)| text.contains(CANARY))
-        .map(|(path, _)| path.as_str())
-        .collect();
-    assert!(leaks.is_empty(), "the canary left through {leaks:?}");
+        .enumerate()
+        .map(|(i, f)| (*f, canary(i)))
+        .chain([("the access token", TOKEN.to_string())]);
+    for (field, value) in values {
+        for (where_, text) in &outputs {
+            if text.contains(&value) {
+                leaks.entry(field).or_default().push(where_.clone());
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "canaries left: {leaks:#?}");
     assert!(
         outputs.iter().any(|(_, t)| t.contains("<redacted>")),
         "nothing was redacted?"
     );
-    let log = p.log.lock().unwrap().clone();
-    assert!(!log.contains(CANARY), "the canary is in the log");
-    assert!(log.len() > 200, "the log was read");
+    assert!(p.log.lock().unwrap().len() > 200, "the log was read");
 }

@@ -30,6 +30,10 @@ pub struct KubeLauncher {
     run_id: String,
     /// The plan's length: the Job's deadline is derived from it.
     run_for: Duration,
+    /// The pin of the coordinator's certificate and its target allowlist, given to
+    /// every agent pod.
+    pin: String,
+    allow: Vec<String>,
     /// Set once the Job exists; taken by `stop` (so the Job is deleted once).
     live: Mutex<Option<Arc<Live>>>,
     /// Written by the watch task, read by `casualties` and `status`.
@@ -45,7 +49,13 @@ const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 impl KubeLauncher {
     /// A launcher for one run of `plan` (its length sets the Job's deadline).
-    pub fn new(settings: Arc<KubeSettings>, run_id: &str, plan: &engine::Plan) -> KubeLauncher {
+    pub fn new(
+        settings: Arc<KubeSettings>,
+        run_id: &str,
+        plan: &engine::Plan,
+        pin: &str,
+        allow: &[String],
+    ) -> KubeLauncher {
         let run_for = match &plan.probe {
             Some(p) => p.max_duration.0,
             None => engine::schedule::total_duration(&plan.stages),
@@ -54,6 +64,8 @@ impl KubeLauncher {
             settings,
             run_id: run_id.to_string(),
             run_for,
+            pin: pin.to_string(),
+            allow: allow.to_vec(),
             live: Mutex::new(None),
             pods: Arc::new(Mutex::new(Pods::default())),
             watch: Mutex::new(None),
@@ -83,6 +95,8 @@ impl KubeLauncher {
             namespace,
             agents,
             join,
+            pin: &self.pin,
+            allow_targets: &self.allow,
             image: &s.image,
             image_pull_policy: s.image_pull_policy.as_deref(),
             resources: &s.resources,

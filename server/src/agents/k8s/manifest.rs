@@ -38,8 +38,12 @@ pub struct JobInput<'a> {
     pub run_id: &'a str,
     pub namespace: &'a str,
     pub agents: u32,
-    /// Where agents dial in (`ws://…/api/agents/join/KEY`).
+    /// Where agents dial in (`wss://…/api/agents/join/KEY`).
     pub join: &'a str,
+    /// The pin of the coordinator's certificate (`--coordinator-pin`).
+    pub pin: &'a str,
+    /// The coordinator's target allowlist, which each agent enforces itself too.
+    pub allow_targets: &'a [String],
     pub image: &'a str,
     pub image_pull_policy: Option<&'a str>,
     pub resources: &'a AgentResources,
@@ -115,9 +119,10 @@ pub fn job(input: &JobInput<'_>) -> Job {
     }
 }
 
-/// One agent: `socketswarm agent --join URL`, its secret from the Secret, its index
-/// from `JOB_COMPLETION_INDEX` (set by Kubernetes). No service account token (agents
-/// never talk to the API), no restarts, non-root, read-only root file system.
+/// One agent: `socketswarm agent --join URL --coordinator-pin PIN`, its secret from the
+/// Secret, its index from `JOB_COMPLETION_INDEX` (set by Kubernetes), the coordinator's
+/// allowlist as its own. No service account token (agents never talk to the API), no
+/// restarts, non-root, read-only root file system.
 fn pod_spec(input: &JobInput<'_>) -> PodSpec {
     PodSpec {
         restart_policy: Some("Never".into()),
@@ -138,11 +143,23 @@ fn pod_spec(input: &JobInput<'_>) -> PodSpec {
             name: CONTAINER.into(),
             image: Some(input.image.to_string()),
             image_pull_policy: input.image_pull_policy.map(str::to_string),
-            args: Some(vec![
-                "agent".into(),
-                "--join".into(),
-                input.join.to_string(),
-            ]),
+            args: Some(
+                [
+                    "agent".to_string(),
+                    "--join".into(),
+                    input.join.to_string(),
+                    "--coordinator-pin".into(),
+                    input.pin.to_string(),
+                ]
+                .into_iter()
+                .chain(
+                    input
+                        .allow_targets
+                        .iter()
+                        .flat_map(|a| ["--allow-target".to_string(), a.clone()]),
+                )
+                .collect(),
+            ),
             env: Some(vec![
                 EnvVar {
                     name: "SOCKETSWARM_AGENT_TOKEN".into(),
