@@ -5,8 +5,12 @@ mod common;
 #[path = "security/security_support.rs"]
 mod security_support;
 
+#[path = "security/budgets.rs"]
+mod budgets;
 #[path = "security/canary.rs"]
 mod canary;
+#[path = "security/hostile.rs"]
+mod hostile;
 #[path = "security/outbound.rs"]
 mod outbound;
 #[path = "security/store.rs"]
