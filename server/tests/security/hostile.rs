@@ -33,7 +33,9 @@ impl Server {
         engine::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let bin = std::env::var("SOCKETSWARM_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_socketswarm").to_string());
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_socketswarm").to_string());
         let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--sandbox", "127.0.0.1:0"])
             .args(["--sandbox-tls", "off", "--tick-ms", "250", "--log", "info"])
@@ -99,6 +101,11 @@ impl Server {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Its database file.
+    pub(crate) fn db(&self) -> std::path::PathBuf {
+        self._dir.path().join("hostile.db")
     }
 }
 
