@@ -130,7 +130,7 @@ mod tests {
         assert!(v.t.len() <= 3600);
         assert_eq!(v.t[0], 3.0);
         assert_eq!(*v.t.last().unwrap(), n as f64);
-        assert!(v.open.iter().any(|o| *o == 99.0), "peaks survive");
+        assert!(v.open.contains(&99.0), "peaks survive");
         assert!(
             v.opened_rate.iter().all(|r| *r == 2.0),
             "rates are averaged"
