@@ -24,7 +24,8 @@ mod thin;
 
 use identities::legacy_tokens;
 pub use identities::{
-    merge_identities, Identities, IdentityTotals, DIM_SOURCE, DIM_TOKEN, MAX_IDENTITIES,
+    merge_identities, Identities, IdentityTotals, DIM_SOURCE, DIM_TOKEN, MAX_DIMENSIONS,
+    MAX_IDENTITIES,
 };
 pub use keys::OutcomeKeys;
 pub use probe_progress::{

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use app::api::{ApiError, Launched, RunStatus};
 use engine::outcome::{CloseKind, FailKind};
 use engine::report::{
-    Evidence, Identities, LatencyStats, OutcomeKeys, TickEncoder, Totals, MAX_IDENTITIES,
+    Evidence, Identities, LatencyStats, OutcomeKeys, TickEncoder, Totals, MAX_DIMENSIONS,
+    MAX_IDENTITIES,
 };
 use engine::{Snapshot, Summary};
 
@@ -50,8 +51,6 @@ const MAX_TARGET: usize = 2048;
 /// metrics a tick or summary may carry.
 const MAX_METRIC: usize = 64;
 const MAX_METRICS: usize = 32;
-/// Most identity dimensions (token, source address, a few headers and query values).
-const MAX_DIMENSIONS: usize = 16;
 
 /// The name of the field being checked, built only when a check fails (an import
 /// has up to `--max-import-ticks` ticks of some forty numbers each).
