@@ -78,9 +78,11 @@ impl Conns {
     }
 
     /// The reserve for a cap of `max` when an access token is set: a sixteenth, at
-    /// least one.
+    /// least 8 (newcomers take the oldest silent one's slot, so an owner's connection,
+    /// silent only until its head is read, would need 8 newcomers within that moment
+    /// to lose its slot).
     pub fn reserve_for(max: usize) -> usize {
-        (max / 16).max(1)
+        (max / 16).max(8)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

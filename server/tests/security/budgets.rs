@@ -63,7 +63,8 @@ fn key_count(totals: &Value) -> usize {
 async fn a_hostile_target_cannot_grow_the_server_past_its_memory_bound() {
     let server = Server::start(&["--max-concurrent-runs", "3"]);
     let http = reqwest::Client::new();
-    // 100 MB answers to HTTP steps and token requests; 15 MiB messages.
+    // 100 MB answers to HTTP steps (announced) and token requests (chunked: no length
+    // to refuse up front); 15 MiB messages.
     let answers = hostile::huge_json(100_000_000).await;
     let messages = hostile::huge_messages(15 << 20).await;
     let echo = format!("ws://{}/echo", server.sandbox);
@@ -74,7 +75,7 @@ async fn a_hostile_target_cannot_grow_the_server_past_its_memory_bound() {
         "http_steps": [{"method": "GET", "url": format!("http://{answers}/session")}]});
     let tokens = json!({"name": "huge token answers", "target": echo, "stages": stages,
         "connect_timeout": "30s",
-        "auth": {"source": {"type": "oauth2", "token_url": format!("http://{answers}/token"),
+        "auth": {"source": {"type": "oauth2", "token_url": format!("http://{answers}/token/chunked"),
                  "client_id": "c", "client_secret": "s"},
                  "policy": {"mode": "per_connection"}}});
     let msgs = json!({"name": "huge messages", "target": format!("ws://{messages}/big"),
@@ -389,6 +390,118 @@ async fn slow_bodies_before_login_never_lock_the_owner_out() {
     }
 }
 
+/// Anonymous clients of every slow kind at once — silent sockets, half-sent heads,
+/// dripping bodies — fill the cap, and more keep arriving: the owner is answered every
+/// time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_mix_of_anonymous_slow_clients_locks_the_owner_out() {
+    let app = spawn_tuned(|a| {
+        a.access_token = Some(TOKEN.into());
+        a.max_http_connections = 24;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for i in 0..24 {
+        let bytes = match i % 3 {
+            0 => String::new(),
+            1 => format!("GET /share/x HTTP/1.1\r\nHost: {addr}\r\nX-Slow: {i}\r\n"),
+            _ => format!(
+                "POST /api/share_view HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 500\r\n\r\nshare_id="
+            ),
+        };
+        held.push(common::raw_connection(&app, bytes.as_bytes()).await);
+    }
+    // Newcomers that say nothing keep arriving meanwhile.
+    let churn_addr = addr.clone();
+    let churn = tokio::spawn(async move {
+        let mut silent = Vec::new();
+        loop {
+            if let Ok(s) = tokio::net::TcpStream::connect(&churn_addr).await {
+                silent.push(s);
+            }
+            if silent.len() > 200 {
+                silent.remove(0);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let owner = bearer_client(TOKEN);
+    for _ in 0..5 {
+        // A fresh connection each time (no pooled one to fall back on).
+        let owner_fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .default_headers(
+                [(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {TOKEN}").parse().unwrap(),
+                )]
+                .into_iter()
+                .collect(),
+            )
+            .build()
+            .unwrap();
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            owner_fresh.get(format!("{}/api/runs", app.base)).send(),
+        )
+        .await
+        .expect("the owner is answered")
+        .unwrap_or_else(|e| panic!("the owner was locked out: {e:?}"));
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let r = owner
+        .get(format!("{}/api/runs", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    churn.abort();
+    drop(held);
+}
+
+/// Without an access token every route is open, so every body is paced: an import
+/// dripped at 1 KiB/s is cut once it falls behind 16 KiB/s after the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_to_a_server_without_a_token_is_cut() {
+    let app = spawn_tuned(|a| a.header_timeout_ms = 2000).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/runs/import HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        tokio::select! {
+            r = s.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if s.write_all(&[b' '; 1024]).await.is_err() {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut got)).await;
+                    break;
+                }
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a 1 KiB/s upload still read after 30 s"
+        );
+    }
+    let answer = String::from_utf8_lossy(&got);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// A 20,000-tick run, imported and shared: its export is tens of MB, more than socket
 /// buffers hold.
 async fn long_shared_run(app: &App, owner: &reqwest::Client) -> (String, String) {
@@ -548,6 +661,25 @@ async fn escape_bytes_from_a_target_never_come_back_out_raw() {
         assert!(raw.is_empty(), "{path} emits {raw:?}");
         assert!(!text.contains("\x1b"), "{path}");
     }
+    // Evidence an import brings goes through the same edge.
+    let export = json!({
+        "schema_version": 1, "status": "completed",
+        "plan": {"name": "imported escapes", "target": "ws://127.0.0.1:9/x",
+                 "stages": [{"duration": "1s", "connections": 1}]},
+        "summary": {"duration_ms": 1000, "totals": {"attempted": 1, "failed": 1, "failures": {"http_429": 1}},
+            "evidence": {"bodies": {"429": [hostile::ESCAPES]}, "retry_after": {"1\u{1b}[2J": 1},
+                "rate_limit_headers": {"x-ratelimit-\u{7}": "\u{1b}]0;t\u{7}"},
+                "close_reasons": {"4000": {(hostile::CLOSE_ESCAPES): 1}}}}
+    });
+    let (status, imported) = app.post("/api/runs/import", &export.to_string()).await;
+    assert_eq!(status, 201, "{imported}");
+    let (_, run) = app
+        .get(&format!("/api/runs/{}", imported["id"].as_str().unwrap()))
+        .await;
+    let mut found = Vec::new();
+    strings_with_controls(&run, "imported", &mut found);
+    assert!(found.is_empty(), "{found:#?}");
+    assert!(run["summary"]["evidence"].to_string().contains("RED"));
     // The CLI prints what the target said to a terminal.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("escapes.json");

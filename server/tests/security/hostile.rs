@@ -150,31 +150,57 @@ async fn read_head(tcp: &mut TcpStream) -> Option<String> {
 
 /// An HTTP server answering every request `200` with a JSON object of `bytes` bytes,
 /// `{"access_token":"aaaa…","expires_in":3600}`, made as it is written (64 KiB at a
-/// time): what a hostile token endpoint or HTTP step answers.
+/// time): what a hostile token endpoint or HTTP step answers. A request whose path
+/// holds `chunked` gets it without a `Content-Length` (chunked: its size is not known
+/// before it is read).
 pub(crate) async fn huge_json(bytes: u64) -> SocketAddr {
     listen(move |mut tcp, _| async move {
-        if read_head(&mut tcp).await.is_none() {
+        let Some(head) = read_head(&mut tcp).await else {
             return;
-        }
+        };
+        let chunked = head.lines().next().is_some_and(|l| l.contains("chunked"));
         let (open, close) = (r#"{"access_token":""#, r#"","expires_in":3600}"#);
         let fill = bytes.saturating_sub((open.len() + close.len()) as u64);
+        let length = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {}", fill + (open.len() + close.len()) as u64)
+        };
+        let frame = |part: &[u8]| -> Vec<u8> {
+            if !chunked {
+                return part.to_vec();
+            }
+            let mut v = format!("{:x}\r\n", part.len()).into_bytes();
+            v.extend_from_slice(part);
+            v.extend_from_slice(b"\r\n");
+            v
+        };
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{open}",
-            fill + (open.len() + close.len()) as u64
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{length}\r\nConnection: close\r\n\r\n"
         );
-        if tcp.write_all(head.as_bytes()).await.is_err() {
+        if tcp.write_all(head.as_bytes()).await.is_err()
+            || tcp.write_all(&frame(open.as_bytes())).await.is_err()
+        {
             return;
         }
-        let block = vec![b'a'; 64 * 1024];
+        let block = frame(&vec![b'a'; 64 * 1024]);
         let mut left = fill;
         while left > 0 {
-            let n = left.min(block.len() as u64) as usize;
-            if tcp.write_all(&block[..n]).await.is_err() {
+            let n = left.min(64 * 1024);
+            let part = if n == 64 * 1024 {
+                block.clone()
+            } else {
+                frame(&vec![b'a'; n as usize])
+            };
+            if tcp.write_all(&part).await.is_err() {
                 return;
             }
-            left -= n as u64;
+            left -= n;
         }
-        let _ = tcp.write_all(close.as_bytes()).await;
+        let _ = tcp.write_all(&frame(close.as_bytes())).await;
+        if chunked {
+            let _ = tcp.write_all(b"0\r\n\r\n").await;
+        }
         let _ = tcp.shutdown().await;
     })
     .await
