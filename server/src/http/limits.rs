@@ -104,6 +104,21 @@ impl DownloadSlot {
             Ok::<_, Infallible>(chunk)
         }))
     }
+
+    /// `chunks` as a response body that keeps this slot until the last chunk has been
+    /// handed to the connection or the client has gone (a document made as it is sent).
+    pub fn stream<E>(
+        self,
+        chunks: impl futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    ) -> Body
+    where
+        E: Into<axum::BoxError> + 'static,
+    {
+        Body::from_stream(chunks.map(move |chunk| {
+            let _held = &self;
+            chunk
+        }))
+    }
 }
 
 /// A live event stream's slot; dropping it gives the slot back.

@@ -176,39 +176,40 @@ async fn get_export(
     export_download(&st, &id, Downloader::Owner).await
 }
 
-/// The JSON export of a finished run, in a download slot of `who`'s: every tick is
-/// read once, and the document is built and encoded off the async workers, straight to
-/// bytes.
+/// The JSON export of a finished run, in a download slot of `who`'s: the document
+/// without its ticks is built off the async workers, then the ticks are read, replayed
+/// and written a page at a time as the client reads (`export::ticks_after_head`): a
+/// download holds one page of a run, however long the run.
 pub(super) async fn export_download(
     st: &AppState,
     id: &str,
     who: Downloader,
 ) -> Result<Response, AppError> {
     let slot = st.limits.download_slot(who).await?;
-    let (run, ticks) = st.runs.reads.detail_with_ticks(id).await?;
-    let f = finished(run)?;
-    let json = blocking(move || encode_export(f, ticks))
+    let f = finished(st.runs.reads.detail(id).await?)?;
+    let head = blocking(move || encode_export_head(f))
         .await?
         .map_err(|e| internal("encode export", e))?;
+    let body = crate::export::streamed(head, st.pool.clone(), id.to_string());
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        slot.body(json),
+        slot.stream(body),
     )
         .into_response())
 }
 
-/// The export document of `f` with its ticks, as JSON bytes.
-fn encode_export(f: Finished, ticks: Vec<engine::Snapshot>) -> serde_json::Result<Vec<u8>> {
-    let doc = crate::export::ExportDoc::new(
+/// The export document of `f` up to its ticks (`export::ExportDoc::head`).
+fn encode_export_head(f: Finished) -> serde_json::Result<Vec<u8>> {
+    crate::export::ExportDoc::new(
         &f.run.plan,
         f.run.status,
         f.summary,
         f.diagnosis,
         f.thresholds,
         f.run.series,
-        ticks,
-    );
-    serde_json::to_vec(&doc)
+        Vec::new(),
+    )
+    .head()
 }
 
 /// The self-contained HTML report of a finished run, as a download.

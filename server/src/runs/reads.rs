@@ -198,20 +198,13 @@ impl Reads {
     }
 
     /// The run itself (no saved-plan name, no baseline comparison): what exports,
-    /// CSV and metadata answers need.
+    /// CSV and metadata answers need. Its ticks are replayed a page at a time into its
+    /// series; only the last one is kept.
     pub(crate) async fn detail(&self, id: &str) -> Result<RunDetail, ApiError> {
-        Ok(self.detail_with_ticks(id).await?.0)
-    }
-
-    /// The run and every stored tick, each tick read once (an export needs both).
-    pub(crate) async fn detail_with_ticks(
-        &self,
-        id: &str,
-    ) -> Result<(RunDetail, Vec<Snapshot>), ApiError> {
         let row = self.run_row(id).await?;
         let tags = self.tags(&row.run_id).await?;
-        let ticks = self.ticks(id).await?;
-        super::blocking(move || build_detail(row, tags, ticks)).await?
+        let (series, last) = self.series(id).await?;
+        super::blocking(move || build_detail(row, tags, series, last)).await?
     }
 
     /// The verdict of a run that just ended with `summary` (its ticks are stored): the
@@ -221,20 +214,48 @@ impl Reads {
         id: &str,
         summary: Summary,
     ) -> Result<(String, String), ApiError> {
-        let ticks = self.ticks(id).await?;
+        let (series, _) = self.series(id).await?;
         super::blocking(move || {
-            let series = engine::Series::from_snapshots(&ticks);
             let d = engine::diagnose::for_run(&series, Some(&summary));
             (d.kind.key().to_string(), d.short())
         })
         .await
     }
 
-    /// Every stored tick of a run, in order, as it was live.
-    pub(crate) async fn ticks(&self, id: &str) -> Result<Vec<Snapshot>, ApiError> {
-        replayed(&self.pool, id, 0, u64::MAX, None)
-            .await
-            .map_err(|e| internal("intervals_page", e))
+    /// A run's series and its last tick, from every stored tick in order (replayed
+    /// `TICK_PAGE` at a time off the async workers; no page is kept).
+    async fn series(&self, id: &str) -> Result<(engine::Series, Option<Snapshot>), ApiError> {
+        let mut state = (
+            TickReplay::new(),
+            engine::Series::default(),
+            None::<Snapshot>,
+        );
+        let mut at = 0i64;
+        loop {
+            let page = store::intervals_page(&self.pool, id, at, i64::MAX, TICK_PAGE)
+                .await
+                .map_err(|e| internal("intervals_page", e))?;
+            let Some(&(last, _, _)) = page.last() else {
+                break;
+            };
+            let full = page.len() as i64 == TICK_PAGE;
+            at = last;
+            state = super::blocking(move || {
+                let (mut replay, mut series, mut last) = state;
+                for (_, format, json) in &page {
+                    if let Some(s) = replay.row(*format, json) {
+                        series.push(&s);
+                        last = Some(s);
+                    }
+                }
+                (replay, series, last)
+            })
+            .await?;
+            if !full {
+                break;
+            }
+        }
+        Ok((state.1, state.2))
     }
 }
 
@@ -321,24 +342,22 @@ pub(crate) async fn fill_verdicts(pool: &SqlitePool) {
     }
 }
 
-/// The CPU part of `Reads::detail`: plan and summary decoded, series built, the run
-/// diagnosed. Gives the ticks back for callers that need them too.
+/// The CPU part of `Reads::detail`: plan and summary decoded, the run diagnosed.
 fn build_detail(
     row: RunRow,
     tags: Vec<String>,
-    ticks: Vec<Snapshot>,
-) -> Result<(RunDetail, Vec<Snapshot>), ApiError> {
+    series: engine::Series,
+    last: Option<Snapshot>,
+) -> Result<RunDetail, ApiError> {
     let plan: Plan =
         serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
     let summary: Option<engine::Summary> = match &row.summary_json {
         Some(s) => Some(serde_json::from_str(s).map_err(|e| internal("stored summary", e))?),
         None => None,
     };
-    let series = engine::Series::from_snapshots(&ticks);
     // Every finished run has one (callers rely on it), live ones once a tick is in.
     let diagnosis = (summary.is_some() || !series.t.is_empty())
         .then(|| engine::diagnose::for_run(&series, summary.as_ref()));
-    let last = ticks.last().cloned();
     let env = row
         .env_json
         .as_deref()
@@ -370,5 +389,5 @@ fn build_detail(
         series,
         diagnosis,
     };
-    Ok((detail, ticks))
+    Ok(detail)
 }

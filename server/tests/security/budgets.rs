@@ -312,6 +312,86 @@ async fn a_shared_import_with_thousands_of_keys_is_served_within_budget() {
     );
 }
 
+/// Exports of a long run are made as they are sent: three at once (two by the owner,
+/// one through a share link) of a 40,000-tick run hold a page of it each, not the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_of_a_long_run_hold_a_page_not_the_run() {
+    let server = Server::start(&[]);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let ticks: Vec<String> = (1..=40_000u64)
+        .map(|s| {
+            format!(
+                r#"{{"seq":{s},"elapsed_ms":{},"open":{s},"interval":{{"attempted":1,"opened":1}}}}"#,
+                s * 250
+            )
+        })
+        .collect();
+    let export = format!(
+        r#"{{"schema_version":1,"status":"completed","plan":{{"name":"long","target":"ws://127.0.0.1:9/x","stages":[{{"duration":"10000s","connections":1}}]}},"summary":{{"duration_ms":10000000,"peak_open":40000}},"ticks":[{}]}}"#,
+        ticks.join(",")
+    );
+    let r = http
+        .post(server.url("/api/runs/import"))
+        .header("content-type", "application/json")
+        .body(export)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let share: Value = http
+        .post(server.url(&format!("/api/runs/{id}/share")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = share["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.reset_peak();
+    let before = server.mem("VmRSS");
+    let urls = [
+        format!("/api/runs/{id}/export.json"),
+        format!("/api/runs/{id}/export.json"),
+        format!("/share/{sid}/export.json"),
+    ];
+    let mut downloads = Vec::new();
+    for u in urls {
+        let (http, url) = (http.clone(), server.url(&u));
+        downloads.push(tokio::spawn(async move {
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap()
+        }));
+    }
+    let mut sizes = Vec::new();
+    for d in downloads {
+        let doc = d.await.unwrap();
+        let v: Value = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(v["ticks"].as_array().unwrap().len(), 40_000);
+        assert_eq!(v["ticks"][39_999]["open"], 40_000);
+        sizes.push(doc.len());
+    }
+    let grown = server.mem("VmHWM").saturating_sub(before);
+    eprintln!(
+        "three exports of {:?} MB at once: peak RSS +{:.1} MiB",
+        sizes.iter().map(|s| s / 1_000_000).collect::<Vec<_>>(),
+        mib(grown)
+    );
+    assert!(
+        grown <= 64 << 20,
+        "three exports grew the peak RSS by {:.1} MiB",
+        mib(grown)
+    );
+}
+
 // ---- 3: slow clients -------------------------------------------------------------------
 
 const TOKEN: &str = "budgets-owner-token-5f0c2e9a71";

@@ -103,6 +103,11 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// Starts a new peak: `VmHWM` is `VmRSS` from now on (Linux `clear_refs`, as root).
+    pub(crate) fn reset_peak(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.0.id()), "5").unwrap();
+    }
+
     /// Its database file.
     pub(crate) fn db(&self) -> std::path::PathBuf {
         self._dir.path().join("hostile.db")
