@@ -147,7 +147,7 @@ const EXPORT_PAGE: i64 = 500;
 enum Part {
     Head(Vec<u8>),
     Ticks {
-        replay: engine::report::TickReplay,
+        replay: Box<engine::report::TickReplay>,
         after: i64,
         first: bool,
     },
@@ -171,7 +171,7 @@ pub fn streamed(
                 Part::Head(head) => Some((
                     Ok(Bytes::from(head)),
                     Part::Ticks {
-                        replay: engine::report::TickReplay::new(),
+                        replay: Box::new(engine::report::TickReplay::new()),
                         after: 0,
                         first: true,
                     },
