@@ -49,6 +49,8 @@ pub(crate) async fn run(
         dims,
     } = setup;
     let mut interval = RunStats::new();
+    // The outcome keys this agent has kept (the run's bound, so ticks stay small).
+    let mut keys = crate::report::OutcomeKeys::new();
     // Opened and closed before this tick, for the open count.
     let (mut opened, mut closed) = (0u64, 0u64);
     let mut peak_in_tick = 0u64;
@@ -87,6 +89,7 @@ pub(crate) async fn run(
                 None => break,
             },
             _ = ticker.tick() => {
+                keys.bound(&mut interval.totals);
                 let t = emit(&interval, opened, closed, peak_in_tick, false);
                 opened += interval.totals.opened;
                 closed += interval.totals.closed;
@@ -99,6 +102,7 @@ pub(crate) async fn run(
         }
     }
     gauges.target.store(0, Ordering::Relaxed);
+    keys.bound(&mut interval.totals);
     let _ = out
         .send(emit(&interval, opened, closed, peak_in_tick, true))
         .await;

@@ -103,6 +103,8 @@ pub(crate) struct Shared {
     )>,
     /// Gauges shared with the aggregator (VUs count their attempts in flight).
     pub(crate) gauges: Arc<Gauges>,
+    /// The process's budget for bytes held for targets (messages, answers).
+    pub(crate) budget: &'static crate::budget::Budget,
     /// The identity dimensions the plan varies, in the order of the aggregator's
     /// `Dimension`s.
     pub(crate) identities: Vec<IdentitySource>,
@@ -252,7 +254,9 @@ pub(crate) fn io_kind(e: &std::io::Error) -> FailKind {
     }
 }
 
-type Ws = WebSocketStream<MaybeTls>;
+/// A connection: its socket's reads counted against the process's budget (the session
+/// settles after each message it handled).
+type Ws = WebSocketStream<crate::budget::Metered<MaybeTls>>;
 
 /// An open connection and what its attempt gathered. Boxed where it is returned, so the
 /// VU's task future holds a pointer to it rather than a copy of the stream in every

@@ -35,6 +35,8 @@
 //! - `conn`        one virtual user's life: connect, script, reconnect policy.
 //! - `stats`       mergeable partial results and HDR histograms.
 //! - `aggregate`   an agent's aggregator task: partials in, one `AgentTick` per tick out.
+//! - [`budget`]    the process's budget for bytes held for targets (messages arriving,
+//!   HTTP-step and token answers being read), and the capped reads that keep to it.
 //! - [`load_runtime`] the runtime VUs run on, apart from the ticks' (a connect burst
 //!   never starves the heartbeat).
 //! - [`merge`]     the coordinator: tick k of every agent -> the run's snapshot k; the summary.
@@ -71,6 +73,8 @@ pub mod thresholds;
 
 #[cfg(feature = "runtime")]
 mod aggregate;
+#[cfg(feature = "runtime")]
+pub mod budget;
 #[cfg(feature = "runtime")]
 mod conn;
 #[cfg(feature = "runtime")]

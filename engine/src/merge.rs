@@ -61,6 +61,9 @@ pub struct Merger {
     /// The newest seq out.
     emitted: u64,
     peak_open: u64,
+    /// The outcome keys the run keeps (every tick's keys are bounded on arrival, so an
+    /// agent, rogue or not, cannot grow the run's keys past the bound).
+    keys: crate::report::OutcomeKeys,
 }
 
 impl Merger {
@@ -73,6 +76,7 @@ impl Merger {
             late: None,
             emitted: 0,
             peak_open: 0,
+            keys: crate::report::OutcomeKeys::new(),
         }
     }
 
@@ -82,13 +86,14 @@ impl Merger {
     }
 
     /// Takes one tick; returns the snapshots it completed (oldest first).
-    pub fn add(&mut self, t: AgentTick) -> Vec<Snapshot> {
+    pub fn add(&mut self, mut t: AgentTick) -> Vec<Snapshot> {
         let Some(a) = self.agents.get_mut(t.agent as usize) else {
             return Vec::new();
         };
         if !a.seen.insert(t.seq) {
             return Vec::new();
         }
+        self.keys.bound(&mut t.interval);
         a.status.totals.merge(&t.interval);
         if a.done.is_none_or(|last| t.seq >= last) && t.seq >= a.status.last_seq {
             a.target = t.target;

@@ -54,10 +54,20 @@
 //!    measured*, and the class list of `socketswarm_run_connect_failures_total` in its
 //!    *Metrics for Prometheus and Grafana* when a class is added.
 
+/// The code of a family's `other` key (`http_other`, `token_http_other`,
+/// `step_http_other`, `server_other`): every code a run did not keep a key of its own
+/// for, once it kept `MAX_CODES_PER_FAMILY` of that family. No status or close code is 0.
+pub const OTHER_CODE: u16 = 0;
+
+/// Distinct codes a run keeps per family of keys whose code the target picks (see
+/// [`KeyFamily`] and `report::OutcomeKeys`).
+pub const MAX_CODES_PER_FAMILY: usize = 8;
+
 /// Why a connection attempt did not reach an open WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailKind {
-    /// The handshake answered with an HTTP status other than 101 (429, 401, 503, ...).
+    /// The handshake answered with an HTTP status other than 101 (429, 401, 503, ...);
+    /// `OTHER_CODE` for statuses a run keeps no key of their own for.
     Status(u16),
     /// TCP connect refused (nothing listening, or a full backlog).
     Refused,
@@ -89,6 +99,13 @@ pub enum FailKind {
     /// A rendered header or URL value held a line break (CR/LF, e.g. from a token or a
     /// captured value): the request was not sent.
     BadValue,
+    /// An HTTP step's answer was longer than `budget::MAX_STEP_ANSWER` (1 MiB).
+    StepTooLarge,
+    /// The token endpoint's answer was longer than `budget::MAX_TOKEN_ANSWER` (64 KiB).
+    TokenTooLarge,
+    /// A token or HTTP-step answer could not be held: this process's budget for bytes
+    /// in flight from targets was full (`budget`). Our limit, not the target's.
+    MemoryBudget,
 }
 
 /// What a failed attempt means for the diagnosis: how (or whether) the target said no.
@@ -136,6 +153,9 @@ impl FailKind {
     /// Stable key used in JSON, the database and the UI.
     pub fn key(&self) -> String {
         match self {
+            FailKind::Status(OTHER_CODE) => "http_other".into(),
+            FailKind::TokenStatus(OTHER_CODE) => "token_http_other".into(),
+            FailKind::StepStatus(OTHER_CODE) => "step_http_other".into(),
             FailKind::Status(code) => format!("http_{code}"),
             FailKind::Refused => "refused".into(),
             FailKind::Reset => "reset".into(),
@@ -151,6 +171,9 @@ impl FailKind {
             FailKind::StepStatus(code) => format!("step_http_{code}"),
             FailKind::StepError => "step_error".into(),
             FailKind::BadValue => "bad_value".into(),
+            FailKind::StepTooLarge => "step_too_large".into(),
+            FailKind::TokenTooLarge => "token_too_large".into(),
+            FailKind::MemoryBudget => "memory_budget".into(),
         }
     }
 
@@ -170,6 +193,12 @@ impl FailKind {
             "token_error" => FailKind::TokenError,
             "step_error" => FailKind::StepError,
             "bad_value" => FailKind::BadValue,
+            "step_too_large" => FailKind::StepTooLarge,
+            "token_too_large" => FailKind::TokenTooLarge,
+            "memory_budget" => FailKind::MemoryBudget,
+            "http_other" => FailKind::Status(OTHER_CODE),
+            "token_http_other" => FailKind::TokenStatus(OTHER_CODE),
+            "step_http_other" => FailKind::StepStatus(OTHER_CODE),
             k => {
                 if let Some(c) = k.strip_prefix("token_http_") {
                     FailKind::TokenStatus(status(c)?)
@@ -190,10 +219,12 @@ impl FailKind {
             FailKind::Status(s @ (429 | 503)) => FailClass::Rejected(s),
             FailKind::Status(s @ (401 | 403)) => FailClass::AuthRefused(s),
             FailKind::TokenStatus(s @ (429 | 503)) => FailClass::TokenRefused(s),
-            FailKind::TokenStatus(_) | FailKind::TokenError => FailClass::TokenFailed,
+            FailKind::TokenStatus(_) | FailKind::TokenError | FailKind::TokenTooLarge => {
+                FailClass::TokenFailed
+            }
             FailKind::Timeout => FailClass::Stalled,
             FailKind::Refused | FailKind::Reset => FailClass::Reset,
-            FailKind::ClientLimit => FailClass::ClientLimit,
+            FailKind::ClientLimit | FailKind::MemoryBudget => FailClass::ClientLimit,
             FailKind::Aborted => FailClass::Aborted,
             FailKind::Status(_)
             | FailKind::Dns
@@ -202,6 +233,7 @@ impl FailKind {
             | FailKind::Io
             | FailKind::StepStatus(_)
             | FailKind::StepError
+            | FailKind::StepTooLarge
             | FailKind::BadValue => FailClass::Other,
         }
     }
@@ -227,7 +259,8 @@ impl FailKind {
 /// How an established session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CloseKind {
-    /// The server sent a close frame with this code (1005 when it carried none).
+    /// The server sent a close frame with this code (1005 when it carried none);
+    /// `OTHER_CODE` for codes a run keeps no key of their own for.
     Server(u16),
     /// The connection ended without a close frame (EOF or reset): 1006 in RFC 6455 terms.
     Abnormal,
@@ -240,6 +273,10 @@ pub enum CloseKind {
     /// We closed it (1000) to reconnect with a new token (`auth.rotation` `reconnect`):
     /// neither a drop nor the session's end.
     Rotated,
+    /// A message arriving would have taken this process past its budget for bytes in
+    /// flight from targets (`budget`): the connection was dropped without holding it.
+    /// The target's messages caused it, so it counts as a drop (and reconnects).
+    MemoryBudget,
 }
 
 impl CloseKind {
@@ -248,12 +285,14 @@ impl CloseKind {
     /// so the two never share a key.
     pub fn key(&self) -> String {
         match self {
+            CloseKind::Server(OTHER_CODE) => "server_other".into(),
             CloseKind::Server(code) => format!("server_{code}"),
             CloseKind::Abnormal => "abnormal_1006".into(),
             CloseKind::Client => "client".into(),
             CloseKind::Protocol => "protocol_violation".into(),
             CloseKind::TooLarge => "too_large".into(),
             CloseKind::Rotated => "rotation".into(),
+            CloseKind::MemoryBudget => "session_memory_budget".into(),
         }
     }
 
@@ -266,6 +305,8 @@ impl CloseKind {
             "protocol_violation" | "protocol" => CloseKind::Protocol,
             "too_large" => CloseKind::TooLarge,
             "rotation" => CloseKind::Rotated,
+            "session_memory_budget" => CloseKind::MemoryBudget,
+            "server_other" => CloseKind::Server(OTHER_CODE),
             k => CloseKind::Server(
                 k.strip_prefix("server_")?
                     .parse::<u16>()
@@ -289,9 +330,67 @@ impl CloseKind {
     /// The close code, when the target sent one (1006 for an abrupt end).
     pub fn code(&self) -> Option<u16> {
         match self {
+            CloseKind::Server(OTHER_CODE) => None,
             CloseKind::Server(c) => Some(*c),
             CloseKind::Abnormal => Some(1006),
             _ => None,
+        }
+    }
+}
+
+/// A family of outcome keys that differ only by a code the target picks: a run keeps
+/// `MAX_CODES_PER_FAMILY` codes of each and counts the rest in the family's `other` key
+/// (`report::OutcomeKeys`). Keys outside every family are a fixed set (`timeout`, the
+/// refusals `http_429`/`http_503`, `http_401`/`http_403`, `token_http_429`, RFC 6455's
+/// close codes 1000–1015, the auth-end codes): they are always kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyFamily {
+    /// Handshake statuses that are not a refusal or an auth failure (`http_500`, …).
+    Status,
+    /// Token endpoint statuses other than 429/503.
+    TokenStatus,
+    /// HTTP-step statuses.
+    StepStatus,
+    /// Close codes outside RFC 6455's registered range and the auth-end codes.
+    Close,
+    /// Keys this version does not know (an agent of another version): folded into
+    /// `other`, which no version writes.
+    Unknown,
+}
+
+impl KeyFamily {
+    /// The key that counts the family's codes a run keeps no key of their own for.
+    pub fn other_key(self) -> &'static str {
+        match self {
+            KeyFamily::Status => "http_other",
+            KeyFamily::TokenStatus => "token_http_other",
+            KeyFamily::StepStatus => "step_http_other",
+            KeyFamily::Close => "server_other",
+            KeyFamily::Unknown => "other",
+        }
+    }
+
+    /// The family of a failure key (`None`: one of the fixed set, always kept).
+    pub fn of_failure(key: &str) -> Option<KeyFamily> {
+        let Some(k) = FailKind::parse(key) else {
+            return Some(KeyFamily::Unknown);
+        };
+        match (k, k.class()) {
+            (FailKind::Status(_), FailClass::Other) => Some(KeyFamily::Status),
+            (FailKind::TokenStatus(_), FailClass::TokenFailed) => Some(KeyFamily::TokenStatus),
+            (FailKind::StepStatus(_), _) => Some(KeyFamily::StepStatus),
+            _ => None,
+        }
+    }
+
+    /// The family of a session-end key (`None`: always kept).
+    pub fn of_close(key: &str) -> Option<KeyFamily> {
+        match CloseKind::parse(key) {
+            None => Some(KeyFamily::Unknown),
+            Some(k @ CloseKind::Server(c)) if !(1000..=1015).contains(&c) && !k.is_auth_end() => {
+                Some(KeyFamily::Close)
+            }
+            Some(_) => None,
         }
     }
 }
@@ -331,8 +430,11 @@ mod tests {
             FailKind::TokenError,
             FailKind::StepError,
             FailKind::BadValue,
+            FailKind::StepTooLarge,
+            FailKind::TokenTooLarge,
+            FailKind::MemoryBudget,
         ];
-        for s in [200, 400, 401, 403, 404, 429, 500, 502, 503, 599] {
+        for s in [OTHER_CODE, 200, 400, 401, 403, 404, 429, 500, 502, 503, 599] {
             v.extend([
                 FailKind::Status(s),
                 FailKind::TokenStatus(s),
@@ -348,8 +450,12 @@ mod tests {
             CloseKind::Client,
             CloseKind::Protocol,
             CloseKind::TooLarge,
+            CloseKind::Rotated,
+            CloseKind::MemoryBudget,
         ];
-        for c in [1000, 1001, 1005, 1008, 1011, 1013, 4000, 4401, 4999] {
+        for c in [
+            OTHER_CODE, 1000, 1001, 1005, 1008, 1011, 1013, 4000, 4401, 4999,
+        ] {
             v.push(CloseKind::Server(c));
         }
         v
@@ -383,6 +489,42 @@ mod tests {
         }
         for c in every_close_kind() {
             assert_eq!(FailKind::parse(&c.key()), None, "{}", c.key());
+        }
+    }
+
+    #[test]
+    fn families_bound_the_codes_a_target_picks_and_nothing_else() {
+        assert_eq!(KeyFamily::of_failure("http_500"), Some(KeyFamily::Status));
+        assert_eq!(KeyFamily::of_failure("http_other"), Some(KeyFamily::Status));
+        assert_eq!(KeyFamily::of_failure("http_429"), None);
+        assert_eq!(KeyFamily::of_failure("http_401"), None);
+        assert_eq!(KeyFamily::of_failure("token_http_503"), None);
+        assert_eq!(
+            KeyFamily::of_failure("token_http_500"),
+            Some(KeyFamily::TokenStatus)
+        );
+        assert_eq!(
+            KeyFamily::of_failure("step_http_429"),
+            Some(KeyFamily::StepStatus)
+        );
+        assert_eq!(KeyFamily::of_failure("timeout"), None);
+        assert_eq!(KeyFamily::of_failure("memory_budget"), None);
+        assert_eq!(KeyFamily::of_failure("surprise"), Some(KeyFamily::Unknown));
+        assert_eq!(KeyFamily::of_close("server_4000"), Some(KeyFamily::Close));
+        assert_eq!(KeyFamily::of_close("server_other"), Some(KeyFamily::Close));
+        assert_eq!(KeyFamily::of_close("server_1013"), None);
+        assert_eq!(KeyFamily::of_close("server_4401"), None);
+        assert_eq!(KeyFamily::of_close("abnormal_1006"), None);
+        assert_eq!(CloseKind::Server(OTHER_CODE).code(), None);
+        assert!(CloseKind::MemoryBudget.is_drop());
+        assert_eq!(FailKind::MemoryBudget.class(), FailClass::ClientLimit);
+        assert_eq!(FailKind::TokenTooLarge.class(), FailClass::TokenFailed);
+        for f in [
+            KeyFamily::Status,
+            KeyFamily::TokenStatus,
+            KeyFamily::StepStatus,
+        ] {
+            assert_eq!(KeyFamily::of_failure(f.other_key()), Some(f));
         }
     }
 

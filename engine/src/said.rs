@@ -95,6 +95,9 @@ fn close_name(code: u16) -> &'static str {
 }
 
 fn status_line(prefix: &str, code: u16) -> String {
+    if code == crate::outcome::OTHER_CODE {
+        return format!("{prefix}HTTP, other statuses");
+    }
     let phrase = reason_phrase(code);
     if phrase.is_empty() {
         format!("{prefix}HTTP {code}")
@@ -120,15 +123,26 @@ fn fail_words(kind: FailKind) -> Option<String> {
         FailKind::Protocol => "not a WebSocket upgrade".into(),
         FailKind::TokenError => "token endpoint failed".into(),
         FailKind::StepError => "HTTP step failed".into(),
-        FailKind::Io | FailKind::BadValue | FailKind::ClientLimit | FailKind::Aborted => {
-            return None
-        }
+        FailKind::StepTooLarge => format!(
+            "HTTP step: an answer over {} KiB",
+            crate::report::MAX_STEP_ANSWER >> 10
+        ),
+        FailKind::TokenTooLarge => format!(
+            "token endpoint: an answer over {} KiB",
+            crate::report::MAX_TOKEN_ANSWER >> 10
+        ),
+        FailKind::Io
+        | FailKind::BadValue
+        | FailKind::ClientLimit
+        | FailKind::Aborted
+        | FailKind::MemoryBudget => return None,
     })
 }
 
 /// A session end in words, or `None` for the ones we caused.
 fn close_words(kind: CloseKind) -> Option<String> {
     Some(match kind {
+        CloseKind::Server(crate::outcome::OTHER_CODE) => "close, other codes".into(),
         CloseKind::Server(c) => {
             let name = close_name(c);
             if name.is_empty() {
@@ -140,6 +154,9 @@ fn close_words(kind: CloseKind) -> Option<String> {
         CloseKind::Abnormal => "connection ended without a close frame (1006)".into(),
         CloseKind::Protocol => "broke the WebSocket protocol".into(),
         CloseKind::TooLarge => "sent a message over 16 MiB".into(),
+        CloseKind::MemoryBudget => {
+            "sent messages past what this process holds at once (its memory budget)".into()
+        }
         CloseKind::Client | CloseKind::Rotated => return None,
     })
 }

@@ -145,11 +145,11 @@ impl Recorder {
         let kept = &mut self.p().close_reasons;
         if let Some((_, n)) = kept
             .iter_mut()
-            .find(|((c, r), _)| *c == code && r == reason)
+            .find(|((c, r), _)| *c == code && *r == reason)
         {
             *n += 1;
         } else if kept.len() < 4 {
-            kept.push(((code, reason.to_string()), 1));
+            kept.push(((code, reason.into_owned()), 1));
         }
     }
     /// A session ended; `at_once` when the target ended it within `AT_ONCE_MS`.
@@ -369,21 +369,12 @@ impl RunStats {
         for r in &p.rejections {
             let ev = &mut self.evidence;
             if let Some(ra) = &r.retry_after {
-                if ev.retry_after.len() < 16 || ev.retry_after.contains_key(ra) {
-                    *ev.retry_after.entry(ra.clone()).or_default() += 1;
-                }
+                ev.add_retry_after(ra, 1);
             }
             for (k, v) in &r.rate_limit_headers {
-                if ev.rate_limit_headers.len() < 16 {
-                    ev.rate_limit_headers
-                        .entry(k.clone())
-                        .or_insert_with(|| v.clone());
-                }
+                ev.add_rate_limit_header(k, v);
             }
-            let bodies = ev.bodies.entry(r.status).or_default();
-            if bodies.len() < 3 && !bodies.contains(&r.body) {
-                bodies.push(r.body.clone());
-            }
+            ev.add_body(r.status, &r.body);
         }
         for ((code, reason), n) in &p.close_reasons {
             self.evidence.add_close_reason(*code, reason, u64::from(*n));

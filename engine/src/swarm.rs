@@ -293,6 +293,7 @@ pub async fn run_agent_steered(
         pinned,
         secrets: crate::secrets::Secrets::of_plan(&plan),
         gauges: gauges.clone(),
+        budget: crate::budget::Budget::process(),
         identities,
     });
     let started = Instant::now();
@@ -464,6 +465,9 @@ pub async fn start_plan(
         let mut spans: Vec<crate::report::PhaseSpan> = Vec::new();
         // The run so far, for choosing the next experiment.
         let mut series = crate::report::Series::default();
+        // The outcome keys the whole run keeps: each phase's merger bounds its own, the
+        // phases together are bounded here, where every tick and the summary leave.
+        let mut keys = crate::report::OutcomeKeys::new();
         let mut next = Some((first.name, first.steps, first_rx));
         while let Some((name, steps, mut updates)) = next.take() {
             let start_ms = ms_off;
@@ -474,19 +478,24 @@ pub async fn start_plan(
                         s.seq += seq_off;
                         s.elapsed_ms += ms_off;
                         (last_seq, last_ms) = (s.seq, s.elapsed_ms);
+                        keys.bound(&mut s.interval);
                         if is_probe {
                             series.push(&s);
                             crate::probe::follow::stitch(&mut s, merged.as_ref());
                             s.probe = Some(follow.progress(&series, &spans, s.elapsed_ms));
                         }
+                        keys.bound(&mut s.totals);
                         if tx.send(Update::Tick(s)).await.is_err() {
                             return;
                         }
                     }
-                    Update::Finished(summary) => match merged.as_mut() {
-                        None => merged = Some(summary),
-                        Some(m) => m.absorb_phase(&summary),
-                    },
+                    Update::Finished(mut summary) => {
+                        keys.bound(&mut summary.totals);
+                        match merged.as_mut() {
+                            None => merged = Some(summary),
+                            Some(m) => m.absorb_phase(&summary),
+                        }
+                    }
                 }
             }
             (seq_off, ms_off) = (last_seq, last_ms);
@@ -508,6 +517,7 @@ pub async fn start_plan(
             }
         }
         if let Some(mut summary) = merged {
+            keys.bound(&mut summary.totals);
             summary.duration_ms = ms_off;
             if is_probe {
                 summary.probe = Some(follow.finish(&series, &spans));

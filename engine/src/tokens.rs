@@ -71,6 +71,8 @@ pub(crate) struct TokenPool {
     slots: Vec<tokio::sync::Mutex<Slot>>,
     http: reqwest::Client,
     refresh_before: Duration,
+    /// The process's budget for bytes held for targets (answers being read).
+    budget: &'static crate::budget::Budget,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +158,7 @@ impl TokenPool {
                 .collect(),
             http,
             refresh_before: auth.refresh_before.0,
+            budget: crate::budget::Budget::process(),
         })
     }
 
@@ -223,13 +226,23 @@ impl TokenPool {
         let result = match resp {
             Err(_) => Err(FailKind::TokenError),
             Ok(r) if !r.status().is_success() => Err(FailKind::TokenStatus(r.status().as_u16())),
-            Ok(r) => match r.json::<TokenResponse>().await {
-                Ok(t) => Ok(Lease {
-                    refresh_at: refresh_at(t0, t.expires_in, self.refresh_before),
-                    token: t.access_token,
-                }),
-                Err(_) => Err(FailKind::TokenError),
-            },
+            // Read within its cap and the process's budget.
+            Ok(r) => {
+                match crate::budget::read_answer(r, crate::report::MAX_TOKEN_ANSWER, self.budget)
+                    .await
+                {
+                    Ok((body, _hold)) => match serde_json::from_slice::<TokenResponse>(&body) {
+                        Ok(t) => Ok(Lease {
+                            refresh_at: refresh_at(t0, t.expires_in, self.refresh_before),
+                            token: t.access_token,
+                        }),
+                        Err(_) => Err(FailKind::TokenError),
+                    },
+                    Err(crate::budget::AnswerError::TooLarge) => Err(FailKind::TokenTooLarge),
+                    Err(crate::budget::AnswerError::OverBudget) => Err(FailKind::MemoryBudget),
+                    Err(crate::budget::AnswerError::Failed) => Err(FailKind::TokenError),
+                }
+            }
         };
         rec.sample(Metric::TokenFetch, t0.elapsed());
         result

@@ -193,6 +193,12 @@ pub struct ServeArgs {
     /// Most ticks one imported run may hold.
     #[arg(long, env = "SOCKETSWARM_MAX_IMPORT_TICKS", default_value_t = 100_000)]
     pub max_import_ticks: usize,
+    /// Bytes this process holds at most for targets at once: WebSocket messages still
+    /// arriving (past the first 4 KiB of each) and HTTP-step and token answers being
+    /// read, over all runs. A message or answer that would pass it ends its session or
+    /// attempt (`session_memory_budget`, `memory_budget`) instead of growing memory.
+    #[arg(long, env = "SOCKETSWARM_MAX_INFLIGHT_BYTES", default_value_t = engine::budget::DEFAULT_LIMIT)]
+    pub max_inflight_bytes: usize,
     /// Where runs split over agents get them (`--agents-on`), and the `--k8s-*` flags
     /// for agent pods (`config::k8s`).
     #[command(flatten)]
@@ -434,6 +440,12 @@ impl ServeArgs {
             }
         };
         within("header-timeout-ms", self.header_timeout_ms, 100, 600_000);
+        within(
+            "max-inflight-bytes",
+            self.max_inflight_bytes as u64,
+            1 << 20,
+            1 << 40,
+        );
         within(
             "max-http-connections",
             self.max_http_connections as u64,

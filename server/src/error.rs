@@ -50,6 +50,16 @@ impl AppError {
         }
     }
 
+    /// 408 for a body that arrived too slowly (`http::pace`); the connection is closed.
+    pub fn slow_body() -> AppError {
+        AppError::Refused {
+            status: StatusCode::REQUEST_TIMEOUT,
+            error: "request_timeout",
+            message: "the request body arrived too slowly (clients without the access token must send it at 16 KiB/s or faster, after a grace of --header-timeout-ms)".into(),
+            retry_after: None,
+        }
+    }
+
     /// 413 for a body past the route's limit.
     pub fn too_large(limit: usize) -> AppError {
         AppError::Refused {
@@ -124,6 +134,10 @@ fn refused(
     retry_after: Option<u64>,
 ) -> Response {
     let body = Json(json!({"error": error, "message": message}));
+    if status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of a too-slow body is never read: the connection goes with it.
+        return (status, [(header::CONNECTION, "close")], body).into_response();
+    }
     match retry_after {
         Some(secs) => (status, [(header::RETRY_AFTER, secs.to_string())], body).into_response(),
         None => (status, body).into_response(),

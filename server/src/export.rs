@@ -8,9 +8,14 @@
 //! parts (diagnosis, thresholds, series) are written for the file's readers and skipped
 //! when read: the server recomputes them from the summary and the ticks, so an import
 //! never holds a second copy of a long run's series, and a file cannot make a run say
-//! something its numbers do not.
+//! something its numbers do not. The server writes a stored run's export as it sends
+//! it ([`streamed`]): the document up to its ticks (`ExportDoc::head`, the ticks are its
+//! last field), then the stored ticks a page at a time, the same bytes as one
+//! `serde_json::to_vec` (tested below).
 
+use axum::body::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
+use sqlx::SqlitePool;
 
 use app::api::RunStatus;
 use engine::thresholds::ThresholdResult;
@@ -110,6 +115,120 @@ impl ExportDoc {
     pub fn run_status(&self) -> Option<RunStatus> {
         RunStatus::parse(&self.status)
     }
+
+    /// The document (which must have no ticks yet) up to its ticks: `…,"ticks":[`.
+    pub fn head(&self) -> serde_json::Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec(self)?;
+        if !self.ticks.is_empty() || !bytes.ends_with(b"[]}") {
+            return Err(serde::ser::Error::custom(
+                "the export's head is its document without ticks, which come last",
+            ));
+        }
+        bytes.truncate(bytes.len() - 2);
+        Ok(bytes)
+    }
+}
+
+/// Appends `ticks` to an export being written, each after a comma but the first of all.
+fn write_ticks(out: &mut Vec<u8>, ticks: &[Snapshot], first: &mut bool) -> serde_json::Result<()> {
+    for t in ticks {
+        if !std::mem::take(first) {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, t)?;
+    }
+    Ok(())
+}
+
+/// Stored ticks written per chunk of a streamed export.
+const EXPORT_PAGE: i64 = 500;
+
+/// Where a streamed export is.
+enum Part {
+    Head(Vec<u8>),
+    Ticks {
+        replay: Box<engine::report::TickReplay>,
+        after: i64,
+        first: bool,
+    },
+    Tail,
+    Done,
+}
+
+/// The export of stored run `run_id`, as it is sent: `head` (`ExportDoc::head`), its
+/// stored ticks replayed as they were live, `EXPORT_PAGE` at a time off the async
+/// workers, then the end of the document. A database error ends the body early (the
+/// client sees a cut-off document, never a wrong one).
+pub fn streamed(
+    head: Vec<u8>,
+    pool: SqlitePool,
+    run_id: String,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures_util::stream::unfold(Part::Head(head), move |part| {
+        let (pool, run_id) = (pool.clone(), run_id.clone());
+        async move {
+            match part {
+                Part::Head(head) => Some((
+                    Ok(Bytes::from(head)),
+                    Part::Ticks {
+                        replay: Box::new(engine::report::TickReplay::new()),
+                        after: 0,
+                        first: true,
+                    },
+                )),
+                Part::Ticks {
+                    mut replay,
+                    after,
+                    mut first,
+                } => {
+                    let page = match crate::store::intervals_page(
+                        &pool,
+                        &run_id,
+                        after,
+                        i64::MAX,
+                        EXPORT_PAGE,
+                    )
+                    .await
+                    {
+                        Ok(page) => page,
+                        Err(e) => return Some((Err(std::io::Error::other(e)), Part::Done)),
+                    };
+                    let Some(&(last, _, _)) = page.last() else {
+                        return Some((Ok(Bytes::from_static(b"]}")), Part::Done));
+                    };
+                    let full = page.len() as i64 == EXPORT_PAGE;
+                    let written = tokio::task::spawn_blocking(move || {
+                        let ticks: Vec<Snapshot> = page
+                            .iter()
+                            .filter_map(|(_, format, json)| replay.row(*format, json))
+                            .collect();
+                        let mut out = Vec::new();
+                        let done = write_ticks(&mut out, &ticks, &mut first);
+                        done.map(|()| (replay, out, first))
+                    })
+                    .await;
+                    match written {
+                        Ok(Ok((replay, out, first))) => {
+                            let next = if full {
+                                Part::Ticks {
+                                    replay,
+                                    after: last,
+                                    first,
+                                }
+                            } else {
+                                Part::Tail
+                            };
+                            Some((Ok(Bytes::from(out)), next))
+                        }
+                        Ok(Err(e)) => Some((Err(std::io::Error::other(e)), Part::Done)),
+                        Err(e) => Some((Err(std::io::Error::other(e)), Part::Done)),
+                    }
+                }
+                Part::Tail => Some((Ok(Bytes::from_static(b"]}")), Part::Done)),
+                Part::Done => None,
+            }
+        }
+    })
 }
 
 /// The export's JSON Schema, pretty-printed (`plan export-schema`,
@@ -184,6 +303,43 @@ mod tests {
         let min: ExportDoc = serde_json::from_value(minimal).unwrap();
         assert_eq!(min.run_status(), Some(RunStatus::Cancelled));
         assert!(min.ticks.is_empty());
+    }
+
+    #[test]
+    fn a_streamed_export_is_the_same_document() {
+        let doc = example();
+        let whole = serde_json::to_vec(&doc).unwrap();
+        let ExportDoc {
+            plan,
+            summary,
+            diagnosis,
+            thresholds,
+            series,
+            ticks,
+            ..
+        } = doc;
+        let bare = ExportDoc::new(
+            &plan,
+            RunStatus::Completed,
+            summary,
+            diagnosis,
+            thresholds,
+            series,
+            Vec::new(),
+        );
+        let mut streamed = bare.head().unwrap();
+        let mut first = true;
+        write_ticks(&mut streamed, &ticks[..1], &mut first).unwrap();
+        write_ticks(&mut streamed, &ticks[1..], &mut first).unwrap();
+        streamed.extend_from_slice(b"]}");
+        assert_eq!(
+            String::from_utf8(streamed).unwrap(),
+            String::from_utf8(whole).unwrap()
+        );
+        let mut with_ticks = example();
+        assert!(with_ticks.head().is_err(), "a head is made without ticks");
+        with_ticks.ticks.clear();
+        assert!(with_ticks.head().is_ok());
     }
 
     #[test]

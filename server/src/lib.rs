@@ -191,6 +191,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     for (flag, addr) in settings.exposed_sandboxes() {
         tracing::warn!(%addr, "SANDBOX TARGET ON A NON-LOOPBACK ADDRESS ({flag}, --allow-remote): anyone who can reach it can hold connections on this machine and read its /stats; it has no access token");
     }
+    if !engine::budget::Budget::set_process_limit(args.max_inflight_bytes) {
+        // A second server in one process (tests): the first one's budget stands.
+        tracing::debug!("the in-flight byte budget was set before");
+    }
     let nofile = raise_nofile();
     let fds = fd_budget(nofile, &args);
     // A run holds up to `--max-connections` in all; past what this process can hold it
@@ -401,6 +405,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let serve_limits = http::ServeLimits {
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         max_connections: fds.http_connections,
+        reserve: if args.access_token.is_some() {
+            http::Conns::reserve_for(fds.http_connections)
+        } else {
+            0
+        },
     };
     let http = tokio::spawn(http::serve(listener, app, serve_limits, shutdown.clone()));
     agents::channel::serve(agent_listener, agent_routes, &identity, shutdown.clone())

@@ -97,6 +97,8 @@ pub struct Exposition {
     pub ended: Vec<(RunStatus, u64)>,
     /// Live runs, then runs that finished a short while ago (their final values).
     pub runs: Vec<RunEntry>,
+    /// The process's budget for bytes held for targets (`engine::budget`).
+    pub inflight: engine::budget::BudgetUse,
 }
 
 /// A label value with `\`, `"` and line feeds escaped (the format's only escapes).
@@ -207,6 +209,36 @@ pub fn render(e: &Exposition) -> String {
             &[("status", status.as_str())],
             n,
         );
+    }
+    let b = &e.inflight;
+    for (name, kind, help, value) in [
+        (
+            "socketswarm_inflight_bytes",
+            "gauge",
+            "Bytes held now for targets: messages arriving and answers being read (past 4 KiB of each).",
+            b.used as u64,
+        ),
+        (
+            "socketswarm_inflight_bytes_limit",
+            "gauge",
+            "The most that may be held (--max-inflight-bytes).",
+            b.limit as u64,
+        ),
+        (
+            "socketswarm_inflight_peak_bytes",
+            "gauge",
+            "The most held at once since this process started.",
+            b.peak as u64,
+        ),
+        (
+            "socketswarm_inflight_refused_total",
+            "counter",
+            "Messages and answers cut off because the budget was full.",
+            b.refused,
+        ),
+    ] {
+        out.family(name, kind, help);
+        out.sample(name, &[], value);
     }
     out.family(
         "socketswarm_run_info",

@@ -44,6 +44,13 @@ async fn a_v1_database_migrates_forward_and_keeps_its_runs() {
     assert_eq!(run["summary"]["totals"]["opened"], 5);
     assert_eq!(run["summary"]["totals"]["failed"], 3);
     assert_eq!(run["series"]["t"].as_array().unwrap().len(), 5);
+    // Its ticks were stored whole (format 1): they still replay, running totals and all.
+    assert_eq!(run["last"]["seq"], 5);
+    assert_eq!(
+        run["last"]["totals"], run["summary"]["totals"],
+        "{}",
+        run["last"]
+    );
     assert_eq!(run["plan"]["auth"]["source"]["tokens"][0], "<redacted>");
     // New columns work on old rows: tag it, filter by the tag.
     let (s, _) = app

@@ -7,10 +7,14 @@ mod security_support;
 
 #[path = "security/agents.rs"]
 mod agents;
+#[path = "security/budgets.rs"]
+mod budgets;
 #[path = "security/canary.rs"]
 mod canary;
 #[path = "security/headers.rs"]
 mod headers;
+#[path = "security/hostile.rs"]
+mod hostile;
 #[path = "security/outbound.rs"]
 mod outbound;
 #[path = "security/proxy.rs"]

@@ -99,16 +99,25 @@ async fn run_http_step(
     }
     let t0 = Instant::now();
     let resp = req.send().await;
+    // Read within its cap and the process's budget, held until its values are captured.
     let outcome = match resp {
         Err(_) => Err(FailKind::StepError),
         Ok(r) if !r.status().is_success() => Err(FailKind::StepStatus(r.status().as_u16())),
-        Ok(r) => r
-            .json::<serde_json::Value>()
+        Ok(r) => crate::budget::read_answer(r, crate::report::MAX_STEP_ANSWER, sh.budget)
             .await
-            .map_err(|_| FailKind::StepError),
+            .map_err(|e| match e {
+                crate::budget::AnswerError::TooLarge => FailKind::StepTooLarge,
+                crate::budget::AnswerError::OverBudget => FailKind::MemoryBudget,
+                crate::budget::AnswerError::Failed => FailKind::StepError,
+            })
+            .and_then(|(body, hold)| {
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .map(|json| (json, hold))
+                    .map_err(|_| FailKind::StepError)
+            }),
     };
     rec.sample(Metric::HttpStep, t0.elapsed());
-    let json = outcome?;
+    let (json, _hold) = outcome?;
     for (var, path) in &step.capture {
         let text = crate::capture::capture_json(&json, path).ok_or(FailKind::StepError)?;
         ctx.set(var, text);
@@ -197,6 +206,7 @@ async fn connect(
         Ok(Ok((tcp, left))) => {
             // Measured from the scheduled start: free of coordinated omission.
             rec.sample(Metric::Connecting, sched.elapsed());
+            let tcp = crate::budget::Metered::new(tcp, sh.budget);
             Ok(
                 WebSocketStream::from_partially_read(tcp, left, Role::Client, Some(ws_config()))
                     .await,

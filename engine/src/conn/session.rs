@@ -152,13 +152,15 @@ pub(super) fn session<'a>(
             });
             flush_timer.set(rec.next_flush());
             let mut stopped = false;
+            // A message was handled (and dropped): its bytes leave the budget.
+            let mut settle = false;
             tokio::select! {
                 biased;
                 // The close is made after the `select!`: awaited in here, the select's output
                 // (a whole message) would keep a slot in every VU's future.
                 _ = cancel.stopped() => stopped = true,
                 m = ws.next() => match m {
-                    Some(Ok(msg)) => match &msg {
+                    Some(Ok(msg)) => { settle = true; match &msg {
                         Message::Text(_) | Message::Binary(_) => {
                             rec.received(msg.len());
                             if first {
@@ -205,7 +207,7 @@ pub(super) fn session<'a>(
                             return CloseKind::Server(code);
                         }
                         Message::Ping(_) | Message::Frame(_) => {}
-                    },
+                    }},
                     Some(Err(e)) => return end_of(&e),
                     None => return CloseKind::Abnormal,
                 },
@@ -228,6 +230,9 @@ pub(super) fn session<'a>(
                     }
                 }
                 _ = flush_timer.wait() => rec.maybe_flush(),
+            }
+            if settle {
+                ws.get_mut().settle();
             }
             if !stopped && ctx.reply.is_some() {
                 // A responder's reply goes out before anything else is read. Made in a

@@ -22,6 +22,8 @@ pub(super) async fn close_normally(ws: &mut Ws, rec: &mut Recorder) {
                 if m.is_text() || m.is_binary() {
                     rec.received(m.len());
                 }
+                drop(m);
+                ws.get_mut().settle();
             }
         }
     })
@@ -56,6 +58,7 @@ pub(super) fn end_of(e: &WsError) -> CloseKind {
     match e {
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => CloseKind::Abnormal,
         WsError::Capacity(_) => CloseKind::TooLarge,
+        WsError::Io(e) if crate::budget::is_over_budget(e) => CloseKind::MemoryBudget,
         WsError::Protocol(_) | WsError::Utf8(_) => CloseKind::Protocol,
         _ => CloseKind::Abnormal,
     }

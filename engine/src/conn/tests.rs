@@ -57,7 +57,10 @@ async fn stalled_pair() -> (Ws, tokio::net::TcpStream) {
         listener.accept()
     );
     let ws = WebSocketStream::from_raw_socket(
-        MaybeTls::Plain(client.unwrap()),
+        crate::budget::Metered::new(
+            MaybeTls::Plain(client.unwrap()),
+            crate::budget::Budget::process(),
+        ),
         Role::Client,
         Some(ws_config()),
     )
@@ -114,6 +117,100 @@ async fn frames_over_the_size_limit_end_the_session_as_protocol() {
     assert_eq!(end_of(&err).key(), "too_large");
 }
 
+#[tokio::test]
+async fn messages_past_the_process_budget_end_the_session_as_memory_budget() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    let budget: &'static crate::budget::Budget =
+        Box::leak(Box::new(crate::budget::Budget::new(1 << 20)));
+    let mut ws = WebSocketStream::from_raw_socket(
+        crate::budget::Metered::new(MaybeTls::Plain(client.unwrap()), budget),
+        Role::Client,
+        Some(ws_config()),
+    )
+    .await;
+    let mut peer = accepted.unwrap().0;
+    // Small messages come and go: each is given back once handled.
+    for _ in 0..64 {
+        let mut frame = vec![0x82u8, 126];
+        frame.extend_from_slice(&(60_000u16).to_be_bytes());
+        frame.extend_from_slice(&[1u8; 60_000]);
+        peer.write_all(&frame).await.unwrap();
+        let m = ws.next().await.unwrap().unwrap();
+        assert_eq!(m.len(), 60_000);
+        drop(m);
+        ws.get_mut().settle();
+    }
+    assert_eq!(budget.usage().used, 0);
+    // One message larger than the whole budget: cut off while it arrives.
+    let big = 2usize << 20;
+    let mut frame = vec![0x82u8, 127];
+    frame.extend_from_slice(&(big as u64).to_be_bytes());
+    let writer = tokio::spawn(async move {
+        let _ = peer.write_all(&frame).await;
+        let _ = peer.write_all(&vec![2u8; big]).await;
+        peer
+    });
+    let err = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("ends")
+        .expect("an error, not the end")
+        .unwrap_err();
+    assert_eq!(end_of(&err), CloseKind::MemoryBudget, "{err:?}");
+    assert_eq!(end_of(&err).key(), "session_memory_budget");
+    drop(ws);
+    assert_eq!(
+        budget.usage().used,
+        0,
+        "a dropped connection gives its bytes back"
+    );
+    assert!(budget.usage().refused >= 1);
+    writer.abort();
+}
+
+#[tokio::test]
+async fn a_message_in_many_fragments_counts_as_one() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    let budget: &'static crate::budget::Budget =
+        Box::leak(Box::new(crate::budget::Budget::new(1 << 20)));
+    let mut ws = WebSocketStream::from_raw_socket(
+        crate::budget::Metered::new(MaybeTls::Plain(client.unwrap()), budget),
+        Role::Client,
+        Some(ws_config()),
+    )
+    .await;
+    let mut peer = accepted.unwrap().0;
+    // 2 MiB in 32 KiB fragments: no frame is large, the message is.
+    let writer = tokio::spawn(async move {
+        let n = 64;
+        for i in 0..n {
+            let opcode = if i == 0 { 0x02 } else { 0x00 };
+            let fin = if i == n - 1 { 0x80 } else { 0x00 };
+            let mut frame = vec![fin | opcode, 126];
+            frame.extend_from_slice(&(32_768u16).to_be_bytes());
+            frame.extend_from_slice(&[3u8; 32_768]);
+            if peer.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        peer
+    });
+    let err = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("ends")
+        .expect("an error, not the end")
+        .unwrap_err();
+    assert_eq!(end_of(&err), CloseKind::MemoryBudget, "{err:?}");
+    drop(ws);
+    assert_eq!(budget.usage().used, 0);
+    writer.abort();
+}
+
 // ---- the size of an idle VU's task
 #[test]
 fn idle_vu_task_stays_small() {
@@ -141,6 +238,7 @@ fn idle_vu_task_stays_small() {
         pinned: Default::default(),
         secrets: Default::default(),
         gauges: Default::default(),
+        budget: crate::budget::Budget::process(),
         identities: Vec::new(),
     });
     let fut = run_vu(sh, 0, Instant::now(), Stop::default());

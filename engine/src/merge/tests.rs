@@ -126,3 +126,52 @@ proptest! {
         prop_assert_eq!(sum.totals.opened, samples.len() as u64);
     }
 }
+
+/// An agent (of another version, or a rogue one) whose ticks name thousands of outcome
+/// keys: the run keeps a few per family and counts the rest in `…_other`, and its
+/// totals still add up.
+#[test]
+fn agent_ticks_cannot_grow_the_runs_outcome_keys() {
+    let mut m = Merger::new(2, Vec::new());
+    let mut out = Vec::new();
+    for seq in 1..=3u64 {
+        for agent in 0..2u32 {
+            let mut t = tick(agent, seq, 0, 0, &[], seq == 3);
+            for c in 0..2000u64 {
+                let code = 3000 + (c + seq * 7 + u64::from(agent) * 13) % 1900;
+                *t.interval
+                    .closes
+                    .entry(format!("server_{code}"))
+                    .or_default() += 1;
+                *t.interval
+                    .failures
+                    .entry(format!("step_http_{}", 100 + c % 800))
+                    .or_default() += 1;
+                *t.interval
+                    .failures
+                    .entry(format!("made_up_{c}"))
+                    .or_default() += 1;
+                t.interval.closed += 1;
+                t.interval.failed += 2;
+            }
+            out.extend(m.add(t));
+        }
+    }
+    let last = out.last().expect("three snapshots");
+    let keys = last.totals.failures.len() + last.totals.closes.len();
+    assert!(keys <= 40, "{keys} keys: {:?}", last.totals.closes.keys());
+    assert_eq!(last.totals.closed, 3 * 2 * 2000);
+    assert_eq!(last.totals.closes.values().sum::<u64>(), last.totals.closed);
+    assert_eq!(
+        last.totals.failures.values().sum::<u64>(),
+        last.totals.failed
+    );
+    for s in &out {
+        for k in s.interval.closes.keys() {
+            assert!(
+                last.totals.closes.contains_key(k),
+                "{k} in a tick, not in the run"
+            );
+        }
+    }
+}

@@ -47,14 +47,21 @@ pub type Identities = BTreeMap<String, BTreeMap<String, IdentityTotals>>;
 /// Identities tracked per dimension (per-connection values would grow without bound).
 pub const MAX_IDENTITIES: usize = 256;
 
+/// Dimensions tracked (a token, a source address, a few headers and query values; an
+/// agent's tick or an import naming more is cut here).
+pub const MAX_DIMENSIONS: usize = 16;
+
 /// The dimension key of token slots.
 pub const DIM_TOKEN: &str = "token";
 /// The dimension key of local source addresses.
 pub const DIM_SOURCE: &str = "source_addr";
 
-/// Adds `from` into `into`, keeping the per-dimension bound.
+/// Adds `from` into `into`, keeping the bounds (`MAX_DIMENSIONS`, `MAX_IDENTITIES`).
 pub fn merge_identities(into: &mut Identities, from: &Identities) {
     for (dim, ids) in from {
+        if !into.contains_key(dim) && into.len() >= MAX_DIMENSIONS {
+            continue;
+        }
         let mine = into.entry(dim.clone()).or_default();
         for (id, t) in ids {
             if mine.len() < MAX_IDENTITIES || mine.contains_key(id) {

@@ -13,19 +13,36 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 mod identities;
+mod keys;
 mod probe_progress;
 mod series;
+mod stored;
 #[cfg(test)]
 mod tests;
+mod text;
+mod thin;
 
 use identities::legacy_tokens;
 pub use identities::{
-    merge_identities, Identities, IdentityTotals, DIM_SOURCE, DIM_TOKEN, MAX_IDENTITIES,
+    merge_identities, Identities, IdentityTotals, DIM_SOURCE, DIM_TOKEN, MAX_DIMENSIONS,
+    MAX_IDENTITIES,
 };
+pub use keys::OutcomeKeys;
 pub use probe_progress::{
     Experiment, ExperimentResult, ProbeProgress, UNIT_CONNECTIONS, UNIT_CONNECTS_PER_SECOND,
 };
 pub use series::{csv_cell, Series, SERIES_IDENTITIES};
+pub use stored::{StoredTick, TickEncoder, TickReplay, TICK_FORMAT_DELTA, TICK_FORMAT_SNAPSHOT};
+pub use text::target_text;
+pub use thin::MAX_VIEW_POINTS;
+
+/// The largest answer an HTTP step may give (its JSON is parsed whole): longer ones end
+/// the attempt as `step_too_large`.
+pub const MAX_STEP_ANSWER: usize = 1 << 20;
+
+/// The largest answer a token endpoint may give (a token and its expiry): longer ones
+/// end the attempt as `token_too_large`.
+pub const MAX_TOKEN_ANSWER: usize = 64 << 10;
 
 /// Where the run is along its stages (goose's AttackPhase).
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -342,21 +359,30 @@ pub struct Evidence {
     pub close_reasons: BTreeMap<u16, BTreeMap<String, u64>>,
 }
 
-/// `reason` cut to `MAX_CLOSE_REASON_BYTES` on a character boundary, trimmed.
-pub(crate) fn bounded_reason(reason: &str) -> &str {
-    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].trim()
+/// Statuses whose sample bodies are kept, bodies kept per status, and the longest body
+/// sample, `Retry-After` value and rate-limit header (name or value) kept.
+pub const MAX_BODY_STATUSES: usize = 8;
+pub const MAX_BODIES: usize = 3;
+pub const MAX_BODY_BYTES: usize = 256;
+pub const MAX_HEADER_VALUE_BYTES: usize = 128;
+/// Distinct `Retry-After` values and rate-limit headers kept.
+pub const MAX_HEADERS: usize = 16;
+
+/// `reason` as a close reason is kept: at most `MAX_CLOSE_REASON_BYTES`, control
+/// characters made visible (`target_text`).
+pub(crate) fn bounded_reason(reason: &str) -> std::borrow::Cow<'_, str> {
+    target_text(reason, MAX_CLOSE_REASON_BYTES)
 }
 
 impl Evidence {
-    /// Counts `n` closes with `code` and `reason`, within the bounds: a reason already
-    /// kept is always counted; a new one only while its code (and the code count) has
-    /// room. Empty reasons are not evidence.
+    /// Everything a target says enters here (this process's connections, an agent's
+    /// tick, an import): made safe to show (`target_text`) and kept within the bounds.
+    /// Counts `n` closes with `code` and `reason`: a reason already kept is always
+    /// counted; a new one only while its code (and the code count) has room. Empty
+    /// reasons are not evidence.
     pub fn add_close_reason(&mut self, code: u16, reason: &str, n: u64) {
         let reason = bounded_reason(reason);
+        let reason = reason.as_ref();
         if reason.is_empty() {
             return;
         }
@@ -371,8 +397,40 @@ impl Evidence {
         }
     }
 
-    /// Adds `other`, keeping the bounds: 16 Retry-After values, 16 headers, 3 bodies
-    /// per status, the close-reason bounds above.
+    /// Counts `n` refusals that said `Retry-After: value` (16 distinct values kept).
+    pub fn add_retry_after(&mut self, value: &str, n: u64) {
+        let value = target_text(value, MAX_HEADER_VALUE_BYTES);
+        if self.retry_after.len() < MAX_HEADERS || self.retry_after.contains_key(value.as_ref()) {
+            *self.retry_after.entry(value.into_owned()).or_default() += n;
+        }
+    }
+
+    /// Keeps the first value of a rate-limit header (16 names kept).
+    pub fn add_rate_limit_header(&mut self, name: &str, value: &str) {
+        if self.rate_limit_headers.len() < MAX_HEADERS {
+            let name = target_text(name, MAX_HEADER_VALUE_BYTES);
+            if !self.rate_limit_headers.contains_key(name.as_ref()) {
+                let value = target_text(value, MAX_HEADER_VALUE_BYTES).into_owned();
+                self.rate_limit_headers.insert(name.into_owned(), value);
+            }
+        }
+    }
+
+    /// Keeps a sample body of a refusal with `status` (3 distinct per status, for 8
+    /// statuses).
+    pub fn add_body(&mut self, status: u16, body: &str) {
+        if !self.bodies.contains_key(&status) && self.bodies.len() >= MAX_BODY_STATUSES {
+            return;
+        }
+        let body = target_text(body, MAX_BODY_BYTES);
+        let mine = self.bodies.entry(status).or_default();
+        if mine.len() < MAX_BODIES && !mine.iter().any(|b| *b == body) {
+            mine.push(body.into_owned());
+        }
+    }
+
+    /// Adds `other`, keeping the bounds above (what an agent or an import sends is
+    /// taken through the same `add_*` as this process's own evidence).
     pub fn merge(&mut self, other: &Evidence) {
         for (code, reasons) in &other.close_reasons {
             for (reason, n) in reasons {
@@ -380,23 +438,14 @@ impl Evidence {
             }
         }
         for (k, n) in &other.retry_after {
-            if self.retry_after.len() < 16 || self.retry_after.contains_key(k) {
-                *self.retry_after.entry(k.clone()).or_default() += n;
-            }
+            self.add_retry_after(k, *n);
         }
         for (k, v) in &other.rate_limit_headers {
-            if self.rate_limit_headers.len() < 16 {
-                self.rate_limit_headers
-                    .entry(k.clone())
-                    .or_insert_with(|| v.clone());
-            }
+            self.add_rate_limit_header(k, v);
         }
         for (status, bodies) in &other.bodies {
-            let mine = self.bodies.entry(*status).or_default();
             for b in bodies {
-                if mine.len() < 3 && !mine.contains(b) {
-                    mine.push(b.clone());
-                }
+                self.add_body(*status, b);
             }
         }
     }

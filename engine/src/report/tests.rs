@@ -63,3 +63,27 @@ fn a_probe_summary_has_latency_and_histograms_over_every_phase() {
         .expect("the merged histogram decodes");
     assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 289);
 }
+
+#[test]
+fn identities_from_anywhere_keep_the_dimension_bound() {
+    let mut into = Identities::new();
+    for d in 0..100 {
+        let mut from = Identities::new();
+        from.entry(format!("header:x{d}"))
+            .or_default()
+            .insert("#1".into(), IdentityTotals::default());
+        merge_identities(&mut into, &from);
+    }
+    assert_eq!(into.len(), MAX_DIMENSIONS);
+    // A kept dimension keeps counting.
+    let mut from = Identities::new();
+    from.entry("header:x0".into()).or_default().insert(
+        "#1".into(),
+        IdentityTotals {
+            attempted: 3,
+            ..Default::default()
+        },
+    );
+    merge_identities(&mut into, &from);
+    assert_eq!(into["header:x0"]["#1"].attempted, 3);
+}

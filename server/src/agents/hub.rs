@@ -53,8 +53,13 @@ pub struct Hub {
     throttle: Arc<LoginThrottle>,
 }
 
-/// Largest frame an agent may send (a tick with histograms is a few KiB).
-const MAX_FRAME: usize = 4 << 20;
+/// Largest frame an agent may send (a tick with histograms is a few KiB; outcome keys,
+/// identities and evidence in it are bounded).
+const MAX_FRAME: usize = 1 << 20;
+
+/// Frames read from one agent and not yet taken by its run: with `MAX_FRAME`, what a
+/// rogue agent can make the coordinator hold (64 MiB, before parsing's overhead).
+const FRAMES_QUEUED: usize = 64;
 
 impl Hub {
     /// A hub whose pool agents join with `pool_token` (`None`: no pool) at `listen`
@@ -144,7 +149,7 @@ async fn pump(socket: WebSocket, joined: mpsc::Sender<AgentConn>) {
         return;
     };
     let (to_tx, mut to_rx) = mpsc::channel::<ToAgent>(256);
-    let (from_tx, from_rx) = mpsc::channel::<FromAgent>(1024);
+    let (from_tx, from_rx) = mpsc::channel::<FromAgent>(FRAMES_QUEUED);
     if joined
         .send(AgentConn {
             hello,

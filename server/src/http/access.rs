@@ -17,9 +17,18 @@
 //!    Wrong tokens are throttled per client address (see [`super::throttle`]): after a
 //!    few, 429 with `Retry-After` and a lockout that doubles with each failure; the
 //!    right token always passes.
+//! 3. Slow clients: a request that carries the token marks its connection as the
+//!    owner's (`conns`: connections without it can never take every slot, and one
+//!    admitted into the owner's reserve is served only with the token). Every request
+//!    open without the token has a body deadline (`pace::Paced`: the header timeout,
+//!    plus its size at `pace::MIN_RATE`); the public routes that take a body (the login
+//!    form, the share view) have theirs read here, whole, at most `PUBLIC_BODY` bytes,
+//!    before anything else runs: too slow is 408, too large 413, and the connection is
+//!    closed.
 
 use crate::secret::{bearer, same};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -32,9 +41,14 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::conns::{Admit, ConnMark};
 use super::hosts::HostAllowlist;
+use super::pace::{self, Paced, SmallBody};
 use super::throttle::Verdict;
 use super::AppState;
+
+/// The largest body a public route takes (a login form, a share view's arguments).
+const PUBLIC_BODY: usize = 16 << 10;
 
 /// Name of the session cookie.
 pub(super) const COOKIE: &str = "socketswarm_token";
@@ -252,17 +266,25 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
         }
     }
     let Some(token) = st.access_token.as_deref() else {
-        return next.run(req).await;
+        // Open without a token: every body is paced.
+        return next.run(paced(req, &st)).await;
     };
+    let with_token = presented(req.headers(), token);
+    let mark = req.extensions().get::<Arc<ConnMark>>().cloned();
+    if mark.is_some_and(|m| m.request(with_token) == Admit::Refuse) {
+        return reserved();
+    }
     let path = req.uri().path();
+    if is_public(req.method(), path) && !with_token {
+        return public(req, next, &st).await;
+    }
     if is_public(req.method(), path) {
         return next.run(req).await;
     }
     let client = client_ip(req.extensions());
     let offered = offers_token(req.headers());
-    let right = presented(req.headers(), token);
-    if offered || right {
-        match st.throttle.judge(client, right, Instant::now()) {
+    if offered || with_token {
+        match st.throttle.judge(client, with_token, Instant::now()) {
             Verdict::Right => return next.run(req).await,
             Verdict::LockedOut(wait) => return locked_out(wait),
             Verdict::Wrong => tracing::warn!(%client, path, "wrong access token"),
@@ -283,6 +305,56 @@ pub(super) async fn guard(State(st): State<AppState>, req: Request, next: Next) 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     Redirect::to(&format!("/login?next={}", app::api::encode(&next_path))).into_response()
+}
+
+/// `req` with its body paced (see the module docs).
+fn paced(req: Request, st: &AppState) -> Request {
+    let grace = st.limits.body_grace;
+    req.map(|body| Paced::wrap(body, grace))
+}
+
+/// A public route for a client without the token: a body is read here, whole and by
+/// its deadline, before the route runs.
+async fn public(req: Request, next: Next, st: &AppState) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next.run(paced(req, st)).await;
+    }
+    let (parts, body) = paced(req, st).into_parts();
+    let deadline = st.limits.body_grace + Duration::from_secs(1);
+    match pace::read_small(body, PUBLIC_BODY, deadline).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(SmallBody::Slow) => crate::error::AppError::slow_body().into_response(),
+        Err(SmallBody::TooLarge) => {
+            let mut r = crate::error::AppError::too_large(PUBLIC_BODY).into_response();
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            r
+        }
+        Err(SmallBody::Broken) => (
+            StatusCode::BAD_REQUEST,
+            [(header::CONNECTION, "close")],
+            Json(json!({"error": "bad_request", "message": "the request body could not be read"})),
+        )
+            .into_response(),
+    }
+}
+
+/// 503 on a connection admitted into the owner's reserve without the token.
+fn reserved() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONNECTION, "close"),
+            (header::RETRY_AFTER, "1"),
+        ],
+        Json(json!({"error": "busy", "message": "every HTTP connection slot open to clients without the access token is taken; the last ones are kept for requests that carry it"})),
+    )
+        .into_response()
 }
 
 /// Where to go after login: a path on this server, else `/`.

@@ -106,19 +106,18 @@ fn done_event(detail: Result<RunDetail, ApiError>) -> Event {
     }
 }
 
-/// Stored ticks with `after < seq < before`, in order.
+/// Stored ticks with `after < seq < before`, in order, as they were live: replayed
+/// from `base` (the tick at `after` this reader got last) when there is one, else from
+/// the run's first tick (stored ticks hold what changed, not running totals).
 async fn stored_ticks(
     pool: &SqlitePool,
     id: &str,
     after: u64,
     before: u64,
+    base: Option<&engine::Snapshot>,
 ) -> sqlx::Result<Vec<engine::Snapshot>> {
-    Ok(store::intervals_after(pool, id, after as i64)
-        .await?
-        .iter()
-        .filter_map(|j| serde_json::from_str::<engine::Snapshot>(j).ok())
-        .filter(|s| s.seq < before)
-        .collect())
+    let base = base.filter(|b| b.seq == after);
+    crate::runs::reads::replayed(pool, id, after, before, base).await
 }
 
 /// The stored ticks after `resume`, then the live ones, then `done`. The stream owns
@@ -133,19 +132,21 @@ async fn events(
     let live = st.manager.subscribe(id.clone()).await;
     // Ticks stored before this connection, when resuming (no gaps, no repeats).
     let missed = match resume {
-        Some(after) => stored_ticks(&st.pool, &id, after, u64::MAX).await?,
+        Some(after) => stored_ticks(&st.pool, &id, after, u64::MAX, None).await?,
         None => Vec::new(),
     };
     let sent_upto = missed.last().map_or(resume.unwrap_or(0), |s| s.seq);
     // The watch channel keeps only the newest tick: a reader that falls behind would
     // skip some. Every tick is stored before it is published, so gaps are filled from
-    // the database and each reader sees every seq exactly once, in order.
+    // the database (replayed from the last tick this reader got) and each reader sees
+    // every seq exactly once, in order.
     let last = Arc::new(AtomicU64::new(sent_upto));
+    let base = Arc::new(tokio::sync::Mutex::new(missed.last().cloned()));
     let pool = st.pool.clone();
     let live_stream = match live {
         Some(rx) => WatchStream::new(rx)
             .then(move |s| {
-                let (pool, id, last) = (pool.clone(), id.clone(), last.clone());
+                let (pool, id, last, base) = (pool.clone(), id.clone(), last.clone(), base.clone());
                 async move {
                     let Some(s) = s else {
                         return Vec::new();
@@ -154,14 +155,16 @@ async fn events(
                     if s.seq <= prev {
                         return Vec::new();
                     }
+                    let mut base = base.lock().await;
                     let mut ticks = if s.seq > prev + 1 {
-                        stored_ticks(&pool, &id, prev, s.seq)
+                        stored_ticks(&pool, &id, prev, s.seq, base.as_ref())
                             .await
                             .unwrap_or_default()
                     } else {
                         Vec::new()
                     };
                     last.store(s.seq, Ordering::SeqCst);
+                    *base = Some(s.clone());
                     ticks.push(s);
                     ticks
                 }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use app::api::{parse_ids, ApiError, RunMeta, ShareKind};
 
+use super::limits::Downloader;
 use super::runs::{delete_run, export_download, report_download};
 use super::AppState;
 use crate::error::AppError;
@@ -128,9 +129,14 @@ async fn clear_baseline(
 }
 
 /// The run's per-second series as a CSV attachment named after `name`, in a download
-/// slot (the series is built from every tick).
-async fn csv_download(st: &AppState, id: &str, name: &str) -> Result<Response, AppError> {
-    let slot = st.limits.download_slot().await?;
+/// slot of `who`'s (the series is built from every tick).
+async fn csv_download(
+    st: &AppState,
+    id: &str,
+    name: &str,
+    who: Downloader,
+) -> Result<Response, AppError> {
+    let slot = st.limits.download_slot(who).await?;
     let d = st.runs.reads.detail(id).await?;
     let csv = blocking(move || d.series.to_csv()).await?;
     Ok((
@@ -150,7 +156,7 @@ async fn series_csv(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    csv_download(&st, &id, &id).await
+    csv_download(&st, &id, &id, Downloader::Owner).await
 }
 
 async fn share_run(
@@ -318,7 +324,7 @@ async fn share_report(
     Path(sid): Path<String>,
 ) -> Result<Response, AppError> {
     let id = shared_run(&st, &sid).await?;
-    report_download(&st, &id).await
+    report_download(&st, &id, Downloader::Share).await
 }
 
 async fn share_export(
@@ -326,7 +332,7 @@ async fn share_export(
     Path(sid): Path<String>,
 ) -> Result<Response, AppError> {
     let id = shared_run(&st, &sid).await?;
-    export_download(&st, &id).await
+    export_download(&st, &id, Downloader::Share).await
 }
 
 async fn share_csv(
@@ -334,5 +340,5 @@ async fn share_csv(
     Path(sid): Path<String>,
 ) -> Result<Response, AppError> {
     let id = shared_run(&st, &sid).await?;
-    csv_download(&st, &id, &sid).await
+    csv_download(&st, &id, &sid, Downloader::Share).await
 }

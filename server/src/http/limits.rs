@@ -8,12 +8,14 @@
 //!   owned by the stream: it is given back when the stream ends or its client goes away.
 //!   Past a cap: 429 with `Retry-After`.
 //! - **Downloads.** An export, HTML report or CSV reads and encodes a whole run (tens
-//!   of MB for a long one). Each takes a slot of `downloads` while it is built *and sent*,
-//!   so at most `--max-concurrent-exports` such documents are in memory however slowly
-//!   their clients read (attack report 6c: 20 parallel exports took 2.5 GB and every
-//!   pool connection). Others wait up to `DOWNLOAD_WAIT`, then get 503 with
-//!   `Retry-After`. A client that stops reading keeps its slot until its connection
-//!   ends: downloads then wait or answer 503, the rest of the server is unaffected.
+//!   of MB for a long one). Each takes a slot while it is built *and sent*, so at most
+//!   `--max-concurrent-exports` such documents for the owner, and half as many (at least
+//!   one) through share links, are in memory however slowly their clients read (attack
+//!   report 6c: 20 parallel exports took 2.5 GB and every pool connection). The two
+//!   kinds have slots of their own: share links never keep the owner's downloads
+//!   waiting. Others wait up to `DOWNLOAD_WAIT`, then get 503 with `Retry-After`. A
+//!   client that stops reading loses its connection after `pace::SEND_TIMEOUT`, and its
+//!   slot with it.
 //!
 //! - **Bodies.** `read_body` stops at a route's limit while reading (413), so a body is
 //!   never buffered past it; the rest is read and dropped for a moment (16 MiB, 5 s)
@@ -63,12 +65,25 @@ pub struct HttpLimits {
     /// Live streams per share id. A `std` mutex: held only to count, never across
     /// `.await`.
     share_streams: ShareCounts,
-    /// One permit per download being built or sent.
+    /// One permit per download being built or sent for the owner, and through share
+    /// links.
     downloads: Arc<Semaphore>,
-    /// `--max-concurrent-exports`, for messages.
+    share_downloads: Arc<Semaphore>,
+    /// `--max-concurrent-exports` and the share links' part, for messages.
     max_downloads: usize,
+    max_share_downloads: usize,
     /// Largest body `POST /api/runs/import` reads (`--max-import-bytes`).
     pub max_import_bytes: usize,
+    /// Time a request open without the token has for its body (`--header-timeout-ms`),
+    /// on top of what its size takes at `pace::MIN_RATE`.
+    pub body_grace: Duration,
+}
+
+/// Who a download is for: the owner's and share links' slots are apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downloader {
+    Owner,
+    Share,
 }
 
 /// A download's slot: kept by the response body until it is sent.
@@ -87,6 +102,21 @@ impl DownloadSlot {
         Body::from_stream(futures_util::stream::iter(chunks).map(move |chunk| {
             let _held = &self;
             Ok::<_, Infallible>(chunk)
+        }))
+    }
+
+    /// `chunks` as a response body that keeps this slot until the last chunk has been
+    /// handed to the connection or the client has gone (a document made as it is sent).
+    pub fn stream<E>(
+        self,
+        chunks: impl futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    ) -> Body
+    where
+        E: Into<axum::BoxError> + 'static,
+    {
+        Body::from_stream(chunks.map(move |chunk| {
+            let _held = &self;
+            chunk
         }))
     }
 }
@@ -120,22 +150,32 @@ impl HttpLimits {
             per_share: args.max_streams_per_share,
             share_streams: Arc::default(),
             downloads: Arc::new(Semaphore::new(args.max_concurrent_exports)),
+            share_downloads: Arc::new(Semaphore::new(share_downloads(args))),
             max_downloads: args.max_concurrent_exports,
+            max_share_downloads: share_downloads(args),
             max_import_bytes: args.max_import_bytes,
+            body_grace: Duration::from_millis(args.header_timeout_ms),
         }
     }
 
-    /// A slot to build and send one whole-run download, waiting up to `DOWNLOAD_WAIT`
-    /// for one; then 503.
-    pub async fn download_slot(&self) -> Result<DownloadSlot, AppError> {
-        let wait = tokio::time::timeout(DOWNLOAD_WAIT, self.downloads.clone().acquire_owned());
+    /// A slot to build and send one whole-run download for `who`, waiting up to
+    /// `DOWNLOAD_WAIT` for one; then 503.
+    pub async fn download_slot(&self, who: Downloader) -> Result<DownloadSlot, AppError> {
+        let (slots, n, whose) = match who {
+            Downloader::Owner => (&self.downloads, self.max_downloads, ""),
+            Downloader::Share => (
+                &self.share_downloads,
+                self.max_share_downloads,
+                " through share links",
+            ),
+        };
+        let wait = tokio::time::timeout(DOWNLOAD_WAIT, slots.clone().acquire_owned());
         match wait.await {
             Ok(Ok(permit)) => Ok(DownloadSlot { _permit: permit }),
             _ => Err(AppError::busy(
                 "busy",
                 format!(
-                    "{} exports, reports or CSVs are being built, the most at once (--max-concurrent-exports); none finished within {} s",
-                    self.max_downloads,
+                    "{n} exports, reports or CSVs are being built{whose}, the most at once (--max-concurrent-exports); none finished within {} s",
                     DOWNLOAD_WAIT.as_secs()
                 ),
                 DOWNLOAD_RETRY_SECS,
@@ -185,6 +225,11 @@ impl HttpLimits {
     }
 }
 
+/// Downloads through share links at once: half the owner's, at least one.
+fn share_downloads(args: &ServeArgs) -> usize {
+    (args.max_concurrent_exports / 2).max(1)
+}
+
 /// How much of a refused body is still read (and dropped), and for how long, so that
 /// a client still sending it reads the 413 instead of a reset.
 const DISCARD_BYTES: usize = 16 << 20;
@@ -209,7 +254,11 @@ pub(super) async fn read_body(
     }
     let mut read = Vec::with_capacity(announced.map_or(0, |n| n as usize));
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) if super::pace::is_body_timeout(&e) => return Err(AppError::slow_body()),
+            Err(e) => return Err(ApiError::BadRequest(format!("body: {e}")).into()),
+        };
         if read.len() + chunk.len() > limit {
             discard_rest(chunks);
             return Err(AppError::too_large(limit));

@@ -46,6 +46,7 @@ fn exposition(view: MetricsView) -> Exposition {
         queued,
         ended: view.ended,
         runs,
+        inflight: engine::budget::Budget::process().usage(),
     }
 }
 

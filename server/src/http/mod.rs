@@ -2,16 +2,19 @@
 //! here), `/metrics` for Prometheus, the Leptos pages and server fns, static files, and
 //! the tracing layer.
 mod access;
+mod conns;
 mod events;
 mod history;
 pub mod hosts;
 mod limits;
 mod metrics;
+mod pace;
 mod runs;
 mod serve;
 mod state;
 pub mod throttle;
 
+pub use conns::Conns;
 pub use limits::HttpLimits;
 pub use serve::{serve, ServeLimits};
 pub use state::AppState;

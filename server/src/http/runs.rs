@@ -17,7 +17,7 @@ use serde_json::json;
 use app::api::ApiError;
 use engine::Plan;
 
-use super::limits::read_body;
+use super::limits::{read_body, Downloader};
 use super::AppState;
 use crate::error::{internal, AppError};
 use crate::runs::blocking;
@@ -173,37 +173,43 @@ async fn get_export(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    export_download(&st, &id).await
+    export_download(&st, &id, Downloader::Owner).await
 }
 
-/// The JSON export of a finished run, in a download slot: every tick is read once, and
-/// the document is built and encoded off the async workers, straight to bytes.
-pub(super) async fn export_download(st: &AppState, id: &str) -> Result<Response, AppError> {
-    let slot = st.limits.download_slot().await?;
-    let (run, ticks) = st.runs.reads.detail_with_ticks(id).await?;
-    let f = finished(run)?;
-    let json = blocking(move || encode_export(f, ticks))
+/// The JSON export of a finished run, in a download slot of `who`'s: the document
+/// without its ticks is built off the async workers, then the ticks are read, replayed
+/// and written a page at a time as the client reads (`export::ticks_after_head`): a
+/// download holds one page of a run, however long the run.
+pub(super) async fn export_download(
+    st: &AppState,
+    id: &str,
+    who: Downloader,
+) -> Result<Response, AppError> {
+    let slot = st.limits.download_slot(who).await?;
+    let f = finished(st.runs.reads.detail(id).await?)?;
+    let head = blocking(move || encode_export_head(f))
         .await?
         .map_err(|e| internal("encode export", e))?;
+    let body = crate::export::streamed(head, st.pool.clone(), id.to_string());
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        slot.body(json),
+        slot.stream(body),
     )
         .into_response())
 }
 
-/// The export document of `f` with its ticks, as JSON bytes.
-fn encode_export(f: Finished, ticks: Vec<engine::Snapshot>) -> serde_json::Result<Vec<u8>> {
-    let doc = crate::export::ExportDoc::new(
+/// The export document of `f` up to its ticks (`export::ExportDoc::head`).
+fn encode_export_head(f: Finished) -> serde_json::Result<Vec<u8>> {
+    crate::export::ExportDoc::new(
         &f.run.plan,
         f.run.status,
         f.summary,
         f.diagnosis,
         f.thresholds,
         f.run.series,
-        ticks,
-    );
-    serde_json::to_vec(&doc)
+        Vec::new(),
+    )
+    .head()
 }
 
 /// The self-contained HTML report of a finished run, as a download.
@@ -211,13 +217,19 @@ async fn get_report(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    report_download(&st, &id).await
+    report_download(&st, &id, Downloader::Owner).await
 }
 
-/// The HTML report of a finished run as an attachment, in a download slot.
-pub(super) async fn report_download(st: &AppState, id: &str) -> Result<Response, AppError> {
-    let slot = st.limits.download_slot().await?;
-    let f = finished(st.runs.reads.detail(id).await?)?;
+/// The HTML report of a finished run as an attachment, in a download slot of `who`'s;
+/// its charts drawn from the series thinned as a page's are.
+pub(super) async fn report_download(
+    st: &AppState,
+    id: &str,
+    who: Downloader,
+) -> Result<Response, AppError> {
+    let slot = st.limits.download_slot(who).await?;
+    let mut f = finished(st.runs.reads.detail(id).await?)?;
+    f.run.series = f.run.series.thinned(engine::report::MAX_VIEW_POINTS);
     let html = blocking(move || report_html(&f)).await?;
     let disposition = format!("attachment; filename=\"socketswarm-{id}.html\"");
     Ok((

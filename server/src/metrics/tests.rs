@@ -73,6 +73,7 @@ fn example() -> Exposition {
         queued: 1,
         ended: vec![(RunStatus::Completed, 2)],
         runs: vec![run("r1", "say \"hi\"", Some(f)), run("r2", "", None)],
+        inflight: Default::default(),
     }
 }
 

@@ -54,11 +54,31 @@ const TICK_STORE_DEADLINE: Duration = Duration::from_secs(60);
 const FIRST_TICK_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_TICK_BACKOFF: Duration = Duration::from_millis(500);
 
-/// Stores one tick, retrying with backoff while the database is busy, for up to
-/// `TICK_STORE_DEADLINE`. Returns whether it was stored: the caller publishes only
-/// stored ticks, so what a browser saw is always in the database.
-async fn store_tick(pool: &SqlitePool, run_id: &str, s: &Snapshot) -> bool {
-    let json = match serde_json::to_string(s) {
+/// Stores one tick (what changed during it: `engine::report::StoredTick`), retrying
+/// with backoff while the database is busy, for up to `TICK_STORE_DEADLINE`. Returns
+/// whether it was stored: the caller publishes only stored ticks, so what a browser saw
+/// is always in the database (and a tick not stored does not count in the next ones).
+async fn store_tick(
+    pool: &SqlitePool,
+    run_id: &str,
+    s: &Snapshot,
+    ticks: &mut engine::report::TickEncoder,
+) -> bool {
+    let before = ticks.clone();
+    let stored = store_encoded(pool, run_id, s, ticks).await;
+    if !stored {
+        *ticks = before;
+    }
+    stored
+}
+
+async fn store_encoded(
+    pool: &SqlitePool,
+    run_id: &str,
+    s: &Snapshot,
+    ticks: &mut engine::report::TickEncoder,
+) -> bool {
+    let json = match serde_json::to_string(&ticks.encode(s)) {
         Ok(json) => json,
         Err(e) => {
             tracing::error!(%run_id, "could not encode tick: {e}");
@@ -213,10 +233,11 @@ pub(super) async fn drive(
             }
         }
         Ok(mut updates) => {
+            let mut ticks = engine::report::TickEncoder::new();
             while let Some(u) = updates.recv().await {
                 match u {
                     Update::Tick(s) => {
-                        if store_tick(&pool, &run_id, &s).await {
+                        if store_tick(&pool, &run_id, &s, &mut ticks).await {
                             publisher.send_replace(Some(s));
                         }
                     }
@@ -236,7 +257,7 @@ pub(super) async fn drive(
         };
         let json = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into());
         // The verdict first: once the status says finished, the runs list has it.
-        let reads = super::reads::Reads { pool: pool.clone() };
+        let reads = super::reads::Reads::new(pool.clone());
         match reads.verdict(&run_id, summary.clone()).await {
             Ok((kind, text)) => {
                 if let Err(e) = store::set_verdict(&pool, &run_id, &kind, &text).await {

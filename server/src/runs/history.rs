@@ -15,10 +15,11 @@ use sqlx::SqlitePool;
 
 use super::launch::Launch;
 use super::now_ms;
-use super::reads::{no_results, Facts, Reads};
+use super::reads::{no_results, Facts, Reads, Viewer};
 use super::views::to_item;
 use crate::error::internal;
 use crate::store::{self, RunFilter, RunSort};
+use engine::report::MAX_VIEW_POINTS;
 
 /// Most tags on one run, longest tag, longest note.
 const MAX_TAGS: usize = 20;
@@ -313,7 +314,15 @@ impl History {
         Ok(facts)
     }
 
+    /// A comparison for the owner (pages, API).
     pub async fn compare_runs(&self, ids: &[String]) -> Result<CompareView, ApiError> {
+        self.compare_for(ids, Viewer::Owner).await
+    }
+
+    /// A comparison built in one of `who`'s view slots, its series thinned for drawing.
+    async fn compare_for(&self, ids: &[String], who: Viewer) -> Result<CompareView, ApiError> {
+        Self::check_compare_ids(ids)?;
+        let _slot = self.reads.view_slot(who).await?;
         let facts = self.facts_in_order(ids).await?;
         let comparison = compare_all(&facts);
         let runs = facts
@@ -327,7 +336,7 @@ impl History {
                 tags: f.detail.tags,
                 also: f.diagnosis.also.into_iter().map(|x| x.headline).collect(),
                 verdict: f.diagnosis.headline,
-                series: f.detail.series,
+                series: f.detail.series.thinned(MAX_VIEW_POINTS),
             })
             .collect();
         Ok(CompareView { runs, comparison })
@@ -417,20 +426,25 @@ impl History {
         Ok((kind, ids.split(',').map(str::to_string).collect()))
     }
 
-    /// What a share link shows: the run without links to the rest of the instance.
+    /// What a share link shows: the run without links to the rest of the instance,
+    /// built in a share link's view slot (apart from the owner's), its series thinned.
     pub async fn get_shared(&self, share_id: &str) -> Result<SharedView, ApiError> {
         let (kind, ids) = self.share_target(share_id).await?;
         match kind {
             ShareKind::Run => {
                 let id = ids.first().cloned().unwrap_or_default();
+                let _slot = self.reads.view_slot(Viewer::Share).await?;
                 let mut d = self.reads.detail(&id).await?;
+                d.series = d.series.thinned(MAX_VIEW_POINTS);
                 d.plan_id = None;
                 d.plan_name = None;
                 d.baseline = None;
                 d.is_baseline = false;
                 Ok(SharedView::Run(Box::new(d)))
             }
-            ShareKind::Compare => Ok(SharedView::Compare(self.compare_runs(&ids).await?)),
+            ShareKind::Compare => Ok(SharedView::Compare(
+                self.compare_for(&ids, Viewer::Share).await?,
+            )),
         }
     }
 }

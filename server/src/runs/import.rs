@@ -9,16 +9,22 @@
 //! the CSV and HTML report holes (8f, 8g).
 //!
 //! Invariants: an import that fails a check stores nothing and is answered 400 naming
-//! the field (`ticks[3].seq`) and the limit. One that passes is stored `CHUNK` ticks per
-//! transaction while hidden (see `store::begin_import`); between chunks the importer
-//! leaves the lock free for as long as it held it, so other writers get in; if any step
-//! fails the partial run is removed.
+//! the field (`ticks[3].seq`) and the limit. One that passes is bounded as a live run
+//! is — its outcome keys (`report::OutcomeKeys`: a run keeps a few codes of each family
+//! and counts the rest in `…_other`), its evidence (`Evidence::merge`: the same bounds
+//! and the same neutralised text) — then stored `CHUNK` ticks per transaction while
+//! hidden (see `store::begin_import`), as what changed in each (`report::TickEncoder`);
+//! between chunks the importer leaves the lock free for as long as it held it, so other
+//! writers get in; if any step fails the partial run is removed.
 
 use std::time::{Duration, Instant};
 
 use app::api::{ApiError, Launched, RunStatus};
 use engine::outcome::{CloseKind, FailKind};
-use engine::report::{Identities, LatencyStats, Totals, MAX_IDENTITIES};
+use engine::report::{
+    Evidence, Identities, LatencyStats, OutcomeKeys, TickEncoder, Totals, MAX_DIMENSIONS,
+    MAX_IDENTITIES,
+};
 use engine::{Snapshot, Summary};
 
 use super::launch::Launch;
@@ -41,8 +47,10 @@ const MAX_NUMBER: u64 = (1 << 53) - 1;
 /// Longest plan name (as `Plan::validate` allows), target URL, identity and phase name.
 const MAX_NAME: usize = 200;
 const MAX_TARGET: usize = 2048;
-/// Longest latency metric name (they become CSV columns and chart series).
+/// Longest latency metric name (they become CSV columns and chart series), and most
+/// metrics a tick or summary may carry.
 const MAX_METRIC: usize = 64;
+const MAX_METRICS: usize = 32;
 
 /// The name of the field being checked, built only when a check fails (an import
 /// has up to `--max-import-ticks` ticks of some forty numbers each).
@@ -130,6 +138,12 @@ fn check_latency(
     field: Field<'_>,
     latency: &std::collections::BTreeMap<String, LatencyStats>,
 ) -> Result<(), ApiError> {
+    if latency.len() > MAX_METRICS {
+        return Err(bad(
+            field,
+            format!("{} metrics; the limit is {MAX_METRICS}", latency.len()),
+        ));
+    }
     for (metric, stats) in latency {
         let plain = metric
             .chars()
@@ -156,6 +170,12 @@ fn check_latency(
 /// Per-identity counters: names bounded and printable, at most `MAX_IDENTITIES` per
 /// dimension.
 fn check_identities(field: Field<'_>, ids: &Identities) -> Result<(), ApiError> {
+    if ids.len() > MAX_DIMENSIONS {
+        return Err(bad(
+            field,
+            format!("{} dimensions; the limit is {MAX_DIMENSIONS}", ids.len()),
+        ));
+    }
     for (dim, per) in ids {
         check_text(&|| format!("{} dimension", field()), dim, MAX_NAME)?;
         if per.len() > MAX_IDENTITIES {
@@ -271,13 +291,36 @@ fn check_export(e: &ExportDoc, max_ticks: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A chunk of ticks as rows: `(seq, elapsed_ms, snapshot_json)`.
-fn encode_chunk(chunk: &[Snapshot]) -> Vec<(i64, i64, String)> {
+/// Bounds a checked import as a live run is bounded: one `OutcomeKeys` over its ticks
+/// in order, then its summary (so ticks and summary keep the same keys), and its
+/// evidence taken in through `Evidence::merge` (the bounds, and target text made safe).
+fn bound_export(e: &mut ExportDoc) {
+    fn agents(agents: &mut [engine::report::AgentStatus], keys: &mut OutcomeKeys) {
+        for a in agents.iter_mut() {
+            keys.bound(&mut a.totals);
+        }
+    }
+    let mut keys = OutcomeKeys::new();
+    for t in &mut e.ticks {
+        keys.bound(&mut t.interval);
+        keys.bound(&mut t.totals);
+        agents(&mut t.agents, &mut keys);
+    }
+    keys.bound(&mut e.summary.totals);
+    agents(&mut e.summary.agents, &mut keys);
+    let mut evidence = Evidence::default();
+    evidence.merge(&e.summary.evidence);
+    e.summary.evidence = evidence;
+}
+
+/// A chunk of ticks as rows: `(seq, elapsed_ms, tick_json)`, each what changed since
+/// the tick before (`encoder` has seen every earlier chunk).
+fn encode_chunk(chunk: &[Snapshot], encoder: &mut TickEncoder) -> Vec<(i64, i64, String)> {
     chunk
         .iter()
         .map(|t| {
             // A tick is plain maps and numbers (checked finite): it always encodes.
-            let json = serde_json::to_string(t).unwrap_or_else(|_| "{}".into());
+            let json = serde_json::to_string(&encoder.encode(t)).unwrap_or_else(|_| "{}".into());
             (t.seq as i64, t.elapsed_ms as i64, json)
         })
         .collect()
@@ -288,8 +331,15 @@ impl Launch {
     pub async fn import_run(&self, export: ExportDoc) -> Result<Launched, ApiError> {
         let max_ticks = self.max_import_ticks;
         // A hundred thousand ticks take a while to check: off the async workers.
-        let (checked, mut export) =
-            super::blocking(move || (check_export(&export, max_ticks), export)).await?;
+        let (checked, mut export) = super::blocking(move || {
+            let mut export = export;
+            let checked = check_export(&export, max_ticks);
+            if checked.is_ok() {
+                bound_export(&mut export);
+            }
+            (checked, export)
+        })
+        .await?;
         checked?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let plan = export.plan.redacted();
@@ -340,8 +390,9 @@ impl Launch {
     async fn store_ticks(&self, id: &str, ticks: Vec<Snapshot>) -> sqlx::Result<()> {
         let (tx, mut chunks) = tokio::sync::mpsc::channel(2);
         let encoder = tokio::task::spawn_blocking(move || {
+            let mut encoder = TickEncoder::new();
             for chunk in ticks.chunks(CHUNK) {
-                if tx.blocking_send(encode_chunk(chunk)).is_err() {
+                if tx.blocking_send(encode_chunk(chunk, &mut encoder)).is_err() {
                     return; // storing failed; nobody waits for more
                 }
             }

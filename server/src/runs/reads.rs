@@ -1,21 +1,51 @@
 //! `Reads`: the read model of runs: one run's detail as its page shows it (saved plan's
 //! name, the comparison with its plan's baseline), its stored ticks, and the facts a
 //! comparison needs. Reads only: nothing here writes to the database.
+//!
+//! Budgets: building a view reads a whole run, so views are built in slots — a few for
+//! the owner (pages, API), fewer for share links (anonymous readers), apart, so share
+//! readers never keep the owner waiting; past a free slot for `VIEW_WAIT`, `Busy`. What
+//! a view sends to be drawn is thinned to `MAX_VIEW_POINTS` points a series
+//! (`Series::thinned`); the diagnosis, comparisons and CSV read the full series.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use app::api::{ApiError, BaselineView, RunDetail, RunStatus};
 use engine::compare::{self, RunFacts};
+use engine::report::{TickReplay, MAX_VIEW_POINTS};
 use engine::{Plan, Snapshot, Summary};
 use sqlx::SqlitePool;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::internal;
 use crate::store::{self, RunRow};
 
-/// The read model (a pool handle: cheap to clone).
+/// Views of whole runs built at once for the owner, and through share links.
+const OWNER_VIEWS: usize = 4;
+const SHARED_VIEWS: usize = 2;
+/// How long a view waits for a slot.
+const VIEW_WAIT: Duration = Duration::from_secs(10);
+
+/// Who a view is for: its slots are apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    Owner,
+    Share,
+}
+
+/// The view slots (see the module docs).
+struct ViewSlots {
+    owner: Arc<Semaphore>,
+    shared: Arc<Semaphore>,
+}
+
+/// The read model (a pool handle and the view slots: cheap to clone).
 #[derive(Clone)]
 pub struct Reads {
     pub(super) pool: SqlitePool,
+    views: Arc<ViewSlots>,
 }
 
 /// Decoded histograms by metric.
@@ -54,8 +84,42 @@ pub(super) fn no_results(id: &str, status: &str) -> ApiError {
 }
 
 impl Reads {
-    /// A run with everything its page shows: plan name, baseline comparison.
+    pub fn new(pool: SqlitePool) -> Reads {
+        Reads {
+            pool,
+            views: Arc::new(ViewSlots {
+                owner: Arc::new(Semaphore::new(OWNER_VIEWS)),
+                shared: Arc::new(Semaphore::new(SHARED_VIEWS)),
+            }),
+        }
+    }
+
+    /// A slot to build a view of a whole run for `who`, waiting up to `VIEW_WAIT`.
+    pub(crate) async fn view_slot(&self, who: Viewer) -> Result<OwnedSemaphorePermit, ApiError> {
+        let (slots, n, whose) = match who {
+            Viewer::Owner => (&self.views.owner, OWNER_VIEWS, "this server's pages"),
+            Viewer::Share => (&self.views.shared, SHARED_VIEWS, "share links"),
+        };
+        match tokio::time::timeout(VIEW_WAIT, slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::Busy(format!(
+                "{n} views of whole runs are being built for {whose}, the most at once; none finished within {} s: try again shortly",
+                VIEW_WAIT.as_secs()
+            ))),
+        }
+    }
+
+    /// A run with everything its page shows: plan name, baseline comparison; its series
+    /// thinned for drawing. Built in one of the owner's view slots.
     pub async fn get_run(&self, id: &str) -> Result<RunDetail, ApiError> {
+        let _slot = self.view_slot(Viewer::Owner).await?;
+        let mut d = self.run_view(id).await?;
+        d.series = d.series.thinned(MAX_VIEW_POINTS);
+        Ok(d)
+    }
+
+    /// `get_run` without a slot and with the full series.
+    async fn run_view(&self, id: &str) -> Result<RunDetail, ApiError> {
         let mut d = self.detail(id).await?;
         let Some(plan_id) = d.plan_id.clone() else {
             return Ok(d);
@@ -134,20 +198,13 @@ impl Reads {
     }
 
     /// The run itself (no saved-plan name, no baseline comparison): what exports,
-    /// CSV and metadata answers need.
+    /// CSV and metadata answers need. Its ticks are replayed a page at a time into its
+    /// series; only the last one is kept.
     pub(crate) async fn detail(&self, id: &str) -> Result<RunDetail, ApiError> {
-        Ok(self.detail_with_ticks(id).await?.0)
-    }
-
-    /// The run and every stored tick, each tick read once (an export needs both).
-    pub(crate) async fn detail_with_ticks(
-        &self,
-        id: &str,
-    ) -> Result<(RunDetail, Vec<Snapshot>), ApiError> {
         let row = self.run_row(id).await?;
         let tags = self.tags(&row.run_id).await?;
-        let ticks = self.ticks(id).await?;
-        super::blocking(move || build_detail(row, tags, ticks)).await?
+        let (series, last) = self.series(id).await?;
+        super::blocking(move || build_detail(row, tags, series, last)).await?
     }
 
     /// The verdict of a run that just ended with `summary` (its ticks are stored): the
@@ -157,46 +214,96 @@ impl Reads {
         id: &str,
         summary: Summary,
     ) -> Result<(String, String), ApiError> {
-        let ticks = self.ticks(id).await?;
+        let (series, _) = self.series(id).await?;
         super::blocking(move || {
-            let series = engine::Series::from_snapshots(&ticks);
             let d = engine::diagnose::for_run(&series, Some(&summary));
             (d.kind.key().to_string(), d.short())
         })
         .await
     }
 
-    /// Every stored tick of a run, in order: read `TICK_PAGE` at a time (one pool
-    /// connection at a time, none held between pages), parsed off the async workers.
-    pub(crate) async fn ticks(&self, id: &str) -> Result<Vec<Snapshot>, ApiError> {
-        let mut ticks = Vec::new();
-        let mut after = 0;
+    /// A run's series and its last tick, from every stored tick in order (replayed
+    /// `TICK_PAGE` at a time off the async workers; no page is kept).
+    async fn series(&self, id: &str) -> Result<(engine::Series, Option<Snapshot>), ApiError> {
+        let mut state = (
+            TickReplay::new(),
+            engine::Series::default(),
+            None::<Snapshot>,
+        );
+        let mut at = 0i64;
         loop {
-            let page = store::intervals_page(&self.pool, id, after, TICK_PAGE)
+            let page = store::intervals_page(&self.pool, id, at, i64::MAX, TICK_PAGE)
                 .await
                 .map_err(|e| internal("intervals_page", e))?;
-            let Some(&(last, _)) = page.last() else {
+            let Some(&(last, _, _)) = page.last() else {
                 break;
             };
             let full = page.len() as i64 == TICK_PAGE;
-            after = last;
-            ticks.extend(super::blocking(move || parse_ticks(&page)).await?);
+            at = last;
+            state = super::blocking(move || {
+                let (mut replay, mut series, mut last) = state;
+                for (_, format, json) in &page {
+                    if let Some(s) = replay.row(*format, json) {
+                        series.push(&s);
+                        last = Some(s);
+                    }
+                }
+                (replay, series, last)
+            })
+            .await?;
             if !full {
                 break;
             }
         }
-        Ok(ticks)
+        Ok((state.1, state.2))
     }
 }
 
 /// Stored ticks read per query.
 const TICK_PAGE: i64 = 1000;
 
-/// Stored tick JSON to ticks (a tick that no longer parses is skipped, as before).
-fn parse_ticks(page: &[(i64, String)]) -> Vec<Snapshot> {
-    page.iter()
-        .filter_map(|(_, j)| serde_json::from_str(j).ok())
-        .collect()
+/// A run's stored ticks with `after < seq < before`, as they were live: replayed
+/// (`TickReplay`) from the run's first tick, or from `base` (a tick the caller has,
+/// with `base.seq == after`). Read `TICK_PAGE` at a time (one pool connection at a
+/// time, none held between pages), replayed off the async workers; a row that no longer
+/// parses is skipped, as before.
+pub(crate) async fn replayed(
+    pool: &SqlitePool,
+    id: &str,
+    after: u64,
+    before: u64,
+    base: Option<&Snapshot>,
+) -> sqlx::Result<Vec<Snapshot>> {
+    let (mut replay, mut at) = match base {
+        Some(b) => (TickReplay::after(b), b.seq),
+        None => (TickReplay::new(), 0),
+    };
+    let before = i64::try_from(before).unwrap_or(i64::MAX);
+    let mut ticks = Vec::new();
+    loop {
+        let page = store::intervals_page(pool, id, at as i64, before, TICK_PAGE).await?;
+        let Some(&(last, _, _)) = page.last() else {
+            break;
+        };
+        let full = page.len() as i64 == TICK_PAGE;
+        at = last as u64;
+        let (back, got) = tokio::task::spawn_blocking(move || {
+            let got: Vec<Snapshot> = page
+                .iter()
+                .filter_map(|(_, format, json)| replay.row(*format, json))
+                .filter(|s| s.seq > after)
+                .collect();
+            (replay, got)
+        })
+        .await
+        .map_err(|e| sqlx::Error::Protocol(format!("replaying ticks: {e}")))?;
+        replay = back;
+        ticks.extend(got);
+        if !full {
+            break;
+        }
+    }
+    Ok(ticks)
 }
 
 /// Computes and stores the verdict of every finished run that has none yet (the runs
@@ -205,7 +312,7 @@ fn parse_ticks(page: &[(i64, String)]) -> Vec<Snapshot> {
 /// diagnosis the run page shows. A run that cannot be read gets an empty verdict, so it
 /// is not tried again.
 pub(crate) async fn fill_verdicts(pool: &SqlitePool) {
-    let reads = Reads { pool: pool.clone() };
+    let reads = Reads::new(pool.clone());
     loop {
         let ids = match store::runs_without_verdict(pool, 50).await {
             Ok(ids) if !ids.is_empty() => ids,
@@ -235,24 +342,22 @@ pub(crate) async fn fill_verdicts(pool: &SqlitePool) {
     }
 }
 
-/// The CPU part of `Reads::detail`: plan and summary decoded, series built, the run
-/// diagnosed. Gives the ticks back for callers that need them too.
+/// The CPU part of `Reads::detail`: plan and summary decoded, the run diagnosed.
 fn build_detail(
     row: RunRow,
     tags: Vec<String>,
-    ticks: Vec<Snapshot>,
-) -> Result<(RunDetail, Vec<Snapshot>), ApiError> {
+    series: engine::Series,
+    last: Option<Snapshot>,
+) -> Result<RunDetail, ApiError> {
     let plan: Plan =
         serde_json::from_str(&row.plan_json).map_err(|e| internal("stored plan", e))?;
     let summary: Option<engine::Summary> = match &row.summary_json {
         Some(s) => Some(serde_json::from_str(s).map_err(|e| internal("stored summary", e))?),
         None => None,
     };
-    let series = engine::Series::from_snapshots(&ticks);
     // Every finished run has one (callers rely on it), live ones once a tick is in.
     let diagnosis = (summary.is_some() || !series.t.is_empty())
         .then(|| engine::diagnose::for_run(&series, summary.as_ref()));
-    let last = ticks.last().cloned();
     let env = row
         .env_json
         .as_deref()
@@ -284,5 +389,5 @@ fn build_detail(
         series,
         diagnosis,
     };
-    Ok((detail, ticks))
+    Ok(detail)
 }

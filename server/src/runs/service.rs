@@ -96,7 +96,7 @@ impl Runs {
             per_agent: cfg.per_agent,
             joined: cfg.joined,
         });
-        let reads = Reads { pool: pool.clone() };
+        let reads = Reads::new(pool.clone());
         let history = History {
             pool: pool.clone(),
             reads: reads.clone(),

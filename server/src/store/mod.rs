@@ -111,12 +111,13 @@ pub async fn begin_import(pool: &SqlitePool, r: NewRun<'_>) -> sqlx::Result<()> 
     tx.commit().await
 }
 
-/// Rows per `insert` statement when storing imported ticks (4 parameters each).
+/// Rows per `insert` statement when storing imported ticks (5 parameters each).
 const ROWS_PER_INSERT: usize = 100;
 
-/// Stores some of an import's ticks, `(seq, elapsed_ms, snapshot_json)`, in one short
-/// transaction of multi-row inserts. Callers keep chunks to a few hundred ticks, so the
-/// write lock is held for milliseconds, not for the whole import.
+/// Stores some of an import's ticks, `(seq, elapsed_ms, tick_json)` in the delta format
+/// (`engine::report::StoredTick`), in one short transaction of multi-row inserts.
+/// Callers keep chunks to a few hundred ticks, so the write lock is held for
+/// milliseconds, not for the whole import.
 pub async fn insert_ticks(
     pool: &SqlitePool,
     run_id: &str,
@@ -125,13 +126,14 @@ pub async fn insert_ticks(
     let mut tx = pool.begin().await?;
     for rows in ticks.chunks(ROWS_PER_INSERT) {
         let mut qb = QueryBuilder::<Sqlite>::new(
-            "insert or replace into run_interval (run_id, seq, elapsed_ms, snapshot_json) ",
+            "insert or replace into run_interval (run_id, seq, elapsed_ms, snapshot_json, tick_format) ",
         );
         qb.push_values(rows, |mut b, (seq, elapsed_ms, json)| {
             b.push_bind(run_id)
                 .push_bind(*seq)
                 .push_bind(*elapsed_ms)
-                .push_bind(json.as_str());
+                .push_bind(json.as_str())
+                .push_bind(engine::report::TICK_FORMAT_DELTA);
         });
         qb.build().execute(&mut *tx).await?;
     }
@@ -235,19 +237,20 @@ pub async fn mark_running<'e>(
     Ok(())
 }
 
-/// Stores one tick.
+/// Stores one tick, in the delta format (`engine::report::StoredTick`).
 pub async fn insert_interval<'e>(
     db: impl SqliteExecutor<'e>,
     run_id: &str,
     seq: i64,
     elapsed_ms: i64,
-    snapshot_json: &str,
+    tick_json: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("insert or replace into run_interval (run_id, seq, elapsed_ms, snapshot_json) values (?, ?, ?, ?)")
+    sqlx::query("insert or replace into run_interval (run_id, seq, elapsed_ms, snapshot_json, tick_format) values (?, ?, ?, ?, ?)")
         .bind(run_id)
         .bind(seq)
         .bind(elapsed_ms)
-        .bind(snapshot_json)
+        .bind(tick_json)
+        .bind(engine::report::TICK_FORMAT_DELTA)
         .execute(db)
         .await?;
     Ok(())
@@ -323,46 +326,24 @@ pub async fn get_run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<Run
         .await
 }
 
-/// The latest stored tick of a run.
-pub async fn last_interval(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<String>> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "select snapshot_json from run_interval where run_id = ? order by seq desc limit 1",
-    )
-    .bind(run_id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| r.0))
-}
+/// A stored tick: `(seq, tick_format, json)`, replayed by `engine::report::TickReplay`.
+pub type TickRow = (i64, i64, String);
 
-/// Stored ticks with `seq > after`, in order.
-pub async fn intervals_after(
-    pool: &SqlitePool,
-    run_id: &str,
-    after: i64,
-) -> sqlx::Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "select snapshot_json from run_interval where run_id = ? and seq > ? order by seq",
-    )
-    .bind(run_id)
-    .bind(after)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
-}
-
-/// At most `limit` stored ticks with `seq > after`, in order, as `(seq, snapshot_json)`:
-/// whole runs are read a page at a time, so no read holds a pool connection for long.
+/// At most `limit` stored ticks with `after < seq < before`, in order: whole runs are
+/// read a page at a time, so no read holds a pool connection for long.
 pub async fn intervals_page(
     pool: &SqlitePool,
     run_id: &str,
     after: i64,
+    before: i64,
     limit: i64,
-) -> sqlx::Result<Vec<(i64, String)>> {
+) -> sqlx::Result<Vec<TickRow>> {
     sqlx::query_as(
-        "select seq, snapshot_json from run_interval where run_id = ? and seq > ? order by seq limit ?",
+        "select seq, tick_format, snapshot_json from run_interval where run_id = ? and seq > ? and seq < ? order by seq limit ?",
     )
     .bind(run_id)
     .bind(after)
+    .bind(before)
     .bind(limit)
     .fetch_all(pool)
     .await

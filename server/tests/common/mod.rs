@@ -56,6 +56,7 @@ pub fn args(db: PathBuf) -> ServeArgs {
         max_queued_runs: 32,
         max_import_bytes: 64 << 20,
         max_import_ticks: 100_000,
+        max_inflight_bytes: engine::budget::DEFAULT_LIMIT,
         k8s: Default::default(),
     }
 }
